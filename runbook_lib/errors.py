@@ -1,0 +1,109 @@
+"""Every error the runbook raises, rooted in one class so callers can catch broadly.
+
+    RunbookError                    anything the runbook reports to its user
+    ├── ParameterError              the parameter set is invalid (lists every problem at once)
+    ├── AccountMismatchError        a profile reaches another account than the parameters name
+    ├── BackendError                the embedded backend could not start or answer
+    ├── PreflightError              a precondition of the recovery does not hold
+    ├── ProvisionError              a resource could not be created or is in an unsafe state
+    │   └── DriftError              a resource exists but differs from what the run wants
+    ├── JobError                    the Batch Replication job failed, was cancelled or is stuck
+    │   └── ConfirmationRequired    the job waits for an explicit confirmation
+    ├── ReportError                 a manifest or completion report is missing or malformed
+    └── PhaseError                  a phase notebook failed while running headlessly
+
+Each message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AccountMismatchError",
+    "BackendError",
+    "ConfirmationRequired",
+    "DriftError",
+    "JobError",
+    "ParameterError",
+    "ParameterProblem",
+    "PhaseError",
+    "PreflightError",
+    "ProvisionError",
+    "ReportError",
+    "RunbookError",
+]
+
+
+class RunbookError(Exception):
+    """Base of every error the runbook raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ParameterProblem:
+    """One invalid parameter: where it is, what it holds, and what is expected instead."""
+
+    field: str
+    value: object
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: got {self.value!r}; expected {self.expected}"
+
+
+class ParameterError(RunbookError):
+    """The parameter set is invalid; `problems` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[ParameterProblem], source: str = "parameters") -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        super().__init__(
+            f"{source} has {len(self.problems)} {noun}; fix them and run again:\n{lines}"
+        )
+
+
+class AccountMismatchError(RunbookError):
+    """A profile's caller identity is in a different account than the parameters say."""
+
+
+class BackendError(RunbookError):
+    """The embedded AWS backend could not be started, reached or seeded."""
+
+
+class PreflightError(RunbookError):
+    """A precondition of the recovery does not hold; nothing has been changed."""
+
+
+class ProvisionError(RunbookError):
+    """A resource could not be provisioned, or exists in a state the run must not touch."""
+
+
+class DriftError(ProvisionError):
+    """A resource exists but differs from what the run wants; `difference` says how."""
+
+    def __init__(self, message: str, difference: object = None) -> None:
+        self.difference = difference
+        super().__init__(message)
+
+
+class JobError(RunbookError):
+    """The Batch Replication job failed, was cancelled, or did not reach the awaited status."""
+
+
+class ConfirmationRequired(JobError):
+    """The job is ready and waits for an operator's confirmation before it replicates anything."""
+
+
+class ReportError(RunbookError):
+    """A generated manifest or completion report is missing, unreadable or inconsistent."""
+
+
+class PhaseError(RunbookError):
+    """A phase notebook failed when run headlessly; carries the phase and the failing cell."""
+
+    def __init__(self, phase: str, message: str, notebook_path: str | None = None) -> None:
+        self.phase = phase
+        self.notebook_path = notebook_path
+        super().__init__(f"phase {phase} failed: {message}")
