@@ -1,0 +1,139 @@
+"""boto3 sessions for the vault and recovery accounts, and the one botocore config they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+import botocore.exceptions
+import botocore.handlers
+from botocore.config import Config
+
+from runbook_lib.errors import AccountMismatchError, RunbookError
+
+__all__ = [
+    "AccountSessions",
+    "Identity",
+    "client_config",
+    "make_client",
+    "open_sessions",
+    "session_for",
+    "strip_account_host_prefix",
+    "verify_identity",
+]
+
+# Parallel HEADs and the Batch Replication watcher share one pool per client.
+MAX_POOL_CONNECTIONS = 64
+
+
+def client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
+    """Return the botocore config every client uses: adaptive retries and a pool sized for threads."""
+    return Config(
+        retries={"mode": "adaptive", "max_attempts": 10},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=10,
+        read_timeout=60,
+        user_agent_appid="s3-vault-recovery-runbook",
+    )
+
+
+def strip_account_host_prefix(request: Any, **_: Any) -> None:
+    """Drop the `{AccountId}.` label botocore prepends to a custom S3 Control endpoint's host.
+
+    botocore's s3control endpoint rules always prefix the account id, which cannot resolve for a
+    custom endpoint such as the embedded backend's 127.0.0.1. On AWS's own endpoints the prefix is
+    required, so only hosts that are IP addresses or `localhost` are touched.
+    """
+    parts = urlsplit(request.url)
+    account = request.headers.get("x-amz-account-id")
+    if isinstance(account, bytes):
+        account = account.decode()
+    if not account or not parts.netloc.startswith(account + "."):
+        return
+    host = parts.netloc[len(account) + 1 :]
+    bare = host.rsplit(":", 1)[0]
+    if bare == "localhost" or bare.replace(".", "").isdigit():
+        request.url = urlunsplit(parts._replace(netloc=host))
+
+
+def make_client(session: boto3.Session, service: str, **kwargs: Any) -> Any:
+    """Return a client of `session` with the shared config and the fixes our endpoints need."""
+    kwargs.setdefault("config", client_config())
+    client = session.client(service, **kwargs)  # type: ignore[call-overload]
+    if service == "s3control":
+        client.meta.events.register("before-sign.s3-control.*", strip_account_host_prefix)
+    if service == "s3" and _is_local(client.meta.endpoint_url):
+        # The embedded backend answers 100-continue slowly; AWS does not need it either for small bodies.
+        client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    return client
+
+
+def _is_local(endpoint: str | None) -> bool:
+    host = urlsplit(endpoint or "").hostname or ""
+    return host in ("127.0.0.1", "localhost")
+
+
+def session_for(profile: str, region: str | None = None) -> boto3.Session:
+    """Return a boto3 session for a named profile, with a clear error when the profile is unknown."""
+    try:
+        return boto3.Session(profile_name=profile, region_name=region)
+    except botocore.exceptions.ProfileNotFound as error:
+        raise RunbookError(
+            f"AWS profile {profile!r} is not configured. Add it to your AWS config file "
+            "(or set AWS_CONFIG_FILE to the file the embedded backend wrote), then run again."
+        ) from error
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a session acts as: account, ARN and user id from STS GetCallerIdentity."""
+
+    account: str
+    arn: str
+    user_id: str
+
+
+def verify_identity(session: boto3.Session, expected_account: str, label: str) -> Identity:
+    """Return the session's caller identity, or raise if it is not in the expected account."""
+    sts = make_client(session, "sts")
+    try:
+        answer = sts.get_caller_identity()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise AccountMismatchError(
+            f"cannot determine who the {label} profile {session.profile_name!r} is: {error}. "
+            "Check that its credentials are valid and not expired."
+        ) from error
+    identity = Identity(account=answer["Account"], arn=answer["Arn"], user_id=answer["UserId"])
+    if identity.account != expected_account:
+        raise AccountMismatchError(
+            f"the {label} profile {session.profile_name!r} acts in account {identity.account} "
+            f"({identity.arn}), but the parameters say {label}.account_id is {expected_account}. "
+            f"Use a profile for account {expected_account}, or correct {label}.account_id."
+        )
+    return identity
+
+
+@dataclass(frozen=True)
+class AccountSessions:
+    """The two sessions of a recovery, each checked to be in the account the parameters name."""
+
+    vault: boto3.Session
+    recovery: boto3.Session
+    vault_identity: Identity
+    recovery_identity: Identity
+
+
+def open_sessions(params: Any) -> AccountSessions:
+    """Return verified sessions for the vault and recovery accounts the parameters name."""
+    vault = session_for(params.vault.profile, params.region)
+    recovery = session_for(params.recovery.profile, params.recovery_region)
+    vault_identity = verify_identity(vault, params.vault.account_id, "vault")
+    recovery_identity = verify_identity(recovery, params.recovery.account_id, "recovery")
+    if vault_identity.account == recovery_identity.account:
+        raise AccountMismatchError(
+            "the vault and recovery profiles reach the same account "
+            f"{vault_identity.account}; recovery needs a separate, clean account."
+        )
+    return AccountSessions(vault, recovery, vault_identity, recovery_identity)

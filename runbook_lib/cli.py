@@ -1,0 +1,136 @@
+"""The `runbook` command: drills, headless runs, the embedded backend, and JupyterLab."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from runbook_lib.errors import RunbookError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("runbook")
+
+
+def _add_fault_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("faults injected by the embedded backend")
+    group.add_argument("--fail-tasks", type=float, default=0.0, metavar="FRACTION",
+                       help="fraction of replication tasks that fail transiently (0..1)")
+    group.add_argument("--throttle", type=float, default=0.0, metavar="FRACTION",
+                       help="fraction of S3 requests answered 503 SlowDown (0..1)")
+    group.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+                       help="latency added to every request, to model AWS round trips")
+    group.add_argument("--fault-seed", type=int, default=0, metavar="N",
+                       help="seed that makes the injected faults repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the `runbook` command."""
+    parser = argparse.ArgumentParser(
+        prog="runbook",
+        description="Recover S3 Object Lock golden copies with S3 Batch Replication, and prove it.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    drill = commands.add_parser("drill", help="run a full recovery drill on the embedded backend")
+    drill.add_argument("--objects", type=int, default=300, metavar="N",
+                       help="object versions to seed in the drill's vault (default 300)")
+    drill.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="run folder for executed notebooks and evidence (default runs/drill-<time>)")
+    drill.add_argument("--params", type=Path, default=None, metavar="FILE",
+                       help="parameter set (default parameters/drill.yaml)")
+    drill.add_argument("--random-seed", type=int, default=1, metavar="N",
+                       help="seed that makes the drill's vault repeatable (default 1)")
+    _add_fault_options(drill)
+
+    run = commands.add_parser("run", help="run phases against what the parameters name (AWS or embedded)")
+    run.add_argument("--params", type=Path, required=True, metavar="FILE", help="parameter set (YAML)")
+    run.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumes from its ledger)")
+    run.add_argument("--from", dest="from_phase", default=None, metavar="PHASE",
+                     help="first phase to run, by number or name (e.g. 03 or 03_grants)")
+    run.add_argument("--to", dest="to_phase", default=None, metavar="PHASE", help="last phase to run")
+    run.add_argument("--confirm-job", action="store_true",
+                     help="confirm the Batch Replication job when it awaits confirmation")
+
+    backend = commands.add_parser("backend", help="serve the embedded AWS in the foreground")
+    backend.add_argument("--port", type=int, default=5055, metavar="P", help="port on 127.0.0.1 (0 picks a free one)")
+    backend.add_argument("--seed", type=int, default=None, metavar="N",
+                         help="seed a realistic vault of N object versions")
+    backend.add_argument("--random-seed", type=int, default=1, metavar="N", help="seed of the vault's randomness")
+    backend.add_argument("--config-file", type=Path, default=None, metavar="PATH",
+                         help="where to write the AWS config file (default: a temporary folder)")
+    backend.add_argument("--truth-file", type=Path, default=None, metavar="PATH",
+                         help="where to write the seeded vault's ground truth (JSON)")
+    _add_fault_options(backend)
+
+    lab = commands.add_parser("lab", help="the embedded backend plus JupyterLab on the notebooks")
+    lab.add_argument("--port", type=int, default=5055, metavar="P", help="backend port on 127.0.0.1")
+    lab.add_argument("--seed", type=int, default=300, metavar="N", help="object versions to seed")
+    lab.add_argument("--lab-port", type=int, default=8888, metavar="P", help="JupyterLab port")
+    return parser
+
+
+def _faults(args: argparse.Namespace) -> object:
+    from runbook_lib.embedded.server import Faults
+
+    return Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
+                  latency_ms=args.latency_ms, seed=args.fault_seed)
+
+
+def _serve_backend(args: argparse.Namespace) -> int:
+    from runbook_lib.embedded.seed import seed_vault
+    from runbook_lib.embedded.server import RECOVERY_PROFILE, VAULT_PROFILE, start_backend
+
+    backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args))  # type: ignore[arg-type]
+    print(f"embedded AWS listening on {backend.endpoint}")
+    print(f"AWS config file: {backend.config_file}")
+    print(f"  export AWS_CONFIG_FILE={backend.config_file}")
+    print(f"  profiles: {VAULT_PROFILE} (vault), {RECOVERY_PROFILE} (recovery)")
+    if args.seed:
+        truth = seed_vault(backend.endpoint, args.seed, args.random_seed)
+        counts = truth.counts()
+        print(f"seeded vault bucket {truth.vault_bucket}: {counts['source_versions']} versions, "
+              f"{counts['expected']} expected to recover")
+        if args.truth_file:
+            truth.write(args.truth_file)
+            print(f"ground truth: {args.truth_file}")
+    print("press Ctrl-C to stop", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    backend.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `runbook` command and return its exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.command == "backend":
+            return _serve_backend(args)
+        from runbook_lib import drill as drill_module
+
+        if args.command == "drill":
+            return drill_module.run_drill(args)
+        if args.command == "run":
+            return drill_module.run_phases_command(args)
+        if args.command == "lab":
+            return drill_module.run_lab(args)
+    except RunbookError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

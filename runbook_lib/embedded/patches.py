@@ -1,0 +1,329 @@
+"""Every change we make to moto's behaviour, in one place, applied inside the backend's process.
+
+moto 5.2.1 is pinned. Each patch names the moto behaviour it replaces and records a fingerprint of
+the moto source it replaces or wraps (`PATCHED_SOURCES`); `tests/test_moto_patches.py` fails when a
+moto upgrade changes that source, so the patch is reviewed instead of silently drifting.
+
+| patch                         | moto behaviour replaced                                                     |
+|-------------------------------|-----------------------------------------------------------------------------|
+| instance tracking             | every FakeKey / FakeDeleteMarker, deep copies included, is appended to a    |
+|                               | class-level registry that is never pruned (about 1.5 GB per 20k listing)    |
+| list_object_versions          | deep-copies every version of the bucket on every page (quadratic in time)   |
+| GetObjectRetention            | not implemented: `GET ?retention` falls through to GetObject                |
+| x-amz-replication-status      | never emitted; we keep the status on the key and send it on GET/HEAD        |
+| retain-until header           | sent as stored; we always send a UTC ISO-8601 value with a `Z`             |
+| GetBucketReplication          | rewrites rules on read (drops SourceSelectionCriteria, Filter, ...)        |
+| EventBridge -> SNS target     | raises NotImplementedError, and stops delivery to later rules              |
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import inspect
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import xmltodict
+from moto.core.utils import unix_time_millis
+from moto.events.models import Rule
+from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
+from moto.s3.responses import S3Response
+from moto.sns.models import sns_backends
+
+__all__ = ["PATCHED_SOURCES", "apply_all", "moto_source_fingerprint", "normalise_retain_until"]
+
+# Fingerprints (sha256 of inspect.getsource) of the moto code each patch replaces or relies on.
+PATCHED_SOURCES: dict[str, str] = {
+    "moto.core.common_models.BaseModel.__new__": "",
+    "moto.s3.models.S3Backend.list_object_versions": "",
+    "moto.s3.responses.S3Response._key_response_get": "",
+    "moto.s3.models.FakeKey.response_dict": "",
+    "moto.s3.responses.S3Response.get_bucket_replication": "",
+    "moto.s3.models.S3Backend.put_bucket_replication": "",
+    "moto.events.models.Rule.send_to_targets": "",
+}
+
+_applied = False
+_lock = threading.Lock()
+_originals: dict[str, Any] = {}
+
+
+def _resolve(dotted: str) -> Any:
+    """Return the moto object a dotted path names (module attributes, then class members)."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj: Any = __import__(".".join(parts[:split]), fromlist=["_"])
+        except ImportError:
+            continue
+        for name in parts[split:]:
+            obj = inspect.getattr_static(obj, name)
+        return obj
+    raise LookupError(dotted)
+
+
+def moto_source_fingerprint(dotted: str) -> str:
+    """Return the sha256 of the original moto source behind `dotted`, for upgrade checks."""
+    original = _originals.get(dotted) or _resolve(dotted)
+    if isinstance(original, property):
+        original = original.fget
+    if isinstance(original, (staticmethod, classmethod)):
+        original = original.__func__
+    source = inspect.getsource(original)
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- instance tracking
+
+
+def _untracked_new(cls: type, *args: Any, **kwargs: Any) -> Any:
+    # moto's registry only serves its dashboard; keeping every copy alive leaks memory.
+    return object.__new__(cls)
+
+
+# ------------------------------------------------------------------------- list_object_versions
+
+
+class _VersionView:
+    """A listing entry: the stored version plus its is_latest flag, without copying the version."""
+
+    __slots__ = ("_version", "is_latest")
+
+    def __init__(self, version: Any, is_latest: bool) -> None:
+        self._version = version
+        self.is_latest = is_latest
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._version, name)
+
+    @property
+    def is_delete_marker(self) -> bool:
+        return isinstance(self._version, FakeDeleteMarker)
+
+
+def _versions_from(bucket: Any, first_name: str) -> Iterator[_VersionView]:
+    """Yield versions in moto's listing order (name, newest first), starting at `first_name`."""
+    names = sorted(bucket.keys.keys())
+    for name in names[bisect.bisect_left(names, first_name) :]:
+        versions = sorted(
+            bucket.keys.getlist(name, []), key=lambda v: -unix_time_millis(v.last_modified)
+        )
+        for index, version in enumerate(versions):
+            yield _VersionView(version, is_latest=index == 0)
+
+
+def _list_object_versions(
+    self: S3Backend,
+    bucket_name: str,
+    delimiter: str | None = None,
+    key_marker: str | None = None,
+    max_keys: int | None = 1000,
+    prefix: str = "",
+    version_id_marker: str | None = None,
+) -> tuple[list[Any], list[str], list[Any], str | None, str | None]:
+    """moto's paging rules, but starting at the marker and without deep-copying the bucket."""
+    bucket = self.get_bucket(bucket_name)
+    common_prefixes: set[str] = set()
+    requested_versions: list[Any] = []
+    delete_markers: list[Any] = []
+    next_key_marker: str | None = None
+    next_version_id_marker: str | None = None
+    # Names before both the marker and the prefix can never be listed: start past them.
+    start = max(key_marker or "", prefix or "")
+    skip_versions = True
+    last_item_added: Any = None
+    for version in _versions_from(bucket, start):
+        name = version.name
+        if skip_versions:
+            if key_marker is None:
+                skip_versions = False
+            elif not version_id_marker:
+                skip_versions = version.name < key_marker
+                continue
+            elif version.name == key_marker and version.version_id == version_id_marker:
+                skip_versions = False
+                continue
+            else:
+                continue
+        if not name.startswith(prefix):
+            if name > prefix:
+                break
+            continue
+        is_common_prefix = False
+        if delimiter and delimiter in name[len(prefix) :]:
+            end = len(prefix) + name[len(prefix) :].index(delimiter) + len(delimiter)
+            prefix_including_delimiter = name[0:end]
+            if prefix_including_delimiter == key_marker:
+                continue
+            common_prefixes.add(prefix_including_delimiter)
+            name = prefix_including_delimiter
+            is_common_prefix = True
+        elif last_item_added:
+            name = last_item_added.name
+        if (
+            max_keys is not None
+            and len(requested_versions) + len(delete_markers) + len(common_prefixes) >= max_keys
+        ):
+            next_key_marker = name
+            if is_common_prefix:
+                next_version_id_marker = None
+            elif last_item_added is not None:
+                next_version_id_marker = last_item_added.version_id
+            else:
+                next_version_id_marker = None
+            break
+        if not is_common_prefix:
+            last_item_added = version
+            if version.is_delete_marker:
+                delete_markers.append(version)
+            else:
+                requested_versions.append(version)
+    return (
+        requested_versions,
+        sorted(common_prefixes),
+        delete_markers,
+        next_key_marker,
+        next_version_id_marker,
+    )
+
+
+# ---------------------------------------------------------------- GetObjectRetention, headers
+
+
+def normalise_retain_until(value: Any) -> str | None:
+    """Return a retain-until value as AWS sends it: ISO-8601 UTC with milliseconds and a `Z`."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value).strip().replace("Z", "+00:00")
+        moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _get_object_retention(self: S3Response) -> Any:
+    key, _ = self._get_key()
+    headers: dict[str, str] = {}
+    if key.version_id != "null":
+        headers["x-amz-version-id"] = key.version_id
+    if not key.lock_mode and not key.lock_until:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchObjectLockConfiguration</Code>'
+            "<Message>The specified object does not have a ObjectLock configuration</Message>"
+            "</Error>"
+        )
+        return 404, headers, body
+    retention = {"Mode": key.lock_mode, "RetainUntilDate": normalise_retain_until(key.lock_until)}
+    body = xmltodict.unparse(
+        {"Retention": {"@xmlns": "http://s3.amazonaws.com/doc/2006-03-01/", **retention}}
+    )
+    return 200, headers, body
+
+
+def _wrap_key_response_get(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _key_response_get(self: S3Response, query: dict[str, Any], key_name: str) -> Any:
+        if "retention" in query and not query.get("uploadId"):
+            self._set_action("KEY", "GET", query)
+            self._authenticate_and_authorize_s3_action(
+                bucket_name=self.bucket_name, key_name=key_name
+            )
+            return _get_object_retention(self)
+        return original(self, query, key_name)
+
+    return _key_response_get
+
+
+def _wrap_response_dict(original: property) -> property:
+    def response_dict(self: FakeKey) -> dict[str, Any]:
+        headers: dict[str, Any] = original.fget(self)  # type: ignore[misc]
+        status = getattr(self, "replication_status", None)
+        if status:
+            headers["x-amz-replication-status"] = status
+        if headers.get("x-amz-object-lock-retain-until-date"):
+            headers["x-amz-object-lock-retain-until-date"] = normalise_retain_until(
+                headers["x-amz-object-lock-retain-until-date"]
+            )
+        return headers
+
+    return property(response_dict)
+
+
+# ------------------------------------------------------------------------ bucket replication
+
+_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def _get_bucket_replication(self: S3Response) -> Any:
+    """Return the stored configuration as it was put, not moto's abridged rewrite."""
+    self.data["Action"] = "GetBucketReplication"
+    config = self.backend.get_bucket_replication(self.bucket_name)
+    if not config:
+        from moto.s3.exceptions import ReplicationConfigurationNotFoundError
+
+        raise ReplicationConfigurationNotFoundError(bucket_name=self.bucket_name)
+    document = {k: v for k, v in config.items() if not k.startswith("@")}
+    return xmltodict.unparse({"ReplicationConfiguration": {"@xmlns": _S3_NS, **document}})
+
+
+# --------------------------------------------------------------------- EventBridge -> SNS
+
+
+def _wrap_send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
+    def send_to_targets(self: Rule, original_event: dict[str, Any], transform_input: bool = True) -> None:
+        sns_targets = [t for t in self.targets if t["Arn"].split(":")[2] == "sns"]
+        if sns_targets and self.event_pattern.matches_event(original_event):
+            event = dict(original_event)
+            if isinstance(event.get("time"), (int, float)):
+                event["time"] = datetime.fromtimestamp(event["time"], tz=timezone.utc).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                )
+            for target in sns_targets:
+                _, _, _, region, account, _ = target["Arn"].split(":", 5)
+                sns_backends[account][region].publish(
+                    message=json.dumps(event), arn=target["Arn"], subject=None
+                )
+        others = [t for t in self.targets if t not in sns_targets]
+        if others:
+            saved = self.targets
+            try:
+                self.targets = others
+                original(self, original_event, transform_input)
+            finally:
+                self.targets = saved
+
+    return send_to_targets
+
+
+# ---------------------------------------------------------------------------------- apply
+
+
+def apply_all() -> None:
+    """Install every patch once per process; later calls do nothing."""
+    global _applied
+    with _lock:
+        if _applied:
+            return
+        for dotted in PATCHED_SOURCES:
+            _originals[dotted] = _resolve(dotted)
+        FakeKey.__new__ = _untracked_new  # type: ignore[assignment,method-assign]
+        FakeDeleteMarker.__new__ = _untracked_new  # type: ignore[assignment,method-assign]
+        S3Backend.list_object_versions = _list_object_versions  # type: ignore[method-assign]
+        S3Response._key_response_get = _wrap_key_response_get(  # type: ignore[method-assign]
+            _originals["moto.s3.responses.S3Response._key_response_get"]
+        )
+        FakeKey.response_dict = _wrap_response_dict(  # type: ignore[method-assign]
+            _originals["moto.s3.models.FakeKey.response_dict"]
+        )
+        S3Response.get_bucket_replication = _get_bucket_replication  # type: ignore[method-assign]
+        Rule.send_to_targets = _wrap_send_to_targets(  # type: ignore[method-assign]
+            _originals["moto.events.models.Rule.send_to_targets"]
+        )
+        _applied = True

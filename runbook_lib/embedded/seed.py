@@ -1,0 +1,364 @@
+"""A realistic vault for drills and tests, built deterministically from a number and a random seed.
+
+The world is the one the recovery starts from: a production bucket in account 333333333333 was
+replicated into an Object Lock vault bucket in account 111111111111 (so the vault's versions carry
+replication status REPLICA), the vault's KMS key encrypts them with a Bucket Key, and the production
+account has since been compromised. The vault holds what real vaults hold: several versions per key,
+GOVERNANCE and COMPLIANCE retention with varied dates, legal holds with and without retention, delete
+markers, zero-byte and multi-megabyte objects, awkward key names, a few archived versions, and a few
+versions uploaded directly by an operator (not replicas) that a REPLICA filter must leave out.
+
+Objects are written through moto's backend in the server's own process, because the API cannot set
+a version id or a replication status, and because it is two orders of magnitude faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
+from runbook_lib.errors import BackendError
+
+__all__ = [
+    "AWKWARD_KEYS",
+    "PRODUCTION_ACCOUNT",
+    "VAULT_BUCKET",
+    "VAULT_KEY_ALIAS",
+    "VAULT_KEY_ID",
+    "GroundTruth",
+    "SeededVersion",
+    "seed_vault",
+]
+
+PRODUCTION_ACCOUNT = "333333333333"
+VAULT_BUCKET = "vault-golden-copies"
+VAULT_KEY_ID = "6f1c0f4e-7d1a-4c55-9b0e-0c5a11d5eed1"
+VAULT_KEY_ALIAS = "alias/vault-golden-copies"
+VAULT_KEY_ARN = f"arn:aws:kms:{REGION}:{VAULT_ACCOUNT}:key/{VAULT_KEY_ID}"
+PRODUCTION_REPLICATION_ROLE = f"arn:aws:iam::{PRODUCTION_ACCOUNT}:role/prod-to-vault-replication"
+OPERATOR_ROLE_NAME = "drill-operator"
+DEFAULT_RETENTION_DAYS = 365
+
+# Outcomes a version is expected to have after a recovery with the drill's REPLICA filter.
+RECOVER = "recover"
+SKIP_NOT_REPLICA = "skip_not_replica"
+SKIP_DELETE_MARKER = "skip_delete_marker"
+SKIP_ARCHIVED = "skip_archived"
+
+_LONG_KEY = "deep/" + "k" * (1024 - len("deep/") - len(".bin")) + ".bin"
+AWKWARD_KEYS: tuple[str, ...] = (
+    "reports/quarterly summary 2026.pdf",
+    "reports/profit+loss.xlsx",
+    "reports/100% done.txt",
+    "notes/#1 priority.md",
+    "queries/what?.sql",
+    "i18n/résumé-é.txt",
+    "i18n/日本語/ファイル.txt",
+    "i18n/emoji-🚀.json",
+    "a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/deep.txt",
+    "spaces  and\ttabs/odd name .txt",
+    "trailing-slash-object/",
+    "quote'and\"double.txt",
+    "ampersand&equals=.csv",
+    _LONG_KEY,
+)
+assert len(_LONG_KEY.encode()) == 1024
+
+
+@dataclass(frozen=True)
+class SeededVersion:
+    """One version in the vault as the seeder wrote it, with its expected recovery outcome."""
+
+    key: str
+    version_id: str
+    is_delete_marker: bool
+    is_latest: bool
+    size: int
+    etag: str | None
+    last_modified: str
+    storage_class: str | None
+    replication_status: str | None
+    encryption: str | None
+    object_lock_mode: str | None
+    object_lock_retain_until_date: str | None
+    object_lock_legal_hold_status: str | None
+    expected_outcome: str
+
+
+@dataclass
+class GroundTruth:
+    """Everything the seeder wrote, so drills and tests can check a recovery against it."""
+
+    vault_account: str
+    recovery_account: str
+    region: str
+    vault_bucket: str
+    vault_key_arn: str
+    random_seed: int
+    versions: list[SeededVersion] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Return the number of versions per expected outcome, plus totals."""
+        by_outcome = Counter(v.expected_outcome for v in self.versions)
+        return {
+            "source_versions": len(self.versions),
+            "objects": sum(1 for v in self.versions if not v.is_delete_marker),
+            "delete_markers": sum(1 for v in self.versions if v.is_delete_marker),
+            "keys": len({v.key for v in self.versions}),
+            "expected": by_outcome[RECOVER],
+            **{outcome: by_outcome[outcome] for outcome in (SKIP_NOT_REPLICA, SKIP_DELETE_MARKER, SKIP_ARCHIVED)},
+        }
+
+    def expected_versions(self) -> list[SeededVersion]:
+        """Return the versions a complete recovery must bring back."""
+        return [v for v in self.versions if v.expected_outcome == RECOVER]
+
+    def to_json(self) -> str:
+        """Return the ground truth as JSON (counts first, then every version)."""
+        document = {
+            "vault_account": self.vault_account,
+            "recovery_account": self.recovery_account,
+            "region": self.region,
+            "vault_bucket": self.vault_bucket,
+            "vault_key_arn": self.vault_key_arn,
+            "random_seed": self.random_seed,
+            "counts": self.counts(),
+            "versions": [asdict(v) for v in self.versions],
+        }
+        return json.dumps(document, indent=1, ensure_ascii=False)
+
+    def write(self, path: Path) -> Path:
+        """Write the ground truth as JSON to `path` and return it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def _version_id(rng: random.Random) -> str:
+    alphabet = string.ascii_letters + string.digits + "._"
+    return "".join(rng.choice(alphabet) for _ in range(32))
+
+
+def _key_names(rng: random.Random, count: int) -> list[str]:
+    """Return `count` distinct key names: application-like paths plus every awkward one."""
+    names: list[str] = list(AWKWARD_KEYS[: max(0, min(len(AWKWARD_KEYS), count // 4))])
+    apps = ("billing", "orders", "customers", "media", "logs")
+    while len(names) < count:
+        app = rng.choice(apps)
+        day = datetime(2025, 1, 1) + timedelta(days=rng.randrange(690))
+        suffix = rng.choice((".json", ".parquet", ".csv", ".png", ".gz"))
+        names.append(f"{app}/{day:%Y/%m/%d}/{app}-{len(names):06d}{suffix}")
+    return names
+
+
+def _setup_accounts(endpoint: str) -> None:
+    """Create the vault bucket, its KMS key and the operator roles through the API, as AWS would."""
+    import boto3
+
+    def client(service: str, account: str) -> Any:
+        sts = boto3.client(
+            "sts", endpoint_url=endpoint, region_name=REGION,
+            aws_access_key_id="seeder", aws_secret_access_key="seeder",
+        )
+        creds = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/{OPERATOR_ROLE_NAME}", RoleSessionName="seeder"
+        )["Credentials"]
+        return boto3.client(
+            service, endpoint_url=endpoint, region_name=REGION,
+            aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
+
+    admin_policy = json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    )
+    for account in (VAULT_ACCOUNT, RECOVERY_ACCOUNT):
+        iam = client("iam", account)
+        trust = json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                           "Action": "sts:AssumeRole"}],
+        })
+        iam.create_role(RoleName=OPERATOR_ROLE_NAME, AssumeRolePolicyDocument=trust,
+                        Description="Break-glass operator role used for the recovery drill")
+        iam.put_role_policy(RoleName=OPERATOR_ROLE_NAME, PolicyName="administrator", PolicyDocument=admin_policy)
+
+    kms = client("kms", VAULT_ACCOUNT)
+    key_id = kms.create_key(Description="Vault golden copies (SSE-KMS with Bucket Key)")["KeyMetadata"]["KeyId"]
+    _pin_key_id(key_id, VAULT_KEY_ID)
+    kms.create_alias(AliasName=VAULT_KEY_ALIAS, TargetKeyId=VAULT_KEY_ID)
+
+    s3 = client("s3", VAULT_ACCOUNT)
+    s3.create_bucket(Bucket=VAULT_BUCKET, ObjectLockEnabledForBucket=True)
+    s3.put_bucket_ownership_controls(
+        Bucket=VAULT_BUCKET, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    )
+    s3.put_public_access_block(Bucket=VAULT_BUCKET, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+    })
+    s3.put_bucket_encryption(Bucket=VAULT_BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": VAULT_KEY_ARN},
+        "BucketKeyEnabled": True,
+    }]})
+    s3.put_object_lock_configuration(Bucket=VAULT_BUCKET, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": DEFAULT_RETENTION_DAYS}},
+    })
+
+
+def _pin_key_id(created_id: str, wanted_id: str) -> None:
+    """Give the vault key a fixed id, so parameter sets can name its ARN before a backend starts."""
+    from moto.kms.models import kms_backends
+
+    backend = kms_backends[VAULT_ACCOUNT][REGION]
+    key = backend.keys.pop(created_id)
+    key.id = wanted_id
+    key.arn = f"arn:aws:kms:{REGION}:{VAULT_ACCOUNT}:key/{wanted_id}"
+    policy = json.loads(key.policy)
+    key.policy = json.dumps(policy)
+    backend.keys[wanted_id] = key
+
+
+def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> GroundTruth:
+    """Build the vault account's world in the running backend and return its ground truth."""
+    if versions < 20:
+        raise BackendError(f"a realistic vault needs at least 20 versions, got {versions}")
+    from moto.s3.models import FakeDeleteMarker, s3_backends
+
+    _setup_accounts(endpoint)
+    rng = random.Random(random_seed)
+    backend = s3_backends[VAULT_ACCOUNT]["aws"]
+    bucket = backend.get_bucket(VAULT_BUCKET)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    truth = GroundTruth(VAULT_ACCOUNT, RECOVERY_ACCOUNT, REGION, VAULT_BUCKET, VAULT_KEY_ARN, random_seed)
+
+    key_count = max(5, round(versions / 2.4))
+    names = _key_names(rng, key_count)
+    plan = [1] * key_count
+    for _ in range(versions - key_count):
+        plan[rng.randrange(key_count)] += 1
+    large_budget = 3 if versions >= 100 else 1
+    archived_budget = max(1, versions // 150)
+
+    written: list[tuple[str, Any, str]] = []  # (key, stored version, expected outcome)
+    for name, count in zip(names, plan):
+        moment = now - timedelta(days=rng.randrange(30, 700), seconds=rng.randrange(86400))
+        # A delete marker is the newest entry of about one key in twelve (never the key's only version).
+        marker_last = count >= 2 and rng.random() < 0.08
+        for index in range(count):
+            moment += timedelta(hours=rng.randrange(1, 2000), seconds=rng.randrange(3600))
+            if marker_last and index == count - 1:
+                marker = FakeDeleteMarker(key=bucket.keys[name])
+                marker._version_id = _version_id(rng)
+                marker.last_modified = moment.replace(tzinfo=None)
+                marker.replication_status = "REPLICA"  # type: ignore[attr-defined]
+                bucket.keys[name] = marker
+                written.append((name, marker, SKIP_DELETE_MARKER))
+                continue
+            written.append(_put_version(backend, bucket, rng, name, moment, now, large_budget, archived_budget))
+            stored, outcome = written[-1][1], written[-1][2]
+            if stored.size >= 1_000_000:
+                large_budget -= 1
+            if outcome == SKIP_ARCHIVED:
+                archived_budget -= 1
+
+    latest: dict[str, Any] = {}
+    for name, stored, _ in written:
+        previous = latest.get(name)
+        if previous is None or stored.last_modified >= previous.last_modified:
+            latest[name] = stored
+    for name, stored, outcome in written:
+        truth.versions.append(_describe(name, stored, outcome, latest[name] is stored))
+    return truth
+
+
+def _put_version(
+    backend: Any, bucket: Any, rng: random.Random, name: str, moment: datetime, now: datetime,
+    large_budget: int, archived_budget: int,
+) -> tuple[str, Any, str]:
+    """Write one object version with a realistic mix of lock, hold, size and provenance."""
+    roll = rng.random()
+    if large_budget > 0 and roll < 0.02:
+        size = rng.randrange(2_000_000, 5_000_000)
+    elif roll < 0.08:
+        size = 0
+    else:
+        size = rng.randrange(1, 4096)
+    body = rng.randbytes(size)
+
+    mode_roll = rng.random()
+    if mode_roll < 0.55:
+        mode: str | None = "GOVERNANCE"
+    elif mode_roll < 0.85:
+        mode = "COMPLIANCE"
+    else:
+        mode = None  # written before the vault had a default retention
+    until = (now + timedelta(days=rng.randrange(1, 3650), seconds=rng.randrange(86400))) if mode else None
+    hold = "ON" if rng.random() < 0.12 else ("OFF" if rng.random() < 0.05 else None)
+
+    replica = rng.random() >= 0.06
+    archived = replica and archived_budget > 0 and rng.random() < 0.02
+    storage = "GLACIER" if archived else ("INTELLIGENT_TIERING" if rng.random() < 0.2 else "STANDARD")
+    sse_s3 = rng.random() < 0.05
+    stored = backend.put_object(
+        VAULT_BUCKET, name, body, storage=storage,
+        encryption="AES256" if sse_s3 else "aws:kms",
+        kms_key_id=None if sse_s3 else VAULT_KEY_ARN,
+        bucket_key_enabled=None if sse_s3 else True,
+        lock_mode=mode, lock_legal_status=hold,
+        lock_until=until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None,
+        disable_notification=True,
+    )
+    stored._version_id = _version_id(rng)
+    stored.last_modified = moment.replace(tzinfo=None)
+    if rng.random() < 0.3:
+        stored.set_metadata({"x-amz-meta-source-system": rng.choice(("erp", "crm", "web"))})
+    if replica:
+        stored.replication_status = "REPLICA"
+        outcome = SKIP_ARCHIVED if archived else RECOVER
+    else:
+        stored.replication_status = None
+        outcome = SKIP_NOT_REPLICA
+    return name, stored, outcome
+
+
+def _describe(name: str, stored: Any, outcome: str, is_latest: bool) -> SeededVersion:
+    from moto.s3.models import FakeDeleteMarker
+
+    modified = stored.last_modified.replace(tzinfo=timezone.utc).isoformat()
+    if isinstance(stored, FakeDeleteMarker):
+        return SeededVersion(
+            name, stored.version_id, True, is_latest, 0, None, modified, None, "REPLICA",
+            None, None, None, None, outcome,
+        )
+    until = stored.lock_until
+    return SeededVersion(
+        key=name,
+        version_id=stored.version_id,
+        is_delete_marker=False,
+        is_latest=is_latest,
+        size=stored.size,
+        etag=stored.etag,
+        last_modified=modified,
+        storage_class=stored.storage_class,
+        replication_status=getattr(stored, "replication_status", None),
+        encryption=stored.encryption,
+        object_lock_mode=stored.lock_mode,
+        object_lock_retain_until_date=until,
+        object_lock_legal_hold_status=stored.lock_legal_status,
+        expected_outcome=outcome,
+    )
+
+
+def content_digest(truth: GroundTruth) -> str:
+    """Return a digest of the ground truth's versions, to check that seeding is deterministic."""
+    rows = [(v.key, v.version_id, v.size, v.etag, v.object_lock_mode, v.expected_outcome) for v in truth.versions]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()

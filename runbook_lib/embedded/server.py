@@ -1,0 +1,241 @@
+"""The embedded AWS: moto's server app behind our middleware, on 127.0.0.1, in a background thread.
+
+It is reached exactly like AWS: `start_backend()` writes an AWS config file whose profiles point
+their `endpoint_url` at it, and the vault and recovery profiles assume roles in two accounts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.errors import BackendError
+
+__all__ = [
+    "BASE_PROFILE",
+    "OPERATOR_ACCOUNT",
+    "RECOVERY_ACCOUNT",
+    "RECOVERY_PROFILE",
+    "VAULT_ACCOUNT",
+    "VAULT_PROFILE",
+    "EmbeddedBackend",
+    "Faults",
+    "start_backend",
+    "write_aws_config",
+]
+
+VAULT_ACCOUNT = "111111111111"
+RECOVERY_ACCOUNT = "222222222222"
+# moto maps unknown access keys to this account: the operator's own identity before assuming roles.
+OPERATOR_ACCOUNT = "123456789012"
+BASE_PROFILE = "drill-operator"
+VAULT_PROFILE = "drill-vault"
+RECOVERY_PROFILE = "drill-recovery"
+OPERATOR_ROLE = "drill-operator"
+REGION = "us-east-1"
+
+log = logging.getLogger(__name__)
+
+JOBS_PATH = re.compile(r"^/v20180820/jobs(?:/|$|\?)")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults the backend injects on request, deterministic for a given `seed`."""
+
+    task_failure_rate: float = 0.0
+    throttle_rate: float = 0.0
+    latency_ms: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("task_failure_rate", "throttle_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise BackendError(f"fault {name} must be between 0 and 1, got {value}")
+        if self.latency_ms < 0:
+            raise BackendError(f"fault latency_ms must be >= 0, got {self.latency_ms}")
+
+
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message><RequestId>embedded</RequestId></Error>"
+)
+
+
+class BackendApp:
+    """WSGI middleware: S3 Batch Operations job calls to our emulator, everything else to moto."""
+
+    def __init__(self, moto_app: Callable[..., Any], faults: Faults, jobs_app: Callable[..., Any] | None) -> None:
+        self.moto_app = moto_app
+        self.jobs_app = jobs_app
+        self.faults = faults
+        self._random = random.Random(faults.seed)
+        self._random_lock = threading.Lock()
+
+    def _draw(self) -> float:
+        with self._random_lock:
+            return self._random.random()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.faults.latency_ms:
+            time.sleep(self.faults.latency_ms / 1000.0)
+        path = environ.get("PATH_INFO", "")
+        if self.faults.throttle_rate and not path.startswith("/moto-api") and self._is_s3(environ):
+            if self._draw() < self.faults.throttle_rate:
+                start_response("503 Slow Down", [("Content-Type", "application/xml")])
+                return [_SLOW_DOWN]
+        if JOBS_PATH.match(path) and self.jobs_app is not None:
+            return self.jobs_app(environ, start_response)
+        return self.moto_app(environ, start_response)
+
+    @staticmethod
+    def _is_s3(environ: dict[str, Any]) -> bool:
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        return "/s3/aws4_request" in auth
+
+
+@dataclass
+class EmbeddedBackend:
+    """A running embedded backend: where it listens, its AWS config file, and how to stop it."""
+
+    host: str
+    port: int
+    config_file: Path
+    faults: Faults
+    _server: Any = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+    app: BackendApp = field(repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        """Return the URL clients use as endpoint_url."""
+        return f"http://{self.host}:{self.port}"
+
+    def environ(self) -> dict[str, str]:
+        """Return the environment a client process needs to reach this backend."""
+        return {
+            "AWS_CONFIG_FILE": str(self.config_file),
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> EmbeddedBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
+    """Write an AWS config file whose profiles reach the backend at `endpoint` as two accounts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    common = (
+        f"region = {region}\n"
+        f"endpoint_url = {endpoint}\n"
+        "s3 =\n    addressing_style = path\n"
+        "retry_mode = standard\n"
+    )
+    text = (
+        "# Written by the runbook's embedded backend. Profiles reach it like AWS accounts:\n"
+        f"# {VAULT_PROFILE} is account {VAULT_ACCOUNT}, {RECOVERY_PROFILE} is account {RECOVERY_ACCOUNT}.\n"
+        f"[profile {BASE_PROFILE}]\n"
+        "aws_access_key_id = embedded-operator\n"
+        "aws_secret_access_key = embedded-operator-secret\n"
+        f"{common}\n"
+        f"[profile {VAULT_PROFILE}]\n"
+        f"role_arn = arn:aws:iam::{VAULT_ACCOUNT}:role/{OPERATOR_ROLE}\n"
+        f"source_profile = {BASE_PROFILE}\n"
+        "role_session_name = vault-recovery\n"
+        f"{common}\n"
+        f"[profile {RECOVERY_PROFILE}]\n"
+        f"role_arn = arn:aws:iam::{RECOVERY_ACCOUNT}:role/{OPERATOR_ROLE}\n"
+        f"source_profile = {BASE_PROFILE}\n"
+        "role_session_name = vault-recovery\n"
+        f"{common}"
+    )
+    path.write_text(text)
+    return path
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_backend(
+    port: int = 0,
+    config_file: Path | str | None = None,
+    faults: Faults | None = None,
+    host: str = "127.0.0.1",
+) -> EmbeddedBackend:
+    """Start the embedded backend in a background thread and return a handle to it."""
+    if host not in ("127.0.0.1", "localhost"):
+        raise BackendError(f"the embedded backend listens on 127.0.0.1 only, not {host!r}")
+    if port and not _port_is_free(host, port):
+        raise BackendError(
+            f"port {port} on {host} is in use; stop what listens there or choose another port "
+            "(--port 0 picks a free one)"
+        )
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            """Keep per-request lines out of drills' output."""
+
+    from runbook_lib.embedded import patches
+
+    patches.apply_all()
+    faults = faults or Faults()
+    jobs_app = _jobs_app(faults)
+    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, jobs_app)
+    try:
+        server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+    except OSError as error:
+        raise BackendError(f"cannot listen on {host}:{port}: {error}") from error
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="embedded-aws", daemon=True)
+    thread.start()
+    actual_port = server.server_port
+    config_path = Path(config_file) if config_file else _default_config_path(actual_port)
+    write_aws_config(config_path, f"http://{host}:{actual_port}")
+    backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app)
+    if jobs_app is not None and hasattr(jobs_app, "attach"):
+        jobs_app.attach(backend)
+    log.info("embedded AWS listening on %s (config %s)", backend.endpoint, config_path)
+    return backend
+
+
+def _default_config_path(port: int) -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"runbook-embedded-{port}" / "aws-config"
+
+
+def _jobs_app(faults: Faults) -> Callable[..., Any] | None:
+    """Return the S3 Batch Operations emulator's WSGI app, when it is available."""
+    try:
+        from runbook_lib.embedded.batch_responses import BatchOperationsApp
+    except ImportError:
+        return None
+    return BatchOperationsApp(faults)
