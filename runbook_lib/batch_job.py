@@ -1,0 +1,294 @@
+"""The S3 Batch Replication job of seed step 7: create it, wait for it, confirm it, follow it, sum it up.
+
+Progress is reported to subscribers (objects with any of `on_status`, `on_progress`, `on_done`), so
+the same watcher drives a progress bar in Jupyter and log lines in a headless drill.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from runbook_lib.context import RunContext
+from runbook_lib.errors import ConfirmationRequired, JobError
+
+__all__ = [
+    "TERMINAL",
+    "JobProgress",
+    "LogProgress",
+    "ProgressSubscriber",
+    "client_request_token",
+    "confirm_job",
+    "create_job",
+    "create_replication_job",
+    "create_retry_job",
+    "describe_job",
+    "follow_job",
+    "replication_job_request",
+    "retry_job_request",
+    "summarise_job",
+    "wait_for_status",
+]
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"Complete", "Failed", "Cancelled"})
+_AFTER_CONFIRMATION = frozenset({"Ready", "Active", "Pausing", "Paused", "Completing", "Complete",
+                                 "Failing", "Failed", "Cancelling", "Cancelled"})
+_TOKEN_NAMESPACE = uuid.UUID("3f0e5c2a-8b7d-4c1e-9a6f-2d4b8e1c7a90")
+
+
+class ProgressSubscriber(Protocol):
+    """Receives the job's description each time the watcher polls it."""
+
+    def on_progress(self, job: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class JobProgress:
+    """One observation of a job: when, status, and task counters."""
+
+    at: str
+    status: str
+    total: int
+    succeeded: int
+    failed: int
+    active_seconds: int
+
+
+def _observe(job: dict[str, Any]) -> JobProgress:
+    summary = job.get("ProgressSummary", {})
+    return JobProgress(
+        at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        status=job["Status"],
+        total=int(summary.get("TotalNumberOfTasks", 0)),
+        succeeded=int(summary.get("NumberOfTasksSucceeded", 0)),
+        failed=int(summary.get("NumberOfTasksFailed", 0)),
+        active_seconds=int(summary.get("Timers", {}).get("ElapsedTimeInActiveSeconds", 0)),
+    )
+
+
+@dataclass
+class LogProgress:
+    """Writes a log line when the status changes and at most every `every_seconds` otherwise."""
+
+    every_seconds: float = 10.0
+    _last_status: str = ""
+    _last_line: float = field(default=0.0)
+
+    def on_progress(self, job: dict[str, Any]) -> None:
+        """Log the job's status and counters when worth a line."""
+        seen = _observe(job)
+        now = time.monotonic()
+        if seen.status == self._last_status and now - self._last_line < self.every_seconds:
+            return
+        self._last_status, self._last_line = seen.status, now
+        log.info("job %s: %s, %d of %d tasks done (%d failed)", job["JobId"], seen.status,
+                 seen.succeeded + seen.failed, seen.total, seen.failed)
+
+
+def client_request_token(run_id: str, purpose: str = "recovery") -> str:
+    """Return the job's idempotency token, derived from the run id so a re-run finds the same job."""
+    return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{run_id}/{purpose}"))
+
+
+def _report(ctx: RunContext, scope: str = "AllTasks") -> dict[str, Any]:
+    params = ctx.params
+    return {
+        "Bucket": params.report_bucket_arn,
+        "Format": "Report_CSV_20180820",
+        "Enabled": True,
+        "Prefix": params.job.report_prefix,
+        "ReportScope": scope,
+        "ExpectedBucketOwner": params.vault.account_id,
+    }
+
+
+def replication_job_request(ctx: RunContext) -> dict[str, Any]:
+    """Return the CreateJob request of seed step 7: generated manifest filtered on replication status."""
+    params = ctx.params
+    job = params.job
+    filters: dict[str, Any] = {
+        "EligibleForReplication": True,
+        "ObjectReplicationStatuses": list(job.replication_statuses),
+    }
+    if job.created_after is not None:
+        filters["CreatedAfter"] = job.created_after
+    if job.created_before is not None:
+        filters["CreatedBefore"] = job.created_before
+    return {
+        "AccountId": params.vault.account_id,
+        "ConfirmationRequired": bool(job.confirmation_required),
+        "Operation": {"S3ReplicateObject": {}},
+        "Report": _report(ctx),
+        "ClientRequestToken": client_request_token(params.run_id),
+        "Priority": int(job.priority),
+        "RoleArn": params.batch_role_arn,
+        "Description": f"Recover {params.vault.bucket} into {params.recovery.bucket} ({params.run_id})"[:256],
+        "ManifestGenerator": {
+            "S3JobManifestGenerator": {
+                "ExpectedBucketOwner": params.vault.account_id,
+                "SourceBucket": params.vault_bucket_arn,
+                "EnableManifestOutput": True,
+                "ManifestOutputLocation": {
+                    "ExpectedManifestBucketOwner": params.vault.account_id,
+                    "Bucket": params.report_bucket_arn,
+                    "ManifestPrefix": job.manifest_prefix,
+                    "ManifestEncryption": {"SSES3": {}},
+                    "ManifestFormat": "S3InventoryReport_CSV_20211130",
+                },
+                "Filter": filters,
+            }
+        },
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted(ctx.tags.items())],
+    }
+
+
+def retry_job_request(ctx: RunContext, manifest_key: str, manifest_etag: str, round_number: int) -> dict[str, Any]:
+    """Return the CreateJob request of a follow-up job over a CSV manifest of versions to retry."""
+    params = ctx.params
+    return {
+        "AccountId": params.vault.account_id,
+        "ConfirmationRequired": bool(params.job.confirmation_required),
+        "Operation": {"S3ReplicateObject": {}},
+        "Report": _report(ctx),
+        "ClientRequestToken": client_request_token(params.run_id, f"retry-{round_number}"),
+        "Priority": int(params.job.priority),
+        "RoleArn": params.batch_role_arn,
+        "Description": f"Retry round {round_number} of {params.run_id}"[:256],
+        "Manifest": {
+            "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
+            "Location": {"ObjectArn": f"arn:aws:s3:::{params.report_bucket}/{manifest_key}", "ETag": manifest_etag},
+        },
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted(ctx.tags.items())],
+    }
+
+
+def create_job(ctx: RunContext, request: dict[str, Any], ledger_key: str) -> tuple[str, bool]:
+    """Return the job id for a request and whether it was created now (False: found from an earlier run)."""
+    known = ctx.ledger.get(ledger_key)
+    s3control = ctx.vault("s3control")
+    if known:
+        try:
+            s3control.describe_job(AccountId=request["AccountId"], JobId=known)
+            return str(known), False
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("NotFoundException", "NoSuchJob"):
+                raise
+    job_id = str(s3control.create_job(**request)["JobId"])
+    created_now = job_id != known
+    ctx.ledger.set(ledger_key, job_id)
+    if created_now:
+        ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
+    return job_id, created_now
+
+
+def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
+    """Return the recovery job's id and whether it was created now; re-runs find the same job."""
+    return create_job(ctx, replication_job_request(ctx), "job_id")
+
+
+def create_retry_job(ctx: RunContext, manifest_key: str, manifest_etag: str, round_number: int) -> tuple[str, bool]:
+    """Return the id of the follow-up job of a retry round and whether it was created now."""
+    return create_job(ctx, retry_job_request(ctx, manifest_key, manifest_etag, round_number),
+                      f"retry_job_id_{round_number}")
+
+
+def describe_job(ctx: RunContext, job_id: str) -> dict[str, Any]:
+    """Return DescribeJob's job description."""
+    job: dict[str, Any] = ctx.vault("s3control").describe_job(
+        AccountId=ctx.params.vault.account_id, JobId=job_id)["Job"]
+    return job
+
+
+def wait_for_status(
+    ctx: RunContext,
+    job_id: str,
+    statuses: Iterable[str],
+    subscribers: Sequence[ProgressSubscriber] = (),
+    timeout_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Return the job's description once it reaches one of `statuses` (or a terminal status)."""
+    wanted = set(statuses)
+    poll = float(ctx.params.job.poll_seconds)
+    limit = timeout_seconds if timeout_seconds is not None else ctx.params.job.timeout_minutes * 60
+    deadline = time.monotonic() + limit
+    history = ctx.ledger.get(f"progress_{job_id}", [])
+    while True:
+        job = describe_job(ctx, job_id)
+        seen = _observe(job)
+        if not history or history[-1]["status"] != seen.status or history[-1]["succeeded"] != seen.succeeded \
+                or history[-1]["failed"] != seen.failed:
+            history.append(seen.__dict__)
+        for subscriber in subscribers:
+            subscriber.on_progress(job)
+        if job["Status"] in wanted or job["Status"] in TERMINAL:
+            ctx.ledger.set(f"progress_{job_id}", history)
+            return job
+        if time.monotonic() > deadline:
+            ctx.ledger.set(f"progress_{job_id}", history)
+            raise JobError(
+                f"job {job_id} is still {job['Status']} after {limit:.0f} s, waiting for {sorted(wanted)}; "
+                "re-run this cell to keep waiting, or raise job.timeout_minutes"
+            )
+        sleep(poll)
+
+
+def confirm_job(ctx: RunContext, job_id: str, reason: str = "confirmed by the recovery operator") -> dict[str, Any]:
+    """Return the job after confirming it (Suspended -> Ready); a job already past that is left alone."""
+    job = describe_job(ctx, job_id)
+    if job["Status"] in _AFTER_CONFIRMATION:
+        return job
+    if job["Status"] != "Suspended":
+        raise JobError(f"job {job_id} is {job['Status']}; it can be confirmed only once it awaits confirmation")
+    ctx.vault("s3control").update_job_status(
+        AccountId=ctx.params.vault.account_id, JobId=job_id,
+        RequestedJobStatus="Ready", StatusUpdateReason=reason[:256],
+    )
+    ctx.ledger.set(f"confirmed_{job_id}", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return describe_job(ctx, job_id)
+
+
+def follow_job(
+    ctx: RunContext, job_id: str, subscribers: Sequence[ProgressSubscriber] = ()
+) -> dict[str, Any]:
+    """Return the job's final description after following it to a terminal status."""
+    job = describe_job(ctx, job_id)
+    if job["Status"] == "Suspended":
+        raise ConfirmationRequired(
+            f"job {job_id} awaits confirmation and will not replicate anything until it is confirmed. "
+            "In JupyterLab press the Confirm button above; headless, re-run with confirm_job=True "
+            "(runbook run ... --from 06 --confirm-job)."
+        )
+    job = wait_for_status(ctx, job_id, TERMINAL, subscribers)
+    ctx.ledger.set(f"final_{job_id}", summarise_job(job))
+    return job
+
+
+def summarise_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Return the facts of a job worth keeping: status, counters, timings, failures, report location."""
+    seen = _observe(job)
+    descriptor = job.get("GeneratedManifestDescriptor", {}).get("Location", {})
+    report = job.get("Report", {})
+    return {
+        "job_id": job["JobId"],
+        "status": seen.status,
+        "total_tasks": seen.total,
+        "succeeded_tasks": seen.succeeded,
+        "failed_tasks": seen.failed,
+        "active_seconds": seen.active_seconds,
+        "created": str(job.get("CreationTime", "")),
+        "terminated": str(job.get("TerminationDate", "")),
+        "failure_reasons": job.get("FailureReasons", []),
+        "generated_manifest": descriptor.get("ObjectArn"),
+        "report_bucket": report.get("Bucket"),
+        "report_prefix": report.get("Prefix"),
+    }

@@ -1,0 +1,214 @@
+"""Running phase notebooks headlessly with papermill: `runbook run`, `runbook drill` and `runbook lab`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.errors import PhaseError, RunbookError
+
+__all__ = [
+    "NOTEBOOKS_DIR",
+    "PhaseResult",
+    "phase_names",
+    "run_drill",
+    "run_lab",
+    "run_phases",
+    "run_phases_command",
+    "select_phases",
+]
+
+log = logging.getLogger("runbook")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
+DRILL_PARAMS = PROJECT_DIR / "parameters" / "drill.yaml"
+EXECUTED_DIR = "notebooks"
+
+
+def phase_names(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[str]:
+    """Return the phase notebooks' names in running order (00_preflight, 01_..., ...)."""
+    return sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _match(phase: str, names: list[str], option: str) -> int:
+    for index, name in enumerate(names):
+        if phase in (name, name[:2]) or name.startswith(phase):
+            return index
+    raise RunbookError(f"{option} {phase!r} is not a phase; expected one of: {', '.join(names)} (or their numbers)")
+
+
+def select_phases(from_phase: str | None, to_phase: str | None, names: list[str] | None = None) -> list[str]:
+    """Return the phases between --from and --to, inclusive, by number or name."""
+    names = names if names is not None else phase_names()
+    start = _match(from_phase, names, "--from") if from_phase else 0
+    end = _match(to_phase, names, "--to") if to_phase else len(names) - 1
+    if start > end:
+        raise RunbookError(f"--from {from_phase} comes after --to {to_phase}")
+    return names[start : end + 1]
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """How one phase notebook ran headlessly."""
+
+    phase: str
+    status: str
+    seconds: float
+    notebook: str
+    error: str = ""
+
+
+def _phase_error(phase: str, error: Exception, notebook: Path) -> PhaseError:
+    name = getattr(error, "ename", type(error).__name__)
+    value = getattr(error, "evalue", str(error))
+    cell = getattr(error, "exec_count", None)
+    where = f" (cell {cell})" if cell is not None else ""
+    return PhaseError(phase, f"{name}: {value}{where}; executed notebook: {notebook}", str(notebook))
+
+
+def run_phases(
+    params_file: Path, run_dir: Path, phases: list[str], confirm_job: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> list[PhaseResult]:
+    """Run the phases in order with papermill, keeping each executed notebook; stop at the first failure."""
+    import papermill
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    run_dir = run_dir.resolve()
+    executed = run_dir / EXECUTED_DIR
+    executed.mkdir(parents=True, exist_ok=True)
+    os.environ.update(extra_env or {})
+    os.environ["RUNBOOK_HEADLESS"] = "1"
+    results: list[PhaseResult] = []
+    for phase in phases:
+        source = NOTEBOOKS_DIR / f"{phase}.ipynb"
+        target = executed / f"{phase}.ipynb"
+        parameters: dict[str, Any] = {"params_file": str(params_file.resolve()), "run_dir": str(run_dir)}
+        if phase.startswith("06") or phase.startswith("07"):
+            parameters["confirm_job"] = confirm_job
+        log.info("phase %s: running", phase)
+        started = time.monotonic()
+        try:
+            papermill.execute_notebook(
+                str(source), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
+                kernel_name="python3", progress_bar=False, log_output=False, report_mode=False,
+            )
+        except Exception as error:  # papermill raises its own execution error or kernel errors
+            seconds = round(time.monotonic() - started, 2)
+            failure = _phase_error(phase, error, target)
+            results.append(PhaseResult(phase, "failed", seconds, str(target), str(failure)))
+            _write_phase_log(run_dir, results)
+            raise failure from None
+        seconds = round(time.monotonic() - started, 2)
+        results.append(PhaseResult(phase, "ok", seconds, str(target)))
+        log.info("phase %s: ok in %.1f s", phase, seconds)
+        _write_phase_log(run_dir, results)
+    return results
+
+
+def _write_phase_log(run_dir: Path, results: list[PhaseResult]) -> None:
+    path = run_dir / "phases.json"
+    previous = json.loads(path.read_text()) if path.exists() else []
+    latest = {r.phase: r.__dict__ for r in results}
+    merged = [p for p in previous if p["phase"] not in latest] + list(latest.values())
+    path.write_text(json.dumps(merged, indent=2))
+
+
+def run_phases_command(args: argparse.Namespace) -> int:
+    """`runbook run`: the selected phases against whatever the parameters name."""
+    from runbook_lib.params import load_params
+
+    load_params(args.params)  # every parameter problem before any kernel starts
+    phases = select_phases(args.from_phase, args.to_phase)
+    try:
+        results = run_phases(args.params, args.out, phases, confirm_job=args.confirm_job)
+    except PhaseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for result in results:
+        print(f"{result.phase}: {result.status} in {result.seconds:.1f} s")
+    return 0
+
+
+def _default_out() -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("runs") / f"drill-{stamp}"
+
+
+def run_drill(args: argparse.Namespace) -> int:
+    """`runbook drill`: embedded backend, seeded vault, every phase headlessly, summary; 0 only when verified."""
+    from runbook_lib.embedded.seed import seed_vault
+    from runbook_lib.embedded.server import Faults, start_backend
+    from runbook_lib.params import load_params
+
+    params_file = Path(args.params) if args.params else DRILL_PARAMS
+    load_params(params_file)
+    out = Path(args.out) if args.out else _default_out()
+    if out.exists() and any(out.iterdir()):
+        raise RunbookError(f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
+                    latency_ms=args.latency_ms, seed=args.fault_seed)
+    started = time.monotonic()
+    with start_backend(faults=faults, config_file=out / "aws-config") as backend:
+        truth = seed_vault(backend.endpoint, args.objects, args.random_seed)
+        truth.write(out / "ground_truth.json")
+        counts = truth.counts()
+        print(f"embedded AWS at {backend.endpoint}; vault seeded with {counts['source_versions']} versions "
+              f"({counts['expected']} expected to recover)", flush=True)
+        phases = phase_names()
+        missing = [p for p in ("07_verify",) if p not in phases]
+        try:
+            results = run_phases(params_file, out, phases, confirm_job=True, extra_env=backend.environ())
+        except PhaseError as error:
+            print(f"drill failed: {error}", file=sys.stderr)
+            return 1
+    seconds = time.monotonic() - started
+    return _report_drill(out, results, seconds, missing)
+
+
+def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing: list[str]) -> int:
+    summary_path = out / "summary.json"
+    for result in results:
+        print(f"  {result.phase}: {result.status} in {result.seconds:.1f} s")
+    if missing:
+        print(f"verification is missing ({', '.join(missing)} not present): the drill cannot prove the recovery")
+        return 1
+    if not summary_path.exists():
+        print("phase 07 wrote no summary.json: the recovery is not verified", file=sys.stderr)
+        return 1
+    summary = json.loads(summary_path.read_text())
+    counts = summary.get("counts", {})
+    print(f"verdict: {summary.get('verdict')}")
+    print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; drill total {seconds:.1f} s")
+    print(f"evidence: {out / 'evidence.html'}")
+    return 0 if summary.get("verdict") == "PASS" else 1
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    """`runbook lab`: the embedded backend with a seeded vault, and JupyterLab on the notebooks."""
+    from runbook_lib.embedded.seed import seed_vault
+    from runbook_lib.embedded.server import start_backend
+
+    jupyter = shutil.which("jupyter") or str(Path(sys.executable).parent / "jupyter")
+    with start_backend(port=args.port) as backend:
+        truth = seed_vault(backend.endpoint, args.seed)
+        print(f"embedded AWS at {backend.endpoint}; vault seeded with {truth.counts()['source_versions']} versions")
+        env = {**os.environ, **backend.environ()}
+        command = [jupyter, "lab", f"--port={args.lab_port}", "--ip=127.0.0.1", f"--notebook-dir={NOTEBOOKS_DIR}"]
+        try:
+            return subprocess.call(command, env=env)
+        except KeyboardInterrupt:
+            return 0

@@ -1,0 +1,493 @@
+"""Decide, as AWS would, whether a principal may perform one action on one resource.
+
+The embedded Batch Operations emulator asks this module, for every replication task, whether
+the job role's identity policies, the destination bucket policy and the KMS key policies let
+the role do what the task needs, so a drill with a mis-granted permission fails the way AWS
+fails. It follows AWS's documented evaluation logic, narrowed to what the recovery touches:
+
+- an explicit Deny in any policy wins;
+- within one account, an identity policy or a resource policy that names the principal itself
+  is enough;
+- across accounts, the principal's identity policy and the resource policy must both allow;
+- a KMS key policy is the only way in: identity policies count only where the key policy lets
+  the account grant the action (the account-root statement), and an external account needs
+  the key policy to name it or its role as well as its own identity policy.
+
+Not modelled: SCPs, RCPs, permission boundaries, policies passed to AssumeRole, ACLs, policy variables and
+the Date, IP address and Binary condition operators (a policy that uses them is refused).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
+
+from runbook_lib.errors import BackendError
+
+__all__ = [
+    "Decision",
+    "Effect",
+    "Request",
+    "can_assume",
+    "evaluate",
+    "is_allowed",
+]
+
+Effect = Literal["Allow", "Deny", "NotApplicable"]
+ContextValue = str | list[str]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One authorization question: may this principal do this action on this resource?"""
+
+    principal_arn: str
+    principal_account: str
+    action: str
+    resource: str
+    resource_account: str
+    context: Mapping[str, ContextValue] = field(default_factory=dict)
+    service_principal: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict for a request and a sentence saying why, fit to show a drill user."""
+
+    allowed: bool
+    reason: str
+
+
+# How a statement's Principal matched the request: the principal itself (its ARN, its
+# service name, or "*") grants on its own; a match through its account only delegates to
+# the account's identity policies.
+_Via = Literal["principal", "account"]
+
+
+@dataclass(frozen=True)
+class _Match:
+    effect: Literal["Allow", "Deny"]
+    label: str
+    via: _Via
+
+
+_ACCOUNT_ROOT = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):root$")
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+def evaluate(policy: Mapping[str, object], request: Request) -> Effect:
+    """Return what one policy document says about the request: Allow, Deny or NotApplicable."""
+    matches = _matching_statements(policy, request, _lowercase_keys(request.context))
+    if any(m.effect == "Deny" for m in matches):
+        return "Deny"
+    if any(m.effect == "Allow" for m in matches):
+        return "Allow"
+    return "NotApplicable"
+
+
+def can_assume(
+    trust_policy: Mapping[str, object],
+    service_principal: str,
+    *,
+    context: Mapping[str, ContextValue] | None = None,
+) -> bool:
+    """Return True when the role's trust policy lets that AWS service call sts:AssumeRole."""
+    request = Request(
+        principal_arn="",
+        principal_account="",
+        action="sts:AssumeRole",
+        resource="",
+        resource_account="",
+        context=dict(context or {}),
+        service_principal=service_principal,
+    )
+    return evaluate(trust_policy, request) == "Allow"
+
+
+def is_allowed(
+    request: Request,
+    *,
+    identity_policies: Sequence[Mapping[str, object]] = (),
+    resource_policy: Mapping[str, object] | None = None,
+    resource_is_kms_key: bool = False,
+) -> Decision:
+    """Return AWS's verdict on the request given the principal's policies and the resource's."""
+    context = _lowercase_keys(request.context)
+    identity = [m for p in identity_policies for m in _matching_statements(p, request, context)]
+    resource = _matching_statements(resource_policy, request, context) if resource_policy else []
+    subject = f"{request.action} on {request.resource} by {request.principal_arn}"
+    resource_name = _resource_policy_name(request, resource_is_kms_key)
+
+    denied = _explicit_deny(subject, [("an identity policy", identity), (f"the {resource_name}", resource)])
+    if denied is not None:
+        return denied
+
+    identity_allow = next((m for m in identity if m.effect == "Allow"), None)
+    direct_allow = next((m for m in resource if m.effect == "Allow" and m.via == "principal"), None)
+    any_allow = next((m for m in resource if m.effect == "Allow"), None)
+    if request.principal_account != request.resource_account:
+        return _cross_account(request, subject, resource_name, identity_allow, any_allow, resource_policy)
+    if resource_is_kms_key:
+        return _same_account_key(request, subject, identity_allow, direct_allow, resource_policy, context)
+    if identity_allow is not None:
+        return Decision(True, f"Allowed: an identity policy ({identity_allow.label}) allows {subject}.")
+    if direct_allow is not None:
+        return Decision(True, f"Allowed: the {resource_name} ({direct_allow.label}) allows {subject}.")
+    return Decision(
+        False,
+        f"No identity policy allows {subject}, and the {resource_name} does not name that "
+        f"principal; add {request.action} for {request.resource} to the principal's policy.",
+    )
+
+
+def _explicit_deny(subject: str, sources: list[tuple[str, list[_Match]]]) -> Decision | None:
+    """Return a denial naming the first Deny statement that applies, or None when none does."""
+    for where, matches in sources:
+        deny = next((m for m in matches if m.effect == "Deny"), None)
+        if deny is not None:
+            return Decision(
+                False,
+                f"Explicit deny in {where} ({deny.label}) blocks {subject}; an explicit deny "
+                "overrides every allow, so remove or narrow that statement.",
+            )
+    return None
+
+
+def _cross_account(
+    request: Request,
+    subject: str,
+    resource_name: str,
+    identity_allow: _Match | None,
+    resource_allow: _Match | None,
+    resource_policy: Mapping[str, object] | None,
+) -> Decision:
+    """Return the verdict when the principal and the resource live in different accounts."""
+    if resource_allow is None:
+        missing = f"there is no {resource_name}" if resource_policy is None else "it does not"
+        return Decision(
+            False,
+            f"Cross-account request denied: {subject} needs the {resource_name} in account "
+            f"{request.resource_account} to allow it, but {missing}; add a statement there that "
+            f"allows {request.action} to {request.principal_arn} or to account "
+            f"{request.principal_account}.",
+        )
+    if identity_allow is None:
+        return Decision(
+            False,
+            f"Cross-account request denied: the {resource_name} allows it, but no identity "
+            f"policy allows {subject}; add {request.action} for {request.resource} to the "
+            "principal's policy.",
+        )
+    return Decision(
+        True,
+        f"Allowed: an identity policy ({identity_allow.label}) and the {resource_name} "
+        f"({resource_allow.label}) both allow {subject}.",
+    )
+
+
+def _same_account_key(
+    request: Request,
+    subject: str,
+    identity_allow: _Match | None,
+    direct_allow: _Match | None,
+    key_policy: Mapping[str, object] | None,
+    context: Mapping[str, list[str]],
+) -> Decision:
+    """Return the verdict for a KMS key used from its own account."""
+    if direct_allow is not None:
+        return Decision(True, f"Allowed: the key policy ({direct_allow.label}) allows {subject}.")
+    delegation = _account_delegation(request, key_policy, context)
+    if delegation is None:
+        return Decision(
+            False,
+            f"The key policy neither names {request.principal_arn} nor lets IAM policies of "
+            f"account {request.resource_account} grant {request.action}, so no identity "
+            f"policy counts; add {request.principal_arn} as a key user or restore the statement that allows "
+            f"arn:aws:iam::{request.resource_account}:root.",
+        )
+    if identity_allow is None:
+        return Decision(
+            False,
+            f"The key policy ({delegation.label}) lets IAM policies grant {request.action}, "
+            f"but no identity policy allows {subject}; add it to the principal's policy.",
+        )
+    return Decision(
+        True,
+        f"Allowed: the key policy ({delegation.label}) lets IAM policies grant it and an "
+        f"identity policy ({identity_allow.label}) allows {subject}.",
+    )
+
+
+def _account_delegation(
+    request: Request, key_policy: Mapping[str, object] | None, context: Mapping[str, list[str]]
+) -> _Match | None:
+    """Return the key-policy statement that lets the key's account grant the action, if any."""
+    if not key_policy:
+        return None
+    root = f"arn:aws:iam::{request.resource_account}:root"
+    as_account = Request(
+        principal_arn=root,
+        principal_account=request.resource_account,
+        action=request.action,
+        resource=request.resource,
+        resource_account=request.resource_account,
+        context=request.context,
+    )
+    return next(
+        (m for m in _matching_statements(key_policy, as_account, context) if m.effect == "Allow"),
+        None,
+    )
+
+
+def _resource_policy_name(request: Request, is_kms_key: bool) -> str:
+    """Return how a user calls the resource policy in play: key, bucket or resource policy."""
+    if is_kms_key:
+        return "key policy"
+    if request.resource.startswith("arn:aws:s3:::"):
+        return "bucket policy"
+    return "resource policy"
+
+
+# --- statements -----------------------------------------------------------------------------
+
+
+def _matching_statements(
+    policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
+) -> list[_Match]:
+    """Return every statement of the policy that applies to the request."""
+    matches: list[_Match] = []
+    for index, statement in enumerate(_as_list(policy.get("Statement")), start=1):
+        if not isinstance(statement, Mapping):
+            raise BackendError(f"statement {index} of a policy is not a JSON object: {statement!r}")
+        sid = statement.get("Sid")
+        label = f'Sid "{sid}"' if sid else f"statement #{index}"
+        effect = statement.get("Effect")
+        if effect not in ("Allow", "Deny"):
+            raise BackendError(f"{label} has Effect {effect!r}; expected 'Allow' or 'Deny'")
+        via = _principal_match(statement, request)
+        if via is None:
+            continue
+        if not _action_matches(statement, request.action, label):
+            continue
+        if not _resource_matches(statement, request.resource):
+            continue
+        if not _conditions_hold(statement.get("Condition"), context, label):
+            continue
+        matches.append(_Match(effect, label, via))
+    return matches
+
+
+def _principal_match(statement: Mapping[str, object], request: Request) -> _Via | None:
+    """Return how the statement's Principal or NotPrincipal covers the request, or None."""
+    if "Principal" in statement:
+        return _listed(statement["Principal"], request)
+    if "NotPrincipal" in statement:
+        # AWS checks the account as well as the principal, so the request escapes NotPrincipal
+        # only when every identity it carries is listed.
+        identities = _identities(request)
+        excluded = _listed_identities(statement["NotPrincipal"])
+        return None if identities and identities <= excluded else "principal"
+    return "principal"  # identity policies name no principal: they belong to it
+
+
+def _listed(principal: object, request: Request) -> _Via | None:
+    """Return how a Principal element names the request's principal, or None."""
+    if principal == "*":
+        return "principal"
+    listed = _listed_identities(principal)
+    if "aws:*" in listed and request.principal_arn:
+        return "principal"
+    identities = _identities(request)
+    if listed & (identities - {f"account:{request.principal_account}"}):
+        return "principal"
+    if f"account:{request.principal_account}" in listed and request.principal_account:
+        return "account"
+    return None
+
+
+def _identities(request: Request) -> set[str]:
+    """Return the identities a request carries, in the form `_listed_identities` produces."""
+    identities: set[str] = set()
+    if request.principal_arn:
+        identities.add(request.principal_arn)
+    if request.principal_account:
+        identities.add(f"account:{request.principal_account}")
+    if request.service_principal:
+        identities.add(f"service:{request.service_principal}")
+    return identities
+
+
+def _listed_identities(principal: object) -> set[str]:
+    """Return the identities a Principal element lists, accounts and services tagged as such."""
+    if principal == "*":
+        return {"aws:*"}
+    if not isinstance(principal, Mapping):
+        raise BackendError(f"Principal must be '*' or an object; got {principal!r}")
+    listed: set[str] = set()
+    for value in _strings(principal.get("AWS")):
+        root = _ACCOUNT_ROOT.match(value)
+        if value == "*":
+            listed.add("aws:*")
+        elif root:
+            listed.add(f"account:{root.group(1)}")
+        elif _ACCOUNT_ID.match(value):
+            listed.add(f"account:{value}")
+        else:
+            listed.add(value)
+    listed.update(f"service:{value}" for value in _strings(principal.get("Service")))
+    return listed
+
+
+def _action_matches(statement: Mapping[str, object], action: str, label: str) -> bool:
+    """Return True when the statement's Action (or NotAction) covers the action."""
+    if "Action" in statement:
+        return any(_glob(p, ignore_case=True).fullmatch(action) for p in _strings(statement["Action"]))
+    if "NotAction" in statement:
+        return not any(_glob(p, ignore_case=True).fullmatch(action) for p in _strings(statement["NotAction"]))
+    raise BackendError(f"{label} has neither Action nor NotAction; AWS rejects such a policy")
+
+
+def _resource_matches(statement: Mapping[str, object], resource: str) -> bool:
+    """Return True when the statement's Resource (or NotResource) covers the resource."""
+    if "Resource" in statement:
+        return any(_glob(p).fullmatch(resource) for p in _strings(statement["Resource"]))
+    if "NotResource" in statement:
+        return not any(_glob(p).fullmatch(resource) for p in _strings(statement["NotResource"]))
+    return True  # trust policies have no Resource: the role itself is the resource
+
+
+@lru_cache(maxsize=4096)
+def _glob(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
+    """Return a regex for an IAM wildcard pattern: `*` any run of characters, `?` exactly one."""
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    return re.compile(body, flags)
+
+
+# --- conditions -----------------------------------------------------------------------------
+
+_Compare = Callable[[str, str], bool]
+
+
+def _arn_like(value: str, pattern: str) -> bool:
+    """Return True when each of the six colon-separated ARN parts matches its pattern part."""
+    value_parts, pattern_parts = value.split(":", 5), pattern.split(":", 5)
+    if len(value_parts) != 6 or len(pattern_parts) != 6:
+        return False
+    return all(_glob(p).fullmatch(v) for v, p in zip(value_parts, pattern_parts, strict=True))
+
+
+def _numeric(compare: Callable[[float, float], bool]) -> _Compare:
+    """Return a comparison of two numbers given as strings; non-numbers never match."""
+
+    def check(value: str, pattern: str) -> bool:
+        try:
+            return compare(float(value), float(pattern))
+        except ValueError:
+            return False
+
+    return check
+
+
+# Each negated operator is stored as its positive twin plus a flag, because AWS defines the
+# negation over all policy values at once (NOR), not value by value.
+_OPERATORS_BY_NAME: dict[str, tuple[_Compare, bool]] = {
+    "StringEquals": (lambda v, p: v == p, False),
+    "StringNotEquals": (lambda v, p: v == p, True),
+    "StringEqualsIgnoreCase": (lambda v, p: v.casefold() == p.casefold(), False),
+    "StringNotEqualsIgnoreCase": (lambda v, p: v.casefold() == p.casefold(), True),
+    "StringLike": (lambda v, p: _glob(p).fullmatch(v) is not None, False),
+    "StringNotLike": (lambda v, p: _glob(p).fullmatch(v) is not None, True),
+    "ArnEquals": (_arn_like, False),
+    "ArnLike": (_arn_like, False),
+    "ArnNotEquals": (_arn_like, True),
+    "ArnNotLike": (_arn_like, True),
+    "NumericEquals": (_numeric(lambda v, p: v == p), False),
+    "NumericNotEquals": (_numeric(lambda v, p: v == p), True),
+    "NumericLessThan": (_numeric(lambda v, p: v < p), False),
+    "NumericLessThanEquals": (_numeric(lambda v, p: v <= p), False),
+    "NumericGreaterThan": (_numeric(lambda v, p: v > p), False),
+    "NumericGreaterThanEquals": (_numeric(lambda v, p: v >= p), False),
+    "Bool": (lambda v, p: v.lower() == p.lower(), False),
+}
+_OPERATORS = {name.lower(): entry for name, entry in _OPERATORS_BY_NAME.items()}
+_QUALIFIERS = ("", "foranyvalue", "forallvalues")
+
+
+def _conditions_hold(condition: object, context: Mapping[str, list[str]], label: str) -> bool:
+    """Return True when every operator and every key of the Condition block holds (AND)."""
+    if condition is None:
+        return True
+    if not isinstance(condition, Mapping):
+        raise BackendError(f"{label} has a Condition that is not an object: {condition!r}")
+    for operator, keys in condition.items():
+        if not isinstance(keys, Mapping):
+            raise BackendError(f"{label}: condition {operator} must map keys to values")
+        for key, expected in keys.items():
+            if not _condition_holds(str(operator), context.get(str(key).lower()), _strings(expected), label):
+                return False
+    return True
+
+
+def _condition_holds(operator: str, values: list[str] | None, expected: list[str], label: str) -> bool:
+    """Return whether one operator holds for the request values of one context key."""
+    qualifier, _, name = operator.lower().rpartition(":")
+    if name == "null":
+        # Null asks only whether the key is there: "true" means it must be absent.
+        return any((value.lower() == "true") == (not values) for value in expected)
+    if_exists = name.endswith("ifexists")
+    base = name.removesuffix("ifexists")
+    if base not in _OPERATORS or qualifier not in _QUALIFIERS:
+        raise BackendError(
+            f"{label} uses condition operator {operator!r}, which the embedded backend does not "
+            f"evaluate; use Null or one of {', '.join(_OPERATORS_BY_NAME)}, optionally with "
+            "IfExists, ForAnyValue: or ForAllValues:."
+        )
+    compare, negated = _OPERATORS[base]
+    if not values:
+        if qualifier == "forallvalues":
+            return True  # an empty set satisfies "every value"
+        if qualifier == "foranyvalue":
+            return if_exists  # an empty set has no value that could match
+        return if_exists or negated
+
+    def satisfied(value: str) -> bool:
+        hit = any(compare(value, pattern) for pattern in expected)
+        return not hit if negated else hit
+
+    if qualifier == "forallvalues" or (qualifier == "" and negated):
+        return all(satisfied(value) for value in values)
+    return any(satisfied(value) for value in values)
+
+
+# --- plain data -----------------------------------------------------------------------------
+
+
+def _strings(value: object) -> list[str]:
+    """Return a policy or context value as a list of strings (JSON allows one value or a list)."""
+    if value is None:
+        return []
+    items: Iterable[object] = value if isinstance(value, (list, tuple)) else [value]
+    return [_text(item) for item in items]
+
+
+def _text(item: object) -> str:
+    """Return a JSON scalar as IAM reads it: booleans as 'true'/'false', numbers as written."""
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    return str(item)
+
+
+def _lowercase_keys(context: Mapping[str, ContextValue]) -> dict[str, list[str]]:
+    """Return the request context keyed case-insensitively, every value as a list."""
+    return {key.lower(): _strings(value) for key, value in context.items()}
+
+
+def _as_list(value: object) -> list[object]:
+    """Return a policy element that may be one item or a list as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]

@@ -1,0 +1,182 @@
+"""Notebook-side helpers: open a phase, show outcomes and checks, the confirmation gate, progress display.
+
+Everything here works both in JupyterLab (HTML tables, an ipywidgets button and progress bar) and
+headless under papermill (plain text, log lines, a parameter instead of a button), so the phase
+notebooks stay free of branching logic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from runbook_lib import batch_job
+from runbook_lib.context import RunContext, open_run
+from runbook_lib.errors import ConfirmationRequired
+from runbook_lib.preflight import Check, raise_on_failures
+from runbook_lib.provision import Outcome, raise_on_drift
+
+__all__ = [
+    "HEADLESS_ENV",
+    "confirmation_gate",
+    "default_run_dir",
+    "finish_phase",
+    "progress_subscribers",
+    "show_checks",
+    "show_json",
+    "show_outcomes",
+    "show_rows",
+    "start_phase",
+]
+
+# Set by `runbook run` and `runbook drill` in the kernel's environment: no one can press a button.
+HEADLESS_ENV = "RUNBOOK_HEADLESS"
+
+_STATUS_COLOURS = {"created": "#d4edda", "unchanged": "#e2e3e5", "updated": "#fff3cd", "drift": "#f8d7da"}
+
+
+def _display(obj: Any) -> None:
+    try:
+        from IPython.display import display
+
+        display(obj)
+    except ImportError:  # pragma: no cover - IPython ships with the kernel
+        print(obj)
+
+
+def default_run_dir(phase_hint: str = "") -> str:
+    """Return the run folder an interactive session uses when none is given: runs/interactive."""
+    return str(Path("..") / "runs" / "interactive")
+
+
+def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
+    """Return the run context for a phase after validating parameters and both identities."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout, force=True)
+    ctx = open_run(params_file, run_dir)
+    phases = ctx.ledger.data.setdefault("phases", {})
+    phases[phase] = {"status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    ctx.ledger.save()
+    print(f"run {ctx.params.run_id}: vault {ctx.params.vault.account_id} ({ctx.sessions.vault_identity.arn}), "
+          f"recovery {ctx.params.recovery.account_id} ({ctx.sessions.recovery_identity.arn})")
+    return ctx
+
+
+def finish_phase(ctx: RunContext, phase: str) -> None:
+    """Mark the phase complete in the ledger and say so."""
+    phases = ctx.ledger.data.setdefault("phases", {})
+    entry = phases.setdefault(phase, {})
+    entry.update(status="ok", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    ctx.ledger.save()
+    print(f"✔ phase {phase} complete")
+
+
+def _styled(frame: pd.DataFrame, column: str) -> Any:
+    if "ipykernel" not in sys.modules:
+        return frame
+    return frame.style.map(lambda v: f"background-color: {_STATUS_COLOURS.get(v, '')}", subset=[column])
+
+
+def show_outcomes(ctx: RunContext, phase: str, outcomes: Sequence[Outcome]) -> pd.DataFrame:
+    """Show what each ensure step did, record it in the ledger, and stop on drift."""
+    rows = [o.as_row() for o in outcomes]
+    frame = pd.DataFrame(rows, columns=["resource", "identifier", "status", "difference", "note"])
+    recorded = ctx.ledger.data.get("outcomes", {}).get(phase, [])
+    keep = [r for r in recorded if (r["resource"], r["identifier"]) not in {(o.resource, o.identifier) for o in outcomes}]
+    ctx.ledger.record_outcomes(phase, keep + rows)
+    _display(_styled(frame, "status"))
+    raise_on_drift(list(outcomes))
+    return frame
+
+
+def show_checks(checks: Sequence[Check]) -> pd.DataFrame:
+    """Show each precondition with a ✔ or ✘, and stop if any does not hold."""
+    frame = pd.DataFrame([c.as_row() for c in checks])
+    _display(frame)
+    raise_on_failures(list(checks))
+    return frame
+
+
+def show_json(title: str, document: Any) -> None:
+    """Show a JSON document (a policy, a request) under a title, never a secret."""
+    text = json.dumps(document, indent=2, default=str)
+    print(f"{title}:\n{text}")
+
+
+def _headless() -> bool:
+    return os.environ.get(HEADLESS_ENV) == "1" or "ipykernel" not in sys.modules
+
+
+def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
+    """Confirm the job when `confirm_job` is set; otherwise show a Confirm button, or stop headless."""
+    job = batch_job.describe_job(ctx, job_id)
+    if job["Status"] != "Suspended":
+        print(f"job {job_id} is {job['Status']}; no confirmation needed")
+        return
+    summary = job.get("ProgressSummary", {})
+    what = f"{summary.get('TotalNumberOfTasks', '?')} object versions from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket}"
+    if confirm_job:
+        batch_job.confirm_job(ctx, job_id, "confirmed by parameter confirm_job")
+        print(f"✔ job {job_id} confirmed by parameter confirm_job: it will replicate {what}")
+        return
+    if _headless():
+        raise ConfirmationRequired(
+            f"job {job_id} is ready to replicate {what} and waits for confirmation. Review the job above, then "
+            "re-run with confirm_job=True (runbook run --params FILE --out DIR --from 06 --confirm-job, "
+            "or papermill -p confirm_job True)."
+        )
+    import ipywidgets as widgets
+
+    button = widgets.Button(description="Confirm and run the job", button_style="danger", icon="play")
+    status = widgets.Label(value=f"Job {job_id} will replicate {what}.")
+
+    def on_click(_: Any) -> None:
+        batch_job.confirm_job(ctx, job_id, "confirmed in JupyterLab")
+        button.disabled = True
+        status.value = f"✔ confirmed; run the next cell to follow job {job_id}"
+
+    button.on_click(on_click)
+    _display(widgets.VBox([status, button]))
+
+
+class _WidgetProgress:
+    """An ipywidgets progress bar fed by the job watcher."""
+
+    def __init__(self) -> None:
+        import ipywidgets as widgets
+
+        self.bar = widgets.IntProgress(value=0, min=0, max=1, description="tasks")
+        self.label = widgets.Label(value="waiting for the job")
+        _display(widgets.HBox([self.bar, self.label]))
+
+    def on_progress(self, job: dict[str, Any]) -> None:
+        summary = job.get("ProgressSummary", {})
+        total = int(summary.get("TotalNumberOfTasks", 0)) or 1
+        done = int(summary.get("NumberOfTasksSucceeded", 0)) + int(summary.get("NumberOfTasksFailed", 0))
+        self.bar.max, self.bar.value = total, done
+        self.bar.bar_style = "danger" if job["Status"] == "Failed" else ("success" if job["Status"] == "Complete" else "")
+        self.label.value = f"{job['Status']}: {done:,}/{total:,} ({int(summary.get('NumberOfTasksFailed', 0)):,} failed)"
+
+
+def progress_subscribers() -> list[batch_job.ProgressSubscriber]:
+    """Return a progress bar in Jupyter, and periodic log lines when headless."""
+    if _headless():
+        return [batch_job.LogProgress(every_seconds=5.0)]
+    return [_WidgetProgress(), batch_job.LogProgress(every_seconds=30.0)]
+
+
+def show_rows(rows: Sequence[dict[str, Any]], title: str = "") -> pd.DataFrame:
+    """Show rows of plain values as a table (estimates, cleanup actions, job summaries)."""
+    if title:
+        print(title)
+    frame = pd.DataFrame(list(rows))
+    _display(frame)
+    return frame

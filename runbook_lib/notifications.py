@@ -1,0 +1,97 @@
+"""What the job status topic's subscribers receive: an audit queue beside the e-mail subscription.
+
+E-mail cannot be read back by a notebook, so the run also subscribes an SQS queue it owns to the
+topic. Phase 06 reads that queue to show the job's status events exactly as subscribers got them,
+and keeps every event it read in the ledger as evidence.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+from botocore.exceptions import ClientError
+
+from runbook_lib.context import RunContext
+from runbook_lib.provision import Outcome
+
+__all__ = ["ensure_audit_queue", "received_job_events"]
+
+
+def _queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "RunbookTopicDeliversJobEvents",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+        }],
+    }
+
+
+def ensure_audit_queue(ctx: RunContext) -> Outcome:
+    """Return the outcome of the run's audit queue subscribed to the job status topic."""
+    sqs = ctx.vault("sqs")
+    sns = ctx.vault("sns")
+    params = ctx.params
+    topic_arn = ctx.ledger.require("topic_arn", "05_notifications (SNS topic)")
+    name = f"{params.notification_topic_name}-audit"[:80]
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        created = False
+    except ClientError as error:
+        if "NonExistentQueue" not in str(error.response.get("Error", {}).get("Code", "")):
+            raise
+        url = sqs.create_queue(QueueName=name, tags=dict(ctx.tags),
+                               Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
+        created = True
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    if created:
+        ctx.ledger.record_created("sqs_queue", url, arn=arn)
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(_queue_policy(arn, topic_arn))})
+    ctx.ledger.set("audit_queue_url", url)
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
+    if any(s["Protocol"] == "sqs" and s["Endpoint"] == arn for s in subscriptions):
+        return Outcome("audit queue", arn, "created" if created else "unchanged", note="subscribed to the topic")
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return Outcome("audit queue", arn, "created" if created else "updated", None if created else {"subscribed": topic_arn},
+                   note="subscribed to the topic")
+
+
+def received_job_events(ctx: RunContext, job_id: str | None = None) -> pd.DataFrame:
+    """Return the job status events the topic delivered so far (read from the audit queue, kept in the ledger)."""
+    url = ctx.ledger.get("audit_queue_url")
+    events: list[dict[str, Any]] = list(ctx.ledger.get("job_events", []))
+    if url:
+        sqs = ctx.vault("sqs")
+        while True:
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                events.append(_event_row(message["Body"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        ctx.ledger.set("job_events", events)
+    frame = pd.DataFrame(events, columns=["time", "event", "job_id", "status", "failure_codes"])
+    if job_id is not None:
+        frame = frame[frame["job_id"] == job_id]
+    return frame.reset_index(drop=True)
+
+
+def _event_row(body: str) -> dict[str, Any]:
+    document = json.loads(body)
+    if "Message" in document and "detail" not in document:  # an SNS envelope (raw delivery off)
+        document = json.loads(document["Message"])
+    detail = document.get("detail", {})
+    service = detail.get("serviceEventDetails", {})
+    return {
+        "time": document.get("time") or detail.get("eventTime"),
+        "event": detail.get("eventName"),
+        "job_id": service.get("jobId"),
+        "status": service.get("status"),
+        "failure_codes": ",".join(service.get("failureCodes", []) or []),
+    }

@@ -1,0 +1,232 @@
+"""Phase 00: check everything the later phases assume, and estimate the recovery, without changing anything."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from runbook_lib.context import RunContext
+from runbook_lib.errors import PreflightError
+
+__all__ = [
+    "Check",
+    "Estimate",
+    "check_names_free",
+    "check_vault_bucket",
+    "check_vault_key",
+    "estimate_recovery",
+    "identity_checks",
+    "raise_on_failures",
+]
+
+# List prices (USD, us-east-1) used for the estimate; check the S3 and KMS pricing pages for yours.
+PRICE_PER_BATCH_JOB = 0.25
+PRICE_PER_MILLION_BATCH_OBJECTS = 1.00
+PRICE_PER_THOUSAND_PUTS = 0.005
+PRICE_PER_TEN_THOUSAND_KMS_REQUESTS = 0.03
+# A planning assumption, not an AWS figure: Batch Replication commonly sustains thousands of
+# objects per second per job after preparing; we assume a conservative rate.
+ASSUMED_TASKS_PER_SECOND = 500.0
+ASSUMED_PREPARING_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One precondition: what was checked, whether it holds, and what was found."""
+
+    name: str
+    ok: bool
+    found: str
+    fix: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        """Return the check as a table row with a visible mark."""
+        return {"check": self.name, "result": "✔" if self.ok else "✘", "found": self.found, "what to do": self.fix}
+
+
+def raise_on_failures(checks: list[Check]) -> None:
+    """Raise PreflightError listing every failed check and its fix."""
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        lines = "\n".join(f"  - {c.name}: {c.found}. {c.fix}" for c in failed)
+        raise PreflightError(f"{len(failed)} precondition(s) do not hold; nothing was changed:\n{lines}")
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def identity_checks(ctx: RunContext) -> list[Check]:
+    """Return the identity checks: each profile is in its account, and the accounts differ."""
+    vault, recovery = ctx.sessions.vault_identity, ctx.sessions.recovery_identity
+    return [
+        Check("vault profile identity", True, f"{vault.arn} (account {vault.account})"),
+        Check("recovery profile identity", True, f"{recovery.arn} (account {recovery.account})"),
+        Check("accounts differ", vault.account != recovery.account, f"{vault.account} vs {recovery.account}",
+              "the recovery account must be a separate, clean account"),
+    ]
+
+
+def check_vault_bucket(ctx: RunContext) -> list[Check]:
+    """Return the vault bucket checks: exists, region, versioning, Object Lock, default encryption key."""
+    s3 = ctx.vault("s3")
+    params = ctx.params
+    bucket = params.vault.bucket
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        return [Check("vault bucket exists", False, f"{bucket}: {_code(error) or error}",
+                      f"check vault.bucket and that profile {params.vault.profile} may read it")]
+    checks = [Check("vault bucket exists", True, bucket)]
+    location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    checks.append(Check("vault bucket region", location == params.region, location,
+                        f"set region to {location} (the vault bucket's region)"))
+    versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status", "Disabled")
+    checks.append(Check("vault bucket versioning", versioning == "Enabled", versioning,
+                        "replication needs versioning on the vault bucket"))
+    try:
+        lock = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+        lock_state = lock.get("ObjectLockEnabled", "Disabled")
+        retention = lock.get("Rule", {}).get("DefaultRetention")
+        found = lock_state + (f", default {retention}" if retention else ", no default retention")
+    except ClientError as error:
+        if _code(error) != "ObjectLockConfigurationNotFoundError":
+            raise
+        lock_state, found = "Disabled", "no Object Lock configuration"
+    checks.append(Check("vault bucket Object Lock", lock_state == "Enabled", found,
+                        "this runbook recovers Object Lock golden copies; check vault.bucket names the vault"))
+    try:
+        rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+        default = rule["ApplyServerSideEncryptionByDefault"]
+        key = default.get("KMSMasterKeyID", "")
+        matches = default["SSEAlgorithm"].startswith("aws:kms") and _same_key(ctx, key)
+        checks.append(Check("vault default encryption key", matches,
+                            f"{default['SSEAlgorithm']} {key}, bucket key {rule.get('BucketKeyEnabled', False)}",
+                            f"vault.kms_key_arn should be the key that encrypts the vault ({key})"))
+    except ClientError as error:
+        if _code(error) != "ServerSideEncryptionConfigurationNotFoundError":
+            raise
+        checks.append(Check("vault default encryption key", False, "no default encryption",
+                            "expected SSE-KMS with vault.kms_key_arn"))
+    return checks
+
+
+def _same_key(ctx: RunContext, key: str) -> bool:
+    wanted = ctx.params.vault.kms_key_arn
+    if not key:
+        return False
+    if key == wanted or wanted.endswith("/" + key):
+        return True
+    try:
+        return bool(ctx.vault("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"] == wanted)
+    except ClientError:
+        return False
+
+
+def check_vault_key(ctx: RunContext) -> list[Check]:
+    """Return the vault KMS key checks: it exists, is enabled, symmetric, and its policy is readable."""
+    kms = ctx.vault("kms")
+    arn = ctx.params.vault.kms_key_arn
+    try:
+        metadata = kms.describe_key(KeyId=arn)["KeyMetadata"]
+    except ClientError as error:
+        return [Check("vault KMS key", False, f"{arn}: {_code(error)}", "check vault.kms_key_arn")]
+    checks = [
+        Check("vault KMS key enabled", metadata.get("KeyState") == "Enabled", str(metadata.get("KeyState")),
+              "the key must be enabled to decrypt the golden copies"),
+        Check("vault KMS key symmetric", metadata.get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT",
+              str(metadata.get("KeySpec")), "S3 encrypts with symmetric keys only"),
+    ]
+    try:
+        kms.get_key_policy(KeyId=arn, PolicyName="default")
+        checks.append(Check("vault KMS key policy readable", True, "yes"))
+    except ClientError as error:
+        checks.append(Check("vault KMS key policy readable", False, _code(error),
+                            "phase 03 adds statements to it; the vault profile needs kms:GetKeyPolicy and kms:PutKeyPolicy"))
+    return checks
+
+
+def check_names_free(ctx: RunContext) -> list[Check]:
+    """Return checks that the recovery and report bucket names are free or already this run's."""
+    params = ctx.params
+    checks = []
+    for label, client, bucket, owner in (
+        ("recovery bucket name", ctx.recovery("s3"), params.recovery.bucket, params.recovery.account_id),
+        ("report bucket name", ctx.vault("s3"), params.report_bucket, params.vault.account_id),
+    ):
+        own = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if bucket in own:
+            mine = ctx.ledger.was_created("s3_bucket", bucket)
+            checks.append(Check(label, True, f"{bucket} exists in account {owner}" + (" (created by this run)" if mine else ""),
+                                "" if mine else "phase 01/02 will check it matches what the run needs"))
+            continue
+        try:
+            client.head_bucket(Bucket=bucket)
+            taken = True
+        except ClientError as error:
+            taken = _code(error) not in ("404", "NoSuchBucket", "NotFound")
+        checks.append(Check(label, not taken, f"{bucket} " + ("is taken by another account" if taken else "is free"),
+                            f"choose another name for {'recovery.bucket' if 'recovery' in label else 'report_bucket'}"))
+    return checks
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the recovery will move, and roughly what it will cost and take."""
+
+    versions: int
+    delete_markers: int
+    bytes: int
+    sampled: int
+    sampled_eligible: int
+    eligible_versions: int
+    eligible_bytes: int
+    cost_usd: float
+    duration_minutes: float
+
+    def as_rows(self) -> list[dict[str, Any]]:
+        """Return the estimate as a two-column table."""
+        return [
+            {"quantity": "object versions in the vault", "value": f"{self.versions:,}"},
+            {"quantity": "delete markers (not replicated)", "value": f"{self.delete_markers:,}"},
+            {"quantity": "bytes in the vault", "value": f"{self.bytes:,}"},
+            {"quantity": "versions sampled for replication status", "value": f"{self.sampled:,} ({self.sampled_eligible:,} match the filter)"},
+            {"quantity": "estimated eligible versions", "value": f"{self.eligible_versions:,}"},
+            {"quantity": "estimated eligible bytes", "value": f"{self.eligible_bytes:,}"},
+            {"quantity": "estimated cost (USD, list prices)", "value": f"{self.cost_usd:,.2f}"},
+            {"quantity": "estimated duration (minutes, planning assumption)", "value": f"{self.duration_minutes:,.1f}"},
+        ]
+
+
+def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) -> Estimate:
+    """Return counts and bytes of the vault's versions, the share matching the job filter, cost and time."""
+    s3 = ctx.vault("s3")
+    bucket = ctx.params.vault.bucket
+    versions: list[tuple[str, str, int]] = []
+    markers = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        versions.extend((v["Key"], v["VersionId"], int(v.get("Size", 0))) for v in page.get("Versions", []))
+        markers += len(page.get("DeleteMarkers", []))
+    total_bytes = sum(size for _, _, size in versions)
+    sample = random.Random(seed).sample(versions, min(sample_size, len(versions)))
+    wanted = set(ctx.params.job.replication_statuses)
+    eligible = 0
+    for key, version_id, _ in sample:
+        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+        status = head.get("ReplicationStatus") or "NONE"
+        if status in wanted and head.get("StorageClass", "STANDARD") not in ("GLACIER", "DEEP_ARCHIVE"):
+            eligible += 1
+    share = eligible / len(sample) if sample else 0.0
+    eligible_versions = round(len(versions) * share)
+    eligible_bytes = round(total_bytes * share)
+    cost = (PRICE_PER_BATCH_JOB + eligible_versions / 1e6 * PRICE_PER_MILLION_BATCH_OBJECTS
+            + eligible_versions / 1e3 * PRICE_PER_THOUSAND_PUTS
+            + 2 * eligible_versions / 1e4 * PRICE_PER_TEN_THOUSAND_KMS_REQUESTS)
+    minutes = (ASSUMED_PREPARING_SECONDS + eligible_versions / ASSUMED_TASKS_PER_SECOND) / 60
+    estimate = Estimate(len(versions), markers, total_bytes, len(sample), eligible, eligible_versions,
+                        eligible_bytes, round(cost, 2), round(minutes, 1))
+    ctx.ledger.set("estimate", asdict(estimate))
+    return estimate

@@ -1,0 +1,659 @@
+"""Idempotent `ensure_*` steps: each compares what exists with what the run wants and says what it did.
+
+Outcomes:
+    created    the resource did not exist; the run created and tagged it
+    unchanged  it exists as wanted; nothing was changed
+    updated    it exists, this run owns it (or owns the statements in it), and it was brought back
+               to what is wanted; `difference` says what changed
+    drift      it exists, differs, and the run must not change it (someone else's resource);
+               `difference` says how; the phase stops on it
+
+Ownership: a resource belongs to the run when the ledger recorded its creation, or when it carries
+the tag RunbookRunId=<run_id>. Configurations the run changes on resources it does not own (the
+vault key policy, the vault bucket's replication and notification settings) are captured in the
+ledger before the first change, so cleanup can put them back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from runbook_lib import policies
+from runbook_lib.context import RunContext
+from runbook_lib.errors import DriftError, ProvisionError
+
+__all__ = [
+    "Outcome",
+    "ensure_batch_policy",
+    "ensure_batch_role",
+    "ensure_job_status_rule",
+    "ensure_notification_topic",
+    "ensure_recovery_bucket",
+    "ensure_recovery_bucket_policy",
+    "ensure_recovery_key",
+    "ensure_replication_rule",
+    "ensure_report_bucket",
+    "ensure_vault_eventbridge",
+    "ensure_vault_key_grants",
+    "documents",
+    "raise_on_drift",
+]
+
+RUN_TAG = "RunbookRunId"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an ensure step found or did to one resource or setting."""
+
+    resource: str
+    identifier: str
+    status: str
+    difference: Any = None
+    note: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        """Return the outcome as a table row (difference rendered as compact JSON)."""
+        row = asdict(self)
+        if self.difference is not None:
+            row["difference"] = json.dumps(self.difference, default=str, sort_keys=True)
+        return row
+
+
+def raise_on_drift(outcomes: list[Outcome]) -> None:
+    """Raise DriftError naming every drifted resource, so the phase stops before going on."""
+    drifted = [o for o in outcomes if o.status == "drift"]
+    if drifted:
+        lines = "; ".join(f"{o.resource} {o.identifier}: {o.note or o.difference}" for o in drifted)
+        raise DriftError(
+            f"{len(drifted)} resource(s) exist but differ from what the run needs and are not the "
+            f"run's to change: {lines}", difference=[o.difference for o in drifted]
+        )
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _diff(current: Any, wanted: Any) -> dict[str, Any]:
+    return {"found": current, "wanted": wanted}
+
+
+def _parsed(document: Any) -> Any:
+    return json.loads(document) if isinstance(document, str) else document
+
+
+def _canonical(document: Any) -> Any:
+    """Return a document in a comparable form (keys and lists sorted)."""
+    if isinstance(document, dict):
+        return {k: _canonical(v) for k, v in sorted(document.items())}
+    if isinstance(document, list):
+        items = [_canonical(v) for v in document]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+    return document
+
+
+def _same_policy(a: Any, b: Any) -> bool:
+    def widen(doc: Any) -> Any:
+        if isinstance(doc, dict):
+            return {k: widen(v if not isinstance(v, str) or k not in _LISTY else [v]) for k, v in doc.items()}
+        if isinstance(doc, list):
+            return [widen(v) for v in doc]
+        return doc
+
+    return bool(_canonical(widen(_parsed(a))) == _canonical(widen(_parsed(b))))
+
+
+_LISTY = {"Action", "NotAction", "Resource", "NotResource", "AWS", "Service"}
+
+
+def _s3_tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+# ------------------------------------------------------------------------------ recovery key
+
+
+def ensure_recovery_key(ctx: RunContext) -> Outcome:
+    """Return the recovery KMS key's outcome: a symmetric customer-managed key the vault account may use."""
+    kms = ctx.recovery("kms")
+    params = ctx.params
+    alias = params.recovery.kms_key_alias
+    wanted = policies.recovery_key_policy(
+        recovery_account_id=params.recovery.account_id, vault_account_id=params.vault.account_id
+    )
+    key_id = _alias_target(kms, alias)
+    if key_id is None:
+        created = kms.create_key(
+            Description=f"Recovery of {params.vault.bucket} into {params.recovery.bucket} (run {params.run_id})",
+            KeyUsage="ENCRYPT_DECRYPT",
+            KeySpec="SYMMETRIC_DEFAULT",
+            Policy=policies.to_json(wanted),
+            Tags=[{"TagKey": k, "TagValue": v} for k, v in sorted(ctx.tags.items())],
+        )["KeyMetadata"]
+        kms.create_alias(AliasName=alias, TargetKeyId=created["KeyId"])
+        ctx.ledger.record_created("kms_key", created["Arn"], alias=alias, account=params.recovery.account_id)
+        ctx.ledger.set("recovery_key_arn", created["Arn"])
+        return Outcome("recovery KMS key", created["Arn"], "created", note=f"alias {alias}")
+    metadata = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    arn = metadata["Arn"]
+    ctx.ledger.set("recovery_key_arn", arn)
+    owned = ctx.ledger.was_created("kms_key", arn) or _kms_tagged(kms, key_id, params.run_id)
+    problems = {}
+    if metadata.get("KeySpec", "SYMMETRIC_DEFAULT") != "SYMMETRIC_DEFAULT" or metadata.get("KeyUsage") != "ENCRYPT_DECRYPT":
+        problems["key"] = _diff({"KeySpec": metadata.get("KeySpec"), "KeyUsage": metadata.get("KeyUsage")},
+                                {"KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT"})
+    if metadata.get("KeyState") != "Enabled":
+        problems["state"] = _diff(metadata.get("KeyState"), "Enabled")
+    current = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    policy_differs = not _same_policy(current, wanted)
+    if not owned:
+        if problems or policy_differs:
+            return Outcome("recovery KMS key", arn, "drift", {**problems, **({"policy": _diff(current, wanted)} if policy_differs else {})},
+                           note=f"alias {alias} points at a key this run did not create; choose another recovery.kms_key_alias")
+        return Outcome("recovery KMS key", arn, "unchanged", note="existing key, not created by this run")
+    if problems:
+        return Outcome("recovery KMS key", arn, "drift", problems, note="the key is not usable; enable it or choose another alias")
+    if policy_differs:
+        kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policies.to_json(wanted))
+        return Outcome("recovery KMS key", arn, "updated", {"policy": _diff(current, wanted)})
+    return Outcome("recovery KMS key", arn, "unchanged")
+
+
+def _alias_target(kms: Any, alias: str) -> str | None:
+    try:
+        return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"])
+    except ClientError as error:
+        if _code(error) == "NotFoundException":
+            return None
+        raise
+
+
+def _kms_tagged(kms: Any, key_id: str, run_id: str) -> bool:
+    tags = kms.list_resource_tags(KeyId=key_id).get("Tags", [])
+    return any(t["TagKey"] == RUN_TAG and t["TagValue"] == run_id for t in tags)
+
+
+# ----------------------------------------------------------------------------------- buckets
+
+
+def _bucket_owned(ctx: RunContext, s3: Any, bucket: str) -> bool:
+    if ctx.ledger.was_created("s3_bucket", bucket):
+        return True
+    try:
+        tags = s3.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+    except ClientError:
+        return False
+    return any(t["Key"] == RUN_TAG and t["Value"] == ctx.params.run_id for t in tags)
+
+
+def _bucket_exists(s3: Any, bucket: str) -> bool:
+    names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    return bucket in names
+
+
+def _create_bucket(ctx: RunContext, s3: Any, bucket: str, region: str, account: str, object_lock: bool) -> None:
+    arguments: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
+    if region != "us-east-1":
+        arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    if object_lock:
+        arguments["ObjectLockEnabledForBucket"] = True
+    try:
+        s3.create_bucket(**arguments)
+    except ClientError as error:
+        if _code(error) in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+            raise ProvisionError(
+                f"bucket name {bucket!r} is taken by another account; choose another name in the parameters"
+            ) from error
+        raise
+    ctx.ledger.record_created("s3_bucket", bucket, account=account, region=region)
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _s3_tags(ctx.tags)})
+
+
+def _setting(s3: Any, getter: str, bucket: str, missing_codes: tuple[str, ...], pick: Any) -> Any:
+    try:
+        return pick(getattr(s3, getter)(Bucket=bucket))
+    except ClientError as error:
+        if _code(error) in missing_codes:
+            return None
+        raise
+
+
+def _bucket_settings(s3: Any, bucket: str) -> dict[str, Any]:
+    """Return the settings of a bucket the runbook cares about, in a comparable form."""
+    encryption = _setting(
+        s3, "get_bucket_encryption", bucket, ("ServerSideEncryptionConfigurationNotFoundError",),
+        lambda r: r["ServerSideEncryptionConfiguration"]["Rules"][0],
+    )
+    return {
+        "ownership": _setting(s3, "get_bucket_ownership_controls", bucket, ("OwnershipControlsNotFoundError",),
+                              lambda r: r["OwnershipControls"]["Rules"][0]["ObjectOwnership"]),
+        "public_access_block": _setting(s3, "get_public_access_block", bucket, ("NoSuchPublicAccessBlockConfiguration",),
+                                       lambda r: r["PublicAccessBlockConfiguration"]),
+        "versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status", "Disabled"),
+        "encryption": None if encryption is None else {
+            "algorithm": encryption["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"],
+            "key": encryption["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID"),
+            "bucket_key": bool(encryption.get("BucketKeyEnabled", False)),
+        },
+        "object_lock": _setting(s3, "get_object_lock_configuration", bucket,
+                                ("ObjectLockConfigurationNotFoundError",),
+                                lambda r: r["ObjectLockConfiguration"].get("ObjectLockEnabled")),
+    }
+
+
+_BLOCK_ALL = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+
+
+def _apply_setting(s3: Any, bucket: str, name: str, wanted: Any) -> None:
+    if name == "ownership":
+        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": wanted}]})
+    elif name == "public_access_block":
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=wanted)
+    elif name == "versioning":
+        if wanted == "Enabled":
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    elif name == "encryption":
+        default: dict[str, Any] = {"SSEAlgorithm": wanted["algorithm"]}
+        if wanted["key"]:
+            default["KMSMasterKeyID"] = wanted["key"]
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
+            {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": wanted["bucket_key"]}
+        ]})
+    elif name == "object_lock":
+        raise ProvisionError(
+            f"bucket {bucket} exists without Object Lock; replicas of locked versions need it. "
+            "Object Lock can only be set at creation here: remove the bucket or choose another recovery.bucket"
+        )
+
+
+def _ensure_bucket(
+    ctx: RunContext, s3: Any, label: str, bucket: str, region: str, account: str, wanted: dict[str, Any]
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    if not _bucket_exists(s3, bucket):
+        _create_bucket(ctx, s3, bucket, region, account, object_lock=wanted.get("object_lock") == "Enabled")
+        outcomes.append(Outcome(label, bucket, "created", note=f"account {account}, {region}"))
+        fresh = True
+    else:
+        fresh = False
+    owned = _bucket_owned(ctx, s3, bucket)
+    if not owned:
+        found = _bucket_settings(s3, bucket)
+        differs = {k: _diff(found[k], v) for k, v in wanted.items() if found.get(k) != v}
+        status = "drift" if differs else "unchanged"
+        return [Outcome(label, bucket, status, differs or None,
+                        note="exists and was not created by this run; choose another name" if differs else
+                        "exists, not created by this run, and matches")]
+    found = _bucket_settings(s3, bucket)
+    for name, value in wanted.items():
+        if found.get(name) == value:
+            if not fresh:
+                outcomes.append(Outcome(f"{label} {name}", bucket, "unchanged"))
+            continue
+        _apply_setting(s3, bucket, name, value)
+        status = "created" if fresh else "updated"
+        outcomes.append(Outcome(f"{label} {name}", bucket, status, None if fresh else _diff(found.get(name), value)))
+    return outcomes
+
+
+def ensure_recovery_bucket(ctx: RunContext) -> list[Outcome]:
+    """Return the outcomes of the recovery bucket and each of its settings (seed step 1a)."""
+    params = ctx.params
+    key_arn = ctx.ledger.require("recovery_key_arn", "01_recovery_bucket (recovery KMS key)")
+    wanted = {
+        "ownership": "BucketOwnerEnforced",
+        "public_access_block": _BLOCK_ALL,
+        "versioning": "Enabled",
+        "encryption": {"algorithm": "aws:kms", "key": key_arn, "bucket_key": True},
+        "object_lock": "Enabled",
+    }
+    return _ensure_bucket(ctx, ctx.recovery("s3"), "recovery bucket", params.recovery.bucket,
+                          params.recovery_region, params.recovery.account_id, wanted)
+
+
+def ensure_report_bucket(ctx: RunContext) -> list[Outcome]:
+    """Return the outcomes of the report bucket (manifests and completion reports, seed step 1b)."""
+    params = ctx.params
+    wanted = {
+        "ownership": "BucketOwnerEnforced",
+        "public_access_block": _BLOCK_ALL,
+        "versioning": "Disabled",
+        "encryption": {"algorithm": "AES256", "key": None, "bucket_key": False},
+        "object_lock": None,
+    }
+    return _ensure_bucket(ctx, ctx.vault("s3"), "report bucket", params.report_bucket,
+                          params.region, params.vault.account_id, wanted)
+
+
+# --------------------------------------------------------------------------------- IAM
+
+
+def _role_policy_document(ctx: RunContext) -> dict[str, Any]:
+    params = ctx.params
+    return policies.batch_role_policy(
+        vault_bucket=params.vault.bucket, recovery_bucket=params.recovery.bucket,
+        report_bucket=params.report_bucket, vault_key_arn=params.vault.kms_key_arn,
+        recovery_key_arn=ctx.ledger.require("recovery_key_arn", "01_recovery_bucket"),
+        region=params.region, recovery_region=params.recovery_region,
+    )
+
+
+def ensure_batch_policy(ctx: RunContext) -> Outcome:
+    """Return the outcome of the Batch Replication role's managed policy (seed step 2)."""
+    iam = ctx.vault("iam")
+    params = ctx.params
+    arn = params.batch_policy_arn
+    wanted = _role_policy_document(ctx)
+    try:
+        policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    except ClientError as error:
+        if _code(error) != "NoSuchEntity":
+            raise
+        iam.create_policy(
+            PolicyName=params.batch_policy_name, PolicyDocument=policies.to_json(wanted),
+            Description="S3 Batch Replication of the vault into the recovery account",
+            Tags=_s3_tags(ctx.tags),
+        )
+        ctx.ledger.record_created("iam_policy", arn, account=params.vault.account_id)
+        return Outcome("IAM policy", arn, "created")
+    version = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])["PolicyVersion"]
+    current = version["Document"]
+    if isinstance(current, str):
+        from urllib.parse import unquote
+
+        current = json.loads(unquote(current))
+    if _same_policy(current, wanted):
+        return Outcome("IAM policy", arn, "unchanged")
+    owned = ctx.ledger.was_created("iam_policy", arn) or any(
+        t["Key"] == RUN_TAG and t["Value"] == params.run_id for t in policy.get("Tags", [])
+    )
+    if not owned:
+        return Outcome("IAM policy", arn, "drift", _diff(current, wanted),
+                       note="a policy of that name exists and was not created by this run; set batch_policy_name")
+    versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+    if len(versions) >= 5:
+        oldest = min((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
+        iam.delete_policy_version(PolicyArn=arn, VersionId=oldest["VersionId"])
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=policies.to_json(wanted), SetAsDefault=True)
+    return Outcome("IAM policy", arn, "updated", _diff(current, wanted))
+
+
+def ensure_batch_role(ctx: RunContext) -> Outcome:
+    """Return the outcome of the Batch Replication role: trust policy and the attached policy (seed step 3)."""
+    iam = ctx.vault("iam")
+    params = ctx.params
+    trust = policies.batch_role_trust_policy(vault_account_id=params.vault.account_id)
+    try:
+        role = iam.get_role(RoleName=params.batch_role_name)["Role"]
+    except ClientError as error:
+        if _code(error) != "NoSuchEntity":
+            raise
+        role = iam.create_role(
+            RoleName=params.batch_role_name, AssumeRolePolicyDocument=policies.to_json(trust),
+            Description="Runs the S3 Batch Replication job that recovers the vault", Tags=_s3_tags(ctx.tags),
+        )["Role"]
+        iam.attach_role_policy(RoleName=params.batch_role_name, PolicyArn=params.batch_policy_arn)
+        ctx.ledger.record_created("iam_role", role["Arn"], name=params.batch_role_name, account=params.vault.account_id)
+        return Outcome("IAM role", role["Arn"], "created", note=f"policy {params.batch_policy_name} attached")
+    arn = role["Arn"]
+    current_trust = role["AssumeRolePolicyDocument"]
+    if isinstance(current_trust, str):
+        from urllib.parse import unquote
+
+        current_trust = json.loads(unquote(current_trust))
+    attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=params.batch_role_name)["AttachedPolicies"]}
+    tags = iam.list_role_tags(RoleName=params.batch_role_name).get("Tags", [])
+    owned = ctx.ledger.was_created("iam_role", arn) or any(t["Key"] == RUN_TAG and t["Value"] == params.run_id for t in tags)
+    differences: dict[str, Any] = {}
+    if not _same_policy(current_trust, trust):
+        differences["trust_policy"] = _diff(current_trust, trust)
+    if params.batch_policy_arn not in attached:
+        differences["attached_policies"] = _diff(sorted(attached), [params.batch_policy_arn])
+    if not differences:
+        return Outcome("IAM role", arn, "unchanged")
+    if not owned:
+        return Outcome("IAM role", arn, "drift", differences,
+                       note="a role of that name exists and was not created by this run; set batch_role_name")
+    if "trust_policy" in differences:
+        iam.update_assume_role_policy(RoleName=params.batch_role_name, PolicyDocument=policies.to_json(trust))
+    if "attached_policies" in differences:
+        iam.attach_role_policy(RoleName=params.batch_role_name, PolicyArn=params.batch_policy_arn)
+    return Outcome("IAM role", arn, "updated", differences)
+
+
+# ---------------------------------------------------------------------------------- grants
+
+
+def ensure_vault_key_grants(ctx: RunContext) -> Outcome:
+    """Return the outcome of adding our statements to the vault key policy, keeping all others (seed step 4)."""
+    kms = ctx.vault("kms")
+    params = ctx.params
+    key = params.vault.kms_key_arn
+    current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+    ctx.ledger.capture_original("vault_key_policy", current)
+    added = policies.vault_key_policy_statements(
+        batch_role_arn=params.batch_role_arn, recovery_account_id=params.recovery.account_id
+    )
+    merged = policies.merge_key_policy(current, added)
+    if merged == current:
+        return Outcome("vault KMS key policy", key, "unchanged", note="runbook statements present")
+    kms.put_key_policy(KeyId=key, PolicyName="default", Policy=policies.to_json(merged))
+    ctx.ledger.record_created("kms_key_statements", key, sids=[s["Sid"] for s in added])
+    return Outcome("vault KMS key policy", key, "updated",
+                   {"added_or_replaced": [s["Sid"] for s in added]},
+                   note="existing statements kept unchanged; original captured in the ledger")
+
+
+def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
+    """Return the outcome of the recovery bucket policy that lets the vault's role replicate in (seed step 5)."""
+    s3 = ctx.recovery("s3")
+    params = ctx.params
+    bucket = params.recovery.bucket
+    wanted = policies.recovery_bucket_policy(recovery_bucket=bucket, batch_role_arn=params.batch_role_arn)
+    try:
+        current: Any = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as error:
+        if _code(error) != "NoSuchBucketPolicy":
+            raise
+        current = None
+    if current is not None and _same_policy(current, wanted):
+        return Outcome("recovery bucket policy", bucket, "unchanged")
+    if not _bucket_owned(ctx, s3, bucket):
+        return Outcome("recovery bucket policy", bucket, "drift", _diff(current, wanted),
+                       note="the recovery bucket was not created by this run")
+    s3.put_bucket_policy(Bucket=bucket, Policy=policies.to_json(wanted))
+    if current is None:
+        return Outcome("recovery bucket policy", bucket, "created")
+    return Outcome("recovery bucket policy", bucket, "updated", _diff(current, wanted))
+
+
+# ----------------------------------------------------------------------- replication rule
+
+
+def _current_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
+    try:
+        config: dict[str, Any] = s3.get_bucket_replication(Bucket=bucket)["ReplicationConfiguration"]
+        return config
+    except ClientError as error:
+        if _code(error) == "ReplicationConfigurationNotFoundError":
+            return None
+        raise
+
+
+def _replication_matches(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    def normalise(config: dict[str, Any]) -> Any:
+        rules = []
+        for rule in config.get("Rules", []):
+            rule = dict(rule)
+            rule["Priority"] = int(rule.get("Priority", 0))
+            rules.append(rule)
+        return _canonical({"Role": config.get("Role"), "Rules": rules})
+
+    return bool(normalise(current) == normalise(wanted))
+
+
+def ensure_replication_rule(ctx: RunContext) -> Outcome:
+    """Return the outcome of the vault bucket's replication configuration (seed step 6)."""
+    s3 = ctx.vault("s3")
+    params = ctx.params
+    bucket = params.vault.bucket
+    wanted = policies.replication_configuration(
+        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+        recovery_account_id=params.recovery.account_id,
+        recovery_key_arn=ctx.ledger.require("recovery_key_arn", "01_recovery_bucket"),
+        storage_class=params.job.replica_storage_class,
+    )
+    current = _current_replication(s3, bucket)
+    ctx.ledger.capture_original("vault_replication_configuration", current)
+    if current is not None and _replication_matches(current, wanted):
+        return Outcome("vault replication configuration", bucket, "unchanged")
+    original = ctx.ledger.original("vault_replication_configuration")
+    ours = ctx.ledger.was_created("replication_configuration", bucket)
+    if current is not None and not ours:
+        return Outcome(
+            "vault replication configuration", bucket, "drift", _diff(current, wanted),
+            note="the vault bucket already has a replication configuration (captured in the ledger); "
+                 "it is not replaced silently: review it, remove it if it is safe, and re-run this phase",
+        )
+    arguments: dict[str, Any] = {"Bucket": bucket, "ReplicationConfiguration": wanted}
+    if params.object_lock_token:
+        arguments["Token"] = params.object_lock_token.get_secret_value()
+    s3.put_bucket_replication(**arguments)
+    ctx.ledger.record_created("replication_configuration", bucket, original_existed=original is not None)
+    status = "created" if current is None else "updated"
+    return Outcome("vault replication configuration", bucket, status,
+                   None if current is None else _diff(current, wanted),
+                   note="with the Object Lock token" if params.object_lock_token else "")
+
+
+def ensure_vault_eventbridge(ctx: RunContext) -> Outcome:
+    """Return the outcome of turning on EventBridge delivery for the vault bucket, keeping other notifications."""
+    s3 = ctx.vault("s3")
+    bucket = ctx.params.vault.bucket
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    current.pop("ResponseMetadata", None)
+    ctx.ledger.capture_original("vault_notification_configuration", current)
+    if "EventBridgeConfiguration" in current:
+        return Outcome("vault bucket EventBridge notifications", bucket, "unchanged")
+    wanted = {**current, "EventBridgeConfiguration": {}}
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=wanted)
+    ctx.ledger.record_created("eventbridge_notifications", bucket)
+    return Outcome("vault bucket EventBridge notifications", bucket, "updated",
+                   _diff(sorted(current), sorted(wanted)), note="other notification targets kept")
+
+
+# ---------------------------------------------------------------------------- notifications
+
+
+def ensure_notification_topic(ctx: RunContext) -> Outcome:
+    """Return the outcome of the SNS topic and its e-mail subscription for job status events."""
+    sns = ctx.vault("sns")
+    params = ctx.params
+    arn = f"arn:aws:sns:{params.region}:{params.vault.account_id}:{params.notification_topic_name}"
+    existing = _topic_exists(sns, arn)
+    if not existing:
+        arn = sns.create_topic(Name=params.notification_topic_name,
+                               Tags=_s3_tags(ctx.tags))["TopicArn"]
+        ctx.ledger.record_created("sns_topic", arn, account=params.vault.account_id)
+    ctx.ledger.set("topic_arn", arn)
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn).get("Subscriptions", [])
+    subscribed = any(s["Protocol"] == "email" and s["Endpoint"] == params.notification_email for s in subscriptions)
+    if not subscribed:
+        sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=params.notification_email)
+    if not existing:
+        return Outcome("SNS topic", arn, "created", note=f"e-mail subscription for {params.notification_email} (confirm it from the inbox)")
+    if not subscribed:
+        return Outcome("SNS topic", arn, "updated", {"subscription_added": params.notification_email})
+    return Outcome("SNS topic", arn, "unchanged")
+
+
+def _topic_exists(sns: Any, arn: str) -> bool:
+    try:
+        sns.get_topic_attributes(TopicArn=arn)
+    except ClientError as error:
+        if _code(error) in ("NotFound", "NotFoundException"):
+            return False
+        raise
+    return True
+
+
+def ensure_job_status_rule(ctx: RunContext) -> Outcome:
+    """Return the outcome of the EventBridge rule that sends Batch Operations job status to the topic."""
+    events = ctx.vault("events")
+    sns = ctx.vault("sns")
+    params = ctx.params
+    topic_arn = ctx.ledger.require("topic_arn", "05_notifications (SNS topic)")
+    pattern = policies.job_status_event_pattern(vault_account_id=params.vault.account_id)
+    try:
+        rule = events.describe_rule(Name=params.event_rule_name)
+    except ClientError as error:
+        if _code(error) != "ResourceNotFoundException":
+            raise
+        rule = None
+    differences: dict[str, Any] = {}
+    if rule is None:
+        status = "created"
+    else:
+        current_pattern = json.loads(rule.get("EventPattern") or "{}")
+        if _canonical(current_pattern) != _canonical(pattern):
+            differences["event_pattern"] = _diff(current_pattern, pattern)
+        status = "updated" if differences else "unchanged"
+        if differences and not ctx.ledger.was_created("event_rule", rule["Arn"]):
+            return Outcome("EventBridge rule", rule["Arn"], "drift", differences,
+                           note="a rule of that name exists and was not created by this run; set event_rule_name")
+    if status != "unchanged":
+        rule_arn = events.put_rule(
+            Name=params.event_rule_name, EventPattern=json.dumps(pattern), State="ENABLED",
+            Description="S3 Batch Replication job status of the vault recovery",
+            Tags=_s3_tags(ctx.tags) if rule is None else [],
+        )["RuleArn"] if rule is None else events.put_rule(
+            Name=params.event_rule_name, EventPattern=json.dumps(pattern), State="ENABLED",
+            Description="S3 Batch Replication job status of the vault recovery",
+        )["RuleArn"]
+        if rule is None:
+            ctx.ledger.record_created("event_rule", rule_arn, name=params.event_rule_name)
+    else:
+        rule_arn = rule["Arn"]  # type: ignore[index]
+    targets = events.list_targets_by_rule(Rule=params.event_rule_name).get("Targets", [])
+    if not any(t["Arn"] == topic_arn for t in targets):
+        events.put_targets(Rule=params.event_rule_name, Targets=[{"Id": "runbook-sns", "Arn": topic_arn}])
+        if status == "unchanged":
+            status, differences = "updated", {"target_added": topic_arn}
+    topic_policy = policies.sns_topic_policy(topic_arn=topic_arn, event_rule_arn=rule_arn,
+                                             account_id=params.vault.account_id)
+    current_policy = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("Policy")
+    if current_policy is None or not _same_policy(current_policy, topic_policy):
+        sns.set_topic_attributes(TopicArn=topic_arn, AttributeName="Policy", AttributeValue=policies.to_json(topic_policy))
+        if status == "unchanged":
+            status, differences = "updated", {"topic_policy": "EventBridge allowed to publish"}
+    ctx.ledger.set("event_rule_arn", rule_arn)
+    return Outcome("EventBridge rule", rule_arn, status, differences or None, note=f"target {topic_arn}")
+
+
+def documents(ctx: RunContext) -> dict[str, Any]:
+    """Return every JSON document the run applies, built from the parameters (for display and review)."""
+    params = ctx.params
+    recovery_key_arn = ctx.ledger.get("recovery_key_arn")
+    built: dict[str, Any] = {
+        "recovery_key_policy": policies.recovery_key_policy(
+            recovery_account_id=params.recovery.account_id, vault_account_id=params.vault.account_id),
+        "batch_role_trust_policy": policies.batch_role_trust_policy(vault_account_id=params.vault.account_id),
+        "vault_key_policy_statements": policies.vault_key_policy_statements(
+            batch_role_arn=params.batch_role_arn, recovery_account_id=params.recovery.account_id),
+        "recovery_bucket_policy": policies.recovery_bucket_policy(
+            recovery_bucket=params.recovery.bucket, batch_role_arn=params.batch_role_arn),
+        "job_status_event_pattern": policies.job_status_event_pattern(vault_account_id=params.vault.account_id),
+    }
+    if recovery_key_arn:
+        built["batch_role_policy"] = _role_policy_document(ctx)
+        built["replication_configuration"] = policies.replication_configuration(
+            batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+            recovery_account_id=params.recovery.account_id, recovery_key_arn=recovery_key_arn,
+            storage_class=params.job.replica_storage_class,
+        )
+    return built
