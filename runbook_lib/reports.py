@@ -253,7 +253,7 @@ def _labelled(sources: Iterable[Source]) -> list[tuple[str, Source]]:
 
 def _completion_frame(shards: Sequence[tuple[str, Source]]) -> pd.DataFrame:
     """Return the typed completion report frame for labelled CSV shards."""
-    types = {name: pa.string() for name in COMPLETION_REPORT_COLUMNS}
+    types = {name: pa.large_string() for name in COMPLETION_REPORT_COLUMNS}
     types["http_status"] = pa.int16()
     return _to_pandas(_read_tables(shards, types, _finish_completion_shard))
 
@@ -288,7 +288,7 @@ def _finish_completion_shard(table: pa.Table) -> pa.Table:
 def _manifest_frame(shards: Sequence[tuple[str, Source]], columns: list[str]) -> pd.DataFrame:
     """Return the typed manifest frame for labelled CSV shards with the given schema."""
     names = [_snake(name) for name in columns]
-    table = _read_tables(shards, {name: pa.string() for name in names}, _finish_manifest_shard)
+    table = _read_tables(shards, {name: pa.large_string() for name in names}, _finish_manifest_shard)
     ordered = [n for n in ("bucket", "key", "version_id") if n in table.column_names]
     ordered += [n for n in table.column_names if n not in ordered]
     return _to_pandas(table.select(ordered))
@@ -299,11 +299,11 @@ def _finish_manifest_shard(table: pa.Table) -> pa.Table:
     if "key" in table.column_names:
         table = table.set_column(table.column_names.index("key"), "key", _unquote_plus(table["key"]))
     if "version_id" not in table.column_names:
-        return table.append_column("version_id", pa.nulls(table.num_rows, pa.string()))
+        return table.append_column("version_id", pa.nulls(table.num_rows, pa.large_string()))
     version = table["version_id"]
     version = _nulls_where(version, ["\\N"])
     # Inventory-style files write the null version as an empty field; S3 calls it "null".
-    version = pc.if_else(pc.equal(version, ""), "null", version)
+    version = pc.if_else(pc.equal(version, ""), pa.scalar("null", pa.large_string()), version)
     return table.set_column(table.column_names.index("version_id"), "version_id", version)
 
 
@@ -411,7 +411,7 @@ for _digit, _char in enumerate("0123456789abcdef"):
 
 def _unquote_plus(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Return the column with every value decoded like urllib.parse.unquote_plus."""
-    return pa.chunked_array([_unquote_plus_chunk(chunk) for chunk in column.chunks], type=pa.string())
+    return pa.chunked_array([_unquote_plus_chunk(chunk) for chunk in column.chunks], type=column.type)
 
 
 def _unquote_plus_chunk(chunk: pa.Array) -> pa.Array:
@@ -419,11 +419,11 @@ def _unquote_plus_chunk(chunk: pa.Array) -> pa.Array:
     if chunk.null_count or len(chunk) == 0:
         return _unquote_plus_slow(chunk)
     offsets, data = _string_buffers(chunk)
-    marked = np.flatnonzero((data == ord("%")) | (data == ord("+")))
-    if not marked.size:
-        return chunk
     rows = np.zeros(len(chunk), dtype=bool)
-    rows[np.searchsorted(offsets, marked, side="right") - 1] = True
+    for mark in (ord("%"), ord("+")):
+        rows[np.searchsorted(offsets, np.flatnonzero(data == mark), side="right") - 1] = True
+    if not rows.any():
+        return chunk
     encoded = pa.array(rows)
     decoded = _unquote_plus_dense(pc.filter(chunk, encoded))
     return pc.replace_with_mask(chunk, encoded, decoded)
@@ -465,7 +465,7 @@ def _unquote_plus_dense(chunk: pa.Array) -> pa.Array:
         pa.large_binary(), len(chunk), [None, pa.py_buffer(offsets - shrink), pa.py_buffer(decoded[keep])]
     )
     try:
-        return binary.cast(pa.large_string()).cast(pa.string())
+        return binary.cast(pa.large_string()).cast(chunk.type)
     except pa.ArrowInvalid:
         # Escapes that do not form UTF-8: let Python substitute U+FFFD exactly as unquote_plus does.
         return _unquote_plus_slow(chunk)
@@ -474,7 +474,7 @@ def _unquote_plus_dense(chunk: pa.Array) -> pa.Array:
 def _unquote_plus_slow(chunk: pa.Array) -> pa.Array:
     """Return one chunk decoded value by value (the reference behaviour)."""
     return pa.array(
-        [None if value is None else unquote_plus(value) for value in chunk.to_pylist()], type=pa.string()
+        [None if value is None else unquote_plus(value) for value in chunk.to_pylist()], type=chunk.type
     )
 
 

@@ -13,6 +13,7 @@ moto upgrade changes that source, so the patch is reviewed instead of silently d
 | x-amz-replication-status      | never emitted; we keep the status on the key and send it on GET/HEAD        |
 | retain-until header           | sent as stored; we always send a UTC ISO-8601 value with a `Z`             |
 | GetBucketReplication          | rewrites rules on read (drops SourceSelectionCriteria, Filter, ...)        |
+| GetBucketNotificationConfig.  | drops EventBridgeConfiguration on read, so it never round-trips             |
 | EventBridge -> SNS target     | raises NotImplementedError, and stops delivery to later rules              |
 """
 
@@ -44,6 +45,7 @@ PATCHED_SOURCES: dict[str, str] = {
     "moto.s3.models.FakeKey.response_dict": "57d0ac8aa00fe7bef968e0515f6488564880b1b7f79b901e2b0c823c13a32554",
     "moto.s3.responses.S3Response.get_bucket_replication": "5da06c98f09811719ef0078fecdfcd8054da06afd0674138d2a922451ae94ed1",
     "moto.s3.models.S3Backend.put_bucket_replication": "6dd7d63edffb31763b84024bcaa7cdd86e6e13e2aee12764ae56c3f907c52e2c",
+    "moto.s3.responses.S3Response.get_bucket_notification": "82884034c1654e24095a79acbc0b53832d84a3ce9638e137b2302e6c6279014d",
     "moto.events.models.Rule.send_to_targets": "472e002e2dab8a599554a7d6c7ea0910625a5b39c7699b9ca4404255efcfc172",
 }
 
@@ -273,6 +275,34 @@ def _get_bucket_replication(self: S3Response) -> Any:
     return xmltodict.unparse({"ReplicationConfiguration": {"@xmlns": _S3_NS, **document}})
 
 
+# ------------------------------------------------------------ bucket notification config
+
+
+def _get_bucket_notification(self: S3Response) -> Any:
+    """moto's rendering plus EventBridgeConfiguration, which moto stores but never returns."""
+    from moto.s3.responses import ActionResult, EmptyResult
+
+    configuration = self.backend.get_bucket_notification_configuration(self.bucket_name)
+    if not configuration:
+        return self.serialized(EmptyResult())
+
+    def build(item: Any, arn_key: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"Id": item.id, arn_key: item.arn, "Events": item.events}
+        if item.filters:
+            entry["Filter"] = {"Key": {"FilterRules": item.filters["S3Key"]["FilterRule"]}}
+        return entry
+
+    result: dict[str, Any] = {
+        "TopicConfigurations": [build(t, "TopicArn") for t in configuration.topic],
+        "QueueConfigurations": [build(q, "QueueArn") for q in configuration.queue],
+        "LambdaFunctionConfigurations": [build(f, "LambdaFunctionArn") for f in configuration.cloud_function],
+    }
+    if configuration.event_bridge is not None:
+        result["EventBridgeConfiguration"] = {}
+    self.data["Action"] = "GetBucketNotificationConfiguration"
+    return self.serialized(ActionResult(result))
+
+
 # --------------------------------------------------------------------- EventBridge -> SNS
 
 
@@ -323,6 +353,7 @@ def apply_all() -> None:
             _originals["moto.s3.models.FakeKey.response_dict"]
         )
         S3Response.get_bucket_replication = _get_bucket_replication  # type: ignore[method-assign]
+        S3Response.get_bucket_notification = _get_bucket_notification  # type: ignore[method-assign]
         Rule.send_to_targets = _wrap_send_to_targets(  # type: ignore[method-assign]
             _originals["moto.events.models.Rule.send_to_targets"]
         )
