@@ -1,0 +1,142 @@
+"""The evidence a recovery leaves behind: summary.json, detail CSVs, plots, and evidence.html.
+
+Phase timings come from the papermill metadata of the executed notebooks in the run folder, so the
+recovery time in the summary is what the drill actually took, not what anyone remembers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "RECOVERY_PHASES",
+    "export_html",
+    "phase_timings",
+    "plot_categories",
+    "plot_progress",
+    "write_details",
+    "write_summary",
+]
+
+# The phases whose time counts as recovery time (provisioning and replication, not verification).
+RECOVERY_PHASES = ("00", "01", "02", "03", "04", "05", "06")
+
+
+def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Return each executed phase notebook's status and seconds, read from its papermill metadata."""
+    folder = Path(run_dir) / "notebooks"
+    timings = []
+    for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        try:
+            metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        except json.JSONDecodeError:
+            continue
+        status = "failed" if metadata.get("exception") else ("ok" if metadata.get("end_time") else "running")
+        timings.append({
+            "phase": path.stem,
+            "status": status,
+            "seconds": round(float(metadata.get("duration") or 0.0), 2),
+            "started": metadata.get("start_time"),
+            "ended": metadata.get("end_time"),
+        })
+    return timings
+
+
+def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **extra: Any) -> Path:
+    """Write summary.json (verdict, counts, phases with their seconds, recovery time, extras) and return its path."""
+    folder = Path(run_dir)
+    phases = phase_timings(folder)
+    retry_seconds = sum(float(r.get("seconds", 0)) for r in extra.get("retry_rounds", []))
+    recovery_seconds = sum(p["seconds"] for p in phases if p["phase"][:2] in RECOVERY_PHASES) + retry_seconds
+    document = {
+        "verdict": verdict,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": counts,
+        "phases": phases,
+        "recovery_seconds": round(recovery_seconds, 2),
+        **extra,
+    }
+    path = folder / "summary.json"
+    path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def write_details(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    """Write each non-empty detail table as CSV under details/ and return the paths."""
+    folder = Path(run_dir) / "details"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in tables.items():
+        path = folder / f"{name}.csv"
+        table.to_csv(path, index=False)
+        written.append(path)
+    return written
+
+
+def plot_categories(counts: dict[str, int], title: str = "Object versions by verification category") -> Any:
+    """Return a horizontal bar chart of the verification categories (zero categories left out)."""
+    import matplotlib.pyplot as plt
+
+    shown = {k: v for k, v in counts.items() if v}
+    figure, axes = plt.subplots(figsize=(8, 0.45 * max(3, len(shown)) + 1))
+    names = list(shown)
+    colours = ["#2e7d32" if n.startswith("recovered") else "#c62828" for n in names]
+    axes.barh(names, [shown[n] for n in names], color=colours)
+    for index, name in enumerate(names):
+        axes.text(shown[name], index, f" {shown[name]:,}", va="center")
+    axes.set_title(title)
+    axes.set_xlabel("object versions")
+    axes.invert_yaxis()
+    figure.tight_layout()
+    return figure
+
+
+def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication job progress") -> Any:
+    """Return a plot of tasks succeeded and failed over time, from the watcher's observations."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 3.5))
+    if history:
+        frame = pd.DataFrame(history)
+        frame["at"] = pd.to_datetime(frame["at"], utc=True)
+        axes.step(frame["at"], frame["succeeded"], where="post", label="succeeded", color="#2e7d32")
+        axes.step(frame["at"], frame["failed"], where="post", label="failed", color="#c62828")
+        axes.legend()
+    axes.set_title(title)
+    axes.set_ylabel("tasks")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    return figure
+
+
+def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") -> Path:
+    """Write evidence.html: every executed phase notebook of the run, in order, as one document."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    folder = Path(run_dir)
+    combined = nbformat.v4.new_notebook()
+    combined.metadata["title"] = title
+    summary = folder / "summary.json"
+    intro = f"# {title}\n\nRun folder: `{folder.name}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}."
+    if summary.exists():
+        document = json.loads(summary.read_text(encoding="utf-8"))
+        counts = ", ".join(f"{k}: {v}" for k, v in document.get("counts", {}).items())
+        intro += f"\n\n**Verdict: {document.get('verdict')}**. {counts}."
+    combined.cells.append(nbformat.v4.new_markdown_cell(intro))
+    for path in sorted((folder / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        combined.cells.append(nbformat.v4.new_markdown_cell(f"---\n\n*Executed notebook `{path.name}`*"))
+        combined.cells.extend(notebook.cells)
+    for index, cell in enumerate(combined.cells):
+        cell["id"] = f"evidence-{index}"
+    exporter = HTMLExporter()
+    body, _ = exporter.from_notebook_node(combined)
+    target = folder / "evidence.html"
+    target.write_text(body, encoding="utf-8")
+    return target
