@@ -127,7 +127,7 @@ def _list_object_versions(
     prefix: str = "",
     version_id_marker: str | None = None,
 ) -> tuple[list[Any], list[str], list[Any], str | None, str | None]:
-    """moto's paging rules, but starting at the marker and without deep-copying the bucket."""
+    """AWS's paging rules, starting at the marker and without deep-copying the bucket."""
     bucket = self.get_bucket(bucket_name)
     common_prefixes: set[str] = set()
     requested_versions: list[Any] = []
@@ -136,20 +136,20 @@ def _list_object_versions(
     next_version_id_marker: str | None = None
     # Names before both the marker and the prefix can never be listed: start past them.
     start = max(key_marker or "", prefix or "")
-    skip_versions = True
-    last_item_added: Any = None
+    skip_versions = key_marker is not None
+    # The last entry returned (key or common prefix, version id): where the next page resumes.
+    last_entry: tuple[str, str | None] | None = None
     for version in _versions_from(bucket, start):
         name = version.name
         if skip_versions:
-            if key_marker is None:
+            if not version_id_marker:
+                # A key marker alone resumes after every version of that key.
+                if key_marker is not None and name <= key_marker:
+                    continue
                 skip_versions = False
-            elif not version_id_marker:
-                skip_versions = version.name < key_marker
-                continue
-            elif version.name == key_marker and version.version_id == version_id_marker:
-                skip_versions = False
-                continue
             else:
+                if name == key_marker and version.version_id == version_id_marker:
+                    skip_versions = False
                 continue
         if not name.startswith(prefix):
             if name > prefix:
@@ -158,28 +158,23 @@ def _list_object_versions(
         is_common_prefix = False
         if delimiter and delimiter in name[len(prefix) :]:
             end = len(prefix) + name[len(prefix) :].index(delimiter) + len(delimiter)
-            prefix_including_delimiter = name[0:end]
-            if prefix_including_delimiter == key_marker:
+            name = name[0:end]
+            # A common prefix counts once, and not again on the page after it was returned.
+            if name == key_marker or name in common_prefixes:
                 continue
-            common_prefixes.add(prefix_including_delimiter)
-            name = prefix_including_delimiter
             is_common_prefix = True
-        elif last_item_added:
-            name = last_item_added.name
         if (
             max_keys is not None
             and len(requested_versions) + len(delete_markers) + len(common_prefixes) >= max_keys
         ):
-            next_key_marker = name
-            if is_common_prefix:
-                next_version_id_marker = None
-            elif last_item_added is not None:
-                next_version_id_marker = last_item_added.version_id
-            else:
-                next_version_id_marker = None
+            if last_entry is not None:
+                next_key_marker, next_version_id_marker = last_entry
             break
-        if not is_common_prefix:
-            last_item_added = version
+        if is_common_prefix:
+            common_prefixes.add(name)
+            last_entry = (name, None)
+        else:
+            last_entry = (name, version.version_id)
             if version.is_delete_marker:
                 delete_markers.append(version)
             else:

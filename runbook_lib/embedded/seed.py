@@ -30,11 +30,13 @@ from runbook_lib.errors import BackendError
 __all__ = [
     "AWKWARD_KEYS",
     "PRODUCTION_ACCOUNT",
+    "REQUIRED_TRAITS",
     "VAULT_BUCKET",
     "VAULT_KEY_ALIAS",
     "VAULT_KEY_ID",
     "GroundTruth",
     "SeededVersion",
+    "content_digest",
     "seed_vault",
 ]
 
@@ -46,6 +48,12 @@ VAULT_KEY_ARN = f"arn:aws:kms:{REGION}:{VAULT_ACCOUNT}:key/{VAULT_KEY_ID}"
 PRODUCTION_REPLICATION_ROLE = f"arn:aws:iam::{PRODUCTION_ACCOUNT}:role/prod-to-vault-replication"
 OPERATOR_ROLE_NAME = "drill-operator"
 DEFAULT_RETENTION_DAYS = 365
+# Categories every vault holds whatever the random draws, so a small drill still meets each case.
+REQUIRED_TRAITS: tuple[str, ...] = (
+    "zero_bytes", "governance", "compliance", "hold_with_retention", "hold_without_retention",
+    "not_replica", "archived",
+)
+MULTI_MEGABYTE_FROM = 100  # versions from which a vault also holds a multi-megabyte object
 
 # Outcomes a version is expected to have after a recovery with the drill's REPLICA filter.
 RECOVER = "recover"
@@ -245,14 +253,21 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
     plan = [1] * key_count
     for _ in range(versions - key_count):
         plan[rng.randrange(key_count)] += 1
-    large_budget = 3 if versions >= 100 else 1
+    large_budget = 3 if versions >= MULTI_MEGABYTE_FROM else 1
     archived_budget = max(1, versions // 150)
+    # A delete marker is the newest entry of about one key in twelve (never the key's only version),
+    # and of at least one key.
+    marker_keys = {i for i, count in enumerate(plan) if count >= 2 and rng.random() < 0.08}
+    if not marker_keys:
+        marker_keys.add(rng.choice([i for i, count in enumerate(plan) if count >= 2]))
+    traits = list(REQUIRED_TRAITS) + (["multi_megabyte"] if versions >= MULTI_MEGABYTE_FROM else [])
+    trait_of = dict(zip(rng.sample(range(versions - len(marker_keys)), len(traits)), traits))
 
     written: list[tuple[str, Any, str]] = []  # (key, stored version, expected outcome)
-    for name, count in zip(names, plan):
+    object_index = 0
+    for key_index, (name, count) in enumerate(zip(names, plan)):
         moment = now - timedelta(days=rng.randrange(30, 700), seconds=rng.randrange(86400))
-        # A delete marker is the newest entry of about one key in twelve (never the key's only version).
-        marker_last = count >= 2 and rng.random() < 0.08
+        marker_last = key_index in marker_keys
         for index in range(count):
             moment += timedelta(hours=rng.randrange(1, 2000), seconds=rng.randrange(3600))
             if marker_last and index == count - 1:
@@ -263,7 +278,11 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
                 bucket.keys[name] = marker
                 written.append((name, marker, SKIP_DELETE_MARKER))
                 continue
-            written.append(_put_version(backend, bucket, rng, name, moment, now, large_budget, archived_budget))
+            written.append(_put_version(
+                backend, bucket, rng, name, moment, now, large_budget, archived_budget,
+                trait_of.get(object_index),
+            ))
+            object_index += 1
             stored, outcome = written[-1][1], written[-1][2]
             if stored.size >= 1_000_000:
                 large_budget -= 1
@@ -282,9 +301,12 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
 
 def _put_version(
     backend: Any, bucket: Any, rng: random.Random, name: str, moment: datetime, now: datetime,
-    large_budget: int, archived_budget: int,
+    large_budget: int, archived_budget: int, trait: str | None = None,
 ) -> tuple[str, Any, str]:
-    """Write one object version with a realistic mix of lock, hold, size and provenance."""
+    """Write one object version with a realistic mix of lock, hold, size and provenance.
+
+    `trait` (one of REQUIRED_TRAITS or "multi_megabyte") forces that property on this version.
+    """
     roll = rng.random()
     if large_budget > 0 and roll < 0.02:
         size = rng.randrange(2_000_000, 5_000_000)
@@ -292,6 +314,10 @@ def _put_version(
         size = 0
     else:
         size = rng.randrange(1, 4096)
+    if trait == "zero_bytes":
+        size = 0
+    elif trait == "multi_megabyte":
+        size = rng.randrange(2_000_000, 5_000_000)
     body = rng.randbytes(size)
 
     mode_roll = rng.random()
@@ -301,11 +327,19 @@ def _put_version(
         mode = "COMPLIANCE"
     else:
         mode = None  # written before the vault had a default retention
+    if trait in ("governance", "hold_with_retention"):
+        mode = "GOVERNANCE"
+    elif trait == "compliance":
+        mode = "COMPLIANCE"
+    elif trait == "hold_without_retention":
+        mode = None
     until = (now + timedelta(days=rng.randrange(1, 3650), seconds=rng.randrange(86400))) if mode else None
     hold = "ON" if rng.random() < 0.12 else ("OFF" if rng.random() < 0.05 else None)
+    if trait in ("hold_with_retention", "hold_without_retention"):
+        hold = "ON"
 
-    replica = rng.random() >= 0.06
-    archived = replica and archived_budget > 0 and rng.random() < 0.02
+    replica = trait == "archived" or (trait != "not_replica" and rng.random() >= 0.06)
+    archived = replica and (trait == "archived" or (archived_budget > 0 and rng.random() < 0.02))
     storage = "GLACIER" if archived else ("INTELLIGENT_TIERING" if rng.random() < 0.2 else "STANDARD")
     sse_s3 = rng.random() < 0.05
     stored = backend.put_object(

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import re
+import secrets
 import socket
 import threading
 import time
@@ -145,6 +146,9 @@ class EmbeddedBackend:
 def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
     """Write an AWS config file whose profiles reach the backend at `endpoint` as two accounts."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The AWS CLI caches assumed-role credentials on disk by role and session name; a restarted
+    # backend does not know them and moto would treat their caller as its default account.
+    session_name = f"vault-recovery-{secrets.token_hex(4)}"
     common = (
         f"region = {region}\n"
         f"endpoint_url = {endpoint}\n"
@@ -161,13 +165,16 @@ def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
         f"[profile {VAULT_PROFILE}]\n"
         f"role_arn = arn:aws:iam::{VAULT_ACCOUNT}:role/{OPERATOR_ROLE}\n"
         f"source_profile = {BASE_PROFILE}\n"
-        "role_session_name = vault-recovery\n"
+        f"role_session_name = {session_name}\n"
         f"{common}\n"
         f"[profile {RECOVERY_PROFILE}]\n"
         f"role_arn = arn:aws:iam::{RECOVERY_ACCOUNT}:role/{OPERATOR_ROLE}\n"
         f"source_profile = {BASE_PROFILE}\n"
-        "role_session_name = vault-recovery\n"
-        f"{common}"
+        f"role_session_name = {session_name}\n"
+        f"{common}\n"
+        "# Lets AWS CLI v1 reach S3 Control here (see runbook_lib/embedded/awscli_plugin.py).\n"
+        "[plugins]\n"
+        "runbook_embedded = runbook_lib.embedded.awscli_plugin\n"
     )
     path.write_text(text)
     return path
@@ -175,6 +182,9 @@ def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
 
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server itself does: connections of a stopped backend lingering in TIME_WAIT
+        # must not block a restart, while a live listener still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

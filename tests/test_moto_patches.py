@@ -1,0 +1,414 @@
+"""Our changes to moto: each still patches the moto code it was written for, and each behaves like AWS."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import boto3
+import moto
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from moto.s3.models import FakeDeleteMarker, FakeKey, s3_backends
+
+from runbook_lib.embedded import patches
+from runbook_lib.embedded.server import OPERATOR_ACCOUNT, EmbeddedBackend, start_backend
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBackend]:
+    """One patched backend for the module; every test uses buckets of its own."""
+    with start_backend(config_file=tmp_path_factory.mktemp("patches") / "aws-config") as running:
+        yield running
+
+
+def client(backend: EmbeddedBackend, service: str) -> Any:
+    """Return a client in the operator's account, with no retries to hide a failure."""
+    return boto3.client(
+        service, endpoint_url=backend.endpoint, region_name=REGION,
+        aws_access_key_id="patch-tests", aws_secret_access_key="patch-tests",
+        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+    )
+
+
+@pytest.fixture(scope="module")
+def s3(backend: EmbeddedBackend) -> Any:
+    return client(backend, "s3")
+
+
+def unique(stem: str) -> str:
+    """Return a bucket or resource name no other test uses (bucket names are global)."""
+    return f"{stem}-{uuid.uuid4().hex[:12]}"
+
+
+def stored_key(bucket: str, key: str) -> Any:
+    """Return moto's newest stored version of `key` (the backend runs in this process)."""
+    return s3_backends[OPERATOR_ACCOUNT]["aws"].get_bucket(bucket).keys.getlist(key)[-1]
+
+
+# --------------------------------------------------------------------- moto upgrade guard
+
+
+@pytest.mark.parametrize("dotted", sorted(patches.PATCHED_SOURCES))
+def test_patched_moto_source_is_the_one_reviewed(dotted: str, backend: EmbeddedBackend) -> None:
+    assert patches.moto_source_fingerprint(dotted) == patches.PATCHED_SOURCES[dotted], (
+        f"moto {moto.__version__} changed {dotted}. Review the patch for it in "
+        "runbook_lib/embedded/patches.py against the new moto source, adapt it, then record the "
+        "new fingerprint in PATCHED_SOURCES."
+    )
+
+
+# ----------------------------------------------------------------- list_object_versions
+
+# Keys whose order exercises byte-wise sorting, the delimiter, and prefixes that are also keys.
+PAGINATION_KEYS = (
+    "A", "a", "a b", "a-b", "a/b", "a/c/d", "ab", "profit+loss.xlsx", "100% done.txt",
+    "docs/", "docs/a.txt", "docs/b/c.txt", "docs/b/d.txt", "docs/z", "docsx",
+    "z", "é", "日本/語", "trailing/",
+)
+
+
+@pytest.fixture(scope="module")
+def versioned_bucket(s3: Any) -> tuple[str, dict[str, list[tuple[str, bool]]]]:
+    """A bucket of keys with several versions and delete markers; returns it with its write history."""
+    bucket = unique("pagination")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    history: dict[str, list[tuple[str, bool]]] = {key: [] for key in PAGINATION_KEYS}
+
+    def put(key: str) -> None:
+        history[key].append((s3.put_object(Bucket=bucket, Key=key, Body=key.encode())["VersionId"], False))
+
+    def delete(key: str) -> None:
+        answer = s3.delete_object(Bucket=bucket, Key=key)
+        assert answer["DeleteMarker"] is True
+        history[key].append((answer["VersionId"], True))
+
+    # Rounds interleave keys, so versions of one key are not written back to back.
+    for round_number in range(3):
+        for index, key in enumerate(PAGINATION_KEYS):
+            if index % 3 >= round_number:
+                put(key)
+    for index, key in enumerate(PAGINATION_KEYS):
+        if index % 4 == 0:
+            delete(key)  # the newest entry is a delete marker
+        if index % 5 == 1:
+            delete(key)
+            put(key)  # a delete marker between two versions
+    return bucket, history
+
+
+def expected_entries(
+    history: dict[str, list[tuple[str, bool]]], prefix: str, delimiter: str | None
+) -> list[tuple[Any, ...]]:
+    """Return what AWS lists, in order: keys by UTF-8 bytes, each key's entries newest first."""
+    entries: list[tuple[Any, ...]] = []
+    # Code point order is UTF-8 byte order, which is the order S3 lists keys in.
+    for key in sorted(history):
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        if delimiter and delimiter in rest:
+            common = prefix + rest[: rest.index(delimiter) + len(delimiter)]
+            if ("prefix", common) not in entries:
+                entries.append(("prefix", common))
+            continue
+        for position, (version_id, is_marker) in enumerate(reversed(history[key])):
+            entries.append(("marker" if is_marker else "version", key, version_id, position == 0))
+    return entries
+
+
+def split_page(entries: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], ...]:
+    """Return a page's entries as boto3 shows them: versions, delete markers, common prefixes."""
+    return tuple([e for e in entries if e[0] == kind] for kind in ("version", "marker", "prefix"))
+
+
+def listed_page(page: dict[str, Any]) -> tuple[list[tuple[Any, ...]], ...]:
+    return (
+        [("version", v["Key"], v["VersionId"], v["IsLatest"]) for v in page.get("Versions", [])],
+        [("marker", m["Key"], m["VersionId"], m["IsLatest"]) for m in page.get("DeleteMarkers", [])],
+        [("prefix", c["Prefix"]) for c in page.get("CommonPrefixes", [])],
+    )
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 7, 1000])
+@pytest.mark.parametrize(("prefix", "delimiter"), [("", None), ("", "/"), ("docs/", None), ("docs/", "/"), ("a", "/")])
+def test_listing_pages_like_aws(
+    page_size: int, prefix: str, delimiter: str | None, s3: Any,
+    versioned_bucket: tuple[str, dict[str, list[tuple[str, bool]]]],
+) -> None:
+    bucket, history = versioned_bucket
+    expected = expected_entries(history, prefix, delimiter)
+    arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    if delimiter:
+        arguments["Delimiter"] = delimiter
+    pages = list(s3.get_paginator("list_object_versions").paginate(
+        **arguments, PaginationConfig={"PageSize": page_size}
+    ))
+    chunks = [expected[start : start + page_size] for start in range(0, len(expected), page_size)]
+    assert [listed_page(page) for page in pages] == [split_page(chunk) for chunk in chunks]
+    assert len(pages) == math.ceil(len(expected) / page_size)
+    assert [page["IsTruncated"] for page in pages] == [True] * (len(pages) - 1) + [False]
+
+
+def test_every_key_has_exactly_one_latest_entry(
+    s3: Any, versioned_bucket: tuple[str, dict[str, list[tuple[str, bool]]]]
+) -> None:
+    bucket, history = versioned_bucket
+    page = s3.list_object_versions(Bucket=bucket)
+    entries = page["Versions"] + page["DeleteMarkers"]
+    latest = {e["Key"]: e["VersionId"] for e in entries if e["IsLatest"]}
+    assert latest == {key: writes[-1][0] for key, writes in history.items()}
+    assert sum(e["IsLatest"] for e in entries) == len(history)
+
+
+@pytest.mark.parametrize("key_marker", ["a", "a0", "docs/", "docs/b/c.txt", "z", "", "\U0010ffff"])
+def test_a_key_marker_alone_resumes_after_every_version_of_that_key(
+    key_marker: str, s3: Any, versioned_bucket: tuple[str, dict[str, list[tuple[str, bool]]]]
+) -> None:
+    bucket, history = versioned_bucket
+    page = s3.list_object_versions(Bucket=bucket, KeyMarker=key_marker)
+    expected = [e for e in expected_entries(history, "", None) if e[1] > key_marker]
+    assert listed_page(page) == split_page(expected)
+
+
+@pytest.mark.parametrize("key", ["a", "docs/b/c.txt", "日本/語"])
+@pytest.mark.parametrize("position", [0, 1, -1])
+def test_a_version_marker_resumes_after_that_version(
+    key: str, position: int, s3: Any, versioned_bucket: tuple[str, dict[str, list[tuple[str, bool]]]]
+) -> None:
+    bucket, history = versioned_bucket
+    everything = expected_entries(history, "", None)
+    own = [e for e in everything if e[1] == key]
+    marker = own[position]
+    page = s3.list_object_versions(Bucket=bucket, KeyMarker=key, VersionIdMarker=marker[2])
+    assert listed_page(page) == split_page(everything[everything.index(marker) + 1 :])
+
+
+def test_listing_keeps_no_copies_of_versions(
+    s3: Any, versioned_bucket: tuple[str, dict[str, list[tuple[str, bool]]]]
+) -> None:
+    bucket, _ = versioned_bucket
+    before = (len(FakeKey.instances_tracked), len(FakeDeleteMarker.instances_tracked))  # type: ignore[attr-defined]
+    for _ in range(3):
+        for _page in s3.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, PaginationConfig={"PageSize": 7}
+        ):
+            pass
+    after = (len(FakeKey.instances_tracked), len(FakeDeleteMarker.instances_tracked))  # type: ignore[attr-defined]
+    assert after == before
+
+
+# ---------------------------------------------------------- retention, replication status
+
+
+@pytest.fixture(scope="module")
+def lock_bucket(s3: Any) -> str:
+    bucket = unique("object-lock")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    return bucket
+
+
+@pytest.mark.parametrize("mode", ["GOVERNANCE", "COMPLIANCE"])
+def test_get_object_retention_returns_mode_and_date(mode: str, s3: Any, lock_bucket: str) -> None:
+    until = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    key = f"retained-{mode}"
+    locked = s3.put_object(
+        Bucket=lock_bucket, Key=key, Body=b"golden", ObjectLockMode=mode, ObjectLockRetainUntilDate=until
+    )["VersionId"]
+    s3.put_object(Bucket=lock_bucket, Key=key, Body=b"newer")  # the locked version is not the latest
+    retention = s3.get_object_retention(Bucket=lock_bucket, Key=key, VersionId=locked)
+    assert retention["Retention"] == {"Mode": mode, "RetainUntilDate": until}
+
+
+def test_get_object_retention_of_an_unlocked_version_is_an_error(s3: Any, lock_bucket: str) -> None:
+    version = s3.put_object(Bucket=lock_bucket, Key="unlocked", Body=b"plain")["VersionId"]
+    with pytest.raises(ClientError) as raised:
+        s3.get_object_retention(Bucket=lock_bucket, Key="unlocked", VersionId=version)
+    assert raised.value.response["Error"]["Code"] == "NoSuchObjectLockConfiguration"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_retain_until_header_is_utc(s3: Any, lock_bucket: str) -> None:
+    until = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    version = s3.put_object(
+        Bucket=lock_bucket, Key="utc", Body=b"x", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=until
+    )["VersionId"]
+    head = s3.head_object(Bucket=lock_bucket, Key="utc", VersionId=version)
+    # Without a zone designator botocore would read the date in the client's local time zone.
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-object-lock-retain-until-date"] == "2030-01-02T03:04:05.000Z"
+    assert head["ObjectLockRetainUntilDate"] == until
+
+
+@pytest.mark.parametrize("stored", ["2030-01-02T05:04:05+02:00", "2030-01-02T03:04:05", "2030-01-02T03:04:05Z"])
+def test_retain_until_stored_in_any_form_is_sent_as_utc(stored: str, s3: Any, lock_bucket: str) -> None:
+    key = f"stored-{stored}"
+    s3.put_object(Bucket=lock_bucket, Key=key, Body=b"x")
+    version = stored_key(lock_bucket, key)
+    version.lock_mode, version.lock_until = "COMPLIANCE", stored
+    head = s3.head_object(Bucket=lock_bucket, Key=key)
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-object-lock-retain-until-date"] == "2030-01-02T03:04:05.000Z"
+    assert head["ObjectLockRetainUntilDate"] == datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2030-01-02T03:04:05Z", "2030-01-02T03:04:05.000Z"),
+        ("2030-01-02T03:04:05.250Z", "2030-01-02T03:04:05.250Z"),
+        ("2030-01-02T04:04:05+01:00", "2030-01-02T03:04:05.000Z"),
+        ("2030-01-02T03:04:05", "2030-01-02T03:04:05.000Z"),
+        (datetime(2030, 1, 2, 3, 4, 5), "2030-01-02T03:04:05.000Z"),
+        (datetime(2030, 1, 1, 22, 4, 5, tzinfo=timezone(timedelta(hours=-5))), "2030-01-02T03:04:05.000Z"),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_normalise_retain_until(value: Any, expected: str | None) -> None:
+    assert patches.normalise_retain_until(value) == expected
+
+
+@pytest.mark.parametrize("status", ["REPLICA", "COMPLETED", "PENDING", "FAILED"])
+def test_replication_status_is_sent_on_head_and_get(status: str, s3: Any) -> None:
+    bucket = unique("replication-status")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="replicated", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="never-replicated", Body=b"x")
+    stored_key(bucket, "replicated").replication_status = status
+    assert s3.head_object(Bucket=bucket, Key="replicated")["ReplicationStatus"] == status
+    assert s3.get_object(Bucket=bucket, Key="replicated")["ReplicationStatus"] == status
+    assert "ReplicationStatus" not in s3.head_object(Bucket=bucket, Key="never-replicated")
+
+
+# ------------------------------------------------------------------- bucket configuration
+
+
+def test_bucket_replication_reads_back_as_it_was_put(s3: Any) -> None:
+    source, destination = unique("replication-source"), unique("replication-destination")
+    for bucket in (source, destination):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    configuration = {
+        "Role": f"arn:aws:iam::{OPERATOR_ACCOUNT}:role/s3-batch-replication-role",
+        "Rules": [
+            {
+                "ID": "golden-copies",
+                "Priority": 1,
+                "Status": "Enabled",
+                "Filter": {"And": {"Prefix": "golden/", "Tags": [
+                    {"Key": "class", "Value": "vault"}, {"Key": "keep", "Value": "forever"},
+                ]}},
+                "SourceSelectionCriteria": {
+                    "SseKmsEncryptedObjects": {"Status": "Enabled"},
+                    "ReplicaModifications": {"Status": "Enabled"},
+                },
+                "ExistingObjectReplication": {"Status": "Enabled"},
+                "DeleteMarkerReplication": {"Status": "Disabled"},
+                "Destination": {
+                    "Bucket": f"arn:aws:s3:::{destination}",
+                    "Account": "222222222222",
+                    "StorageClass": "INTELLIGENT_TIERING",
+                    "AccessControlTranslation": {"Owner": "Destination"},
+                    "EncryptionConfiguration": {
+                        "ReplicaKmsKeyID": "arn:aws:kms:us-east-1:222222222222:key/0f0e0d0c-1111-2222-3333-444455556666",
+                    },
+                    "ReplicationTime": {"Status": "Enabled", "Time": {"Minutes": 15}},
+                    "Metrics": {"Status": "Enabled", "EventThreshold": {"Minutes": 15}},
+                },
+            },
+            {
+                "ID": "logs",
+                "Priority": 2,
+                "Status": "Disabled",
+                "Filter": {"Prefix": "logs/"},
+                "DeleteMarkerReplication": {"Status": "Enabled"},
+                "Destination": {"Bucket": f"arn:aws:s3:::{destination}"},
+            },
+        ],
+    }
+    s3.put_bucket_replication(Bucket=source, ReplicationConfiguration=configuration, Token="drill-token")
+    assert s3.get_bucket_replication(Bucket=source)["ReplicationConfiguration"] == configuration
+
+
+def test_bucket_without_replication_is_an_error(s3: Any) -> None:
+    bucket = unique("no-replication")
+    s3.create_bucket(Bucket=bucket)
+    with pytest.raises(ClientError) as raised:
+        s3.get_bucket_replication(Bucket=bucket)
+    assert raised.value.response["Error"]["Code"] == "ReplicationConfigurationNotFoundError"
+
+
+def test_eventbridge_notification_configuration_round_trips(s3: Any, backend: EmbeddedBackend) -> None:
+    bucket = unique("notifications")
+    s3.create_bucket(Bucket=bucket)
+    assert "EventBridgeConfiguration" not in s3.get_bucket_notification_configuration(Bucket=bucket)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    assert s3.get_bucket_notification_configuration(Bucket=bucket)["EventBridgeConfiguration"] == {}
+
+
+def test_eventbridge_configuration_is_kept_beside_queue_configurations(s3: Any, backend: EmbeddedBackend) -> None:
+    sqs = client(backend, "sqs")
+    queue_url = sqs.create_queue(QueueName=unique("bucket-events"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bucket = unique("notifications")
+    s3.create_bucket(Bucket=bucket)
+    queues = [{"Id": "created", "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": queues, "EventBridgeConfiguration": {}}
+    )
+    read_back = s3.get_bucket_notification_configuration(Bucket=bucket)
+    assert read_back["QueueConfigurations"] == queues
+    assert read_back["EventBridgeConfiguration"] == {}
+
+
+# ----------------------------------------------------------------- EventBridge -> SNS target
+
+
+def queue_with_arn(sqs: Any, stem: str) -> tuple[str, str]:
+    url = sqs.create_queue(QueueName=unique(stem))["QueueUrl"]
+    return url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def received_bodies(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def test_eventbridge_rule_with_sns_target_delivers_and_other_rules_still_fire(backend: EmbeddedBackend) -> None:
+    events, sns, sqs = (client(backend, service) for service in ("events", "sns", "sqs"))
+    topic_arn = sns.create_topic(Name=unique("job-status"))["TopicArn"]
+    subscriber_url, subscriber_arn = queue_with_arn(sqs, "email-stand-in")
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=subscriber_arn)
+    watcher_url, watcher_arn = queue_with_arn(sqs, "job-watcher")
+
+    source = unique("runbook.tests")
+    pattern = json.dumps({"source": [source], "detail-type": ["Batch Operations Job State Change"]})
+    for rule, target in ((unique("to-sns"), topic_arn), (unique("to-sqs"), watcher_arn)):
+        events.put_rule(Name=rule, EventPattern=pattern)
+        events.put_targets(Rule=rule, Targets=[{"Id": "target", "Arn": target}])
+
+    detail = {"jobId": "job-1", "status": "Complete"}
+    answer = events.put_events(Entries=[
+        {"Source": source, "DetailType": "Batch Operations Job State Change", "Detail": json.dumps(detail)},
+        {"Source": source, "DetailType": "Something Else", "Detail": json.dumps({"ignored": True})},
+    ])
+    assert answer["FailedEntryCount"] == 0
+
+    notifications = received_bodies(sqs, subscriber_url)
+    assert [n["TopicArn"] for n in notifications] == [topic_arn]
+    event = json.loads(notifications[0]["Message"])
+    assert (event["source"], event["detail-type"], event["detail"]) == (
+        source, "Batch Operations Job State Change", detail
+    )
+    assert event["time"].endswith("Z")
+    watched = received_bodies(sqs, watcher_url)
+    assert [e["detail"] for e in watched] == [detail]
