@@ -109,11 +109,15 @@ def _key_statements(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
 
 
 def _recovery_bucket_policy(ctx: RunContext, bucket: str) -> CleanupAction:
+    s3 = ctx.recovery("s3")
     try:
-        ctx.recovery("s3").delete_bucket_policy(Bucket=bucket)
+        # Deleting an absent bucket policy succeeds silently, so look first to report what happened.
+        s3.get_bucket_policy(Bucket=bucket)
+        s3.delete_bucket_policy(Bucket=bucket)
     except ClientError as error:
         if not _gone(error):
             raise
+        return CleanupAction("recovery bucket policy", bucket, "already gone", "the bucket has no policy")
     return CleanupAction("recovery bucket policy", bucket, "removed",
                          "the vault account's role no longer needs to write into the recovery bucket")
 
@@ -172,10 +176,12 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
         "kms_key_statements": _key_statements, "iam_role": _role, "iam_policy": _policy,
     }
     actions: list[CleanupAction] = []
+    handled_now: set[str] = set()
     for kind in _ORDER:
         for record in ctx.ledger.created(kind):
             actions.append(handlers[kind](ctx, record))
             ctx.ledger.forget_created(kind, record["id"])
+            handled_now.add(record["id"])
     recovery_bucket = ctx.params.recovery.bucket
     if ctx.ledger.was_created("s3_bucket", recovery_bucket):
         actions.append(_recovery_bucket_policy(ctx, recovery_bucket))
@@ -185,7 +191,8 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
         for record in ctx.ledger.created(kind):
             actions.append(CleanupAction(kind.replace("_", " "), record["id"], "kept", why))
     for entry in ctx.ledger.data.get("removed", []):
-        if not any(a.identifier in (entry["id"],) for a in actions):
+        # An action may name a resource by another identifier than its record (a queue's ARN, not its URL).
+        if entry["id"] not in handled_now and not any(a.identifier == entry["id"] for a in actions):
             actions.append(CleanupAction(entry["kind"].replace("_", " "), entry["id"], "already gone",
                                          f"removed by an earlier cleanup at {entry['at']}"))
     ctx.ledger.set("cleanup", [a.as_row() for a in actions])

@@ -44,9 +44,14 @@ class Ledger:
         """Write the ledger atomically, so an interrupted write never leaves half a file."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.run_dir, prefix=".ledger-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(self.data, stream, indent=2, sort_keys=True, default=str)
-        os.replace(temporary, self.path)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(self.data, stream, indent=2, sort_keys=True, default=str)
+            os.replace(temporary, self.path)
+        except BaseException:
+            # An interrupted write keeps the previous ledger and leaves no half-written file behind.
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
     # -- identity of the run
 
@@ -168,8 +173,13 @@ def open_ledger(run_dir: str | Path) -> Ledger:
     if path.exists():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
+        except ValueError as error:  # invalid JSON or not UTF-8
             raise RunbookError(f"the ledger {path} is not valid JSON ({error}); restore it or use a new run folder") from error
+        if not isinstance(data, dict):
+            raise RunbookError(
+                f"the ledger {path} holds a JSON {type(data).__name__}, not an object; "
+                "restore it or use a new run folder"
+            )
         return Ledger(folder, data)
     ledger = Ledger(folder, {})
     ledger.save()

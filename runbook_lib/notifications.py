@@ -49,16 +49,25 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
         url = sqs.create_queue(QueueName=name, tags=dict(ctx.tags),
                                Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
         created = True
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "Policy"])["Attributes"]
+    arn = attributes["QueueArn"]
     if created:
         ctx.ledger.record_created("sqs_queue", url, arn=arn)
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(_queue_policy(arn, topic_arn))})
     ctx.ledger.set("audit_queue_url", url)
+    differences: dict[str, Any] = {}
+    wanted = _queue_policy(arn, topic_arn)
+    current = json.loads(attributes["Policy"]) if attributes.get("Policy") else None
+    if current != wanted:
+        # Re-runs must not write when nothing changed, so the policy is compared first.
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(wanted)})
+        differences["queue_policy"] = {"found": current, "wanted": wanted}
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
-    if any(s["Protocol"] == "sqs" and s["Endpoint"] == arn for s in subscriptions):
-        return Outcome("audit queue", arn, "created" if created else "unchanged", note="subscribed to the topic")
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-    return Outcome("audit queue", arn, "created" if created else "updated", None if created else {"subscribed": topic_arn},
+    if not any(s["Protocol"] == "sqs" and s["Endpoint"] == arn for s in subscriptions):
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        differences["subscribed"] = topic_arn
+    if created:
+        return Outcome("audit queue", arn, "created", note="subscribed to the topic")
+    return Outcome("audit queue", arn, "updated" if differences else "unchanged", differences or None,
                    note="subscribed to the topic")
 
 

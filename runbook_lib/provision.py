@@ -255,8 +255,9 @@ def _apply_setting(s3: Any, bucket: str, name: str, wanted: Any) -> None:
     elif name == "public_access_block":
         s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=wanted)
     elif name == "versioning":
-        if wanted == "Enabled":
-            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        # Versioning, once on, can only be suspended: that is what "off" means from then on.
+        status = "Enabled" if wanted == "Enabled" else "Suspended"
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
     elif name == "encryption":
         default: dict[str, Any] = {"SSEAlgorithm": wanted["algorithm"]}
         if wanted["key"]:
@@ -269,6 +270,13 @@ def _apply_setting(s3: Any, bucket: str, name: str, wanted: Any) -> None:
             f"bucket {bucket} exists without Object Lock; replicas of locked versions need it. "
             "Object Lock can only be set at creation here: remove the bucket or choose another recovery.bucket"
         )
+
+
+def _matches(name: str, found: Any, wanted: Any) -> bool:
+    """Return whether a bucket setting is as wanted; suspended versioning counts as versioning off."""
+    if name == "versioning" and wanted == "Disabled":
+        return found in ("Disabled", "Suspended")
+    return bool(found == wanted)
 
 
 def _ensure_bucket(
@@ -284,14 +292,14 @@ def _ensure_bucket(
     owned = _bucket_owned(ctx, s3, bucket)
     if not owned:
         found = _bucket_settings(s3, bucket)
-        differs = {k: _diff(found[k], v) for k, v in wanted.items() if found.get(k) != v}
+        differs = {k: _diff(found[k], v) for k, v in wanted.items() if not _matches(k, found.get(k), v)}
         status = "drift" if differs else "unchanged"
         return [Outcome(label, bucket, status, differs or None,
                         note="exists and was not created by this run; choose another name" if differs else
                         "exists, not created by this run, and matches")]
     found = _bucket_settings(s3, bucket)
     for name, value in wanted.items():
-        if found.get(name) == value:
+        if _matches(name, found.get(name), value):
             if not fresh:
                 outcomes.append(Outcome(f"{label} {name}", bucket, "unchanged"))
             continue
@@ -560,9 +568,12 @@ def ensure_notification_topic(ctx: RunContext) -> Outcome:
         arn = sns.create_topic(Name=params.notification_topic_name,
                                Tags=_s3_tags(ctx.tags))["TopicArn"]
         ctx.ledger.record_created("sns_topic", arn, account=params.vault.account_id)
-    ctx.ledger.set("topic_arn", arn)
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn).get("Subscriptions", [])
     subscribed = any(s["Protocol"] == "email" and s["Endpoint"] == params.notification_email for s in subscriptions)
+    if existing and not subscribed and not _topic_owned(ctx, sns, arn):
+        return Outcome("SNS topic", arn, "drift", {"subscription": _diff(None, params.notification_email)},
+                       note="a topic of that name exists and was not created by this run; set notification_topic_name")
+    ctx.ledger.set("topic_arn", arn)
     if not subscribed:
         sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=params.notification_email)
     if not existing:
@@ -570,6 +581,13 @@ def ensure_notification_topic(ctx: RunContext) -> Outcome:
     if not subscribed:
         return Outcome("SNS topic", arn, "updated", {"subscription_added": params.notification_email})
     return Outcome("SNS topic", arn, "unchanged")
+
+
+def _topic_owned(ctx: RunContext, sns: Any, arn: str) -> bool:
+    if ctx.ledger.was_created("sns_topic", arn):
+        return True
+    tags = sns.list_tags_for_resource(ResourceArn=arn).get("Tags", [])
+    return any(t["Key"] == RUN_TAG and t["Value"] == ctx.params.run_id for t in tags)
 
 
 def _topic_exists(sns: Any, arn: str) -> bool:

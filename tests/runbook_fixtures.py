@@ -1,0 +1,251 @@
+"""Fixtures shared by the runbook library's tests: one embedded backend and seeded vault per module.
+
+Import the fixtures a test module needs by name (pytest picks them up from the module):
+
+    from runbook_fixtures import drill, aws_env, make_ctx  # noqa: F401
+
+How the moto state is shared, and kept apart:
+
+- moto keeps every account's resources in process-global backends, and bucket names are global
+  across accounts, so seeding the vault twice in one process fails (the vault bucket, its key and
+  the operator roles already exist). `drill` therefore resets moto (POST /moto-api/reset) before it
+  seeds, and again when the module is done, so each test module starts from the same seeded vault
+  and leaves nothing behind for the next one. A module using these fixtures marks itself as one
+  `xdist_group`, so under pytest-xdist its tests run in one worker process, one after the other.
+- Tests of one module share that backend, so each test gets its own resource names: `make_ctx`
+  suffixes the run id and every name the run creates (recovery bucket, key alias, report bucket,
+  role, policy, topic, rule) with a counter. Tests that change settings of the vault bucket or of
+  the vault key (replication, notifications, key policy) ask `Drill.fresh_vault` for a vault of
+  their own instead of changing the seeded one.
+- botocore reads its JSON service models again for every new session, and the library opens two
+  sessions per run context; for the module's duration every session shares one model loader
+  (read-only data), which makes opening a run about four times faster.
+- tests/conftest.py clears every AWS_* variable before each test. `aws_env` (function scope) sets
+  the backend's variables again for each test; the module-scope fixtures set them for their own
+  setup and teardown.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import botocore.loaders
+import botocore.session
+import pytest
+import yaml
+
+from runbook_lib.accounts import make_client, session_for
+from runbook_lib.context import RunContext, open_run
+from runbook_lib.embedded.seed import GroundTruth, seed_vault
+from runbook_lib.embedded.server import (
+    RECOVERY_ACCOUNT,
+    RECOVERY_PROFILE,
+    REGION,
+    VAULT_ACCOUNT,
+    VAULT_PROFILE,
+    EmbeddedBackend,
+    start_backend,
+)
+
+__all__ = [
+    "DRILL_PARAMS",
+    "READ_PREFIXES",
+    "SEEDED_VERSIONS",
+    "CtxFactory",
+    "Drill",
+    "aws_env",
+    "count_versions",
+    "drill",
+    "make_ctx",
+    "unique_names",
+    "watch_calls",
+    "write_calls",
+]
+
+DRILL_PARAMS = Path(__file__).resolve().parents[1] / "parameters" / "drill.yaml"
+SEEDED_VERSIONS = 80
+# An AWS operation whose name starts with one of these only reads.
+READ_PREFIXES = ("Get", "List", "Describe", "Head")
+
+_suffixes = itertools.count(1)
+
+
+def _reset_moto(endpoint: str) -> None:
+    """Drop every account's resources in the backend's process (moto's state is process-global)."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        answer.read()
+
+
+@dataclass
+class Drill:
+    """A running embedded backend with a seeded vault, and clients of both accounts."""
+
+    backend: EmbeddedBackend
+    truth: GroundTruth
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    def environ(self) -> dict[str, str]:
+        """Return the environment a test needs to reach the backend through the drill profiles."""
+        return self.backend.environ()
+
+    def client(self, service: str, side: str = "vault") -> Any:
+        """Return a client acting in the vault or the recovery account, made once per module."""
+        if (service, side) not in self._clients:
+            profile = VAULT_PROFILE if side == "vault" else RECOVERY_PROFILE
+            with pytest.MonkeyPatch.context() as patch:
+                for name, value in self.environ().items():
+                    patch.setenv(name, value)
+                session = session_for(profile, REGION)
+                self._clients[(service, side)] = make_client(session, service, region_name=REGION)
+        return self._clients[(service, side)]
+
+    def fresh_vault(self, name: str, key_policy: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create an empty vault (Object Lock bucket and its own KMS key); return parameter overrides."""
+        kms = self.client("kms")
+        arguments: dict[str, Any] = {"Description": f"test vault {name}"}
+        if key_policy is not None:
+            arguments["Policy"] = json.dumps(key_policy)
+        key_arn = kms.create_key(**arguments)["KeyMetadata"]["Arn"]
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": [{
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+            "BucketKeyEnabled": True,
+        }]})
+        return {"vault": {"bucket": name, "kms_key_arn": key_arn}}
+
+
+@pytest.fixture(scope="module")
+def drill() -> Iterator[Drill]:
+    """Start a backend for the module, reset moto, seed a vault of 80 versions; reset again at the end."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("AWS_"):
+                patch.delenv(name)
+        patch.setenv("AWS_CONFIG_FILE", os.devnull)
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        shared_loader = botocore.loaders.create_loader()
+        patch.setattr(botocore.session, "create_loader", lambda *_, **__: shared_loader)
+        backend = start_backend()
+        try:
+            for name, value in backend.environ().items():
+                patch.setenv(name, value)
+            _reset_moto(backend.endpoint)
+            truth = seed_vault(backend.endpoint, SEEDED_VERSIONS, random_seed=1)
+            yield Drill(backend, truth)
+        finally:
+            try:
+                _reset_moto(backend.endpoint)
+            finally:
+                backend.stop()
+
+
+@pytest.fixture
+def aws_env(drill: Drill, monkeypatch: pytest.MonkeyPatch) -> Drill:
+    """Point this test's AWS config at the module's backend (conftest cleared it) and return it."""
+    for name, value in drill.environ().items():
+        monkeypatch.setenv(name, value)
+    return drill
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def unique_names(suffix: str) -> dict[str, Any]:
+    """Return parameter overrides naming every resource the run creates with `suffix`."""
+    return {
+        "run_id": f"drill-{suffix}",
+        "recovery": {"bucket": f"recovery-golden-copies-{suffix}",
+                     "kms_key_alias": f"alias/recovery-golden-copies-{suffix}"},
+        "report_bucket": f"vault-batch-reports-{suffix}",
+        "batch_role_name": f"s3-batch-replication-role-{suffix}",
+        "batch_policy_name": f"s3-batch-replication-policy-{suffix}",
+        "notification_topic_name": f"s3-batch-replication-status-{suffix}",
+        "event_rule_name": f"s3-batch-replication-job-status-{suffix}",
+    }
+
+
+class CtxFactory:
+    """Opens runs of drill.yaml with one test's unique resource names (see `make_ctx`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.suffix = f"t{next(_suffixes)}"
+        self.names = unique_names(self.suffix)
+        self._base = yaml.safe_load(DRILL_PARAMS.read_text())
+        self._written: dict[str, Path] = {}
+
+    def params_file(self, run: str = "run", **overrides: Any) -> Path:
+        """Return the parameter file of a run, written with the test's names and `overrides`."""
+        if run not in self._written or overrides:
+            params = _merged(_merged(self._base, self.names), overrides)
+            path = self.folder / f"{run}.yaml"
+            path.write_text(yaml.safe_dump(params, sort_keys=False))
+            self._written[run] = path
+        return self._written[run]
+
+    def __call__(self, run: str = "run", **overrides: Any) -> RunContext:
+        """Return `open_run(params, folder/run)`; the same run name re-opens the same run."""
+        return open_run(self.params_file(run, **overrides), self.folder / run)
+
+
+@pytest.fixture
+def make_ctx(aws_env: Drill, tmp_path: Path) -> CtxFactory:
+    """Return a factory of run contexts: `make_ctx(run="run", **parameter_overrides)`.
+
+    The first call for a run name writes its parameter file and run folder under tmp_path; later
+    calls with the same run name re-open the same run, as a re-run of a phase in a new kernel does.
+    """
+    return CtxFactory(tmp_path)
+
+
+def watch_calls(ctx: RunContext) -> list[str]:
+    """Return a list that receives the name of every AWS operation the context's clients call.
+
+    The hook goes on both sessions, which every client made later copies, and on the clients the
+    context already holds.
+    """
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    for session in (ctx.sessions.vault, ctx.sessions.recovery):
+        session.events.register("before-call", record)
+    for client in ctx._clients.values():
+        client.meta.events.register("before-call", record)
+    return calls
+
+
+def write_calls(calls: list[str]) -> list[str]:
+    """Return the operations among `calls` that change something."""
+    return [name for name in calls if not name.startswith(READ_PREFIXES)]
+
+
+def count_versions(drill: Drill) -> dict[str, int]:
+    """Return the number of object versions and delete markers in every bucket of both accounts."""
+    counts: dict[str, int] = {}
+    for side, account in (("vault", VAULT_ACCOUNT), ("recovery", RECOVERY_ACCOUNT)):
+        s3 = drill.client("s3", side)
+        for bucket in s3.list_buckets().get("Buckets", []):
+            total = 0
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket["Name"]):
+                total += len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+            counts[f"{account}/{bucket['Name']}"] = total
+    return counts
