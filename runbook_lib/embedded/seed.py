@@ -241,6 +241,11 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
         raise BackendError(f"a realistic vault needs at least 20 versions, got {versions}")
     from moto.s3.models import FakeDeleteMarker, s3_backends
 
+    if VAULT_BUCKET in s3_backends.bucket_accounts:
+        raise BackendError(
+            f"this backend already holds a vault ({VAULT_BUCKET}); seed a freshly started backend, "
+            "or reset it first (POST /moto-api/reset) if losing its state is intended"
+        )
     _setup_accounts(endpoint)
     rng = random.Random(random_seed)
     backend = s3_backends[VAULT_ACCOUNT]["aws"]
