@@ -135,7 +135,9 @@ def run_phases_command(args: argparse.Namespace) -> int:
         results = run_phases(args.params, args.out, phases, confirm_job=args.confirm_job)
     except PhaseError as error:
         print(f"error: {error}", file=sys.stderr)
+        _keep_evidence(Path(args.out))
         return 1
+    _keep_evidence(Path(args.out))
     for result in results:
         print(f"{result.phase}: {result.status} in {result.seconds:.1f} s")
     return 0
@@ -173,13 +175,23 @@ def run_drill(args: argparse.Namespace) -> int:
             results = run_phases(params_file, out, phases, confirm_job=True, extra_env=backend.environ())
         except PhaseError as error:
             print(f"drill failed: {error}", file=sys.stderr)
+            _keep_evidence(out)
             return 1
     seconds = time.monotonic() - started
     return _report_drill(out, results, seconds, missing)
 
 
+def _keep_evidence(run_dir: Path) -> None:
+    """Bring summary.json's phase timings up to date and write evidence.html from the executed notebooks."""
+    from runbook_lib import evidence
+
+    evidence.refresh_phases(run_dir)
+    evidence.export_html(run_dir)
+
+
 def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing: list[str]) -> int:
     summary_path = out / "summary.json"
+    _keep_evidence(out)
     for result in results:
         print(f"  {result.phase}: {result.status} in {result.seconds:.1f} s")
     if missing:

@@ -19,6 +19,7 @@ __all__ = [
     "phase_timings",
     "plot_categories",
     "plot_progress",
+    "refresh_phases",
     "write_details",
     "write_summary",
 ]
@@ -93,6 +94,7 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     axes.set_xlabel("object versions")
     axes.invert_yaxis()
     figure.tight_layout()
+    plt.close(figure)  # shown once, as the cell's value, not again by the inline backend
     return figure
 
 
@@ -111,7 +113,19 @@ def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication
     axes.set_ylabel("tasks")
     figure.autofmt_xdate()
     figure.tight_layout()
+    plt.close(figure)
     return figure
+
+
+def refresh_phases(run_dir: str | Path) -> Path | None:
+    """Update summary.json's phase list from the executed notebooks (phases that ran after it was written)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["phases"] = phase_timings(run_dir)
+    path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+    return path
 
 
 def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") -> Path:

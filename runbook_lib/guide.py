@@ -32,8 +32,10 @@ __all__ = [
     "progress_subscribers",
     "show_checks",
     "show_json",
+    "show_mismatches",
     "show_outcomes",
     "show_rows",
+    "show_verdict",
     "start_phase",
 ]
 
@@ -61,6 +63,8 @@ def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
     """Return the run context for a phase after validating parameters and both identities."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout, force=True)
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx = open_run(params_file, run_dir)
     phases = ctx.ledger.data.setdefault("phases", {})
     phases[phase] = {"status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -85,7 +89,7 @@ def _styled(frame: pd.DataFrame, column: str) -> Any:
     return frame.style.map(lambda v: f"background-color: {_STATUS_COLOURS.get(v, '')}", subset=[column])
 
 
-def show_outcomes(ctx: RunContext, phase: str, outcomes: Sequence[Outcome]) -> pd.DataFrame:
+def show_outcomes(ctx: RunContext, phase: str, outcomes: Sequence[Outcome]) -> None:
     """Show what each ensure step did, record it in the ledger, and stop on drift."""
     rows = [o.as_row() for o in outcomes]
     frame = pd.DataFrame(rows, columns=["resource", "identifier", "status", "difference", "note"])
@@ -94,15 +98,12 @@ def show_outcomes(ctx: RunContext, phase: str, outcomes: Sequence[Outcome]) -> p
     ctx.ledger.record_outcomes(phase, keep + rows)
     _display(_styled(frame, "status"))
     raise_on_drift(list(outcomes))
-    return frame
 
 
-def show_checks(checks: Sequence[Check]) -> pd.DataFrame:
+def show_checks(checks: Sequence[Check]) -> None:
     """Show each precondition with a ✔ or ✘, and stop if any does not hold."""
-    frame = pd.DataFrame([c.as_row() for c in checks])
-    _display(frame)
+    _display(pd.DataFrame([c.as_row() for c in checks]))
     raise_on_failures(list(checks))
-    return frame
 
 
 def show_json(title: str, document: Any) -> None:
@@ -173,10 +174,52 @@ def progress_subscribers() -> list[batch_job.ProgressSubscriber]:
     return [_WidgetProgress(), batch_job.LogProgress(every_seconds=30.0)]
 
 
-def show_rows(rows: Sequence[dict[str, Any]], title: str = "") -> pd.DataFrame:
-    """Show rows of plain values as a table (estimates, cleanup actions, job summaries)."""
+def show_rows(rows: Any, title: str = "") -> None:
+    """Show a table: a DataFrame, dict rows, or objects with `as_row()` / dataclasses (outcomes, actions, rounds)."""
     if title:
         print(title)
-    frame = pd.DataFrame(list(rows))
-    _display(frame)
-    return frame
+    if isinstance(rows, pd.DataFrame):
+        _display(rows)
+        return
+    plain = []
+    for row in rows:
+        if hasattr(row, "as_row"):
+            row = row.as_row()
+        elif hasattr(row, "__dataclass_fields__"):
+            row = dict(row.__dict__)
+        plain.append(row)
+    _display(pd.DataFrame(plain))
+
+
+def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
+    """Show the first rows of every category other than recovered-identical, highlighted."""
+    from runbook_lib import verify
+
+    shown = False
+    for name, count in comparison.counts_by_category().items():
+        if not count or name in (verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED):
+            continue
+        shown = True
+        print(f"{name}: {count:,} version(s)")
+        table = comparison.category(name).head(rows_per_category)
+        if "ipykernel" in sys.modules:
+            _display(table.style.set_properties(**{"background-color": "#f8d7da"}))
+        else:
+            _display(table)
+    if not shown:
+        print("✔ no mismatches: every expected version is in the recovery bucket, identical")
+
+
+def show_verdict(verdict: dict[str, Any]) -> None:
+    """Show the verdict in large type with its counts, and stop the phase when it is not PASS."""
+    from runbook_lib.errors import RunbookError
+
+    mark = "✔ PASS" if verdict["verdict"] == "PASS" else "✘ FAIL"
+    print(f"{mark}: {verdict.get('recovered', 0):,} of {verdict.get('expected', 0):,} expected versions recovered identical")
+    _display(pd.DataFrame([{k: v for k, v in verdict.items() if k not in ("verdict", "summary_file")}]))
+    print(f"summary: {verdict.get('summary_file')}")
+    if verdict["verdict"] != "PASS":
+        raise RunbookError(
+            "the recovery is NOT verified complete; the mismatch tables above and details/*.csv in the run "
+            "folder list every version that differs"
+        )

@@ -23,6 +23,9 @@ __all__ = [
     "job_ids",
     "load_job_manifest",
     "load_job_reports",
+    "progress_history",
+    "report_overview",
+    "snapshot_overview",
     "retry_failures",
     "snapshot_recovery",
     "snapshot_vault",
@@ -155,24 +158,46 @@ def retry_failures(
     return comparison, rounds
 
 
+def report_overview(report: pd.DataFrame) -> pd.DataFrame:
+    """Return the number of tasks per job, status and error code in the completion reports."""
+    return (report.groupby(["job_id", "task_status", "error_code"], dropna=False, observed=True)
+            .size().reset_index(name="tasks"))
+
+
+def snapshot_overview(vault: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFrame:
+    """Return versions, delete markers and bytes per bucket side by side."""
+    rows = []
+    for side, frame in (("vault", vault), ("recovery", recovery)):
+        markers = frame["is_delete_marker"].astype(bool)
+        rows.append({"bucket": side, "object versions": int((~markers).sum()), "delete markers": int(markers.sum()),
+                     "bytes": int(frame.loc[~markers, "size"].sum())})
+    return pd.DataFrame(rows)
+
+
 def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryRound],
              first_report: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Write summary.json and the detail CSVs for the run, and return the summary."""
-    summary = comparison.to_summary()
-    counts = summary.get("counts", summary)
+    """Write summary.json and the detail CSVs for the run, and return the verdict with its counts."""
     first_job = ctx.ledger.get(f"final_{ctx.ledger.get('job_id')}", {})
-    failed_first = [] if first_report is None else (
-        first_report[first_report["task_status"] == "failed"][["key", "version_id", "error_code", "result_message"]]
-        .astype(str).to_dict("records")
-    )
-    details = {name: comparison.category(name) for name in comparison.counts_by_category() if name != verify.RECOVERED_IDENTICAL} \
-        if hasattr(comparison, "counts_by_category") else {}
+    failed_first: list[dict[str, Any]] = []
+    if first_report is not None:
+        first_id = ctx.ledger.get("job_id")
+        failed = first_report[(first_report["task_status"] == "failed") & (first_report["job_id"] == first_id)]
+        failed_first = failed[["key", "version_id", "error_code", "result_message"]].astype(str).to_dict("records")
+    categories = comparison.counts_by_category()
+    details = {name: comparison.category(name) for name, count in categories.items()
+               if count and name not in (verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED)}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
     path = evidence.write_summary(
-        ctx.ledger.run_dir, comparison.verdict, counts,
-        job=first_job, retry_rounds=[r.__dict__ for r in rounds],
-        first_round_failed_tasks=failed_first, categories=summary.get("categories", {}),
+        ctx.ledger.run_dir, comparison.verdict, dict(comparison.counts),
+        categories=categories, job=first_job, retry_rounds=[r.__dict__ for r in rounds],
+        first_round_failed_tasks=failed_first,
     )
     ctx.ledger.set("verdict", comparison.verdict)
-    return {"summary_file": str(path), "verdict": comparison.verdict, **counts}
+    return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts}
+
+
+def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
+    """Return the watcher's observations of the recovery job (status and task counters over time)."""
+    history: list[dict[str, Any]] = ctx.ledger.get(f"progress_{ctx.ledger.get('job_id')}", [])
+    return history

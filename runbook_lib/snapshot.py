@@ -137,6 +137,7 @@ def snapshot_bucket(
 
 def _frame(rows: list[dict[str, Any]], readable: _Readable) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "head_error"])
+    frame["object_lock_retain_until_date"] = frame["object_lock_retain_until_date"].astype(object)
     objects = ~frame["is_delete_marker"].astype(bool)
     if not readable.retention:
         frame.loc[objects, "object_lock_mode"] = UNKNOWN
@@ -152,11 +153,9 @@ def _frame(rows: list[dict[str, Any]], readable: _Readable) -> pd.DataFrame:
         "object_lock_legal_hold_status": "string", "head_error": "string",
     })
     typed["last_modified"] = pd.to_datetime(typed["last_modified"], utc=True)
-    if readable.retention:
-        typed["object_lock_retain_until_date"] = pd.to_datetime(
-            typed["object_lock_retain_until_date"].where(typed["object_lock_retain_until_date"] != UNKNOWN),
-            utc=True,
-        ) if not failed_heads.any() else typed["object_lock_retain_until_date"]
+    retain = typed["object_lock_retain_until_date"]
+    if not (retain == UNKNOWN).any():
+        typed["object_lock_retain_until_date"] = pd.to_datetime(retain, utc=True)
     return typed
 
 
