@@ -20,8 +20,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Any, Protocol, Union
+from typing import IO, Any, Protocol
 from urllib.parse import quote, unquote_plus
 
 import numpy as np
@@ -68,11 +69,14 @@ COMPLETION_REPORT_COLUMNS: tuple[str, ...] = (
 )
 TASK_STATUS_DTYPE = pd.CategoricalDtype(["succeeded", "failed"])
 
-Source = Union[bytes, bytearray, memoryview, IO[bytes], str, "os.PathLike[str]"]
+Source = bytes | bytearray | memoryview | IO[bytes] | str | os.PathLike[str]
+# A shard's name for messages, and how to get its content (fetching from S3 happens in the pool).
+_Shard = tuple[str, Callable[[], Source]]
 
 _STRING = pd.StringDtype("pyarrow")
 _GZIP_MAGIC = b"\x1f\x8b"
-_WORKERS = min(4, os.cpu_count() or 1)
+_WORKERS = min(8, os.cpu_count() or 1)
+_BLOCK_BYTES = 4 << 20
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 # Inventory field names whose snake_case form a generic rule would spell badly.
 _SNAKE_NAMES = {"ETag": "etag", "VersionId": "version_id", "LastModifiedDate": "last_modified_date"}
@@ -120,16 +124,10 @@ def load_completion_report(s3: ObjectReader, bucket: str, manifest_key: str) -> 
             f"s3://{bucket}/{manifest_key} has Format {index.get('Format')!r}, expected "
             f"{COMPLETION_REPORT_FORMAT!r}; point the runbook at the job's completion report manifest.json"
         )
-    results = index.get("Results")
-    if not isinstance(results, list):
-        raise ReportError(f"s3://{bucket}/{manifest_key} has no Results list; the report index is damaged")
-    shards: list[tuple[str, bytes]] = []
-    for entry in results:
-        shard_bucket = str(entry.get("Bucket") or bucket)
-        shard_key = str(entry["Key"])
-        data = _read_listed_shard(s3, shard_bucket, shard_key, manifest_key)
-        _check_md5(data, entry.get("MD5Checksum"), shard_bucket, shard_key)
-        shards.append((f"s3://{shard_bucket}/{shard_key}", data))
+    shards = [
+        _listed_shard(s3, str(entry.get("Bucket") or bucket), entry.get("Key"), entry.get("MD5Checksum"), manifest_key)
+        for entry in _entries(index, "Results", manifest_key)
+    ]
     return _completion_frame(shards)
 
 
@@ -148,12 +146,11 @@ def load_generated_manifest(s3: ObjectReader, bucket: str, manifest_key: str) ->
             f"s3://{bucket}/{manifest_key} has fileSchema {index.get('fileSchema')!r} without a Key column; "
             "the manifest index is damaged"
         )
-    shards: list[tuple[str, bytes]] = []
     # Data files sit in the same bucket as their index, as in an S3 Inventory delivery.
-    for entry in index.get("files", []):
-        data = _read_listed_shard(s3, bucket, str(entry["key"]), manifest_key)
-        _check_md5(data, entry.get("MD5checksum"), bucket, str(entry["key"]))
-        shards.append((f"s3://{bucket}/{entry['key']}", data))
+    shards = [
+        _listed_shard(s3, bucket, entry.get("key"), entry.get("MD5checksum"), manifest_key)
+        for entry in _entries(index, "files", manifest_key)
+    ]
     return _manifest_frame(shards, columns)
 
 
@@ -181,15 +178,30 @@ def _read_index(s3: ObjectReader, bucket: str, key: str, *, what: str, hint: str
     return index
 
 
-def _read_listed_shard(s3: ObjectReader, bucket: str, key: str, index_key: str) -> bytes:
-    """Return the bytes of a CSV shard that an index lists; it must exist."""
-    data = _get_object_bytes(s3, bucket, key)
-    if data is None:
-        raise ReportError(
-            f"{index_key} lists s3://{bucket}/{key}, which does not exist; the report is incomplete "
-            "(was it moved or deleted?)"
-        )
-    return data
+def _entries(index: dict[str, Any], name: str, index_key: str) -> list[dict[str, Any]]:
+    """Return the list of file entries an index holds under `name`, or raise ReportError."""
+    entries = index.get(name)
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ReportError(f"{index_key} has no {name} list of files; the index is damaged")
+    return entries
+
+
+def _listed_shard(s3: ObjectReader, bucket: str, key: object, md5: object, index_key: str) -> _Shard:
+    """Return a labelled loader for a CSV shard an index lists; loading checks existence and MD5."""
+    if not isinstance(key, str) or not key:
+        raise ReportError(f"{index_key} lists a file without a key; the index is damaged")
+
+    def load() -> bytes:
+        data = _get_object_bytes(s3, bucket, key)
+        if data is None:
+            raise ReportError(
+                f"{index_key} lists s3://{bucket}/{key}, which does not exist; the report is incomplete "
+                "(was it moved or deleted?)"
+            )
+        _check_md5(data, md5, bucket, key)
+        return data
+
+    return f"s3://{bucket}/{key}", load
 
 
 def _get_object_bytes(s3: ObjectReader, bucket: str, key: str) -> bytes | None:
@@ -243,15 +255,20 @@ def read_manifest_csv(sources: Iterable[Source], columns: Sequence[str]) -> pd.D
     return _manifest_frame(_labelled(sources), list(columns))
 
 
-def _labelled(sources: Iterable[Source]) -> list[tuple[str, Source]]:
+def _labelled(sources: Iterable[Source]) -> list[_Shard]:
     """Return each source with a name to quote in error messages."""
     return [
-        (os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"source #{i + 1}", s)
+        (os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"source #{i + 1}", partial(_same, s))
         for i, s in enumerate(sources)
     ]
 
 
-def _completion_frame(shards: Sequence[tuple[str, Source]]) -> pd.DataFrame:
+def _same(source: Source) -> Source:
+    """Return the source unchanged (the loader of an already available shard)."""
+    return source
+
+
+def _completion_frame(shards: Sequence[_Shard]) -> pd.DataFrame:
     """Return the typed completion report frame for labelled CSV shards."""
     types = {name: pa.large_string() for name in COMPLETION_REPORT_COLUMNS}
     types["http_status"] = pa.int16()
@@ -285,7 +302,7 @@ def _finish_completion_shard(table: pa.Table) -> pa.Table:
     )
 
 
-def _manifest_frame(shards: Sequence[tuple[str, Source]], columns: list[str]) -> pd.DataFrame:
+def _manifest_frame(shards: Sequence[_Shard], columns: list[str]) -> pd.DataFrame:
     """Return the typed manifest frame for labelled CSV shards with the given schema."""
     names = [_snake(name) for name in columns]
     table = _read_tables(shards, {name: pa.large_string() for name in names}, _finish_manifest_shard)
@@ -308,19 +325,26 @@ def _finish_manifest_shard(table: pa.Table) -> pa.Table:
 
 
 def _read_tables(
-    shards: Sequence[tuple[str, Source]],
+    shards: Sequence[_Shard],
     types: dict[str, pa.DataType],
     finish: Callable[[pa.Table], pa.Table],
 ) -> pa.Table:
     """Return all shards parsed with the given column names and types, each passed through `finish`."""
     names = list(types)
-    read_options = pacsv.ReadOptions(column_names=names, autogenerate_column_names=False)
+    # Shards are fetched, checked, parsed and decoded in a thread pool; arrow's own
+    # threads only pay off when there are fewer shards than cores.
+    read_options = pacsv.ReadOptions(
+        column_names=names,
+        autogenerate_column_names=False,
+        use_threads=len(shards) < _WORKERS,
+        block_size=_BLOCK_BYTES,
+    )
     convert_options = pacsv.ConvertOptions(
         column_types=types, strings_can_be_null=False, null_values=[""], quoted_strings_can_be_null=False
     )
 
-    def read(label: str, source: Source) -> pa.Table | None:
-        stream = _input_stream(source)
+    def read(label: str, load: Callable[[], Source]) -> pa.Table | None:
+        stream = _input_stream(load())
         if stream is None:
             return None
         try:
@@ -332,7 +356,6 @@ def _read_tables(
             ) from exc
         return finish(table)
 
-    # While one shard is being decoded in Python-released numpy/arrow code, the next one parses.
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         tables = [t for t in pool.map(lambda shard: read(*shard), shards) if t is not None]
     if not tables:
@@ -411,7 +434,8 @@ for _digit, _char in enumerate("0123456789abcdef"):
 
 def _unquote_plus(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Return the column with every value decoded like urllib.parse.unquote_plus."""
-    return pa.chunked_array([_unquote_plus_chunk(chunk) for chunk in column.chunks], type=column.type)
+    # One contiguous array per shard: the fixed cost of each numpy/arrow call outweighs the copy.
+    return pa.chunked_array([_unquote_plus_chunk(column.combine_chunks())], type=column.type)
 
 
 def _unquote_plus_chunk(chunk: pa.Array) -> pa.Array:
@@ -422,11 +446,16 @@ def _unquote_plus_chunk(chunk: pa.Array) -> pa.Array:
     rows = np.zeros(len(chunk), dtype=bool)
     for mark in (ord("%"), ord("+")):
         rows[np.searchsorted(offsets, np.flatnonzero(data == mark), side="right") - 1] = True
-    if not rows.any():
+    encoded = np.flatnonzero(rows)
+    if not encoded.size:
         return chunk
-    encoded = pa.array(rows)
-    decoded = _unquote_plus_dense(pc.filter(chunk, encoded))
-    return pc.replace_with_mask(chunk, encoded, decoded)
+    if encoded.size * 2 > len(chunk):
+        return _unquote_plus_dense(chunk)
+    decoded = _unquote_plus_dense(chunk.take(pa.array(encoded)))
+    # Untouched values are taken from the chunk, decoded ones from behind it.
+    order = np.arange(len(chunk))
+    order[encoded] = len(chunk) + np.arange(encoded.size)
+    return pa.concat_arrays([chunk, decoded]).take(pa.array(order))
 
 
 def _string_buffers(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -447,22 +476,22 @@ def _unquote_plus_dense(chunk: pa.Array) -> pa.Array:
     decoded = data.copy()
     decoded[data == ord("+")] = ord(" ")
     percent = np.flatnonzero(data == ord("%"))
-    row = np.searchsorted(offsets, percent, side="right") - 1
     # An escape is "%" and two hex digits inside the same value; anything else stays literal.
-    inside = percent + 2 < offsets[row + 1]
-    percent, row = percent[inside], row[inside]
+    starts = np.zeros(len(data) + 3, dtype=bool)
+    starts[offsets] = True
+    percent = percent[~(starts[percent + 1] | starts[percent + 2])]
     high = _HEX_VALUE[data[percent + 1]]
     low = _HEX_VALUE[data[percent + 2]]
     valid = (high >= 0) & (low >= 0)
-    percent, row = percent[valid], row[valid]
+    percent = percent[valid]
     decoded[percent] = (high[valid] * 16 + low[valid]).astype(np.uint8)
     keep = np.ones(len(data), dtype=bool)
     keep[percent + 1] = False
     keep[percent + 2] = False
-    shrink = np.zeros(len(offsets), dtype=np.int64)
-    shrink[1:] = np.cumsum(np.bincount(row, minlength=len(chunk)) * 2)
+    # Each escape before a value's start shortens everything from there on by two bytes.
+    shifted = offsets - 2 * np.searchsorted(percent, offsets, side="left")
     binary = pa.Array.from_buffers(
-        pa.large_binary(), len(chunk), [None, pa.py_buffer(offsets - shrink), pa.py_buffer(decoded[keep])]
+        pa.large_binary(), len(chunk), [None, pa.py_buffer(shifted), pa.py_buffer(decoded[keep])]
     )
     try:
         return binary.cast(pa.large_string()).cast(chunk.type)

@@ -1,0 +1,656 @@
+"""Compare what the vault held with what the recovery bucket got, one object version at a time.
+
+Every (key, version id) seen in the vault snapshot, the recovery snapshot or the manifest gets one
+row in `Comparison.details`, with a boolean column per check and one primary `category`. When a
+version has several problems, the category is the first that applies in this order (most urgent
+and most explanatory first):
+
+    task_failed               the report lists a failed task and the version is not identical
+    missing_in_recovery       eligible, but absent from the recovery bucket
+    extra_in_recovery         in the recovery bucket but not eligible (or not in the vault at all)
+    content_differs           size, ETag or delete-marker flag differ
+    lock_mode_differs         Object Lock mode differs
+    retain_until_differs      retain-until date differs (compared to the second)
+    legal_hold_differs        legal hold differs (no hold and OFF count as the same)
+    unknown_unreadable        a lock field could not be read on either side, so it was not compared
+    eligible_not_in_manifest  eligible, recovered identically, yet missing from the manifest
+    in_manifest_not_eligible  listed by the manifest, not eligible, and not in the recovery bucket
+    recovered_identical       eligible and identical in the recovery bucket
+    not_expected              outside the job's filter and (correctly) absent from the recovery bucket
+
+A vault version is eligible when it is not a delete marker, not in GLACIER or DEEP_ARCHIVE (Batch
+Replication cannot copy those), and its replication status ("NONE" when absent) is one of the
+job's status filter values. Versions are matched on (key, version id): replicas keep the source's
+version id. Storage class and encryption are not compared: the replication rule changes both.
+
+Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
+version with two problems counts in both: `recovered` is eligible and identical, `failed_tasks` is
+failed in the report and not identical now, `retention_mismatches` is mode or date. The verdict is
+PASS only when something was expected, every expected version is recovered identically, and
+nothing is extra or unknown. The `vault_*` / `recovery_*` values in `details` are the compared,
+normalised ones (upper case, retain-until to the second, no hold shown as OFF). With a report,
+`task_status` and `http_status` are shown for every version it names, `error_code` and
+`result_message` for failed tasks; report rows without a version id match no version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from runbook_lib.errors import ParameterError, ParameterProblem, ReportError
+
+__all__ = [
+    "CATEGORIES",
+    "CONTENT_DIFFERS",
+    "COUNT_KEYS",
+    "Comparison",
+    "ELIGIBLE_NOT_IN_MANIFEST",
+    "EXTRA_IN_RECOVERY",
+    "IN_MANIFEST_NOT_ELIGIBLE",
+    "LEGAL_HOLD_DIFFERS",
+    "LOCK_MODE_DIFFERS",
+    "MISSING_IN_RECOVERY",
+    "NOT_EXPECTED",
+    "RECOVERED_IDENTICAL",
+    "REPLICATION_STATUS_FILTERS",
+    "RETAIN_UNTIL_DIFFERS",
+    "SNAPSHOT_COLUMNS",
+    "TASK_FAILED",
+    "UNKNOWN_UNREADABLE",
+    "compare",
+    "retry_candidates",
+]
+
+TASK_FAILED = "task_failed"
+MISSING_IN_RECOVERY = "missing_in_recovery"
+EXTRA_IN_RECOVERY = "extra_in_recovery"
+CONTENT_DIFFERS = "content_differs"
+LOCK_MODE_DIFFERS = "lock_mode_differs"
+RETAIN_UNTIL_DIFFERS = "retain_until_differs"
+LEGAL_HOLD_DIFFERS = "legal_hold_differs"
+UNKNOWN_UNREADABLE = "unknown_unreadable"
+ELIGIBLE_NOT_IN_MANIFEST = "eligible_not_in_manifest"
+IN_MANIFEST_NOT_ELIGIBLE = "in_manifest_not_eligible"
+RECOVERED_IDENTICAL = "recovered_identical"
+NOT_EXPECTED = "not_expected"
+
+# Precedence order: a row's category is the first of these whose check holds.
+CATEGORIES: tuple[str, ...] = (
+    TASK_FAILED,
+    MISSING_IN_RECOVERY,
+    EXTRA_IN_RECOVERY,
+    CONTENT_DIFFERS,
+    LOCK_MODE_DIFFERS,
+    RETAIN_UNTIL_DIFFERS,
+    LEGAL_HOLD_DIFFERS,
+    UNKNOWN_UNREADABLE,
+    ELIGIBLE_NOT_IN_MANIFEST,
+    IN_MANIFEST_NOT_ELIGIBLE,
+    RECOVERED_IDENTICAL,
+    NOT_EXPECTED,
+)
+
+COUNT_KEYS: tuple[str, ...] = (
+    "source_versions",
+    "expected",
+    "recovered",
+    "missing",
+    "extra",
+    "content_mismatches",
+    "retention_mismatches",
+    "legal_hold_mismatches",
+    "failed_tasks",
+    "unknown",
+    "not_in_manifest",
+    "manifest_not_eligible",
+)
+
+SNAPSHOT_COLUMNS: tuple[str, ...] = (
+    "key",
+    "version_id",
+    "is_delete_marker",
+    "size",
+    "etag",
+    "storage_class",
+    "replication_status",
+    "object_lock_mode",
+    "object_lock_retain_until_date",
+    "object_lock_legal_hold_status",
+)
+
+REPLICATION_STATUS_FILTERS = frozenset({"COMPLETED", "FAILED", "REPLICA", "NONE"})
+_UNREPLICABLE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+_UNKNOWN = "UNKNOWN"
+_KEYS = ["key", "version_id"]
+_OUTCOMES = ("task_status", "http_status", "error_code", "result_message")
+_GROUPS = 64
+_STRING = pd.StringDtype("pyarrow")
+# Values shown next to each other in `details`, per side.
+_SHOWN = (
+    "is_delete_marker",
+    "size",
+    "etag",
+    "storage_class",
+    "replication_status",
+    "object_lock_mode",
+    "object_lock_retain_until_date",
+    "object_lock_legal_hold_status",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of `compare`: verdict, counts, and one detail row per object version."""
+
+    verdict: str
+    counts: dict[str, int]
+    details: pd.DataFrame = field(repr=False)
+
+    def category(self, name: str) -> pd.DataFrame:
+        """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
+        if name not in CATEGORIES:
+            raise ParameterError(
+                [ParameterProblem("name", name, "one of " + ", ".join(CATEGORIES))], source="Comparison.category"
+            )
+        return self.details[self.details["category"] == name].reset_index(drop=True)
+
+    def counts_by_category(self) -> dict[str, int]:
+        """Return how many versions fall in each primary category, in precedence order."""
+        counted = self.details["category"].value_counts()
+        return {name: int(counted.get(name, 0)) for name in CATEGORIES}
+
+    def to_summary(self) -> dict[str, Any]:
+        """Return the verdict, the counts and the per-category counts as plain JSON-ready values."""
+        return {"verdict": self.verdict, "counts": dict(self.counts), "categories": self.counts_by_category()}
+
+
+def compare(
+    vault: pd.DataFrame,
+    recovery: pd.DataFrame,
+    *,
+    manifest: pd.DataFrame | None = None,
+    report: pd.DataFrame | None = None,
+    expected_statuses: Iterable[str],
+) -> Comparison:
+    """Return the per-version comparison of the vault and recovery snapshots, and its verdict."""
+    statuses = _check_statuses(expected_statuses)
+    _release_arrow_memory()
+    for side, snapshot in (("vault", vault), ("recovery", recovery)):
+        _check_columns(snapshot, side)
+    # Align first: hashing the keys is the memory-hungriest step, so it runs before anything else is held.
+    rows = _align(vault, recovery, manifest, report)
+    _release_arrow_memory()
+    sides = {"vault": _prepare(vault), "recovery": _prepare(recovery)}
+    values = {side: _take(frame, rows[f"_{side}_row"].to_numpy()) for side, frame in sides.items()}
+    del sides  # the aligned copies replace them; keep the peak low
+    checks = _checks(rows, values, statuses, manifest is not None, report is not None)
+    details = _details(rows, values, checks, report is not None)
+    counts = _counts(len(vault), checks)
+    passed = (
+        counts["expected"] > 0
+        and counts["recovered"] == counts["expected"]
+        and counts["extra"] == 0
+        and counts["unknown"] == 0
+    )
+    return Comparison("PASS" if passed else "FAIL", counts, details)
+
+
+def retry_candidates(comparison: Comparison) -> pd.DataFrame:
+    """Return key and version id of eligible versions whose task failed or that are missing, to retry."""
+    details = comparison.details
+    wanted = details["expected"] & (details[TASK_FAILED] | details[MISSING_IN_RECOVERY])
+    return details.loc[wanted, _KEYS].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_statuses(expected_statuses: Iterable[str]) -> frozenset[str]:
+    """Return the status filter as a set, or raise ParameterError naming the allowed values."""
+    statuses = frozenset(str(s) for s in expected_statuses)
+    if not statuses or not statuses <= REPLICATION_STATUS_FILTERS:
+        raise ParameterError(
+            [
+                ParameterProblem(
+                    "expected_statuses",
+                    sorted(statuses),
+                    "a non-empty subset of " + ", ".join(sorted(REPLICATION_STATUS_FILTERS)),
+                )
+            ],
+            source="compare",
+        )
+    return statuses
+
+
+def _check_columns(snapshot: pd.DataFrame, side: str) -> None:
+    """Raise ReportError when a snapshot lacks a column the comparison needs."""
+    missing = [name for name in SNAPSHOT_COLUMNS if name not in snapshot.columns]
+    if missing:
+        raise ReportError(
+            f"the {side} snapshot lacks the columns {', '.join(missing)}; take it with runbook_lib.snapshot"
+        )
+
+
+def _prepare(snapshot: pd.DataFrame) -> pd.DataFrame:
+    """Return the columns a comparison needs, in compact dtypes and normalised for comparing."""
+    mode = _category(snapshot["object_lock_mode"])
+    # A version that never had a hold reads as absent; OFF says the same thing.
+    hold = _category(snapshot["object_lock_legal_hold_status"], fill="OFF")
+    retain, retain_unknown = _retain_until(snapshot["object_lock_retain_until_date"])
+    return pd.DataFrame(
+        {
+            "is_delete_marker": snapshot["is_delete_marker"].fillna(False).to_numpy(dtype=bool),
+            "size": pd.array(snapshot["size"], dtype="Int64"),
+            "etag": _text(snapshot["etag"]).array,
+            "storage_class": _category(snapshot["storage_class"], fill="STANDARD"),
+            "replication_status": _category(snapshot["replication_status"], fill="NONE"),
+            "object_lock_mode": mode,
+            "object_lock_retain_until_date": retain,
+            "retention_unknown": retain_unknown | np.asarray(mode == _UNKNOWN),
+            "object_lock_legal_hold_status": hold,
+            "hold_unknown": np.asarray(hold == _UNKNOWN),
+        },
+        copy=False,
+    )
+
+
+def _category(column: pd.Series, fill: str | None = None) -> pd.Categorical:
+    """Return a low-cardinality text column as an upper-case categorical, missing values as `fill`."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        column = _text(column).astype("category")
+    # Work on the few categories, not the million values: S3 Inventory writes "Governance"/"On",
+    # the API "GOVERNANCE"/"ON".
+    inverse, upper = pd.factorize(pd.Index(column.cat.categories.astype(str)).str.upper())
+    # Missing values have code -1, which picks the -1 appended at the end.
+    codes = np.append(inverse, -1)[column.cat.codes.to_numpy()]
+    categories = list(upper)
+    if fill is not None:
+        if fill not in categories:
+            categories.append(fill)
+        codes = np.where(codes >= 0, codes, categories.index(fill))
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def _text(column: pd.Series) -> pd.Series:
+    """Return the column as string[pyarrow] (a no-op when it already is)."""
+    return column if column.dtype == _STRING else column.astype(_STRING)
+
+
+def _retain_until(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Return retain-until dates truncated to the second (UTC), and where they read "unknown"."""
+    # AWS returns this date with or without milliseconds, so only whole seconds are compared.
+    if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(column.dtype):
+        dates = pd.to_datetime(column, utc=True)
+        unknown = np.zeros(len(column), dtype=bool)
+    else:
+        text = _text(column)
+        unknown = (text.str.upper() == _UNKNOWN).fillna(False).to_numpy(bool)
+        try:
+            dates = pd.to_datetime(text.mask(unknown), utc=True, format="ISO8601")
+        except (TypeError, ValueError) as exc:
+            raise ReportError(
+                f"object_lock_retain_until_date holds a value that is neither a date nor 'unknown' ({exc})"
+            ) from exc
+    seconds = dates.dt.floor("s").astype("datetime64[s, UTC]")
+    return seconds.reset_index(drop=True), unknown
+
+
+def _align(
+    vault: pd.DataFrame, recovery: pd.DataFrame, manifest: pd.DataFrame | None, report: pd.DataFrame | None
+) -> pd.DataFrame:
+    """Return one row per (key, version id) with the row number of each input holding it (-1 if none).
+
+    Rows come in order of first appearance: the vault's order, then what only the recovery
+    bucket or the manifest holds. Report rows add outcomes but never rows of their own.
+    """
+    inputs = {"vault": vault, "recovery": recovery, "manifest": manifest, "report": report}
+    present = {name: frame for name, frame in inputs.items() if frame is not None}
+    keys = pd.concat([_text(frame["key"]) for frame in present.values()], ignore_index=True)
+    versions = pd.concat([_text(frame["version_id"]) for frame in present.values()], ignore_index=True)
+    pair_codes, count = _pair_codes(keys, versions)
+    rows = _row_positions(present, pair_codes, count)
+    del pair_codes
+    _release_arrow_memory()
+    # Where each version was first seen, as a position in the concatenated inputs.
+    offsets = dict(zip(present, np.cumsum([0] + [len(frame) for frame in present.values()])))
+    first = np.full(count, -1, dtype=np.int64)
+    for name in reversed([name for name in present if name != "report"]):
+        held = rows[f"_{name}_row"] >= 0
+        first[held] = offsets[name] + rows[f"_{name}_row"][held]
+    universe = first >= 0
+    first = first[universe]
+    aligned = pd.DataFrame({name: column[universe] for name, column in rows.items()}, copy=False)
+    aligned.insert(0, "key", _pick(keys, first, len(vault)))
+    aligned.insert(1, "version_id", _pick(versions, first, len(vault)))
+    for name in ("manifest", "report"):
+        if f"_{name}_row" not in aligned:
+            aligned[f"_{name}_row"] = -1
+    if report is not None:
+        _add_outcomes(aligned, report)
+    return aligned
+
+
+def _pair_codes(keys: pd.Series, versions: pd.Series) -> tuple[np.ndarray, int]:
+    """Return a code per (key, version id), numbered in order of first appearance, and their count."""
+    # Hashing each column once and then pairs of integer codes is far cheaper than a string merge.
+    key_codes, _ = _factorize_text(keys)
+    version_codes, version_count = _factorize_text(versions)
+    # Built in place: these arrays are as long as all inputs together.
+    pairs = key_codes
+    pairs *= version_count
+    pairs += version_codes
+    del key_codes, version_codes
+    codes, uniques = pd.factorize(pairs)
+    return codes, len(uniques)
+
+
+def _row_positions(
+    present: dict[str, pd.DataFrame], pair_codes: np.ndarray, count: int
+) -> dict[str, np.ndarray]:
+    """Return, per input, the row holding each (key, version id) code, or -1."""
+    rows: dict[str, np.ndarray] = {}
+    start = 0
+    for name, frame in present.items():
+        codes = pair_codes[start : start + len(frame)]
+        start += len(frame)
+        position = np.full(count, -1, dtype=np.int64)
+        if name in ("vault", "recovery"):
+            if (np.bincount(codes, minlength=count) > 1).any():
+                raise ReportError(f"the {name} snapshot lists a key and version id twice; take the snapshot again")
+            position[codes] = np.arange(len(frame))
+        else:
+            # Reports of several jobs may be concatenated oldest first: the last word on a version counts.
+            np.maximum.at(position, codes, np.arange(len(frame), dtype=np.int64))
+        rows[f"_{name}_row"] = position
+    return rows
+
+
+def _factorize_text(text: pd.Series) -> tuple[np.ndarray, int]:
+    """Return an int64 code per value (equal exactly when the values are, missing included) and the count."""
+    column = pa.array(text.array)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    # Arrow's hash table takes a few hundred bytes per distinct value, so a million distinct
+    # version ids would briefly cost hundreds of megabytes. Values are split into groups by a
+    # cheap digest of their bytes and each group is encoded on its own: equal values always
+    # land in the same group.
+    starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
+    groups = []
+    for chunk in chunks:
+        group = _digest(chunk)
+        order = np.argsort(group, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=_GROUPS + 1))])
+        groups.append((order, bounds))
+    codes = np.empty(starts[-1], dtype=np.int64)
+    count = 0
+    for number in range(_GROUPS + 1):
+        rows = [
+            start + order[bounds[number] : bounds[number + 1]]
+            for start, (order, bounds) in zip(starts, groups)
+            if bounds[number + 1] > bounds[number]
+        ]
+        if not rows:
+            continue
+        pieces = [
+            chunk.take(pa.array(order[bounds[number] : bounds[number + 1]]))
+            for chunk, (order, bounds) in zip(chunks, groups, strict=True)
+            if bounds[number + 1] > bounds[number]
+        ]
+        # One encoding over the group's pieces from every chunk shares one dictionary.
+        encoded = pc.dictionary_encode(pa.chunked_array(pieces, type=column.type), null_encoding="encode")
+        indices = np.concatenate([piece.indices.to_numpy(zero_copy_only=False) for piece in encoded.chunks])
+        codes[np.concatenate(rows)] = indices + count
+        count += len(encoded.chunks[-1].dictionary)
+    _release_arrow_memory()
+    return codes, count
+
+
+def _digest(chunk: pa.Array) -> np.ndarray:
+    """Return a group number per value, from its length and byte sum; missing values get _GROUPS."""
+    offsets_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    _, offsets_buffer, data_buffer = chunk.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offsets_type)[chunk.offset : chunk.offset + len(chunk) + 1]
+    offsets = offsets.astype(np.int64)
+    lengths = np.diff(offsets)
+    sums = np.zeros(len(chunk), dtype=np.int64)
+    filled = np.flatnonzero(lengths > 0)
+    if filled.size:
+        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        # Empty values between two filled ones add no bytes, so each sum covers exactly one value.
+        sums[filled] = np.add.reduceat(data, offsets[filled] - offsets[0], dtype=np.int64)
+    group = ((sums * 40503 + lengths) % _GROUPS).astype(np.int16)
+    if chunk.null_count:
+        group[chunk.is_null().to_numpy(zero_copy_only=False)] = _GROUPS
+    return group
+
+
+def _release_arrow_memory() -> None:
+    """Hand memory arrow has freed back to the system, so numpy's next arrays do not stack on it."""
+    # Arrow's allocator keeps freed pages for reuse by arrow only; after a hashing step that
+    # briefly needed hundreds of megabytes, that would raise the peak of everything after it.
+    pa.default_memory_pool().release_unused()
+
+
+def _add_outcomes(aligned: pd.DataFrame, report: pd.DataFrame) -> None:
+    """Add each version's task status and HTTP status, and for failed tasks the error code and message."""
+    rows = aligned["_report_row"].to_numpy()
+    for name in ("task_status", "http_status"):
+        aligned[f"_{name}"] = _take_values(report[name].array, rows)
+    # Success messages say nothing; carrying a million of them would only cost memory.
+    failed_rows = np.where((aligned["_task_status"] == "failed").to_numpy(dtype=bool, na_value=False), rows, -1)
+    for name in ("error_code", "result_message"):
+        aligned[f"_{name}"] = _take_values(_text(report[name]).array, failed_rows)
+
+
+def _pick(column: pd.Series, positions: np.ndarray, leading: int) -> pd.api.extensions.ExtensionArray:
+    """Return column values at `positions`, sharing memory when the first `leading` are 0, 1, 2, ..."""
+    if (positions[:leading] == np.arange(leading)).all():
+        rest = pd.Series(_take_values(column.array, positions[leading:]))
+        return pd.concat([column.iloc[:leading], rest], ignore_index=True).array
+    return _take_values(column.array, positions)
+
+
+def _take_values(values: Any, positions: np.ndarray) -> Any:
+    """Return values[positions], missing where a position is -1, without joining arrow chunks first."""
+    if not isinstance(values, pd.arrays.ArrowExtensionArray | pd.arrays.ArrowStringArray):
+        return values.take(positions, allow_fill=True)
+    arrow = pa.array(values)
+    chunks = arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
+    if len(chunks) <= 1:
+        return values.take(positions, allow_fill=True)
+    # Arrow's take on a chunked column first copies every chunk into one; taking chunk by chunk
+    # only ever copies what is taken.
+    starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
+    owner = np.where(positions < 0, -1, np.searchsorted(starts, positions, side="right") - 1)
+    order = np.argsort(owner, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(owner + 1, minlength=len(chunks) + 1))])
+    pieces = [pa.nulls(bounds[1], chunks[0].type)]
+    for number, chunk in enumerate(chunks):
+        local = positions[order[bounds[number + 1] : bounds[number + 2]]] - starts[number]
+        pieces.append(chunk.take(pa.array(local)))
+    if not len(order) or (order[1:] > order[:-1]).all():
+        # Already in the wanted order (the usual case: both listings are sorted by key).
+        return type(values)(pa.chunked_array(pieces, type=chunks[0].type))
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return type(values)(pa.concat_arrays(pieces).take(pa.array(back)))
+
+
+def _take(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """Return the frame's rows at `positions`, with missing values where the position is -1."""
+    absent = positions < 0
+    # The vault comes first in the alignment, so its rows usually stay in place: reuse them.
+    in_place = len(frame) <= len(positions) and bool(
+        (positions[: len(frame)] == np.arange(len(frame))).all() and absent[len(frame) :].all()
+    )
+    taken: dict[str, Any] = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == np.bool_:
+            values = column.to_numpy()
+            if in_place:
+                picked = np.concatenate([values, absent[len(frame) :]])
+            else:
+                picked = values[np.where(absent, 0, positions)]
+            taken[name] = pd.arrays.BooleanArray(picked, absent.copy())
+        elif in_place:
+            tail = column.array.take(np.full(len(positions) - len(frame), -1), allow_fill=True)
+            taken[name] = pd.concat([column, pd.Series(tail)], ignore_index=True).array
+        else:
+            taken[name] = _take_values(column.array, positions)
+    return pd.DataFrame(taken, copy=False)
+
+
+def _flag(column: pd.Series) -> np.ndarray:
+    """Return a boolean column as a numpy array, missing values as False."""
+    return column.to_numpy(dtype=bool, na_value=False)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _checks(
+    rows: pd.DataFrame,
+    values: dict[str, pd.DataFrame],
+    statuses: frozenset[str],
+    has_manifest: bool,
+    has_report: bool,
+) -> dict[str, np.ndarray]:
+    """Return every check as a boolean array aligned with `rows`."""
+    vault, recovery = values["vault"], values["recovery"]
+    in_vault = rows["_vault_row"].to_numpy() >= 0
+    in_recovery = rows["_recovery_row"].to_numpy() >= 0
+    both = in_vault & in_recovery
+    expected = (
+        in_vault
+        & ~_flag(vault["is_delete_marker"])
+        & ~_isin(vault["storage_class"], _UNREPLICABLE_CLASSES)
+        & _isin(vault["replication_status"], statuses)
+    )
+    retention_unknown = both & (_flag(vault["retention_unknown"]) | _flag(recovery["retention_unknown"]))
+    hold_unknown = both & (_flag(vault["hold_unknown"]) | _flag(recovery["hold_unknown"]))
+    content = both & (
+        ~_same(vault["size"], recovery["size"])
+        | ~_same_etag(vault["etag"], recovery["etag"])
+        | (_flag(vault["is_delete_marker"]) != _flag(recovery["is_delete_marker"]))
+    )
+    mode = both & ~retention_unknown & ~_same(vault["object_lock_mode"], recovery["object_lock_mode"])
+    retain = both & ~retention_unknown & ~_same(
+        vault["object_lock_retain_until_date"], recovery["object_lock_retain_until_date"]
+    )
+    hold = both & ~hold_unknown & ~_same(
+        vault["object_lock_legal_hold_status"], recovery["object_lock_legal_hold_status"]
+    )
+    unknown = retention_unknown | hold_unknown
+    identical = both & ~content & ~mode & ~retain & ~hold & ~unknown
+    in_manifest = rows["_manifest_row"].to_numpy() >= 0 if has_manifest else np.zeros(len(rows), dtype=bool)
+    failed = np.zeros(len(rows), dtype=bool)
+    if has_report:
+        failed = (rows["_report_row"].to_numpy() >= 0) & _report_failed(rows)
+    return {
+        "in_vault": in_vault,
+        "in_recovery": in_recovery,
+        "in_manifest": in_manifest,
+        "expected": expected,
+        "identical": identical,
+        TASK_FAILED: failed & ~identical,
+        MISSING_IN_RECOVERY: expected & ~in_recovery,
+        EXTRA_IN_RECOVERY: in_recovery & ~expected,
+        CONTENT_DIFFERS: content,
+        LOCK_MODE_DIFFERS: mode,
+        RETAIN_UNTIL_DIFFERS: retain,
+        LEGAL_HOLD_DIFFERS: hold,
+        UNKNOWN_UNREADABLE: unknown,
+        ELIGIBLE_NOT_IN_MANIFEST: expected & ~in_manifest if has_manifest else np.zeros(len(rows), dtype=bool),
+        IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~expected,
+        RECOVERED_IDENTICAL: expected & identical,
+        NOT_EXPECTED: ~expected & ~in_recovery,
+    }
+
+
+def _report_failed(rows: pd.DataFrame) -> np.ndarray:
+    """Return where the aligned report row says the task failed."""
+    return (rows["_task_status"] == "failed").to_numpy(dtype=bool, na_value=False)
+
+
+def _isin(column: pd.Series, wanted: Iterable[str]) -> np.ndarray:
+    """Return where a text or category column holds one of `wanted` (never where it is missing)."""
+    return column.isin(list(wanted)).fillna(False).to_numpy(bool)
+
+
+def _same_etag(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Return where two ETag columns agree, ignoring the quotes S3 puts around them."""
+    same = _same(left, right)
+    # Only the few rows that differ as written are compared again without quotes.
+    differ = np.flatnonzero(~same)
+    if differ.size:
+        bare_left = left.iloc[differ].str.strip('"').reset_index(drop=True)
+        bare_right = right.iloc[differ].str.strip('"').reset_index(drop=True)
+        same[differ] = _same(bare_left, bare_right)
+    return same
+
+
+def _same(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Return where two aligned columns agree, counting two missing values as agreeing."""
+    if isinstance(left.dtype, pd.CategoricalDtype) and isinstance(right.dtype, pd.CategoricalDtype):
+        # Compare category codes over a shared category list; missing is code -1 on both sides.
+        shared = left.cat.categories.union(right.cat.categories)
+        left_codes = left.cat.set_categories(shared).cat.codes.to_numpy()
+        return left_codes == right.cat.set_categories(shared).cat.codes.to_numpy()
+    left_missing = left.isna().to_numpy()
+    right_missing = right.isna().to_numpy()
+    equal = (left == right).fillna(False).to_numpy(dtype=bool)
+    return (left_missing & right_missing) | (~left_missing & ~right_missing & equal)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _details(
+    rows: pd.DataFrame, values: dict[str, pd.DataFrame], checks: dict[str, np.ndarray], has_report: bool
+) -> pd.DataFrame:
+    """Return the detail frame: keys, primary category, every check and both sides' values."""
+    codes = np.full(len(rows), CATEGORIES.index(NOT_EXPECTED), dtype=np.int8)
+    for position in range(len(CATEGORIES) - 1, -1, -1):
+        codes[checks[CATEGORIES[position]]] = position
+    columns: dict[str, Any] = {
+        "key": rows["key"].array,
+        "version_id": rows["version_id"].array,
+        "category": pd.Categorical.from_codes(codes, categories=list(CATEGORIES)),
+    }
+    columns.update({name: check for name, check in checks.items() if name not in (RECOVERED_IDENTICAL, NOT_EXPECTED)})
+    for side in ("vault", "recovery"):
+        for name in _SHOWN:
+            columns[f"{side}_{name}"] = values[side][name].array
+    if has_report:
+        for name in _OUTCOMES:
+            columns[name] = rows[f"_{name}"].array
+    return pd.DataFrame(columns, copy=False)
+
+
+def _counts(source_versions: int, checks: dict[str, np.ndarray]) -> dict[str, int]:
+    """Return the summary counts, keyed exactly as COUNT_KEYS."""
+
+    def total(name: str) -> int:
+        return int(checks[name].sum())
+
+    return {
+        "source_versions": source_versions,
+        "expected": total("expected"),
+        "recovered": total(RECOVERED_IDENTICAL),
+        "missing": total(MISSING_IN_RECOVERY),
+        "extra": total(EXTRA_IN_RECOVERY),
+        "content_mismatches": total(CONTENT_DIFFERS),
+        "retention_mismatches": int((checks[LOCK_MODE_DIFFERS] | checks[RETAIN_UNTIL_DIFFERS]).sum()),
+        "legal_hold_mismatches": total(LEGAL_HOLD_DIFFERS),
+        "failed_tasks": total(TASK_FAILED),
+        "unknown": total(UNKNOWN_UNREADABLE),
+        "not_in_manifest": total(ELIGIBLE_NOT_IN_MANIFEST),
+        "manifest_not_eligible": total(IN_MANIFEST_NOT_ELIGIBLE),
+    }
