@@ -20,7 +20,9 @@ and most explanatory first):
 
 A vault version is eligible when it is not a delete marker, not in GLACIER or DEEP_ARCHIVE (Batch
 Replication cannot copy those), and its replication status ("NONE" when absent) is one of the
-job's status filter values. Versions are matched on (key, version id): replicas keep the source's
+job's status filter values. It is expected when it is eligible, or when the manifest or the report
+lists it and it is replicable: a failed task changes the source's replication status (REPLICA
+becomes FAILED), and the proof must not lose the version for that. Versions are matched on (key, version id): replicas keep the source's
 version id. Storage class and encryption are not compared: the replication rule changes both.
 
 Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
@@ -527,12 +529,14 @@ def _checks(
     in_vault = rows["_vault_row"].to_numpy() >= 0
     in_recovery = rows["_recovery_row"].to_numpy() >= 0
     both = in_vault & in_recovery
-    expected = (
-        in_vault
-        & ~_flag(vault["is_delete_marker"])
-        & ~_isin(vault["storage_class"], _UNREPLICABLE_CLASSES)
-        & _isin(vault["replication_status"], statuses)
-    )
+    in_manifest = rows["_manifest_row"].to_numpy() >= 0 if has_manifest else np.zeros(len(rows), dtype=bool)
+    in_report = rows["_report_row"].to_numpy() >= 0 if has_report else np.zeros(len(rows), dtype=bool)
+    replicable = in_vault & ~_flag(vault["is_delete_marker"]) & ~_isin(vault["storage_class"], _UNREPLICABLE_CLASSES)
+    by_status = replicable & _isin(vault["replication_status"], statuses)
+    # The manifest and the report fix what the job was asked to recover. A version stays expected
+    # when its replication status changed since: a failed task turns a REPLICA into FAILED, and
+    # judging it by its new status would drop it from the proof exactly when it was not recovered.
+    expected = by_status | (replicable & (in_manifest | in_report))
     retention_unknown = both & (_flag(vault["retention_unknown"]) | _flag(recovery["retention_unknown"]))
     hold_unknown = both & (_flag(vault["hold_unknown"]) | _flag(recovery["hold_unknown"]))
     content = both & (
@@ -549,7 +553,6 @@ def _checks(
     )
     unknown = retention_unknown | hold_unknown
     identical = both & ~content & ~mode & ~retain & ~hold & ~unknown
-    in_manifest = rows["_manifest_row"].to_numpy() >= 0 if has_manifest else np.zeros(len(rows), dtype=bool)
     failed = np.zeros(len(rows), dtype=bool)
     if has_report:
         failed = (rows["_report_row"].to_numpy() >= 0) & _report_failed(rows)
@@ -567,8 +570,8 @@ def _checks(
         RETAIN_UNTIL_DIFFERS: retain,
         LEGAL_HOLD_DIFFERS: hold,
         UNKNOWN_UNREADABLE: unknown,
-        ELIGIBLE_NOT_IN_MANIFEST: expected & ~in_manifest if has_manifest else np.zeros(len(rows), dtype=bool),
-        IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~expected,
+        ELIGIBLE_NOT_IN_MANIFEST: by_status & ~in_manifest if has_manifest else np.zeros(len(rows), dtype=bool),
+        IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~replicable,
         RECOVERED_IDENTICAL: expected & identical,
         NOT_EXPECTED: ~expected & ~in_recovery,
     }

@@ -552,3 +552,25 @@ def test_chunked_and_shuffled_inputs_give_the_same_answer() -> None:
     ordered = [frame.details[columns].sort_values(["key", "version_id"]).reset_index(drop=True)
                for frame in (plain, chunked)]
     pd.testing.assert_frame_equal(ordered[0], ordered[1])
+
+
+def test_version_whose_failed_task_changed_its_status_stays_expected() -> None:
+    # A failed replication task turns the source's REPLICA status into FAILED. The manifest and
+    # the report still say the job had to recover it, so the proof must not drop it.
+    source = version("k", "v1", replication_status="FAILED")
+    manifest = manifest_of([("anchor.txt", "a1"), ("k", "v1")])
+    report = report_of([
+        ("anchor.txt", "a1", "succeeded", None, "success"),
+        ("k", "v1", "failed", "InternalError", "interrupted"),
+    ])
+
+    result = run([source], [], manifest=manifest, report=report)
+
+    assert category_of(result, "k", "v1") == TASK_FAILED
+    assert result.counts["expected"] == 2 and result.counts["failed_tasks"] == 1
+    assert result.verdict == "FAIL"
+    assert retry_candidates(result)[["key", "version_id"]].values.tolist() == [["k", "v1"]]
+
+    recovered = run([source], [replicated(source)], manifest=manifest, report=report)
+    assert category_of(recovered, "k", "v1") == RECOVERED_IDENTICAL
+    assert recovered.verdict == "PASS"
