@@ -164,6 +164,7 @@ def run_drill(args: argparse.Namespace) -> int:
                     latency_ms=args.latency_ms, seed=args.fault_seed)
     started = time.monotonic()
     with start_backend(faults=faults, config_file=out / "aws-config") as backend:
+        backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
         truth = seed_vault(backend.endpoint, args.objects, args.random_seed)
         truth.write(out / "ground_truth.json")
         counts = truth.counts()

@@ -130,6 +130,19 @@ class EmbeddedBackend:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
+    def reset(self) -> None:
+        """Forget every account's state: a fresh, empty AWS (moto keeps its state per process)."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+        jobs_app = self.app.jobs_app
+        if jobs_app is not None and hasattr(jobs_app, "store"):
+            from runbook_lib.embedded.batch_models import JobStore
+
+            jobs_app.store = JobStore(self.faults)
+
     def stop(self) -> None:
         """Stop serving and release the port."""
         self._server.shutdown()
