@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runbook_lib.errors import ParameterError, ParameterProblem, ProvisionError
+from runbook_lib.params import STORAGE_CLASSES
 
 __all__ = [
     "BATCH_ROLE_SERVICE_PRINCIPALS",
@@ -168,17 +169,8 @@ RECOVERY_KEY_USER_ACTIONS = (
 
 BATCH_ROLE_SERVICE_PRINCIPALS = ("batchoperations.s3.amazonaws.com", "s3.amazonaws.com")
 
-# Storage classes a replication rule may name for its replicas.
-REPLICA_STORAGE_CLASSES = (
-    "STANDARD",
-    "REDUCED_REDUNDANCY",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-    "GLACIER_IR",
-)
+# Storage classes a replication rule may name for its replicas: the parameter model's list.
+REPLICA_STORAGE_CLASSES = STORAGE_CLASSES
 
 JOB_EVENT_DETAIL_TYPE = "AWS Service Event via CloudTrail"
 JOB_EVENT_NAMES = ("JobCreated", "JobStatusChanged")
