@@ -1,0 +1,346 @@
+"""Headless runs of the phases: a second run changes nothing, and bad input stops before any change.
+
+Every test resets the embedded backend's moto state and seeds the same vault of 80 versions, then
+runs phase notebooks with papermill through `runbook_lib.drill.run_phases` (or `runbook run`).
+The Batch Operations emulator is not part of moto's reset, so job checks compare the jobs before and
+after a run instead of counting them all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runbook_lib import cli
+from runbook_lib.accounts import make_client, session_for
+from runbook_lib.drill import DRILL_PARAMS, run_phases, select_phases
+from runbook_lib.embedded.seed import GroundTruth, seed_vault
+from runbook_lib.embedded.server import (
+    RECOVERY_ACCOUNT,
+    RECOVERY_PROFILE,
+    REGION,
+    VAULT_ACCOUNT,
+    VAULT_PROFILE,
+    EmbeddedBackend,
+    start_backend,
+)
+from runbook_lib.errors import PhaseError
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("idempotent_run")]
+
+SEEDED_VERSIONS = 80
+THROUGH_VERIFY = select_phases(None, "07")
+THROUGH_JOB = select_phases(None, "06")
+PREFLIGHT = "00_preflight"
+JOB_PHASE = "06_batch_replication"
+DRILL = yaml.safe_load(DRILL_PARAMS.read_text())
+
+
+def _reset_moto(endpoint: str) -> None:
+    """Drop every account's resources (moto's state is process-global)."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        answer.read()
+
+
+@contextmanager
+def restored_environ() -> Iterator[None]:
+    """Put os.environ back as it was: run_phases exports the backend's variables and RUNBOOK_HEADLESS."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@dataclass
+class Vault:
+    """A freshly seeded vault on the module's backend, clients of both accounts, and the test's AWS config."""
+
+    backend: EmbeddedBackend
+    truth: GroundTruth
+    folder: Path
+    monkeypatch: pytest.MonkeyPatch
+    environ: dict[str, str] = field(default_factory=dict)
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.use_environ(self.environ or self.backend.environ())
+
+    def use_environ(self, environ: dict[str, str]) -> None:
+        """Point this test's process and the kernels it starts at the AWS config in `environ`."""
+        self.environ = dict(environ)
+        for name, value in self.environ.items():
+            self.monkeypatch.setenv(name, value)
+
+    def add_profile(self, name: str, like: str) -> None:
+        """Use a copy of the backend's AWS config with one more profile, reaching the same account as `like`."""
+        text = self.backend.config_file.read_text()
+        section = text.split(f"[profile {like}]", 1)[1].split("[", 1)[0]
+        config = self.folder / "aws-config"
+        config.write_text(f"{text}\n[profile {name}]{section}")
+        self.use_environ({**self.environ, "AWS_CONFIG_FILE": str(config)})
+
+    def client(self, service: str, side: str = "vault") -> Any:
+        """Return a client acting in the vault or the recovery account (the test's env reaches the backend)."""
+        if (service, side) not in self._clients:
+            profile = VAULT_PROFILE if side == "vault" else RECOVERY_PROFILE
+            self._clients[(service, side)] = make_client(session_for(profile, REGION), service, region_name=REGION)
+        return self._clients[(service, side)]
+
+    def run(self, params_file: Path, run_dir: Path, phases: list[str], confirm_job: bool = True) -> None:
+        """Run phases headlessly against this backend, leaving the test's environment as it was."""
+        with restored_environ():
+            run_phases(params_file, run_dir, phases, confirm_job=confirm_job, extra_env=self.environ)
+
+    def job_ids(self) -> set[str]:
+        """Return the ids of every Batch Operations job in the vault account."""
+        jobs = self.client("s3control").list_jobs(AccountId=VAULT_ACCOUNT).get("Jobs", [])
+        return {job["JobId"] for job in jobs}
+
+    def job_status(self, job_id: str) -> str:
+        """Return a job's status as DescribeJob reports it."""
+        return str(self.client("s3control").describe_job(AccountId=VAULT_ACCOUNT, JobId=job_id)["Job"]["Status"])
+
+    def versions_in(self, bucket: str, side: str) -> int:
+        """Return how many object versions a bucket holds."""
+        pages = self.client("s3", side).get_paginator("list_object_versions").paginate(Bucket=bucket)
+        return sum(len(page.get("Versions", [])) for page in pages)
+
+    def state(self) -> dict[str, list[str]]:
+        """Return what a run could create in either account: buckets, roles, policies, keys, topics, rules."""
+        found: dict[str, list[str]] = {}
+        for side, account in (("vault", VAULT_ACCOUNT), ("recovery", RECOVERY_ACCOUNT)):
+            found[f"{account} buckets"] = sorted(b["Name"] for b in self.client("s3", side).list_buckets()["Buckets"])
+            found[f"{account} roles"] = sorted(r["RoleName"] for r in self.client("iam", side).list_roles()["Roles"])
+            found[f"{account} policies"] = sorted(
+                p["PolicyName"] for p in self.client("iam", side).list_policies(Scope="Local")["Policies"])
+            found[f"{account} keys"] = sorted(k["KeyId"] for k in self.client("kms", side).list_keys()["Keys"])
+            found[f"{account} topics"] = sorted(t["TopicArn"] for t in self.client("sns", side).list_topics()["Topics"])
+            found[f"{account} rules"] = sorted(r["Name"] for r in self.client("events", side).list_rules()["Rules"])
+        return found
+
+
+def clear_aws_environ(patch: pytest.MonkeyPatch) -> None:
+    """Clear every AWS_* variable (module fixtures run before tests/conftest.py clears them)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            patch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBackend]:
+    """Start one embedded backend for the module; reset moto when done so the next module starts clean."""
+    started = start_backend(config_file=tmp_path_factory.mktemp("backend") / "aws-config")
+    try:
+        yield started
+    finally:
+        try:
+            _reset_moto(started.endpoint)
+        finally:
+            started.stop()
+
+
+def fresh_vault(backend: EmbeddedBackend, folder: Path, patch: pytest.MonkeyPatch) -> Vault:
+    """Reset moto, seed the drill's vault, and point the environment at the backend."""
+    _reset_moto(backend.endpoint)
+    truth = seed_vault(backend.endpoint, SEEDED_VERSIONS, random_seed=1)
+    clear_aws_environ(patch)
+    return Vault(backend, truth, folder, patch)
+
+
+@pytest.fixture
+def vault(backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Vault:
+    """A freshly seeded vault for one test, reached through this test's environment."""
+    return fresh_vault(backend, tmp_path, monkeypatch)
+
+
+def write_params(folder: Path, name: str, changes: dict[str, Any]) -> Path:
+    """Return a parameter file: drill.yaml with dotted-path changes ({"vault.bucket": "x"})."""
+    params = copy.deepcopy(DRILL)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Return a JSON file of the run folder."""
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+@dataclass(frozen=True)
+class TwoRuns:
+    """What phases 00-07 left behind after a first and a second run on the same run folder."""
+
+    ledgers: tuple[dict[str, Any], dict[str, Any]]
+    verdicts: tuple[str, str]
+    states: tuple[dict[str, list[str]], dict[str, list[str]]]
+    new_jobs: set[str]
+
+
+@pytest.fixture(scope="module")
+def two_runs(backend: EmbeddedBackend, tmp_path_factory: pytest.TempPathFactory) -> TwoRuns:
+    """Run phases 00-07 twice on one run folder against one seeded vault."""
+    folder = tmp_path_factory.mktemp("two-runs")
+    run_dir = folder / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        vault = fresh_vault(backend, folder, patch)
+        jobs_before = vault.job_ids()
+        ledgers, verdicts, states = [], [], []
+        for _ in range(2):
+            vault.run(DRILL_PARAMS, run_dir, THROUGH_VERIFY)
+            ledgers.append(read_json(run_dir / "ledger.json"))
+            verdicts.append(read_json(run_dir / "summary.json")["verdict"])
+            states.append(vault.state())
+            # The next run's phase 07 must write its own verdict.
+            (run_dir / "summary.json").unlink()
+        return TwoRuns((ledgers[0], ledgers[1]), (verdicts[0], verdicts[1]), (states[0], states[1]),
+                       vault.job_ids() - jobs_before)
+
+
+def outcome_rows(ledger: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return every outcome the ledger records, of every phase."""
+    return [row for rows in ledger["outcomes"].values() for row in rows]
+
+
+def test_both_runs_verify_the_recovery(two_runs: TwoRuns) -> None:
+    assert two_runs.verdicts == ("PASS", "PASS")
+
+
+def test_a_second_run_on_the_same_folder_creates_nothing(two_runs: TwoRuns) -> None:
+    first, second = two_runs.ledgers
+    assert "created" in {row["status"] for row in outcome_rows(first)}
+    assert second["created"] == first["created"]
+    assert second["values"]["job_id"] == first["values"]["job_id"]
+    assert two_runs.new_jobs == {first["values"]["job_id"]}
+    assert two_runs.states[1] == two_runs.states[0]
+    # Until every re-run reports each resource (see the xfail below), the only rows that are not
+    # "unchanged" must be the first run's own rows, carried over: nothing updated, nothing drifted.
+    carried_over = [row for row in outcome_rows(second) if row["status"] != "unchanged"]
+    assert all(row["status"] == "created" and row in outcome_rows(first) for row in carried_over)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a re-run of phases 01/02 reports each setting of a bucket the run created, but no row for the bucket "
+    "itself, so the ledger keeps the first run's 'recovery bucket'/'report bucket' row with status created"))
+def test_a_second_run_reports_the_same_resources_unchanged(two_runs: TwoRuns) -> None:
+    first, second = two_runs.ledgers
+    changed = [row for row in outcome_rows(second) if row["status"] != "unchanged"]
+    assert changed == []
+    assert {(row["resource"], row["identifier"]) for row in outcome_rows(second)} >= {
+        (row["resource"], row["identifier"]) for row in outcome_rows(first)}
+
+
+def _missing_vault(vault: Vault) -> dict[str, Any]:
+    return {"vault.bucket": "vault-that-does-not-exist"}
+
+
+def _vault_without_object_lock(vault: Vault) -> dict[str, Any]:
+    s3 = vault.client("s3")
+    s3.create_bucket(Bucket="plain-versioned-bucket")
+    s3.put_bucket_versioning(Bucket="plain-versioned-bucket", VersioningConfiguration={"Status": "Enabled"})
+    return {"vault.bucket": "plain-versioned-bucket"}
+
+
+def _recovery_bucket_name_taken(vault: Vault) -> dict[str, Any]:
+    vault.client("s3").create_bucket(Bucket=DRILL["recovery"]["bucket"])
+    return {}
+
+
+def _recovery_profile_reaches_the_vault(vault: Vault) -> dict[str, Any]:
+    # Two profile names for one account: parameter validation cannot see it, the identity check must.
+    vault.add_profile("second-vault-profile", like=VAULT_PROFILE)
+    return {"recovery.profile": "second-vault-profile"}
+
+
+@pytest.mark.parametrize(("make_bad_input", "expected"), [
+    (_missing_vault, ["PreflightError", "vault bucket exists", "vault-that-does-not-exist"]),
+    (_vault_without_object_lock, ["PreflightError", "vault bucket Object Lock: no Object Lock configuration"]),
+    (_recovery_bucket_name_taken,
+     ["PreflightError", "recovery bucket name", "choose another name for recovery.bucket"]),
+    (_recovery_profile_reaches_the_vault, ["AccountMismatchError", "second-vault-profile", "account 111111111111",
+                                           "recovery.account_id is 222222222222"]),
+], ids=["vault-bucket-missing", "vault-without-object-lock", "recovery-bucket-name-taken", "same-account-twice"])
+def test_bad_input_stops_in_preflight_before_changing_anything(
+    make_bad_input: Any, expected: list[str], vault: Vault, tmp_path: Path,
+) -> None:
+    params_file = write_params(tmp_path, "bad", make_bad_input(vault))
+    before, jobs_before = vault.state(), vault.job_ids()
+    with pytest.raises(PhaseError) as stopped:
+        vault.run(params_file, tmp_path / "run", THROUGH_VERIFY)
+    assert stopped.value.phase == PREFLIGHT
+    for text in expected:
+        assert text in str(stopped.value)
+    assert vault.state() == before
+    assert vault.job_ids() == jobs_before
+
+
+@pytest.mark.parametrize(("changes", "fields"), [
+    ({"recovery.profile": VAULT_PROFILE, "recovery.account_id": VAULT_ACCOUNT},
+     ["recovery.profile", "recovery.account_id"]),
+    ({"recovery.profile": VAULT_PROFILE}, ["recovery.profile"]),
+], ids=["vault-profile-and-account", "vault-profile-only"])
+def test_runbook_run_refuses_one_account_for_both_sides(
+    changes: dict[str, Any], fields: list[str], vault: Vault, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    params_file = write_params(tmp_path, "same-account", changes)
+    before = vault.state()
+    with restored_environ():
+        status = cli.main(["run", "--params", str(params_file), "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.startswith("error: ")
+    for name in fields:
+        assert f"{name}: got" in error
+    assert not (tmp_path / "run" / "ledger.json").exists()
+    assert vault.state() == before
+
+
+def test_runbook_run_exits_non_zero_when_a_profile_reaches_the_wrong_account(
+    vault: Vault, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    params_file = write_params(tmp_path, "wrong-account", _recovery_profile_reaches_the_vault(vault))
+    with restored_environ():
+        status = cli.main(["run", "--params", str(params_file), "--out", str(tmp_path / "run"), "--to", "07"])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert f"phase {PREFLIGHT} failed: AccountMismatchError" in error
+
+
+def test_an_unconfirmed_job_waits_without_replicating_until_confirmed(vault: Vault, tmp_path: Path) -> None:
+    # A run id of its own gives the job its own ClientRequestToken: the emulator keeps the jobs of
+    # earlier tests (moto's reset does not reach it), and CreateJob with a known token returns that job.
+    params_file = write_params(tmp_path, "unconfirmed", {"run_id": "drill-unconfirmed"})
+    run_dir = tmp_path / "run"
+    recovery_bucket = DRILL["recovery"]["bucket"]
+    with pytest.raises(PhaseError) as stopped:
+        vault.run(params_file, run_dir, THROUGH_JOB, confirm_job=False)
+    assert stopped.value.phase == JOB_PHASE
+    assert "ConfirmationRequired" in str(stopped.value)
+    assert "confirm_job=True" in str(stopped.value) and "--confirm-job" in str(stopped.value)
+    job_id = read_json(run_dir / "ledger.json")["values"]["job_id"]
+    assert vault.job_status(job_id) == "Suspended"
+    assert vault.versions_in(recovery_bucket, "recovery") == 0
+
+    vault.run(params_file, run_dir, [JOB_PHASE], confirm_job=True)
+    assert read_json(run_dir / "ledger.json")["values"]["job_id"] == job_id
+    assert vault.job_status(job_id) == "Complete"
+    assert vault.versions_in(recovery_bucket, "recovery") == vault.truth.counts()["expected"]
