@@ -290,6 +290,8 @@ def _ensure_bucket(
     else:
         fresh = False
     owned = _bucket_owned(ctx, s3, bucket)
+    if owned and not fresh:
+        outcomes.append(Outcome(label, bucket, "unchanged", note="exists, created by this run"))
     if not owned:
         found = _bucket_settings(s3, bucket)
         differs = {k: _diff(found[k], v) for k, v in wanted.items() if not _matches(k, found.get(k), v)}

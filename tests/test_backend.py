@@ -226,3 +226,25 @@ def test_valid_faults_are_accepted(arguments: dict[str, float]) -> None:
     faults = Faults(**arguments)  # type: ignore[arg-type]
     for name, value in arguments.items():
         assert getattr(faults, name) == value
+
+
+def test_a_moto_reset_also_forgets_the_batch_jobs() -> None:
+    from runbook_lib.embedded.server import BackendApp, Faults
+
+    forgotten: list[bool] = []
+
+    class Store:
+        def forget_all(self) -> None:
+            forgotten.append(True)
+
+    class Jobs:
+        store = Store()
+
+        def __call__(self, environ: object, start_response: object) -> list[bytes]:
+            return [b""]
+
+    app = BackendApp(lambda environ, start_response: [b"moto"], Faults(), Jobs())
+    answer = app({"PATH_INFO": "/moto-api/reset", "REQUEST_METHOD": "POST"}, lambda *args: None)
+
+    assert forgotten == [True]
+    assert list(answer) == [b"moto"]  # the reset itself still reaches moto

@@ -232,15 +232,8 @@ def test_a_second_run_on_the_same_folder_creates_nothing(two_runs: TwoRuns) -> N
     assert second["values"]["job_id"] == first["values"]["job_id"]
     assert two_runs.new_jobs == {first["values"]["job_id"]}
     assert two_runs.states[1] == two_runs.states[0]
-    # Until every re-run reports each resource (see the xfail below), the only rows that are not
-    # "unchanged" must be the first run's own rows, carried over: nothing updated, nothing drifted.
-    carried_over = [row for row in outcome_rows(second) if row["status"] != "unchanged"]
-    assert all(row["status"] == "created" and row in outcome_rows(first) for row in carried_over)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a re-run of phases 01/02 reports each setting of a bucket the run created, but no row for the bucket "
-    "itself, so the ledger keeps the first run's 'recovery bucket'/'report bucket' row with status created"))
 def test_a_second_run_reports_the_same_resources_unchanged(two_runs: TwoRuns) -> None:
     first, second = two_runs.ledgers
     changed = [row for row in outcome_rows(second) if row["status"] != "unchanged"]

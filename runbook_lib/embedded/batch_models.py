@@ -387,6 +387,14 @@ class JobStore:
     def task_functions(self, functions: TaskFunctions | None) -> None:
         self._task_functions = functions
 
+    def forget_all(self) -> None:
+        """Forget every job, token and attempt, keeping the settings: a reset backend knows no jobs."""
+        with self._changed:
+            self._jobs.clear()
+            self._tokens.clear()
+            self._attempted.clear()
+            self._changed.notify_all()
+
     # ------------------------------------------------------------------ API
 
     def create_job(self, account: str, region: str, request: dict[str, Any]) -> str:

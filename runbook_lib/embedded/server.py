@@ -95,9 +95,17 @@ class BackendApp:
             if self._draw() < self.faults.throttle_rate:
                 start_response("503 Slow Down", [("Content-Type", "application/xml")])
                 return [_SLOW_DOWN]
+        if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
+            self.reset_jobs()
         if JOBS_PATH.match(path) and self.jobs_app is not None:
             return self.jobs_app(environ, start_response)
         return self.moto_app(environ, start_response)
+
+    def reset_jobs(self) -> None:
+        """Forget every Batch Operations job, as moto forgets everything else on a reset."""
+        store = getattr(self.jobs_app, "store", None)
+        if store is not None:
+            store.forget_all()
 
     @staticmethod
     def _is_s3(environ: dict[str, Any]) -> bool:
@@ -131,17 +139,12 @@ class EmbeddedBackend:
         }
 
     def reset(self) -> None:
-        """Forget every account's state: a fresh, empty AWS (moto keeps its state per process)."""
+        """Forget every account's state and every job: a fresh, empty AWS (moto keeps its state per process)."""
         import urllib.request
 
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", data=b"", method="POST")
         with urllib.request.urlopen(request, timeout=30) as answer:
             answer.read()
-        jobs_app = self.app.jobs_app
-        if jobs_app is not None and hasattr(jobs_app, "store"):
-            from runbook_lib.embedded.batch_models import JobStore
-
-            jobs_app.store = JobStore(self.faults)
 
     def stop(self) -> None:
         """Stop serving and release the port."""
