@@ -29,7 +29,31 @@ RECOVERY_PHASES = ("00", "01", "02", "03", "04", "05", "06")
 
 
 def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Return each executed phase notebook's status and seconds, read from its papermill metadata."""
+    """Return each phase's status and seconds, from papermill metadata or else from the ledger.
+
+    Headless runs keep executed notebooks with papermill's timings; phases stepped through in
+    JupyterLab leave only the ledger's start and end times.
+    """
+    return _papermill_timings(run_dir) or _ledger_timings(run_dir)
+
+
+def _ledger_timings(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "ledger.json"
+    if not path.exists():
+        return []
+    phases = json.loads(path.read_text(encoding="utf-8")).get("phases", {})
+    timings = []
+    for name in sorted(phases):
+        entry = phases[name]
+        seconds = entry.get("seconds")
+        if seconds is None and entry.get("started") and entry.get("ended"):
+            seconds = (datetime.fromisoformat(entry["ended"]) - datetime.fromisoformat(entry["started"])).total_seconds()
+        timings.append({"phase": name, "status": entry.get("status", "unknown"), "seconds": round(float(seconds or 0), 2),
+                        "started": entry.get("started"), "ended": entry.get("ended")})
+    return timings
+
+
+def _papermill_timings(run_dir: str | Path) -> list[dict[str, Any]]:
     folder = Path(run_dir) / "notebooks"
     timings = []
     for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
