@@ -551,7 +551,10 @@ def _checks(
     hold = both & ~hold_unknown & ~_same(
         vault["object_lock_legal_hold_status"], recovery["object_lock_legal_hold_status"]
     )
-    unknown = retention_unknown | hold_unknown
+    # A vault version whose HEAD failed has no readable replication status: whether it had to be
+    # recovered cannot be decided, so it is unknown (never silently "not expected").
+    status_unknown = replicable & ~expected & _isin(vault["replication_status"], (_UNKNOWN,))
+    unknown = retention_unknown | hold_unknown | status_unknown
     identical = both & ~content & ~mode & ~retain & ~hold & ~unknown
     failed = np.zeros(len(rows), dtype=bool)
     if has_report:
@@ -564,7 +567,7 @@ def _checks(
         "identical": identical,
         TASK_FAILED: failed & ~identical,
         MISSING_IN_RECOVERY: expected & ~in_recovery,
-        EXTRA_IN_RECOVERY: in_recovery & ~expected,
+        EXTRA_IN_RECOVERY: in_recovery & ~expected & ~status_unknown,
         CONTENT_DIFFERS: content,
         LOCK_MODE_DIFFERS: mode,
         RETAIN_UNTIL_DIFFERS: retain,
@@ -573,7 +576,7 @@ def _checks(
         ELIGIBLE_NOT_IN_MANIFEST: by_status & ~in_manifest if has_manifest else np.zeros(len(rows), dtype=bool),
         IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~replicable,
         RECOVERED_IDENTICAL: expected & identical,
-        NOT_EXPECTED: ~expected & ~in_recovery,
+        NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
     }
 
 

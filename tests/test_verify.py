@@ -574,3 +574,14 @@ def test_version_whose_failed_task_changed_its_status_stays_expected() -> None:
     recovered = run([source], [replicated(source)], manifest=manifest, report=report)
     assert category_of(recovered, "k", "v1") == RECOVERED_IDENTICAL
     assert recovered.verdict == "PASS"
+
+
+def test_vault_version_with_unreadable_replication_status_is_unknown_not_skipped() -> None:
+    # Its HEAD failed: whether the filter selects it cannot be known, so it must not pass silently.
+    source = version("k", "v1", replication_status="unknown")
+
+    result = run([source], [])
+
+    assert category_of(result, "k", "v1") == UNKNOWN_UNREADABLE
+    assert result.counts["unknown"] == 1
+    assert result.verdict == "FAIL"
