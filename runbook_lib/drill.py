@@ -221,6 +221,8 @@ def run_lab(args: argparse.Namespace) -> int:
         print(f"embedded AWS at {backend.endpoint}; vault seeded with {truth.counts()['source_versions']} versions")
         env = {**os.environ, **backend.environ()}
         command = [jupyter, "lab", f"--port={args.lab_port}", "--ip=127.0.0.1", f"--notebook-dir={NOTEBOOKS_DIR}"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-root")  # containers and CI machines often run as root
         try:
             return subprocess.call(command, env=env)
         except KeyboardInterrupt:
