@@ -156,7 +156,7 @@ def run_drill(args: argparse.Namespace) -> int:
 
     params_file = Path(args.params) if args.params else DRILL_PARAMS
     load_params(params_file)
-    out = Path(args.out) if args.out else _default_out()
+    out = (Path(args.out) if args.out else _default_out()).resolve()
     if out.exists() and any(out.iterdir()):
         raise RunbookError(f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -248,3 +248,15 @@ def test_a_moto_reset_also_forgets_the_batch_jobs() -> None:
 
     assert forgotten == [True]
     assert list(answer) == [b"moto"]  # the reset itself still reaches moto
+
+
+def test_a_relative_config_file_is_written_and_announced_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook_lib.embedded.server import start_backend
+
+    monkeypatch.chdir(tmp_path)
+    with start_backend(config_file="relative/aws-config") as backend:
+        assert backend.config_file == tmp_path / "relative" / "aws-config"
+        assert Path(backend.environ()["AWS_CONFIG_FILE"]).is_absolute()
+        assert backend.config_file.exists()

@@ -243,7 +243,8 @@ def start_backend(
     thread = threading.Thread(target=server.serve_forever, name="embedded-aws", daemon=True)
     thread.start()
     actual_port = server.server_port
-    config_path = Path(config_file) if config_file else _default_config_path(actual_port)
+    # Absolute, because clients (kernels, the AWS CLI) may run in another working directory.
+    config_path = (Path(config_file) if config_file else _default_config_path(actual_port)).resolve()
     write_aws_config(config_path, f"http://{host}:{actual_port}")
     backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app)
     if jobs_app is not None and hasattr(jobs_app, "attach"):
