@@ -7,6 +7,7 @@ recovery time in the summary is what the drill actually took, not what anyone re
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,13 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
     for index, cell in enumerate(combined.cells):
         cell["id"] = f"evidence-{index}"
     exporter = HTMLExporter()
+    # nbconvert fills in a placeholder alt text for each chart and warns; we replace it with a real one.
+    quiet = logging.getLogger("runbook.evidence.nbconvert")
+    quiet.setLevel(logging.ERROR)
+    exporter.log = quiet
     body, _ = exporter.from_notebook_node(combined)
+    body = body.replace('alt="No description has been provided for this image"',
+                        'alt="Chart from the executed phase notebook; its title names what it shows"')
     target = folder / "evidence.html"
     target.write_text(body, encoding="utf-8")
     return target
