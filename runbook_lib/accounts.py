@@ -17,6 +17,7 @@ __all__ = [
     "AccountSessions",
     "Identity",
     "client_config",
+    "error_code",
     "make_client",
     "open_sessions",
     "session_for",
@@ -37,6 +38,11 @@ def client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
         read_timeout=60,
         user_agent_appid="s3-vault-recovery-runbook",
     )
+
+
+def error_code(error: botocore.exceptions.ClientError) -> str:
+    """Return the AWS error code of a failed call ("" when the response carries none)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def strip_account_host_prefix(request: Any, **_: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobError
 
@@ -180,7 +181,7 @@ def create_job(ctx: RunContext, request: dict[str, Any], ledger_key: str) -> tup
             s3control.describe_job(AccountId=request["AccountId"], JobId=known)
             return str(known), False
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") not in ("NotFoundException", "NoSuchJob"):
+            if error_code(error) not in ("NotFoundException", "NoSuchJob"):
                 raise
     job_id = str(s3control.create_job(**request)["JobId"])
     created_now = job_id != known

@@ -14,6 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from runbook_lib import policies
+from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 
 __all__ = ["CleanupAction", "clean_up"]
@@ -33,12 +34,9 @@ class CleanupAction:
         return asdict(self)
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
 
 def _gone(error: ClientError) -> bool:
-    return _code(error) in ("NoSuchEntity", "ResourceNotFoundException", "NotFound", "NotFoundException",
+    return error_code(error) in ("NoSuchEntity", "ResourceNotFoundException", "NotFound", "NotFoundException",
                             "AWS.SimpleQueueService.NonExistentQueue", "NoSuchBucket", "NoSuchBucketPolicy")
 
 

@@ -84,7 +84,11 @@ def _faults(args: argparse.Namespace) -> object:
 
 def _serve_backend(args: argparse.Namespace) -> int:
     from runbook_lib.embedded.seed import seed_vault
-    from runbook_lib.embedded.server import RECOVERY_PROFILE, VAULT_PROFILE, start_backend
+    from runbook_lib.embedded.server import (
+        RECOVERY_PROFILE,
+        VAULT_PROFILE,
+        start_backend,
+    )
 
     backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args))  # type: ignore[arg-type]
     print(f"embedded AWS listening on {backend.endpoint}")

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from botocore.exceptions import ClientError
 
+from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.provision import Outcome
 
@@ -44,7 +45,7 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         created = False
     except ClientError as error:
-        if "NonExistentQueue" not in str(error.response.get("Error", {}).get("Code", "")):
+        if "NonExistentQueue" not in error_code(error):
             raise
         url = sqs.create_queue(QueueName=name, tags=dict(ctx.tags),
                                Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import PreflightError
 
@@ -55,9 +56,6 @@ def raise_on_failures(checks: list[Check]) -> None:
         raise PreflightError(f"{len(failed)} precondition(s) do not hold; nothing was changed:\n{lines}")
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
 
 def identity_checks(ctx: RunContext) -> list[Check]:
     """Return the identity checks: each profile is in its account, and the accounts differ."""
@@ -78,7 +76,7 @@ def check_vault_bucket(ctx: RunContext) -> list[Check]:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        return [Check("vault bucket exists", False, f"{bucket}: {_code(error) or error}",
+        return [Check("vault bucket exists", False, f"{bucket}: {error_code(error) or error}",
                       f"check vault.bucket and that profile {params.vault.profile} may read it")]
     checks = [Check("vault bucket exists", True, bucket)]
     location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
@@ -93,7 +91,7 @@ def check_vault_bucket(ctx: RunContext) -> list[Check]:
         retention = lock.get("Rule", {}).get("DefaultRetention")
         found = lock_state + (f", default {retention}" if retention else ", no default retention")
     except ClientError as error:
-        if _code(error) != "ObjectLockConfigurationNotFoundError":
+        if error_code(error) != "ObjectLockConfigurationNotFoundError":
             raise
         lock_state, found = "Disabled", "no Object Lock configuration"
     checks.append(Check("vault bucket Object Lock", lock_state == "Enabled", found,
@@ -107,7 +105,7 @@ def check_vault_bucket(ctx: RunContext) -> list[Check]:
                             f"{default['SSEAlgorithm']} {key}, bucket key {rule.get('BucketKeyEnabled', False)}",
                             f"vault.kms_key_arn should be the key that encrypts the vault ({key})"))
     except ClientError as error:
-        if _code(error) != "ServerSideEncryptionConfigurationNotFoundError":
+        if error_code(error) != "ServerSideEncryptionConfigurationNotFoundError":
             raise
         checks.append(Check("vault default encryption key", False, "no default encryption",
                             "expected SSE-KMS with vault.kms_key_arn"))
@@ -133,7 +131,7 @@ def check_vault_key(ctx: RunContext) -> list[Check]:
     try:
         metadata = kms.describe_key(KeyId=arn)["KeyMetadata"]
     except ClientError as error:
-        return [Check("vault KMS key", False, f"{arn}: {_code(error)}", "check vault.kms_key_arn")]
+        return [Check("vault KMS key", False, f"{arn}: {error_code(error)}", "check vault.kms_key_arn")]
     checks = [
         Check("vault KMS key enabled", metadata.get("KeyState") == "Enabled", str(metadata.get("KeyState")),
               "the key must be enabled to decrypt the golden copies"),
@@ -144,7 +142,7 @@ def check_vault_key(ctx: RunContext) -> list[Check]:
         kms.get_key_policy(KeyId=arn, PolicyName="default")
         checks.append(Check("vault KMS key policy readable", True, "yes"))
     except ClientError as error:
-        checks.append(Check("vault KMS key policy readable", False, _code(error),
+        checks.append(Check("vault KMS key policy readable", False, error_code(error),
                             "phase 03 adds statements to it; the vault profile needs kms:GetKeyPolicy and kms:PutKeyPolicy"))
     return checks
 
@@ -167,7 +165,7 @@ def check_names_free(ctx: RunContext) -> list[Check]:
             client.head_bucket(Bucket=bucket)
             taken = True
         except ClientError as error:
-            taken = _code(error) not in ("404", "NoSuchBucket", "NotFound")
+            taken = error_code(error) not in ("404", "NoSuchBucket", "NotFound")
         checks.append(Check(label, not taken, f"{bucket} " + ("is taken by another account" if taken else "is free"),
                             f"choose another name for {'recovery.bucket' if 'recovery' in label else 'report_bucket'}"))
     return checks

@@ -23,6 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from runbook_lib import policies
+from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import DriftError, ProvisionError
 
@@ -74,9 +75,6 @@ def raise_on_drift(outcomes: list[Outcome]) -> None:
             f"run's to change: {lines}", difference=[o.difference for o in drifted]
         )
 
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _diff(current: Any, wanted: Any) -> dict[str, Any]:
@@ -168,7 +166,7 @@ def _alias_target(kms: Any, alias: str) -> str | None:
     try:
         return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"])
     except ClientError as error:
-        if _code(error) == "NotFoundException":
+        if error_code(error) == "NotFoundException":
             return None
         raise
 
@@ -205,7 +203,7 @@ def _create_bucket(ctx: RunContext, s3: Any, bucket: str, region: str, account: 
     try:
         s3.create_bucket(**arguments)
     except ClientError as error:
-        if _code(error) in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+        if error_code(error) in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
             raise ProvisionError(
                 f"bucket name {bucket!r} is taken by another account; choose another name in the parameters"
             ) from error
@@ -218,7 +216,7 @@ def _setting(s3: Any, getter: str, bucket: str, missing_codes: tuple[str, ...], 
     try:
         return pick(getattr(s3, getter)(Bucket=bucket))
     except ClientError as error:
-        if _code(error) in missing_codes:
+        if error_code(error) in missing_codes:
             return None
         raise
 
@@ -362,7 +360,7 @@ def ensure_batch_policy(ctx: RunContext) -> Outcome:
     try:
         policy = iam.get_policy(PolicyArn=arn)["Policy"]
     except ClientError as error:
-        if _code(error) != "NoSuchEntity":
+        if error_code(error) != "NoSuchEntity":
             raise
         iam.create_policy(
             PolicyName=params.batch_policy_name, PolicyDocument=policies.to_json(wanted),
@@ -401,7 +399,7 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
     try:
         role = iam.get_role(RoleName=params.batch_role_name)["Role"]
     except ClientError as error:
-        if _code(error) != "NoSuchEntity":
+        if error_code(error) != "NoSuchEntity":
             raise
         role = iam.create_role(
             RoleName=params.batch_role_name, AssumeRolePolicyDocument=policies.to_json(trust),
@@ -468,7 +466,7 @@ def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
     try:
         current: Any = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     except ClientError as error:
-        if _code(error) != "NoSuchBucketPolicy":
+        if error_code(error) != "NoSuchBucketPolicy":
             raise
         current = None
     if current is not None and _same_policy(current, wanted):
@@ -490,7 +488,7 @@ def _current_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
         config: dict[str, Any] = s3.get_bucket_replication(Bucket=bucket)["ReplicationConfiguration"]
         return config
     except ClientError as error:
-        if _code(error) == "ReplicationConfigurationNotFoundError":
+        if error_code(error) == "ReplicationConfigurationNotFoundError":
             return None
         raise
 
@@ -596,7 +594,7 @@ def _topic_exists(sns: Any, arn: str) -> bool:
     try:
         sns.get_topic_attributes(TopicArn=arn)
     except ClientError as error:
-        if _code(error) in ("NotFound", "NotFoundException"):
+        if error_code(error) in ("NotFound", "NotFoundException"):
             return False
         raise
     return True
@@ -612,7 +610,7 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
     try:
         rule = events.describe_rule(Name=params.event_rule_name)
     except ClientError as error:
-        if _code(error) != "ResourceNotFoundException":
+        if error_code(error) != "ResourceNotFoundException":
             raise
         rule = None
     differences: dict[str, Any] = {}

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runbook_lib.accounts import error_code
 from runbook_lib.errors import ParameterError, ParameterProblem, RunbookError
 
 __all__ = [
@@ -179,7 +180,7 @@ def _pages(s3: Any, bucket: str, prefix: str, page_size: int) -> Iterator[dict[s
         yield from paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
     except ClientError as error:
         raise RunbookError(
-            f"cannot list the object versions of bucket {bucket!r}: {_code(error)} ({error}). Check that the "
+            f"cannot list the object versions of bucket {bucket!r}: {error_code(error)} ({error}). Check that the "
             "bucket exists in this profile's account and that the profile may s3:ListBucketVersions on it."
         ) from error
 
@@ -214,16 +215,13 @@ def _utc(value: Any) -> Any:
 # ----------------------------------------------------------------------------- lock readability
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
 
 def _may_read(call: Callable[..., Any], bucket: str, key: str, version_id: str) -> bool | None:
     """Return True when the answer proves the caller may read the field, False when refused, else None."""
     try:
         call(Bucket=bucket, Key=key, VersionId=version_id)
     except ClientError as error:
-        code = _code(error)
+        code = error_code(error)
         if code in _NOTHING_TO_READ:
             return True
         return False if code in _DENIED else None
@@ -266,7 +264,7 @@ def _head(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
     try:
         answer = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
     except ClientError as error:
-        return {**dict.fromkeys(_HEAD_FIELDS, UNKNOWN), HEAD_ERROR: _code(error) or "HeadObjectFailed"}
+        return {**dict.fromkeys(_HEAD_FIELDS, UNKNOWN), HEAD_ERROR: error_code(error) or "HeadObjectFailed"}
     except BotoCoreError as error:
         return {**dict.fromkeys(_HEAD_FIELDS, UNKNOWN), HEAD_ERROR: type(error).__name__}
     return {
