@@ -54,6 +54,9 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
     arn = attributes["QueueArn"]
     if created:
         ctx.ledger.record_created("sqs_queue", url, arn=arn)
+    elif not _queue_owned(ctx, sqs, url):
+        return Outcome("audit queue", arn, "drift", {"queue": "exists, not created by this run"},
+                       note=f"a queue named {name} belongs to someone else; set another notification_topic_name")
     ctx.ledger.set("audit_queue_url", url)
     differences: dict[str, Any] = {}
     wanted = _queue_policy(arn, topic_arn)
@@ -70,6 +73,13 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
         return Outcome("audit queue", arn, "created", note="subscribed to the topic")
     return Outcome("audit queue", arn, "updated" if differences else "unchanged", differences or None,
                    note="subscribed to the topic")
+
+
+def _queue_owned(ctx: RunContext, sqs: Any, url: str) -> bool:
+    if ctx.ledger.was_created("sqs_queue", url):
+        return True
+    tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    return bool(tags.get("RunbookRunId") == ctx.params.run_id)
 
 
 def received_job_events(ctx: RunContext, job_id: str | None = None) -> pd.DataFrame:

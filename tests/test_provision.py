@@ -607,6 +607,23 @@ def test_audit_queue_policy_and_subscription_changed_out_of_band_are_put_back(
     assert again.status == "unchanged"
 
 
+def test_audit_queue_of_that_name_not_created_by_the_run_is_drift(aws_env: Drill, make_ctx: CtxFactory) -> None:
+    ctx = make_ctx()
+    run_steps(ctx, STEPS["audit queue"][:1])  # the topic only
+    sqs = aws_env.client("sqs")
+    name = f"{ctx.params.notification_topic_name}-audit"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    calls = watch_calls(ctx)
+
+    outcome = notifications.ensure_audit_queue(ctx)
+
+    assert outcome.status == "drift"
+    assert "notification_topic_name" in outcome.note
+    assert write_calls(calls) == []
+    assert "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert_phase_stops(ctx, outcome)
+
+
 def test_job_status_rule_pattern_changed_out_of_band_is_put_back(aws_env: Drill, make_ctx: CtxFactory) -> None:
     ctx = make_ctx()
     run_steps(ctx, STEPS["job status rule"])
