@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OUT ?= runs/drill-$(shell date -u +%Y%m%dT%H%M%SZ)
 OBJECTS ?= 300
 
-.PHONY: drill test lab bench clean
+.PHONY: drill test lab bench check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/runbook lab
+
+check: $(STAMP)
+	$(BIN)/python -m ruff check runbook_lib tests benchmarks
+	$(BIN)/python -m mypy runbook_lib
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -114,7 +113,8 @@ def main() -> int:
 
         frame = ours()
         assert len(frame) == ROWS and frame["key"].str.contains(" ").any()  # type: ignore[attr-defined]
-        raw(); ours_from_store()  # warm the page cache and imports
+        raw()  # warm the page cache and imports
+        ours_from_store()
         raw_s, ours_s, store_s = _best_of([raw, ours, ours_from_store])
 
     ratio = ours_s / raw_s

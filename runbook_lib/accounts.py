@@ -67,7 +67,7 @@ def strip_account_host_prefix(request: Any, **_: Any) -> None:
 def make_client(session: boto3.Session, service: str, **kwargs: Any) -> Any:
     """Return a client of `session` with the shared config and the fixes our endpoints need."""
     kwargs.setdefault("config", client_config())
-    client = session.client(service, **kwargs)  # type: ignore[call-overload]
+    client = session.client(service, **kwargs)
     if service == "s3control":
         client.meta.events.register("before-sign.s3-control.*", strip_account_host_prefix)
     if service == "s3" and _is_local(client.meta.endpoint_url):

@@ -123,7 +123,8 @@ def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
         print(f"job {job_id} is {job['Status']}; no confirmation needed")
         return
     summary = job.get("ProgressSummary", {})
-    what = f"{summary.get('TotalNumberOfTasks', '?')} object versions from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket}"
+    what = (f"{summary.get('TotalNumberOfTasks', '?')} object versions "
+            f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket}")
     if confirm_job:
         batch_job.confirm_job(ctx, job_id, "confirmed by parameter confirm_job")
         print(f"✔ job {job_id} confirmed by parameter confirm_job: it will replicate {what}")

@@ -151,11 +151,14 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
     policy_differs = not _same_policy(current, wanted)
     if not owned:
         if problems or policy_differs:
-            return Outcome("recovery KMS key", arn, "drift", {**problems, **({"policy": _diff(current, wanted)} if policy_differs else {})},
+            if policy_differs:
+                problems["policy"] = _diff(current, wanted)
+            return Outcome("recovery KMS key", arn, "drift", problems,
                            note=f"alias {alias} points at a key this run did not create; choose another recovery.kms_key_alias")
         return Outcome("recovery KMS key", arn, "unchanged", note="existing key, not created by this run")
     if problems:
-        return Outcome("recovery KMS key", arn, "drift", problems, note="the key is not usable; enable it or choose another alias")
+        return Outcome("recovery KMS key", arn, "drift", problems,
+                       note="the key is not usable; enable it or choose another alias")
     if policy_differs:
         kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policies.to_json(wanted))
         return Outcome("recovery KMS key", arn, "updated", {"policy": _diff(current, wanted)})
@@ -577,7 +580,8 @@ def ensure_notification_topic(ctx: RunContext) -> Outcome:
     if not subscribed:
         sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=params.notification_email)
     if not existing:
-        return Outcome("SNS topic", arn, "created", note=f"e-mail subscription for {params.notification_email} (confirm it from the inbox)")
+        return Outcome("SNS topic", arn, "created",
+                       note=f"e-mail subscription for {params.notification_email} (confirm it from the inbox)")
     if not subscribed:
         return Outcome("SNS topic", arn, "updated", {"subscription_added": params.notification_email})
     return Outcome("SNS topic", arn, "unchanged")
@@ -636,7 +640,7 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
         if rule is None:
             ctx.ledger.record_created("event_rule", rule_arn, name=params.event_rule_name)
     else:
-        rule_arn = rule["Arn"]  # type: ignore[index]
+        rule_arn = rule["Arn"]
     targets = events.list_targets_by_rule(Rule=params.event_rule_name).get("Targets", [])
     if not any(t["Arn"] == topic_arn for t in targets):
         events.put_targets(Rule=params.event_rule_name, Targets=[{"Id": "runbook-sns", "Arn": topic_arn}])

@@ -22,7 +22,8 @@ A vault version is eligible when it is not a delete marker, not in GLACIER or DE
 Replication cannot copy those), and its replication status ("NONE" when absent) is one of the
 job's status filter values. It is expected when it is eligible, or when the manifest or the report
 lists it and it is replicable: a failed task changes the source's replication status (REPLICA
-becomes FAILED), and the proof must not lose the version for that. Versions are matched on (key, version id): replicas keep the source's
+becomes FAILED), and the proof must not lose the version for that.
+Versions are matched on (key, version id): replicas keep the source's
 version id. Storage class and encryption are not compared: the replication rule changes both.
 
 Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
@@ -511,7 +512,7 @@ def _take(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
 
 def _flag(column: pd.Series) -> np.ndarray:
     """Return a boolean column as a numpy array, missing values as False."""
-    return column.to_numpy(dtype=bool, na_value=False)
+    return np.asarray(column.to_numpy(dtype=bool, na_value=False), dtype=bool)
 
 
 # --------------------------------------------------------------------------- checks
@@ -582,12 +583,12 @@ def _checks(
 
 def _report_failed(rows: pd.DataFrame) -> np.ndarray:
     """Return where the aligned report row says the task failed."""
-    return (rows["_task_status"] == "failed").to_numpy(dtype=bool, na_value=False)
+    return np.asarray((rows["_task_status"] == "failed").to_numpy(dtype=bool, na_value=False), dtype=bool)
 
 
 def _isin(column: pd.Series, wanted: Iterable[str]) -> np.ndarray:
     """Return where a text or category column holds one of `wanted` (never where it is missing)."""
-    return column.isin(list(wanted)).fillna(False).to_numpy(bool)
+    return np.asarray(column.isin(list(wanted)).fillna(False).to_numpy(bool), dtype=bool)
 
 
 def _same_etag(left: pd.Series, right: pd.Series) -> np.ndarray:
@@ -608,11 +609,11 @@ def _same(left: pd.Series, right: pd.Series) -> np.ndarray:
         # Compare category codes over a shared category list; missing is code -1 on both sides.
         shared = left.cat.categories.union(right.cat.categories)
         left_codes = left.cat.set_categories(shared).cat.codes.to_numpy()
-        return left_codes == right.cat.set_categories(shared).cat.codes.to_numpy()
+        return np.asarray(left_codes == right.cat.set_categories(shared).cat.codes.to_numpy(), dtype=bool)
     left_missing = left.isna().to_numpy()
     right_missing = right.isna().to_numpy()
     equal = (left == right).fillna(False).to_numpy(dtype=bool)
-    return (left_missing & right_missing) | (~left_missing & ~right_missing & equal)
+    return np.asarray((left_missing & right_missing) | (~left_missing & ~right_missing & equal), dtype=bool)
 
 
 # --------------------------------------------------------------------------- outputs

@@ -232,7 +232,8 @@ def test_cancelling_an_active_job_stops_its_tasks_and_reports_those_that_ran(
     ran = final["ProgressSummary"]["NumberOfTasksSucceeded"]
     assert final["Status"] == "Cancelled"
     assert 5 <= ran < 100
-    index = json.loads(world.s3.get_object(Bucket=world.report, Key=f"reports/{bucket}/job-{job_id}/manifest.json")["Body"].read())
+    index_key = f"reports/{bucket}/job-{job_id}/manifest.json"
+    index = json.loads(world.s3.get_object(Bucket=world.report, Key=index_key)["Body"].read())
     rows = world.s3.get_object(Bucket=world.report, Key=index["Results"][0]["Key"])["Body"].read().decode().splitlines()
     assert len(rows) == ran
 

@@ -187,7 +187,10 @@ FILTERS = [
 ]
 
 
-@pytest.mark.parametrize(("criteria", "expected"), FILTERS, ids=[f"{i}-{'-'.join(f) or 'none'}" for i, (f, _) in enumerate(FILTERS)])
+FILTER_IDS = [f"{i}-{'-'.join(f) or 'none'}" for i, (f, _) in enumerate(FILTERS)]
+
+
+@pytest.mark.parametrize(("criteria", "expected"), FILTERS, ids=FILTER_IDS)
 def test_the_generator_keeps_exactly_the_versions_the_filter_selects(
     filtered: tuple[str, dict[tuple[str, str], str]], criteria: dict[str, Any], expected: str
 ) -> None:

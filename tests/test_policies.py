@@ -407,7 +407,7 @@ def test_the_seeds_typos_are_rejected_at_the_door() -> None:
             recovery_bucket=" mys3-recovery-bucket",
             report_bucket=REPORT_BUCKET,
             vault_key_arn=VAULT_KEY,
-            recovery_key_arn=f"alias/recovery",
+            recovery_key_arn="alias/recovery",
             region="us-east-1",
             recovery_region="us east 1",
         )

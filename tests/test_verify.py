@@ -490,7 +490,7 @@ def test_details_show_both_sides_and_use_no_object_columns() -> None:
     row = result.details.set_index(["key", "version_id"]).loc[("k", "v1")]
     assert (row["vault_size"], row["recovery_size"]) == (1024, 7)
     assert row["recovery_storage_class"] == "INTELLIGENT_TIERING"
-    assert not [name for name, dtype in result.details.dtypes.items() if dtype == object]
+    assert not [name for name, dtype in result.details.dtypes.items() if pd.api.types.is_object_dtype(dtype)]
 
 
 def test_category_lookup_names_the_allowed_categories() -> None:

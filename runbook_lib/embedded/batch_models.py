@@ -476,7 +476,9 @@ class JobStore:
         for index, job in enumerate(jobs):
             if job.job_id == job_id:
                 return index
-        raise S3ControlError("InvalidNextTokenException", "The nextToken is not valid for this listing; start again without it.", 400)
+        raise S3ControlError(
+            "InvalidNextTokenException", "The nextToken is not valid for this listing; start again without it.", 400
+        )
 
     def update_job_status(
         self, account: str, region: str, job_id: str, requested: str, reason: str | None = None

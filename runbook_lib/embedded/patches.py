@@ -304,7 +304,7 @@ def _get_bucket_notification(self: S3Response) -> Any:
 def _wrap_send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
     def send_to_targets(self: Rule, original_event: dict[str, Any], transform_input: bool = True) -> None:
         sns_targets = [t for t in self.targets if t["Arn"].split(":")[2] == "sns"]
-        if sns_targets and self.event_pattern.matches_event(original_event):
+        if sns_targets and self.event_pattern.matches_event(original_event):  # type: ignore[arg-type]
             event = dict(original_event)
             if isinstance(event.get("time"), (int, float)):
                 event["time"] = datetime.fromtimestamp(event["time"], tz=timezone.utc).strftime(
@@ -338,13 +338,13 @@ def apply_all() -> None:
             return
         for dotted in PATCHED_SOURCES:
             _originals[dotted] = _resolve(dotted)
-        FakeKey.__new__ = _untracked_new  # type: ignore[assignment,method-assign]
-        FakeDeleteMarker.__new__ = _untracked_new  # type: ignore[assignment,method-assign]
+        FakeKey.__new__ = _untracked_new  # type: ignore[method-assign]
+        FakeDeleteMarker.__new__ = _untracked_new  # type: ignore[method-assign]
         S3Backend.list_object_versions = _list_object_versions  # type: ignore[method-assign]
         S3Response._key_response_get = _wrap_key_response_get(  # type: ignore[method-assign]
             _originals["moto.s3.responses.S3Response._key_response_get"]
         )
-        FakeKey.response_dict = _wrap_response_dict(  # type: ignore[method-assign]
+        FakeKey.response_dict = _wrap_response_dict(  # type: ignore[method-assign,assignment]
             _originals["moto.s3.models.FakeKey.response_dict"]
         )
         S3Response.get_bucket_replication = _get_bucket_replication  # type: ignore[method-assign]

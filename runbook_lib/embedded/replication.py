@@ -753,7 +753,7 @@ def _write_object(
     replica.checksum_algorithm = source.checksum_algorithm
     replica.website_redirect_location = source.website_redirect_location
     replica.set_metadata(dict(source.metadata))
-    replica.replication_status = "REPLICA"
+    replica.replication_status = "REPLICA"  # type: ignore[attr-defined]  # our attribute, sent by patches.py
     if tags:
         backend = s3_backends[destination.account_id][PARTITION]
         backend.tagger.tag_resource(replica.arn, [{"Key": k, "Value": v} for k, v in tags.items()])
@@ -768,7 +768,7 @@ def _write_delete_marker(destination: Any, source: Any) -> None:
     marker = FakeDeleteMarker(key=existing[-1] if existing else source.key)
     marker._version_id = source.version_id
     marker.last_modified = source.last_modified
-    marker.replication_status = "REPLICA"
+    marker.replication_status = "REPLICA"  # type: ignore[attr-defined]  # our attribute, as on keys
     _insert_in_time_order(destination, marker)
 
 

@@ -97,9 +97,9 @@ class BackendApp:
                 return [_SLOW_DOWN]
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             self.reset_jobs()
-        if JOBS_PATH.match(path) and self.jobs_app is not None:
-            return self.jobs_app(environ, start_response)
-        return self.moto_app(environ, start_response)
+        target = self.jobs_app if JOBS_PATH.match(path) and self.jobs_app is not None else self.moto_app
+        answer: Iterable[bytes] = target(environ, start_response)
+        return answer
 
     def reset_jobs(self) -> None:
         """Forget every Batch Operations job, as moto forgets everything else on a reset."""
@@ -239,7 +239,6 @@ def start_backend(
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     except OSError as error:
         raise BackendError(f"cannot listen on {host}:{port}: {error}") from error
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="embedded-aws", daemon=True)
     thread.start()
     actual_port = server.server_port
