@@ -67,7 +67,7 @@ class JobProgress:
 def _observe(job: dict[str, Any]) -> JobProgress:
     summary = job.get("ProgressSummary", {})
     return JobProgress(
-        at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         status=job["Status"],
         total=int(summary.get("TotalNumberOfTasks", 0)),
         succeeded=int(summary.get("NumberOfTasksSucceeded", 0)),

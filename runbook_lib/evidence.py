@@ -111,7 +111,9 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     shown = {k: v for k, v in counts.items() if v}
     figure, axes = plt.subplots(figsize=(8, 0.45 * max(3, len(shown)) + 1))
     names = list(shown)
-    colours = ["#2e7d32" if n.startswith("recovered") else "#c62828" for n in names]
+    # Green: recovered; grey: correctly left out by the job's filter; red: everything that needs a look.
+    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n == "not_expected" else "#c62828"
+               for n in names]
     axes.barh(names, [shown[n] for n in names], color=colours)
     for index, name in enumerate(names):
         axes.text(shown[name], index, f" {shown[name]:,}", va="center")
@@ -125,6 +127,7 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
 
 def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication job progress") -> Any:
     """Return a plot of tasks succeeded and failed over time, from the watcher's observations."""
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 3.5))
@@ -134,6 +137,7 @@ def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication
         axes.step(frame["at"], frame["succeeded"], where="post", label="succeeded", color="#2e7d32")
         axes.step(frame["at"], frame["failed"], where="post", label="failed", color="#c62828")
         axes.legend()
+        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     axes.set_title(title)
     axes.set_ylabel("tasks")
     figure.autofmt_xdate()
