@@ -325,7 +325,8 @@ def batch_role_policy(
             ),
             _statement(
                 "EncryptReplicas",
-                ["kms:Encrypt", "kms:GenerateDataKey"],
+                # Decrypt too: writing replicas into a bucket with S3 Bucket Keys uses the replica key's data key.
+                ["kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"],
                 recovery_key_arn,
                 condition=_kms_via_s3(target_region, recovery_bucket),
             ),
@@ -345,8 +346,9 @@ def batch_role_policy(
 def batch_role_trust_policy(*, vault_account_id: str | None = None) -> Document:
     """Return the role's trust policy: S3 Batch Operations and S3 replication may assume it.
 
-    With the vault account given, the services may assume the role only when acting for that
-    account, so no other account's job or bucket can borrow it (the confused-deputy guard).
+    With the vault account given, an `aws:SourceAccount` condition is added as a confused-deputy
+    guard. AWS does not document that these two services send that key when assuming the role,
+    and a missing key fails the condition closed, so the runbook provisions the role without it.
     """
     if vault_account_id is not None:
         _check([("vault_account_id", vault_account_id, "account")])

@@ -17,6 +17,8 @@ ledger before the first change, so cleanup can put them back.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "ensure_vault_eventbridge",
     "ensure_vault_key_grants",
     "documents",
+    "put_naming_new_principal",
     "raise_on_drift",
 ]
 
@@ -398,7 +401,7 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
     """Return the outcome of the Batch Replication role: trust policy and the attached policy (seed step 3)."""
     iam = ctx.vault("iam")
     params = ctx.params
-    trust = policies.batch_role_trust_policy(vault_account_id=params.vault.account_id)
+    trust = policies.batch_role_trust_policy()
     try:
         role = iam.get_role(RoleName=params.batch_role_name)["Role"]
     except ClientError as error:
@@ -439,6 +442,30 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
 
 # ---------------------------------------------------------------------------------- grants
 
+# Errors KMS and S3 answer while a just-created IAM role is not yet visible to them.
+_NEW_PRINCIPAL_ERRORS = ("MalformedPolicyDocumentException", "MalformedPolicy")
+
+
+def put_naming_new_principal(
+    put: Callable[..., Any], *, attempts: int = 7, first_wait: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep, **arguments: Any,
+) -> Any:
+    """Return the answer of a policy put that names the new role, retried while IAM propagates it.
+
+    KMS and S3 reject a policy naming a principal they cannot see yet; a role created seconds
+    earlier (phase 02) can take up to about a minute to become visible. Waits double each time.
+    """
+    wait = first_wait
+    for attempt in range(attempts):
+        try:
+            return put(**arguments)
+        except ClientError as error:
+            if error_code(error) not in _NEW_PRINCIPAL_ERRORS or attempt == attempts - 1:
+                raise
+            sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
 
 def ensure_vault_key_grants(ctx: RunContext) -> Outcome:
     """Return the outcome of adding our statements to the vault key policy, keeping all others (seed step 4)."""
@@ -453,7 +480,7 @@ def ensure_vault_key_grants(ctx: RunContext) -> Outcome:
     merged = policies.merge_key_policy(current, added)
     if merged == current:
         return Outcome("vault KMS key policy", key, "unchanged", note="runbook statements present")
-    kms.put_key_policy(KeyId=key, PolicyName="default", Policy=policies.to_json(merged))
+    put_naming_new_principal(kms.put_key_policy, KeyId=key, PolicyName="default", Policy=policies.to_json(merged))
     ctx.ledger.record_created("kms_key_statements", key, sids=[s["Sid"] for s in added])
     return Outcome("vault KMS key policy", key, "updated",
                    {"added_or_replaced": [s["Sid"] for s in added]},
@@ -477,7 +504,7 @@ def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
     if not _bucket_owned(ctx, s3, bucket):
         return Outcome("recovery bucket policy", bucket, "drift", _diff(current, wanted),
                        note="the recovery bucket was not created by this run")
-    s3.put_bucket_policy(Bucket=bucket, Policy=policies.to_json(wanted))
+    put_naming_new_principal(s3.put_bucket_policy, Bucket=bucket, Policy=policies.to_json(wanted))
     if current is None:
         return Outcome("recovery bucket policy", bucket, "created")
     return Outcome("recovery bucket policy", bucket, "updated", _diff(current, wanted))
@@ -664,7 +691,7 @@ def documents(ctx: RunContext) -> dict[str, Any]:
     built: dict[str, Any] = {
         "recovery_key_policy": policies.recovery_key_policy(
             recovery_account_id=params.recovery.account_id, vault_account_id=params.vault.account_id),
-        "batch_role_trust_policy": policies.batch_role_trust_policy(vault_account_id=params.vault.account_id),
+        "batch_role_trust_policy": policies.batch_role_trust_policy(),
         "vault_key_policy_statements": policies.vault_key_policy_statements(
             batch_role_arn=params.batch_role_arn, recovery_account_id=params.recovery.account_id),
         "recovery_bucket_policy": policies.recovery_bucket_policy(

@@ -287,6 +287,14 @@ def test_role_grants_every_generated_manifest_and_replication_action(action: str
     assert any(allowing(role_policy(), action, resource) for resource in RESOURCES.values())
 
 
+def test_role_may_decrypt_with_the_replica_key_as_bucket_key_replication_needs() -> None:
+    # Replicating into a bucket with S3 Bucket Keys uses the replica key's data key; a missing
+    # kms:Decrypt there fails tasks with DstPutObjectNotPermitted.
+    (statement,) = allowing(role_policy(), "kms:Decrypt", RESOURCES["recovery-key"])
+    assert statement["Sid"] == "EncryptReplicas"
+    assert statement["Condition"]["StringEquals"]["kms:ViaService"] == "s3.us-east-1.amazonaws.com"
+
+
 @pytest.mark.parametrize(
     ("action", "where"),
     [
@@ -298,7 +306,6 @@ def test_role_grants_every_generated_manifest_and_replication_action(action: str
         ("s3:PutBucketPolicy", "vault-bucket"),
         ("s3:PutObject", "recovery-object"),
         ("s3:DeleteObject", "report-object"),
-        ("kms:Decrypt", "recovery-key"),
         ("kms:Encrypt", "vault-key"),
         ("s3:GetObjectVersionForReplication", "recovery-object"),
     ],

@@ -302,7 +302,7 @@ def test_batch_role_trust_changed_out_of_band_is_put_back(aws_env: Drill, make_c
     assert set(outcome.difference) == {"trust_policy"}
     assert outcome.difference["trust_policy"]["found"] == OTHER_TRUST
     trust = iam.get_role(RoleName=ctx.params.batch_role_name)["Role"]["AssumeRolePolicyDocument"]
-    assert trust == policies.batch_role_trust_policy(vault_account_id=ctx.params.vault.account_id)
+    assert trust == policies.batch_role_trust_policy()
 
 
 def test_batch_role_of_that_name_not_created_by_the_run_is_drift(aws_env: Drill, make_ctx: CtxFactory) -> None:
@@ -657,3 +657,37 @@ def test_job_status_rule_of_that_name_not_created_by_the_run_is_drift(aws_env: D
     assert json.loads(events.describe_rule(Name=name)["EventPattern"]) == foreign_pattern
     assert events.list_targets_by_rule(Rule=name)["Targets"] == []
     assert_phase_stops(ctx, outcome)
+
+
+def test_policy_naming_a_just_created_role_is_retried_until_visible() -> None:
+    from botocore.exceptions import ClientError as AwsError
+
+    answers = [AwsError({"Error": {"Code": "MalformedPolicyDocumentException"}}, "PutKeyPolicy")] * 2 + [{"ok": True}]
+    waits: list[float] = []
+
+    def put(**arguments: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert provision.put_naming_new_principal(put, sleep=waits.append, KeyId="k") == {"ok": True}
+    assert waits == [1.0, 2.0]
+
+
+def test_other_policy_errors_and_exhausted_retries_are_raised() -> None:
+    from botocore.exceptions import ClientError as AwsError
+
+    def denied(**arguments: object) -> object:
+        raise AwsError({"Error": {"Code": "AccessDeniedException"}}, "PutKeyPolicy")
+
+    def never_visible(**arguments: object) -> object:
+        raise AwsError({"Error": {"Code": "MalformedPolicy"}}, "PutBucketPolicy")
+
+    waits: list[float] = []
+    with pytest.raises(AwsError, match="AccessDenied"):
+        provision.put_naming_new_principal(denied, sleep=waits.append)
+    assert waits == []
+    with pytest.raises(AwsError, match="MalformedPolicy"):
+        provision.put_naming_new_principal(never_visible, attempts=3, sleep=waits.append)
+    assert waits == [1.0, 2.0]
