@@ -141,6 +141,8 @@ class World:
         ]
         statements.append(self._key_statement("kms:Decrypt", self.vault_key_arn, self.vault_bucket))
         statements.append(self._key_statement("kms:Encrypt", self.recovery_key_arn, self.recovery_bucket))
+        # Bucket Key replicas are written with the replica key's data key, which the role decrypts.
+        statements.append(self._key_statement("kms:Decrypt", self.recovery_key_arn, self.recovery_bucket))
         return policy(*[s for s in statements if s["Action"] != without])
 
     @staticmethod
@@ -149,7 +151,7 @@ class World:
             "Effect": "Allow", "Action": action, "Resource": key_arn,
             "Condition": {
                 "StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"},
-                "StringLike": {"kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{bucket}"},
+                "StringLike": {"kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]},
             },
         }
 
@@ -169,7 +171,7 @@ class World:
             statements.append({
                 "Sid": "VaultSideEncryptsReplicas", "Effect": "Allow",
                 "Principal": {"AWS": [f"arn:aws:iam::{VAULT_ACCOUNT}:root", self.role_arn]},
-                "Action": ["kms:Encrypt", "kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*",
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*",
             })
         return policy(*statements)
 
@@ -430,6 +432,17 @@ def _drop(action: str) -> Callable[[World], None]:
     return change
 
 
+def _no_replica_key_decrypt(world: World) -> None:
+    document = json.loads(world.role_policy())
+    document["Statement"] = [
+        s for s in document["Statement"]
+        if not (s["Action"] == "kms:Decrypt" and s["Resource"] == world.recovery_key_arn)
+    ]
+    world.accounts.vault_iam.put_role_policy(
+        RoleName=world.role_name, PolicyName="replication", PolicyDocument=json.dumps(document)
+    )
+
+
 def _trust_only_replication(world: World) -> None:
     world.accounts.vault_iam.update_assume_role_policy(
         RoleName=world.role_name, PolicyDocument=trust_policy(REPLICATION_SERVICE)
@@ -557,6 +570,8 @@ FAILURES: list[tuple[str, Callable[[World], None], str, str, str | None]] = [
     ("recovery key policy without the vault side", _recovery_key_without_vault_grant, "report-v1",
      "DstPutObjectNotPermitted", "FAILED"),
     ("no kms:Encrypt on the recovery key", _drop("kms:Encrypt"), "report-v1", "DstPutObjectNotPermitted", "FAILED"),
+    ("no kms:Decrypt on the recovery key for a Bucket Key replica", _no_replica_key_decrypt, "report-v1",
+     "DstPutObjectNotPermitted", "FAILED"),
     ("replica key does not exist",
      _replica_key(f"arn:aws:kms:{REGION}:{RECOVERY_ACCOUNT}:key/00000000-0000-0000-0000-000000000000"),
      "report-v1", "DstKmsKeyNotFound", "FAILED"),

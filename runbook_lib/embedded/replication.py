@@ -641,11 +641,16 @@ def _check_destination_kms(
     default_algorithm, default_key, default_bucket_key = _default_encryption(destination)
     if version.encryption in KMS_ENCRYPTIONS:
         reference = str(rule["Destination"].get("EncryptionConfiguration", {}).get("ReplicaKmsKeyID", ""))
-        action = "kms:Encrypt"
+        actions = ["kms:Encrypt"]
         algorithm = version.encryption
+        # The replica keeps the source's encryption settings, Bucket Key included; the bucket ARN is
+        # the encryption context only when both source and destination use Bucket Keys.
+        bucket_key = bool(version.bucket_key_enabled)
+        bucket_context = bucket_key and bool(default_bucket_key)
     elif version.encryption is None and default_algorithm in KMS_ENCRYPTIONS:
         # An unencrypted source takes the destination's default, which needs a new data key.
-        reference, action, algorithm = default_key or "alias/aws/s3", "kms:GenerateDataKey", default_algorithm
+        reference, actions, algorithm = default_key or "alias/aws/s3", ["kms:GenerateDataKey"], default_algorithm
+        bucket_key = bucket_context = bool(default_bucket_key)
     else:
         algorithm = version.encryption or default_algorithm
         return _Encryption(algorithm)
@@ -663,9 +668,13 @@ def _check_destination_kms(
             f"The replica KMS key {key.arn} is {key.key_state}; enable it and run the task again.",
             marks_failed=True,
         )
-    context = _kms_context(destination, version.name, default_bucket_key)
-    _require(_key_allowed(role, action, key, context), "DstPutObjectNotPermitted", marks_failed=True)
-    return _Encryption(algorithm, key.arn, True if default_bucket_key else None)
+    context = _kms_context(destination, version.name, bucket_context)
+    if bucket_key:
+        # A Bucket Key replica is written with the replica key's data key, which the role decrypts.
+        actions.append("kms:Decrypt")
+    for action in actions:
+        _require(_key_allowed(role, action, key, context), "DstPutObjectNotPermitted", marks_failed=True)
+    return _Encryption(algorithm, key.arn, True if bucket_key else None)
 
 
 def _check_destination_writes(
