@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = job_seconds / loop_seconds
     print(f"seeded {len(truth.versions)} versions in {seeded:.1f} s; the job replicates {tasks} of them ({REGION})")
     print(f"batch job, Ready to Complete:   {job_seconds:7.2f} s  {tasks / job_seconds:8.0f} tasks/s")
-    print(f"boto3 copy loop, {args.threads} threads:   {loop_seconds:7.2f} s  {len(versions) / loop_seconds:8.0f} versions/s")
+    print(f"boto3 copy loop, {args.threads} threads:   {loop_seconds:7.2f} s  "
+          f"{len(versions) / loop_seconds:8.0f} versions/s")
     print(f"ratio job/loop: {ratio:.3f} (goal <= {GOAL})")
     return 0 if ratio <= GOAL else 1
 

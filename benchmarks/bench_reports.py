@@ -47,7 +47,7 @@ def _rows(start: int, count: int, rng: random.Random) -> list[list[object]]:
         name = f"data/{i % 97:02d}/object-{i:08d}.bin"
         if i % 10 == 0:
             name = f"data/{AWKWARD[(i // 10) % len(AWKWARD)]}/object-{i:08d}.bin"
-        version = "%032x" % rng.getrandbits(128)
+        version = f"{rng.getrandbits(128):032x}"
         if i % 50 == 0:
             rows.append(["vault", quote(name, safe="/"), version, "failed", 500,
                          "DstPutObjectNotPermitted", "Access denied, check the destination key policy"])

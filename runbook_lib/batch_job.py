@@ -187,7 +187,8 @@ def create_job(ctx: RunContext, request: dict[str, Any], ledger_key: str) -> tup
     created_now = job_id != known
     ctx.ledger.set(ledger_key, job_id)
     if created_now:
-        ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
+        ctx.ledger.record_created(
+            "batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
     return job_id, created_now
 
 

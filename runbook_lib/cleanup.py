@@ -101,9 +101,8 @@ def _key_statements(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     if reduced != current:
         kms.put_key_policy(KeyId=record["id"], PolicyName="default", Policy=policies.to_json(reduced))
     same = reduced == ctx.ledger.original("vault_key_policy")
-    return CleanupAction("vault KMS key policy", record["id"], "restored",
-                         "the run's statements removed; " + ("identical to the captured original" if same else
-                                                             "other statements changed since the run started were kept"))
+    kept = "identical to the captured original" if same else "other statements changed since the run started were kept"
+    return CleanupAction("vault KMS key policy", record["id"], "restored", "the run's statements removed; " + kept)
 
 
 def _recovery_bucket_policy(ctx: RunContext, bucket: str) -> CleanupAction:

@@ -158,7 +158,8 @@ def run_drill(args: argparse.Namespace) -> int:
     load_params(params_file)
     out = (Path(args.out) if args.out else _default_out()).resolve()
     if out.exists() and any(out.iterdir()):
-        raise RunbookError(f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
+        raise RunbookError(
+            f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed)
@@ -205,7 +206,8 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
     counts = summary.get("counts", {})
     print(f"verdict: {summary.get('verdict')}")
     print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; drill total {seconds:.1f} s")
+    print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; "
+          f"drill total {seconds:.1f} s")
     print(f"evidence: {out / 'evidence.html'}")
     return 0 if summary.get("verdict") == "PASS" else 1
 

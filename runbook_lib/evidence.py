@@ -48,8 +48,10 @@ def _ledger_timings(run_dir: str | Path) -> list[dict[str, Any]]:
         entry = phases[name]
         seconds = entry.get("seconds")
         if seconds is None and entry.get("started") and entry.get("ended"):
-            seconds = (datetime.fromisoformat(entry["ended"]) - datetime.fromisoformat(entry["started"])).total_seconds()
-        timings.append({"phase": name, "status": entry.get("status", "unknown"), "seconds": round(float(seconds or 0), 2),
+            elapsed = datetime.fromisoformat(entry["ended"]) - datetime.fromisoformat(entry["started"])
+            seconds = elapsed.total_seconds()
+        timings.append({"phase": name, "status": entry.get("status", "unknown"),
+                        "seconds": round(float(seconds or 0), 2),
                         "started": entry.get("started"), "ended": entry.get("ended")})
     return timings
 

@@ -94,7 +94,8 @@ def show_outcomes(ctx: RunContext, phase: str, outcomes: Sequence[Outcome]) -> N
     rows = [o.as_row() for o in outcomes]
     frame = pd.DataFrame(rows, columns=["resource", "identifier", "status", "difference", "note"])
     recorded = ctx.ledger.data.get("outcomes", {}).get(phase, [])
-    keep = [r for r in recorded if (r["resource"], r["identifier"]) not in {(o.resource, o.identifier) for o in outcomes}]
+    shown = {(o.resource, o.identifier) for o in outcomes}
+    keep = [r for r in recorded if (r["resource"], r["identifier"]) not in shown]
     ctx.ledger.record_outcomes(phase, keep + rows)
     _display(_styled(frame, "status"))
     raise_on_drift(list(outcomes))
@@ -164,8 +165,9 @@ class _WidgetProgress:
         total = int(summary.get("TotalNumberOfTasks", 0)) or 1
         done = int(summary.get("NumberOfTasksSucceeded", 0)) + int(summary.get("NumberOfTasksFailed", 0))
         self.bar.max, self.bar.value = total, done
-        self.bar.bar_style = "danger" if job["Status"] == "Failed" else ("success" if job["Status"] == "Complete" else "")
-        self.label.value = f"{job['Status']}: {done:,}/{total:,} ({int(summary.get('NumberOfTasksFailed', 0)):,} failed)"
+        self.bar.bar_style = {"Failed": "danger", "Complete": "success"}.get(job["Status"], "")
+        failed = int(summary.get("NumberOfTasksFailed", 0))
+        self.label.value = f"{job['Status']}: {done:,}/{total:,} ({failed:,} failed)"
 
 
 def progress_subscribers() -> list[batch_job.ProgressSubscriber]:
@@ -216,7 +218,8 @@ def show_verdict(verdict: dict[str, Any]) -> None:
     from runbook_lib.errors import RunbookError
 
     mark = "✔ PASS" if verdict["verdict"] == "PASS" else "✘ FAIL"
-    print(f"{mark}: {verdict.get('recovered', 0):,} of {verdict.get('expected', 0):,} expected versions recovered identical")
+    print(f"{mark}: {verdict.get('recovered', 0):,} of {verdict.get('expected', 0):,} "
+          "expected versions recovered identical")
     _display(pd.DataFrame([{k: v for k, v in verdict.items() if k not in ("verdict", "summary_file")}]))
     print(f"summary: {verdict.get('summary_file')}")
     if verdict["verdict"] != "PASS":

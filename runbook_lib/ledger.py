@@ -174,7 +174,8 @@ def open_ledger(run_dir: str | Path) -> Ledger:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:  # invalid JSON or not UTF-8
-            raise RunbookError(f"the ledger {path} is not valid JSON ({error}); restore it or use a new run folder") from error
+            raise RunbookError(
+                f"the ledger {path} is not valid JSON ({error}); restore it or use a new run folder") from error
         if not isinstance(data, dict):
             raise RunbookError(
                 f"the ledger {path} holds a JSON {type(data).__name__}, not an object; "

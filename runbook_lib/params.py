@@ -854,7 +854,7 @@ def load_params(path: str | Path) -> RunbookParams:
         problem = ParameterProblem(_FILE, str(file.absolute()), f"a readable UTF-8 YAML file ({reason})")
         raise ParameterError([problem], source=source) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass, so no arbitrary objects
     except yaml.YAMLError as error:
         problem = ParameterProblem(_FILE, _yaml_error_text(error), "valid YAML")
         raise ParameterError([problem], source=source) from None

@@ -143,7 +143,8 @@ def check_vault_key(ctx: RunContext) -> list[Check]:
         checks.append(Check("vault KMS key policy readable", True, "yes"))
     except ClientError as error:
         checks.append(Check("vault KMS key policy readable", False, error_code(error),
-                            "phase 03 adds statements to it; the vault profile needs kms:GetKeyPolicy and kms:PutKeyPolicy"))
+                            "phase 03 adds statements to it; "
+                            "the vault profile needs kms:GetKeyPolicy and kms:PutKeyPolicy"))
     return checks
 
 
@@ -158,7 +159,8 @@ def check_names_free(ctx: RunContext) -> list[Check]:
         own = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if bucket in own:
             mine = ctx.ledger.was_created("s3_bucket", bucket)
-            checks.append(Check(label, True, f"{bucket} exists in account {owner}" + (" (created by this run)" if mine else ""),
+            found = f"{bucket} exists in account {owner}" + (" (created by this run)" if mine else "")
+            checks.append(Check(label, True, found,
                                 "" if mine else "phase 01/02 will check it matches what the run needs"))
             continue
         try:

@@ -18,15 +18,15 @@ from runbook_lib.errors import ConfirmationRequired, ReportError
 
 __all__ = [
     "RetryRound",
-    "conclude",
     "compare_buckets",
+    "conclude",
     "job_ids",
     "load_job_manifest",
     "load_job_reports",
     "progress_history",
     "report_overview",
-    "snapshot_overview",
     "retry_failures",
+    "snapshot_overview",
     "snapshot_recovery",
     "snapshot_vault",
 ]

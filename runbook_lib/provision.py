@@ -31,6 +31,7 @@ from runbook_lib.errors import DriftError, ProvisionError
 
 __all__ = [
     "Outcome",
+    "documents",
     "ensure_batch_policy",
     "ensure_batch_role",
     "ensure_job_status_rule",
@@ -42,7 +43,6 @@ __all__ = [
     "ensure_report_bucket",
     "ensure_vault_eventbridge",
     "ensure_vault_key_grants",
-    "documents",
     "put_naming_new_principal",
     "raise_on_drift",
 ]
@@ -145,7 +145,8 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
     ctx.ledger.set("recovery_key_arn", arn)
     owned = ctx.ledger.was_created("kms_key", arn) or _kms_tagged(kms, key_id, params.run_id)
     problems = {}
-    if metadata.get("KeySpec", "SYMMETRIC_DEFAULT") != "SYMMETRIC_DEFAULT" or metadata.get("KeyUsage") != "ENCRYPT_DECRYPT":
+    symmetric = metadata.get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
+    if not symmetric or metadata.get("KeyUsage") != "ENCRYPT_DECRYPT":
         problems["key"] = _diff({"KeySpec": metadata.get("KeySpec"), "KeyUsage": metadata.get("KeyUsage")},
                                 {"KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT"})
     if metadata.get("KeyState") != "Enabled":
@@ -157,7 +158,8 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
             if policy_differs:
                 problems["policy"] = _diff(current, wanted)
             return Outcome("recovery KMS key", arn, "drift", problems,
-                           note=f"alias {alias} points at a key this run did not create; choose another recovery.kms_key_alias")
+                           note=f"alias {alias} points at a key this run did not create; "
+                                "choose another recovery.kms_key_alias")
         return Outcome("recovery KMS key", arn, "unchanged", note="existing key, not created by this run")
     if problems:
         return Outcome("recovery KMS key", arn, "drift", problems,
@@ -236,7 +238,8 @@ def _bucket_settings(s3: Any, bucket: str) -> dict[str, Any]:
     return {
         "ownership": _setting(s3, "get_bucket_ownership_controls", bucket, ("OwnershipControlsNotFoundError",),
                               lambda r: r["OwnershipControls"]["Rules"][0]["ObjectOwnership"]),
-        "public_access_block": _setting(s3, "get_public_access_block", bucket, ("NoSuchPublicAccessBlockConfiguration",),
+        "public_access_block": _setting(s3, "get_public_access_block", bucket,
+                                       ("NoSuchPublicAccessBlockConfiguration",),
                                        lambda r: r["PublicAccessBlockConfiguration"]),
         "versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status", "Disabled"),
         "encryption": None if encryption is None else {
@@ -250,7 +253,9 @@ def _bucket_settings(s3: Any, bucket: str) -> dict[str, Any]:
     }
 
 
-_BLOCK_ALL = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+_BLOCK_ALL = {
+    "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+}
 
 
 def _apply_setting(s3: Any, bucket: str, name: str, wanted: Any) -> None:
@@ -420,9 +425,11 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
         from urllib.parse import unquote
 
         current_trust = json.loads(unquote(current_trust))
-    attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=params.batch_role_name)["AttachedPolicies"]}
+    attached_policies = iam.list_attached_role_policies(RoleName=params.batch_role_name)["AttachedPolicies"]
+    attached = {p["PolicyArn"] for p in attached_policies}
     tags = iam.list_role_tags(RoleName=params.batch_role_name).get("Tags", [])
-    owned = ctx.ledger.was_created("iam_role", arn) or any(t["Key"] == RUN_TAG and t["Value"] == params.run_id for t in tags)
+    tagged = any(t["Key"] == RUN_TAG and t["Value"] == params.run_id for t in tags)
+    owned = ctx.ledger.was_created("iam_role", arn) or tagged
     differences: dict[str, Any] = {}
     if not _same_policy(current_trust, trust):
         differences["trust_policy"] = _diff(current_trust, trust)
@@ -677,7 +684,8 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
                                              account_id=params.vault.account_id)
     current_policy = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("Policy")
     if current_policy is None or not _same_policy(current_policy, topic_policy):
-        sns.set_topic_attributes(TopicArn=topic_arn, AttributeName="Policy", AttributeValue=policies.to_json(topic_policy))
+        sns.set_topic_attributes(
+            TopicArn=topic_arn, AttributeName="Policy", AttributeValue=policies.to_json(topic_policy))
         if status == "unchanged":
             status, differences = "updated", {"topic_policy": "EventBridge allowed to publish"}
     ctx.ledger.set("event_rule_arn", rule_arn)

@@ -37,11 +37,11 @@ __all__ = [
     "COMPLETION_REPORT_COLUMNS",
     "COMPLETION_REPORT_FORMAT",
     "GENERATED_MANIFEST_FORMAT",
+    "RETRY_MANIFEST_FORMAT",
+    "TASK_STATUS_DTYPE",
     "LocalObjectStore",
     "ObjectReader",
-    "RETRY_MANIFEST_FORMAT",
     "Source",
-    "TASK_STATUS_DTYPE",
     "completion_report_manifest_key",
     "failed_tasks",
     "load_completion_report",
@@ -85,7 +85,7 @@ _SNAKE_NAMES = {"ETag": "etag", "VersionId": "version_id", "LastModifiedDate": "
 class ObjectReader(Protocol):
     """Anything that reads an object like boto3's S3 client: `get_object(...)["Body"].read()`."""
 
-    def get_object(self, *, Bucket: str, Key: str) -> Any: ...  # noqa: N803 (boto3's names)
+    def get_object(self, *, Bucket: str, Key: str) -> Any: ...  # boto3's argument names
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class LocalObjectStore:
 
     root: Path
 
-    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # boto3's argument names
         """Return `{"Body": file}` for the object, like boto3; a missing file raises FileNotFoundError."""
         parts = [part for part in Key.split("/") if part]
         if ".." in parts:
@@ -208,7 +208,7 @@ def _get_object_bytes(s3: ObjectReader, bucket: str, key: str) -> bytes | None:
     """Return an object's bytes, or None when it does not exist."""
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    except Exception as exc:  # noqa: BLE001 - any client's errors; missing objects are sorted out below
+    except Exception as exc:  # any client's errors; missing objects are sorted out below
         if _is_missing(exc):
             return None
         raise ReportError(

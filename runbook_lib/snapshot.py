@@ -65,7 +65,8 @@ _HOLD_FIELDS = ("object_lock_legal_hold_status",)
 _HEAD_FIELDS = ("replication_status", "encryption", "kms_key", *_RETENTION_FIELDS, *_HOLD_FIELDS)
 _DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
 # Answers that prove the caller may read the field, and that this version simply has none.
-_NOTHING_TO_READ = frozenset({"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError", "InvalidRequest"})
+_NOTHING_TO_READ = frozenset(
+    {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError", "InvalidRequest"})
 # Archived versions may refuse the question for reasons of their own: ask about another version.
 _ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 # Listed versions asked at most before an open question is settled as "unknown".

@@ -53,7 +53,6 @@ __all__ = [
     "CATEGORIES",
     "CONTENT_DIFFERS",
     "COUNT_KEYS",
-    "Comparison",
     "ELIGIBLE_NOT_IN_MANIFEST",
     "EXTRA_IN_RECOVERY",
     "IN_MANIFEST_NOT_ELIGIBLE",
@@ -67,6 +66,7 @@ __all__ = [
     "SNAPSHOT_COLUMNS",
     "TASK_FAILED",
     "UNKNOWN_UNREADABLE",
+    "Comparison",
     "compare",
     "retry_candidates",
 ]
@@ -322,7 +322,8 @@ def _align(
     del pair_codes
     _release_arrow_memory()
     # Where each version was first seen, as a position in the concatenated inputs.
-    offsets = dict(zip(present, np.cumsum([0] + [len(frame) for frame in present.values()])))
+    # The running total has one entry more than there are inputs (the grand total), which zip drops.
+    offsets = dict(zip(present, np.cumsum([0] + [len(frame) for frame in present.values()]), strict=False))
     first = np.full(count, -1, dtype=np.int64)
     for name in reversed([name for name in present if name != "report"]):
         held = rows[f"_{name}_row"] >= 0
@@ -395,7 +396,7 @@ def _factorize_text(text: pd.Series) -> tuple[np.ndarray, int]:
     for number in range(_GROUPS + 1):
         rows = [
             start + order[bounds[number] : bounds[number + 1]]
-            for start, (order, bounds) in zip(starts, groups)
+            for start, (order, bounds) in zip(starts[:-1], groups, strict=True)
             if bounds[number + 1] > bounds[number]
         ]
         if not rows:

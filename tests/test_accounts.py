@@ -130,7 +130,9 @@ def test_s3control_client_reaches_the_backend(drill_env: EmbeddedBackend) -> Non
     s3control = make_client(session_for(VAULT_PROFILE), "s3control")
     sent: list[str] = []
     s3control.meta.events.register("before-send.s3-control.*", lambda request, **_: sent.append(request.url))
-    block = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+    block = {
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+    }
     s3control.put_public_access_block(AccountId=VAULT_ACCOUNT, PublicAccessBlockConfiguration=block)
     answer = s3control.get_public_access_block(AccountId=VAULT_ACCOUNT)
     assert answer["PublicAccessBlockConfiguration"] == block

@@ -109,7 +109,7 @@ def test_port_zero_picks_a_free_port_each_time(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.10.20", "example.com"])
 def test_other_hosts_are_refused(host: str, tmp_path: Path) -> None:
-    with pytest.raises(BackendError, match="127.0.0.1 only"):
+    with pytest.raises(BackendError, match=r"127\.0\.0\.1 only"):
         start_backend(host=host, config_file=tmp_path / "aws-config")
 
 

@@ -23,7 +23,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from runbook_fixtures import Drill, aws_env, drill  # noqa: F401
+from runbook_fixtures import Drill, aws_env, drill
 
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded.batch_models import TaskFunctions
@@ -55,7 +55,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(drill: Drill) -> Iterator[World]:  # noqa: F811
+def world(drill: Drill) -> Iterator[World]:
     """Build the module's buckets and role; run jobs quickly with a task function that succeeds."""
     suffix = uuid.uuid4().hex[:8]
     s3, iam = drill.client("s3"), drill.client("iam")
@@ -124,7 +124,7 @@ def _wait(client: Any, job_id: str, statuses: set[str], timeout: float = 20.0) -
 # --- round trips ---------------------------------------------------------------------------
 
 
-def test_describe_job_echoes_the_request_with_its_state(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_describe_job_echoes_the_request_with_its_state(world: World, aws_env: Drill) -> None:
     client = _client()
     request = _request(world, Description="recover & <check>")
     request["ManifestGenerator"]["S3JobManifestGenerator"]["Filter"]["MatchAnyObjectEncryption"] = [{"NOTSSE": {}}]
@@ -148,7 +148,7 @@ def test_describe_job_echoes_the_request_with_its_state(world: World, aws_env: D
     client.update_job_status(AccountId=VAULT_ACCOUNT, JobId=job_id, RequestedJobStatus="Cancelled")
 
 
-def test_a_confirmed_job_runs_to_complete(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_a_confirmed_job_runs_to_complete(world: World, aws_env: Drill) -> None:
     client = _client()
     job_id = client.create_job(**_request(world))["JobId"]
     _wait(client, job_id, {"Suspended"})
@@ -165,7 +165,7 @@ def test_a_confirmed_job_runs_to_complete(world: World, aws_env: Drill) -> None:
     assert job["TerminationDate"] >= job["CreationTime"]
 
 
-def test_update_job_priority_changes_what_describe_job_shows(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_update_job_priority_changes_what_describe_job_shows(world: World, aws_env: Drill) -> None:
     client = _client()
     job_id = client.create_job(**_request(world))["JobId"]
 
@@ -176,7 +176,7 @@ def test_update_job_priority_changes_what_describe_job_shows(world: World, aws_e
     client.update_job_status(AccountId=VAULT_ACCOUNT, JobId=job_id, RequestedJobStatus="Cancelled")
 
 
-def test_job_tags_round_trip(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_job_tags_round_trip(world: World, aws_env: Drill) -> None:
     client = _client()
     job_id = client.create_job(**_request(world, Tags=[{"Key": "Project", "Value": "vault-recovery"}]))["JobId"]
 
@@ -245,7 +245,7 @@ INVALID_REQUESTS = [
 @pytest.mark.parametrize(("change", "message"), [(c, m) for _, c, m in INVALID_REQUESTS],
                          ids=[name for name, _, _ in INVALID_REQUESTS])
 def test_create_job_rejects_an_invalid_request(
-    world: World, aws_env: Drill, change: Any, message: str  # noqa: F811
+    world: World, aws_env: Drill, change: Any, message: str
 ) -> None:
     client = _client(validate=False)
     request = change(_request(world))
@@ -264,7 +264,7 @@ def test_create_job_rejects_an_invalid_request(
         ("update_job_priority", {"Priority": 1}),
     ],
 )
-def test_an_unknown_job_is_not_found(world: World, aws_env: Drill, operation: str, arguments: dict[str, Any]) -> None:  # noqa: F811
+def test_an_unknown_job_is_not_found(world: World, aws_env: Drill, operation: str, arguments: dict[str, Any]) -> None:
     client = _client()
     missing = str(uuid.uuid4())
 
@@ -274,7 +274,7 @@ def test_an_unknown_job_is_not_found(world: World, aws_env: Drill, operation: st
     assert missing in text
 
 
-def test_update_job_priority_rejects_a_negative_priority(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_update_job_priority_rejects_a_negative_priority(world: World, aws_env: Drill) -> None:
     client = _client(validate=False)
     job_id = client.create_job(**_request(world))["JobId"]
 
@@ -285,13 +285,14 @@ def test_update_job_priority_rejects_a_negative_priority(world: World, aws_env: 
     client.update_job_status(AccountId=VAULT_ACCOUNT, JobId=job_id, RequestedJobStatus="Cancelled")
 
 
-def test_status_changes_a_job_cannot_make_are_refused(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_status_changes_a_job_cannot_make_are_refused(world: World, aws_env: Drill) -> None:
     client = _client()
     job_id = client.create_job(**_request(world, ConfirmationRequired=False))["JobId"]
     _wait(client, job_id, {"Complete"})
 
     ready = _error(lambda: client.update_job_status(AccountId=VAULT_ACCOUNT, JobId=job_id, RequestedJobStatus="Ready"))
-    cancel = _error(lambda: client.update_job_status(AccountId=VAULT_ACCOUNT, JobId=job_id, RequestedJobStatus="Cancelled"))
+    cancel = _error(
+        lambda: client.update_job_status(AccountId=VAULT_ACCOUNT, JobId=job_id, RequestedJobStatus="Cancelled"))
 
     assert ready == ("JobStatusException", f"Job {job_id} is Complete; only a Suspended job can be set to Ready.", 400)
     assert cancel == ("JobStatusException", f"Job {job_id} is Complete and can no longer be cancelled.", 400)
@@ -300,7 +301,7 @@ def test_status_changes_a_job_cannot_make_are_refused(world: World, aws_env: Dri
 # --- idempotency ---------------------------------------------------------------------------
 
 
-def test_the_same_token_and_request_give_the_same_job(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_the_same_token_and_request_give_the_same_job(world: World, aws_env: Drill) -> None:
     client = _client()
     request = _request(world)
 
@@ -311,7 +312,7 @@ def test_the_same_token_and_request_give_the_same_job(world: World, aws_env: Dri
     client.update_job_status(AccountId=VAULT_ACCOUNT, JobId=first, RequestedJobStatus="Cancelled")
 
 
-def test_the_same_token_with_another_request_is_refused(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_the_same_token_with_another_request_is_refused(world: World, aws_env: Drill) -> None:
     client = _client()
     request = _request(world)
     first = client.create_job(**request)["JobId"]
@@ -326,7 +327,7 @@ def test_the_same_token_with_another_request_is_refused(world: World, aws_env: D
 # --- listing -------------------------------------------------------------------------------
 
 
-def test_list_jobs_filters_by_status_and_pages(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_list_jobs_filters_by_status_and_pages(world: World, aws_env: Drill) -> None:
     client = _client()
     created = [client.create_job(**_request(world, Description=f"page {i}"))["JobId"] for i in range(5)]
     for job_id in created:
@@ -365,7 +366,7 @@ def test_list_jobs_filters_by_status_and_pages(world: World, aws_env: Drill) -> 
         ({"MaxResults": 5000}, "InvalidRequest"),
     ],
 )
-def test_list_jobs_rejects_bad_arguments(world: World, aws_env: Drill, arguments: dict[str, Any], code: str) -> None:  # noqa: F811
+def test_list_jobs_rejects_bad_arguments(world: World, aws_env: Drill, arguments: dict[str, Any], code: str) -> None:
     client = _client(validate=False)
 
     error = _error(lambda: client.list_jobs(AccountId=VAULT_ACCOUNT, **arguments))
@@ -376,7 +377,7 @@ def test_list_jobs_rejects_bad_arguments(world: World, aws_env: Drill, arguments
 # --- accounts ------------------------------------------------------------------------------
 
 
-def test_an_account_sees_only_its_own_jobs(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_an_account_sees_only_its_own_jobs(world: World, aws_env: Drill) -> None:
     vault, recovery = _client(), _client(RECOVERY_PROFILE)
     job_id = vault.create_job(**_request(world))["JobId"]
 
@@ -390,7 +391,7 @@ def test_an_account_sees_only_its_own_jobs(world: World, aws_env: Drill) -> None
     vault.update_job_status(AccountId=VAULT_ACCOUNT, JobId=job_id, RequestedJobStatus="Cancelled")
 
 
-def test_errors_use_the_s3_control_error_document(world: World, aws_env: Drill) -> None:  # noqa: F811
+def test_errors_use_the_s3_control_error_document(world: World, aws_env: Drill) -> None:
     request = urllib.request.Request(
         f"{aws_env.backend.endpoint}/v20180820/jobs/{uuid.uuid4()}", headers={"x-amz-account-id": VAULT_ACCOUNT}
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from moto.s3.models import s3_backends
-from runbook_fixtures import Drill, drill  # noqa: F401
+from runbook_fixtures import Drill, drill
 
 from runbook_lib.embedded.batch_models import TaskFunctions
 from runbook_lib.embedded.replication import TaskResult
@@ -36,7 +36,7 @@ BATCH_TRUST = {
 
 
 @pytest.fixture(scope="module")
-def cli(drill: Drill) -> Iterator[dict[str, str]]:  # noqa: F811
+def cli(drill: Drill) -> Iterator[dict[str, str]]:
     """Return the environment the CLI runs in: the backend's config file and nothing else of AWS."""
     if not AWS.exists():
         pytest.fail(f"the AWS CLI is not installed at {AWS}; install the test extras (pip install -e .[test])")
@@ -59,7 +59,7 @@ def _aws(environment: dict[str, str], *arguments: str) -> Any:
     return json.loads(done.stdout) if done.stdout.strip() else None
 
 
-def _world(drill: Drill) -> tuple[str, str, str]:  # noqa: F811
+def _world(drill: Drill) -> tuple[str, str, str]:
     """Return a source bucket with two versions, a report bucket and a job role."""
     suffix = uuid.uuid4().hex[:8]
     s3, iam = drill.client("s3"), drill.client("iam")
@@ -75,7 +75,7 @@ def _world(drill: Drill) -> tuple[str, str, str]:  # noqa: F811
     return source, report, role["Role"]["Arn"]
 
 
-def test_the_cli_creates_confirms_follows_and_lists_a_job(drill: Drill, cli: dict[str, str]) -> None:  # noqa: F811
+def test_the_cli_creates_confirms_follows_and_lists_a_job(drill: Drill, cli: dict[str, str]) -> None:
     source, report, role = _world(drill)
     account = ["--account-id", VAULT_ACCOUNT]
 
@@ -109,7 +109,9 @@ def _until(environment: dict[str, str], job_id: str, status: str, timeout: float
         time.sleep(0.1)
 
 
-def test_the_cli_puts_a_replication_configuration_with_a_token(drill: Drill, cli: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+def test_the_cli_puts_a_replication_configuration_with_a_token(
+    drill: Drill, cli: dict[str, str], tmp_path: Path,
+) -> None:
     bucket = f"cli-replicated-{uuid.uuid4().hex[:8]}"
     drill.client("s3").create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     configuration = {

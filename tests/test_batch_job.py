@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.stub import Stubber
-from runbook_fixtures import DRILL_PARAMS, CtxFactory, Drill, aws_env, drill, make_ctx  # noqa: F401
+from runbook_fixtures import DRILL_PARAMS, CtxFactory, Drill, aws_env, drill, make_ctx
 
 from runbook_lib import batch_job
 from runbook_lib.batch_job import (
@@ -166,7 +166,7 @@ class ScriptedS3Control:
     described: int = 0
     updates: list[dict[str, Any]] = field(default_factory=list)
 
-    def describe_job(self, AccountId: str, JobId: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+    def describe_job(self, AccountId: str, JobId: str) -> dict[str, Any]:  # boto3's argument names
         assert (AccountId, JobId) == ("111111111111", JOB_ID)
         answer = self.script[min(self.described, len(self.script) - 1)]
         self.described += 1

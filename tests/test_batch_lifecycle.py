@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from moto.s3.models import s3_backends
-from runbook_fixtures import Drill, aws_env, drill  # noqa: F401
+from runbook_fixtures import Drill, aws_env, drill
 
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded.batch_models import JobStore, TaskFunctions
@@ -82,7 +82,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(drill: Drill) -> Iterator[World]:  # noqa: F811
+def world(drill: Drill) -> Iterator[World]:
     """Create the role and report bucket; make the module's job store fast and its tasks fake."""
     s3, iam = drill.client("s3"), drill.client("iam")
     report = f"lifecycle-report-{uuid.uuid4().hex[:8]}"
@@ -98,7 +98,7 @@ def world(drill: Drill) -> Iterator[World]:  # noqa: F811
 
 
 @pytest.fixture
-def store(drill: Drill) -> Iterator[JobStore]:  # noqa: F811
+def store(drill: Drill) -> Iterator[JobStore]:
     """Return the backend's job store; whatever a test changes on it is put back afterwards."""
     jobs = drill.backend.app.jobs_app.store
     saved = (jobs.tasks_per_second, jobs.task_functions)
@@ -107,7 +107,7 @@ def store(drill: Drill) -> Iterator[JobStore]:  # noqa: F811
 
 
 @pytest.fixture
-def s3control(aws_env: Drill) -> Any:  # noqa: F811
+def s3control(aws_env: Drill) -> Any:
     """Return an S3 Control client of the vault account."""
     return make_client(session_for(VAULT_PROFILE, REGION), "s3control", region_name=REGION)
 
@@ -133,7 +133,9 @@ def _describe(s3control: Any, job_id: str) -> dict[str, Any]:
     return dict(s3control.describe_job(AccountId=VAULT_ACCOUNT, JobId=job_id)["Job"])
 
 
-def _watch(s3control: Any, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> list[dict[str, Any]]:
+def _watch(
+    s3control: Any, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+) -> list[dict[str, Any]]:
     """Return every description seen while polling, up to the first one `until` accepts."""
     seen, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -332,7 +334,8 @@ def test_a_report_bucket_with_default_retention_fails_the_job(world: World, s3co
 def _deny_manifest_reads(world: World) -> str:
     return world.role({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
-        {"Effect": "Deny", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"arn:aws:s3:::{world.report}/*"},
+        {"Effect": "Deny", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": f"arn:aws:s3:::{world.report}/*"},
     ]})
 
 
@@ -360,8 +363,10 @@ def test_an_unusable_manifest_fails_the_job(world: World, s3control: Any, case: 
         location["ETag"] = "0" * 32
     request = _request(world, bucket, RoleArn=_deny_manifest_reads(world) if case == "denied" else world.role_arn)
     del request["ManifestGenerator"]
-    request["Manifest"] = {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
-                           "Location": location}
+    request["Manifest"] = {
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
+        "Location": location,
+    }
 
     job_id = s3control.create_job(**request)["JobId"]
     final = _watch(s3control, job_id, _ended)[-1]
@@ -409,7 +414,8 @@ def test_injected_faults_fail_first_attempts_only_so_a_retry_succeeds(world: Wor
     del retry["ManifestGenerator"]
     retry["Manifest"] = {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
                          "Location": {"ObjectArn": f"arn:aws:s3:::{world.report}/retry/{job_id}.csv", "ETag": etag}}
-    retried = store.wait_for(VAULT_ACCOUNT, REGION, store.create_job(VAULT_ACCOUNT, REGION, retry), TERMINAL, timeout=30)
+    retry_id = store.create_job(VAULT_ACCOUNT, REGION, retry)
+    retried = store.wait_for(VAULT_ACCOUNT, REGION, retry_id, TERMINAL, timeout=30)
 
     assert job.status == "Failed"
     assert job.succeeded + job.failed == 1000
@@ -439,7 +445,7 @@ def test_faults_are_the_same_for_the_same_seed(world: World) -> None:
 # --- events --------------------------------------------------------------------------------
 
 
-def test_job_status_events_reach_an_sns_topic_and_its_queue(world: World, s3control: Any, aws_env: Drill) -> None:  # noqa: F811
+def test_job_status_events_reach_an_sns_topic_and_its_queue(world: World, s3control: Any, aws_env: Drill) -> None:
     events, sns, sqs = aws_env.client("events"), aws_env.client("sns"), aws_env.client("sqs")
     suffix = uuid.uuid4().hex[:8]
     topic = sns.create_topic(Name=f"job-status-{suffix}")["TopicArn"]
@@ -470,7 +476,8 @@ def test_job_status_events_reach_an_sns_topic_and_its_queue(world: World, s3cont
         ("JobStatusChanged", "Active"), ("JobStatusChanged", "Completing"), ("JobStatusChanged", "Complete"),
     ]
     last = ours[-1]
-    assert (last["source"], last["detail-type"], last["account"]) == ("aws.s3", "AWS Service Event via CloudTrail", VAULT_ACCOUNT)
+    assert (last["source"], last["detail-type"], last["account"]) == (
+        "aws.s3", "AWS Service Event via CloudTrail", VAULT_ACCOUNT)
     assert last["detail"]["eventSource"] == "s3.amazonaws.com"
     details = last["detail"]["serviceEventDetails"]
     assert details["jobArn"] == f"arn:aws:s3:{REGION}:{VAULT_ACCOUNT}:job/{job_id}"

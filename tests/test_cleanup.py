@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from runbook_fixtures import DRILL_PARAMS, Drill, aws_env, count_versions, drill, watch_calls, write_calls  # noqa: F401
+from runbook_fixtures import DRILL_PARAMS, Drill, aws_env, count_versions, drill, watch_calls, write_calls
 
 from runbook_lib import cleanup, notifications, policies, provision
 from runbook_lib.cleanup import CleanupAction

@@ -91,7 +91,8 @@ def test_damage_after_a_drill_fails_reverification_with_exactly_those_versions(t
         recovered = [v for v in truth.versions if v.expected_outcome == RECOVER]
         removed = next(v for v in recovered if v.object_lock_mode is None and v.object_lock_legal_hold_status != "ON")
         extended = next(v for v in recovered if v.object_lock_mode == "GOVERNANCE" and v is not removed)
-        released = next(v for v in recovered if v.object_lock_legal_hold_status == "ON" and v not in (removed, extended))
+        released = next(
+            v for v in recovered if v.object_lock_legal_hold_status == "ON" and v not in (removed, extended))
         s3 = _client("s3", "drill-recovery")
         s3.delete_object(Bucket=RECOVERY_BUCKET, Key=removed.key, VersionId=removed.version_id)
         later = datetime.now(timezone.utc) + timedelta(days=4000)

@@ -35,7 +35,8 @@ def test_timings_come_from_papermill_metadata_in_phase_order(tmp_path: Path) -> 
 
 def test_timings_fall_back_to_the_ledger_for_interactive_runs(tmp_path: Path) -> None:
     (tmp_path / "ledger.json").write_text(json.dumps({"phases": {
-        "01_recovery_bucket": {"status": "ok", "started": "2026-11-27T00:00:00+00:00", "ended": "2026-11-27T00:00:07+00:00"},
+        "01_recovery_bucket": {
+            "status": "ok", "started": "2026-11-27T00:00:00+00:00", "ended": "2026-11-27T00:00:07+00:00"},
         "00_preflight": {"status": "failed", "started": "2026-11-27T00:00:00+00:00", "seconds": 1.5},
     }}))
 

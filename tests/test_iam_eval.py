@@ -694,7 +694,8 @@ SEED_TRUST = trust({"Service": [BATCH_SERVICE, "s3.amazonaws.com"]})
         (trust({"AWS": ROLE}), BATCH_SERVICE, False),
         (trust({"AWS": "*"}), BATCH_SERVICE, False),
         (
-            policy({"Effect": "Allow", "Principal": {"Service": BATCH_SERVICE}, "Action": "sts:AssumeRoleWithWebIdentity"}),
+            policy({"Effect": "Allow", "Principal": {"Service": BATCH_SERVICE},
+                    "Action": "sts:AssumeRoleWithWebIdentity"}),
             BATCH_SERVICE,
             False,
         ),

@@ -60,7 +60,7 @@ def test_interrupted_save_leaves_the_previous_ledger_whole_and_no_stray_file(
 def test_bind_refuses_a_folder_of_another_run(tmp_path: Path) -> None:
     open_ledger(tmp_path).bind("drill", "parameters/drill.yaml")
 
-    with pytest.raises(RunbookError, match="belongs to run_id 'drill', not 'recovery-2026'.*new run folder"):
+    with pytest.raises(RunbookError, match=r"belongs to run_id 'drill', not 'recovery-2026'.*new run folder"):
         open_ledger(tmp_path).bind("recovery-2026", "parameters/aws.yaml")
     assert on_disk(tmp_path)["run_id"] == "drill"
     assert on_disk(tmp_path)["params_file"] == "parameters/drill.yaml"
@@ -128,7 +128,7 @@ def test_forget_created_moves_the_resource_to_removed(tmp_path: Path) -> None:
 
 
 def test_require_says_which_phase_to_run_first(tmp_path: Path) -> None:
-    with pytest.raises(RunbookError, match="recovery_key_arn .* run phase 01_recovery_bucket first"):
+    with pytest.raises(RunbookError, match=r"recovery_key_arn .* run phase 01_recovery_bucket first"):
         open_ledger(tmp_path).require("recovery_key_arn", "01_recovery_bucket")
 
 
@@ -145,9 +145,8 @@ def test_phase_records_status_and_seconds_on_success(tmp_path: Path) -> None:
 
 def test_phase_records_failure_with_the_first_line_of_the_error_and_re_raises(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path)
-    with pytest.raises(RunbookError):
-        with ledger.phase("03_grants"):
-            raise RunbookError("the vault key policy cannot be read\nsecond line")
+    with pytest.raises(RunbookError), ledger.phase("03_grants"):
+        raise RunbookError("the vault key policy cannot be read\nsecond line")
 
     recorded = on_disk(tmp_path)["phases"]["03_grants"]
     assert recorded["status"] == "failed"

@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 import pandas as pd
 import pytest
 from moto.s3.models import FakeDeleteMarker, s3_backends
-from runbook_fixtures import Drill, aws_env, drill  # noqa: F401
+from runbook_fixtures import Drill, aws_env, drill
 
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded.batch_models import TaskFunctions
@@ -77,7 +77,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(drill: Drill) -> Iterator[World]:  # noqa: F811
+def world(drill: Drill) -> Iterator[World]:
     """Create the role and the report bucket; make the module's jobs fast with fake tasks."""
     s3, iam = drill.client("s3"), drill.client("iam")
     suffix = uuid.uuid4().hex[:8]
@@ -94,7 +94,7 @@ def world(drill: Drill) -> Iterator[World]:  # noqa: F811
 
 
 @pytest.fixture
-def s3control(aws_env: Drill) -> Any:  # noqa: F811
+def s3control(aws_env: Drill) -> Any:
     """Return an S3 Control client of the vault account."""
     return make_client(session_for(VAULT_PROFILE, REGION), "s3control", region_name=REGION)
 
@@ -245,28 +245,31 @@ def test_the_saved_manifest_and_the_report_list_exactly_the_tasks_that_ran(world
     assert job["Status"] == "Complete"
     assert manifest_key == f"generated/job-{job['JobId']}/manifest.json"
     assert descriptor["Format"] == "S3InventoryReport_CSV_20211130"
-    assert descriptor["Location"]["ETag"] == world.s3.head_object(Bucket=world.report, Key=manifest_key)["ETag"].strip('"')
+    stored_etag = world.s3.head_object(Bucket=world.report, Key=manifest_key)["ETag"].strip('"')
+    assert descriptor["Location"]["ETag"] == stored_etag
     assert index["sourceBucket"] == bucket
     assert index["destinationBucket"] == f"arn:aws:s3:::{world.report}"
-    assert (index["version"], index["fileFormat"], index["fileSchema"]) == ("2021-11-30", "CSV", "Bucket, Key, VersionId")
+    assert (index["version"], index["fileFormat"], index["fileSchema"]) == (
+        "2021-11-30", "CSV", "Bucket, Key, VersionId")
     assert abs(int(index["creationTimestamp"]) / 1000 - time.time()) < 60
-    for listed_file, body in zip(index["files"], shards):
+    for listed_file, body in zip(index["files"], shards, strict=True):
         assert re.fullmatch(rf"generated/job-{job['JobId']}/data/[0-9a-f-]{{36}}\.csv", listed_file["key"])
         assert (listed_file["size"], listed_file["MD5checksum"]) == (len(body), hashlib.md5(body).hexdigest())
         assert world.s3.head_object(Bucket=world.report, Key=listed_file["key"])["ServerSideEncryption"] == "AES256"
-    assert {(unquote_plus(k), v) for k, v in zip(listed["key"], listed["version_id"])} == source_versions
+    assert {(unquote_plus(k), v) for k, v in zip(listed["key"], listed["version_id"], strict=True)} == source_versions
     assert set(listed["bucket"]) == {bucket}
 
     assert len(report) == len(listed) == job["ProgressSummary"]["TotalNumberOfTasks"] == len(keys)
-    assert {(unquote_plus(k), v) for k, v in zip(report["key"], report["version_id"])} == source_versions
+    assert {(unquote_plus(k), v) for k, v in zip(report["key"], report["version_id"], strict=True)} == source_versions
     assert set(report["key"]) == set(listed["key"])  # keys echoed exactly as the manifest spells them
     failed = report[report["task_status"] == "failed"]
     assert sorted(failed["key"].map(unquote_plus)) == sorted(k for k in keys if any(m in k for m in FAILING))
     assert len(failed) == job["ProgressSummary"]["NumberOfTasksFailed"]
     assert set(failed["result_message"]) == {'Access denied, "replicas" key policy'}
-    assert set(zip(failed["http_status"], failed["error_code"])) == {("500", "DstPutObjectNotPermitted")}
+    assert set(zip(failed["http_status"], failed["error_code"], strict=True)) == {("500", "DstPutObjectNotPermitted")}
     succeeded = report[report["task_status"] == "succeeded"]
-    assert set(zip(succeeded["http_status"], succeeded["error_code"], succeeded["result_message"])) == {("200", "", "success")}
+    outcomes = zip(succeeded["http_status"], succeeded["error_code"], succeeded["result_message"], strict=True)
+    assert set(outcomes) == {("200", "", "success")}
 
 
 def test_the_completion_report_has_the_layout_s3_writes(world: World, s3control: Any) -> None:
@@ -338,13 +341,16 @@ def test_a_manifest_saved_with_sse_kms_is_encrypted_with_that_key(world: World, 
     assert {(h["ServerSideEncryption"], h["SSEKMSKeyId"]) for h in heads} == {("aws:kms", key_arn)}
 
 
-def test_a_generator_without_permission_to_save_its_manifest_fails_the_job(world: World, s3control: Any, aws_env: Drill) -> None:  # noqa: F811
+def test_a_generator_without_permission_to_save_its_manifest_fails_the_job(
+    world: World, s3control: Any, aws_env: Drill,
+) -> None:
     iam = aws_env.client("iam")
     name = f"gen-deny-{uuid.uuid4().hex[:8]}"
     role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(BATCH_TRUST))["Role"]["Arn"]
-    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+    denied = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
-        {"Effect": "Deny", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{world.report}/denied/*"}]}))
+        {"Effect": "Deny", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{world.report}/denied/*"}]}
+    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(denied))
     bucket = world.source(["a.txt"])
     request = _request(world, bucket, EnableManifestOutput=True, ManifestOutputLocation={
         "Bucket": f"arn:aws:s3:::{world.report}", "ManifestPrefix": "denied",
@@ -376,7 +382,7 @@ def test_a_saved_manifest_can_be_the_manifest_of_a_later_job(world: World, s3con
 
     assert second["Status"] == "Complete"
     assert second["ProgressSummary"]["TotalNumberOfTasks"] == 3
-    assert {(k, v) for k, v in zip(loaded["key"], loaded["version_id"])} == _versions(world, bucket)
+    assert {(k, v) for k, v in zip(loaded["key"], loaded["version_id"], strict=True)} == _versions(world, bucket)
 
 
 def test_a_csv_manifest_with_encoded_keys_replicates_those_versions(world: World, s3control: Any) -> None:
@@ -391,8 +397,10 @@ def test_a_csv_manifest_with_encoded_keys_replicates_those_versions(world: World
     etag = world.s3.put_object(Bucket=world.report, Key=f"csv/{bucket}.csv", Body=body)["ETag"]
     request = _request(world, bucket)
     del request["ManifestGenerator"]
-    request["Manifest"] = {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
-                           "Location": {"ObjectArn": f"arn:aws:s3:::{world.report}/csv/{bucket}.csv", "ETag": etag}}
+    request["Manifest"] = {
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
+        "Location": {"ObjectArn": f"arn:aws:s3:::{world.report}/csv/{bucket}.csv", "ETag": etag},
+    }
 
     job = _run(s3control, request)
     index = json.loads(world.read(f"reports/{bucket}/job-{job['JobId']}/manifest.json"))
@@ -401,4 +409,4 @@ def test_a_csv_manifest_with_encoded_keys_replicates_those_versions(world: World
 
     assert job["ProgressSummary"]["TotalNumberOfTasks"] == len(keys) + 1
     assert sorted(rows["key"]) == sorted(line.split(",")[1] for line in body.decode().splitlines())
-    assert {(unquote_plus(k), v) for k, v in zip(rows["key"], rows["version_id"])} == set(versions)
+    assert {(unquote_plus(k), v) for k, v in zip(rows["key"], rows["version_id"], strict=True)} == set(versions)

@@ -317,7 +317,8 @@ def test_bucket_replication_reads_back_as_it_was_put(s3: Any) -> None:
                     "StorageClass": "INTELLIGENT_TIERING",
                     "AccessControlTranslation": {"Owner": "Destination"},
                     "EncryptionConfiguration": {
-                        "ReplicaKmsKeyID": "arn:aws:kms:us-east-1:222222222222:key/0f0e0d0c-1111-2222-3333-444455556666",
+                        "ReplicaKmsKeyID":
+                            "arn:aws:kms:us-east-1:222222222222:key/0f0e0d0c-1111-2222-3333-444455556666",
                     },
                     "ReplicationTime": {"Status": "Enabled", "Time": {"Minutes": 15}},
                     "Metrics": {"Status": "Enabled", "EventThreshold": {"Minutes": 15}},

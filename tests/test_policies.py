@@ -496,7 +496,7 @@ def test_vault_key_statements_make_the_role_a_key_user_and_let_the_recovery_acco
 def test_merge_adds_our_statements_after_the_others_and_keeps_those_untouched() -> None:
     original = copy.deepcopy(VAULT_KEY_POLICY)
     merged = policies.merge_key_policy(VAULT_KEY_POLICY, vault_key_statements())
-    assert VAULT_KEY_POLICY == original, "the input policy must not be modified"
+    assert original == VAULT_KEY_POLICY, "the input policy must not be modified"
     assert merged["Id"] == "key-consolepolicy-3"
     assert merged["Statement"][:2] == [AWS_DEFAULT_KEY_STATEMENT, KEY_ADMIN_STATEMENT]
     assert merged["Statement"][2:] == vault_key_statements()
@@ -582,7 +582,7 @@ def test_recovery_bucket_policy_lets_the_role_write_replicas_and_read_versioning
     document = bucket_policy()
     assert document["Id"] == "RunbookRecoveryBucketPolicy"
     assert all(s["Principal"] == {"AWS": ROLE} for s in document["Statement"])
-    for action in policies.RECOVERY_BUCKET_OBJECT_ACTIONS + ("s3:ReplicateTags",):
+    for action in (*policies.RECOVERY_BUCKET_OBJECT_ACTIONS, "s3:ReplicateTags"):
         assert allowing(document, action, RESOURCES["recovery-object"]), action
     for action in ("s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning"):
         assert allowing(document, action, RESOURCES["recovery-bucket"]), action

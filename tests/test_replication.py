@@ -151,7 +151,9 @@ class World:
             "Effect": "Allow", "Action": action, "Resource": key_arn,
             "Condition": {
                 "StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"},
-                "StringLike": {"kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]},
+                "StringLike": {
+                    "kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                },
             },
         }
 
@@ -499,7 +501,8 @@ def _recovery_key_without_vault_grant(world: World) -> None:
 def _deny_in_recovery_bucket_policy(world: World) -> None:
     deny = {"Sid": "NoReplicasFromTheVault", "Effect": "Deny", "Principal": {"AWS": world.role_arn},
             "Action": "s3:ReplicateObject", "Resource": f"arn:aws:s3:::{world.recovery_bucket}/*"}
-    world.accounts.recovery_s3.put_bucket_policy(Bucket=world.recovery_bucket, Policy=world.recovery_bucket_policy(deny))
+    world.accounts.recovery_s3.put_bucket_policy(
+        Bucket=world.recovery_bucket, Policy=world.recovery_bucket_policy(deny))
 
 
 def _replica_key(arn: str) -> Callable[[World], None]:

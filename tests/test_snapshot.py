@@ -256,7 +256,7 @@ def test_the_page_size_does_not_change_the_snapshot(s3: Any, vault: pd.DataFrame
 def test_a_prefix_limits_the_snapshot_to_its_keys(s3: Any, truth: GroundTruth, prefix: str) -> None:
     frame = snapshot_bucket(s3, VAULT_BUCKET, prefix=prefix, page_size=7)
     wanted = {(v.key, v.version_id) for v in truth.versions if v.key.startswith(prefix)}
-    assert set(zip(frame["key"], frame["version_id"])) == wanted
+    assert set(zip(frame["key"], frame["version_id"], strict=True)) == wanted
     assert len(frame) == len(wanted)
     assert list(frame.columns) == [*COLUMNS, HEAD_ERROR]
 
@@ -390,7 +390,8 @@ def test_verify_refuses_to_pass_versions_whose_locks_were_unreadable(
 
     assert comparison.verdict == "FAIL"
     unknown = comparison.category(verify.UNKNOWN_UNREADABLE)
-    assert set(zip(unknown["key"], unknown["version_id"])) == set(zip(recovery["key"], recovery["version_id"]))
+    unknown_versions = set(zip(unknown["key"], unknown["version_id"], strict=True))
+    assert unknown_versions == set(zip(recovery["key"], recovery["version_id"], strict=True))
     assert comparison.counts["unknown"] == len(recovery)
     assert comparison.counts["recovered"] == 0
 
@@ -402,10 +403,11 @@ def test_a_failed_head_leaves_that_version_unknown_and_names_the_error(
         v for v in truth.versions
         if not v.is_delete_marker and v.object_lock_mode and v.object_lock_legal_hold_status == "ON"
     )
-    frame = snapshot_bucket(RestrictedS3(s3, forbidden_heads=frozenset({(target.key, target.version_id)})), VAULT_BUCKET)
+    restricted = RestrictedS3(s3, forbidden_heads=frozenset({(target.key, target.version_id)}))
+    frame = snapshot_bucket(restricted, VAULT_BUCKET)
 
     failed = frame[frame[HEAD_ERROR].notna()]
-    assert list(zip(failed["key"], failed["version_id"])) == [(target.key, target.version_id)]
+    assert list(zip(failed["key"], failed["version_id"], strict=True)) == [(target.key, target.version_id)]
     row = failed.iloc[0]
     assert row[HEAD_ERROR] == "403"
     assert [row[name] for name in LOCK_COLUMNS] == [UNKNOWN] * 3
@@ -445,7 +447,7 @@ def test_a_throttled_backend_gives_the_same_snapshot(
 
 
 def test_a_bucket_that_cannot_be_listed_is_an_error_that_says_what_to_check(s3: Any) -> None:
-    with pytest.raises(RunbookError, match="no-such-vault-bucket.*ListBucketVersions"):
+    with pytest.raises(RunbookError, match=r"no-such-vault-bucket.*ListBucketVersions"):
         snapshot_bucket(s3, "no-such-vault-bucket")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import pandas as pd
@@ -520,7 +521,7 @@ def test_snapshot_without_lock_columns_is_refused() -> None:
 def _in_chunks(frame: pd.DataFrame, pieces: int) -> pd.DataFrame:
     """Return the frame rebuilt from slices, so its text columns hold several arrow chunks."""
     bounds = [len(frame) * i // pieces for i in range(pieces + 1)]
-    return pd.concat([frame.iloc[a:b] for a, b in zip(bounds, bounds[1:])], ignore_index=True)
+    return pd.concat([frame.iloc[a:b] for a, b in pairwise(bounds)], ignore_index=True)
 
 
 def test_chunked_and_shuffled_inputs_give_the_same_answer() -> None:

@@ -462,7 +462,7 @@ class JobStore:
                           key=lambda j: (j.creation_time, j.ordinal), reverse=True)
             selected = [j for j in jobs if not statuses or j.status in statuses]
             start = self._page_start(selected, next_token)
-            size = 1000 if not max_results else max_results
+            size = max_results or 1000
             page = selected[start:start + size]
             more = start + size < len(selected)
             token = _encode_token(selected[start + size].job_id) if more else None
@@ -488,10 +488,7 @@ class JobStore:
             raise _invalid(f"requestedJobStatus {requested!r} is not allowed; use Ready or Cancelled.")
         job = self.job(account, region, job_id)
         with self._changed:
-            if requested == "Ready":
-                new_status = self._confirm(job, reason)
-            else:
-                new_status = self._request_cancel(job, reason)
+            new_status = self._confirm(job, reason) if requested == "Ready" else self._request_cancel(job, reason)
             changed = new_status != job.status
             if changed:
                 self._set_locked(job, new_status)

@@ -84,7 +84,8 @@ def _local(tag: str) -> str:
 def parse_request_body(body: bytes, shape: StructureShape) -> dict[str, Any]:
     """Return a rest-xml request body as botocore's parameter dict (the names boto3 callers use)."""
     if not body.strip():
-        raise S3ControlError("MalformedXML", "The request body is empty; send the XML document the operation takes.", 400)
+        raise S3ControlError(
+            "MalformedXML", "The request body is empty; send the XML document the operation takes.", 400)
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as error:
@@ -112,7 +113,8 @@ def _parse(element: ElementTree.Element, shape: Shape, path: str) -> Any:
     if kind == "list":
         item = shape.member
         item_name = item.serialization.get("name", "member")
-        return [_parse(child, item, f"{path}[{i}]") for i, child in enumerate(c for c in element if _local(c.tag) == item_name)]
+        items = (child for child in element if _local(child.tag) == item_name)
+        return [_parse(child, item, f"{path}[{i}]") for i, child in enumerate(items)]
     if kind == "map":
         return {
             (entry.findtext(f"{{{NAMESPACE}}}key") or entry.findtext("key") or ""):
@@ -242,7 +244,8 @@ def _render(value: Any, shape: Shape, name: str) -> str:
         item_name = item.serialization.get("name", "member")
         return f"<{name}>" + "".join(_render(v, item, item_name) for v in value) + f"</{name}>"
     if kind == "map":
-        entries = "".join(f"<entry><key>{escape(str(k))}</key><value>{escape(str(v))}</value></entry>" for k, v in value.items())
+        entries = "".join(
+            f"<entry><key>{escape(str(k))}</key><value>{escape(str(v))}</value></entry>" for k, v in value.items())
         return f"<{name}>{entries}</{name}>"
     if kind == "boolean":
         text = "true" if value else "false"

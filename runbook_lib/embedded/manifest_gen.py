@@ -483,7 +483,8 @@ def _read_object(bucket: str, key: str, version_id: str | None, role_arn: str) -
     """Return the stored manifest object after the role's read permission and existence checks."""
     action = "s3:GetObjectVersion" if version_id else "s3:GetObject"
     if bucket_owner(bucket) is None:
-        raise JobFailure("NoSuchBucket", f"Reading the manifest failed: NoSuchBucket (the bucket {bucket} does not exist)")
+        raise JobFailure(
+            "NoSuchBucket", f"Reading the manifest failed: NoSuchBucket (the bucket {bucket} does not exist)")
     _require(role_may(role_arn, action, bucket, key), "AccessDenied", "Reading the manifest is forbidden: AccessDenied")
     stored = _bucket(bucket)
     if version_id:
@@ -512,7 +513,9 @@ def read_manifest(manifest: Mapping[str, Any], role_arn: str) -> list[ManifestEn
     return list(_parse_csv_rows(stored.value, list(spec.get("Fields") or ["Bucket", "Key"]), f"s3://{bucket}/{key}"))
 
 
-def _parse_csv_rows(body: bytes, fields: Sequence[str], source: str, inventory: bool = False) -> Iterator[ManifestEntry]:
+def _parse_csv_rows(
+    body: bytes, fields: Sequence[str], source: str, inventory: bool = False,
+) -> Iterator[ManifestEntry]:
     """Yield the tasks of CSV manifest rows whose columns are `fields`, failing on any bad row."""
     try:
         text = body.decode("utf-8")
@@ -528,7 +531,8 @@ def _parse_csv_rows(body: bytes, fields: Sequence[str], source: str, inventory: 
                 f"Invalid manifest content: row {number} of {source} has {len(row)} fields; the manifest "
                 f"spec lists {len(fields)} ({', '.join(fields)}).",
             )
-        values = dict(zip(fields, row))
+        # An inventory row may carry more columns than the manifest spec names; the extras are ignored.
+        values = dict(zip(fields, row, strict=False))
         if not values.get("Bucket") or not values.get("Key"):
             raise JobFailure(
                 "InvalidManifestContent",
@@ -545,7 +549,8 @@ def _read_inventory_manifest(body: bytes, bucket: str, key: str, role_arn: str) 
     source = f"s3://{bucket}/{key}"
     index = _json(body)
     if not isinstance(index, dict) or not isinstance(index.get("files"), list):
-        raise JobFailure("InvalidManifestContent", f"The manifest {source} is not an inventory manifest.json with a files list.")
+        raise JobFailure(
+            "InvalidManifestContent", f"The manifest {source} is not an inventory manifest.json with a files list.")
     fields = [name.strip() for name in str(index.get("fileSchema", "")).split(",")]
     if "Bucket" not in fields or "Key" not in fields:
         raise JobFailure("InvalidManifestContent", f"The manifest {source} has no Bucket and Key in its fileSchema.")
@@ -556,7 +561,8 @@ def _read_inventory_manifest(body: bytes, bucket: str, key: str, role_arn: str) 
         if listed.get("MD5checksum") and hashlib.md5(data).hexdigest() != listed["MD5checksum"]:
             raise JobFailure(
                 "InvalidManifestContent",
-                f"The manifest file s3://{data_bucket}/{listed.get('key')} does not match the MD5 checksum {source} lists.",
+                f"The manifest file s3://{data_bucket}/{listed.get('key')} does not match "
+                f"the MD5 checksum {source} lists.",
             )
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)

@@ -38,14 +38,15 @@ from moto.sns.models import sns_backends
 __all__ = ["PATCHED_SOURCES", "apply_all", "moto_source_fingerprint", "normalise_retain_until"]
 
 # Fingerprints (sha256 of inspect.getsource) of the moto code each patch replaces or relies on.
+# One function per line, even past the line length, so a changed fingerprint is a one-line diff.
 PATCHED_SOURCES: dict[str, str] = {
     "moto.core.common_models.BaseModel.__new__": "08cf0ef20e88029a2eb91949492ce3281001a34b98143db186239962ad379eec",
     "moto.s3.models.S3Backend.list_object_versions": "268a5f62e83a572464f0dd13c2048e20e8b1ef39ea09aae8be0248b286dc71b4",
-    "moto.s3.responses.S3Response._key_response_get": "ee432d6a706f4276ede0c405542da415557775b7b4420aa585d6562f6a4f52f3",
+    "moto.s3.responses.S3Response._key_response_get": "ee432d6a706f4276ede0c405542da415557775b7b4420aa585d6562f6a4f52f3",  # noqa: E501
     "moto.s3.models.FakeKey.response_dict": "57d0ac8aa00fe7bef968e0515f6488564880b1b7f79b901e2b0c823c13a32554",
-    "moto.s3.responses.S3Response.get_bucket_replication": "5da06c98f09811719ef0078fecdfcd8054da06afd0674138d2a922451ae94ed1",
-    "moto.s3.models.S3Backend.put_bucket_replication": "6dd7d63edffb31763b84024bcaa7cdd86e6e13e2aee12764ae56c3f907c52e2c",
-    "moto.s3.responses.S3Response.get_bucket_notification": "82884034c1654e24095a79acbc0b53832d84a3ce9638e137b2302e6c6279014d",
+    "moto.s3.responses.S3Response.get_bucket_replication": "5da06c98f09811719ef0078fecdfcd8054da06afd0674138d2a922451ae94ed1",  # noqa: E501
+    "moto.s3.models.S3Backend.put_bucket_replication": "6dd7d63edffb31763b84024bcaa7cdd86e6e13e2aee12764ae56c3f907c52e2c",  # noqa: E501
+    "moto.s3.responses.S3Response.get_bucket_notification": "82884034c1654e24095a79acbc0b53832d84a3ce9638e137b2302e6c6279014d",  # noqa: E501
     "moto.events.models.Rule.send_to_targets": "472e002e2dab8a599554a7d6c7ea0910625a5b39c7699b9ca4404255efcfc172",
 }
 

@@ -266,11 +266,11 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
     if not marker_keys:
         marker_keys.add(rng.choice([i for i, count in enumerate(plan) if count >= 2]))
     traits = list(REQUIRED_TRAITS) + (["multi_megabyte"] if versions >= MULTI_MEGABYTE_FROM else [])
-    trait_of = dict(zip(rng.sample(range(versions - len(marker_keys)), len(traits)), traits))
+    trait_of = dict(zip(rng.sample(range(versions - len(marker_keys)), len(traits)), traits, strict=True))
 
     written: list[tuple[str, Any, str]] = []  # (key, stored version, expected outcome)
     object_index = 0
-    for key_index, (name, count) in enumerate(zip(names, plan)):
+    for key_index, (name, count) in enumerate(zip(names, plan, strict=True)):
         moment = now - timedelta(days=rng.randrange(30, 700), seconds=rng.randrange(86400))
         marker_last = key_index in marker_keys
         for index in range(count):

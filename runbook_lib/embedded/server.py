@@ -91,10 +91,10 @@ class BackendApp:
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
         path = environ.get("PATH_INFO", "")
-        if self.faults.throttle_rate and not path.startswith("/moto-api") and self._is_s3(environ):
-            if self._draw() < self.faults.throttle_rate:
-                start_response("503 Slow Down", [("Content-Type", "application/xml")])
-                return [_SLOW_DOWN]
+        throttled = self.faults.throttle_rate and not path.startswith("/moto-api") and self._is_s3(environ)
+        if throttled and self._draw() < self.faults.throttle_rate:
+            start_response("503 Slow Down", [("Content-Type", "application/xml")])
+            return [_SLOW_DOWN]
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             self.reset_jobs()
         target = self.jobs_app if JOBS_PATH.match(path) and self.jobs_app is not None else self.moto_app
