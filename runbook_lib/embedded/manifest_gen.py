@@ -244,19 +244,19 @@ def _require(decision: iam_eval.Decision, failure_code: str, reason: str) -> Non
 # --------------------------------------------------------------------------- generating
 
 
+def _check_owner(bucket: str, expected: Any, failing: str) -> None:
+    """Fail the job unless the bucket exists and, when an owner is expected, belongs to it."""
+    owner = bucket_owner(bucket)
+    if owner is None:
+        raise JobFailure("NoSuchBucket", f"{failing} {bucket} does not exist.")
+    if expected and expected != owner:
+        raise JobFailure("AccessDenied", f"{failing} {bucket} is not owned by the expected bucket owner {expected}.")
+
+
 def check_source_bucket(generator: Mapping[str, Any], role_arn: str) -> str:
     """Return the source bucket's name after checking it exists, its owner, and the role's grants."""
     bucket = _bucket_name(str(generator["SourceBucket"]))
-    owner = bucket_owner(bucket)
-    if owner is None:
-        raise JobFailure("NoSuchBucket", f"Manifest generation failed: the source bucket {bucket} does not exist.")
-    expected = generator.get("ExpectedBucketOwner")
-    if expected and expected != owner:
-        raise JobFailure(
-            "AccessDenied",
-            f"Manifest generation failed: the source bucket {bucket} is not owned by the expected "
-            f"bucket owner {expected}.",
-        )
+    _check_owner(bucket, generator.get("ExpectedBucketOwner"), "Manifest generation failed: the source bucket")
     _require(
         role_may(role_arn, "s3:PutInventoryConfiguration", bucket),
         "AccessDenied",
@@ -441,15 +441,7 @@ def write_generated_manifest(
 ) -> dict[str, Any]:
     """Write the generated manifest where the job asked and return its GeneratedManifestDescriptor."""
     bucket = _bucket_name(str(output["Bucket"]))
-    owner = bucket_owner(bucket)
-    if owner is None:
-        raise JobFailure("NoSuchBucket", f"Writing the manifest failed: the bucket {bucket} does not exist.")
-    expected = output.get("ExpectedManifestBucketOwner")
-    if expected and expected != owner:
-        raise JobFailure(
-            "AccessDenied",
-            f"Writing the manifest failed: the bucket {bucket} is not owned by the expected bucket owner {expected}.",
-        )
+    _check_owner(bucket, output.get("ExpectedManifestBucketOwner"), "Writing the manifest failed: the bucket")
     folder = _job_folder(output.get("ManifestPrefix"), job_id)
     manifest_key = f"{folder}/manifest.json"
     _require(role_may(role_arn, "s3:PutObject", bucket, manifest_key), "AccessDenied",
