@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from runbook_lib import aws_facts
+from runbook_lib.aws_facts import RUN_ID_TAG, partition_of
 from runbook_lib.errors import ParameterError, ParameterProblem
 
 __all__ = [
@@ -60,20 +62,11 @@ StorageClass = Literal[
     "DEEP_ARCHIVE",
     "GLACIER_IR",
 ]
-REPLICATION_STATUSES: tuple[str, ...] = ("NONE", "FAILED", "COMPLETED", "REPLICA")
-STORAGE_CLASSES: tuple[str, ...] = (
-    "STANDARD",
-    "REDUCED_REDUNDANCY",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-    "GLACIER_IR",
-)
+REPLICATION_STATUSES: tuple[str, ...] = aws_facts.REPLICATION_STATUS_FILTERS
+STORAGE_CLASSES: tuple[str, ...] = aws_facts.STORAGE_CLASSES
 
-# The run tags everything it creates with this key, so a user's tag must not claim it.
-_RUN_ID_TAG = "RunbookRunId"
+# The run tags everything it creates with RUN_ID_TAG, so a user's tag must not claim it.
+_RUN_ID_TAG = RUN_ID_TAG
 _MAX_TAGS = 40
 _FILE = "(file)"
 _TOP_LEVEL = "(top level)"
@@ -211,15 +204,6 @@ def _bucket_name(value: object) -> str:
     return name
 
 
-def _partition(region: str) -> str:
-    """Return the ARN partition a region belongs to (aws, aws-cn or aws-us-gov)."""
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
 _KEY_ARN_EXAMPLE = "arn:aws:kms:us-east-1:111111111111:key/<key id>"
 
 
@@ -235,8 +219,8 @@ def _kms_key_arn(value: object) -> str:
         failures.append(f"a KMS key ARN (service kms, not '{service}')")
     if not _REGION.fullmatch(region):
         failures.append("a region such as us-east-1 inside the ARN")
-    elif partition != _partition(region):
-        failures.append(f"the partition '{_partition(region)}' for region {region}")
+    elif partition != partition_of(region):
+        failures.append(f"the partition '{partition_of(region)}' for region {region}")
     if not _ACCOUNT_ID.fullmatch(account):
         failures.append("a 12-digit account id inside the ARN")
     if resource.startswith("alias/"):
@@ -524,7 +508,7 @@ class RunbookParams(_Section):
     @property
     def partition(self) -> str:
         """The ARN partition of the vault region (aws outside China and GovCloud)."""
-        return _partition(self.region)
+        return partition_of(self.region)
 
     @property
     def resource_tags(self) -> dict[str, str]:
@@ -534,27 +518,27 @@ class RunbookParams(_Section):
     @property
     def vault_bucket_arn(self) -> str:
         """The vault bucket's ARN."""
-        return f"arn:{self.partition}:s3:::{self.vault.bucket}"
+        return aws_facts.bucket_arn(self.vault.bucket, self.partition)
 
     @property
     def recovery_bucket_arn(self) -> str:
         """The recovery bucket's ARN."""
-        return f"arn:{_partition(self.recovery_region)}:s3:::{self.recovery.bucket}"
+        return aws_facts.bucket_arn(self.recovery.bucket, partition_of(self.recovery_region))
 
     @property
     def report_bucket_arn(self) -> str:
         """The report bucket's ARN."""
-        return f"arn:{self.partition}:s3:::{self.report_bucket}"
+        return aws_facts.bucket_arn(self.report_bucket, self.partition)
 
     @property
     def batch_role_arn(self) -> str:
         """The ARN of the Batch Operations role in the vault account."""
-        return f"arn:{self.partition}:iam::{self.vault.account_id}:role/{self.batch_role_name}"
+        return aws_facts.iam_role_arn(self.vault.account_id, self.batch_role_name, self.partition)
 
     @property
     def batch_policy_arn(self) -> str:
         """The ARN of the Batch Operations role's policy in the vault account."""
-        return f"arn:{self.partition}:iam::{self.vault.account_id}:policy/{self.batch_policy_name}"
+        return aws_facts.iam_policy_arn(self.vault.account_id, self.batch_policy_name, self.partition)
 
     def redacted(self) -> dict[str, Any]:
         """Return the parameters as plain JSON-ready data with the Object Lock token masked."""

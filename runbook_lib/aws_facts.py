@@ -1,0 +1,110 @@
+"""Facts about AWS the whole runbook relies on, written once: partitions and ARNs, statuses, storage classes.
+
+Every module that builds an ARN or names a job status, a replication status or a storage class
+takes it from here, so a China or GovCloud run never gets an `arn:aws:` it did not ask for, and
+a status spelt one way in the job watcher is spelt the same way in verification and the emulator.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AFTER_CONFIRMATION_JOB_STATUSES",
+    "ARCHIVED_STORAGE_CLASSES",
+    "JOB_STATUSES",
+    "REPLICATION_STATUS_FILTERS",
+    "RUN_ID_TAG",
+    "STORAGE_CLASSES",
+    "TERMINAL_JOB_STATUSES",
+    "account_root_arn",
+    "bucket_arn",
+    "iam_policy_arn",
+    "iam_role_arn",
+    "kms_key_arn",
+    "object_arn",
+    "objects_arn",
+    "partition_of",
+    "split_s3_object_arn",
+]
+
+# The tag every resource the run creates carries; ownership is decided by it and by the run state.
+RUN_ID_TAG = "RunbookRunId"
+
+# S3 Batch Operations job statuses (botocore's JobStatus enum).
+JOB_STATUSES: tuple[str, ...] = (
+    "Active", "Cancelled", "Cancelling", "Complete", "Completing", "Failed", "Failing", "New",
+    "Paused", "Pausing", "Preparing", "Ready", "Suspended",
+)
+TERMINAL_JOB_STATUSES: frozenset[str] = frozenset({"Complete", "Failed", "Cancelled"})
+# Statuses a job reaches only once it was confirmed (or never needed a confirmation).
+AFTER_CONFIRMATION_JOB_STATUSES: frozenset[str] = frozenset({
+    "Ready", "Active", "Pausing", "Paused", "Completing", "Complete", "Failing", "Failed", "Cancelling", "Cancelled",
+})
+
+# Values of the manifest generator's ObjectReplicationStatuses filter; NONE means "no status".
+REPLICATION_STATUS_FILTERS: tuple[str, ...] = ("NONE", "FAILED", "COMPLETED", "REPLICA")
+
+STORAGE_CLASSES: tuple[str, ...] = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+)
+# Versions in these classes must be restored before Batch Replication can copy them.
+ARCHIVED_STORAGE_CLASSES: frozenset[str] = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def partition_of(region: str) -> str:
+    """Return the ARN partition a region belongs to: aws-cn in China, aws-us-gov in GovCloud, else aws."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def bucket_arn(bucket: str, partition: str = "aws") -> str:
+    """Return a bucket's ARN, the resource of bucket-level actions."""
+    return f"arn:{partition}:s3:::{bucket}"
+
+
+def objects_arn(bucket: str, partition: str = "aws") -> str:
+    """Return the ARN matching every object of a bucket, the resource of object-level actions."""
+    return f"{bucket_arn(bucket, partition)}/*"
+
+
+def object_arn(bucket: str, key: str, partition: str = "aws") -> str:
+    """Return one object's ARN (manifests and reports are named this way in job requests)."""
+    return f"{bucket_arn(bucket, partition)}/{key}"
+
+
+def split_s3_object_arn(arn: str) -> tuple[str, str]:
+    """Return (bucket, key) of an S3 object ARN in any partition."""
+    head, separator, rest = arn.partition(":::")
+    if not separator or not head.startswith("arn:") or ":s3" not in head or "/" not in rest:
+        raise ValueError(f"not an S3 object ARN: {arn!r}")
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def account_root_arn(account_id: str, partition: str = "aws") -> str:
+    """Return the principal ARN that stands for a whole account in a resource policy."""
+    return f"arn:{partition}:iam::{account_id}:root"
+
+
+def iam_role_arn(account_id: str, name: str, partition: str = "aws") -> str:
+    """Return an IAM role's ARN."""
+    return f"arn:{partition}:iam::{account_id}:role/{name}"
+
+
+def iam_policy_arn(account_id: str, name: str, partition: str = "aws") -> str:
+    """Return a customer-managed IAM policy's ARN."""
+    return f"arn:{partition}:iam::{account_id}:policy/{name}"
+
+
+def kms_key_arn(region: str, account_id: str, key_id: str) -> str:
+    """Return a KMS key's ARN, in the partition of its region."""
+    return f"arn:{partition_of(region)}:kms:{region}:{account_id}:key/{key_id}"
