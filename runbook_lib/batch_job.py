@@ -16,11 +16,15 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from runbook_lib import pins
 from runbook_lib.accounts import error_code
+from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES
 from runbook_lib.context import RunContext
-from runbook_lib.errors import ConfirmationRequired, JobError
+from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError
+from runbook_lib.scope import scope_from_params
 
 __all__ = [
+    "ATTEMPTS_KEY",
     "TERMINAL",
     "JobProgress",
     "LogProgress",
@@ -32,6 +36,7 @@ __all__ = [
     "create_retry_job",
     "describe_job",
     "follow_job",
+    "recovery_attempt",
     "replication_job_request",
     "retry_job_request",
     "summarise_job",
@@ -40,9 +45,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"Complete", "Failed", "Cancelled"})
-_AFTER_CONFIRMATION = frozenset({"Ready", "Active", "Pausing", "Paused", "Completing", "Complete",
-                                 "Failing", "Failed", "Cancelling", "Cancelled"})
+TERMINAL = TERMINAL_JOB_STATUSES
+_AFTER_CONFIRMATION = AFTER_CONFIRMATION_JOB_STATUSES
+# Where the run state keeps the recovery job's attempts, oldest first.
+ATTEMPTS_KEY = "recovery_attempts"
 _TOKEN_NAMESPACE = uuid.UUID("3f0e5c2a-8b7d-4c1e-9a6f-2d4b8e1c7a90")
 
 
@@ -112,27 +118,27 @@ def _report(ctx: RunContext, scope: str = "AllTasks") -> dict[str, Any]:
     }
 
 
-def replication_job_request(ctx: RunContext) -> dict[str, Any]:
-    """Return the CreateJob request of seed step 7: generated manifest filtered on replication status."""
+def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict[str, Any]:
+    """Return the CreateJob request of seed step 7: a manifest generated from the job's scope.
+
+    Each attempt has its own request token: a re-run finds the attempt's job, and a new attempt
+    (after a job ended Failed or Cancelled) creates a new one. Without `attempt`, the attempt the
+    next `create_replication_job` would use.
+    """
     params = ctx.params
     job = params.job
-    filters: dict[str, Any] = {
-        "EligibleForReplication": True,
-        "ObjectReplicationStatuses": list(job.replication_statuses),
-    }
-    if job.created_after is not None:
-        filters["CreatedAfter"] = job.created_after
-    if job.created_before is not None:
-        filters["CreatedBefore"] = job.created_before
+    number = recovery_attempt(ctx) if attempt is None else attempt
+    purpose = "recovery" if number == 1 else f"recovery-attempt-{number}"
+    suffix = "" if number == 1 else f", attempt {number}"
     return {
         "AccountId": params.vault.account_id,
         "ConfirmationRequired": bool(job.confirmation_required),
         "Operation": {"S3ReplicateObject": {}},
         "Report": _report(ctx),
-        "ClientRequestToken": client_request_token(params.run_id),
+        "ClientRequestToken": client_request_token(params.run_id, purpose),
         "Priority": int(job.priority),
         "RoleArn": params.batch_role_arn,
-        "Description": f"Recover {params.vault.bucket} into {params.recovery.bucket} ({params.run_id})"[:256],
+        "Description": f"Recover {params.vault.bucket} into {params.recovery.bucket} ({params.run_id}{suffix})"[:256],
         "ManifestGenerator": {
             "S3JobManifestGenerator": {
                 "ExpectedBucketOwner": params.vault.account_id,
@@ -145,7 +151,7 @@ def replication_job_request(ctx: RunContext) -> dict[str, Any]:
                     "ManifestEncryption": {"SSES3": {}},
                     "ManifestFormat": "S3InventoryReport_CSV_20211130",
                 },
-                "Filter": filters,
+                "Filter": scope_from_params(job).manifest_filter(),
             }
         },
         "Tags": [{"Key": k, "Value": v} for k, v in sorted(ctx.tags.items())],
@@ -192,9 +198,59 @@ def create_job(ctx: RunContext, request: dict[str, Any], ledger_key: str) -> tup
     return job_id, created_now
 
 
+def _attempts(ctx: RunContext) -> list[dict[str, Any]]:
+    """Return the recovery job's attempts from the run state (a run from before attempts has one)."""
+    attempts: list[dict[str, Any]] = list(ctx.ledger.get(ATTEMPTS_KEY, []) or [])
+    if not attempts and ctx.ledger.get("job_id"):
+        attempts = [{"attempt": 1, "job_id": ctx.ledger.get("job_id"),
+                     "token": client_request_token(ctx.params.run_id)}]
+    return attempts
+
+
+def _ended_without_completing(ctx: RunContext, job_id: str) -> str | None:
+    """Return the job's status when it ended Failed or Cancelled (or no longer exists), else None."""
+    try:
+        status = str(describe_job(ctx, job_id)["Status"])
+    except ClientError as error:
+        if error_code(error) not in ("NotFoundException", "NoSuchJob"):
+            raise
+        return "gone"
+    return status if status in ("Failed", "Cancelled") else None
+
+
+def recovery_attempt(ctx: RunContext) -> int:
+    """Return the attempt number the recovery job is at: a new one after a job that failed or was cancelled."""
+    attempts = _attempts(ctx)
+    if not attempts:
+        return 1
+    latest = attempts[-1]
+    if latest.get("job_id") and _ended_without_completing(ctx, str(latest["job_id"])):
+        return int(latest["attempt"]) + 1
+    return int(latest["attempt"])
+
+
 def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
-    """Return the recovery job's id and whether it was created now; re-runs find the same job."""
-    return create_job(ctx, replication_job_request(ctx), "job_id")
+    """Return the recovery job's id and whether it was created now; re-runs find the same job.
+
+    When the latest attempt's job ended Failed or Cancelled, a new attempt with a new request
+    token is created (and waits for confirmation like the first).
+    """
+    attempts = _attempts(ctx)
+    number = recovery_attempt(ctx)
+    if attempts and int(attempts[-1]["attempt"]) == number:
+        job_id = str(attempts[-1]["job_id"])
+        ctx.ledger.set("job_id", job_id)
+        return job_id, False
+    request = replication_job_request(ctx, number)
+    job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
+    if attempts:
+        attempts[-1]["ended"] = _ended_without_completing(ctx, str(attempts[-1]["job_id"]))
+    attempts.append({"attempt": number, "job_id": job_id, "token": request["ClientRequestToken"],
+                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    ctx.ledger.set(ATTEMPTS_KEY, attempts)
+    ctx.ledger.set("job_id", job_id)
+    ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
+    return job_id, True
 
 
 def create_retry_job(ctx: RunContext, manifest_key: str, manifest_etag: str, round_number: int) -> tuple[str, bool]:
@@ -262,7 +318,11 @@ def confirm_job(ctx: RunContext, job_id: str, reason: str = "confirmed by the re
 def follow_job(
     ctx: RunContext, job_id: str, subscribers: Sequence[ProgressSubscriber] = ()
 ) -> dict[str, Any]:
-    """Return the job's final description after following it to a terminal status."""
+    """Return the job's final description after following it to Complete; any other end is an error.
+
+    The moment the job ends, its counters and the ETags of its manifest and report are pinned in
+    the run state (see `pins`), so verification can tell whether anyone edited them since.
+    """
     job = describe_job(ctx, job_id)
     if job["Status"] == "Suspended":
         raise ConfirmationRequired(
@@ -272,7 +332,23 @@ def follow_job(
         )
     job = wait_for_status(ctx, job_id, TERMINAL, subscribers)
     ctx.ledger.set(f"final_{job_id}", summarise_job(job))
+    if pins.pinned(ctx, job_id) is None:
+        pins.pin_job_outputs(ctx, job)
+    if job["Status"] != "Complete":
+        raise JobEndedError(_ended_message(job), job_id, str(job["Status"]))
     return job
+
+
+def _ended_message(job: dict[str, Any]) -> str:
+    """Return what an operator needs to know about a job that ended without completing."""
+    seen = _observe(job)
+    reasons = "; ".join(f"{r.get('FailureCode', '?')}: {r.get('FailureReason', '')}"
+                        for r in job.get("FailureReasons", [])) or "S3 gave no failure reason"
+    return (
+        f"job {job['JobId']} ended {seen.status}, not Complete ({seen.succeeded} of {seen.total} tasks succeeded, "
+        f"{seen.failed} failed; {reasons}). Nothing it did counts as a recovery. Fix the cause, then re-run "
+        "phase 06: it creates a new attempt with a new request token, which waits for confirmation again."
+    )
 
 
 def summarise_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -74,7 +74,27 @@ def _phase_error(phase: str, error: Exception, notebook: Path) -> PhaseError:
     value = getattr(error, "evalue", str(error))
     cell = getattr(error, "exec_count", None)
     where = f" (cell {cell})" if cell is not None else ""
-    return PhaseError(phase, f"{name}: {value}{where}; executed notebook: {notebook}", str(notebook))
+    return PhaseError(phase, f"{name}: {value}{where}; executed notebook: {notebook}", str(notebook), name)
+
+
+# Exit codes of `runbook run` and `runbook drill`, as the command-line contract defines them.
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_BAD_INPUT = 2
+EXIT_WAITING = 3
+
+
+def _exit_code_for(error: PhaseError) -> int:
+    """Return 3 when the phase stopped only to wait for a confirmation, else 1."""
+    return EXIT_WAITING if error.awaits_confirmation else EXIT_FAIL
+
+
+def _settle_verification(run_dir: Path, error: PhaseError) -> None:
+    """After a failed phase, make sure no INCOMPLETE verdict hides a verification that stopped on an error."""
+    from runbook_lib import evidence
+
+    if error.phase.startswith("07") and not error.awaits_confirmation:
+        evidence.settle_unfinished_verification(run_dir, str(error))
 
 
 def run_phases(
@@ -134,13 +154,17 @@ def run_phases_command(args: argparse.Namespace) -> int:
     try:
         results = run_phases(args.params, args.out, phases, confirm_job=args.confirm_job)
     except PhaseError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _settle_verification(Path(args.out), error)
         _keep_evidence(Path(args.out))
-        return 1
+        if error.awaits_confirmation:
+            print(f"waiting for confirmation: {error}", file=sys.stderr)
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        return _exit_code_for(error)
     _keep_evidence(Path(args.out))
     for result in results:
         print(f"{result.phase}: {result.status} in {result.seconds:.1f} s")
-    return 0
+    return EXIT_PASS
 
 
 def _default_out() -> Path:
@@ -177,8 +201,9 @@ def run_drill(args: argparse.Namespace) -> int:
             results = run_phases(params_file, out, phases, confirm_job=True, extra_env=backend.environ())
         except PhaseError as error:
             print(f"drill failed: {error}", file=sys.stderr)
+            _settle_verification(out, error)
             _keep_evidence(out)
-            return 1
+            return _exit_code_for(error)
     seconds = time.monotonic() - started
     return _report_drill(out, results, seconds, missing)
 
@@ -198,10 +223,10 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
         print(f"  {result.phase}: {result.status} in {result.seconds:.1f} s")
     if missing:
         print(f"verification is missing ({', '.join(missing)} not present): the drill cannot prove the recovery")
-        return 1
+        return EXIT_FAIL
     if not summary_path.exists():
         print("phase 07 wrote no summary.json: the recovery is not verified", file=sys.stderr)
-        return 1
+        return EXIT_FAIL
     summary = json.loads(summary_path.read_text())
     counts = summary.get("counts", {})
     print(f"verdict: {summary.get('verdict')}")
@@ -209,7 +234,7 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
     print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; "
           f"drill total {seconds:.1f} s")
     print(f"evidence: {out / 'evidence.html'}")
-    return 0 if summary.get("verdict") == "PASS" else 1
+    return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
 
 
 def run_lab(args: argparse.Namespace) -> int:

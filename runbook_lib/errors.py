@@ -8,8 +8,10 @@
     ├── ProvisionError              a resource could not be created or is in an unsafe state
     │   └── DriftError              a resource exists but differs from what the run wants
     ├── JobError                    the Batch Replication job failed, was cancelled or is stuck
+    │   ├── JobEndedError           the job ended Failed or Cancelled instead of Complete
     │   └── ConfirmationRequired    the job waits for an explicit confirmation
     ├── ReportError                 a manifest or completion report is missing or malformed
+    ├── ScopeError                  a version outside the job's scope was about to be copied
     └── PhaseError                  a phase notebook failed while running headlessly
 
 Each message says what went wrong and what to do about it.
@@ -24,6 +26,7 @@ __all__ = [
     "BackendError",
     "ConfirmationRequired",
     "DriftError",
+    "JobEndedError",
     "JobError",
     "ParameterError",
     "ParameterProblem",
@@ -32,6 +35,7 @@ __all__ = [
     "ProvisionError",
     "ReportError",
     "RunbookError",
+    "ScopeError",
 ]
 
 
@@ -92,8 +96,21 @@ class JobError(RunbookError):
     """The Batch Replication job failed, was cancelled, or did not reach the awaited status."""
 
 
+class JobEndedError(JobError):
+    """The job reached a terminal status other than Complete; `status` and `job_id` say which."""
+
+    def __init__(self, message: str, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(message)
+
+
 class ConfirmationRequired(JobError):
     """The job is ready and waits for an operator's confirmation before it replicates anything."""
+
+
+class ScopeError(RunbookError):
+    """A version outside the job's scope was about to be copied into the recovery account."""
 
 
 class ReportError(RunbookError):
@@ -101,9 +118,17 @@ class ReportError(RunbookError):
 
 
 class PhaseError(RunbookError):
-    """A phase notebook failed when run headlessly; carries the phase and the failing cell."""
+    """A phase notebook failed when run headlessly; carries the phase, the error's name and the notebook."""
 
-    def __init__(self, phase: str, message: str, notebook_path: str | None = None) -> None:
+    def __init__(
+        self, phase: str, message: str, notebook_path: str | None = None, error_name: str = "",
+    ) -> None:
         self.phase = phase
         self.notebook_path = notebook_path
+        self.error_name = error_name
         super().__init__(f"phase {phase} failed: {message}")
+
+    @property
+    def awaits_confirmation(self) -> bool:
+        """Whether the phase stopped only because a job waits for an operator's confirmation."""
+        return self.error_name == ConfirmationRequired.__name__

@@ -16,14 +16,23 @@ import pandas as pd
 
 __all__ = [
     "RECOVERY_PHASES",
+    "VERDICTS",
     "export_html",
     "phase_timings",
     "plot_categories",
     "plot_progress",
     "refresh_phases",
+    "settle_unfinished_verification",
+    "withdraw_verdict",
     "write_details",
     "write_summary",
 ]
+
+# PASS: verified complete; FAIL: a check contradicts the recovery; INCOMPLETE: verification has not
+# concluded (running, stopped, or waiting for a confirmation).
+VERDICTS = ("PASS", "FAIL", "INCOMPLETE")
+_SUMMARY = "summary.json"
+_HTML = "evidence.html"
 
 # The phases whose time counts as recovery time (provisioning and replication, not verification).
 RECOVERY_PHASES = ("00", "01", "02", "03", "04", "05", "06")
@@ -75,8 +84,50 @@ def _papermill_timings(run_dir: str | Path) -> list[dict[str, Any]]:
     return timings
 
 
+def withdraw_verdict(run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None) -> Path:
+    """Write summary.json saying INCOMPLETE, and remove the detail CSVs and evidence.html of any earlier verdict.
+
+    Called when verification starts: until it concludes, nothing in the run folder may still
+    show a verdict that the check now running could contradict.
+    """
+    folder = Path(run_dir)
+    (folder / _HTML).unlink(missing_ok=True)
+    details = folder / "details"
+    if details.is_dir():
+        for table in details.glob("*.csv"):
+            table.unlink()
+    reason = "verification started and has not concluded"
+    if previous:
+        reason += f"; the earlier verdict {previous} is withdrawn until it does"
+    extra: dict[str, Any] = {"reason": reason}
+    if scope is not None:
+        extra["scope"] = scope
+    return write_summary(folder, "INCOMPLETE", {}, **extra)
+
+
+def settle_unfinished_verification(run_dir: str | Path, error: str) -> str | None:
+    """Turn an INCOMPLETE verdict into FAIL when verification stopped on an error, and return the verdict.
+
+    A verification that waits for a confirmation stays INCOMPLETE (it says what waits); one that
+    stopped on anything else failed to prove the recovery, and says why.
+    """
+    path = Path(run_dir) / _SUMMARY
+    if not path.exists():
+        return None
+    document = json.loads(path.read_text(encoding="utf-8"))
+    verdict: str | None = document.get("verdict")
+    if verdict == "INCOMPLETE" and not document.get("waiting"):
+        document.update(verdict="FAIL", reason=f"verification stopped on an error: {error}",
+                        written=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        _write_atomically(path, json.dumps(document, indent=2, default=str))
+        verdict = "FAIL"
+    return verdict
+
+
 def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **extra: Any) -> Path:
     """Write summary.json (verdict, counts, phases with their seconds, recovery time, extras) and return its path."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
     folder = Path(run_dir)
     phases = phase_timings(folder)
     retry_seconds = sum(float(r.get("seconds", 0)) for r in extra.get("retry_rounds", []))
@@ -89,9 +140,16 @@ def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **e
         "recovery_seconds": round(recovery_seconds, 2),
         **extra,
     }
-    path = folder / "summary.json"
-    path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+    path = folder / _SUMMARY
+    _write_atomically(path, json.dumps(document, indent=2, default=str))
     return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a file so that a reader sees the old or the new content, never half of it."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
 
 
 def write_details(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
@@ -150,12 +208,12 @@ def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication
 
 def refresh_phases(run_dir: str | Path) -> Path | None:
     """Update summary.json's phase list from the executed notebooks (phases that ran after it was written)."""
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / _SUMMARY
     if not path.exists():
         return None
     document = json.loads(path.read_text(encoding="utf-8"))
     document["phases"] = phase_timings(run_dir)
-    path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+    _write_atomically(path, json.dumps(document, indent=2, default=str))
     return path
 
 
@@ -167,12 +225,21 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
     folder = Path(run_dir)
     combined = nbformat.v4.new_notebook()
     combined.metadata["title"] = title
-    summary = folder / "summary.json"
+    summary = folder / _SUMMARY
     intro = f"# {title}\n\nRun folder: `{folder.name}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}."
     if summary.exists():
         document = json.loads(summary.read_text(encoding="utf-8"))
         counts = ", ".join(f"{k}: {v}" for k, v in document.get("counts", {}).items())
         intro += f"\n\n**Verdict: {document.get('verdict')}**. {counts}."
+        if document.get("scope"):
+            intro += f"\n\nScope: {document['scope'].get('description')}."
+        for finding in document.get("findings") or []:
+            intro += f"\n\n- Finding: {finding}"
+        if document.get("reason"):
+            intro += f"\n\n{document['reason']}."
+        if document.get("waiting"):
+            waiting = document["waiting"]
+            intro += f"\n\nWaiting for confirmation: {waiting.get('what')} (job {waiting.get('job_id')}); {waiting.get('how')}."
     combined.cells.append(nbformat.v4.new_markdown_cell(intro))
     for path in sorted((folder / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         notebook = nbformat.read(path, as_version=4)

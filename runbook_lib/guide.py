@@ -31,10 +31,12 @@ __all__ = [
     "finish_phase",
     "progress_subscribers",
     "show_checks",
+    "show_findings",
     "show_json",
     "show_mismatches",
     "show_outcomes",
     "show_rows",
+    "show_scope",
     "show_verdict",
     "start_phase",
 ]
@@ -105,6 +107,13 @@ def show_checks(checks: Sequence[Check]) -> None:
     """Show each precondition with a ✔ or ✘, and stop if any does not hold."""
     _display(pd.DataFrame([c.as_row() for c in checks]))
     raise_on_failures(list(checks))
+
+
+def show_scope(ctx: RunContext) -> None:
+    """Show in words which vault versions this recovery copies and verification expects."""
+    from runbook_lib.scope import scope_from_params
+
+    print(f"This recovery copies, and verification expects, exactly the vault's {scope_from_params(ctx.params.job).describe()}.")
 
 
 def show_json(title: str, document: Any) -> None:
@@ -194,6 +203,16 @@ def show_rows(rows: Any, title: str = "") -> None:
     _display(pd.DataFrame(plain))
 
 
+def show_findings(findings: Sequence[str]) -> None:
+    """Show each disagreement between the jobs' counters, their pinned objects and what was read; or say there is none."""
+    if not findings:
+        print("✔ manifests and reports agree with the jobs' own counters and with what was pinned when they finished")
+        return
+    print(f"✘ {len(findings)} finding(s); each fails the verdict:")
+    for finding in findings:
+        print(f"  - {finding}")
+
+
 def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
     """Show the first rows of every category other than recovered-identical, highlighted."""
     from runbook_lib import verify
@@ -214,16 +233,21 @@ def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
 
 
 def show_verdict(verdict: dict[str, Any]) -> None:
-    """Show the verdict in large type with its counts, and stop the phase when it is not PASS."""
+    """Show the verdict in large type with its counts and findings, and stop the phase when it is not PASS."""
     from runbook_lib.errors import RunbookError
 
-    mark = "✔ PASS" if verdict["verdict"] == "PASS" else "✘ FAIL"
+    marks = {"PASS": "✔ PASS", "FAIL": "✘ FAIL", "INCOMPLETE": "… INCOMPLETE"}
+    mark = marks.get(verdict["verdict"], verdict["verdict"])
     print(f"{mark}: {verdict.get('recovered', 0):,} of {verdict.get('expected', 0):,} "
           "expected versions recovered identical")
-    _display(pd.DataFrame([{k: v for k, v in verdict.items() if k not in ("verdict", "summary_file")}]))
+    findings = verdict.get("findings") or []
+    for finding in findings:
+        print(f"  ✘ {finding}")
+    shown = {k: v for k, v in verdict.items() if k not in ("verdict", "summary_file", "findings")}
+    _display(pd.DataFrame([shown]))
     print(f"summary: {verdict.get('summary_file')}")
     if verdict["verdict"] != "PASS":
         raise RunbookError(
-            "the recovery is NOT verified complete; the mismatch tables above and details/*.csv in the run "
-            "folder list every version that differs"
+            "the recovery is NOT verified complete; the findings above, the mismatch tables and details/*.csv "
+            "in the run folder list every version and every job fact that disagrees"
         )

@@ -263,6 +263,14 @@ def _prefix(value: object) -> str:
     return prefix
 
 
+def _key_constraint(value: object) -> str:
+    """Return a key-name constraint of the job's manifest filter: 1 to 1024 characters."""
+    text = _text(value, "a piece of key name (text), or null for none")
+    if not 1 <= len(text) <= 1024:
+        _reject("1 to 1024 characters of a key name, or null for none")
+    return text
+
+
 def _replication_statuses(value: object) -> list[str]:
     """Return the distinct replication statuses the job's manifest filters on."""
     allowed = ", ".join(REPLICATION_STATUSES)
@@ -418,6 +426,15 @@ class JobSettings(_Section):
     )
     created_before: Annotated[datetime | None, BeforeValidator(_optional(_aware_datetime))] = Field(
         default=None, description="only versions created before this time"
+    )
+    key_prefix: Annotated[str | None, BeforeValidator(_optional(_key_constraint))] = Field(
+        default=None, description="only versions whose key starts with this text"
+    )
+    key_suffix: Annotated[str | None, BeforeValidator(_optional(_key_constraint))] = Field(
+        default=None, description="only versions whose key ends with this text"
+    )
+    key_substring: Annotated[str | None, BeforeValidator(_optional(_key_constraint))] = Field(
+        default=None, description="only versions whose key contains this text"
     )
     replica_storage_class: Annotated[StorageClass, BeforeValidator(_storage_class)] = Field(
         default="INTELLIGENT_TIERING", description="the storage class of the replicas"

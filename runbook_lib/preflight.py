@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import PreflightError
+from runbook_lib.scope import scope_from_params
 
 __all__ = [
     "Check",
@@ -193,7 +194,7 @@ class Estimate:
             {"quantity": "object versions in the vault", "value": f"{self.versions:,}"},
             {"quantity": "delete markers (not replicated)", "value": f"{self.delete_markers:,}"},
             {"quantity": "bytes in the vault", "value": f"{self.bytes:,}"},
-            {"quantity": "versions sampled for replication status",
+            {"quantity": "versions sampled for replication status (of those in the window and key constraints)",
              "value": f"{self.sampled:,} ({self.sampled_eligible:,} match the filter)"},
             {"quantity": "estimated eligible versions", "value": f"{self.eligible_versions:,}"},
             {"quantity": "estimated eligible bytes", "value": f"{self.eligible_bytes:,}"},
@@ -206,23 +207,29 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
     """Return counts and bytes of the vault's versions, the share matching the job filter, cost and time."""
     s3 = ctx.vault("s3")
     bucket = ctx.params.vault.bucket
+    scope = scope_from_params(ctx.params.job)
     versions: list[tuple[str, str, int]] = []
+    candidates: list[tuple[str, str, int]] = []
     markers = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        versions.extend((v["Key"], v["VersionId"], int(v.get("Size", 0))) for v in page.get("Versions", []))
+        for listed in page.get("Versions", []):
+            version = (listed["Key"], listed["VersionId"], int(listed.get("Size", 0)))
+            versions.append(version)
+            # What the listing can tell (creation time, key, storage class) is applied to every version;
+            # the replication status needs a HEAD, so only a sample of the rest is asked.
+            if scope.listed_in_scope(listed["Key"], listed.get("LastModified"), listed.get("StorageClass")):
+                candidates.append(version)
         markers += len(page.get("DeleteMarkers", []))
     total_bytes = sum(size for _, _, size in versions)
-    sample = random.Random(seed).sample(versions, min(sample_size, len(versions)))
-    wanted = set(ctx.params.job.replication_statuses)
+    sample = random.Random(seed).sample(candidates, min(sample_size, len(candidates)))
     eligible = 0
     for key, version_id, _ in sample:
         head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
-        status = head.get("ReplicationStatus") or "NONE"
-        if status in wanted and head.get("StorageClass", "STANDARD") not in ("GLACIER", "DEEP_ARCHIVE"):
+        if (head.get("ReplicationStatus") or "NONE") in scope.replication_statuses:
             eligible += 1
     share = eligible / len(sample) if sample else 0.0
-    eligible_versions = round(len(versions) * share)
-    eligible_bytes = round(total_bytes * share)
+    eligible_versions = round(len(candidates) * share)
+    eligible_bytes = round(sum(size for _, _, size in candidates) * share)
     cost = (PRICE_PER_BATCH_JOB + eligible_versions / 1e6 * PRICE_PER_MILLION_BATCH_OBJECTS
             + eligible_versions / 1e3 * PRICE_PER_THOUSAND_PUTS
             + 2 * eligible_versions / 1e4 * PRICE_PER_TEN_THOUSAND_KMS_REQUESTS)

@@ -1,26 +1,36 @@
-"""Phase 07's steps: load what the job says it did, read what the buckets hold, compare, retry, conclude.
+"""Phase 07's steps: load what the jobs say they did, read what the buckets hold, compare, retry, conclude.
 
-Each function is one guided step of the verify notebook; state between them lives in the ledger
-(job ids, retry rounds) and in the DataFrames the notebook passes along.
+Each function is one guided step of the verify notebook; state between them lives in the run
+state (job attempts, pins, retry rounds) and in the DataFrames the notebook passes along.
+
+The previous verdict is withdrawn before anything else (`begin_verification`): from then on the
+run folder says INCOMPLETE until this verification concludes, so no PASS outlives the check that
+contradicts it. A retry round that waits for confirmation writes an INCOMPLETE verdict with the
+comparison so far and what waits, then stops.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, reports, snapshot, verify
+from runbook_lib import batch_job, evidence, pins, reports, snapshot, verify
+from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
-from runbook_lib.errors import ConfirmationRequired, ReportError
+from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
+from runbook_lib.scope import JobScope, scope_from_params
 
 __all__ = [
     "RetryRound",
+    "begin_verification",
+    "check_job_outputs",
     "compare_buckets",
     "conclude",
     "job_ids",
+    "job_scope",
     "load_job_manifest",
     "load_job_reports",
     "progress_history",
@@ -31,46 +41,100 @@ __all__ = [
     "snapshot_vault",
 ]
 
+ROUNDS_KEY = "retry_rounds"
+
+
+def job_scope(ctx: RunContext) -> JobScope:
+    """Return the job's scope: what the recovery copies, and so what verification expects."""
+    return scope_from_params(ctx.params.job)
+
+
+def begin_verification(ctx: RunContext) -> str | None:
+    """Withdraw the run's previous verdict before verifying again, and return it (None when there was none)."""
+    previous: str | None = ctx.ledger.get("verdict")
+    ctx.ledger.set("verdict", "INCOMPLETE")
+    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record())
+    return previous
+
+
+def _recovery_job_ids(ctx: RunContext) -> list[str]:
+    """Return the recovery job of every attempt, oldest first (the last is the current one)."""
+    attempts = ctx.ledger.get(batch_job.ATTEMPTS_KEY, []) or []
+    ids = [str(a["job_id"]) for a in attempts if a.get("job_id")]
+    current = ctx.ledger.require("job_id", "06_batch_replication")
+    return ids if ids and ids[-1] == current else [*ids, str(current)]
+
+
+def _rounds(ctx: RunContext) -> list[RetryRound]:
+    """Return the retry rounds recorded in the run state, oldest first."""
+    return [RetryRound.from_record(r) for r in ctx.ledger.get(ROUNDS_KEY, []) or []]
+
 
 def job_ids(ctx: RunContext) -> list[str]:
-    """Return the recovery job and every retry job of the run, oldest first."""
-    first = ctx.ledger.require("job_id", "06_batch_replication")
-    retries = [r["job_id"] for r in ctx.ledger.get("retry_rounds", [])]
-    return [first, *retries]
-
-
-def _split_arn(object_arn: str) -> tuple[str, str]:
-    bucket_and_key = object_arn.split(":::", 1)[1]
-    bucket, key = bucket_and_key.split("/", 1)
-    return bucket, key
+    """Return every job of the run: the recovery job of each attempt, then each retry job, oldest first."""
+    return [*_recovery_job_ids(ctx), *[r.job_id for r in _rounds(ctx) if r.job_id]]
 
 
 def load_job_manifest(ctx: RunContext) -> pd.DataFrame:
-    """Return the manifest S3 generated for the recovery job: every version it was asked to replicate."""
-    job = batch_job.describe_job(ctx, ctx.ledger.require("job_id", "06_batch_replication"))
-    location = job.get("GeneratedManifestDescriptor", {}).get("Location", {})
-    if not location.get("ObjectArn"):
-        raise ReportError(
-            f"job {job['JobId']} ({job['Status']}) has no generated manifest; it is written while the job prepares "
-            "with EnableManifestOutput; if the job failed in Preparing, its FailureReasons say why"
-        )
-    bucket, key = _split_arn(location["ObjectArn"])
-    return reports.load_generated_manifest(ctx.vault("s3"), bucket, key)
+    """Return the manifests S3 generated for the recovery job's attempts: every version the job was asked to copy.
+
+    Column `job_id` names the attempt's job. An attempt that ended before S3 generated its
+    manifest contributes nothing; the current attempt must have one.
+    """
+    frames = []
+    current = ctx.ledger.require("job_id", "06_batch_replication")
+    for job_id in _recovery_job_ids(ctx):
+        job = batch_job.describe_job(ctx, job_id)
+        location = job.get("GeneratedManifestDescriptor", {}).get("Location", {})
+        if not location.get("ObjectArn"):
+            if job_id != current:
+                continue
+            raise ReportError(
+                f"job {job['JobId']} ({job['Status']}) has no generated manifest; it is written while the job "
+                "prepares with EnableManifestOutput; if the job failed in Preparing, its FailureReasons say why"
+            )
+        bucket, key = split_s3_object_arn(location["ObjectArn"])
+        frames.append(reports.load_generated_manifest(ctx.vault("s3"), bucket, key).assign(job_id=job_id))
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_job_reports(ctx: RunContext) -> pd.DataFrame:
-    """Return the completion reports of the recovery job and its retries as one frame (column `job_id`)."""
+    """Return the completion reports of every job of the run as one frame (column `job_id`), oldest first."""
     frames = []
     for job_id in job_ids(ctx):
         job = batch_job.describe_job(ctx, job_id)
         if job["Status"] not in batch_job.TERMINAL:
             raise ReportError(f"job {job_id} is {job['Status']}; its completion report exists once it has finished")
+        pin = pins.pinned(ctx, job_id)
+        if pin is not None and pin.get("report") is None:
+            continue  # the job ended without running a task: S3 writes no report then
         report = job.get("Report", {})
         bucket = report.get("Bucket", ctx.params.report_bucket_arn).split(":::", 1)[-1]
         key = reports.completion_report_manifest_key(report.get("Prefix"), job_id)
         frame = reports.load_completion_report(ctx.vault("s3"), bucket, key)
         frames.append(frame.assign(job_id=job_id))
+    if not frames:
+        raise ReportError("no job of this run left a completion report; re-run phase 06 and let its job complete")
     return pd.concat(frames, ignore_index=True)
+
+
+def check_job_outputs(ctx: RunContext, manifest: pd.DataFrame | None, report: pd.DataFrame | None) -> list[str]:
+    """Return every disagreement between the jobs' own counters and pins and the manifest and reports read."""
+    findings: list[str] = []
+    current = ctx.ledger.get("job_id")
+    retry_rows = {r.job_id: r.versions for r in _rounds(ctx)}
+    for job_id in job_ids(ctx):
+        job = batch_job.describe_job(ctx, job_id)
+        if job_id in retry_rows:
+            rows: int | None = retry_rows[job_id]
+        elif manifest is not None and "job_id" in manifest.columns:
+            listed = manifest["job_id"] == job_id
+            rows = int(listed.sum()) if listed.any() or job_id == current else None
+        else:
+            rows = None
+        findings += pins.check_job_outputs(ctx, job, manifest_rows=rows, report=report,
+                                           must_be_complete=job_id == current)
+    return findings
 
 
 def snapshot_vault(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
@@ -96,11 +160,11 @@ def compare_buckets(
     ctx: RunContext, vault: pd.DataFrame, recovery: pd.DataFrame, manifest: pd.DataFrame | None,
     report: pd.DataFrame | None,
 ) -> verify.Comparison:
-    """Return the per-version comparison of the vault and recovery buckets against manifest and report."""
+    """Return the per-version comparison of both buckets within the job's scope, with the jobs' findings."""
     return verify.compare(
-        vault, recovery, manifest=manifest,
+        vault, recovery, scope=job_scope(ctx), manifest=manifest,
         report=None if report is None else _latest_per_version(report),
-        expected_statuses=set(ctx.params.job.replication_statuses),
+        findings=check_job_outputs(ctx, manifest, report),
     )
 
 
@@ -112,50 +176,109 @@ class RetryRound:
     versions: int
     job_id: str
     status: str
-    succeeded: int
-    failed: int
-    seconds: float
-    manifest_key: str
+    succeeded: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    manifest_key: str = ""
     failures_before: dict[str, int] = field(default_factory=dict)
+    why: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RetryRound:
+        """Return a round from its record in the run state (older records lack the newer fields)."""
+        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
+        return cls(**known)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the round's job has ended (Complete, Failed or Cancelled)."""
+        return self.status in batch_job.TERMINAL
+
+
+def _save_round(ctx: RunContext, record: RetryRound) -> None:
+    """Record a round in the run state, replacing its earlier record."""
+    rounds = [r for r in _rounds(ctx) if r.round != record.round]
+    ctx.ledger.set(ROUNDS_KEY, [asdict(r) for r in sorted([*rounds, record], key=lambda r: r.round)])
+
+
+def _start_round(
+    ctx: RunContext, comparison: verify.Comparison, vault: pd.DataFrame, number: int,
+) -> RetryRound | None:
+    """Return a new round over the versions to copy again (None when there are none), its job created."""
+    candidates = verify.retry_candidates(comparison)
+    if candidates.empty:
+        return None
+    # A retry copies into the clean account: check its manifest against the scope before any job exists.
+    job_scope(ctx).check_retry(candidates, vault)
+    details = comparison.details.set_index(["key", "version_id"])
+    chosen = details.loc[pd.MultiIndex.from_frame(candidates)]
+    why = {"task failed": int(chosen[verify.TASK_FAILED].sum()),
+           "missing": int((chosen[verify.MISSING_IN_RECOVERY] & ~chosen[verify.TASK_FAILED]).sum())}
+    key = f"{ctx.params.job.report_prefix}/retries/{ctx.params.run_id}-round-{number}.csv"
+    body = reports.retry_manifest_csv(candidates.assign(bucket=ctx.params.vault.bucket))
+    etag = ctx.vault("s3").put_object(Bucket=ctx.params.report_bucket, Key=key, Body=body,
+                                      ServerSideEncryption="AES256")["ETag"].strip('"')
+    job_id, _ = batch_job.create_retry_job(ctx, key, etag, number)
+    record = RetryRound(number, len(candidates), job_id, "created", manifest_key=key,
+                        failures_before={k: v for k, v in comparison.counts.items() if k in ("failed_tasks", "missing")},
+                        why=why)
+    _save_round(ctx, record)
+    return record
 
 
 def retry_failures(
     ctx: RunContext, comparison: verify.Comparison, vault: pd.DataFrame, manifest: pd.DataFrame | None,
     confirm_job: bool, subscribers: list[Any] | None = None,
 ) -> tuple[verify.Comparison, list[RetryRound]]:
-    """Return the comparison after retrying failed or missing versions in follow-up jobs, round by round."""
-    rounds = [RetryRound(**r) for r in ctx.ledger.get("retry_rounds", [])]
+    """Return the comparison after retrying failed or missing versions in follow-up jobs, round by round.
+
+    Only versions inside the job's scope are ever retried. A round left unfinished by an earlier
+    run of this phase (waiting for confirmation, say) is resumed, never forgotten.
+    """
     limit = ctx.params.verification.max_retry_rounds
-    while len(rounds) < limit:
-        candidates = verify.retry_candidates(comparison)
-        if candidates.empty:
-            break
-        number = len(rounds) + 1
+    while True:
+        rounds = _rounds(ctx)
+        pending = next((r for r in rounds if not r.finished), None)
+        if pending is None:
+            if len(rounds) >= limit:
+                break
+            pending = _start_round(ctx, comparison, vault, len(rounds) + 1)
+            if pending is None:
+                break
         started = time.monotonic()
-        key = f"{ctx.params.job.report_prefix}/retries/{ctx.params.run_id}-round-{number}.csv"
-        body = reports.retry_manifest_csv(candidates.assign(bucket=ctx.params.vault.bucket))
-        etag = ctx.vault("s3").put_object(Bucket=ctx.params.report_bucket, Key=key, Body=body,
-                                          ServerSideEncryption="AES256")["ETag"].strip('"')
-        job_id, _ = batch_job.create_retry_job(ctx, key, etag, number)
-        batch_job.wait_for_status(ctx, job_id, {"Suspended", "Ready", "Active"}, subscribers or [])
-        job = batch_job.describe_job(ctx, job_id)
+        job = batch_job.wait_for_status(ctx, pending.job_id, {"Suspended", "Ready", "Active"}, subscribers or [])
         if job["Status"] == "Suspended":
             if not confirm_job:
+                _write_verdict(ctx, "INCOMPLETE", comparison, _rounds(ctx), waiting={
+                    "what": f"retry round {pending.round}", "job_id": pending.job_id, "versions": pending.versions,
+                    "why": pending.why,
+                    "how": "re-run phase 07 with confirm_job=True (runbook run --from 07 --confirm-job)"})
                 raise ConfirmationRequired(
-                    f"retry round {number}: job {job_id} would replicate {len(candidates)} versions again and waits "
-                    "for confirmation; re-run phase 07 with confirm_job=True (runbook run --from 07 --confirm-job)"
+                    f"retry round {pending.round}: job {pending.job_id} would copy {pending.versions} version(s) "
+                    f"again ({_why_text(pending.why)}), all inside the job's scope, and waits for confirmation; "
+                    "the verdict stays INCOMPLETE until then. Re-run phase 07 with confirm_job=True "
+                    "(runbook run --from 07 --confirm-job)."
                 )
-            batch_job.confirm_job(ctx, job_id, f"retry round {number} confirmed by parameter confirm_job")
-        final = batch_job.follow_job(ctx, job_id, subscribers or [])
+            batch_job.confirm_job(ctx, pending.job_id, f"retry round {pending.round} confirmed by parameter confirm_job")
+        try:
+            final = batch_job.follow_job(ctx, pending.job_id, subscribers or [])
+        except JobEndedError as ended:
+            final = batch_job.describe_job(ctx, ended.job_id)
         summary = batch_job.summarise_job(final)
-        record = RetryRound(number, len(candidates), job_id, summary["status"], summary["succeeded_tasks"],
-                            summary["failed_tasks"], round(time.monotonic() - started, 2), key,
-                            {k: v for k, v in comparison.counts.items() if k in ("failed_tasks", "missing")})
-        ctx.ledger.append("retry_rounds", record.__dict__)
-        rounds.append(record)
+        pending.status, pending.succeeded, pending.failed = summary["status"], summary["succeeded_tasks"], \
+            summary["failed_tasks"]
+        pending.seconds = round(pending.seconds + time.monotonic() - started, 2)
+        _save_round(ctx, pending)
         report = load_job_reports(ctx)
         comparison = compare_buckets(ctx, vault, snapshot_recovery(ctx), manifest, report)
-    return comparison, rounds
+        if pending.status != "Complete":
+            break  # a follow-up job that did not complete would fail the same way again
+    return comparison, _rounds(ctx)
+
+
+def _why_text(why: dict[str, int]) -> str:
+    """Return a round's reasons as words: "3 task failed, 1 missing"."""
+    return ", ".join(f"{count} {reason}" for reason, count in why.items() if count) or "no reason recorded"
 
 
 def report_overview(report: pd.DataFrame) -> pd.DataFrame:
@@ -177,10 +300,20 @@ def snapshot_overview(vault: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFra
 def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryRound],
              first_report: pd.DataFrame | None = None) -> dict[str, Any]:
     """Write summary.json and the detail CSVs for the run, and return the verdict with its counts."""
-    first_job = ctx.ledger.get(f"final_{ctx.ledger.get('job_id')}", {})
+    path = _write_verdict(ctx, comparison.verdict, comparison, rounds, first_report)
+    return {"verdict": comparison.verdict, "summary_file": str(path), "findings": list(comparison.findings),
+            **comparison.counts}
+
+
+def _write_verdict(
+    ctx: RunContext, verdict: str, comparison: verify.Comparison, rounds: list[RetryRound],
+    first_report: pd.DataFrame | None = None, waiting: dict[str, Any] | None = None,
+) -> Any:
+    """Write the detail CSVs and summary.json with `verdict`, record the verdict, and return the summary's path."""
+    first_id = ctx.ledger.get("job_id")
+    first_job = ctx.ledger.get(f"final_{first_id}", {})
     failed_first: list[dict[str, Any]] = []
     if first_report is not None:
-        first_id = ctx.ledger.get("job_id")
         failed = first_report[(first_report["task_status"] == "failed") & (first_report["job_id"] == first_id)]
         failed_first = failed[["key", "version_id", "error_code", "result_message"]].astype(str).to_dict("records")
     categories = comparison.counts_by_category()
@@ -188,13 +321,17 @@ def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryR
                if count and name not in (verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED)}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
+    extra: dict[str, Any] = {}
+    if waiting is not None:
+        extra["waiting"] = waiting
     path = evidence.write_summary(
-        ctx.ledger.run_dir, comparison.verdict, dict(comparison.counts),
-        categories=categories, job=first_job, retry_rounds=[r.__dict__ for r in rounds],
-        first_round_failed_tasks=failed_first,
+        ctx.ledger.run_dir, verdict, dict(comparison.counts),
+        categories=categories, findings=list(comparison.findings), scope=job_scope(ctx).as_record(),
+        job=first_job, job_attempts=ctx.ledger.get(batch_job.ATTEMPTS_KEY, []) or [],
+        retry_rounds=[asdict(r) for r in rounds], first_round_failed_tasks=failed_first, **extra,
     )
-    ctx.ledger.set("verdict", comparison.verdict)
-    return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts}
+    ctx.ledger.set("verdict", verdict)
+    return path
 
 
 def progress_history(ctx: RunContext) -> list[dict[str, Any]]:

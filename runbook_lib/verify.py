@@ -6,34 +6,42 @@ version has several problems, the category is the first that applies in this ord
 and most explanatory first):
 
     task_failed               the report lists a failed task and the version is not identical
-    missing_in_recovery       eligible, but absent from the recovery bucket
-    extra_in_recovery         in the recovery bucket but not eligible (or not in the vault at all)
+    missing_in_recovery       expected, but absent from the recovery bucket
+    extra_in_recovery         in the recovery bucket but not expected (or not in the vault at all)
     content_differs           size, ETag or delete-marker flag differ
     lock_mode_differs         Object Lock mode differs
     retain_until_differs      retain-until date differs (compared to the second)
     legal_hold_differs        legal hold differs (no hold and OFF count as the same)
-    unknown_unreadable        a lock field could not be read on either side, so it was not compared
-    eligible_not_in_manifest  eligible, recovered identically, yet missing from the manifest
-    in_manifest_not_eligible  listed by the manifest, not eligible, and not in the recovery bucket
-    recovered_identical       eligible and identical in the recovery bucket
-    not_expected              outside the job's filter and (correctly) absent from the recovery bucket
+    unknown_unreadable        a field that decides the outcome could not be read, so nothing was concluded
+    eligible_not_in_manifest  expected, yet no manifest of the run's jobs lists it
+    in_manifest_not_eligible  a manifest lists it, yet it is not expected
+    not_in_report             a manifest lists it and it is expected, yet no completion report has its task
+    recovered_identical       expected and identical in the recovery bucket
+    not_expected              outside the job's scope and (correctly) absent from the recovery bucket
 
-A vault version is eligible when it is not a delete marker, not in GLACIER or DEEP_ARCHIVE (Batch
-Replication cannot copy those), and its replication status ("NONE" when absent) is one of the
-job's status filter values. It is expected when it is eligible, or when the manifest or the report
-lists it and it is replicable: a failed task changes the source's replication status (REPLICA
-becomes FAILED), and the proof must not lose the version for that.
-Versions are matched on (key, version id): replicas keep the source's
-version id. Storage class and encryption are not compared: the replication rule changes both.
+Which versions are expected comes from the vault's own state and the job's scope (`scope.JobScope`:
+replication statuses, creation window, key constraints; never delete markers or archived versions).
+One exception: a failed task turns a replica's status from REPLICA into FAILED, so a FAILED version
+stays expected when the scope asks for REPLICA and a completion report of this run lists its task.
+A FAILED version without such a task, when the scope asks for REPLICA but not FAILED, cannot be
+placed (a replica whose earlier try failed, or not a replica at all): it is unknown, never silently
+not expected. The manifest and the report are cross-checked against that expectation, never used
+to widen it: every disagreement has a category of its own and fails the verdict, so an edited
+manifest or report cannot excuse a version, and a version the operator left out can never pass as
+recovered. Job-level disagreements (counters, pinned checksums) come in as `findings`.
+Versions are matched on (key, version id): replicas keep the source's version id. Storage class
+and encryption are not compared: the replication rule changes both.
 
 Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
-version with two problems counts in both: `recovered` is eligible and identical, `failed_tasks` is
+version with two problems counts in both: `recovered` is expected and identical, `failed_tasks` is
 failed in the report and not identical now, `retention_mismatches` is mode or date. The verdict is
-PASS only when something was expected, every expected version is recovered identically, and
-nothing is extra or unknown. The `vault_*` / `recovery_*` values in `details` are the compared,
-normalised ones (upper case, retain-until to the second, no hold shown as OFF). With a report,
-`task_status` and `http_status` are shown for every version it names, `error_code` and
-`result_message` for failed tasks; report rows without a version id match no version.
+PASS only when something was expected, every expected version is recovered identically, nothing
+is extra or unknown, manifest and report agree with the expectation, and there is no finding. The
+`vault_*` / `recovery_*` values in `details` are the compared, normalised ones (upper case,
+retain-until to the second, no hold shown as OFF); `scope` says why a vault version is outside the
+scope ("" inside). With a report, `task_status` and `http_status` are shown for every version it
+names, `error_code` and `result_message` for failed tasks; report rows without a version id match
+no version.
 """
 
 from __future__ import annotations
@@ -47,7 +55,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runbook_lib import aws_facts
 from runbook_lib.errors import ParameterError, ParameterProblem, ReportError
+from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
 
 __all__ = [
     "CATEGORIES",
@@ -60,6 +70,7 @@ __all__ = [
     "LOCK_MODE_DIFFERS",
     "MISSING_IN_RECOVERY",
     "NOT_EXPECTED",
+    "NOT_IN_REPORT",
     "RECOVERED_IDENTICAL",
     "REPLICATION_STATUS_FILTERS",
     "RETAIN_UNTIL_DIFFERS",
@@ -81,6 +92,7 @@ LEGAL_HOLD_DIFFERS = "legal_hold_differs"
 UNKNOWN_UNREADABLE = "unknown_unreadable"
 ELIGIBLE_NOT_IN_MANIFEST = "eligible_not_in_manifest"
 IN_MANIFEST_NOT_ELIGIBLE = "in_manifest_not_eligible"
+NOT_IN_REPORT = "not_in_report"
 RECOVERED_IDENTICAL = "recovered_identical"
 NOT_EXPECTED = "not_expected"
 
@@ -96,6 +108,7 @@ CATEGORIES: tuple[str, ...] = (
     UNKNOWN_UNREADABLE,
     ELIGIBLE_NOT_IN_MANIFEST,
     IN_MANIFEST_NOT_ELIGIBLE,
+    NOT_IN_REPORT,
     RECOVERED_IDENTICAL,
     NOT_EXPECTED,
 )
@@ -113,12 +126,15 @@ COUNT_KEYS: tuple[str, ...] = (
     "unknown",
     "not_in_manifest",
     "manifest_not_eligible",
+    "not_in_report",
+    "findings",
 )
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "key",
     "version_id",
     "is_delete_marker",
+    "last_modified",
     "size",
     "etag",
     "storage_class",
@@ -128,8 +144,7 @@ SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "object_lock_legal_hold_status",
 )
 
-REPLICATION_STATUS_FILTERS = frozenset({"COMPLETED", "FAILED", "REPLICA", "NONE"})
-_UNREPLICABLE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+REPLICATION_STATUS_FILTERS = frozenset(aws_facts.REPLICATION_STATUS_FILTERS)
 _UNKNOWN = "UNKNOWN"
 _KEYS = ["key", "version_id"]
 _OUTCOMES = ("task_status", "http_status", "error_code", "result_message")
@@ -155,6 +170,7 @@ class Comparison:
     verdict: str
     counts: dict[str, int]
     details: pd.DataFrame = field(repr=False)
+    findings: tuple[str, ...] = ()
 
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
@@ -171,38 +187,52 @@ class Comparison:
 
     def to_summary(self) -> dict[str, Any]:
         """Return the verdict, the counts and the per-category counts as plain JSON-ready values."""
-        return {"verdict": self.verdict, "counts": dict(self.counts), "categories": self.counts_by_category()}
+        return {"verdict": self.verdict, "counts": dict(self.counts), "categories": self.counts_by_category(),
+                "findings": list(self.findings)}
 
 
 def compare(
     vault: pd.DataFrame,
     recovery: pd.DataFrame,
     *,
+    scope: JobScope | None = None,
     manifest: pd.DataFrame | None = None,
     report: pd.DataFrame | None = None,
-    expected_statuses: Iterable[str],
+    expected_statuses: Iterable[str] | None = None,
+    findings: Iterable[str] = (),
 ) -> Comparison:
-    """Return the per-version comparison of the vault and recovery snapshots, and its verdict."""
-    statuses = _check_statuses(expected_statuses)
+    """Return the per-version comparison of the vault and recovery snapshots, and its verdict.
+
+    `scope` is the job's scope; `expected_statuses` alone stands for a scope of replication
+    statuses only. `findings` are job-level disagreements found elsewhere (each fails the verdict).
+    """
+    scope = _scope(scope, expected_statuses)
     _release_arrow_memory()
     for side, snapshot in (("vault", vault), ("recovery", recovery)):
         _check_columns(snapshot, side)
+    reasons, reason_names = _scope_reasons(scope, vault)
     # Align first: hashing the keys is the memory-hungriest step, so it runs before anything else is held.
     rows = _align(vault, recovery, manifest, report)
     _release_arrow_memory()
     sides = {"vault": _prepare(vault), "recovery": _prepare(recovery)}
     values = {side: _take(frame, rows[f"_{side}_row"].to_numpy()) for side, frame in sides.items()}
     del sides  # the aligned copies replace them; keep the peak low
-    checks = _checks(rows, values, statuses, manifest is not None, report is not None)
-    details = _details(rows, values, checks, report is not None)
-    counts = _counts(len(vault), checks)
+    vault_rows = rows["_vault_row"].to_numpy()
+    aligned_reasons = np.where(vault_rows >= 0, reasons[np.maximum(vault_rows, 0)], -1)
+    checks = _checks(rows, values, scope, aligned_reasons, reason_names, manifest is not None, report is not None)
+    details = _details(rows, values, checks, report is not None, aligned_reasons, reason_names)
+    listed = tuple(findings)
+    counts = _counts(len(vault), checks, len(listed))
     passed = (
         counts["expected"] > 0
         and counts["recovered"] == counts["expected"]
-        and counts["extra"] == 0
-        and counts["unknown"] == 0
+        and all(counts[name] == 0 for name in _MUST_BE_ZERO)
     )
-    return Comparison("PASS" if passed else "FAIL", counts, details)
+    return Comparison("PASS" if passed else "FAIL", counts, details, listed)
+
+
+# Counts that must all be zero for a PASS: each is a version (or a job fact) that contradicts the proof.
+_MUST_BE_ZERO = ("extra", "unknown", "not_in_manifest", "manifest_not_eligible", "not_in_report", "findings")
 
 
 def retry_candidates(comparison: Comparison) -> pd.DataFrame:
@@ -213,6 +243,24 @@ def retry_candidates(comparison: Comparison) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+def _scope(scope: JobScope | None, expected_statuses: Iterable[str] | None) -> JobScope:
+    """Return the scope to compare against: the one given, or one of replication statuses only."""
+    if (scope is None) == (expected_statuses is None):
+        raise TypeError("compare needs exactly one of scope= and expected_statuses=")
+    if scope is not None:
+        return scope
+    assert expected_statuses is not None
+    return JobScope(replication_statuses=_check_statuses(expected_statuses))
+
+
+def _scope_reasons(scope: JobScope, vault: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Return per vault row a code of why it is outside the scope, and the reason per code (0 is inside)."""
+    codes, names = pd.factorize(scope.reasons(vault), sort=False)
+    reason_names = [IN_SCOPE, *[str(name) for name in names if name != IN_SCOPE]]
+    lookup = np.array([reason_names.index(str(name)) for name in names], dtype=np.int16)
+    return (lookup[codes] if len(codes) else np.zeros(0, dtype=np.int16)), reason_names
 
 
 def _check_statuses(expected_statuses: Iterable[str]) -> frozenset[str]:
@@ -522,7 +570,9 @@ def _flag(column: pd.Series) -> np.ndarray:
 def _checks(
     rows: pd.DataFrame,
     values: dict[str, pd.DataFrame],
-    statuses: frozenset[str],
+    scope: JobScope,
+    reasons: np.ndarray,
+    reason_names: list[str],
     has_manifest: bool,
     has_report: bool,
 ) -> dict[str, np.ndarray]:
@@ -531,14 +581,23 @@ def _checks(
     in_vault = rows["_vault_row"].to_numpy() >= 0
     in_recovery = rows["_recovery_row"].to_numpy() >= 0
     both = in_vault & in_recovery
-    in_manifest = rows["_manifest_row"].to_numpy() >= 0 if has_manifest else np.zeros(len(rows), dtype=bool)
-    in_report = rows["_report_row"].to_numpy() >= 0 if has_report else np.zeros(len(rows), dtype=bool)
-    replicable = in_vault & ~_flag(vault["is_delete_marker"]) & ~_isin(vault["storage_class"], _UNREPLICABLE_CLASSES)
-    by_status = replicable & _isin(vault["replication_status"], statuses)
-    # The manifest and the report fix what the job was asked to recover. A version stays expected
-    # when its replication status changed since: a failed task turns a REPLICA into FAILED, and
-    # judging it by its new status would drop it from the proof exactly when it was not recovered.
-    expected = by_status | (replicable & (in_manifest | in_report))
+    none = np.zeros(len(rows), dtype=bool)
+    in_manifest = rows["_manifest_row"].to_numpy() >= 0 if has_manifest else none
+    in_report = rows["_report_row"].to_numpy() >= 0 if has_report else none
+    in_scope = in_vault & (reasons == 0)
+    # Outside the scope for its status alone: the one reason a failed task can explain.
+    only_status = in_vault & np.isin(reasons, [i for i, n in enumerate(reason_names) if n.startswith(_BY_STATUS)])
+    failed_status = only_status & _isin(vault["replication_status"], ("FAILED",))
+    failed_replica_possible = "REPLICA" in scope.replication_statuses and "FAILED" not in scope.replication_statuses
+    # A replica whose task failed reads FAILED now; a report of this run listing its task explains it.
+    failed_replica = failed_status & failed_replica_possible & in_report
+    expected = in_scope | failed_replica
+    # Unknown whether it had to be recovered: its status could not be read, or it reads FAILED and
+    # no task of this run explains that.
+    status_unknown = in_vault & (
+        (reasons == reason_names.index(STATUS_UNREADABLE) if STATUS_UNREADABLE in reason_names else none)
+        | (failed_status & failed_replica_possible & ~in_report)
+    )
     retention_unknown = both & (_flag(vault["retention_unknown"]) | _flag(recovery["retention_unknown"]))
     hold_unknown = both & (_flag(vault["hold_unknown"]) | _flag(recovery["hold_unknown"]))
     content = both & (
@@ -553,18 +612,16 @@ def _checks(
     hold = both & ~hold_unknown & ~_same(
         vault["object_lock_legal_hold_status"], recovery["object_lock_legal_hold_status"]
     )
-    # A vault version whose HEAD failed has no readable replication status: whether it had to be
-    # recovered cannot be decided, so it is unknown (never silently "not expected").
-    status_unknown = replicable & ~expected & _isin(vault["replication_status"], (_UNKNOWN,))
     unknown = retention_unknown | hold_unknown | status_unknown
     identical = both & ~content & ~mode & ~retain & ~hold & ~unknown
-    failed = np.zeros(len(rows), dtype=bool)
+    failed = none
     if has_report:
-        failed = (rows["_report_row"].to_numpy() >= 0) & _report_failed(rows)
+        failed = in_report & _report_failed(rows)
     return {
         "in_vault": in_vault,
         "in_recovery": in_recovery,
         "in_manifest": in_manifest,
+        "in_report": in_report,
         "expected": expected,
         "identical": identical,
         TASK_FAILED: failed & ~identical,
@@ -575,11 +632,16 @@ def _checks(
         RETAIN_UNTIL_DIFFERS: retain,
         LEGAL_HOLD_DIFFERS: hold,
         UNKNOWN_UNREADABLE: unknown,
-        ELIGIBLE_NOT_IN_MANIFEST: by_status & ~in_manifest if has_manifest else np.zeros(len(rows), dtype=bool),
-        IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~replicable,
+        ELIGIBLE_NOT_IN_MANIFEST: expected & ~in_manifest if has_manifest else none,
+        IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~expected & ~status_unknown,
+        NOT_IN_REPORT: expected & in_manifest & ~in_report if has_report else none,
         RECOVERED_IDENTICAL: expected & identical,
         NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
     }
+
+
+# Reasons starting with this put a version outside the scope for its replication status alone.
+_BY_STATUS = "replication status not in"
 
 
 def _report_failed(rows: pd.DataFrame) -> np.ndarray:
@@ -621,7 +683,8 @@ def _same(left: pd.Series, right: pd.Series) -> np.ndarray:
 
 
 def _details(
-    rows: pd.DataFrame, values: dict[str, pd.DataFrame], checks: dict[str, np.ndarray], has_report: bool
+    rows: pd.DataFrame, values: dict[str, pd.DataFrame], checks: dict[str, np.ndarray], has_report: bool,
+    reasons: np.ndarray, reason_names: list[str],
 ) -> pd.DataFrame:
     """Return the detail frame: keys, primary category, every check and both sides' values."""
     codes = np.full(len(rows), CATEGORIES.index(NOT_EXPECTED), dtype=np.int8)
@@ -631,6 +694,8 @@ def _details(
         "key": rows["key"].array,
         "version_id": rows["version_id"].array,
         "category": pd.Categorical.from_codes(codes, categories=list(CATEGORIES)),
+        # Why a vault version is outside the job's scope ("" inside; missing when not in the vault).
+        "scope": pd.Categorical.from_codes(reasons.astype(np.int16), categories=reason_names),
     }
     columns.update({name: check for name, check in checks.items() if name not in (RECOVERED_IDENTICAL, NOT_EXPECTED)})
     for side in ("vault", "recovery"):
@@ -642,7 +707,7 @@ def _details(
     return pd.DataFrame(columns, copy=False)
 
 
-def _counts(source_versions: int, checks: dict[str, np.ndarray]) -> dict[str, int]:
+def _counts(source_versions: int, checks: dict[str, np.ndarray], findings: int) -> dict[str, int]:
     """Return the summary counts, keyed exactly as COUNT_KEYS."""
 
     def total(name: str) -> int:
@@ -661,4 +726,6 @@ def _counts(source_versions: int, checks: dict[str, np.ndarray]) -> dict[str, in
         "unknown": total(UNKNOWN_UNREADABLE),
         "not_in_manifest": total(ELIGIBLE_NOT_IN_MANIFEST),
         "manifest_not_eligible": total(IN_MANIFEST_NOT_ELIGIBLE),
+        "not_in_report": total(NOT_IN_REPORT),
+        "findings": findings,
     }

@@ -214,7 +214,7 @@ def test_several_versions_per_key_are_matched_by_version_id() -> None:
     assert result.counts == {
         "source_versions": 5, "expected": 4, "recovered": 2, "missing": 1, "extra": 0, "content_mismatches": 0,
         "retention_mismatches": 0, "legal_hold_mismatches": 1, "failed_tasks": 0, "unknown": 0,
-        "not_in_manifest": 0, "manifest_not_eligible": 0,
+        "not_in_manifest": 0, "manifest_not_eligible": 0, "not_in_report": 0, "findings": 0,
     }
 
 
@@ -415,8 +415,10 @@ def test_manifest_gaps_in_both_directions() -> None:
     assert category_of(result, "vanished.txt", "v0") == IN_MANIFEST_NOT_ELIGIBLE
     assert result.counts["not_in_manifest"] == 1
     assert result.counts["manifest_not_eligible"] == 2
-    # Manifest gaps explain, they do not fail: every expected version is there.
-    assert result.verdict == "PASS"
+    # Every version expected is in the recovery bucket, yet the manifest disagrees with the vault:
+    # an edited manifest must never pass, whichever way it was edited.
+    assert result.counts["recovered"] == result.counts["expected"]
+    assert result.verdict == "FAIL"
 
 
 def test_eligible_version_missing_from_manifest_and_recovery_is_missing() -> None:
