@@ -232,19 +232,20 @@ def recovery_attempt(ctx: RunContext) -> int:
 def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
     """Return the recovery job's id and whether it was created now; re-runs find the same job.
 
-    When the latest attempt's job ended Failed or Cancelled, a new attempt with a new request
-    token is created (and waits for confirmation like the first).
+    When the latest attempt's job ended Failed or Cancelled (or S3 no longer knows it), a new
+    attempt with a new request token is created, and waits for confirmation like the first.
     """
     attempts = _attempts(ctx)
-    number = recovery_attempt(ctx)
-    if attempts and int(attempts[-1]["attempt"]) == number:
+    ended = _ended_without_completing(ctx, str(attempts[-1]["job_id"])) if attempts else None
+    if attempts and ended is None:
         job_id = str(attempts[-1]["job_id"])
         ctx.ledger.set("job_id", job_id)
         return job_id, False
+    number = int(attempts[-1]["attempt"]) + 1 if attempts else 1
     request = replication_job_request(ctx, number)
     job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
     if attempts:
-        attempts[-1]["ended"] = _ended_without_completing(ctx, str(attempts[-1]["job_id"]))
+        attempts[-1]["ended"] = ended
     attempts.append({"attempt": number, "job_id": job_id, "token": request["ClientRequestToken"],
                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     ctx.ledger.set(ATTEMPTS_KEY, attempts)

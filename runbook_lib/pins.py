@@ -44,7 +44,6 @@ def pinned(ctx: RunContext, job_id: str) -> dict[str, Any] | None:
 
 def pin_job_outputs(ctx: RunContext, job: dict[str, Any]) -> dict[str, Any]:
     """Return and record a finished job's counters and the ETag of every manifest and report object."""
-    s3 = ctx.vault("s3")
     pin: dict[str, Any] = {
         "job_id": job["JobId"],
         "status": job["Status"],
@@ -58,12 +57,13 @@ def pin_job_outputs(ctx: RunContext, job: dict[str, Any]) -> dict[str, Any]:
         bucket, key = split_s3_object_arn(location["ObjectArn"])
         pin["generated_manifest"] = {
             "bucket": bucket, "key": key, "etag_recorded_by_s3": _bare(location.get("ETag")),
-            **_index_and_files(s3, bucket, key, "files", "key"),
+            **_index_and_files(ctx.vault("s3"), bucket, key, "files", "key"),
         }
     report = job.get("Report", {})
     if report.get("Enabled") and report.get("Bucket"):
         bucket = report["Bucket"].split(":::", 1)[-1]
         key = reports.completion_report_manifest_key(report.get("Prefix"), job["JobId"])
+        s3 = ctx.vault("s3")
         if _etag(s3, bucket, key) is not None:
             pin["report"] = {"bucket": bucket, "key": key, **_index_and_files(s3, bucket, key, "Results", "Key")}
     pins = dict(ctx.ledger.get(PINS_KEY, {}) or {})

@@ -52,7 +52,7 @@ STATUS_UNREADABLE = "replication status unreadable"
 class JobScope:
     """The versions one recovery copies: replication statuses, creation window and key constraints."""
 
-    replication_statuses: frozenset[str]
+    replication_statuses: tuple[str, ...]
     created_after: datetime | None = None
     created_before: datetime | None = None
     key_prefix: str | None = None
@@ -60,11 +60,12 @@ class JobScope:
     key_substring: str | None = None
 
     def __post_init__(self) -> None:
-        statuses = frozenset(self.replication_statuses)
-        if not statuses or not statuses <= set(REPLICATION_STATUS_FILTERS):
+        # Kept in the order given: the job request shows them as the operator wrote them.
+        statuses = tuple(dict.fromkeys(str(status) for status in self.replication_statuses))
+        if not statuses or not set(statuses) <= set(REPLICATION_STATUS_FILTERS):
             raise ValueError(
                 f"replication_statuses must be a non-empty subset of {', '.join(REPLICATION_STATUS_FILTERS)}, "
-                f"not {sorted(statuses)}"
+                f"not {list(statuses)}"
             )
         object.__setattr__(self, "replication_statuses", statuses)
         for name in ("created_after", "created_before"):
@@ -80,7 +81,7 @@ class JobScope:
         """Return the manifest generator's Filter that selects exactly this scope."""
         filters: dict[str, Any] = {
             "EligibleForReplication": True,
-            "ObjectReplicationStatuses": sorted(self.replication_statuses),
+            "ObjectReplicationStatuses": list(self.replication_statuses),
         }
         if self.created_after is not None:
             filters["CreatedAfter"] = self.created_after
@@ -217,7 +218,7 @@ class JobScope:
 def scope_from_params(job: Any) -> JobScope:
     """Return the scope the parameters' `job` section defines."""
     return JobScope(
-        replication_statuses=frozenset(job.replication_statuses),
+        replication_statuses=tuple(job.replication_statuses),
         created_after=job.created_after,
         created_before=job.created_before,
         key_prefix=job.key_prefix,

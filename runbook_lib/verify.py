@@ -252,7 +252,7 @@ def _scope(scope: JobScope | None, expected_statuses: Iterable[str] | None) -> J
     if scope is not None:
         return scope
     assert expected_statuses is not None
-    return JobScope(replication_statuses=_check_statuses(expected_statuses))
+    return JobScope(replication_statuses=tuple(sorted(_check_statuses(expected_statuses))))
 
 
 def _scope_reasons(scope: JobScope, vault: pd.DataFrame) -> tuple[np.ndarray, list[str]]:

@@ -147,6 +147,9 @@ def test_create_job_replaces_a_job_the_service_no_longer_knows(aws_env: Drill, m
 
     assert created == (JOB_ID, True)
     assert ctx.ledger.get("job_id") == JOB_ID
+    # A new attempt, with a token of its own: the expired job's token would find nothing new.
+    assert [a["attempt"] for a in ctx.ledger.get("recovery_attempts")] == [1, 2]
+    assert request["ClientRequestToken"] != batch_job.client_request_token(ctx.params.run_id)
 
 
 # ------------------------------------------------------------------------------ the watcher

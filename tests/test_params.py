@@ -26,7 +26,8 @@ TOP_LEVEL_KEYS = (
     "event_rule_name, job, verification, tags"
 )
 JOB_KEYS = (
-    "replication_statuses, created_after, created_before, replica_storage_class, priority, "
+    "replication_statuses, created_after, created_before, key_prefix, key_suffix, key_substring, "
+    "replica_storage_class, priority, "
     "confirmation_required, report_prefix, manifest_prefix, poll_seconds, timeout_minutes"
 )
 
@@ -272,6 +273,12 @@ BAD_SETS = [
      "job.report_prefix: got '/batch-replication-reports'; expected a key prefix that does not start with '/'"),
     (mutated(job__manifest_prefix=""),
      "job.manifest_prefix: got ''; expected a key prefix of 1 to 512 characters"),
+    (mutated(job__key_prefix=""),
+     "job.key_prefix: got ''; expected 1 to 1024 characters of a key name, or null for none"),
+    (mutated(job__key_suffix=7),
+     "job.key_suffix: got 7; expected a piece of key name (text), or null for none"),
+    (mutated(job__key_substring="x" * 1025),
+     f"job.key_substring: got {'x' * 1025!r}; expected 1 to 1024 characters of a key name, or null for none"),
     (mutated(job__poll_seconds=0),
      "job.poll_seconds: got 0; expected a number of seconds greater than 0 and at most 300"),
     (mutated(job__poll_seconds=300.5),
@@ -409,6 +416,9 @@ def test_defaults_are_applied_to_everything_optional() -> None:
         "replication_statuses": ["REPLICA"],
         "created_after": None,
         "created_before": None,
+        "key_prefix": None,
+        "key_suffix": None,
+        "key_substring": None,
         "replica_storage_class": "INTELLIGENT_TIERING",
         "priority": 10,
         "confirmation_required": True,
