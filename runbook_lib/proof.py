@@ -71,8 +71,8 @@ def _rounds(ctx: RunContext) -> list[RetryRound]:
 
 
 def job_ids(ctx: RunContext) -> list[str]:
-    """Return every job of the run: the recovery job of each attempt, then each retry job, oldest first."""
-    return [*_recovery_job_ids(ctx), *[r.job_id for r in _rounds(ctx) if r.job_id]]
+    """Return the run's jobs whose outcome counts: each recovery attempt's, then each finished retry round's."""
+    return [*_recovery_job_ids(ctx), *[r.job_id for r in _rounds(ctx) if r.job_id and r.finished]]
 
 
 def load_job_manifest(ctx: RunContext) -> pd.DataFrame:
@@ -301,8 +301,8 @@ def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryR
              first_report: pd.DataFrame | None = None) -> dict[str, Any]:
     """Write summary.json and the detail CSVs for the run, and return the verdict with its counts."""
     path = _write_verdict(ctx, comparison.verdict, comparison, rounds, first_report)
-    return {"verdict": comparison.verdict, "summary_file": str(path), "findings": list(comparison.findings),
-            **comparison.counts}
+    return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts,
+            "findings": list(comparison.findings)}
 
 
 def _write_verdict(
