@@ -75,7 +75,7 @@ class World:
 
     def params_file(self, **job: Any) -> Path:
         params = yaml.safe_load(DRILL_PARAMS.read_text())
-        params["job"].update(poll_seconds=0.2, **job)
+        params["job"].update(poll_seconds=0.05, **job)
         path = self.folder / "params.yaml"
         path.write_text(yaml.safe_dump(params, sort_keys=False))
         return path

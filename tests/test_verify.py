@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from runbook_lib.errors import ParameterError, ReportError
+from runbook_lib.scope import JobScope
 from runbook_lib.verify import (
     CATEGORIES,
     CONTENT_DIFFERS,
@@ -22,6 +23,7 @@ from runbook_lib.verify import (
     LOCK_MODE_DIFFERS,
     MISSING_IN_RECOVERY,
     NOT_EXPECTED,
+    NOT_IN_REPORT,
     RECOVERED_IDENTICAL,
     RETAIN_UNTIL_DIFFERS,
     TASK_FAILED,
@@ -588,3 +590,75 @@ def test_vault_version_with_unreadable_replication_status_is_unknown_not_skipped
     assert category_of(result, "k", "v1") == UNKNOWN_UNREADABLE
     assert result.counts["unknown"] == 1
     assert result.verdict == "FAIL"
+
+
+# --------------------------------------------------------------------------- the expected set is the vault's, not the manifest's
+
+
+def test_a_listed_non_replica_is_never_excused() -> None:
+    # Written straight into the vault (no replication status), then slipped into the manifest and
+    # copied into the recovery bucket: the proof must refuse it on both counts.
+    outsider = version("planted.txt", "p1", replication_status=None)
+    manifest = manifest_of([("anchor.txt", "a1"), ("planted.txt", "p1")])
+    report = report_of([("anchor.txt", "a1", "succeeded", None, "success"),
+                        ("planted.txt", "p1", "succeeded", None, "success")])
+
+    result = run([outsider], [replicated(outsider)], manifest=manifest, report=report)
+
+    assert category_of(result, "planted.txt", "p1") == EXTRA_IN_RECOVERY
+    assert bool(result.details.set_index("key").loc["planted.txt", IN_MANIFEST_NOT_ELIGIBLE])
+    assert result.counts["extra"] == 1 and result.counts["manifest_not_eligible"] == 1
+    assert result.verdict == "FAIL"
+
+
+def test_a_failed_status_without_a_task_of_this_run_is_unknown() -> None:
+    # REPLICA or not cannot be told once it reads FAILED; only this run's report can explain it.
+    source = version("k", "v1", replication_status="FAILED")
+
+    result = run([source], [], manifest=manifest_of([("anchor.txt", "a1")]),
+                 report=report_of([("anchor.txt", "a1", "succeeded", None, "success")]))
+
+    assert category_of(result, "k", "v1") == UNKNOWN_UNREADABLE
+    assert result.verdict == "FAIL"
+    assert retry_candidates(result).empty, "an unexplained version is never copied"
+
+
+def test_an_expected_version_listed_but_absent_from_every_report_fails() -> None:
+    source = version("k", "v1")
+    manifest = manifest_of([("anchor.txt", "a1"), ("k", "v1")])
+
+    result = run([source], [replicated(source)], manifest=manifest,
+                 report=report_of([("anchor.txt", "a1", "succeeded", None, "success")]))
+
+    assert category_of(result, "k", "v1") == NOT_IN_REPORT
+    assert result.counts["not_in_report"] == 1 and result.verdict == "FAIL"
+
+
+def test_a_job_finding_fails_even_an_identical_recovery() -> None:
+    result = compare(snapshot([ANCHOR]), snapshot([replicated(ANCHOR)]), expected_statuses=REPLICA,
+                     findings=["job j: its completion report lists 0 failed tasks, but S3 counted 3"])
+
+    assert result.counts["recovered"] == result.counts["expected"] == 1
+    assert result.counts["findings"] == 1 and result.verdict == "FAIL"
+    assert result.to_summary()["findings"] == ["job j: its completion report lists 0 failed tasks, but S3 counted 3"]
+
+
+@pytest.mark.parametrize("copied", [False, True])
+def test_a_version_after_the_point_in_time_is_out_of_scope(copied: bool) -> None:
+    later = version("k", "late", last_modified=pd.Timestamp("2026-07-01T00:00:00Z"))
+    scope = JobScope(("REPLICA",), created_before=pd.Timestamp("2026-06-01T00:00:00Z").to_pydatetime())
+
+    result = compare(snapshot([ANCHOR, later]), snapshot([replicated(ANCHOR), *([replicated(later)] * copied)]),
+                     scope=scope)
+
+    row = result.details.set_index("version_id").loc["late"]
+    assert row["category"] == (EXTRA_IN_RECOVERY if copied else NOT_EXPECTED)
+    assert row["scope"] == "created at or after 2026-06-01T00:00:00Z"
+    assert result.counts["expected"] == 1
+    assert result.verdict == ("FAIL" if copied else "PASS")
+    assert retry_candidates(result).empty
+
+
+def test_compare_takes_exactly_one_way_to_name_the_scope() -> None:
+    with pytest.raises(TypeError, match="exactly one"):
+        compare(snapshot([ANCHOR]), snapshot([]), scope=JobScope(("REPLICA",)), expected_statuses=REPLICA)
