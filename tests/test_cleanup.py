@@ -37,7 +37,7 @@ TRUST_EC2 = {"Version": "2012-10-17", "Statement": [
 PROVISION_ORDER = (
     provision.ensure_recovery_key, provision.ensure_recovery_bucket, provision.ensure_report_bucket,
     provision.ensure_batch_policy, provision.ensure_batch_role, provision.ensure_vault_key_grants,
-    provision.ensure_recovery_bucket_policy, provision.ensure_replication_rule, provision.ensure_vault_eventbridge,
+    provision.ensure_recovery_key_grants, provision.ensure_recovery_bucket_policy, provision.ensure_replication_rule, provision.ensure_vault_eventbridge,
     provision.ensure_notification_topic, notifications.ensure_audit_queue, provision.ensure_job_status_rule,
 )
 

@@ -32,6 +32,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
     "batch policy": (provision.ensure_recovery_key, provision.ensure_batch_policy),
     "batch role": (provision.ensure_recovery_key, provision.ensure_batch_policy, provision.ensure_batch_role),
     "vault key grants": (provision.ensure_vault_key_grants,),
+    "recovery key grants": (provision.ensure_recovery_key, provision.ensure_batch_policy, provision.ensure_batch_role,
+                            provision.ensure_recovery_key_grants),
     "recovery bucket policy": (provision.ensure_recovery_key, provision.ensure_recovery_bucket,
                                provision.ensure_recovery_bucket_policy),
     "replication rule": (provision.ensure_recovery_key, provision.ensure_replication_rule),
@@ -43,7 +45,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
 # Steps that change the vault bucket or key: they get a vault of their own.
 VAULT_SETTINGS = ("vault key grants", "replication rule", "vault EventBridge")
 # Settings on resources the run does not own (the vault's key and bucket) are updated, not created.
-FIRST_STATUS = {name: "created" for name in STEPS} | {"vault key grants": "updated", "vault EventBridge": "updated"}
+FIRST_STATUS = {name: "created" for name in STEPS} | {
+    "vault key grants": "updated", "recovery key grants": "updated", "vault EventBridge": "updated"}
 
 VERSION = "2012-10-17"
 OTHER_TRUST = {"Version": VERSION, "Statement": [
