@@ -583,7 +583,8 @@ def test_legacy_fixed_sids_are_this_runs_only_when_named_as_such() -> None:
               "Action": ["kms:Decrypt", "kms:Encrypt"], "Resource": "*"}
     existing = {**VAULT_KEY_POLICY, "Statement": [AWS_DEFAULT_KEY_STATEMENT, legacy]}
     assert policies.own_statement_sids(existing, RUN_ID) == []
-    assert policies.own_statement_sids(existing, RUN_ID, ["RunbookRecoveryRoleUsesKey"]) == ["RunbookRecoveryRoleUsesKey"]
+    recorded = ["RunbookRecoveryRoleUsesKey"]
+    assert policies.own_statement_sids(existing, RUN_ID, recorded) == recorded
     with pytest.raises(ProvisionError):
         policies.remove_statements(existing, ["RunbookRecoveryRoleUsesKey"], run_id=RUN_ID)
     upgraded = policies.merge_statements(existing, vault_key_statements(), run_id=RUN_ID,
