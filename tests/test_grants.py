@@ -185,7 +185,8 @@ def _build(clients: Clients, change: Callable[[Setup, Documents], None] | None =
     suffix = uuid.uuid4().hex[:10]
     setup = Setup(
         vault_bucket=f"vault-{suffix}", recovery_bucket=f"recovery-{suffix}", report_bucket=f"reports-{suffix}",
-        role_name=f"batch-replication-{suffix}", role_arn=f"arn:aws:iam::{VAULT_ACCOUNT}:role/batch-replication-{suffix}",
+        role_name=f"batch-replication-{suffix}",
+        role_arn=f"arn:aws:iam::{VAULT_ACCOUNT}:role/batch-replication-{suffix}",
         vault_key_arn=clients.vault_kms.create_key(Description="vault key")["KeyMetadata"]["Arn"],
         recovery_key_arn=clients.recovery_kms.create_key(Description="recovery key")["KeyMetadata"]["Arn"],
     )
