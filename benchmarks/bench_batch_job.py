@@ -36,7 +36,8 @@ def _provision(ctx: RunContext) -> None:
     """Create everything the recovery job needs, as phases 01 to 04 do."""
     for step in (provision.ensure_recovery_key, provision.ensure_recovery_bucket, provision.ensure_report_bucket,
                  provision.ensure_batch_policy, provision.ensure_batch_role, provision.ensure_vault_key_grants,
-                 provision.ensure_recovery_bucket_policy, provision.ensure_replication_rule):
+                 provision.ensure_recovery_key_grants, provision.ensure_recovery_bucket_policy,
+                 provision.ensure_replication_rule):
         step(ctx)
 
 

@@ -17,12 +17,15 @@ __all__ = [
     "TERMINAL_JOB_STATUSES",
     "account_root_arn",
     "bucket_arn",
+    "dns_suffix",
     "iam_policy_arn",
     "iam_role_arn",
     "kms_key_arn",
+    "kms_via_service",
     "object_arn",
     "objects_arn",
     "partition_of",
+    "sns_topic_arn",
     "split_s3_object_arn",
 ]
 
@@ -64,6 +67,21 @@ def partition_of(region: str) -> str:
     if region.startswith("us-gov-"):
         return "aws-us-gov"
     return "aws"
+
+
+def dns_suffix(region: str) -> str:
+    """Return the domain of AWS service endpoints in a region's partition: amazonaws.com.cn in China."""
+    return "amazonaws.com.cn" if partition_of(region) == "aws-cn" else "amazonaws.com"
+
+
+def kms_via_service(service: str, region: str) -> str:
+    """Return the kms:ViaService value of a service in a region, so a key is usable only through it.
+
+    KMS names the calling service by its regional endpoint host, `<service>.<region>.<domain>`; the
+    domain is the partition's endpoint domain (amazonaws.com.cn in Beijing and Ningxia, amazonaws.com
+    elsewhere, GovCloud included).
+    """
+    return f"{service}.{region}.{dns_suffix(region)}"
 
 
 def bucket_arn(bucket: str, partition: str = "aws") -> str:
@@ -108,3 +126,8 @@ def iam_policy_arn(account_id: str, name: str, partition: str = "aws") -> str:
 def kms_key_arn(region: str, account_id: str, key_id: str) -> str:
     """Return a KMS key's ARN, in the partition of its region."""
     return f"arn:{partition_of(region)}:kms:{region}:{account_id}:key/{key_id}"
+
+
+def sns_topic_arn(region: str, account_id: str, name: str) -> str:
+    """Return an SNS topic's ARN, in the partition of its region."""
+    return f"arn:{partition_of(region)}:sns:{region}:{account_id}:{name}"

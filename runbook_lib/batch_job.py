@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from runbook_lib import pins
+from runbook_lib import aws_facts, pins
 from runbook_lib.accounts import error_code
 from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES
 from runbook_lib.context import RunContext
@@ -172,7 +172,10 @@ def retry_job_request(ctx: RunContext, manifest_key: str, manifest_etag: str, ro
         "Description": f"Retry round {round_number} of {params.run_id}"[:256],
         "Manifest": {
             "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
-            "Location": {"ObjectArn": f"arn:aws:s3:::{params.report_bucket}/{manifest_key}", "ETag": manifest_etag},
+            "Location": {
+                "ObjectArn": aws_facts.object_arn(params.report_bucket, manifest_key, params.partition),
+                "ETag": manifest_etag,
+            },
         },
         "Tags": [{"Key": k, "Value": v} for k, v in sorted(ctx.tags.items())],
     }

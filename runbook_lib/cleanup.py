@@ -3,6 +3,12 @@
 Never removed: an object version (in any bucket), the recovery bucket and its key (they hold and
 protect the recovered data), the report bucket (manifests and completion reports are evidence),
 and anything the run did not create. Batch Operations jobs cannot be deleted; AWS expires them.
+
+On documents others share (key policies, bucket policies, the vault bucket's notification and
+replication configurations) cleanup undoes only the run's own part: its statements (by their
+run-scoped Sids), the EventBridge setting if the run turned it on. Whatever others changed
+meanwhile is kept and reported as drift. A replication configuration someone changed since the
+run put it is left as found. A resource that is gone already is reported as such.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runbook_lib import policies
+from runbook_lib import policies, provision
 from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 
@@ -28,6 +34,8 @@ class CleanupAction:
     identifier: str
     action: str  # removed | restored | kept | already gone
     why: str
+    drift: Any = None  # what others changed meanwhile, kept as they left it
+
 
     def as_row(self) -> dict[str, Any]:
         """Return the action as a table row."""
@@ -38,6 +46,21 @@ class CleanupAction:
 def _gone(error: ClientError) -> bool:
     return error_code(error) in ("NoSuchEntity", "ResourceNotFoundException", "NotFound", "NotFoundException",
                             "AWS.SimpleQueueService.NonExistentQueue", "NoSuchBucket", "NoSuchBucketPolicy")
+
+
+def _statement_drift(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the statements others added or removed between the captured policy and now, or None."""
+    def keyed(policy: dict[str, Any] | None) -> dict[str, Any]:
+        return {str(s.get("Sid", json.dumps(s, sort_keys=True))): s for s in policies.statements_of(policy)}
+
+    earlier, now = keyed(before), keyed(after)
+    drift = {
+        "added_by_others": sorted(set(now) - set(earlier)),
+        "removed_by_others": sorted(set(earlier) - set(now)),
+        "changed_by_others": sorted(sid for sid in set(now) & set(earlier) if now[sid] != earlier[sid]),
+    }
+    drift = {key: value for key, value in drift.items() if value}
+    return drift or None
 
 
 def _event_rule(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
@@ -61,6 +84,7 @@ def _topic(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     except ClientError as error:
         if not _gone(error):
             raise
+        return CleanupAction("SNS topic", record["id"], "already gone", "not found")
     return CleanupAction("SNS topic", record["id"], "removed", "its subscriptions go with it")
 
 
@@ -70,61 +94,140 @@ def _queue(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     except ClientError as error:
         if not _gone(error):
             raise
+        return CleanupAction("audit queue", record.get("arn", record["id"]), "already gone", "not found")
     return CleanupAction("audit queue", record.get("arn", record["id"]), "removed",
                          "the events it received are kept in the ledger")
 
 
 def _notifications(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
-    original = ctx.ledger.original("vault_notification_configuration") or {}
-    ctx.vault("s3").put_bucket_notification_configuration(Bucket=record["id"], NotificationConfiguration=original)
-    return CleanupAction("vault bucket notifications", record["id"], "restored", "as captured before the run")
+    s3 = ctx.vault("s3")
+    bucket = record["id"]
+    label = "vault bucket notifications"
+    try:
+        current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    except ClientError as error:
+        if not _gone(error):
+            raise
+        return CleanupAction(label, bucket, "already gone", "the bucket no longer exists")
+    current.pop("ResponseMetadata", None)
+    original = ctx.ledger.original("vault_notification_configuration") if ctx.ledger.has_original(
+        "vault_notification_configuration") else {}
+    # The run only ever adds EventBridgeConfiguration (and records it only when it was not there).
+    others_now = {k: v for k, v in current.items() if k != "EventBridgeConfiguration"}
+    others_before = {k: v for k, v in (original or {}).items() if k != "EventBridgeConfiguration"}
+    drift = {k: {"before_run": others_before.get(k), "now": others_now.get(k)}
+             for k in sorted(set(others_now) | set(others_before)) if others_now.get(k) != others_before.get(k)}
+    if "EventBridgeConfiguration" not in current:
+        return CleanupAction(label, bucket, "already gone", "EventBridge delivery was turned off meanwhile",
+                             drift or None)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=others_now)
+    kept = "; other notification settings changed since the run started were kept" if drift else ""
+    return CleanupAction(label, bucket, "restored",
+                         "the run's EventBridge delivery turned off, as before the run" + kept, drift or None)
 
 
 def _replication(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     s3 = ctx.vault("s3")
-    original = ctx.ledger.original("vault_replication_configuration")
-    if original is None:
-        s3.delete_bucket_replication(Bucket=record["id"])
-        return CleanupAction("vault replication configuration", record["id"], "removed",
-                             "the vault had none before the run; it no longer replicates to the recovery account")
-    arguments: dict[str, Any] = {"Bucket": record["id"], "ReplicationConfiguration": original}
-    if ctx.params.object_lock_token:
-        arguments["Token"] = ctx.params.object_lock_token.get_secret_value()
-    s3.put_bucket_replication(**arguments)
-    return CleanupAction("vault replication configuration", record["id"], "restored", "as captured before the run")
-
-
-def _key_statements(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
-    kms = ctx.vault("kms")
-    current = json.loads(kms.get_key_policy(KeyId=record["id"], PolicyName="default")["Policy"])
-    reduced = policies.remove_statements(current, list(record.get("sids", [])))
-    if reduced != current:
-        kms.put_key_policy(KeyId=record["id"], PolicyName="default", Policy=policies.to_json(reduced))
-    same = reduced == ctx.ledger.original("vault_key_policy")
-    kept = "identical to the captured original" if same else "other statements changed since the run started were kept"
-    return CleanupAction("vault KMS key policy", record["id"], "restored", "the run's statements removed; " + kept)
-
-
-def _recovery_bucket_policy(ctx: RunContext, bucket: str) -> CleanupAction:
-    s3 = ctx.recovery("s3")
+    bucket = record["id"]
+    label = "vault replication configuration"
     try:
-        # Deleting an absent bucket policy succeeds silently, so look first to report what happened.
-        s3.get_bucket_policy(Bucket=bucket)
-        s3.delete_bucket_policy(Bucket=bucket)
+        current = provision.current_replication(s3, bucket)
     except ClientError as error:
         if not _gone(error):
             raise
-        return CleanupAction("recovery bucket policy", bucket, "already gone", "the bucket has no policy")
-    return CleanupAction("recovery bucket policy", bucket, "removed",
-                         "the vault account's role no longer needs to write into the recovery bucket")
+        return CleanupAction(label, bucket, "already gone", "the bucket no longer exists")
+    if current is None:
+        return CleanupAction(label, bucket, "already gone", "someone removed it since the run put it")
+    put_by_run = provision.replication_document(ctx)
+    if not provision.replication_matches(current, put_by_run):
+        return CleanupAction(label, bucket, "kept",
+                             "it changed since the run put it: left as found, nothing overwritten; review it",
+                             {"found": current, "put_by_run": put_by_run})
+    original = ctx.ledger.original("vault_replication_configuration")
+    if original is None:
+        s3.delete_bucket_replication(Bucket=bucket)
+        return CleanupAction(label, bucket, "removed",
+                             "the vault had none before the run; it no longer replicates to the recovery account")
+    arguments: dict[str, Any] = {"Bucket": bucket, "ReplicationConfiguration": original}
+    if ctx.params.object_lock_token:
+        arguments["Token"] = ctx.params.object_lock_token.get_secret_value()
+    s3.put_bucket_replication(**arguments)
+    return CleanupAction(label, bucket, "restored", "as captured before the run")
+
+
+def _key_policy(kms: Any, key: str) -> dict[str, Any] | None:
+    """Return a key's policy, or None when the key no longer exists."""
+    try:
+        return dict(json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"]))
+    except ClientError as error:
+        if not _gone(error):
+            raise
+        return None
+
+
+def _remove_own_statements(
+    ctx: RunContext, kms: Any, key: str, current: dict[str, Any], legacy: list[str]
+) -> dict[str, Any]:
+    """Return the key policy without the run's statements, putting it when that changed something."""
+    run_id = ctx.params.run_id
+    reduced = policies.remove_statements(current, policies.own_statement_sids(current, run_id, legacy),
+                                         run_id=run_id, legacy=legacy)
+    if reduced != current:
+        kms.put_key_policy(KeyId=key, PolicyName="default", Policy=policies.to_json(reduced))
+    return reduced
+
+
+def _key_statements(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
+    recovery_side = record.get("side") == "recovery"
+    kms = ctx.recovery("kms") if recovery_side else ctx.vault("kms")
+    label = "recovery KMS key policy" if recovery_side else "vault KMS key policy"
+    current = _key_policy(kms, record["id"])
+    if current is None:
+        return CleanupAction(label, record["id"], "already gone", "the key no longer exists")
+    # Fixed Sids of earlier versions count as this run's only where its ledger recorded them.
+    legacy = [sid for sid in record.get("sids", []) if policies.sid_run_id(sid) is None]
+    reduced = _remove_own_statements(ctx, kms, record["id"], current, legacy)
+    if recovery_side:
+        return CleanupAction(label, record["id"], "restored", "the run's statements removed; other statements kept")
+    before = ctx.ledger.original("vault_key_policy") if ctx.ledger.has_original("vault_key_policy") else None
+    drift = _statement_drift(before, reduced)
+    kept = ("identical to the captured original" if drift is None
+            else "statements changed by others since the run started were kept")
+    return CleanupAction(label, record["id"], "restored", "the run's statements removed; " + kept, drift)
+
+
+def _recovery_bucket_policy(ctx: RunContext, bucket: str, legacy: list[str]) -> CleanupAction:
+    s3 = ctx.recovery("s3")
+    label = "recovery bucket policy"
+    run_id = ctx.params.run_id
+    try:
+        current = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as error:
+        if not _gone(error):
+            raise
+        return CleanupAction(label, bucket, "already gone", "the bucket has no policy")
+    ours = policies.own_statement_sids(current, run_id, legacy)
+    if not ours:
+        return CleanupAction(label, bucket, "already gone", "the policy holds none of the run's statements")
+    reduced = policies.remove_statements(current, ours, run_id=run_id, legacy=legacy)
+    others = [str(s.get("Sid", "(no Sid)")) for s in policies.statements_of(reduced)]
+    if not others:
+        s3.delete_bucket_policy(Bucket=bucket)
+        return CleanupAction(label, bucket, "removed",
+                             "the vault account's role no longer needs to write into the recovery bucket")
+    s3.put_bucket_policy(Bucket=bucket, Policy=policies.to_json(reduced))
+    return CleanupAction(label, bucket, "removed",
+                         "the run's statements removed; statements others added were kept",
+                         {"kept_statements": others})
 
 
 def _recovery_key_policy(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     kms = ctx.recovery("kms")
-    current = json.loads(kms.get_key_policy(KeyId=record["id"], PolicyName="default")["Policy"])
-    reduced = policies.remove_statements(current, policies.own_statement_sids(current))
-    if reduced != current:
-        kms.put_key_policy(KeyId=record["id"], PolicyName="default", Policy=policies.to_json(reduced))
+    current = _key_policy(kms, record["id"])
+    if current is None:
+        return CleanupAction("recovery KMS key", record["id"], "already gone", "the key no longer exists")
+    # The key is the run's: the fixed-Sid grant earlier versions gave it at creation is the run's too.
+    _remove_own_statements(ctx, kms, record["id"], current, list(policies.LEGACY_RECOVERY_KEY_SIDS))
     return CleanupAction("recovery KMS key", record["id"], "kept",
                          "it encrypts the recovered data; the vault account's access to it was removed")
 
@@ -139,6 +242,7 @@ def _role(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     except ClientError as error:
         if not _gone(error):
             raise
+        return CleanupAction("IAM role", record["id"], "already gone", "not found")
     return CleanupAction("IAM role", record["id"], "removed", "the replication job is finished")
 
 
@@ -152,6 +256,7 @@ def _policy(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     except ClientError as error:
         if not _gone(error):
             raise
+        return CleanupAction("IAM policy", record["id"], "already gone", "not found")
     return CleanupAction("IAM policy", record["id"], "removed", "the role that used it is removed")
 
 
@@ -180,8 +285,11 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
             ctx.ledger.forget_created(kind, record["id"])
             handled_now.add(record["id"])
     recovery_bucket = ctx.params.recovery.bucket
-    if ctx.ledger.was_created("s3_bucket", recovery_bucket):
-        actions.append(_recovery_bucket_policy(ctx, recovery_bucket))
+    created_bucket = ctx.ledger.was_created("s3_bucket", recovery_bucket)
+    if created_bucket or ctx.ledger.was_created("bucket_policy_statements", recovery_bucket):
+        # Fixed Sids of earlier versions are the run's only in a bucket the run created.
+        legacy = list(policies.LEGACY_RECOVERY_BUCKET_SIDS) if created_bucket else []
+        actions.append(_recovery_bucket_policy(ctx, recovery_bucket, legacy))
     for record in ctx.ledger.created("kms_key"):
         actions.append(_recovery_key_policy(ctx, record))
     for kind, why in _KEPT.items():

@@ -239,7 +239,8 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             intro += f"\n\n{document['reason']}."
         if document.get("waiting"):
             waiting = document["waiting"]
-            intro += f"\n\nWaiting for confirmation: {waiting.get('what')} (job {waiting.get('job_id')}); {waiting.get('how')}."
+            intro += (f"\n\nWaiting for confirmation: {waiting.get('what')} (job {waiting.get('job_id')}); "
+                      f"{waiting.get('how')}.")
     combined.cells.append(nbformat.v4.new_markdown_cell(intro))
     for path in sorted((folder / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         notebook = nbformat.read(path, as_version=4)

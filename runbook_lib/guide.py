@@ -113,7 +113,8 @@ def show_scope(ctx: RunContext) -> None:
     """Show in words which vault versions this recovery copies and verification expects."""
     from runbook_lib.scope import scope_from_params
 
-    print(f"This recovery copies, and verification expects, exactly the vault's {scope_from_params(ctx.params.job).describe()}.")
+    described = scope_from_params(ctx.params.job).describe()
+    print(f"This recovery copies, and verification expects, exactly the vault's {described}.")
 
 
 def show_json(title: str, document: Any) -> None:
@@ -204,7 +205,7 @@ def show_rows(rows: Any, title: str = "") -> None:
 
 
 def show_findings(findings: Sequence[str]) -> None:
-    """Show each disagreement between the jobs' counters, their pinned objects and what was read; or say there is none."""
+    """Show each disagreement of the jobs' counters and pinned objects with what was read, or that there is none."""
     if not findings:
         print("✔ manifests and reports agree with the jobs' own counters and with what was pinned when they finished")
         return

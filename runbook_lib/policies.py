@@ -14,6 +14,13 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from runbook_lib.aws_facts import (
+    account_root_arn,
+    bucket_arn,
+    kms_via_service,
+    objects_arn,
+    partition_of,
+)
 from runbook_lib.errors import ParameterError, ParameterProblem, ProvisionError
 from runbook_lib.params import STORAGE_CLASSES
 
@@ -22,34 +29,37 @@ __all__ = [
     "GENERATED_MANIFEST_ACTIONS",
     "JOB_EVENT_DETAIL_TYPE",
     "JOB_EVENT_NAMES",
+    "LEGACY_RECOVERY_BUCKET_SIDS",
+    "LEGACY_RECOVERY_KEY_SIDS",
+    "LEGACY_VAULT_KEY_SIDS",
     "OWN_SID_PREFIX",
     "POLICY_VERSION",
     "RECOVERY_BUCKET_BUCKET_ACTIONS",
     "RECOVERY_BUCKET_OBJECT_ACTIONS",
     "RECOVERY_BUCKET_POLICY_ID",
-    "RECOVERY_KEY_USER_ACTIONS",
+    "RECOVERY_KEY_ROLE_ACTIONS",
     "REPLICATION_ROLE_ACTIONS",
     "REPLICA_STORAGE_CLASSES",
     "SEED_ROLE_ACTIONS",
     "TERMINAL_JOB_STATUSES",
-    "VAULT_KEY_ACCOUNT_ACTIONS",
-    "VAULT_KEY_ACCOUNT_SID",
     "VAULT_KEY_ROLE_ACTIONS",
-    "VAULT_KEY_ROLE_SID",
-    "VAULT_KEY_SIDS",
     "Document",
     "batch_role_policy",
     "batch_role_trust_policy",
     "bucket_arn",
     "job_status_event_pattern",
-    "merge_key_policy",
+    "merge_statements",
     "objects_arn",
     "own_statement_sids",
     "recovery_bucket_policy",
     "recovery_key_policy",
+    "recovery_key_statements",
     "remove_statements",
     "replication_configuration",
+    "run_sid",
+    "sid_run_id",
     "sns_topic_policy",
+    "statements_of",
     "to_json",
     "vault_key_policy_statements",
 ]
@@ -57,17 +67,28 @@ __all__ = [
 Document = dict[str, Any]
 
 POLICY_VERSION = "2012-10-17"
-PARTITION = "aws"
 
-# Every statement this runbook adds to a policy it does not own starts with this Sid prefix, so
-# provisioning and cleanup can find their own statements and leave all others alone.
+# Every statement this runbook adds to a policy it does not own starts with this Sid prefix and
+# ends with the run it belongs to (see `run_sid`), so provisioning and cleanup find their own
+# statements, leave everyone else's alone, and never touch another run's.
 OWN_SID_PREFIX = "RunbookRecovery"
-VAULT_KEY_ROLE_SID = "RunbookRecoveryRoleUsesKey"
-VAULT_KEY_ACCOUNT_SID = "RunbookRecoveryAccountUsesKey"
-VAULT_KEY_SIDS = (VAULT_KEY_ROLE_SID, VAULT_KEY_ACCOUNT_SID)
+# The Sids earlier versions gave their statements, the same for every run. Cleanup removes them
+# only where the run's ledger recorded them (or the run created the key or bucket holding them).
+LEGACY_VAULT_KEY_SIDS = ("RunbookRecoveryRoleUsesKey", "RunbookRecoveryAccountUsesKey")
+LEGACY_RECOVERY_KEY_SIDS = ("RunbookRecoveryVaultAccountUsesKey",)
+LEGACY_RECOVERY_BUCKET_SIDS = ("RunbookRecoveryReplicateObjects", "RunbookRecoveryReadBucket")
 RECOVERY_BUCKET_POLICY_ID = "RunbookRecoveryBucketPolicy"
+# Separates a statement's name from its run in a run-scoped Sid. Names never contain it, and run
+# ids are lowercase, so the last occurrence is always the separator.
+_RUN_MARK = "Run"
+# Run ids hold lowercase letters, digits and '-'; a Sid only letters and digits. '-' becomes this
+# capital, which no run id contains, so two runs never share a Sid.
+_DASH = "X"
 
-# The actions the method's step-2 policy grants, typos aside: this role must never get less.
+# The actions the method's step-2 policy grants, typos aside. The role gets all of them but two
+# that nothing in the job uses: s3:ReplicateDelete (delete markers are not replicated: the rule
+# has DeleteMarkerReplication Disabled) and s3:GetObjectTagging (replication reads each version's
+# tags with s3:GetObjectVersionTagging).
 SEED_ROLE_ACTIONS = (
     "kms:Decrypt",
     "kms:Encrypt",
@@ -99,7 +120,8 @@ GENERATED_MANIFEST_ACTIONS = (
 )
 
 # What the replication role does for each task: read a version with its Object Lock state and
-# tags, then write the replica (owned by the recovery account) into the recovery bucket.
+# tags, then write the replica (owned by the recovery account) into the recovery bucket. No
+# s3:ReplicateDelete: the rule does not replicate delete markers.
 REPLICATION_ROLE_ACTIONS = (
     "s3:ListBucket",
     "s3:GetReplicationConfiguration",
@@ -109,7 +131,6 @@ REPLICATION_ROLE_ACTIONS = (
     "s3:GetObjectRetention",
     "s3:GetObjectLegalHold",
     "s3:ReplicateObject",
-    "s3:ReplicateDelete",
     "s3:ReplicateTags",
     "s3:ObjectOwnerOverrideToBucketOwner",
 )
@@ -123,7 +144,6 @@ _VAULT_OBJECT_ACTIONS = (
     "s3:GetObjectVersionForReplication",
     "s3:GetObjectVersionAcl",
     "s3:GetObjectVersionTagging",
-    "s3:GetObjectTagging",
     "s3:GetObjectRetention",
     "s3:GetObjectLegalHold",
     "s3:InitiateReplication",
@@ -131,41 +151,34 @@ _VAULT_OBJECT_ACTIONS = (
 _REPORT_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 _REPORT_WRITE_ACTIONS = ("s3:PutObject",)
 
+# What the role does in the recovery bucket: write replicas, their tags, and make the recovery
+# account their owner. No s3:ReplicateDelete: delete markers are not replicated.
 RECOVERY_BUCKET_OBJECT_ACTIONS = (
     "s3:ReplicateObject",
-    "s3:ReplicateDelete",
     "s3:ReplicateTags",
     "s3:ObjectOwnerOverrideToBucketOwner",
 )
 # The method grants s3:List*, s3:GetBucketVersioning and s3:PutBucketVersioning on the bucket.
-# s3:List* is narrowed to the two listings that exist on a bucket resource; s3:PutBucketVersioning
-# is left out: replication only needs to see that versioning is on, and a vault-side role able to
-# change the recovery bucket's versioning is the kind of reach a clean account should refuse.
-RECOVERY_BUCKET_BUCKET_ACTIONS = (
-    "s3:ListBucket",
-    "s3:ListBucketVersions",
-    "s3:GetBucketVersioning",
-)
+# Replication lists nothing in the destination, so s3:List* goes; s3:PutBucketVersioning goes too
+# (a vault-side role able to change the recovery bucket's versioning is the kind of reach a clean
+# account should refuse). s3:GetBucketVersioning stays: AWS's cross-account replication setup
+# grants it in the destination bucket policy so that S3 can confirm, acting as the role, that the
+# destination is versioned.
+RECOVERY_BUCKET_BUCKET_ACTIONS = ("s3:GetBucketVersioning",)
 
-# What the console's "key users" box grants; the role reads vault objects through it.
-VAULT_KEY_ROLE_ACTIONS = (
-    "kms:Decrypt",
-    "kms:DescribeKey",
-    "kms:GenerateDataKey*",
-    "kms:Encrypt",
-    "kms:ReEncrypt*",
-)
-# What the method's "Other AWS accounts" box is used for on the vault key: reading, never writing.
-VAULT_KEY_ACCOUNT_ACTIONS = ("kms:Decrypt", "kms:DescribeKey")
-# What the console's "Other AWS accounts" box grants on the recovery key: the vault account's
-# role encrypts each replica with it.
-RECOVERY_KEY_USER_ACTIONS = (
-    "kms:Encrypt",
-    "kms:Decrypt",
-    "kms:ReEncrypt*",
-    "kms:GenerateDataKey*",
-    "kms:DescribeKey",
-)
+# The role reads vault objects: S3 decrypts each one (or its Bucket Key) with the vault key.
+VAULT_KEY_ROLE_ACTIONS = ("kms:Decrypt",)
+# The role writes replicas with the recovery key: kms:Encrypt for SSE-KMS sources, and
+# kms:GenerateDataKey for versions stored unencrypted (possible for versions written before S3
+# encrypted every new object), which take the recovery bucket's default key. kms:Decrypt because
+# the recovery bucket uses an S3 Bucket Key, which S3 decrypts as the role to verify it.
+RECOVERY_KEY_ROLE_ACTIONS = ("kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt")
+
+# Names of the run's statements on documents others own (each becomes a run-scoped Sid).
+_VAULT_KEY_ROLE = "RoleDecryptsVaultObjects"
+_RECOVERY_KEY_ROLE = "RoleEncryptsReplicas"
+_RECOVERY_BUCKET_REPLICAS = "RoleWritesReplicas"
+_RECOVERY_BUCKET_VERSIONING = "RoleReadsVersioning"
 
 BATCH_ROLE_SERVICE_PRINCIPALS = ("batchoperations.s3.amazonaws.com", "s3.amazonaws.com")
 
@@ -175,6 +188,7 @@ REPLICA_STORAGE_CLASSES = STORAGE_CLASSES
 JOB_EVENT_DETAIL_TYPE = "AWS Service Event via CloudTrail"
 JOB_EVENT_NAMES = ("JobCreated", "JobStatusChanged")
 TERMINAL_JOB_STATUSES = ("Complete", "Failed", "Cancelled")
+_LEGACY_SIDS = (*LEGACY_VAULT_KEY_SIDS, *LEGACY_RECOVERY_KEY_SIDS, *LEGACY_RECOVERY_BUCKET_SIDS)
 
 # What each kind of argument must look like, and how to say so when it does not. The method's
 # printed policies show how easily a placeholder or a leading space slips into an ARN.
@@ -202,31 +216,16 @@ _KINDS: dict[str, tuple[re.Pattern[str], str]] = {
         "an EventBridge rule ARN, arn:aws:events:<region>:<account>:rule/<name>",
     ),
     "rule_id": (re.compile(r"\S.{0,254}"), "1-255 characters, not starting with a space"),
+    "run_id": (
+        re.compile(r"[a-z][a-z0-9-]{0,39}"),
+        "1 to 40 lowercase letters, digits or '-', starting with a letter",
+    ),
+    "partition": (re.compile(r"aws(-[a-z]+)*"), "an ARN partition: aws, aws-cn or aws-us-gov"),
     "storage_class": (
         re.compile("|".join(map(re.escape, REPLICA_STORAGE_CLASSES))),
         "one of " + ", ".join(REPLICA_STORAGE_CLASSES),
     ),
 }
-
-
-def bucket_arn(bucket: str) -> str:
-    """Return the ARN of a bucket, the resource of bucket-level actions."""
-    return f"arn:{PARTITION}:s3:::{bucket}"
-
-
-def objects_arn(bucket: str) -> str:
-    """Return the ARN matching every object of a bucket, the resource of object-level actions."""
-    return f"{bucket_arn(bucket)}/*"
-
-
-def _account_root(account_id: str) -> str:
-    """Return the principal ARN that stands for a whole account in a resource policy."""
-    return f"arn:{PARTITION}:iam::{account_id}:root"
-
-
-def _s3_via(region: str) -> str:
-    """Return the kms:ViaService value of S3 in a region, so a key is usable only through S3."""
-    return f"s3.{region}.amazonaws.com"
 
 
 def _check(arguments: Iterable[tuple[str, object, str]]) -> None:
@@ -277,10 +276,11 @@ def _kms_via_s3(region: str, bucket: str) -> Document:
     With an S3 Bucket Key the encryption context is the bucket ARN; without one it is the
     object ARN, so both forms are allowed.
     """
+    partition = partition_of(region)
     return {
-        "StringEquals": {"kms:ViaService": _s3_via(region)},
+        "StringEquals": {"kms:ViaService": kms_via_service("s3", region)},
         "StringLike": {
-            "kms:EncryptionContext:aws:s3:arn": [bucket_arn(bucket), objects_arn(bucket)],
+            "kms:EncryptionContext:aws:s3:arn": [bucket_arn(bucket, partition), objects_arn(bucket, partition)],
         },
     }
 
@@ -315,6 +315,7 @@ def batch_role_policy(
         checks.append(("recovery_region", recovery_region, "region"))
     _check(checks)
     target_region = region if recovery_region is None else recovery_region
+    partition, target_partition = partition_of(region), partition_of(target_region)
     return _policy(
         [
             _statement(
@@ -326,19 +327,19 @@ def batch_role_policy(
             _statement(
                 "EncryptReplicas",
                 # Decrypt too: writing replicas into a bucket with S3 Bucket Keys uses the replica key's data key.
-                ["kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"],
+                RECOVERY_KEY_ROLE_ACTIONS,
                 recovery_key_arn,
                 condition=_kms_via_s3(target_region, recovery_bucket),
             ),
-            _statement("ReadVaultBucket", _VAULT_BUCKET_ACTIONS, bucket_arn(vault_bucket)),
-            _statement("ReadVaultObjectVersions", _VAULT_OBJECT_ACTIONS, objects_arn(vault_bucket)),
+            _statement("ReadVaultBucket", _VAULT_BUCKET_ACTIONS, bucket_arn(vault_bucket, partition)),
+            _statement("ReadVaultObjectVersions", _VAULT_OBJECT_ACTIONS, objects_arn(vault_bucket, partition)),
             _statement(
                 "ReplicateIntoRecoveryBucket",
                 RECOVERY_BUCKET_OBJECT_ACTIONS,
-                objects_arn(recovery_bucket),
+                objects_arn(recovery_bucket, target_partition),
             ),
-            _statement("ReadManifests", _REPORT_READ_ACTIONS, objects_arn(report_bucket)),
-            _statement("WriteManifestAndReport", _REPORT_WRITE_ACTIONS, objects_arn(report_bucket)),
+            _statement("ReadManifests", _REPORT_READ_ACTIONS, objects_arn(report_bucket, partition)),
+            _statement("WriteManifestAndReport", _REPORT_WRITE_ACTIONS, objects_arn(report_bucket, partition)),
         ]
     )
 
@@ -363,66 +364,100 @@ def batch_role_trust_policy(*, vault_account_id: str | None = None) -> Document:
     return _policy([statement])
 
 
-def vault_key_policy_statements(*, batch_role_arn: str, recovery_account_id: str) -> list[Document]:
-    """Return the statements the runbook adds to the vault key's policy, each with a stable own Sid.
+def run_sid(name: str, run_id: str) -> str:
+    """Return the Sid of the run's statement `name`: own prefix, name, and the run it belongs to.
 
-    A key policy statement's Resource is always "*": it means the key the policy is attached to.
+    Shared documents (the vault key policy, a recovery bucket or key policy that several runs
+    use) hold each run's statements under that run's Sids, so one run never replaces or removes
+    another's grant.
+    """
+    _check([("run_id", run_id, "run_id")])
+    if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", name) or _RUN_MARK in name:
+        raise ValueError(f"statement name {name!r} must be CamelCase letters and digits without {_RUN_MARK!r}")
+    return f"{OWN_SID_PREFIX}{name}{_RUN_MARK}{run_id.replace('-', _DASH)}"
+
+
+def sid_run_id(sid: object) -> str | None:
+    """Return the run id a run-scoped Sid belongs to, or None for any other Sid."""
+    if not isinstance(sid, str) or not sid.startswith(OWN_SID_PREFIX):
+        return None
+    head, mark, token = sid[len(OWN_SID_PREFIX):].rpartition(_RUN_MARK)
+    if not mark or not re.fullmatch(r"[A-Z][A-Za-z0-9]*", head) or not re.fullmatch(r"[a-z][a-z0-9X]*", token):
+        return None
+    return token.replace(_DASH, "-")
+
+
+def vault_key_policy_statements(
+    *, batch_role_arn: str, vault_bucket: str, region: str, run_id: str
+) -> list[Document]:
+    """Return the statement the run adds to the vault key's policy: the role decrypts vault objects.
+
+    Only kms:Decrypt, only through S3 in the vault's region, and only for the vault bucket's
+    objects (or its Bucket Key). A key policy statement's Resource is always "*": it means the key
+    the policy is attached to.
+
+    The method's step 4 also names the recovery account on the vault key. Nothing uses that grant:
+    the role (in the vault account) reads every vault object and S3 encrypts each replica with
+    the recovery key, so the recovery account never calls KMS with the vault key. It is left out.
     """
     _check(
         [
             ("batch_role_arn", batch_role_arn, "role_arn"),
-            ("recovery_account_id", recovery_account_id, "account"),
+            ("vault_bucket", vault_bucket, "bucket"),
+            ("region", region, "region"),
         ]
     )
     return [
         _statement(
-            VAULT_KEY_ROLE_SID,
+            run_sid(_VAULT_KEY_ROLE, run_id),
             VAULT_KEY_ROLE_ACTIONS,
             "*",
             principal={"AWS": batch_role_arn},
-        ),
-        _statement(
-            VAULT_KEY_ACCOUNT_SID,
-            VAULT_KEY_ACCOUNT_ACTIONS,
-            "*",
-            principal={"AWS": _account_root(recovery_account_id)},
+            condition=_kms_via_s3(region, vault_bucket),
         ),
     ]
 
 
-def _statements_of(policy: Document) -> list[Document]:
+def statements_of(policy: Document | None) -> list[Document]:
     """Return a policy's statements as a list; IAM also accepts a single statement object."""
-    statements = policy.get("Statement", [])
+    statements = (policy or {}).get("Statement", [])
     if isinstance(statements, dict):
         return [statements]
     return list(statements)
 
 
-def _require_own(sids: Iterable[object]) -> None:
-    """Refuse any Sid that is not the runbook's own, so foreign statements can never be touched."""
-    foreign = [
-        sid for sid in sids if not isinstance(sid, str) or not sid.startswith(OWN_SID_PREFIX)
-    ]
-    if foreign:
+def _require_own(sids: Iterable[object], run_id: str, legacy: Iterable[str] = ()) -> None:
+    """Refuse any Sid that is not this run's own, so foreign statements and other runs' are never touched."""
+    allowed_legacy = set(legacy)
+    refused = [sid for sid in sids if sid_run_id(sid) != run_id and sid not in allowed_legacy]
+    if refused:
         raise ProvisionError(
-            f"refusing to add, replace or remove statements {foreign!r}: the runbook only manages "
-            f"statements whose Sid starts with {OWN_SID_PREFIX!r}; "
-            "rename them or edit the policy by hand"
+            f"refusing to add, replace or remove statements {refused!r}: run {run_id!r} only manages "
+            f"statements whose Sid starts with {OWN_SID_PREFIX!r} and ends with its own run id; "
+            "statements of other runs and of other people are left alone: edit the policy by hand if needed"
         )
 
 
-def merge_key_policy(existing: Document, added: list[Document]) -> Document:
-    """Return the existing policy with the runbook's statements added or replaced by Sid.
+def merge_statements(
+    existing: Document, added: list[Document], *, run_id: str, replaced: Iterable[str] = ()
+) -> Document:
+    """Return the existing policy with the run's statements added or replaced by Sid.
 
     Every other statement is kept unchanged and in its place, and merging twice gives the same
-    policy as merging once, so re-running a phase never grows or reorders the key policy.
+    policy as merging once, so re-running a phase never grows or reorders the policy. `replaced`
+    names legacy Sids the ledger recorded for this run: they are dropped, as the run's statements
+    now go by run-scoped Sids.
     """
-    _require_own(statement.get("Sid") for statement in added)
+    dropped = set(replaced)
+    _require_own([statement.get("Sid") for statement in added], run_id)
+    _require_own(dropped, run_id, legacy=dropped & set(_LEGACY_SIDS))
     replacements = {statement["Sid"]: copy.deepcopy(statement) for statement in added}
     merged: list[Document] = []
     placed: set[str] = set()
-    for statement in _statements_of(existing):
+    for statement in statements_of(existing):
         sid = statement.get("Sid")
+        if isinstance(sid, str) and sid in dropped:
+            continue
         if isinstance(sid, str) and sid in replacements:
             if sid not in placed:
                 merged.append(replacements[sid])
@@ -435,84 +470,106 @@ def merge_key_policy(existing: Document, added: list[Document]) -> Document:
     return result
 
 
-def remove_statements(existing: Document, sids: list[str]) -> Document:
-    """Return the existing policy without the runbook's statements named by `sids`; others stay."""
-    _require_own(sids)
+def remove_statements(existing: Document, sids: list[str], *, run_id: str, legacy: Iterable[str] = ()) -> Document:
+    """Return the existing policy without the run's statements named by `sids`; others stay.
+
+    `legacy` lists fixed Sids of earlier versions that the ledger recorded for this run; only
+    those may be removed besides the run's run-scoped Sids.
+    """
+    _require_own(sids, run_id, legacy)
     unwanted = set(sids)
     result = copy.deepcopy(existing)
     result["Statement"] = [
         copy.deepcopy(statement)
-        for statement in _statements_of(existing)
+        for statement in statements_of(existing)
         if statement.get("Sid") not in unwanted
     ]
     return result
 
 
-def own_statement_sids(policy: Document) -> list[str]:
-    """Return the Sids of the runbook's own statements in a policy, in policy order."""
-    sids = [statement.get("Sid") for statement in _statements_of(policy)]
-    return [sid for sid in sids if isinstance(sid, str) and sid.startswith(OWN_SID_PREFIX)]
-
-
-def recovery_key_policy(
-    *, recovery_account_id: str, vault_account_id: str, batch_role_arn: str | None = None
-) -> Document:
-    """Return the new recovery key's policy: its account administers it, the vault side uses it.
-
-    The first statement is AWS's default one; without it no one in the recovery account could
-    manage the key again. With `batch_role_arn` the role is named beside the vault account; leave
-    it out when the key is created before the role exists (KMS rejects unknown principals).
-    """
-    checks = [
-        ("recovery_account_id", recovery_account_id, "account"),
-        ("vault_account_id", vault_account_id, "account"),
+def own_statement_sids(policy: Document | None, run_id: str, legacy: Iterable[str] = ()) -> list[str]:
+    """Return the Sids of this run's statements in a policy (legacy ones included), in policy order."""
+    allowed_legacy = set(legacy)
+    sids = [statement.get("Sid") for statement in statements_of(policy)]
+    return [
+        sid for sid in sids
+        if isinstance(sid, str) and (sid_run_id(sid) == run_id or sid in allowed_legacy)
     ]
-    if batch_role_arn is not None:
-        checks.append(("batch_role_arn", batch_role_arn, "role_arn"))
-    _check(checks)
-    users: list[str] = [_account_root(vault_account_id)]
-    if batch_role_arn is not None:
-        users.append(batch_role_arn)
+
+
+def recovery_key_policy(*, recovery_account_id: str, partition: str) -> Document:
+    """Return the new recovery key's policy as created: its account administers it, nobody else.
+
+    This is AWS's default statement; without it no one in the recovery account could manage the
+    key again. The key is created before the role exists (KMS rejects a policy naming an unknown
+    principal), so the role's use of it is added by `recovery_key_statements` once it does.
+    """
+    _check([("recovery_account_id", recovery_account_id, "account"), ("partition", partition, "partition")])
     return _policy(
         [
             _statement(
                 "EnableRecoveryAccountAdministration",
                 ["kms:*"],
                 "*",
-                principal={"AWS": _account_root(recovery_account_id)},
-            ),
-            _statement(
-                "RunbookRecoveryVaultAccountUsesKey",
-                RECOVERY_KEY_USER_ACTIONS,
-                "*",
-                principal={"AWS": users if len(users) > 1 else users[0]},
+                principal={"AWS": account_root_arn(recovery_account_id, partition)},
             ),
         ],
         policy_id="RunbookRecoveryKeyPolicy",
     )
 
 
-def recovery_bucket_policy(*, recovery_bucket: str, batch_role_arn: str) -> Document:
-    """Return the recovery bucket's policy: the vault account's role may write replicas into it."""
+def recovery_key_statements(
+    *, batch_role_arn: str, recovery_bucket: str, recovery_region: str, run_id: str
+) -> list[Document]:
+    """Return the statement the run adds to the recovery key's policy: the role encrypts replicas.
+
+    Only the role (not the whole vault account), only the actions writing a replica needs, only
+    through S3 in the recovery bucket's region and only for the recovery bucket's objects (or its
+    Bucket Key).
+    """
+    _check(
+        [
+            ("batch_role_arn", batch_role_arn, "role_arn"),
+            ("recovery_bucket", recovery_bucket, "bucket"),
+            ("recovery_region", recovery_region, "region"),
+        ]
+    )
+    return [
+        _statement(
+            run_sid(_RECOVERY_KEY_ROLE, run_id),
+            RECOVERY_KEY_ROLE_ACTIONS,
+            "*",
+            principal={"AWS": batch_role_arn},
+            condition=_kms_via_s3(recovery_region, recovery_bucket),
+        ),
+    ]
+
+
+def recovery_bucket_policy(*, recovery_bucket: str, batch_role_arn: str, run_id: str, partition: str) -> Document:
+    """Return the recovery bucket's policy as the run would create it: the role may write replicas.
+
+    When the bucket already has a policy, the run merges these statements into it instead.
+    """
     _check(
         [
             ("recovery_bucket", recovery_bucket, "bucket"),
             ("batch_role_arn", batch_role_arn, "role_arn"),
+            ("partition", partition, "partition"),
         ]
     )
     role = {"AWS": batch_role_arn}
     return _policy(
         [
             _statement(
-                "RunbookRecoveryReplicateObjects",
+                run_sid(_RECOVERY_BUCKET_REPLICAS, run_id),
                 RECOVERY_BUCKET_OBJECT_ACTIONS,
-                objects_arn(recovery_bucket),
+                objects_arn(recovery_bucket, partition),
                 principal=role,
             ),
             _statement(
-                "RunbookRecoveryReadBucket",
+                run_sid(_RECOVERY_BUCKET_VERSIONING, run_id),
                 RECOVERY_BUCKET_BUCKET_ACTIONS,
-                bucket_arn(recovery_bucket),
+                bucket_arn(recovery_bucket, partition),
                 principal=role,
             ),
         ],
@@ -526,6 +583,7 @@ def replication_configuration(
     recovery_bucket: str,
     recovery_account_id: str,
     recovery_key_arn: str,
+    partition: str,
     storage_class: str = "INTELLIGENT_TIERING",
     rule_id: str = "runbook-batch-replication",
 ) -> Document:
@@ -544,6 +602,7 @@ def replication_configuration(
             ("recovery_key_arn", recovery_key_arn, "key_arn"),
             ("storage_class", storage_class, "storage_class"),
             ("rule_id", rule_id, "rule_id"),
+            ("partition", partition, "partition"),
         ]
     )
     return {
@@ -556,7 +615,7 @@ def replication_configuration(
                 "Status": "Enabled",
                 "SourceSelectionCriteria": {"SseKmsEncryptedObjects": {"Status": "Enabled"}},
                 "Destination": {
-                    "Bucket": bucket_arn(recovery_bucket),
+                    "Bucket": bucket_arn(recovery_bucket, partition),
                     "Account": recovery_account_id,
                     "StorageClass": storage_class,
                     "AccessControlTranslation": {"Owner": "Destination"},
@@ -621,7 +680,8 @@ def sns_topic_policy(*, topic_arn: str, event_rule_arn: str, account_id: str) ->
                     "sns:Publish",
                 ],
                 topic_arn,
-                principal={"AWS": _account_root(account_id)},
+                # The topic's own partition: its ARN was checked above.
+                principal={"AWS": account_root_arn(account_id, topic_arn.split(":")[1])},
             ),
             _statement(
                 "RunbookRecoveryJobEventsPublish",

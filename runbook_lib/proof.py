@@ -219,9 +219,8 @@ def _start_round(
     etag = ctx.vault("s3").put_object(Bucket=ctx.params.report_bucket, Key=key, Body=body,
                                       ServerSideEncryption="AES256")["ETag"].strip('"')
     job_id, _ = batch_job.create_retry_job(ctx, key, etag, number)
-    record = RetryRound(number, len(candidates), job_id, "created", manifest_key=key,
-                        failures_before={k: v for k, v in comparison.counts.items() if k in ("failed_tasks", "missing")},
-                        why=why)
+    before = {name: comparison.counts[name] for name in ("failed_tasks", "missing")}
+    record = RetryRound(number, len(candidates), job_id, "created", manifest_key=key, failures_before=before, why=why)
     _save_round(ctx, record)
     return record
 
@@ -259,7 +258,8 @@ def retry_failures(
                     "the verdict stays INCOMPLETE until then. Re-run phase 07 with confirm_job=True "
                     "(runbook run --from 07 --confirm-job)."
                 )
-            batch_job.confirm_job(ctx, pending.job_id, f"retry round {pending.round} confirmed by parameter confirm_job")
+            batch_job.confirm_job(ctx, pending.job_id,
+                                  f"retry round {pending.round} confirmed by parameter confirm_job")
         try:
             final = batch_job.follow_job(ctx, pending.job_id, subscribers or [])
         except JobEndedError as ended:

@@ -24,13 +24,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runbook_lib import policies
+from runbook_lib import aws_facts, policies
 from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import DriftError, ProvisionError
 
 __all__ = [
     "Outcome",
+    "current_replication",
     "documents",
     "ensure_batch_policy",
     "ensure_batch_role",
@@ -39,15 +40,18 @@ __all__ = [
     "ensure_recovery_bucket",
     "ensure_recovery_bucket_policy",
     "ensure_recovery_key",
+    "ensure_recovery_key_grants",
     "ensure_replication_rule",
     "ensure_report_bucket",
     "ensure_vault_eventbridge",
     "ensure_vault_key_grants",
     "put_naming_new_principal",
     "raise_on_drift",
+    "replication_document",
+    "replication_matches",
 ]
 
-RUN_TAG = "RunbookRunId"
+RUN_TAG = aws_facts.RUN_ID_TAG
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,10 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
     kms = ctx.recovery("kms")
     params = ctx.params
     alias = params.recovery.kms_key_alias
-    wanted = policies.recovery_key_policy(
-        recovery_account_id=params.recovery.account_id, vault_account_id=params.vault.account_id
+    base = policies.recovery_key_policy(
+        recovery_account_id=params.recovery.account_id, partition=aws_facts.partition_of(params.recovery_region)
     )
+    wanted = base
     key_id = _alias_target(kms, alias)
     if key_id is None:
         created = kms.create_key(
@@ -152,6 +157,10 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
     if metadata.get("KeyState") != "Enabled":
         problems["state"] = _diff(metadata.get("KeyState"), "Enabled")
     current = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    # Statements runs added in phase 03 (this one's and others') belong on the key; everything
+    # else must be what the run created it with.
+    added_by_runs = [s for s in policies.statements_of(current) if policies.sid_run_id(s.get("Sid"))]
+    wanted = _merge_run_statements(base, added_by_runs)
     policy_differs = not _same_policy(current, wanted)
     if not owned:
         if problems or policy_differs:
@@ -168,6 +177,16 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
         kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policies.to_json(wanted))
         return Outcome("recovery KMS key", arn, "updated", {"policy": _diff(current, wanted)})
     return Outcome("recovery KMS key", arn, "unchanged")
+
+
+def _merge_run_statements(base: dict[str, Any], statements: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the base policy with run-scoped statements appended, each under its own run."""
+    merged = base
+    for statement in statements:
+        run_id = policies.sid_run_id(statement.get("Sid"))
+        if run_id is not None:
+            merged = policies.merge_statements(merged, [statement], run_id=run_id)
+    return merged
 
 
 def _alias_target(kms: Any, alias: str) -> str | None:
@@ -474,53 +493,122 @@ def put_naming_new_principal(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _recorded_sids(ctx: RunContext, kind: str, identifier: str) -> list[str]:
+    """Return the Sids the ledger recorded for this run on one key or bucket policy."""
+    return [sid for record in ctx.ledger.created(kind) if record["id"] == identifier
+            for sid in record.get("sids", [])]
+
+
+def _merge_grants(
+    ctx: RunContext, current: dict[str, Any], added: list[dict[str, Any]], legacy: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the policy with the run's statements merged in, and what that changes (empty: nothing)."""
+    present = set(policies.own_statement_sids(current, ctx.params.run_id, legacy))
+    replaced = [sid for sid in legacy if sid in present]
+    merged = policies.merge_statements(current, added, run_id=ctx.params.run_id, replaced=replaced)
+    if merged == current:
+        return merged, {}
+    change: dict[str, Any] = {"added_or_replaced": [s["Sid"] for s in added]}
+    if replaced:
+        change["removed_earlier_sids"] = replaced
+    return merged, change
+
+
 def ensure_vault_key_grants(ctx: RunContext) -> Outcome:
-    """Return the outcome of adding our statements to the vault key policy, keeping all others (seed step 4)."""
+    """Return the outcome of adding the run's statement to the vault key policy, keeping all others (seed step 4)."""
     kms = ctx.vault("kms")
     params = ctx.params
     key = params.vault.kms_key_arn
     current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     ctx.ledger.capture_original("vault_key_policy", current)
     added = policies.vault_key_policy_statements(
-        batch_role_arn=params.batch_role_arn, recovery_account_id=params.recovery.account_id
+        batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
+        run_id=params.run_id,
     )
-    merged = policies.merge_key_policy(current, added)
-    if merged == current:
-        return Outcome("vault KMS key policy", key, "unchanged", note="runbook statements present")
+    # Statements an earlier version of the runbook added for this run under fixed Sids give way.
+    legacy = [sid for sid in _recorded_sids(ctx, "kms_key_statements", key) if sid in policies.LEGACY_VAULT_KEY_SIDS]
+    merged, change = _merge_grants(ctx, current, added, legacy)
+    if not change:
+        return Outcome("vault KMS key policy", key, "unchanged", note="the run's statement is present")
     put_naming_new_principal(kms.put_key_policy, KeyId=key, PolicyName="default", Policy=policies.to_json(merged))
     ctx.ledger.record_created("kms_key_statements", key, sids=[s["Sid"] for s in added])
-    return Outcome("vault KMS key policy", key, "updated",
-                   {"added_or_replaced": [s["Sid"] for s in added]},
-                   note="existing statements kept unchanged; original captured in the ledger")
+    return Outcome("vault KMS key policy", key, "updated", change,
+                   note="other statements (other runs' included) kept unchanged; original captured in the ledger")
+
+
+def ensure_recovery_key_grants(ctx: RunContext) -> Outcome:
+    """Return the outcome of letting the role encrypt replicas with the recovery key, keeping other statements.
+
+    The key is created in phase 01, before the role exists; this adds the role's statement once it does.
+    """
+    kms = ctx.recovery("kms")
+    params = ctx.params
+    key = ctx.ledger.require("recovery_key_arn", "01_recovery_bucket (recovery KMS key)")
+    current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+    added = policies.recovery_key_statements(
+        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+        recovery_region=params.recovery_region, run_id=params.run_id,
+    )
+    # A key this run created may still carry the whole-vault-account grant earlier versions gave it.
+    legacy = list(policies.LEGACY_RECOVERY_KEY_SIDS) if ctx.ledger.was_created("kms_key", key) else []
+    merged, change = _merge_grants(ctx, current, added, legacy)
+    if not change:
+        return Outcome("recovery KMS key policy", key, "unchanged", note="the run's statement is present")
+    put_naming_new_principal(kms.put_key_policy, KeyId=key, PolicyName="default", Policy=policies.to_json(merged))
+    ctx.ledger.record_created("kms_key_statements", key, sids=[s["Sid"] for s in added], side="recovery",
+                              account=params.recovery.account_id)
+    return Outcome("recovery KMS key policy", key, "updated", change, note="other statements kept unchanged")
 
 
 def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
-    """Return the outcome of the recovery bucket policy that lets the vault's role replicate in (seed step 5)."""
+    """Return the outcome of the run's statements in the recovery bucket policy (seed step 5).
+
+    A policy the bucket already has (an administrator's Deny, another run's grant) is kept; the
+    run's statements are added to it.
+    """
     s3 = ctx.recovery("s3")
     params = ctx.params
     bucket = params.recovery.bucket
-    wanted = policies.recovery_bucket_policy(recovery_bucket=bucket, batch_role_arn=params.batch_role_arn)
+    whole = _recovery_bucket_policy_document(ctx)
     try:
         current: Any = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     except ClientError as error:
         if error_code(error) != "NoSuchBucketPolicy":
             raise
         current = None
-    if current is not None and _same_policy(current, wanted):
+    created_bucket = ctx.ledger.was_created("s3_bucket", bucket)
+    legacy = list(policies.LEGACY_RECOVERY_BUCKET_SIDS) if created_bucket else []
+    if current is None:
+        wanted, change = whole, {"added_or_replaced": [s["Sid"] for s in whole["Statement"]]}
+    else:
+        wanted, change = _merge_grants(ctx, current, whole["Statement"], legacy)
+    if not change:
         return Outcome("recovery bucket policy", bucket, "unchanged")
     if not _bucket_owned(ctx, s3, bucket):
         return Outcome("recovery bucket policy", bucket, "drift", _diff(current, wanted),
                        note="the recovery bucket was not created by this run")
     put_naming_new_principal(s3.put_bucket_policy, Bucket=bucket, Policy=policies.to_json(wanted))
+    ctx.ledger.record_created("bucket_policy_statements", bucket, sids=[s["Sid"] for s in whole["Statement"]],
+                              account=params.recovery.account_id)
     if current is None:
         return Outcome("recovery bucket policy", bucket, "created")
-    return Outcome("recovery bucket policy", bucket, "updated", _diff(current, wanted))
+    return Outcome("recovery bucket policy", bucket, "updated", {**change, **_diff(current, wanted)},
+                   note="statements of others kept unchanged")
+
+
+def _recovery_bucket_policy_document(ctx: RunContext) -> dict[str, Any]:
+    params = ctx.params
+    return policies.recovery_bucket_policy(
+        recovery_bucket=params.recovery.bucket, batch_role_arn=params.batch_role_arn, run_id=params.run_id,
+        partition=aws_facts.partition_of(params.recovery_region),
+    )
 
 
 # ----------------------------------------------------------------------- replication rule
 
 
-def _current_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
+def current_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
+    """Return a bucket's replication configuration, or None when it has none."""
     try:
         config: dict[str, Any] = s3.get_bucket_replication(Bucket=bucket)["ReplicationConfiguration"]
         return config
@@ -530,7 +618,8 @@ def _current_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
         raise
 
 
-def _replication_matches(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+def replication_matches(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Return whether a replication configuration read back from S3 is the one wanted."""
     def normalise(config: dict[str, Any]) -> Any:
         rules = []
         for rule in config.get("Rules", []):
@@ -542,20 +631,27 @@ def _replication_matches(current: dict[str, Any], wanted: dict[str, Any]) -> boo
     return bool(normalise(current) == normalise(wanted))
 
 
+def replication_document(ctx: RunContext) -> dict[str, Any]:
+    """Return the replication configuration the run puts on the vault bucket (cleanup compares with it)."""
+    params = ctx.params
+    return policies.replication_configuration(
+        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+        recovery_account_id=params.recovery.account_id,
+        recovery_key_arn=ctx.ledger.require("recovery_key_arn", "01_recovery_bucket"),
+        partition=aws_facts.partition_of(params.recovery_region),
+        storage_class=params.job.replica_storage_class,
+    )
+
+
 def ensure_replication_rule(ctx: RunContext) -> Outcome:
     """Return the outcome of the vault bucket's replication configuration (seed step 6)."""
     s3 = ctx.vault("s3")
     params = ctx.params
     bucket = params.vault.bucket
-    wanted = policies.replication_configuration(
-        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
-        recovery_account_id=params.recovery.account_id,
-        recovery_key_arn=ctx.ledger.require("recovery_key_arn", "01_recovery_bucket"),
-        storage_class=params.job.replica_storage_class,
-    )
-    current = _current_replication(s3, bucket)
+    wanted = replication_document(ctx)
+    current = current_replication(s3, bucket)
     ctx.ledger.capture_original("vault_replication_configuration", current)
-    if current is not None and _replication_matches(current, wanted):
+    if current is not None and replication_matches(current, wanted):
         return Outcome("vault replication configuration", bucket, "unchanged")
     original = ctx.ledger.original("vault_replication_configuration")
     ours = ctx.ledger.was_created("replication_configuration", bucket)
@@ -599,7 +695,7 @@ def ensure_notification_topic(ctx: RunContext) -> Outcome:
     """Return the outcome of the SNS topic and its e-mail subscription for job status events."""
     sns = ctx.vault("sns")
     params = ctx.params
-    arn = f"arn:aws:sns:{params.region}:{params.vault.account_id}:{params.notification_topic_name}"
+    arn = aws_facts.sns_topic_arn(params.region, params.vault.account_id, params.notification_topic_name)
     existing = _topic_exists(sns, arn)
     if not existing:
         arn = sns.create_topic(Name=params.notification_topic_name,
@@ -698,19 +794,18 @@ def documents(ctx: RunContext) -> dict[str, Any]:
     recovery_key_arn = ctx.ledger.get("recovery_key_arn")
     built: dict[str, Any] = {
         "recovery_key_policy": policies.recovery_key_policy(
-            recovery_account_id=params.recovery.account_id, vault_account_id=params.vault.account_id),
+            recovery_account_id=params.recovery.account_id, partition=aws_facts.partition_of(params.recovery_region)),
+        "recovery_key_statements": policies.recovery_key_statements(
+            batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+            recovery_region=params.recovery_region, run_id=params.run_id),
         "batch_role_trust_policy": policies.batch_role_trust_policy(),
         "vault_key_policy_statements": policies.vault_key_policy_statements(
-            batch_role_arn=params.batch_role_arn, recovery_account_id=params.recovery.account_id),
-        "recovery_bucket_policy": policies.recovery_bucket_policy(
-            recovery_bucket=params.recovery.bucket, batch_role_arn=params.batch_role_arn),
+            batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
+            run_id=params.run_id),
+        "recovery_bucket_policy": _recovery_bucket_policy_document(ctx),
         "job_status_event_pattern": policies.job_status_event_pattern(vault_account_id=params.vault.account_id),
     }
     if recovery_key_arn:
         built["batch_role_policy"] = _role_policy_document(ctx)
-        built["replication_configuration"] = policies.replication_configuration(
-            batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
-            recovery_account_id=params.recovery.account_id, recovery_key_arn=recovery_key_arn,
-            storage_class=params.job.replica_storage_class,
-        )
+        built["replication_configuration"] = replication_document(ctx)
     return built

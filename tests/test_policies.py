@@ -32,6 +32,8 @@ RECOVERY_KEY = f"arn:aws:kms:us-east-1:{RECOVERY_ACCOUNT}:key/0987dcba-09fe-87dc
 ROLE = f"arn:aws:iam::{VAULT_ACCOUNT}:role/s3-batch-replication-role"
 TOPIC = f"arn:aws:sns:us-east-1:{VAULT_ACCOUNT}:runbook-job-status"
 RULE = f"arn:aws:events:us-east-1:{VAULT_ACCOUNT}:rule/runbook-job-status"
+RUN_ID = "drill-2026-05"
+OTHER_RUN_ID = "drill"
 
 # AWS's default key policy statement; its Sid has spaces, which KMS accepts.
 AWS_DEFAULT_KEY_STATEMENT = {
@@ -71,20 +73,28 @@ def trust_policy() -> dict[str, Any]:
     return policies.batch_role_trust_policy(vault_account_id=VAULT_ACCOUNT)
 
 
-def vault_key_statements() -> list[dict[str, Any]]:
+def vault_key_statements(run_id: str = RUN_ID) -> list[dict[str, Any]]:
     return policies.vault_key_policy_statements(
-        batch_role_arn=ROLE, recovery_account_id=RECOVERY_ACCOUNT
+        batch_role_arn=ROLE, vault_bucket=VAULT_BUCKET, region="us-east-1", run_id=run_id
+    )
+
+
+def recovery_key_statements() -> list[dict[str, Any]]:
+    return policies.recovery_key_statements(
+        batch_role_arn=ROLE, recovery_bucket=RECOVERY_BUCKET, recovery_region="us-east-1", run_id=RUN_ID
     )
 
 
 def recovery_key_policy() -> dict[str, Any]:
-    return policies.recovery_key_policy(
-        recovery_account_id=RECOVERY_ACCOUNT, vault_account_id=VAULT_ACCOUNT, batch_role_arn=ROLE
-    )
+    """The recovery key's policy once phase 03 added the role."""
+    base = policies.recovery_key_policy(recovery_account_id=RECOVERY_ACCOUNT, partition="aws")
+    return policies.merge_statements(base, recovery_key_statements(), run_id=RUN_ID)
 
 
 def bucket_policy() -> dict[str, Any]:
-    return policies.recovery_bucket_policy(recovery_bucket=RECOVERY_BUCKET, batch_role_arn=ROLE)
+    return policies.recovery_bucket_policy(
+        recovery_bucket=RECOVERY_BUCKET, batch_role_arn=ROLE, run_id=RUN_ID, partition="aws"
+    )
 
 
 def topic_policy() -> dict[str, Any]:
@@ -97,6 +107,7 @@ def replication() -> dict[str, Any]:
         recovery_bucket=RECOVERY_BUCKET,
         recovery_account_id=RECOVERY_ACCOUNT,
         recovery_key_arn=RECOVERY_KEY,
+        partition="aws",
     )
 
 
@@ -106,10 +117,10 @@ POLICY_BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "trust": trust_policy,
     "trust-unguarded": policies.batch_role_trust_policy,
     "vault-key-statements": lambda: {"Version": "2012-10-17", "Statement": vault_key_statements()},
-    "vault-key-merged": lambda: policies.merge_key_policy(VAULT_KEY_POLICY, vault_key_statements()),
+    "vault-key-merged": lambda: policies.merge_statements(VAULT_KEY_POLICY, vault_key_statements(), run_id=RUN_ID),
     "recovery-key": recovery_key_policy,
     "recovery-key-before-role": lambda: policies.recovery_key_policy(
-        recovery_account_id=RECOVERY_ACCOUNT, vault_account_id=VAULT_ACCOUNT
+        recovery_account_id=RECOVERY_ACCOUNT, partition="aws"
     ),
     "recovery-bucket": bucket_policy,
     "topic": topic_policy,
@@ -235,7 +246,10 @@ SEED_GRANTS = {
     "s3:GetObjectVersion": "report-object",
     "s3:PutObject": "report-object",
 }
-REQUIRED_GRANTS = SEED_GRANTS | {
+# What the method grants that no task of this job uses: delete markers are not replicated, and
+# replication reads tags per version (s3:GetObjectVersionTagging).
+UNUSED_SEED_GRANTS = ("s3:ReplicateDelete", "s3:GetObjectTagging")
+REQUIRED_GRANTS = {action: where for action, where in SEED_GRANTS.items() if action not in UNUSED_SEED_GRANTS} | {
     "kms:GenerateDataKey": "recovery-key",
     "s3:GetObjectVersionTagging": "vault-object",
     "s3:ReplicateTags": "recovery-object",
@@ -307,7 +321,12 @@ def test_role_may_decrypt_with_the_replica_key_as_bucket_key_replication_needs()
         ("s3:PutObject", "recovery-object"),
         ("s3:DeleteObject", "report-object"),
         ("kms:Encrypt", "vault-key"),
+        ("kms:GenerateDataKey", "vault-key"),
+        ("kms:ReEncryptFrom", "recovery-key"),
         ("s3:GetObjectVersionForReplication", "recovery-object"),
+        ("s3:ReplicateDelete", "recovery-object"),
+        ("s3:GetObjectTagging", "vault-object"),
+        ("s3:ListBucket", "recovery-bucket"),
     ],
 )
 def test_role_grants_nothing_beyond_its_job(action: str, where: str) -> None:
@@ -429,13 +448,13 @@ def test_the_seeds_typos_are_rejected_at_the_door() -> None:
         (lambda: policies.batch_role_trust_policy(vault_account_id="1111"), "vault_account_id"),
         (
             lambda: policies.vault_key_policy_statements(
-                batch_role_arn=f" {ROLE}", recovery_account_id=RECOVERY_ACCOUNT
+                batch_role_arn=f" {ROLE}", vault_bucket=VAULT_BUCKET, region="us-east-1", run_id=RUN_ID
             ),
             "batch_role_arn",
         ),
         (
             lambda: policies.recovery_bucket_policy(
-                recovery_bucket="Recovery_Bucket", batch_role_arn=ROLE
+                recovery_bucket="Recovery_Bucket", batch_role_arn=ROLE, run_id=RUN_ID, partition="aws"
             ),
             "recovery_bucket",
         ),
@@ -452,6 +471,7 @@ def test_the_seeds_typos_are_rejected_at_the_door() -> None:
                 recovery_bucket=RECOVERY_BUCKET,
                 recovery_account_id=RECOVERY_ACCOUNT,
                 recovery_key_arn=RECOVERY_KEY,
+                partition="aws",
                 storage_class="STANDARD-IA",
             ),
             "storage_class",
@@ -480,22 +500,37 @@ def test_trust_policy_lets_batch_operations_and_replication_assume_the_role(
     assert statement.get("Condition") == expected_condition
 
 
-def test_vault_key_statements_make_the_role_a_key_user_and_let_the_recovery_account_read() -> None:
-    role_statement, account_statement = vault_key_statements()
-    assert role_statement["Sid"].startswith("RunbookRecovery")
-    assert role_statement["Principal"] == {"AWS": ROLE}
-    assert set(role_statement["Action"]) == {
-        "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey*", "kms:Encrypt", "kms:ReEncrypt*"
+def test_vault_key_statement_lets_only_the_role_decrypt_only_through_s3_for_the_vault_bucket() -> None:
+    (statement,) = vault_key_statements()
+    assert statement["Sid"] == "RunbookRecoveryRoleDecryptsVaultObjectsRundrillX2026X05"
+    assert statement["Principal"] == {"AWS": ROLE}
+    assert statement["Action"] == "kms:Decrypt"
+    assert statement["Resource"] == "*"
+    assert statement["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"},
+        "StringLike": {
+            "kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{VAULT_BUCKET}", f"arn:aws:s3:::{VAULT_BUCKET}/*"]
+        },
     }
-    assert account_statement["Sid"].startswith("RunbookRecovery")
-    assert account_statement["Principal"] == {"AWS": f"arn:aws:iam::{RECOVERY_ACCOUNT}:root"}
-    assert set(account_statement["Action"]) == {"kms:Decrypt", "kms:DescribeKey"}
-    assert role_statement["Resource"] == account_statement["Resource"] == "*"
+
+
+def test_run_scoped_sids_name_their_run_and_never_collide() -> None:
+    sids = {run_id: policies.run_sid("RoleEncryptsReplicas", run_id)
+            for run_id in ("drill", "drill-1", "drill1", "drill-run-2", "r")}
+    assert len(set(sids.values())) == len(sids)
+    for run_id, sid in sids.items():
+        assert re.fullmatch(r"RunbookRecovery[A-Za-z0-9]+", sid), sid
+        assert policies.sid_run_id(sid) == run_id
+    for foreign in ("Enable IAM User Permissions", "RunbookRecoveryRoleUsesKey", *policies.LEGACY_RECOVERY_BUCKET_SIDS,
+                    "RunbookRecoveryJobEventsPublish", None):
+        assert policies.sid_run_id(foreign) is None
+    with pytest.raises(ParameterError):
+        policies.run_sid("RoleEncryptsReplicas", "Drill_1")
 
 
 def test_merge_adds_our_statements_after_the_others_and_keeps_those_untouched() -> None:
     original = copy.deepcopy(VAULT_KEY_POLICY)
-    merged = policies.merge_key_policy(VAULT_KEY_POLICY, vault_key_statements())
+    merged = policies.merge_statements(VAULT_KEY_POLICY, vault_key_statements(), run_id=RUN_ID)
     assert original == VAULT_KEY_POLICY, "the input policy must not be modified"
     assert merged["Id"] == "key-consolepolicy-3"
     assert merged["Statement"][:2] == [AWS_DEFAULT_KEY_STATEMENT, KEY_ADMIN_STATEMENT]
@@ -503,13 +538,13 @@ def test_merge_adds_our_statements_after_the_others_and_keeps_those_untouched() 
 
 
 def test_merge_is_idempotent() -> None:
-    once = policies.merge_key_policy(VAULT_KEY_POLICY, vault_key_statements())
-    twice = policies.merge_key_policy(once, vault_key_statements())
+    once = policies.merge_statements(VAULT_KEY_POLICY, vault_key_statements(), run_id=RUN_ID)
+    twice = policies.merge_statements(once, vault_key_statements(), run_id=RUN_ID)
     assert policies.to_json(twice) == policies.to_json(once)
 
 
 def test_merge_replaces_our_statement_in_place_and_keeps_what_follows() -> None:
-    stale = {**vault_key_statements()[0], "Action": "kms:Decrypt"}
+    stale = {**vault_key_statements()[0], "Condition": {}}
     later = {
         "Sid": "AddedByAnotherTeam",
         "Effect": "Allow",
@@ -518,46 +553,75 @@ def test_merge_replaces_our_statement_in_place_and_keeps_what_follows() -> None:
         "Resource": "*",
     }
     existing = {**VAULT_KEY_POLICY, "Statement": [AWS_DEFAULT_KEY_STATEMENT, stale, later]}
-    merged = policies.merge_key_policy(existing, vault_key_statements())
+    merged = policies.merge_statements(existing, vault_key_statements(), run_id=RUN_ID)
     assert [s["Sid"] for s in merged["Statement"]] == [
         "Enable IAM User Permissions",
-        policies.VAULT_KEY_ROLE_SID,
+        vault_key_statements()[0]["Sid"],
         "AddedByAnotherTeam",
-        policies.VAULT_KEY_ACCOUNT_SID,
     ]
     assert merged["Statement"][1] == vault_key_statements()[0]
     assert merged["Statement"][2] == later
 
 
+def test_two_runs_keep_their_own_statements_side_by_side() -> None:
+    first = policies.merge_statements(VAULT_KEY_POLICY, vault_key_statements(OTHER_RUN_ID), run_id=OTHER_RUN_ID)
+    both = policies.merge_statements(first, vault_key_statements(), run_id=RUN_ID)
+    assert both["Statement"][:3] == first["Statement"]
+    assert both["Statement"][3:] == vault_key_statements()
+    assert policies.own_statement_sids(both, RUN_ID) == [vault_key_statements()[0]["Sid"]]
+    # This run's cleanup leaves the other run's grant in place.
+    cleaned = policies.remove_statements(both, policies.own_statement_sids(both, RUN_ID), run_id=RUN_ID)
+    assert cleaned == first
+    with pytest.raises(ProvisionError, match=OTHER_RUN_ID):
+        policies.merge_statements(both, vault_key_statements(OTHER_RUN_ID), run_id=RUN_ID)
+    with pytest.raises(ProvisionError, match="RunbookRecoveryRoleDecryptsVaultObjectsRundrill"):
+        policies.remove_statements(both, [vault_key_statements(OTHER_RUN_ID)[0]["Sid"]], run_id=RUN_ID)
+
+
+def test_legacy_fixed_sids_are_this_runs_only_when_named_as_such() -> None:
+    legacy = {"Sid": "RunbookRecoveryRoleUsesKey", "Effect": "Allow", "Principal": {"AWS": ROLE},
+              "Action": ["kms:Decrypt", "kms:Encrypt"], "Resource": "*"}
+    existing = {**VAULT_KEY_POLICY, "Statement": [AWS_DEFAULT_KEY_STATEMENT, legacy]}
+    assert policies.own_statement_sids(existing, RUN_ID) == []
+    recorded = ["RunbookRecoveryRoleUsesKey"]
+    assert policies.own_statement_sids(existing, RUN_ID, recorded) == recorded
+    with pytest.raises(ProvisionError):
+        policies.remove_statements(existing, ["RunbookRecoveryRoleUsesKey"], run_id=RUN_ID)
+    upgraded = policies.merge_statements(existing, vault_key_statements(), run_id=RUN_ID,
+                                         replaced=["RunbookRecoveryRoleUsesKey"])
+    assert upgraded["Statement"] == [AWS_DEFAULT_KEY_STATEMENT, *vault_key_statements()]
+
+
 def test_merge_accepts_a_single_statement_object() -> None:
     existing = {"Version": "2012-10-17", "Statement": AWS_DEFAULT_KEY_STATEMENT}
-    merged = policies.merge_key_policy(existing, vault_key_statements())
+    merged = policies.merge_statements(existing, vault_key_statements(), run_id=RUN_ID)
     assert merged["Statement"] == [AWS_DEFAULT_KEY_STATEMENT, *vault_key_statements()]
 
 
 def test_merge_refuses_to_replace_a_statement_that_is_not_ours() -> None:
     hijack = {**KEY_ADMIN_STATEMENT, "Action": "kms:Decrypt"}
     with pytest.raises(ProvisionError, match="Allow access for Key Administrators"):
-        policies.merge_key_policy(VAULT_KEY_POLICY, [hijack])
+        policies.merge_statements(VAULT_KEY_POLICY, [hijack], run_id=RUN_ID)
 
 
 def test_remove_statements_removes_only_ours() -> None:
-    merged = policies.merge_key_policy(VAULT_KEY_POLICY, vault_key_statements())
-    assert policies.own_statement_sids(merged) == list(policies.VAULT_KEY_SIDS)
-    cleaned = policies.remove_statements(merged, list(policies.VAULT_KEY_SIDS))
+    merged = policies.merge_statements(VAULT_KEY_POLICY, vault_key_statements(), run_id=RUN_ID)
+    ours = [s["Sid"] for s in vault_key_statements()]
+    assert policies.own_statement_sids(merged, RUN_ID) == ours
+    cleaned = policies.remove_statements(merged, ours, run_id=RUN_ID)
     assert cleaned == VAULT_KEY_POLICY
-    assert policies.own_statement_sids(cleaned) == []
+    assert policies.own_statement_sids(cleaned, RUN_ID) == []
     # Removing what is already gone changes nothing.
-    assert policies.remove_statements(cleaned, list(policies.VAULT_KEY_SIDS)) == VAULT_KEY_POLICY
+    assert policies.remove_statements(cleaned, ours, run_id=RUN_ID) == VAULT_KEY_POLICY
 
 
 def test_remove_statements_refuses_foreign_sids() -> None:
     with pytest.raises(ProvisionError, match="Enable IAM User Permissions"):
-        policies.remove_statements(VAULT_KEY_POLICY, ["Enable IAM User Permissions"])
+        policies.remove_statements(VAULT_KEY_POLICY, ["Enable IAM User Permissions"], run_id=RUN_ID)
 
 
-def test_recovery_key_keeps_its_account_in_charge_and_lets_the_vault_side_encrypt() -> None:
-    admin, users = recovery_key_policy()["Statement"]
+def test_recovery_key_is_created_for_its_account_alone() -> None:
+    (admin,) = policies.recovery_key_policy(recovery_account_id=RECOVERY_ACCOUNT, partition="aws")["Statement"]
     assert admin == {
         "Sid": "EnableRecoveryAccountAdministration",
         "Effect": "Allow",
@@ -565,29 +629,37 @@ def test_recovery_key_keeps_its_account_in_charge_and_lets_the_vault_side_encryp
         "Action": "kms:*",
         "Resource": "*",
     }
-    assert users["Principal"] == {"AWS": [f"arn:aws:iam::{VAULT_ACCOUNT}:root", ROLE]}
-    assert set(users["Action"]) == {
-        "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"
+
+
+def test_recovery_key_lets_only_the_role_encrypt_replicas_through_s3_for_the_recovery_bucket() -> None:
+    admin, role = recovery_key_policy()["Statement"]
+    assert admin["Sid"] == "EnableRecoveryAccountAdministration"
+    assert role["Principal"] == {"AWS": ROLE}
+    assert set(role["Action"]) == {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"}
+    assert role["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"},
+        "StringLike": {
+            "kms:EncryptionContext:aws:s3:arn": [
+                f"arn:aws:s3:::{RECOVERY_BUCKET}", f"arn:aws:s3:::{RECOVERY_BUCKET}/*"
+            ]
+        },
     }
-
-
-def test_recovery_key_can_be_created_before_the_role_exists() -> None:
-    _, users = policies.recovery_key_policy(
-        recovery_account_id=RECOVERY_ACCOUNT, vault_account_id=VAULT_ACCOUNT
-    )["Statement"]
-    assert users["Principal"] == {"AWS": f"arn:aws:iam::{VAULT_ACCOUNT}:root"}
+    assert policies.sid_run_id(role["Sid"]) == RUN_ID
 
 
 def test_recovery_bucket_policy_lets_the_role_write_replicas_and_read_versioning() -> None:
     document = bucket_policy()
     assert document["Id"] == "RunbookRecoveryBucketPolicy"
     assert all(s["Principal"] == {"AWS": ROLE} for s in document["Statement"])
-    for action in (*policies.RECOVERY_BUCKET_OBJECT_ACTIONS, "s3:ReplicateTags"):
+    assert all(policies.sid_run_id(s["Sid"]) == RUN_ID for s in document["Statement"])
+    for action in ("s3:ReplicateObject", "s3:ReplicateTags", "s3:ObjectOwnerOverrideToBucketOwner"):
         assert allowing(document, action, RESOURCES["recovery-object"]), action
-    for action in ("s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning"):
-        assert allowing(document, action, RESOURCES["recovery-bucket"]), action
-    # Narrower than the method: no s3:List* wildcard, no way to change the bucket's versioning.
+    assert allowing(document, "s3:GetBucketVersioning", RESOURCES["recovery-bucket"])
+    # Narrower than the method: nothing to list, no delete markers, no way to change versioning.
     for action in (
+        "s3:ReplicateDelete",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
         "s3:PutBucketVersioning",
         "s3:ListBucketMultipartUploads",
         "s3:PutObject",
@@ -640,6 +712,7 @@ def test_replication_configuration_passes_botocore_validation_with_a_token(
         recovery_bucket=RECOVERY_BUCKET,
         recovery_account_id=RECOVERY_ACCOUNT,
         recovery_key_arn=RECOVERY_KEY,
+        partition="aws",
         storage_class=storage_class,
     )
     client = s3_client()

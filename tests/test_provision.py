@@ -32,6 +32,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
     "batch policy": (provision.ensure_recovery_key, provision.ensure_batch_policy),
     "batch role": (provision.ensure_recovery_key, provision.ensure_batch_policy, provision.ensure_batch_role),
     "vault key grants": (provision.ensure_vault_key_grants,),
+    "recovery key grants": (provision.ensure_recovery_key, provision.ensure_batch_policy, provision.ensure_batch_role,
+                            provision.ensure_recovery_key_grants),
     "recovery bucket policy": (provision.ensure_recovery_key, provision.ensure_recovery_bucket,
                                provision.ensure_recovery_bucket_policy),
     "replication rule": (provision.ensure_recovery_key, provision.ensure_replication_rule),
@@ -43,7 +45,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
 # Steps that change the vault bucket or key: they get a vault of their own.
 VAULT_SETTINGS = ("vault key grants", "replication rule", "vault EventBridge")
 # Settings on resources the run does not own (the vault's key and bucket) are updated, not created.
-FIRST_STATUS = {name: "created" for name in STEPS} | {"vault key grants": "updated", "vault EventBridge": "updated"}
+FIRST_STATUS = {name: "created" for name in STEPS} | {
+    "vault key grants": "updated", "recovery key grants": "updated", "vault EventBridge": "updated"}
 
 VERSION = "2012-10-17"
 OTHER_TRUST = {"Version": VERSION, "Statement": [
@@ -358,25 +361,26 @@ def test_vault_key_grants_keep_foreign_statements_and_capture_the_original_once(
 ) -> None:
     ctx = fresh_vault_ctx(aws_env, make_ctx, key_policy=FOREIGN_KEY_POLICY)
     key = ctx.params.vault.kms_key_arn
+    (sid,) = [s["Sid"] for s in provision.documents(ctx)["vault_key_policy_statements"]]
 
     first = provision.ensure_vault_key_grants(ctx)
     granted = _key_policy(aws_env, key)
     captured = json.loads(json.dumps(ctx.ledger.data["originals"]["vault_key_policy"]))
     second = provision.ensure_vault_key_grants(make_ctx())
-    # Someone removes one of the run's statements; the next run puts it back.
-    without_account = {**granted, "Statement": [s for s in granted["Statement"]
-                                               if s.get("Sid") != policies.VAULT_KEY_ACCOUNT_SID]}
-    aws_env.client("kms").put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(without_account))
+    # Someone removes the run's statement; the next run puts it back.
+    without_ours = {**granted, "Statement": [s for s in granted["Statement"] if s.get("Sid") != sid]}
+    aws_env.client("kms").put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(without_ours))
     third_ctx = make_ctx()
     third = provision.ensure_vault_key_grants(third_ctx)
 
     assert first.status == "updated"
-    assert first.difference == {"added_or_replaced": list(policies.VAULT_KEY_SIDS)}
+    assert first.difference == {"added_or_replaced": [sid]}
+    assert policies.sid_run_id(sid) == ctx.params.run_id
     assert _foreign(granted) == _foreign(FOREIGN_KEY_POLICY)
     assert granted["Id"] == FOREIGN_KEY_POLICY["Id"]
-    ours = {s["Sid"]: s for s in granted["Statement"] if s.get("Sid") in policies.VAULT_KEY_SIDS}
-    assert ours[policies.VAULT_KEY_ROLE_SID]["Principal"] == {"AWS": ctx.params.batch_role_arn}
-    assert ours[policies.VAULT_KEY_ACCOUNT_SID]["Principal"] == {"AWS": "arn:aws:iam::222222222222:root"}
+    ours = next(s for s in granted["Statement"] if s.get("Sid") == sid)
+    assert ours["Principal"] == {"AWS": ctx.params.batch_role_arn}
+    assert ours["Action"] == "kms:Decrypt"
     assert second.status == "unchanged"
     assert third.status == "updated"
     assert _key_policy(aws_env, key) == granted
@@ -385,25 +389,71 @@ def test_vault_key_grants_keep_foreign_statements_and_capture_the_original_once(
     assert len(third_ctx.ledger.created("kms_key_statements")) == 1
 
 
+def test_two_runs_on_one_vault_key_keep_each_others_grant(aws_env: Drill, make_ctx: CtxFactory) -> None:
+    overrides = aws_env.fresh_vault(f"vault-{make_ctx.suffix}", key_policy=FOREIGN_KEY_POLICY)
+    first = make_ctx(**overrides)
+    second = make_ctx("second", **overrides, run_id=f"{first.params.run_id}-b")
+    key = first.params.vault.kms_key_arn
+
+    provision.ensure_vault_key_grants(first)
+    provision.ensure_vault_key_grants(second)
+    both = _key_policy(aws_env, key)
+    again = provision.ensure_vault_key_grants(make_ctx(**overrides))
+
+    runs = [policies.sid_run_id(s.get("Sid")) for s in both["Statement"]]
+    assert runs.count(first.params.run_id) == runs.count(second.params.run_id) == 1
+    assert again.status == "unchanged"
+    assert _foreign(both) == _foreign(FOREIGN_KEY_POLICY)
+
+
+def test_vault_key_grants_of_an_earlier_version_give_way_to_run_scoped_ones(
+    aws_env: Drill, make_ctx: CtxFactory
+) -> None:
+    ctx = fresh_vault_ctx(aws_env, make_ctx, key_policy=FOREIGN_KEY_POLICY)
+    key = ctx.params.vault.kms_key_arn
+    old = [{"Sid": "RunbookRecoveryRoleUsesKey", "Effect": "Allow", "Principal": {"AWS": ctx.params.batch_role_arn},
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*"], "Resource": "*"},
+           {"Sid": "RunbookRecoveryAccountUsesKey", "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::222222222222:root"}, "Action": "kms:Decrypt", "Resource": "*"}]
+    aws_env.client("kms").put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(
+        {**FOREIGN_KEY_POLICY, "Statement": [*FOREIGN_KEY_POLICY["Statement"], *old]}))
+    # The ledger of a run made by the earlier version records its fixed Sids.
+    ctx.ledger.record_created("kms_key_statements", key, sids=[s["Sid"] for s in old])
+
+    outcome = provision.ensure_vault_key_grants(ctx)
+
+    assert outcome.status == "updated"
+    assert outcome.difference["removed_earlier_sids"] == [s["Sid"] for s in old]
+    sids = [s.get("Sid") for s in _key_policy(aws_env, key)["Statement"]]
+    assert not set(policies.LEGACY_VAULT_KEY_SIDS) & set(sids)
+    assert _foreign(_key_policy(aws_env, key)) == _foreign(FOREIGN_KEY_POLICY)
+
+
 # ------------------------------------------------------------------------ recovery bucket policy
 
 
-def test_recovery_bucket_policy_replaced_out_of_band_is_put_back(aws_env: Drill, make_ctx: CtxFactory) -> None:
+def test_recovery_bucket_policy_changed_out_of_band_gets_the_runs_statements_back_and_keeps_the_rest(
+    aws_env: Drill, make_ctx: CtxFactory
+) -> None:
     ctx = make_ctx()
     run_steps(ctx, STEPS["recovery bucket policy"])
     bucket = ctx.params.recovery.bucket
     s3 = aws_env.client("s3", "recovery")
-    other = {"Version": VERSION, "Statement": [{"Sid": "SomeoneElse", "Effect": "Allow",
-                                                "Principal": {"AWS": "arn:aws:iam::444444444444:root"},
-                                                "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}
+    # An administrator replaces the policy with their own Deny.
+    other = {"Version": VERSION, "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*",
+                                                "Action": "s3:*", "Resource": f"arn:aws:s3:::{bucket}/*",
+                                                "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(other))
 
     outcome = provision.ensure_recovery_bucket_policy(make_ctx())
+    again = provision.ensure_recovery_bucket_policy(make_ctx())
 
     assert outcome.status == "updated"
     assert outcome.difference["found"] == other
     current = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-    assert current == provision.documents(ctx)["recovery_bucket_policy"]
+    ours = provision.documents(ctx)["recovery_bucket_policy"]["Statement"]
+    assert current["Statement"] == [*other["Statement"], *ours]
+    assert again.status == "unchanged"
 
 
 def test_recovery_bucket_policy_on_a_bucket_the_run_did_not_create_is_drift(

@@ -592,7 +592,7 @@ def test_vault_version_with_unreadable_replication_status_is_unknown_not_skipped
     assert result.verdict == "FAIL"
 
 
-# --------------------------------------------------------------------------- the expected set is the vault's, not the manifest's
+# --------------------------------------------------------------------------- the vault decides what is expected
 
 
 def test_a_listed_non_replica_is_never_excused() -> None:

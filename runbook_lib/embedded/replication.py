@@ -109,6 +109,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
+from runbook_lib import aws_facts
 from runbook_lib.embedded.iam_eval import Decision, Request, can_assume, is_allowed
 
 __all__ = [
@@ -124,7 +125,8 @@ BATCH_OPERATIONS_PRINCIPAL = "batchoperations.s3.amazonaws.com"
 REPLICATION_PRINCIPAL = "s3.amazonaws.com"
 ARCHIVED_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 KMS_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
-PARTITION = "aws"
+# moto serves one partition; every ARN the emulator builds is in it.
+PARTITION = aws_facts.partition_of("us-east-1")
 # Manifests write an empty version field as \N; AWS reports both forms the same way.
 INVALID_VERSION_IDS = frozenset({"", "\\N"})
 _FAILED_TASK_HTTP_STATUS = 500
@@ -870,7 +872,7 @@ def _kms_context(bucket: Any, key: str, bucket_key: bool) -> dict[str, str]:
     """Return the KMS request context S3 sends: its service name and the encryption context."""
     resource = _bucket_arn(bucket.name) if bucket_key else _object_arn(bucket.name, key)
     return {
-        "kms:ViaService": f"s3.{bucket.region_name}.amazonaws.com",
+        "kms:ViaService": aws_facts.kms_via_service("s3", bucket.region_name),
         "kms:EncryptionContext:aws:s3:arn": resource,
     }
 
@@ -920,10 +922,10 @@ def _arn_account(arn: str) -> str:
 
 
 def _bucket_arn(bucket: str) -> str:
-    return f"arn:{PARTITION}:s3:::{bucket}"
+    return aws_facts.bucket_arn(bucket, PARTITION)
 
 
 def _object_arn(bucket: str, key: str) -> str:
-    return f"arn:{PARTITION}:s3:::{bucket}/{key}"
+    return aws_facts.object_arn(bucket, key, PARTITION)
 
 
