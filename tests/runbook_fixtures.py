@@ -42,6 +42,7 @@ import botocore.session
 import pytest
 import yaml
 
+from runbook_lib import notifications, provision
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.embedded.seed import GroundTruth, seed_vault
@@ -57,6 +58,7 @@ from runbook_lib.embedded.server import (
 
 __all__ = [
     "DRILL_PARAMS",
+    "PROVISION_ORDER",
     "READ_PREFIXES",
     "SEEDED_VERSIONS",
     "CtxFactory",
@@ -72,6 +74,14 @@ __all__ = [
 
 DRILL_PARAMS = Path(__file__).resolve().parents[1] / "parameters" / "drill.yaml"
 SEEDED_VERSIONS = 80
+# Every provisioning step of phases 01-05, in the order the phase notebooks run them.
+PROVISION_ORDER = (
+    provision.ensure_recovery_key, provision.ensure_recovery_bucket, provision.ensure_report_bucket,
+    provision.ensure_batch_policy, provision.ensure_batch_role, provision.ensure_vault_key_grants,
+    provision.ensure_recovery_key_grants, provision.ensure_recovery_bucket_policy, provision.ensure_replication_rule,
+    provision.ensure_vault_eventbridge, provision.ensure_notification_topic, notifications.ensure_audit_queue,
+    provision.ensure_job_status_rule,
+)
 # An AWS operation whose name starts with one of these only reads.
 READ_PREFIXES = ("Get", "List", "Describe", "Head")
 

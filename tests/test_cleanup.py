@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from runbook_fixtures import DRILL_PARAMS, Drill, aws_env, count_versions, drill, watch_calls, write_calls
+from runbook_fixtures import (
+    DRILL_PARAMS,
+    PROVISION_ORDER,
+    Drill,
+    aws_env,
+    count_versions,
+    drill,
+    watch_calls,
+    write_calls,
+)
 
 from runbook_lib import cleanup, notifications, policies, provision
 from runbook_lib.cleanup import CleanupAction
@@ -33,14 +42,6 @@ OTHER_TOPIC = "security-alerts"
 OTHER_QUEUE = "vault-object-audit"
 TRUST_EC2 = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-
-PROVISION_ORDER = (
-    provision.ensure_recovery_key, provision.ensure_recovery_bucket, provision.ensure_report_bucket,
-    provision.ensure_batch_policy, provision.ensure_batch_role, provision.ensure_vault_key_grants,
-    provision.ensure_recovery_key_grants, provision.ensure_recovery_bucket_policy, provision.ensure_replication_rule,
-    provision.ensure_vault_eventbridge, provision.ensure_notification_topic, notifications.ensure_audit_queue,
-    provision.ensure_job_status_rule,
-)
 
 
 @dataclass

@@ -23,8 +23,9 @@ from urllib.parse import unquote_plus
 import pandas as pd
 import pytest
 import yaml
+from runbook_fixtures import PROVISION_ORDER
 
-from runbook_lib import batch_job, cli, notifications, pins, proof, provision, reports
+from runbook_lib import batch_job, cli, pins, proof, reports
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
@@ -38,12 +39,6 @@ SEEDED_VERSIONS = 80
 VAULT = "vault-golden-copies"
 RECOVERY = "recovery-golden-copies"
 REPORTS = "vault-batch-reports"
-PROVISION = (
-    provision.ensure_recovery_key, provision.ensure_recovery_bucket, provision.ensure_report_bucket,
-    provision.ensure_batch_policy, provision.ensure_batch_role, provision.ensure_vault_key_grants,
-    provision.ensure_recovery_bucket_policy, provision.ensure_replication_rule, provision.ensure_vault_eventbridge,
-    provision.ensure_notification_topic, notifications.ensure_audit_queue, provision.ensure_job_status_rule,
-)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +109,7 @@ class World:
 
 def provision_and_replicate(ctx: RunContext, *, confirm: bool = True) -> dict[str, Any]:
     """Run phases 01-06 in-process as their notebooks do; return the job's final description."""
-    for ensure in PROVISION:
+    for ensure in PROVISION_ORDER:
         ensure(ctx)
     job_id, _ = batch_job.create_replication_job(ctx)
     batch_job.wait_for_status(ctx, job_id, {"Suspended", "Ready", "Active"})
