@@ -23,6 +23,7 @@ from runbook_lib.context import RunContext, open_run
 from runbook_lib.errors import ConfirmationRequired
 from runbook_lib.preflight import Check, raise_on_failures
 from runbook_lib.provision import Outcome, raise_on_drift
+from runbook_lib.scope import scope_from_params
 
 __all__ = [
     "HEADLESS_ENV",
@@ -111,8 +112,6 @@ def show_checks(checks: Sequence[Check]) -> None:
 
 def show_scope(ctx: RunContext) -> None:
     """Show in words which vault versions this recovery copies and verification expects."""
-    from runbook_lib.scope import scope_from_params
-
     described = scope_from_params(ctx.params.job).describe()
     print(f"This recovery copies, and verification expects, exactly the vault's {described}.")
 
@@ -135,7 +134,8 @@ def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
         return
     summary = job.get("ProgressSummary", {})
     what = (f"{summary.get('TotalNumberOfTasks', '?')} object versions "
-            f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket}")
+            f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket} "
+            f"(the vault's {scope_from_params(ctx.params.job).describe()})")
     if confirm_job:
         batch_job.confirm_job(ctx, job_id, "confirmed by parameter confirm_job")
         print(f"✔ job {job_id} confirmed by parameter confirm_job: it will replicate {what}")
