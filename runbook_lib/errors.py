@@ -4,12 +4,15 @@
     ├── ParameterError              the parameter set is invalid (lists every problem at once)
     ├── AccountMismatchError        a profile reaches another account than the parameters name
     ├── BackendError                the embedded backend could not start or answer
+    ├── ThrottlingError             AWS kept answering "slow down" after every retry
     ├── PreflightError              a precondition of the recovery does not hold
     ├── ProvisionError              a resource could not be created or is in an unsafe state
     │   └── DriftError              a resource exists but differs from what the run wants
     ├── JobError                    the Batch Replication job failed, was cancelled or is stuck
     │   └── ConfirmationRequired    the job waits for an explicit confirmation
     ├── ReportError                 a manifest or completion report is missing or malformed
+    ├── RunStateError               the run folder's state is missing or unreadable
+    │   └── RunLockedError          another process is running phases in the same run folder
     └── PhaseError                  a phase notebook failed while running headlessly
 
 Each message says what went wrong and what to do about it.
@@ -31,7 +34,10 @@ __all__ = [
     "PreflightError",
     "ProvisionError",
     "ReportError",
+    "RunLockedError",
+    "RunStateError",
     "RunbookError",
+    "ThrottlingError",
 ]
 
 
@@ -72,6 +78,15 @@ class BackendError(RunbookError):
     """The embedded AWS backend could not be started, reached or seeded."""
 
 
+class ThrottlingError(RunbookError):
+    """AWS (or the embedded backend) kept throttling an operation after every retry; nothing was concluded."""
+
+    def __init__(self, message: str, operation: str = "", code: str = "") -> None:
+        self.operation = operation
+        self.code = code
+        super().__init__(message)
+
+
 class PreflightError(RunbookError):
     """A precondition of the recovery does not hold; nothing has been changed."""
 
@@ -98,6 +113,22 @@ class ConfirmationRequired(JobError):
 
 class ReportError(RunbookError):
     """A generated manifest or completion report is missing, unreadable or inconsistent."""
+
+
+class RunStateError(RunbookError):
+    """The run folder's ledger is missing, unreadable or belongs to another run; `run_dir` names the folder."""
+
+    def __init__(self, message: str, run_dir: str = "") -> None:
+        self.run_dir = run_dir
+        super().__init__(message)
+
+
+class RunLockedError(RunStateError):
+    """Another process holds the run folder's lock; `holder_pid` is its process id (None when unknown)."""
+
+    def __init__(self, message: str, run_dir: str = "", holder_pid: int | None = None) -> None:
+        self.holder_pid = holder_pid
+        super().__init__(message, run_dir)
 
 
 class PhaseError(RunbookError):
