@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         truth = seed_vault(backend.endpoint, args.versions, random_seed=1)
         seeded = time.perf_counter() - started
-        ctx = open_run(PARAMETERS, Path(tempfile.mkdtemp(prefix="bench-batch-job-")))
+        ctx = open_run(PARAMETERS, Path(tempfile.mkdtemp(prefix="bench-batch-job-")), create=True)
         _provision(ctx)
         job_seconds, job = time_job(ctx)
         progress = job["ProgressSummary"]

@@ -7,8 +7,9 @@ client and the server never share an interpreter lock; every request waits 20 ms
 a round trip to AWS would. All three ways use the same client (`accounts.make_client`) and, for the
 parallel ones, the same 16 threads. Listing time counts in all three:
 
-(a) ours: `snapshot_bucket(..., workers=16)`, which lists and HEADs at the same time and also asks
-    GetObjectRetention / GetObjectLegalHold once, to tell "none" from "unknown";
+(a) ours: `snapshot_bucket(..., workers=16)`, which lists and HEADs at the same time and, to tell
+    "none" from "unknown", also asks GetObjectRetention / GetObjectLegalHold about each version whose
+    HEAD lacks that field (most versions carry no legal hold, so most get a second call);
 (b) the naive script: list every version, then for each one, one after the other, head_object +
     get_object_retention + get_object_legal_hold. At 3 x 20 ms per version that would take about ten
     minutes, so it runs on a random sample and the per-version time is extrapolated linearly;

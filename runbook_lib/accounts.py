@@ -14,10 +14,12 @@ from botocore.config import Config
 from runbook_lib.errors import AccountMismatchError, RunbookError
 
 __all__ = [
+    "THROTTLING_CODES",
     "AccountSessions",
     "Identity",
     "client_config",
     "error_code",
+    "is_throttling",
     "make_client",
     "open_sessions",
     "session_for",
@@ -43,6 +45,24 @@ def client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
 def error_code(error: botocore.exceptions.ClientError) -> str:
     """Return the AWS error code of a failed call ("" when the response carries none)."""
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+# Answers that mean "too many requests, try again later", never "you may not": HEAD answers carry no
+# body, so S3's SlowDown reaches botocore as a bare "503".
+THROTTLING_CODES = frozenset({
+    "SlowDown", "503", "429", "ServiceUnavailable", "Throttling", "ThrottlingException", "ThrottledException",
+    "RequestThrottled", "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
+    "BandwidthLimitExceeded", "ProvisionedThroughputExceededException",
+})
+_THROTTLING_STATUSES = frozenset({429, 503})
+
+
+def is_throttling(error: BaseException) -> bool:
+    """Return whether a failed call was throttled (retry later), so that it is never read as a denial."""
+    if not isinstance(error, botocore.exceptions.ClientError):
+        return False
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error_code(error) in THROTTLING_CODES or status in _THROTTLING_STATUSES
 
 
 def strip_account_host_prefix(request: Any, **_: Any) -> None:

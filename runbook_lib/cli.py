@@ -97,7 +97,11 @@ def _serve_backend(args: argparse.Namespace) -> int:
     print(f"  export AWS_CONFIG_FILE={backend.config_file}")
     print(f"  profiles: {VAULT_PROFILE} (vault), {RECOVERY_PROFILE} (recovery)")
     if args.seed:
-        truth = seed_vault(backend.endpoint, args.seed, args.random_seed)
+        try:
+            truth = seed_vault(backend.endpoint, args.seed, args.random_seed)
+        except BaseException:
+            backend.stop()  # the port must not stay taken by a backend whose vault is half-built
+            raise
         counts = truth.counts()
         print(f"seeded vault bucket {truth.vault_bucket}: {counts['source_versions']} versions, "
               f"{counts['expected']} expected to recover")

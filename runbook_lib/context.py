@@ -43,10 +43,13 @@ class RunContext:
         return dict(self.params.resource_tags)
 
 
-def open_run(params_file: str | Path, run_dir: str | Path) -> RunContext:
-    """Load and validate the parameters, verify both accounts, and open the run folder's ledger."""
+def open_run(params_file: str | Path, run_dir: str | Path, *, create: bool = False) -> RunContext:
+    """Return a phase's context: validated parameters, both verified accounts, and the run folder's ledger.
+
+    `create` lets a new run start (phase 00); without it the folder must hold a ledger (RunStateError).
+    """
     params = load_params(params_file)
     sessions = open_sessions(params)
-    ledger = open_ledger(run_dir)
+    ledger = open_ledger(run_dir, create=create)
     ledger.bind(params.run_id, str(params_file))
     return RunContext(params=params, ledger=ledger, sessions=sessions)

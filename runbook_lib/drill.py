@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.errors import PhaseError, RunbookError
+from runbook_lib.ledger import require_ledger
+from runbook_lib.run_lock import hold_run_lock
 
 __all__ = [
     "NOTEBOOKS_DIR",
@@ -101,7 +103,21 @@ def run_phases(
     params_file: Path, run_dir: Path, phases: list[str], confirm_job: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> list[PhaseResult]:
-    """Run the phases in order with papermill, keeping each executed notebook; stop at the first failure."""
+    """Run the phases in order with papermill, keeping each executed notebook; stop at the first failure.
+
+    Holds the run folder's lock for all of them (RunLockedError when another process runs phases
+    there), and refuses a first phase after 00 in a folder without a ledger (RunStateError).
+    """
+    if phases:
+        require_ledger(run_dir, phases[0])
+    with hold_run_lock(run_dir):
+        return _run_phases_holding_lock(params_file, run_dir, phases, confirm_job, extra_env)
+
+
+def _run_phases_holding_lock(
+    params_file: Path, run_dir: Path, phases: list[str], confirm_job: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> list[PhaseResult]:
     import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)

@@ -4,6 +4,7 @@
     ├── ParameterError              the parameter set is invalid (lists every problem at once)
     ├── AccountMismatchError        a profile reaches another account than the parameters name
     ├── BackendError                the embedded backend could not start or answer
+    ├── ThrottlingError             AWS kept answering "slow down" after every retry
     ├── PreflightError              a precondition of the recovery does not hold
     ├── ProvisionError              a resource could not be created or is in an unsafe state
     │   └── DriftError              a resource exists but differs from what the run wants
@@ -12,6 +13,8 @@
     │   └── ConfirmationRequired    the job waits for an explicit confirmation
     ├── ReportError                 a manifest or completion report is missing or malformed
     ├── ScopeError                  a version outside the job's scope was about to be copied
+    ├── RunStateError               the run folder's state is missing or unreadable
+    │   └── RunLockedError          another process is running phases in the same run folder
     └── PhaseError                  a phase notebook failed while running headlessly
 
 Each message says what went wrong and what to do about it.
@@ -34,8 +37,11 @@ __all__ = [
     "PreflightError",
     "ProvisionError",
     "ReportError",
+    "RunLockedError",
+    "RunStateError",
     "RunbookError",
     "ScopeError",
+    "ThrottlingError",
 ]
 
 
@@ -74,6 +80,15 @@ class AccountMismatchError(RunbookError):
 
 class BackendError(RunbookError):
     """The embedded AWS backend could not be started, reached or seeded."""
+
+
+class ThrottlingError(RunbookError):
+    """AWS (or the embedded backend) kept throttling an operation after every retry; nothing was concluded."""
+
+    def __init__(self, message: str, operation: str = "", code: str = "") -> None:
+        self.operation = operation
+        self.code = code
+        super().__init__(message)
 
 
 class PreflightError(RunbookError):
@@ -115,6 +130,22 @@ class ScopeError(RunbookError):
 
 class ReportError(RunbookError):
     """A generated manifest or completion report is missing, unreadable or inconsistent."""
+
+
+class RunStateError(RunbookError):
+    """The run folder's ledger is missing, unreadable or belongs to another run; `run_dir` names the folder."""
+
+    def __init__(self, message: str, run_dir: str = "") -> None:
+        self.run_dir = run_dir
+        super().__init__(message)
+
+
+class RunLockedError(RunStateError):
+    """Another process holds the run folder's lock; `holder_pid` is its process id (None when unknown)."""
+
+    def __init__(self, message: str, run_dir: str = "", holder_pid: int | None = None) -> None:
+        self.holder_pid = holder_pid
+        super().__init__(message, run_dir)
 
 
 class PhaseError(RunbookError):

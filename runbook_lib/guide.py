@@ -21,8 +21,10 @@ import pandas as pd
 from runbook_lib import batch_job
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.errors import ConfirmationRequired
+from runbook_lib.ledger import starts_run
 from runbook_lib.preflight import Check, raise_on_failures
 from runbook_lib.provision import Outcome, raise_on_drift
+from runbook_lib.run_lock import lock_for_phase, release_phase_lock
 from runbook_lib.scope import scope_from_params
 
 __all__ = [
@@ -63,12 +65,22 @@ def default_run_dir(phase_hint: str = "") -> str:
 
 
 def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
-    """Return the run context for a phase after validating parameters and both identities."""
+    """Return the run context for a phase after validating parameters and both identities.
+
+    Only phase 00 may start a run in a folder without a ledger. The run folder's lock is taken for
+    this process (unless `runbook run` holds it for this kernel) until `finish_phase`.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout, force=True)
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    ctx = open_run(params_file, run_dir)
+    took_lock = lock_for_phase(run_dir)
+    try:
+        ctx = open_run(params_file, run_dir, create=starts_run(phase))
+    except BaseException:
+        if took_lock:
+            release_phase_lock(run_dir)  # a phase that never started must not keep other kernels out
+        raise
     phases = ctx.ledger.data.setdefault("phases", {})
     phases[phase] = {"status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     ctx.ledger.save()
@@ -83,6 +95,7 @@ def finish_phase(ctx: RunContext, phase: str) -> None:
     entry = phases.setdefault(phase, {})
     entry.update(status="ok", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     ctx.ledger.save()
+    release_phase_lock(ctx.ledger.run_dir)
     print(f"✔ phase {phase} complete")
 
 

@@ -2,6 +2,11 @@
 
 Phases run in separate kernels (or separate papermill runs) and share state only through
 `ledger.json` in the run folder, so any phase can be re-run on its own.
+
+The ledger is the only record of what a run created, so losing it must stop the run, not start a
+new one: only phase 00 starts a run (`open_ledger(..., create=True)`), every later phase needs the
+ledger, and a folder whose `phases.json` shows that later phases once ran is never given a fresh,
+empty ledger. One process at a time writes it (`runbook_lib.run_lock`); each write is atomic.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.errors import RunbookError
+from runbook_lib.errors import RunbookError, RunStateError
 
-__all__ = ["LEDGER_FILE", "Ledger", "open_ledger"]
+__all__ = ["FIRST_PHASE", "LEDGER_FILE", "Ledger", "open_ledger", "require_ledger", "starts_run"]
 
 LEDGER_FILE = "ledger.json"
+# The phase that starts a run; every later phase resumes one.
+FIRST_PHASE = "00"
+# Written by headless runs next to the ledger: which phases ran, and how they ended.
+PHASE_LOG_FILE = "phases.json"
 
 
 def _now() -> str:
@@ -59,9 +68,10 @@ class Ledger:
         """Tie the folder to one run id, refusing to mix two runs' state in one folder."""
         existing = self.data.get("run_id")
         if existing and existing != run_id:
-            raise RunbookError(
+            raise RunStateError(
                 f"run folder {self.run_dir} belongs to run_id {existing!r}, not {run_id!r}; "
-                "use a new run folder or the parameters of that run"
+                "use a new run folder or the parameters of that run",
+                str(self.run_dir),
             )
         if not existing:
             self.data["run_id"] = run_id
@@ -166,22 +176,82 @@ class Ledger:
             self.save()
 
 
-def open_ledger(run_dir: str | Path) -> Ledger:
-    """Return the ledger of a run folder, creating the folder and an empty ledger when new."""
+def starts_run(phase: str) -> bool:
+    """Return whether `phase` (a name or a number) is the one that may start a new run."""
+    return phase.startswith(FIRST_PHASE)
+
+
+def require_ledger(run_dir: str | Path, phase: str) -> None:
+    """Raise RunStateError unless `phase` may run in the folder: 00 may start a run, later phases need its ledger."""
+    folder = Path(run_dir)
+    if starts_run(phase):
+        if not (folder / LEDGER_FILE).exists():
+            _refuse_lost_run(folder)
+        return
+    if not (folder / LEDGER_FILE).exists():
+        raise _missing_ledger(folder, phase)
+
+
+def _missing_ledger(folder: Path, phase: str) -> RunStateError:
+    return RunStateError(
+        f"run folder {folder} has no {LEDGER_FILE}, so phase {phase} cannot know what this run created "
+        f"(its replication rule, key grants and job would be left live and unrecorded). Restore "
+        f"{LEDGER_FILE} from a copy of this folder, or start a new run at phase {FIRST_PHASE} "
+        "(runbook run --from 00) in a new run folder.",
+        str(folder),
+    )
+
+
+def _refuse_lost_run(folder: Path) -> None:
+    """Raise RunStateError when the folder's phase log shows a run went past phase 00 but its ledger is gone."""
+    log_path = folder / PHASE_LOG_FILE
+    try:
+        entries = json.loads(log_path.read_text(encoding="utf-8")) if log_path.exists() else []
+    except ValueError:
+        entries = []
+    later = sorted({
+        str(entry.get("phase")) for entry in entries if isinstance(entry, dict)
+        and entry.get("status") == "ok" and not starts_run(str(entry.get("phase", "")))
+    })
+    if later:
+        raise RunStateError(
+            f"run folder {folder} has no {LEDGER_FILE}, but {PHASE_LOG_FILE} shows that phases "
+            f"{', '.join(later)} ran in it: the ledger of that run was lost, and a new one would forget "
+            f"what it created. Restore {LEDGER_FILE} from a copy of this folder, or start the new run in "
+            "a new run folder (and remove the old run's resources by hand).",
+            str(folder),
+        )
+
+
+def open_ledger(run_dir: str | Path, *, create: bool = False) -> Ledger:
+    """Return the ledger of a run folder; with `create` (phase 00 only), an empty one when the folder has none.
+
+    Without `create`, a missing ledger is a RunStateError: the run's record was lost or the folder
+    is not a run folder, and carrying on would forget what the run created.
+    """
     folder = Path(run_dir)
     path = folder / LEDGER_FILE
     if path.exists():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:  # invalid JSON or not UTF-8
-            raise RunbookError(
-                f"the ledger {path} is not valid JSON ({error}); restore it or use a new run folder") from error
+            raise RunStateError(
+                f"the ledger {path} is not valid JSON ({error}); restore it or use a new run folder",
+                str(folder)) from error
         if not isinstance(data, dict):
-            raise RunbookError(
+            raise RunStateError(
                 f"the ledger {path} holds a JSON {type(data).__name__}, not an object; "
-                "restore it or use a new run folder"
+                "restore it or use a new run folder",
+                str(folder),
             )
         return Ledger(folder, data)
+    if not create:
+        raise RunStateError(
+            f"run folder {folder} has no {LEDGER_FILE}: it is not the folder of a started run, or its ledger "
+            f"was lost. Restore {LEDGER_FILE}, or start a new run at phase {FIRST_PHASE} in a new run folder.",
+            str(folder),
+        )
+    _refuse_lost_run(folder)
     ledger = Ledger(folder, {})
     ledger.save()
     return ledger

@@ -5,14 +5,20 @@ clients are thread-safe) by a pool of threads while the next page is listed. Del
 no HEAD: the listing says everything there is to know about them.
 
 "unknown", never "none": HEAD carries the lock fields only when the caller may read them
-(s3:GetObjectRetention, s3:GetObjectLegalHold) and silently leaves them out otherwise. So before
-trusting an absent field, the snapshot asks GetObjectRetention and GetObjectLegalHold once per
-bucket, about the first listed version that is not archived (and about the next ones, up to five,
-while the answers say nothing about permissions). When a permission is missing, or no answer
-settles it, an absent field reads "unknown" for every object version of the bucket, and
-`verify.compare` refuses to call it equal.
+(s3:GetObjectRetention, s3:GetObjectLegalHold) and silently leaves them out otherwise, and a bucket
+policy may refuse them for some objects only (a Deny on a prefix). So, in a bucket with Object Lock
+(GetObjectLockConfiguration, asked once), a version whose HEAD shows no retention is asked
+GetObjectRetention, and one whose HEAD shows no legal hold is asked GetObjectLegalHold, in the same
+worker right after its HEAD. NoSuchObjectLockConfiguration confirms "none"; a refusal, or any answer
+that settles nothing, makes that field "unknown" for that version only, and `verify.compare` refuses
+to call it equal. A bucket without Object Lock cannot hold retention or holds: it needs no extra call.
 A version whose HEAD fails keeps what the listing says, reads "unknown" wherever only HEAD could
 tell, and names the error in `head_error`.
+
+Throttling is never a denial. botocore retries a throttled call first (the client's retry config);
+when SlowDown, 503 or another throttling answer outlasts that, the call is tried again after a
+growing pause, up to THROTTLE_ROUNDS times, and then the snapshot stops with a ThrottlingError that
+names the cause: concluding "unknown" or "denied" from it would be wrong.
 
 Progress goes to subscribers, always from the calling thread: after every listed page, and while
 the last HEADs finish, at most every `PROGRESS_SECONDS`; the counts only grow, and the last call
@@ -22,6 +28,7 @@ has `listing_done` true and `done == listed`.
 from __future__ import annotations
 
 import queue
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,13 +38,14 @@ from typing import Any, Protocol
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runbook_lib.accounts import error_code
-from runbook_lib.errors import ParameterError, ParameterProblem, RunbookError
+from runbook_lib.accounts import error_code, is_throttling
+from runbook_lib.errors import ParameterError, ParameterProblem, RunbookError, ThrottlingError
 
 __all__ = [
     "COLUMNS",
     "HEAD_ERROR",
     "PROGRESS_SECONDS",
+    "THROTTLE_ROUNDS",
     "UNKNOWN",
     "SnapshotProgress",
     "progress_printer",
@@ -63,53 +71,24 @@ _RETENTION_FIELDS = ("object_lock_mode", "object_lock_retain_until_date")
 _HOLD_FIELDS = ("object_lock_legal_hold_status",)
 # What only a HEAD can tell; all of it reads "unknown" when the HEAD fails.
 _HEAD_FIELDS = ("replication_status", "encryption", "kms_key", *_RETENTION_FIELDS, *_HOLD_FIELDS)
-_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
 # Answers that prove the caller may read the field, and that this version simply has none.
 _NOTHING_TO_READ = frozenset(
     {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError", "InvalidRequest"})
-# Archived versions may refuse the question for reasons of their own: ask about another version.
-_ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-# Listed versions asked at most before an open question is settled as "unknown".
-_PROBE_ATTEMPTS = 5
+# The answer to GetObjectLockConfiguration of a bucket without Object Lock.
+_NO_LOCK_CONFIGURATION = frozenset({"ObjectLockConfigurationNotFoundError"})
+# Rounds of our own retries of a throttled call (each round is botocore's retries), and the pause
+# before the first; pauses double, with jitter, up to the cap.
+THROTTLE_ROUNDS = 4
+THROTTLE_PAUSE_SECONDS = 1.0
+THROTTLE_PAUSE_CAP_SECONDS = 8.0
+# How a worker waits between rounds (tests replace it to run without waiting).
+_sleep = time.sleep
 
 
 class SnapshotProgress(Protocol):
     """Receives (versions done, versions listed so far, listing finished)."""
 
     def on_progress(self, done: int, listed: int, listing_done: bool) -> None: ...
-
-
-class _LockReadability:
-    """Whether this caller may read retention and legal holds in the bucket, asked once per bucket.
-
-    Each field is True (readable), False (refused or never settled) or None (not settled yet). An
-    answer about one version that says nothing about permissions (it is archived, or was deleted
-    meanwhile) leaves the field open, and the next listed version is asked instead.
-    """
-
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self._calls = {"retention": s3.get_object_retention, "legal_hold": s3.get_object_legal_hold}
-        self._bucket = bucket
-        self._attempts = 0
-        self.readable: dict[str, bool | None] = {"retention": None, "legal_hold": None}
-
-    def consider(self, row: dict[str, Any]) -> None:
-        """Ask about the fields still open, using this listed object version."""
-        open_fields = [name for name, state in self.readable.items() if state is None]
-        if not open_fields or row["storage_class"] in _ARCHIVED or self._attempts >= _PROBE_ATTEMPTS:
-            return
-        self._attempts += 1
-        for name in open_fields:
-            self.readable[name] = _may_read(self._calls[name], self._bucket, row["key"], row["version_id"])
-
-    def unreadable_fields(self) -> tuple[str, ...]:
-        """Return the columns whose absence cannot be trusted to mean "none"."""
-        fields: tuple[str, ...] = ()
-        if self.readable["retention"] is not True:
-            fields += _RETENTION_FIELDS
-        if self.readable["legal_hold"] is not True:
-            fields += _HOLD_FIELDS
-        return fields
 
 
 def snapshot_bucket(
@@ -130,7 +109,7 @@ def snapshot_bucket(
     rows: list[dict[str, Any]] = []
     finished: queue.SimpleQueue[tuple[int, Future[dict[str, Any]]]] = queue.SimpleQueue()
     progress = _Progress(subscribers)
-    readability = _LockReadability(s3, bucket)
+    lock_enabled = _object_lock_enabled(s3, bucket)
     pending = 0
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot-head")
     completed = False
@@ -138,8 +117,7 @@ def snapshot_bucket(
         for page in _pages(s3, bucket, prefix, page_size):
             for version in page.get("Versions", []):
                 row = _listed(version, is_delete_marker=False)
-                readability.consider(row)
-                _submit(pool, finished, len(rows), s3, bucket, row)
+                _submit(pool, finished, len(rows), _Reader(s3, bucket, lock_enabled), row)
                 rows.append(row)
                 pending += 1
             markers = [_listed(marker, is_delete_marker=True) for marker in page.get("DeleteMarkers", [])]
@@ -156,7 +134,6 @@ def snapshot_bucket(
         # On an error or an interrupt, HEADs still queued would only delay it.
         pool.shutdown(wait=True, cancel_futures=not completed)
     progress.notify(listing_done=True)
-    _mark_unknown(rows, readability.unreadable_fields())
     return _frame(rows)
 
 
@@ -175,15 +152,23 @@ def _check_arguments(workers: int, page_size: int) -> None:
 
 
 def _pages(s3: Any, bucket: str, prefix: str, page_size: int) -> Iterator[dict[str, Any]]:
-    """Yield the pages of ListObjectVersions, turning a refusal into an error that says what to check."""
-    paginator = s3.get_paginator("list_object_versions")
-    try:
-        yield from paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
-    except ClientError as error:
-        raise RunbookError(
-            f"cannot list the object versions of bucket {bucket!r}: {error_code(error)} ({error}). Check that the "
-            "bucket exists in this profile's account and that the profile may s3:ListBucketVersions on it."
-        ) from error
+    """Yield the pages of ListObjectVersions (each retried when throttled); a refusal says what to check."""
+    markers: dict[str, str] = {}
+    while True:
+        try:
+            page: dict[str, Any] = _retry_throttled(
+                s3.list_object_versions, f"bucket {bucket!r}",
+                Bucket=bucket, Prefix=prefix, MaxKeys=page_size, **markers,
+            )
+        except ClientError as error:
+            raise RunbookError(
+                f"cannot list the object versions of bucket {bucket!r}: {error_code(error)} ({error}). Check that "
+                "the bucket exists in this profile's account and that the profile may s3:ListBucketVersions on it."
+            ) from error
+        yield page
+        if not page.get("IsTruncated"):
+            return
+        markers = {"KeyMarker": page.get("NextKeyMarker", ""), "VersionIdMarker": page.get("NextVersionIdMarker", "")}
 
 
 def _listed(entry: dict[str, Any], *, is_delete_marker: bool) -> dict[str, Any]:
@@ -213,57 +198,120 @@ def _utc(value: Any) -> Any:
     return value
 
 
-# ----------------------------------------------------------------------------- lock readability
+# ----------------------------------------------------------------------------- throttling
 
 
+def _retry_throttled(call: Callable[..., Any], subject: str, **arguments: Any) -> Any:
+    """Return the call's answer, trying again after a pause while it is throttled; ThrottlingError after the last round.
 
-def _may_read(call: Callable[..., Any], bucket: str, key: str, version_id: str) -> bool | None:
-    """Return True when the answer proves the caller may read the field, False when refused, else None."""
+    Any other error is raised as it is, for the caller to judge.
+    """
+    for attempt in range(THROTTLE_ROUNDS):
+        try:
+            return call(**arguments)
+        except ClientError as error:
+            if not is_throttling(error):
+                raise
+            last = error
+        if attempt + 1 < THROTTLE_ROUNDS:
+            pause = min(THROTTLE_PAUSE_CAP_SECONDS, THROTTLE_PAUSE_SECONDS * 2**attempt)
+            _sleep(pause * (0.5 + random.random() / 2))
+    operation = last.operation_name
+    raise ThrottlingError(
+        f"S3 kept throttling {operation} on {subject} ({error_code(last)}, \"please reduce your request rate\") "
+        f"through {THROTTLE_ROUNDS} rounds of retries, so the snapshot stopped without concluding anything about "
+        "it. Lower verification.head_workers (fewer parallel requests), or run the verification again later.",
+        operation, error_code(last),
+    ) from last
+
+
+# ----------------------------------------------------------------------------- lock fields
+
+
+def _object_lock_enabled(s3: Any, bucket: str) -> bool:
+    """Return False only when the bucket provably has no Object Lock (then no version can hold a lock field)."""
     try:
-        call(Bucket=bucket, Key=key, VersionId=version_id)
+        answer = _retry_throttled(s3.get_object_lock_configuration, f"bucket {bucket!r}", Bucket=bucket)
     except ClientError as error:
-        code = error_code(error)
-        if code in _NOTHING_TO_READ:
-            return True
-        return False if code in _DENIED else None
+        # Refused or unsettled: assume Object Lock, so every absent field is confirmed per version.
+        return error_code(error) not in _NO_LOCK_CONFIGURATION
+    except BotoCoreError:
+        return True
+    return bool(answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+
+def _confirm_retention(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
+    """Return the retention fields of a version whose HEAD showed none: none, its retention, or "unknown"."""
+    answer = _confirm(s3.get_object_retention, bucket, key, version_id)
+    if answer is None:
+        return dict.fromkeys(_RETENTION_FIELDS, UNKNOWN)
+    retention = answer.get("Retention", {})
+    return {"object_lock_mode": retention.get("Mode"),
+            "object_lock_retain_until_date": _utc(retention.get("RetainUntilDate"))}
+
+
+def _confirm_legal_hold(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
+    """Return the legal hold of a version whose HEAD showed none: none, its status, or "unknown"."""
+    answer = _confirm(s3.get_object_legal_hold, bucket, key, version_id)
+    if answer is None:
+        return {"object_lock_legal_hold_status": UNKNOWN}
+    return {"object_lock_legal_hold_status": answer.get("LegalHold", {}).get("Status")}
+
+
+def _confirm(call: Callable[..., Any], bucket: str, key: str, version_id: str) -> dict[str, Any] | None:
+    """Return the call's answer ({} when it proves there is nothing to read), or None when it settles nothing."""
+    subject = f"s3://{bucket}/{key} (version {version_id})"
+    try:
+        answer: dict[str, Any] = _retry_throttled(call, subject, Bucket=bucket, Key=key, VersionId=version_id)
+    except ClientError as error:
+        # Refused, or an answer about something else (deleted since the listing, an internal error).
+        return {} if error_code(error) in _NOTHING_TO_READ else None
     except BotoCoreError:
         return None
-    return True
-
-
-def _mark_unknown(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
-    """Write "unknown" where an object version's HEAD left out a field the caller may not read."""
-    if not fields:
-        return
-    for row in rows:
-        if row["is_delete_marker"]:
-            continue
-        for name in fields:
-            # A value HEAD did send is the truth; only an absent one is in doubt.
-            if row.get(name) is None:
-                row[name] = UNKNOWN
+    return answer
 
 
 # ----------------------------------------------------------------------------- HEAD
+
+
+class _Reader:
+    """What a worker needs to read one version: the client, the bucket, and whether it has Object Lock."""
+
+    def __init__(self, s3: Any, bucket: str, lock_enabled: bool) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.lock_enabled = lock_enabled
 
 
 def _submit(
     pool: ThreadPoolExecutor,
     finished: queue.SimpleQueue[tuple[int, Future[dict[str, Any]]]],
     index: int,
-    s3: Any,
-    bucket: str,
+    reader: _Reader,
     row: dict[str, Any],
 ) -> None:
-    """Queue the HEAD of one version; its outcome lands in `finished` under the row's index."""
-    future = pool.submit(_head, s3, bucket, row["key"], row["version_id"])
+    """Queue the reading of one version; its outcome lands in `finished` under the row's index."""
+    future = pool.submit(_read_version, reader, row["key"], row["version_id"])
     future.add_done_callback(lambda done: finished.put((index, done)))
 
 
+def _read_version(reader: _Reader, key: str, version_id: str) -> dict[str, Any]:
+    """Return what HEAD tells about one version, with absent lock fields confirmed or made "unknown"."""
+    fields = _head(reader.s3, reader.bucket, key, version_id)
+    if HEAD_ERROR in fields or not reader.lock_enabled:
+        return fields
+    if fields["object_lock_mode"] is None:
+        fields.update(_confirm_retention(reader.s3, reader.bucket, key, version_id))
+    if fields["object_lock_legal_hold_status"] is None:
+        fields.update(_confirm_legal_hold(reader.s3, reader.bucket, key, version_id))
+    return fields
+
+
 def _head(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
-    """Return what HEAD tells about one version, "unknown" everywhere when it fails."""
+    """Return what HEAD tells about one version, "unknown" everywhere when it fails for any reason but throttling."""
     try:
-        answer = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+        answer = _retry_throttled(s3.head_object, f"s3://{bucket}/{key} (version {version_id})",
+                                  Bucket=bucket, Key=key, VersionId=version_id)
     except ClientError as error:
         return {**dict.fromkeys(_HEAD_FIELDS, UNKNOWN), HEAD_ERROR: error_code(error) or "HeadObjectFailed"}
     except BotoCoreError as error:
@@ -288,7 +336,7 @@ def _collect(
             index, future = finished.get(timeout=PROGRESS_SECONDS) if block and not merged else finished.get_nowait()
         except queue.Empty:
             return merged
-        # A failure here is a bug, not an AWS answer (those are caught in _head): let it surface.
+        # A ThrottlingError, or a bug: AWS's other answers are caught in the worker. Either stops the snapshot.
         rows[index].update(future.result())
         merged += 1
 

@@ -212,7 +212,7 @@ class CtxFactory:
 
     def __call__(self, run: str = "run", **overrides: Any) -> RunContext:
         """Return `open_run(params, folder/run)`; the same run name re-opens the same run."""
-        return open_run(self.params_file(run, **overrides), self.folder / run)
+        return open_run(self.params_file(run, **overrides), self.folder / run, create=True)
 
 
 @pytest.fixture

@@ -217,7 +217,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 def fake_ctx(tmp_path: Path, *script: dict[str, Any]) -> Any:
-    return FakeContext(load_params(DRILL_PARAMS), open_ledger(tmp_path), ScriptedS3Control(list(script)))
+    return FakeContext(load_params(DRILL_PARAMS), open_ledger(tmp_path, create=True), ScriptedS3Control(list(script)))
 
 
 @dataclass

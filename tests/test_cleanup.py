@@ -108,7 +108,7 @@ def scenario(drill: Drill, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         _add_resources_of_others(drill)
         original_notifications = _notification_configuration(drill)
 
-        ctx = open_run(DRILL_PARAMS, run_dir)
+        ctx = open_run(DRILL_PARAMS, run_dir, create=True)
         for step in PROVISION_ORDER:
             outcomes = step(ctx)
             statuses = {o.status for o in (outcomes if isinstance(outcomes, list) else [outcomes])}

@@ -413,3 +413,95 @@ def test_eventbridge_rule_with_sns_target_delivers_and_other_rules_still_fire(ba
     assert event["time"].endswith("Z")
     watched = received_bodies(sqs, watcher_url)
     assert [e["detail"] for e in watched] == [detail]
+
+
+# ------------------------------------------------------ lock fields a caller may not read
+
+
+def test_legal_hold_of_a_version_never_held_is_no_such_configuration(s3: Any, lock_bucket: str) -> None:
+    version = s3.put_object(Bucket=lock_bucket, Key="never-held", Body=b"plain")["VersionId"]
+    with pytest.raises(ClientError) as raised:
+        s3.get_object_legal_hold(Bucket=lock_bucket, Key="never-held", VersionId=version)
+    assert raised.value.response["Error"]["Code"] == "NoSuchObjectLockConfiguration"
+    held = s3.put_object(Bucket=lock_bucket, Key="held", Body=b"x", ObjectLockLegalHoldStatus="ON")["VersionId"]
+    assert s3.get_object_legal_hold(Bucket=lock_bucket, Key="held", VersionId=held)["LegalHold"] == {"Status": "ON"}
+
+
+def test_lock_fields_of_an_archived_version_can_be_read(s3: Any, lock_bucket: str) -> None:
+    until = datetime(2032, 1, 1, tzinfo=timezone.utc)
+    version = s3.put_object(Bucket=lock_bucket, Key="archived", Body=b"cold", StorageClass="GLACIER",
+                            ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
+                            ObjectLockLegalHoldStatus="ON")["VersionId"]
+    retention = s3.get_object_retention(Bucket=lock_bucket, Key="archived", VersionId=version)["Retention"]
+    assert retention == {"Mode": "COMPLIANCE", "RetainUntilDate": until}
+    assert s3.get_object_legal_hold(Bucket=lock_bucket, Key="archived", VersionId=version)["LegalHold"] == {
+        "Status": "ON"}
+
+
+def _deny(action: str, resource: str) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "NoLockReads", "Effect": "Deny", "Principal": "*", "Action": action, "Resource": resource}]}
+
+
+def _locked_pair(s3: Any, bucket: str) -> dict[str, str]:
+    """Put a retained, held version under secret/ and under open/; return their version ids by key."""
+    until = datetime(2031, 1, 1, tzinfo=timezone.utc)
+    return {key: s3.put_object(Bucket=bucket, Key=key, Body=b"golden", ObjectLockMode="GOVERNANCE",
+                               ObjectLockRetainUntilDate=until, ObjectLockLegalHoldStatus="ON")["VersionId"]
+            for key in ("secret/a.txt", "open/a.txt")}
+
+
+@pytest.mark.parametrize(("action", "call", "hidden", "kept"), [
+    ("s3:GetObjectRetention", "get_object_retention", ("ObjectLockMode", "ObjectLockRetainUntilDate"),
+     ("ObjectLockLegalHoldStatus",)),
+    ("s3:GetObjectLegalHold", "get_object_legal_hold", ("ObjectLockLegalHoldStatus",),
+     ("ObjectLockMode", "ObjectLockRetainUntilDate")),
+], ids=["retention", "legal-hold"])
+def test_a_bucket_policy_deny_on_a_prefix_hides_that_lock_field_there_only(
+    s3: Any, action: str, call: str, hidden: tuple[str, ...], kept: tuple[str, ...]
+) -> None:
+    bucket = unique("lock-deny")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    versions = _locked_pair(s3, bucket)
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(_deny(action, f"arn:aws:s3:::{bucket}/secret/*")))
+
+    for key, version in versions.items():
+        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version)
+        got = s3.get_object(Bucket=bucket, Key=key, VersionId=version)
+        denied = key.startswith("secret/")
+        for answer in (head, got):
+            assert all((name in answer) != denied for name in hidden), (key, answer)
+            assert all(name in answer for name in kept), (key, answer)
+        if denied:
+            with pytest.raises(ClientError) as refused:
+                getattr(s3, call)(Bucket=bucket, Key=key, VersionId=version)
+            assert refused.value.response["Error"]["Code"] == "AccessDenied"
+            assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        else:
+            getattr(s3, call)(Bucket=bucket, Key=key, VersionId=version)
+
+
+def test_a_deny_in_the_callers_identity_policy_hides_the_field_for_that_caller_only(
+    s3: Any, backend: EmbeddedBackend
+) -> None:
+    bucket = unique("lock-deny-identity")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    versions = _locked_pair(s3, bucket)
+    iam = client(backend, "iam")
+    role = unique("auditor")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"AWS": f"arn:aws:iam::{OPERATOR_ACCOUNT}:root"}}]}
+    role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    policy = _deny("s3:GetObjectRetention", f"arn:aws:s3:::{bucket}/secret/*")
+    del policy["Statement"][0]["Principal"]
+    iam.put_role_policy(RoleName=role, PolicyName="no-retention", PolicyDocument=json.dumps(policy))
+    credentials = client(backend, "sts").assume_role(RoleArn=role_arn, RoleSessionName="auditor")["Credentials"]
+    auditor = boto3.client(
+        "s3", endpoint_url=backend.endpoint, region_name=REGION, aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"],
+        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+    )
+    secret = versions["secret/a.txt"]
+    assert "ObjectLockMode" not in auditor.head_object(Bucket=bucket, Key="secret/a.txt", VersionId=secret)
+    assert "ObjectLockMode" in s3.head_object(Bucket=bucket, Key="secret/a.txt", VersionId=secret)
+    assert "ObjectLockMode" in auditor.head_object(Bucket=bucket, Key="open/a.txt", VersionId=versions["open/a.txt"])

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from runbook_lib import cli
 from runbook_lib.accounts import make_client, session_for
+from runbook_lib.embedded import seed as seed_module
 from runbook_lib.embedded.seed import (
     AWKWARD_KEYS,
     VAULT_BUCKET,
@@ -20,7 +22,7 @@ from runbook_lib.embedded.seed import (
     content_digest,
     seed_vault,
 )
-from runbook_lib.embedded.server import VAULT_PROFILE, EmbeddedBackend, start_backend
+from runbook_lib.embedded.server import VAULT_PROFILE, EmbeddedBackend, Faults, start_backend
 from runbook_lib.errors import BackendError
 
 
@@ -134,3 +136,58 @@ def test_the_api_shows_exactly_the_ground_truth(backend: EmbeddedBackend, monkey
 def test_too_small_a_vault_is_refused(versions: int, backend: EmbeddedBackend) -> None:
     with pytest.raises(BackendError, match="at least 20 versions"):
         seed_vault(backend.endpoint, versions)
+
+
+# ------------------------------------------------------------------------------ throttling
+
+
+@pytest.fixture
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the seeder's backoff waits instead of sleeping them, and return the record."""
+    waits: list[float] = []
+    monkeypatch.setattr(seed_module, "_sleep", waits.append)
+    return waits
+
+
+def _reset(backend: EmbeddedBackend) -> None:
+    request = urllib.request.Request(f"{backend.endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+
+
+def test_seeding_through_heavy_throttling_gives_the_same_vault(
+    backend: EmbeddedBackend, tmp_path: Path, no_waiting: list[float]
+) -> None:
+    unthrottled = content_digest(fresh_seed(backend, 100, 3))
+    _reset(backend)
+    # A second server over the same (process-wide) moto state, answering SlowDown to 70% of S3 calls.
+    with start_backend(config_file=tmp_path / "aws-config", faults=Faults(throttle_rate=0.7, seed=4)) as throttled:
+        truth = seed_vault(throttled.endpoint, 100, 3)
+    assert content_digest(truth) == unthrottled
+    assert no_waiting, "the backend should have throttled some setup calls"
+    assert max(no_waiting) <= seed_module.SEED_BACKOFF_CAP_SECONDS
+
+
+def test_throttling_that_outlasts_every_attempt_is_a_backend_error_that_says_so(
+    backend: EmbeddedBackend, tmp_path: Path, no_waiting: list[float]
+) -> None:
+    _reset(backend)
+    with start_backend(config_file=tmp_path / "aws-config", faults=Faults(throttle_rate=1.0)) as throttled, \
+            pytest.raises(BackendError) as failed:
+        seed_vault(throttled.endpoint, 100, 3)
+    message = str(failed.value)
+    assert "SlowDown (throttling)" in message and "create_bucket" in message
+    assert f"{seed_module.SEED_ATTEMPTS} times in a row" in message
+    assert "lower --throttle" in message
+    assert len(no_waiting) == seed_module.SEED_ATTEMPTS
+
+
+def test_runbook_backend_reports_hopeless_throttling_as_bad_input_not_a_traceback(
+    backend: EmbeddedBackend, tmp_path: Path, no_waiting: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _reset(backend)
+    status = cli.main(["backend", "--port", "0", "--seed", "100", "--throttle", "1.0",
+                       "--config-file", str(tmp_path / "aws-config")])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.startswith("error: seeding the vault failed") and "Traceback" not in error

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 
 import pandas as pd
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from runbook_lib import snapshot as snapshot_module
 from runbook_lib import verify
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded.seed import (
@@ -29,7 +34,7 @@ from runbook_lib.embedded.server import (
     Faults,
     start_backend,
 )
-from runbook_lib.errors import ParameterError, RunbookError
+from runbook_lib.errors import ParameterError, RunbookError, ThrottlingError
 from runbook_lib.snapshot import (
     COLUMNS,
     HEAD_ERROR,
@@ -96,45 +101,67 @@ def vault(s3: Any) -> pd.DataFrame:
 
 
 class RestrictedS3:
-    """A real S3 client seen through a caller's missing permissions, as AWS shows them.
+    """A real S3 client seen through a caller's missing permissions, or a throttling S3, as AWS shows them.
 
     Without s3:GetObjectRetention / s3:GetObjectLegalHold, AWS refuses those calls and HEAD
     silently leaves the matching fields out. HEADs of the versions in `forbidden_heads` fail with 403.
-    The first GetObjectRetention calls fail with the codes in `retention_errors`, one per call.
+    The first calls of an operation fail with the codes listed for it in `errors`, one per call
+    (keys: "head", "retention", "legal_hold", "list"); `asked` records which versions each lock
+    call was asked about, and `failed` which versions got an error code.
     """
 
     def __init__(
         self, s3: Any, *, retention: bool = True, legal_hold: bool = True,
-        forbidden_heads: frozenset[tuple[str, str]] = frozenset(), retention_errors: tuple[str, ...] = (),
+        forbidden_heads: frozenset[tuple[str, str]] = frozenset(), errors: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self._s3 = s3
         self._retention = retention
         self._legal_hold = legal_hold
         self._forbidden_heads = forbidden_heads
-        self._retention_errors = list(retention_errors)
-        self.retention_calls = 0
+        self._errors = {name: list(codes) for name, codes in (errors or {}).items()}
+        self._lock = threading.Lock()
+        self.asked: dict[str, list[tuple[str, str]]] = {"retention": [], "legal_hold": []}
+        self.failed: dict[str, set[tuple[str, str]]] = {"head": set(), "retention": set(), "legal_hold": set()}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._s3, name)
 
+    def _scripted_error(self, call: str, operation: str, kwargs: dict[str, Any]) -> None:
+        with self._lock:
+            codes = self._errors.get(call)
+            code = codes.pop(0) if codes else None
+            if code and "Key" in kwargs:
+                self.failed[call].add((kwargs["Key"], kwargs["VersionId"]))
+        if code:
+            # HEAD answers have no body, so botocore reports a bare status code there.
+            status = int(code) if code.isdigit() else 503 if code in ("SlowDown", "RequestLimitExceeded") else 400
+            raise ClientError({"Error": {"Code": code, "Message": code},
+                               "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+
+    def list_object_versions(self, **kwargs: Any) -> Any:
+        self._scripted_error("list", "ListObjectVersions", kwargs)
+        return self._s3.list_object_versions(**kwargs)
+
     def get_object_retention(self, **kwargs: Any) -> Any:
-        self.retention_calls += 1
-        if self._retention_errors:
-            code = self._retention_errors.pop(0)
-            raise ClientError({"Error": {"Code": code, "Message": code}}, "GetObjectRetention")
+        with self._lock:
+            self.asked["retention"].append((kwargs["Key"], kwargs["VersionId"]))
+        self._scripted_error("retention", "GetObjectRetention", kwargs)
         if not self._retention:
             raise _denied("GetObjectRetention")
         return self._s3.get_object_retention(**kwargs)
 
     def get_object_legal_hold(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self.asked["legal_hold"].append((kwargs["Key"], kwargs["VersionId"]))
+        self._scripted_error("legal_hold", "GetObjectLegalHold", kwargs)
         if not self._legal_hold:
             raise _denied("GetObjectLegalHold")
         return self._s3.get_object_legal_hold(**kwargs)
 
     def head_object(self, **kwargs: Any) -> Any:
         if (kwargs["Key"], kwargs["VersionId"]) in self._forbidden_heads:
-            # HEAD answers have no body, so botocore reports the bare status code.
             raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+        self._scripted_error("head", "HeadObject", kwargs)
         answer = dict(self._s3.head_object(**kwargs))
         hidden = (() if self._retention else RETENTION_FIELDS) + (() if self._legal_hold else HOLD_FIELDS)
         for name in hidden:
@@ -328,40 +355,102 @@ def test_lock_fields_a_caller_may_not_read_are_unknown_not_none(
     pd.testing.assert_frame_equal(frame.drop(columns=LOCK_COLUMNS), vault.drop(columns=LOCK_COLUMNS))
 
 
-def test_readability_is_asked_once_per_bucket(s3: Any, vault: pd.DataFrame) -> None:
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return the rows with retain-until dates as text to the second, whichever dtype the column has."""
+    dates = [value if isinstance(value, str) and value == UNKNOWN else _second(value)
+             for value in frame["object_lock_retain_until_date"]]
+    return frame.assign(object_lock_retain_until_date=pd.array(dates, dtype="string")).reset_index(drop=True)
+
+
+def _versions(frame: pd.DataFrame, mask: pd.Series) -> set[tuple[str, str]]:
+    return set(zip(frame.loc[mask, "key"], frame.loc[mask, "version_id"], strict=True))
+
+
+def test_only_versions_whose_head_lacks_a_lock_field_are_asked_about_it(s3: Any, vault: pd.DataFrame) -> None:
     client = RestrictedS3(s3)
     pd.testing.assert_frame_equal(snapshot_bucket(client, VAULT_BUCKET, page_size=10), vault)
-    assert client.retention_calls == 1
+    objects = ~vault["is_delete_marker"]
+    without_retention = _versions(vault, objects & vault["object_lock_mode"].isna())
+    without_hold = _versions(vault, objects & vault["object_lock_legal_hold_status"].isna())
+    assert without_retention and without_hold, "the vault must hold versions without retention and without holds"
+    assert sorted(client.asked["retention"]) == sorted(without_retention)
+    assert sorted(client.asked["legal_hold"]) == sorted(without_hold)
 
 
-@pytest.mark.parametrize(
-    ("errors", "settled"),
-    [
-        # Answers about one version (archived, deleted since the listing) say nothing about permissions.
-        (("InvalidObjectState",), True),
-        (("NoSuchVersion", "NoSuchKey"), True),
-        # Answers that never settle it leave the fields unknown, after a few versions, not one per version.
-        (("InternalError",) * 5, False),
-        (("SlowDown",) * 50, False),
-    ],
-)
-def test_an_inconclusive_answer_is_asked_again_about_another_version(
-    s3: Any, vault: pd.DataFrame, errors: tuple[str, ...], settled: bool
+def test_a_bucket_without_object_lock_needs_no_extra_call(s3: Any) -> None:
+    bucket = "snapshot-no-object-lock"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"one", b"two"):
+        s3.put_object(Bucket=bucket, Key="plain.txt", Body=body)
+    client = RestrictedS3(s3)
+    frame = snapshot_bucket(client, bucket)
+    assert len(frame) == 2
+    assert frame[LOCK_COLUMNS].isna().all().all(), "no Object Lock: no retention and no hold, certainly"
+    assert client.asked == {"retention": [], "legal_hold": []}
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "InternalError", "NoSuchVersion", "InvalidObjectState"])
+def test_an_unsettled_lock_answer_makes_that_field_unknown_for_that_version_only(
+    s3: Any, vault: pd.DataFrame, code: str
 ) -> None:
-    client = RestrictedS3(s3, retention_errors=errors)
+    client = RestrictedS3(s3, errors={"retention": (code,) * 3, "legal_hold": (code,) * 2})
     frame = snapshot_bucket(client, VAULT_BUCKET)
-    if settled:
-        pd.testing.assert_frame_equal(frame, vault)
-        assert client.retention_calls == len(errors) + 1
-        return
-    assert client.retention_calls == 5
-    unlocked = ~vault["is_delete_marker"] & vault["object_lock_mode"].isna()
-    assert unlocked.any()
-    assert (frame.loc[unlocked, ["object_lock_mode", "object_lock_retain_until_date"]] == UNKNOWN).all().all()
-    # A mode HEAD did send is the truth, whatever the probe says; holds were readable all along.
-    locked = vault["object_lock_mode"].notna()
-    assert (frame.loc[locked, "object_lock_mode"] == vault.loc[locked, "object_lock_mode"]).all()
-    pd.testing.assert_series_equal(frame["object_lock_legal_hold_status"], vault["object_lock_legal_hold_status"])
+    unsettled = {"retention": client.failed["retention"], "legal_hold": client.failed["legal_hold"]}
+    assert len(unsettled["retention"]) == 3 and len(unsettled["legal_hold"]) == 2
+    rows = frame.set_index(["key", "version_id"])
+    for version in unsettled["retention"]:
+        assert list(rows.loc[version, LOCK_COLUMNS[:2]]) == [UNKNOWN, UNKNOWN], version
+    for version in unsettled["legal_hold"]:
+        assert rows.loc[version, LOCK_COLUMNS[2]] == UNKNOWN, version
+    # Every other version reads exactly as with full permissions.
+    others = ~frame.set_index(["key", "version_id"]).index.isin(unsettled["retention"] | unsettled["legal_hold"])
+    pd.testing.assert_frame_equal(comparable(frame[others]), comparable(vault[others]))
+
+
+# ------------------------------------------------------------------------------ per-object denials on the backend
+
+
+@contextmanager
+def bucket_policy(s3: Any, bucket: str, policy: dict[str, Any]) -> Iterator[None]:
+    """Put a bucket policy for the block, and remove it after."""
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    try:
+        yield
+    finally:
+        s3.delete_bucket_policy(Bucket=bucket)
+
+
+DENIED_PREFIX = "billing/"
+
+
+@pytest.mark.parametrize(("action", "columns"), [
+    ("s3:GetObjectRetention", LOCK_COLUMNS[:2]),
+    ("s3:GetObjectLegalHold", LOCK_COLUMNS[2:]),
+], ids=["retention", "legal-hold"])
+def test_a_bucket_policy_denying_a_lock_field_on_one_prefix_makes_exactly_those_versions_unknown(
+    s3: Any, vault: pd.DataFrame, action: str, columns: list[str]
+) -> None:
+    objects = ~vault["is_delete_marker"]
+    under = objects & vault["key"].str.startswith(DENIED_PREFIX)
+    column = columns[0]
+    assert vault.loc[under, column].notna().any() and vault.loc[under, column].isna().any(), (
+        "the denied prefix must hold versions with and without the field, or this test proves little")
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Sid": "NoLockReadsOnBilling", "Effect": "Deny", "Principal": "*", "Action": action,
+        "Resource": f"arn:aws:s3:::{VAULT_BUCKET}/{DENIED_PREFIX}*"}]}
+    with bucket_policy(s3, VAULT_BUCKET, policy):
+        frame = snapshot_bucket(s3, VAULT_BUCKET)
+
+    assert (frame.loc[under, columns] == UNKNOWN).all().all()
+    assert frame[HEAD_ERROR].isna().all()
+    # Everything else, and the other lock field everywhere, keeps its value.
+    pd.testing.assert_frame_equal(comparable(frame[~under]), comparable(vault[~under]))
+    pd.testing.assert_frame_equal(comparable(frame[under]).drop(columns=columns),
+                                  comparable(vault[under]).drop(columns=columns))
+    recovery = _recovered_copy(vault)
+    comparison = verify.compare(frame, recovery, expected_statuses={"REPLICA"})
+    assert comparison.verdict == "FAIL", "a copy whose vault lock fields could not be read must not pass"
 
 
 def _recovered_copy(vault: pd.DataFrame) -> pd.DataFrame:
@@ -432,6 +521,7 @@ def test_a_throttled_backend_gives_the_same_snapshot(
     seeded: tuple[EmbeddedBackend, GroundTruth], vault: pd.DataFrame, tmp_path: Any
 ) -> None:
     # A second server over the same (process-wide) moto state: same vault, but 1 in 5 S3 calls answered SlowDown.
+    # One prefix only: the runbook's adaptive retries slow the client down after each SlowDown, as they should.
     throttled = start_backend(config_file=tmp_path / "aws-config", faults=Faults(throttle_rate=0.2, seed=3))
     try:
         s3 = _vault_client(throttled)
@@ -439,11 +529,74 @@ def test_a_throttled_backend_gives_the_same_snapshot(
         s3.meta.events.register(
             "after-call.s3", lambda parsed, **_: retries.append(parsed["ResponseMetadata"].get("RetryAttempts", 0))
         )
-        frame = snapshot_bucket(s3, VAULT_BUCKET, page_size=50)
+        frame = snapshot_bucket(s3, VAULT_BUCKET, page_size=10, prefix=DENIED_PREFIX)
     finally:
         throttled.stop()
     assert sum(retries) > 0, "the backend should have throttled some requests"
-    pd.testing.assert_frame_equal(frame, vault)
+    pd.testing.assert_frame_equal(frame, vault[vault["key"].str.startswith(DENIED_PREFIX)].reset_index(drop=True))
+
+
+@pytest.fixture
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the snapshot's pauses between throttled rounds instead of sleeping them."""
+    pauses: list[float] = []
+    monkeypatch.setattr(snapshot_module, "_sleep", pauses.append)
+    return pauses
+
+
+def test_throttled_calls_are_retried_and_never_read_as_denied(
+    s3: Any, vault: pd.DataFrame, no_waiting: list[float]
+) -> None:
+    # Fewer throttled answers in a row than rounds: every call gets through in the end.
+    rounds = snapshot_module.THROTTLE_ROUNDS - 1
+    client = RestrictedS3(s3, errors={
+        "head": ("503",) * rounds, "retention": ("SlowDown",) * rounds,
+        "legal_hold": ("RequestLimitExceeded",) * rounds, "list": ("SlowDown",) * rounds,
+    })
+    pd.testing.assert_frame_equal(snapshot_bucket(client, VAULT_BUCKET, workers=1), vault)
+    assert len(no_waiting) == 4 * rounds
+
+
+@pytest.mark.parametrize(("call", "code", "operation"), [
+    ("head", "503", "HeadObject"),
+    ("retention", "SlowDown", "GetObjectRetention"),
+    ("legal_hold", "RequestLimitExceeded", "GetObjectLegalHold"),
+    ("list", "SlowDown", "ListObjectVersions"),
+])
+def test_throttling_that_outlasts_every_round_stops_the_snapshot_and_names_the_cause(
+    s3: Any, no_waiting: list[float], call: str, code: str, operation: str
+) -> None:
+    client = RestrictedS3(s3, errors={call: (code,) * 1000})
+    with pytest.raises(ThrottlingError) as stopped:
+        snapshot_bucket(client, VAULT_BUCKET, workers=2)
+    assert (stopped.value.operation, stopped.value.code) == (operation, code)
+    message = str(stopped.value)
+    assert f"S3 kept throttling {operation}" in message
+    assert "Lower verification.head_workers" in message and "run the verification again later" in message
+
+
+@pytest.mark.parametrize("throttle_rate", [0.3, 1.0])
+def test_a_heavily_throttled_backend_gives_the_true_snapshot_or_a_throttling_error(
+    seeded: tuple[EmbeddedBackend, GroundTruth], vault: pd.DataFrame, tmp_path: Any, no_waiting: list[float],
+    throttle_rate: float,
+) -> None:
+    # botocore gives up at once here, so throttling outlasts its retries as it would under a long SlowDown.
+    throttled = start_backend(config_file=tmp_path / "aws-config", faults=Faults(throttle_rate=throttle_rate, seed=5))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in throttled.environ().items():
+                patch.setenv(name, value)
+            s3 = make_client(session_for(VAULT_PROFILE, REGION), "s3", region_name=REGION,
+                             config=Config(retries={"mode": "standard", "max_attempts": 1}))
+        try:
+            frame = snapshot_bucket(s3, VAULT_BUCKET, page_size=50)
+        except ThrottlingError as error:
+            assert "throttling" in str(error)
+        else:
+            assert throttle_rate < 1.0
+            pd.testing.assert_frame_equal(frame, vault)
+    finally:
+        throttled.stop()
 
 
 def test_a_bucket_that_cannot_be_listed_is_an_error_that_says_what_to_check(s3: Any) -> None:

@@ -76,7 +76,7 @@ class World:
         return path
 
     def ctx(self, **job: Any) -> RunContext:
-        return open_run(self.params_file(**job), self.folder / "run")
+        return open_run(self.params_file(**job), self.folder / "run", create=True)
 
     def client(self, service: str, side: str = "vault") -> Any:
         if (service, side) not in self._clients:

@@ -55,6 +55,7 @@ __all__ = [
     "read_manifest",
     "replication_status_of",
     "role_may",
+    "role_policy_documents",
     "write_completion_report",
     "write_generated_manifest",
 ]
@@ -174,6 +175,11 @@ def _role_policies(role_arn: str) -> tuple[Any | None, list[dict[str, Any]]]:
         if default is not None:
             documents.append(_json(default.document))
     return role, [d for d in documents if isinstance(d, dict)]
+
+
+def role_policy_documents(role_arn: str) -> list[dict[str, Any]]:
+    """Return the role's inline and attached policy documents (none when the role does not exist)."""
+    return _role_policies(role_arn)[1]
 
 
 def _json(document: Any) -> Any:

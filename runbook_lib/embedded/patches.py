@@ -10,6 +10,12 @@ moto upgrade changes that source, so the patch is reviewed instead of silently d
 |                               | class-level registry that is never pruned (about 1.5 GB per 20k listing)    |
 | list_object_versions          | deep-copies every version of the bucket on every page (quadratic in time)   |
 | GetObjectRetention            | not implemented: `GET ?retention` falls through to GetObject                |
+| GetObjectLegalHold            | refuses archived versions (InvalidObjectState) and answers an empty status  |
+|                               | for a version without a hold (AWS: NoSuchObjectLockConfiguration)           |
+| lock fields per caller        | a bucket-policy or identity-policy Deny of s3:GetObjectRetention or         |
+|                               | s3:GetObjectLegalHold is ignored: moto checks only s3:GetObject, so HEAD    |
+|                               | and GET still send the lock headers and both calls still answer. We omit    |
+|                               | the headers and answer AccessDenied, per object, as AWS does                |
 | x-amz-replication-status      | never emitted; we keep the status on the key and send it on GET/HEAD        |
 | retain-until header           | sent as stored; we always send a UTC ISO-8601 value with a `Z`             |
 | GetBucketReplication          | rewrites rules on read (drops SourceSelectionCriteria, Filter, ...)        |
@@ -35,6 +41,10 @@ from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
 from moto.sns.models import sns_backends
 
+from runbook_lib.embedded import iam_eval
+from runbook_lib.embedded.manifest_gen import role_policy_documents
+from runbook_lib.errors import BackendError
+
 __all__ = ["PATCHED_SOURCES", "apply_all", "moto_source_fingerprint", "normalise_retain_until"]
 
 # Fingerprints (sha256 of inspect.getsource) of the moto code each patch replaces or relies on.
@@ -48,6 +58,9 @@ PATCHED_SOURCES: dict[str, str] = {
     "moto.s3.models.S3Backend.put_bucket_replication": "6dd7d63edffb31763b84024bcaa7cdd86e6e13e2aee12764ae56c3f907c52e2c",  # noqa: E501
     "moto.s3.responses.S3Response.get_bucket_notification": "82884034c1654e24095a79acbc0b53832d84a3ce9638e137b2302e6c6279014d",  # noqa: E501
     "moto.events.models.Rule.send_to_targets": "472e002e2dab8a599554a7d6c7ea0910625a5b39c7699b9ca4404255efcfc172",
+    "moto.s3.responses.S3Response.get_object_legal_hold": "55b147e8c19f370206cf9a317b6c6b15753f1074e42c5c2c7ff46baaffe87aa5",  # noqa: E501
+    "moto.s3.responses.S3Response.head_object": "6ca35f68a7d0aae787cfa4bafe879e2a6a3f51acdcd696a2f9eaea11282ff1db",
+    "moto.s3.responses.S3Response.get_object": "dc26b46ecc3efe1cb5652f2ac283ba4ed40f4b98a5a4801ba6c309e20f25931c",
 }
 
 _applied = False
@@ -207,18 +220,33 @@ def normalise_retain_until(value: Any) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _get_object_retention(self: S3Response) -> Any:
-    key, _ = self._get_key()
+_NO_LOCK_CONFIGURATION = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchObjectLockConfiguration</Code>'
+    "<Message>The specified object does not have a ObjectLock configuration</Message></Error>"
+)
+_ACCESS_DENIED = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+    "<Message>Access Denied</Message></Error>"
+)
+_RETENTION_HEADERS = ("x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date")
+_LEGAL_HOLD_HEADERS = ("x-amz-object-lock-legal-hold",)
+GET_RETENTION = "s3:GetObjectRetention"
+GET_LEGAL_HOLD = "s3:GetObjectLegalHold"
+
+
+def _lock_key(self: S3Response) -> tuple[Any, dict[str, str]]:
+    """Return the addressed version and its version header; archived versions answer too, as on AWS."""
+    key, _ = self._get_key(validate_storage_class=False)
     headers: dict[str, str] = {}
     if key.version_id != "null":
         headers["x-amz-version-id"] = key.version_id
+    return key, headers
+
+
+def _get_object_retention(self: S3Response) -> Any:
+    key, headers = _lock_key(self)
     if not key.lock_mode and not key.lock_until:
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchObjectLockConfiguration</Code>'
-            "<Message>The specified object does not have a ObjectLock configuration</Message>"
-            "</Error>"
-        )
-        return 404, headers, body
+        return 404, headers, _NO_LOCK_CONFIGURATION
     retention = {"Mode": key.lock_mode, "RetainUntilDate": normalise_retain_until(key.lock_until)}
     body = xmltodict.unparse(
         {"Retention": {"@xmlns": "http://s3.amazonaws.com/doc/2006-03-01/", **retention}}
@@ -226,17 +254,110 @@ def _get_object_retention(self: S3Response) -> Any:
     return 200, headers, body
 
 
+def _get_object_legal_hold(self: S3Response) -> Any:
+    key, headers = _lock_key(self)
+    if not key.lock_legal_status:
+        return 404, headers, _NO_LOCK_CONFIGURATION
+    body = xmltodict.unparse(
+        {"LegalHold": {"@xmlns": "http://s3.amazonaws.com/doc/2006-03-01/", "Status": key.lock_legal_status}}
+    )
+    return 200, headers, body
+
+
+def _caller_role_arn(self: S3Response) -> str:
+    """Return the IAM role ARN behind the request's access key ("" when it is not an assumed role)."""
+    from moto.sts.models import sts_backends
+
+    authorization = str(self.headers.get("Authorization", ""))
+    access_key = authorization.partition("Credential=")[2].partition("/")[0]
+    if not access_key:
+        return ""
+    assumed = sts_backends[self.current_account]["aws"].get_assumed_role_from_access_key(access_key)
+    return str(assumed.role_arn) if assumed is not None else ""
+
+
+def lock_read_denied(self: S3Response, action: str, key_name: str) -> bool:
+    """Return True when a Deny in the bucket policy or the caller's identity policies refuses `action` on the object.
+
+    Only explicit denies count: the backend runs without moto's authentication, so an absent
+    Allow refuses nothing, as everywhere else in it.
+    """
+    bucket = self.backend.get_bucket(self.bucket_name)
+    role_arn = _caller_role_arn(self)
+    request = iam_eval.Request(
+        principal_arn=role_arn, principal_account=self.current_account, action=action,
+        resource=f"arn:aws:s3:::{self.bucket_name}/{key_name}", resource_account=str(bucket.account_id),
+    )
+    policies = role_policy_documents(role_arn) if role_arn else []
+    bucket_policy = _policy_document(bucket.policy)
+    if bucket_policy is not None:
+        policies.append(bucket_policy)
+    try:
+        return any(iam_eval.evaluate(policy, request) == "Deny" for policy in policies)
+    except BackendError:
+        return True  # a policy we cannot read must not grant what it may deny
+
+
+def _policy_document(policy: Any) -> dict[str, Any] | None:
+    if isinstance(policy, (bytes, bytearray)):
+        policy = policy.decode()
+    if not policy:
+        return None
+    try:
+        document = json.loads(policy)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def _wrap_key_response_get(original: Callable[..., Any]) -> Callable[..., Any]:
     def _key_response_get(self: S3Response, query: dict[str, Any], key_name: str) -> Any:
-        if "retention" in query and not query.get("uploadId"):
-            self._set_action("KEY", "GET", query)
-            self._authenticate_and_authorize_s3_action(
-                bucket_name=self.bucket_name, key_name=key_name
-            )
-            return _get_object_retention(self)
-        return original(self, query, key_name)
+        lock_call = (
+            ("GetObjectRetention", GET_RETENTION, _get_object_retention) if "retention" in query
+            else ("GetObjectLegalHold", GET_LEGAL_HOLD, _get_object_legal_hold) if "legal-hold" in query
+            else None
+        )
+        if lock_call is None or query.get("uploadId"):
+            return original(self, query, key_name)
+        name, action, answer = lock_call
+        self._set_action("KEY", "GET", query)
+        self._authenticate_and_authorize_s3_action(bucket_name=self.bucket_name, key_name=key_name)
+        self.data["Action"] = name
+        if lock_read_denied(self, action, key_name):
+            return 403, {}, _ACCESS_DENIED
+        return answer(self)
 
     return _key_response_get
+
+
+def _without_unreadable_lock_headers(self: S3Response, key_name: str, headers: dict[str, Any]) -> None:
+    """Drop the lock headers the caller may not read: AWS leaves them out of HEAD and GET silently."""
+    if not any(name in headers for name in (*_RETENTION_HEADERS, *_LEGAL_HOLD_HEADERS)):
+        return
+    for action, names in ((GET_RETENTION, _RETENTION_HEADERS), (GET_LEGAL_HOLD, _LEGAL_HOLD_HEADERS)):
+        if lock_read_denied(self, action, key_name):
+            for name in names:
+                headers.pop(name, None)
+
+
+def _wrap_head_object(original: Callable[..., Any]) -> Callable[..., Any]:
+    def head_object(
+        self: S3Response, bucket_name: str, query: dict[str, Any], key_name: str, headers: dict[str, Any]
+    ) -> Any:
+        status, response_headers, body = original(self, bucket_name, query, key_name, headers)
+        _without_unreadable_lock_headers(self, key_name, response_headers)
+        return status, response_headers, body
+
+    return head_object
+
+
+def _wrap_get_object(original: Callable[..., Any]) -> Callable[..., Any]:
+    def get_object(self: S3Response) -> Any:
+        status, response_headers, body = original(self)
+        _without_unreadable_lock_headers(self, self.parse_key_name(), response_headers)
+        return status, response_headers, body
+
+    return get_object
 
 
 def _wrap_response_dict(original: property) -> property:
@@ -344,6 +465,12 @@ def apply_all() -> None:
         S3Backend.list_object_versions = _list_object_versions  # type: ignore[method-assign]
         S3Response._key_response_get = _wrap_key_response_get(  # type: ignore[method-assign]
             _originals["moto.s3.responses.S3Response._key_response_get"]
+        )
+        S3Response.head_object = _wrap_head_object(  # type: ignore[method-assign]
+            _originals["moto.s3.responses.S3Response.head_object"]
+        )
+        S3Response.get_object = _wrap_get_object(  # type: ignore[method-assign]
+            _originals["moto.s3.responses.S3Response.get_object"]
         )
         FakeKey.response_dict = _wrap_response_dict(  # type: ignore[method-assign,assignment]
             _originals["moto.s3.models.FakeKey.response_dict"]

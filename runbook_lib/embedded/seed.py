@@ -9,7 +9,10 @@ markers, zero-byte and multi-megabyte objects, awkward key names, a few archived
 versions uploaded directly by an operator (not replicas) that a REPLICA filter must leave out.
 
 Objects are written through moto's backend in the server's own process, because the API cannot set
-a version id or a replication status, and because it is two orders of magnitude faster.
+a version id or a replication status, and because it is two orders of magnitude faster. The few API
+calls that set up the accounts retry throttled answers (a backend started with `--throttle` answers
+SlowDown to a fraction of S3 requests) with a short, bounded backoff, and when throttling outlasts
+every attempt the seeder raises a BackendError that says so, not a traceback.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ import hashlib
 import json
 import random
 import string
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from runbook_lib.accounts import error_code, is_throttling
 from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 from runbook_lib.errors import BackendError
 
@@ -150,6 +159,37 @@ class GroundTruth:
         return path
 
 
+# Attempts per setup call, and the backoff between them: the embedded backend throttles at random,
+# so more attempts help and long waits do not; the bound keeps a hopeless seeding under half a minute.
+SEED_ATTEMPTS = 30
+SEED_BACKOFF_SECONDS = 0.02
+SEED_BACKOFF_CAP_SECONDS = 0.25
+# botocore does not retry on its own: `_call` is the one retry policy, so its bound holds.
+_SEEDER_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
+
+_Answer = TypeVar("_Answer")
+# How the seeder waits between attempts (tests replace it to run without waiting).
+_sleep = time.sleep
+
+
+def _call(operation: Callable[..., _Answer], **arguments: Any) -> _Answer:
+    """Return the operation's answer, retrying throttled answers; BackendError when throttling outlasts them."""
+    for attempt in range(SEED_ATTEMPTS):
+        try:
+            return operation(**arguments)
+        except ClientError as error:
+            if not is_throttling(error):
+                raise
+            last = error
+        _sleep(min(SEED_BACKOFF_CAP_SECONDS, SEED_BACKOFF_SECONDS * 2**attempt) * (0.5 + random.random() / 2))
+    name = getattr(operation, "__name__", "a setup call")
+    raise BackendError(
+        f"seeding the vault failed: the backend answered {error_code(last)} (throttling) to {name} "
+        f"{SEED_ATTEMPTS} times in a row. The backend's injected throttling is too high to seed through; "
+        "start it with a lower --throttle fraction (or none) and seed again."
+    ) from last
+
+
 def _version_id(rng: random.Random) -> str:
     alphabet = string.ascii_letters + string.digits + "._"
     return "".join(rng.choice(alphabet) for _ in range(32))
@@ -173,14 +213,14 @@ def _setup_accounts(endpoint: str) -> None:
 
     def client(service: str, account: str) -> Any:
         sts = boto3.client(
-            "sts", endpoint_url=endpoint, region_name=REGION,
+            "sts", endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
             aws_access_key_id="seeder", aws_secret_access_key="seeder",
         )
-        creds = sts.assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/{OPERATOR_ROLE_NAME}", RoleSessionName="seeder"
+        creds = _call(
+            sts.assume_role, RoleArn=f"arn:aws:iam::{account}:role/{OPERATOR_ROLE_NAME}", RoleSessionName="seeder"
         )["Credentials"]
         return boto3.client(
-            service, endpoint_url=endpoint, region_name=REGION,
+            service, endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
             aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
         )
@@ -195,28 +235,28 @@ def _setup_accounts(endpoint: str) -> None:
             "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
                            "Action": "sts:AssumeRole"}],
         })
-        iam.create_role(RoleName=OPERATOR_ROLE_NAME, AssumeRolePolicyDocument=trust,
-                        Description="Break-glass operator role used for the recovery drill")
-        iam.put_role_policy(RoleName=OPERATOR_ROLE_NAME, PolicyName="administrator", PolicyDocument=admin_policy)
+        _call(iam.create_role, RoleName=OPERATOR_ROLE_NAME, AssumeRolePolicyDocument=trust,
+              Description="Break-glass operator role used for the recovery drill")
+        _call(iam.put_role_policy, RoleName=OPERATOR_ROLE_NAME, PolicyName="administrator",
+              PolicyDocument=admin_policy)
 
     kms = client("kms", VAULT_ACCOUNT)
-    key_id = kms.create_key(Description="Vault golden copies (SSE-KMS with Bucket Key)")["KeyMetadata"]["KeyId"]
+    key_id = _call(kms.create_key, Description="Vault golden copies (SSE-KMS with Bucket Key)")["KeyMetadata"]["KeyId"]
     _pin_key_id(key_id, VAULT_KEY_ID)
-    kms.create_alias(AliasName=VAULT_KEY_ALIAS, TargetKeyId=VAULT_KEY_ID)
+    _call(kms.create_alias, AliasName=VAULT_KEY_ALIAS, TargetKeyId=VAULT_KEY_ID)
 
     s3 = client("s3", VAULT_ACCOUNT)
-    s3.create_bucket(Bucket=VAULT_BUCKET, ObjectLockEnabledForBucket=True)
-    s3.put_bucket_ownership_controls(
-        Bucket=VAULT_BUCKET, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-    )
-    s3.put_public_access_block(Bucket=VAULT_BUCKET, PublicAccessBlockConfiguration={
+    _call(s3.create_bucket, Bucket=VAULT_BUCKET, ObjectLockEnabledForBucket=True)
+    _call(s3.put_bucket_ownership_controls,
+          Bucket=VAULT_BUCKET, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    _call(s3.put_public_access_block, Bucket=VAULT_BUCKET, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
     })
-    s3.put_bucket_encryption(Bucket=VAULT_BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+    _call(s3.put_bucket_encryption, Bucket=VAULT_BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
         "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": VAULT_KEY_ARN},
         "BucketKeyEnabled": True,
     }]})
-    s3.put_object_lock_configuration(Bucket=VAULT_BUCKET, ObjectLockConfiguration={
+    _call(s3.put_object_lock_configuration, Bucket=VAULT_BUCKET, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled",
         "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": DEFAULT_RETENTION_DAYS}},
     })
