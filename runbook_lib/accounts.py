@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -12,6 +15,8 @@ import botocore.handlers
 from botocore.config import Config
 
 from runbook_lib.errors import AccountMismatchError, RunbookError
+
+_Answer = TypeVar("_Answer")
 
 __all__ = [
     "THROTTLING_CODES",
@@ -22,6 +27,7 @@ __all__ = [
     "is_throttling",
     "make_client",
     "open_sessions",
+    "retry_throttled",
     "session_for",
     "strip_account_host_prefix",
     "verify_identity",
@@ -63,6 +69,25 @@ def is_throttling(error: BaseException) -> bool:
         return False
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return error_code(error) in THROTTLING_CODES or status in _THROTTLING_STATUSES
+
+
+def retry_throttled(
+    call: Callable[..., _Answer], *, attempts: int, pause: float, cap: float,
+    sleep: Callable[[float], Any] = time.sleep, **arguments: Any,
+) -> _Answer:
+    """Return the call's answer, calling again after a growing, jittered pause while AWS throttles it.
+
+    Throttling that outlasts `attempts` calls is raised as the last throttling ClientError, for the
+    caller to turn into an error that names its own situation; any other error is raised at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return call(**arguments)
+        except botocore.exceptions.ClientError as error:
+            if not is_throttling(error) or attempt + 1 == attempts:
+                raise
+        sleep(min(cap, pause * 2**attempt) * (0.5 + random.random() / 2))
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
 def strip_account_host_prefix(request: Any, **_: Any) -> None:

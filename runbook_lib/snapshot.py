@@ -28,7 +28,6 @@ has `listing_done` true and `done == listed`.
 from __future__ import annotations
 
 import queue
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +37,7 @@ from typing import Any, Protocol
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runbook_lib.accounts import error_code, is_throttling
+from runbook_lib.accounts import error_code, is_throttling, retry_throttled
 from runbook_lib.errors import ParameterError, ParameterProblem, RunbookError, ThrottlingError
 
 __all__ = [
@@ -206,23 +205,19 @@ def _retry_throttled(call: Callable[..., Any], subject: str, **arguments: Any) -
 
     Any other error is raised as it is, for the caller to judge.
     """
-    for attempt in range(THROTTLE_ROUNDS):
-        try:
-            return call(**arguments)
-        except ClientError as error:
-            if not is_throttling(error):
-                raise
-            last = error
-        if attempt + 1 < THROTTLE_ROUNDS:
-            pause = min(THROTTLE_PAUSE_CAP_SECONDS, THROTTLE_PAUSE_SECONDS * 2**attempt)
-            _sleep(pause * (0.5 + random.random() / 2))
-    operation = last.operation_name
-    raise ThrottlingError(
-        f"S3 kept throttling {operation} on {subject} ({error_code(last)}, \"please reduce your request rate\") "
-        f"through {THROTTLE_ROUNDS} rounds of retries, so the snapshot stopped without concluding anything about "
-        "it. Lower verification.head_workers (fewer parallel requests), or run the verification again later.",
-        operation, error_code(last),
-    ) from last
+    try:
+        return retry_throttled(call, attempts=THROTTLE_ROUNDS, pause=THROTTLE_PAUSE_SECONDS,
+                               cap=THROTTLE_PAUSE_CAP_SECONDS, sleep=_sleep, **arguments)
+    except ClientError as last:
+        if not is_throttling(last):
+            raise
+        raise ThrottlingError(
+            f"S3 kept throttling {last.operation_name} on {subject} ({error_code(last)}, \"please reduce your "
+            f"request rate\") through {THROTTLE_ROUNDS} rounds of retries, so the snapshot stopped without "
+            "concluding anything about it. Lower verification.head_workers (fewer parallel requests), or run the "
+            "verification again later.",
+            last.operation_name, error_code(last),
+        ) from last
 
 
 # ----------------------------------------------------------------------------- lock fields

@@ -33,10 +33,12 @@ import json
 import os
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import botocore.loaders
 import botocore.session
 import pytest
@@ -61,11 +63,14 @@ __all__ = [
     "PROVISION_ORDER",
     "READ_PREFIXES",
     "SEEDED_VERSIONS",
+    "AccountClients",
     "CtxFactory",
     "Drill",
     "aws_env",
+    "clients_on_a_new_backend",
     "count_versions",
     "drill",
+    "isolated_aws_environ",
     "make_ctx",
     "unique_names",
     "watch_calls",
@@ -134,15 +139,57 @@ class Drill:
         return {"vault": {"bucket": name, "kms_key_arn": key_arn}}
 
 
+def isolated_aws_environ(patch: pytest.MonkeyPatch) -> None:
+    """Drop every AWS_* variable and point the config files nowhere, for a module-scope fixture."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            patch.delenv(name)
+    patch.setenv("AWS_CONFIG_FILE", os.devnull)
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@dataclass(frozen=True)
+class AccountClients:
+    """boto3 clients acting in the vault and the recovery account through assumed roles."""
+
+    vault_s3: Any
+    vault_iam: Any
+    vault_kms: Any
+    recovery_s3: Any
+    recovery_kms: Any
+
+
+@contextmanager
+def clients_on_a_new_backend(role_name: str) -> Iterator[AccountClients]:
+    """Start a backend of its own and return clients of both accounts, as role `role_name` of each."""
+    with pytest.MonkeyPatch.context() as patch:
+        isolated_aws_environ(patch)
+        backend = start_backend()
+        try:
+
+            def client(service: str, account: str) -> Any:
+                sts = boto3.client("sts", endpoint_url=backend.endpoint, region_name=REGION,
+                                   aws_access_key_id="tester", aws_secret_access_key="tester")
+                credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{role_name}",
+                                              RoleSessionName="tests")["Credentials"]
+                return boto3.client(service, endpoint_url=backend.endpoint, region_name=REGION,
+                                    aws_access_key_id=credentials["AccessKeyId"],
+                                    aws_secret_access_key=credentials["SecretAccessKey"],
+                                    aws_session_token=credentials["SessionToken"])
+
+            yield AccountClients(
+                client("s3", VAULT_ACCOUNT), client("iam", VAULT_ACCOUNT), client("kms", VAULT_ACCOUNT),
+                client("s3", RECOVERY_ACCOUNT), client("kms", RECOVERY_ACCOUNT),
+            )
+        finally:
+            backend.stop()
+
+
 @pytest.fixture(scope="module")
 def drill() -> Iterator[Drill]:
     """Start a backend for the module, reset moto, seed a vault of 80 versions; reset again at the end."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("AWS_"):
-                patch.delenv(name)
-        patch.setenv("AWS_CONFIG_FILE", os.devnull)
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        isolated_aws_environ(patch)
         shared_loader = botocore.loaders.create_loader()
         patch.setattr(botocore.session, "create_loader", lambda *_, **__: shared_loader)
         backend = start_backend()

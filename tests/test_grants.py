@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import boto3
 import pytest
+from runbook_fixtures import AccountClients, clients_on_a_new_backend
 
 from runbook_lib import policies
 from runbook_lib.embedded.replication import TaskResult, replicate_task
-from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT, start_backend
+from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 
 RUN_ID = "grants-drill"
 RETAIN_UNTIL = datetime(2031, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
@@ -41,41 +41,14 @@ LOCKED_DOWN_VAULT_KEY = {
 }
 
 
-@dataclass(frozen=True)
-class Clients:
-    vault_s3: Any
-    vault_iam: Any
-    vault_kms: Any
-    recovery_s3: Any
-    recovery_kms: Any
+Clients = AccountClients
 
 
 @pytest.fixture(scope="module")
-def clients() -> Iterator[Clients]:
+def clients() -> Iterator[AccountClients]:
     """Start one backend for the module and return clients acting in the vault and recovery accounts."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("AWS_"):
-                patch.delenv(name)
-        patch.setenv("AWS_CONFIG_FILE", os.devnull)
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        backend = start_backend()
-        try:
-
-            def client(service: str, account: str) -> Any:
-                sts = boto3.client("sts", endpoint_url=backend.endpoint, region_name=REGION,
-                                   aws_access_key_id="tester", aws_secret_access_key="tester")
-                credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/grants-tester",
-                                              RoleSessionName="tests")["Credentials"]
-                return boto3.client(service, endpoint_url=backend.endpoint, region_name=REGION,
-                                    aws_access_key_id=credentials["AccessKeyId"],
-                                    aws_secret_access_key=credentials["SecretAccessKey"],
-                                    aws_session_token=credentials["SessionToken"])
-
-            yield Clients(client("s3", VAULT_ACCOUNT), client("iam", VAULT_ACCOUNT), client("kms", VAULT_ACCOUNT),
-                          client("s3", RECOVERY_ACCOUNT), client("kms", RECOVERY_ACCOUNT))
-        finally:
-            backend.stop()
+    with clients_on_a_new_backend("grants-tester") as clients:
+        yield clients
 
 
 @dataclass

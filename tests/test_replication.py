@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import boto3
 import pytest
+from runbook_fixtures import AccountClients, clients_on_a_new_backend
 
 from runbook_lib.embedded.replication import (
     TaskResult,
@@ -26,7 +26,7 @@ from runbook_lib.embedded.replication import (
     replicate_task,
     replication_configuration,
 )
-from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT, start_backend
+from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 
 BATCH_SERVICE = "batchoperations.s3.amazonaws.com"
 REPLICATION_SERVICE = "s3.amazonaws.com"
@@ -38,50 +38,14 @@ REPORT_KEY = "docs/quarterly report.pdf"
 # --- the backend and the two accounts ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Accounts:
-    """boto3 clients acting in the vault and the recovery account."""
-
-    vault_s3: Any
-    vault_iam: Any
-    vault_kms: Any
-    recovery_s3: Any
-    recovery_kms: Any
+Accounts = AccountClients
 
 
 @pytest.fixture(scope="module")
-def accounts() -> Iterator[Accounts]:
-    """Start one backend for the module and return clients for both accounts."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("AWS_"):
-                patch.delenv(name)
-        patch.setenv("AWS_CONFIG_FILE", os.devnull)
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        backend = start_backend()
-        try:
-
-            def client(service: str, account: str) -> Any:
-                sts = boto3.client(
-                    "sts", endpoint_url=backend.endpoint, region_name=REGION,
-                    aws_access_key_id="tester", aws_secret_access_key="tester",
-                )
-                credentials = sts.assume_role(
-                    RoleArn=f"arn:aws:iam::{account}:role/replication-tester", RoleSessionName="tests"
-                )["Credentials"]
-                return boto3.client(
-                    service, endpoint_url=backend.endpoint, region_name=REGION,
-                    aws_access_key_id=credentials["AccessKeyId"],
-                    aws_secret_access_key=credentials["SecretAccessKey"],
-                    aws_session_token=credentials["SessionToken"],
-                )
-
-            yield Accounts(
-                client("s3", VAULT_ACCOUNT), client("iam", VAULT_ACCOUNT), client("kms", VAULT_ACCOUNT),
-                client("s3", RECOVERY_ACCOUNT), client("kms", RECOVERY_ACCOUNT),
-            )
-        finally:
-            backend.stop()
+def accounts() -> Iterator[AccountClients]:
+    """Start one backend for the module and return clients acting in the vault and recovery accounts."""
+    with clients_on_a_new_backend("replication-tester") as clients:
+        yield clients
 
 
 # --- a correct recovery setup ------------------------------------------------------------------

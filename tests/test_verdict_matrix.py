@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from runbook_fixtures import PROVISION_ORDER
+from runbook_fixtures import PROVISION_ORDER, isolated_aws_environ
 
 from runbook_lib import batch_job, proof, verify
 from runbook_lib.accounts import make_client, session_for
@@ -175,8 +175,7 @@ def _damage(outcome: str, key: str, version_id: str, s3: Any) -> None:
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     folder = tmp_path_factory.mktemp("matrix")
     with pytest.MonkeyPatch.context() as patch, start_backend(faults=Faults(task_failure_rate=0.1, seed=11)) as backend:
-        for name in [n for n in os.environ if n.startswith("AWS_")]:
-            patch.delenv(name)
+        isolated_aws_environ(patch)
         for name, value in backend.environ().items():
             patch.setenv(name, value)
         yield _build(backend, folder)

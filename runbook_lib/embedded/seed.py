@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from runbook_lib.accounts import error_code, is_throttling
+from runbook_lib.accounts import error_code, is_throttling, retry_throttled
 from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 from runbook_lib.errors import BackendError
 
@@ -174,20 +174,18 @@ _sleep = time.sleep
 
 def _call(operation: Callable[..., _Answer], **arguments: Any) -> _Answer:
     """Return the operation's answer, retrying throttled answers; BackendError when throttling outlasts them."""
-    for attempt in range(SEED_ATTEMPTS):
-        try:
-            return operation(**arguments)
-        except ClientError as error:
-            if not is_throttling(error):
-                raise
-            last = error
-        _sleep(min(SEED_BACKOFF_CAP_SECONDS, SEED_BACKOFF_SECONDS * 2**attempt) * (0.5 + random.random() / 2))
-    name = getattr(operation, "__name__", "a setup call")
-    raise BackendError(
-        f"seeding the vault failed: the backend answered {error_code(last)} (throttling) to {name} "
-        f"{SEED_ATTEMPTS} times in a row. The backend's injected throttling is too high to seed through; "
-        "start it with a lower --throttle fraction (or none) and seed again."
-    ) from last
+    try:
+        return retry_throttled(operation, attempts=SEED_ATTEMPTS, pause=SEED_BACKOFF_SECONDS,
+                               cap=SEED_BACKOFF_CAP_SECONDS, sleep=_sleep, **arguments)
+    except ClientError as last:
+        if not is_throttling(last):
+            raise
+        name = getattr(operation, "__name__", "a setup call")
+        raise BackendError(
+            f"seeding the vault failed: the backend answered {error_code(last)} (throttling) to {name} "
+            f"{SEED_ATTEMPTS} times in a row. The backend's injected throttling is too high to seed through; "
+            "start it with a lower --throttle fraction (or none) and seed again."
+        ) from last
 
 
 def _version_id(rng: random.Random) -> str:
