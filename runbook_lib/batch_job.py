@@ -20,11 +20,12 @@ from runbook_lib import aws_facts, pins
 from runbook_lib.accounts import error_code
 from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES
 from runbook_lib.context import RunContext
-from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError
+from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunbookError
+from runbook_lib.ledger import now
+from runbook_lib.run_state import JobRecord, ProgressPoint, recovery_purpose, retry_purpose
 from runbook_lib.scope import scope_from_params
 
 __all__ = [
-    "ATTEMPTS_KEY",
     "TERMINAL",
     "JobProgress",
     "LogProgress",
@@ -34,6 +35,7 @@ __all__ = [
     "create_job",
     "create_replication_job",
     "create_retry_job",
+    "current_job_id",
     "describe_job",
     "follow_job",
     "recovery_attempt",
@@ -47,8 +49,8 @@ log = logging.getLogger(__name__)
 
 TERMINAL = TERMINAL_JOB_STATUSES
 _AFTER_CONFIRMATION = AFTER_CONFIRMATION_JOB_STATUSES
-# Where the run state keeps the recovery job's attempts, oldest first.
-ATTEMPTS_KEY = "recovery_attempts"
+# What S3 Control answers for a job it does not know (or no longer keeps).
+_UNKNOWN_JOB = ("NotFoundException", "NoSuchJob")
 _TOKEN_NAMESPACE = uuid.UUID("3f0e5c2a-8b7d-4c1e-9a6f-2d4b8e1c7a90")
 
 
@@ -181,33 +183,33 @@ def retry_job_request(ctx: RunContext, manifest_key: str, manifest_etag: str, ro
     }
 
 
-def create_job(ctx: RunContext, request: dict[str, Any], ledger_key: str) -> tuple[str, bool]:
-    """Return the job id for a request and whether it was created now (False: found from an earlier run)."""
-    known = ctx.ledger.get(ledger_key)
-    s3control = ctx.vault("s3control")
-    if known:
-        try:
-            s3control.describe_job(AccountId=request["AccountId"], JobId=known)
-            return str(known), False
-        except ClientError as error:
-            if error_code(error) not in ("NotFoundException", "NoSuchJob"):
-                raise
-    job_id = str(s3control.create_job(**request)["JobId"])
-    created_now = job_id != known
-    ctx.ledger.set(ledger_key, job_id)
-    if created_now:
-        ctx.ledger.record_created(
-            "batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
-    return job_id, created_now
+def _known_job(ctx: RunContext, purpose: str) -> JobRecord | None:
+    """Return the record of the job created for `purpose`, if S3 still knows it."""
+    record = ctx.ledger.state.jobs.get(purpose)
+    if record is None:
+        return None
+    try:
+        describe_job(ctx, record.job_id)
+    except ClientError as error:
+        if error_code(error) not in _UNKNOWN_JOB:
+            raise
+        return None
+    return record
 
 
-def _attempts(ctx: RunContext) -> list[dict[str, Any]]:
-    """Return the recovery job's attempts from the run state (a run from before attempts has one)."""
-    attempts: list[dict[str, Any]] = list(ctx.ledger.get(ATTEMPTS_KEY, []) or [])
-    if not attempts and ctx.ledger.get("job_id"):
-        attempts = [{"attempt": 1, "job_id": ctx.ledger.get("job_id"),
-                     "token": client_request_token(ctx.params.run_id)}]
-    return attempts
+def create_job(ctx: RunContext, request: dict[str, Any], purpose: str, attempt: int | None = None) -> tuple[str, bool]:
+    """Return the job id for a request and whether it was created now (False: found from an earlier run).
+
+    The job is recorded in the run state under `purpose` ("recovery-N", "retry-N") with its token.
+    """
+    known = _known_job(ctx, purpose)
+    if known is not None:
+        return known.job_id, False
+    job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
+    ctx.ledger.save_job(JobRecord(purpose=purpose, job_id=job_id, token=request["ClientRequestToken"],
+                                  attempt=attempt, created=now()))
+    ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
+    return job_id, True
 
 
 def _ended_without_completing(ctx: RunContext, job_id: str) -> str | None:
@@ -215,7 +217,7 @@ def _ended_without_completing(ctx: RunContext, job_id: str) -> str | None:
     try:
         status = str(describe_job(ctx, job_id)["Status"])
     except ClientError as error:
-        if error_code(error) not in ("NotFoundException", "NoSuchJob"):
+        if error_code(error) not in _UNKNOWN_JOB:
             raise
         return "gone"
     return status if status in ("Failed", "Cancelled") else None
@@ -223,13 +225,11 @@ def _ended_without_completing(ctx: RunContext, job_id: str) -> str | None:
 
 def recovery_attempt(ctx: RunContext) -> int:
     """Return the attempt number the recovery job is at: a new one after a job that failed or was cancelled."""
-    attempts = _attempts(ctx)
-    if not attempts:
+    latest = ctx.ledger.state.current_recovery_job()
+    if latest is None:
         return 1
-    latest = attempts[-1]
-    if latest.get("job_id") and _ended_without_completing(ctx, str(latest["job_id"])):
-        return int(latest["attempt"]) + 1
-    return int(latest["attempt"])
+    number = latest.attempt or 1
+    return number + 1 if _ended_without_completing(ctx, latest.job_id) else number
 
 
 def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
@@ -238,29 +238,29 @@ def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
     When the latest attempt's job ended Failed or Cancelled (or S3 no longer knows it), a new
     attempt with a new request token is created, and waits for confirmation like the first.
     """
-    attempts = _attempts(ctx)
-    ended = _ended_without_completing(ctx, str(attempts[-1]["job_id"])) if attempts else None
-    if attempts and ended is None:
-        job_id = str(attempts[-1]["job_id"])
-        ctx.ledger.set("job_id", job_id)
-        return job_id, False
-    number = int(attempts[-1]["attempt"]) + 1 if attempts else 1
-    request = replication_job_request(ctx, number)
-    job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
-    if attempts:
-        attempts[-1]["ended"] = ended
-    attempts.append({"attempt": number, "job_id": job_id, "token": request["ClientRequestToken"],
-                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    ctx.ledger.set(ATTEMPTS_KEY, attempts)
-    ctx.ledger.set("job_id", job_id)
-    ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
-    return job_id, True
+    latest = ctx.ledger.state.current_recovery_job()
+    ended = _ended_without_completing(ctx, latest.job_id) if latest is not None else None
+    if latest is not None and ended is None:
+        return latest.job_id, False
+    if latest is not None:
+        latest.ended = ended
+        ctx.ledger.save_job(latest)
+    number = (latest.attempt or 1) + 1 if latest is not None else 1
+    return create_job(ctx, replication_job_request(ctx, number), recovery_purpose(number), attempt=number)
+
+
+def current_job_id(ctx: RunContext) -> str:
+    """Return the current recovery job's id, or explain that phase 06 must create it first."""
+    latest = ctx.ledger.state.current_recovery_job()
+    if latest is None:
+        raise RunbookError("the run has no recovery job yet; run phase 06_batch_replication first")
+    return latest.job_id
 
 
 def create_retry_job(ctx: RunContext, manifest_key: str, manifest_etag: str, round_number: int) -> tuple[str, bool]:
     """Return the id of the follow-up job of a retry round and whether it was created now."""
     return create_job(ctx, retry_job_request(ctx, manifest_key, manifest_etag, round_number),
-                      f"retry_job_id_{round_number}")
+                      retry_purpose(round_number))
 
 
 def describe_job(ctx: RunContext, job_id: str) -> dict[str, Any]:
@@ -283,20 +283,23 @@ def wait_for_status(
     poll = float(ctx.params.job.poll_seconds)
     limit = timeout_seconds if timeout_seconds is not None else ctx.params.job.timeout_minutes * 60
     deadline = time.monotonic() + limit
-    history = ctx.ledger.get(f"progress_{job_id}", [])
+    record = ctx.ledger.state.job(job_id)  # None for a job this run did not create: watched, not recorded
+    history = list(record.progress) if record is not None else []
     while True:
         job = describe_job(ctx, job_id)
         seen = _observe(job)
-        if not history or history[-1]["status"] != seen.status or history[-1]["succeeded"] != seen.succeeded \
-                or history[-1]["failed"] != seen.failed:
-            history.append(seen.__dict__)
+        if not history or (history[-1].status, history[-1].succeeded, history[-1].failed) != (
+                seen.status, seen.succeeded, seen.failed):
+            history.append(ProgressPoint(**seen.__dict__))
         for subscriber in subscribers:
             subscriber.on_progress(job)
-        if job["Status"] in wanted or job["Status"] in TERMINAL:
-            ctx.ledger.set(f"progress_{job_id}", history)
+        done = job["Status"] in wanted or job["Status"] in TERMINAL
+        if record is not None and (done or time.monotonic() > deadline):
+            record.progress = history
+            ctx.ledger.save_job(record)
+        if done:
             return job
         if time.monotonic() > deadline:
-            ctx.ledger.set(f"progress_{job_id}", history)
             raise JobError(
                 f"job {job_id} is still {job['Status']} after {limit:.0f} s, waiting for {sorted(wanted)}; "
                 "re-run this cell to keep waiting, or raise job.timeout_minutes"
@@ -315,7 +318,10 @@ def confirm_job(ctx: RunContext, job_id: str, reason: str = "confirmed by the re
         AccountId=ctx.params.vault.account_id, JobId=job_id,
         RequestedJobStatus="Ready", StatusUpdateReason=reason[:256],
     )
-    ctx.ledger.set(f"confirmed_{job_id}", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    record = ctx.ledger.state.job(job_id)
+    if record is not None:
+        record.confirmed = now()
+        ctx.ledger.save_job(record)
     return describe_job(ctx, job_id)
 
 
@@ -335,7 +341,11 @@ def follow_job(
             "(runbook run ... --from 06 --confirm-job)."
         )
     job = wait_for_status(ctx, job_id, TERMINAL, subscribers)
-    ctx.ledger.set(f"final_{job_id}", summarise_job(job))
+    record = ctx.ledger.state.job(job_id)
+    if record is not None:
+        record.final = summarise_job(job)
+        record.ended = str(job["Status"])
+        ctx.ledger.save_job(record)
     if pins.pinned(ctx, job_id) is None:
         pins.pin_job_outputs(ctx, job)
     if job["Status"] != "Complete":

@@ -295,10 +295,11 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
     for kind, why in _KEPT.items():
         for record in ctx.ledger.created(kind):
             actions.append(CleanupAction(kind.replace("_", " "), record["id"], "kept", why))
-    for entry in ctx.ledger.data.get("removed", []):
+    for entry in ctx.ledger.state.removed:
         # An action may name a resource by another identifier than its record (a queue's ARN, not its URL).
         if entry["id"] not in handled_now and not any(a.identifier == entry["id"] for a in actions):
             actions.append(CleanupAction(entry["kind"].replace("_", " "), entry["id"], "already gone",
                                          f"removed by an earlier cleanup at {entry['at']}"))
-    ctx.ledger.set("cleanup", [a.as_row() for a in actions])
+    ctx.ledger.state.cleanup = [a.as_row() for a in actions]
+    ctx.ledger.save()
     return actions

@@ -1,25 +1,43 @@
-"""What every phase starts from: the validated parameters, two verified sessions, and the ledger."""
+"""What every phase starts from: the validated parameters, two verified sessions, the ledger, and its phase.
+
+Clients come from a client factory (botocore's, through `accounts.make_client`, unless another is
+given), so a unit test can hand the context clients wrapped in botocore's Stubber and need no
+HTTP server.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import boto3
 
 from runbook_lib.accounts import AccountSessions, make_client, open_sessions
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
 
-__all__ = ["RunContext", "open_run"]
+__all__ = ["ClientFactory", "RunContext", "open_run"]
+
+# Makes the client of one service for a session in a region; make_client unless a test gives another.
+ClientFactory = Callable[[boto3.Session, str, str], Any]
+
+
+def _default_factory(session: boto3.Session, service: str, region: str) -> Any:
+    """Return a client with the runbook's shared botocore configuration."""
+    return make_client(session, service, region_name=region)
 
 
 @dataclass
 class RunContext:
-    """One phase's view of the run: parameters, sessions, ledger, and shared clients."""
+    """One phase's view of the run: parameters, sessions, ledger, its phase, and shared clients."""
 
     params: RunbookParams
     ledger: Ledger
     sessions: AccountSessions
+    phase: str | None = None
+    client_factory: ClientFactory = _default_factory
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     def vault(self, service: str) -> Any:
@@ -34,7 +52,7 @@ class RunContext:
         if (side, service) not in self._clients:
             session = self.sessions.vault if side == "vault" else self.sessions.recovery
             region = self.params.region if side == "vault" else self.params.recovery_region
-            self._clients[(side, service)] = make_client(session, service, region_name=region)
+            self._clients[(side, service)] = self.client_factory(session, service, region)
         return self._clients[(side, service)]
 
     @property
@@ -43,7 +61,10 @@ class RunContext:
         return dict(self.params.resource_tags)
 
 
-def open_run(params_file: str | Path, run_dir: str | Path, *, create: bool = False) -> RunContext:
+def open_run(
+    params_file: str | Path, run_dir: str | Path, *, create: bool = False, phase: str | None = None,
+    client_factory: ClientFactory | None = None,
+) -> RunContext:
     """Return a phase's context: validated parameters, both verified accounts, and the run folder's ledger.
 
     `create` lets a new run start (phase 00); without it the folder must hold a ledger (RunStateError).
@@ -52,4 +73,5 @@ def open_run(params_file: str | Path, run_dir: str | Path, *, create: bool = Fal
     sessions = open_sessions(params)
     ledger = open_ledger(run_dir, create=create)
     ledger.bind(params.run_id, str(params_file))
-    return RunContext(params=params, ledger=ledger, sessions=sessions)
+    return RunContext(params=params, ledger=ledger, sessions=sessions, phase=phase,
+                      client_factory=client_factory or _default_factory)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.errors import PhaseError, RunbookError
-from runbook_lib.ledger import require_ledger
+from runbook_lib.ledger import LEDGER_FILE, open_ledger, require_ledger
 from runbook_lib.run_lock import hold_run_lock
 
 __all__ = [
@@ -144,21 +144,22 @@ def _run_phases_holding_lock(
             seconds = round(time.monotonic() - started, 2)
             failure = _phase_error(phase, error, target)
             results.append(PhaseResult(phase, "failed", seconds, str(target), str(failure)))
-            _write_phase_log(run_dir, results)
+            _record_failed_phase(run_dir, phase, failure)
             raise failure from None
         seconds = round(time.monotonic() - started, 2)
         results.append(PhaseResult(phase, "ok", seconds, str(target)))
         log.info("phase %s: ok in %.1f s", phase, seconds)
-        _write_phase_log(run_dir, results)
     return results
 
 
-def _write_phase_log(run_dir: Path, results: list[PhaseResult]) -> None:
-    path = run_dir / "phases.json"
-    previous = json.loads(path.read_text()) if path.exists() else []
-    latest = {r.phase: r.__dict__ for r in results}
-    merged = [p for p in previous if p["phase"] not in latest] + list(latest.values())
-    path.write_text(json.dumps(merged, indent=2))
+def _record_failed_phase(run_dir: Path, phase: str, failure: PhaseError) -> None:
+    """Record in the run state that a phase stopped: its kernel never reached finish_phase to say so."""
+    if not (run_dir / LEDGER_FILE).exists():
+        return  # phase 00 failed before it started the run: there is no run to record it in
+    ledger = open_ledger(run_dir)
+    record = ledger.state.phases.get(phase)
+    if record is None or record.status == "running":
+        ledger.end_phase(phase, "failed", str(failure).splitlines()[0])
 
 
 def run_phases_command(args: argparse.Namespace) -> int:

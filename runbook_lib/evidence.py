@@ -1,7 +1,7 @@
 """The evidence a recovery leaves behind: summary.json, detail CSVs, plots, and evidence.html.
 
-Phase timings come from the papermill metadata of the executed notebooks in the run folder, so the
-recovery time in the summary is what the drill actually took, not what anyone remembers.
+Phase timings come from the run state, where each phase records when it started and ended, so the
+recovery time in the summary is what the run actually took, not what anyone remembers.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from runbook_lib.ledger import LEDGER_FILE, open_ledger
 
 __all__ = [
     "RECOVERY_PHASES",
@@ -39,49 +41,20 @@ RECOVERY_PHASES = ("00", "01", "02", "03", "04", "05", "06")
 
 
 def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Return each phase's status and seconds, from papermill metadata or else from the ledger.
+    """Return each phase's status and seconds from the run state, the one timing record of a run.
 
-    Headless runs keep executed notebooks with papermill's timings; phases stepped through in
-    JupyterLab leave only the ledger's start and end times.
+    Headless and interactive runs write it alike: `guide.start_phase` and `finish_phase` in the
+    phase's kernel, and `runbook run` for a phase that stopped on an error.
     """
-    return _papermill_timings(run_dir) or _ledger_timings(run_dir)
-
-
-def _ledger_timings(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "ledger.json"
-    if not path.exists():
+    folder = Path(run_dir)
+    if not (folder / LEDGER_FILE).exists():
         return []
-    phases = json.loads(path.read_text(encoding="utf-8")).get("phases", {})
-    timings = []
-    for name in sorted(phases):
-        entry = phases[name]
-        seconds = entry.get("seconds")
-        if seconds is None and entry.get("started") and entry.get("ended"):
-            elapsed = datetime.fromisoformat(entry["ended"]) - datetime.fromisoformat(entry["started"])
-            seconds = elapsed.total_seconds()
-        timings.append({"phase": name, "status": entry.get("status", "unknown"),
-                        "seconds": round(float(seconds or 0), 2),
-                        "started": entry.get("started"), "ended": entry.get("ended")})
-    return timings
-
-
-def _papermill_timings(run_dir: str | Path) -> list[dict[str, Any]]:
-    folder = Path(run_dir) / "notebooks"
-    timings = []
-    for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
-        try:
-            metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
-        except json.JSONDecodeError:
-            continue
-        status = "failed" if metadata.get("exception") else ("ok" if metadata.get("end_time") else "running")
-        timings.append({
-            "phase": path.stem,
-            "status": status,
-            "seconds": round(float(metadata.get("duration") or 0.0), 2),
-            "started": metadata.get("start_time"),
-            "ended": metadata.get("end_time"),
-        })
-    return timings
+    phases = open_ledger(folder).state.phases
+    return [
+        {"phase": name, "status": record.status, "seconds": round(float(record.seconds or 0.0), 2),
+         "started": record.started, "ended": record.ended}
+        for name, record in sorted(phases.items())
+    ]
 
 
 def withdraw_verdict(run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None) -> Path:

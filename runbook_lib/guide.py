@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -76,27 +75,30 @@ def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     took_lock = lock_for_phase(run_dir)
     try:
-        ctx = open_run(params_file, run_dir, create=starts_run(phase))
+        ctx = open_run(params_file, run_dir, create=starts_run(phase), phase=phase)
     except BaseException:
         if took_lock:
             release_phase_lock(run_dir)  # a phase that never started must not keep other kernels out
         raise
-    phases = ctx.ledger.data.setdefault("phases", {})
-    phases[phase] = {"status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    ctx.ledger.save()
+    ctx.ledger.start_phase(phase)
     print(f"run {ctx.params.run_id}: vault {ctx.params.vault.account_id} ({ctx.sessions.vault_identity.arn}), "
           f"recovery {ctx.params.recovery.account_id} ({ctx.sessions.recovery_identity.arn})")
     return ctx
 
 
-def finish_phase(ctx: RunContext, phase: str) -> None:
-    """Mark the phase complete in the ledger and say so."""
-    phases = ctx.ledger.data.setdefault("phases", {})
-    entry = phases.setdefault(phase, {})
-    entry.update(status="ok", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    ctx.ledger.save()
+def finish_phase(ctx: RunContext) -> None:
+    """Mark the context's phase complete in the ledger (with its seconds) and say so."""
+    phase = _phase_of(ctx)
+    record = ctx.ledger.end_phase(phase, "ok")
     release_phase_lock(ctx.ledger.run_dir)
-    print(f"✔ phase {phase} complete")
+    print(f"✔ phase {phase} complete in {record.seconds or 0:.1f} s")
+
+
+def _phase_of(ctx: RunContext) -> str:
+    """Return the phase the context was opened for; a context from open_run alone has none."""
+    if ctx.phase is None:
+        raise ValueError("this run context was not opened by guide.start_phase, so it knows no phase")
+    return ctx.phase
 
 
 def _styled(frame: pd.DataFrame, column: str) -> Any:
@@ -105,11 +107,12 @@ def _styled(frame: pd.DataFrame, column: str) -> Any:
     return frame.style.map(lambda v: f"background-color: {_STATUS_COLOURS.get(v, '')}", subset=[column])
 
 
-def show_outcomes(ctx: RunContext, phase: str, outcomes: Sequence[Outcome]) -> None:
-    """Show what each ensure step did, record it in the ledger, and stop on drift."""
+def show_outcomes(ctx: RunContext, outcomes: Sequence[Outcome]) -> None:
+    """Show what each ensure step did, record it under the context's phase, and stop on drift."""
+    phase = _phase_of(ctx)
     rows = [o.as_row() for o in outcomes]
     frame = pd.DataFrame(rows, columns=["resource", "identifier", "status", "difference", "note"])
-    recorded = ctx.ledger.data.get("outcomes", {}).get(phase, [])
+    recorded = ctx.ledger.state.outcomes.get(phase, [])
     shown = {(o.resource, o.identifier) for o in outcomes}
     keep = [r for r in recorded if (r["resource"], r["identifier"]) not in shown]
     ctx.ledger.record_outcomes(phase, keep + rows)
@@ -211,6 +214,8 @@ def show_rows(rows: Any, title: str = "") -> None:
     for row in rows:
         if hasattr(row, "as_row"):
             row = row.as_row()
+        elif hasattr(row, "model_dump"):
+            row = row.model_dump()
         elif hasattr(row, "__dataclass_fields__"):
             row = dict(row.__dict__)
         plain.append(row)

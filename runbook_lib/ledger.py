@@ -1,12 +1,14 @@
-"""The run folder's state: what the run created, what it found before changing it, and how phases went.
+"""The run folder's state on disk: `ledger.json`, holding one typed `RunState`.
 
-Phases run in separate kernels (or separate papermill runs) and share state only through
-`ledger.json` in the run folder, so any phase can be re-run on its own.
+Phases run in separate kernels (or separate papermill runs) and share state only through the
+ledger, so any phase can be re-run on its own. The schema lives in `runbook_lib.run_state`; this
+module reads it (migrating a folder written before the schema had versions), writes it atomically
+after every change, and offers the few operations phases need.
 
 The ledger is the only record of what a run created, so losing it must stop the run, not start a
 new one: only phase 00 starts a run (`open_ledger(..., create=True)`), every later phase needs the
-ledger, and a folder whose `phases.json` shows that later phases once ran is never given a fresh,
-empty ledger. One process at a time writes it (`runbook_lib.run_lock`); each write is atomic.
+ledger, and a folder whose executed notebooks show that later phases once ran is never given a
+fresh, empty ledger. One process at a time writes it (`runbook_lib.run_lock`).
 """
 
 from __future__ import annotations
@@ -14,35 +16,34 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from runbook_lib.errors import RunbookError, RunStateError
+from runbook_lib.run_state import CapturedOriginal, JobRecord, PhaseRecord, PhaseStatus, RunState, load_state
 
-__all__ = ["FIRST_PHASE", "LEDGER_FILE", "Ledger", "open_ledger", "require_ledger", "starts_run"]
+__all__ = ["FIRST_PHASE", "LEDGER_FILE", "Ledger", "now", "open_ledger", "require_ledger", "starts_run"]
 
 LEDGER_FILE = "ledger.json"
 # The phase that starts a run; every later phase resumes one.
 FIRST_PHASE = "00"
-# Written by headless runs next to the ledger: which phases ran, and how they ended.
-PHASE_LOG_FILE = "phases.json"
+# Where headless runs keep their executed notebooks: evidence that phases ran in the folder.
+EXECUTED_NOTEBOOKS = "notebooks"
 
 
-def _now() -> str:
+def now() -> str:
+    """Return the current UTC time as ISO 8601 to the second, as every record of the run writes it."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
 class Ledger:
-    """The JSON state of one run folder; every change is written to disk at once."""
+    """The run state of one run folder; every change is written to disk at once."""
 
     run_dir: Path
-    data: dict[str, Any] = field(default_factory=dict)
+    state: RunState = field(default_factory=RunState)
 
     @property
     def path(self) -> Path:
@@ -55,7 +56,7 @@ class Ledger:
         handle, temporary = tempfile.mkstemp(dir=self.run_dir, prefix=".ledger-", suffix=".json")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(self.data, stream, indent=2, sort_keys=True, default=str)
+                stream.write(self.state.model_dump_json(indent=2))
             os.replace(temporary, self.path)
         except BaseException:
             # An interrupted write keeps the previous ledger and leaves no half-written file behind.
@@ -66,7 +67,7 @@ class Ledger:
 
     def bind(self, run_id: str, params_file: str) -> None:
         """Tie the folder to one run id, refusing to mix two runs' state in one folder."""
-        existing = self.data.get("run_id")
+        existing = self.state.run_id
         if existing and existing != run_id:
             raise RunStateError(
                 f"run folder {self.run_dir} belongs to run_id {existing!r}, not {run_id!r}; "
@@ -74,25 +75,23 @@ class Ledger:
                 str(self.run_dir),
             )
         if not existing:
-            self.data["run_id"] = run_id
-            self.data["started"] = _now()
-        self.data["params_file"] = params_file
+            self.state.run_id = run_id
+            self.state.started = now()
+        self.state.params_file = params_file
         self.save()
 
     # -- resources created
 
     def record_created(self, kind: str, identifier: str, **attributes: Any) -> None:
         """Remember a resource this run created (once per kind and identifier)."""
-        created = self.data.setdefault("created", [])
-        if any(r["kind"] == kind and r["id"] == identifier for r in created):
+        if any(r["kind"] == kind and r["id"] == identifier for r in self.state.created):
             return
-        created.append({"kind": kind, "id": identifier, "at": _now(), **attributes})
+        self.state.created.append({"kind": kind, "id": identifier, "at": now(), **attributes})
         self.save()
 
     def created(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Return the resources this run created, optionally of one kind, oldest first."""
-        created: list[dict[str, Any]] = self.data.get("created", [])
-        return [r for r in created if kind is None or r["kind"] == kind]
+        return [r for r in self.state.created if kind is None or r["kind"] == kind]
 
     def was_created(self, kind: str, identifier: str) -> bool:
         """Return whether this run created the resource."""
@@ -100,80 +99,72 @@ class Ledger:
 
     def forget_created(self, kind: str, identifier: str) -> None:
         """Drop a resource from the created list once cleanup removed it."""
-        self.data["created"] = [
-            r for r in self.created() if not (r["kind"] == kind and r["id"] == identifier)
-        ]
-        removed = self.data.setdefault("removed", [])
-        removed.append({"kind": kind, "id": identifier, "at": _now()})
+        self.state.created = [r for r in self.state.created if not (r["kind"] == kind and r["id"] == identifier)]
+        self.state.removed.append({"kind": kind, "id": identifier, "at": now()})
         self.save()
 
     # -- configurations captured before the run changed them
 
     def capture_original(self, name: str, value: Any) -> bool:
         """Keep a configuration as found before the first change; later captures never overwrite it."""
-        originals = self.data.setdefault("originals", {})
-        if name in originals:
+        if name in self.state.originals:
             return False
-        originals[name] = {"value": value, "captured": _now()}
+        self.state.originals[name] = CapturedOriginal(value=value, captured=now())
         self.save()
         return True
 
     def has_original(self, name: str) -> bool:
         """Return whether a configuration was captured under `name`."""
-        return name in self.data.get("originals", {})
+        return name in self.state.originals
 
     def original(self, name: str) -> Any:
         """Return a captured configuration (None when it did not exist before the run)."""
-        originals = self.data.get("originals", {})
-        if name not in originals:
+        if name not in self.state.originals:
             raise RunbookError(f"the ledger in {self.run_dir} holds no captured original {name!r}")
-        return originals[name]["value"]
+        return self.state.originals[name].value
 
-    # -- outcomes, values and timings
+    # -- resources later phases look up
+
+    def set_resource(self, name: str, value: str) -> None:
+        """Record the identifier of a resource later phases need (a key ARN, a topic ARN, a queue URL)."""
+        setattr(self.state.resources, name, value)
+        self.save()
+
+    def resource(self, name: str, phase_hint: str) -> str:
+        """Return a recorded identifier, or explain which phase must run first."""
+        value: str | None = getattr(self.state.resources, name)
+        if value is None:
+            raise RunbookError(f"{name} is not in the run folder's ledger yet; run phase {phase_hint} first")
+        return value
+
+    # -- outcomes, phases and jobs
 
     def record_outcomes(self, phase: str, outcomes: list[dict[str, Any]]) -> None:
         """Store what a phase found or did to each resource (replacing that phase's earlier record)."""
-        self.data.setdefault("outcomes", {})[phase] = outcomes
+        self.state.outcomes[phase] = outcomes
         self.save()
 
-    def set(self, key: str, value: Any) -> None:
-        """Store a value other phases need (job id, ARNs)."""
-        self.data.setdefault("values", {})[key] = value
+    def start_phase(self, phase: str) -> None:
+        """Record that a phase started now."""
+        self.state.phases[phase] = PhaseRecord(status="running", started=now())
         self.save()
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """Return a value stored by an earlier phase."""
-        return self.data.get("values", {}).get(key, default)
-
-    def require(self, key: str, phase_hint: str) -> Any:
-        """Return a stored value, or explain which phase must run first."""
-        value = self.get(key)
-        if value is None:
-            raise RunbookError(f"{key} is not in the run folder's ledger yet; run phase {phase_hint} first")
-        return value
-
-    def append(self, key: str, value: Any) -> None:
-        """Append a value to a stored list (for rounds of retries)."""
-        self.data.setdefault("values", {}).setdefault(key, []).append(value)
+    def end_phase(self, phase: str, status: PhaseStatus, error: str | None = None) -> PhaseRecord:
+        """Record how a phase ended, with its seconds since it started, and return the record."""
+        record = self.state.phases.get(phase) or PhaseRecord(status="running")
+        ended = now()
+        seconds = record.seconds
+        if record.started:
+            seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(record.started)).total_seconds()
+        updated = PhaseRecord(status=status, started=record.started, ended=ended, seconds=seconds, error=error)
+        self.state.phases[phase] = updated
         self.save()
+        return updated
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Record a phase's start, end, seconds and status around the work it does."""
-        phases = self.data.setdefault("phases", {})
-        started = time.monotonic()
-        phases[name] = {"status": "running", "started": _now()}
+    def save_job(self, job: JobRecord) -> None:
+        """Record (or replace) a job of the run under its purpose."""
+        self.state.jobs[job.purpose] = job
         self.save()
-        try:
-            yield
-        except BaseException as error:
-            phases[name].update(status="failed", error=str(error).splitlines()[0] if str(error) else repr(error))
-            raise
-        else:
-            phases[name]["status"] = "ok"
-        finally:
-            phases[name].update(ended=_now(), seconds=round(time.monotonic() - started, 3))
-            self.save()
 
 
 def starts_run(phase: str) -> bool:
@@ -203,19 +194,12 @@ def _missing_ledger(folder: Path, phase: str) -> RunStateError:
 
 
 def _refuse_lost_run(folder: Path) -> None:
-    """Raise RunStateError when the folder's phase log shows a run went past phase 00 but its ledger is gone."""
-    log_path = folder / PHASE_LOG_FILE
-    try:
-        entries = json.loads(log_path.read_text(encoding="utf-8")) if log_path.exists() else []
-    except ValueError:
-        entries = []
-    later = sorted({
-        str(entry.get("phase")) for entry in entries if isinstance(entry, dict)
-        and entry.get("status") == "ok" and not starts_run(str(entry.get("phase", "")))
-    })
+    """Raise RunStateError when executed notebooks show a run went past phase 00 here but its ledger is gone."""
+    executed = folder / EXECUTED_NOTEBOOKS
+    later = sorted(path.stem for path in executed.glob("[0-9][0-9]_*.ipynb") if not starts_run(path.stem))
     if later:
         raise RunStateError(
-            f"run folder {folder} has no {LEDGER_FILE}, but {PHASE_LOG_FILE} shows that phases "
+            f"run folder {folder} has no {LEDGER_FILE}, but its executed notebooks show that phases "
             f"{', '.join(later)} ran in it: the ledger of that run was lost, and a new one would forget "
             f"what it created. Restore {LEDGER_FILE} from a copy of this folder, or start the new run in "
             "a new run folder (and remove the old run's resources by hand).",
@@ -238,13 +222,7 @@ def open_ledger(run_dir: str | Path, *, create: bool = False) -> Ledger:
             raise RunStateError(
                 f"the ledger {path} is not valid JSON ({error}); restore it or use a new run folder",
                 str(folder)) from error
-        if not isinstance(data, dict):
-            raise RunStateError(
-                f"the ledger {path} holds a JSON {type(data).__name__}, not an object; "
-                "restore it or use a new run folder",
-                str(folder),
-            )
-        return Ledger(folder, data)
+        return Ledger(folder, load_state(data, str(path)))
     if not create:
         raise RunStateError(
             f"run folder {folder} has no {LEDGER_FILE}: it is not the folder of a started run, or its ledger "
@@ -252,6 +230,6 @@ def open_ledger(run_dir: str | Path, *, create: bool = False) -> Ledger:
             str(folder),
         )
     _refuse_lost_run(folder)
-    ledger = Ledger(folder, {})
+    ledger = Ledger(folder, RunState())
     ledger.save()
     return ledger

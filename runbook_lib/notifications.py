@@ -39,7 +39,7 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
     sqs = ctx.vault("sqs")
     sns = ctx.vault("sns")
     params = ctx.params
-    topic_arn = ctx.ledger.require("topic_arn", "05_notifications (SNS topic)")
+    topic_arn = ctx.ledger.resource("topic_arn", "05_notifications (SNS topic)")
     name = f"{params.notification_topic_name}-audit"[:80]
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
@@ -57,7 +57,7 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
     elif not _queue_owned(ctx, sqs, url):
         return Outcome("audit queue", arn, "drift", {"queue": "exists, not created by this run"},
                        note=f"a queue named {name} belongs to someone else; set another notification_topic_name")
-    ctx.ledger.set("audit_queue_url", url)
+    ctx.ledger.set_resource("audit_queue_url", url)
     differences: dict[str, Any] = {}
     wanted = _queue_policy(arn, topic_arn)
     current = json.loads(attributes["Policy"]) if attributes.get("Policy") else None
@@ -84,8 +84,8 @@ def _queue_owned(ctx: RunContext, sqs: Any, url: str) -> bool:
 
 def received_job_events(ctx: RunContext, job_id: str | None = None) -> pd.DataFrame:
     """Return the job status events the topic delivered so far (read from the audit queue, kept in the ledger)."""
-    url = ctx.ledger.get("audit_queue_url")
-    events: list[dict[str, Any]] = list(ctx.ledger.get("job_events", []))
+    url = ctx.ledger.state.resources.audit_queue_url
+    events: list[dict[str, Any]] = list(ctx.ledger.state.job_events)
     if url:
         sqs = ctx.vault("sqs")
         while True:
@@ -95,7 +95,8 @@ def received_job_events(ctx: RunContext, job_id: str | None = None) -> pd.DataFr
             for message in messages:
                 events.append(_event_row(message["Body"]))
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        ctx.ledger.set("job_events", events)
+        ctx.ledger.state.job_events = events
+        ctx.ledger.save()
     frame = pd.DataFrame(events, columns=["time", "event", "job_id", "status", "failure_codes"])
     if job_id is not None:
         frame = frame[frame["job_id"] == job_id]

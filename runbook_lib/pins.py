@@ -28,18 +28,15 @@ from runbook_lib.accounts import error_code
 from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
 
-__all__ = ["PINS_KEY", "check_job_outputs", "pin_job_outputs", "pinned"]
+__all__ = ["check_job_outputs", "pin_job_outputs", "pinned"]
 
-# Where the pins live in the run state: job id -> pin.
-PINS_KEY = "job_pins"
 _MISSING = ("NoSuchKey", "404", "NotFound")
 
 
 def pinned(ctx: RunContext, job_id: str) -> dict[str, Any] | None:
     """Return the pin recorded for a job, or None when the run never pinned it."""
-    pins: dict[str, Any] = ctx.ledger.get(PINS_KEY, {}) or {}
-    pin = pins.get(job_id)
-    return pin if isinstance(pin, dict) else None
+    record = ctx.ledger.state.job(job_id)
+    return record.pin if record is not None else None
 
 
 def pin_job_outputs(ctx: RunContext, job: dict[str, Any]) -> dict[str, Any]:
@@ -66,9 +63,11 @@ def pin_job_outputs(ctx: RunContext, job: dict[str, Any]) -> dict[str, Any]:
         s3 = ctx.vault("s3")
         if _etag(s3, bucket, key) is not None:
             pin["report"] = {"bucket": bucket, "key": key, **_index_and_files(s3, bucket, key, "Results", "Key")}
-    pins = dict(ctx.ledger.get(PINS_KEY, {}) or {})
-    pins[job["JobId"]] = pin
-    ctx.ledger.set(PINS_KEY, pins)
+    record = ctx.ledger.state.job(str(job["JobId"]))
+    if record is None:
+        raise ValueError(f"job {job['JobId']} is not a job of this run; only the run's own jobs are pinned")
+    record.pin = pin
+    ctx.ledger.save_job(record)
     return pin
 
 

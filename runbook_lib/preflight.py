@@ -236,5 +236,6 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
     minutes = (ASSUMED_PREPARING_SECONDS + eligible_versions / ASSUMED_TASKS_PER_SECOND) / 60
     estimate = Estimate(len(versions), markers, total_bytes, len(sample), eligible, eligible_versions,
                         eligible_bytes, round(cost, 2), round(minutes, 1))
-    ctx.ledger.set("estimate", asdict(estimate))
+    ctx.ledger.state.estimate = asdict(estimate)
+    ctx.ledger.save()
     return estimate

@@ -12,7 +12,6 @@ comparison so far and what waits, then stops.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -21,6 +20,8 @@ from runbook_lib import batch_job, evidence, pins, reports, snapshot, verify
 from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
+from runbook_lib.ledger import now
+from runbook_lib.run_state import RetryRoundRecord, Verdict, VerdictRecord
 from runbook_lib.scope import JobScope, scope_from_params
 
 __all__ = [
@@ -41,7 +42,8 @@ __all__ = [
     "snapshot_vault",
 ]
 
-ROUNDS_KEY = "retry_rounds"
+# One follow-up job over the versions that were not recovered (its record in the run state).
+RetryRound = RetryRoundRecord
 
 
 def job_scope(ctx: RunContext) -> JobScope:
@@ -51,23 +53,27 @@ def job_scope(ctx: RunContext) -> JobScope:
 
 def begin_verification(ctx: RunContext) -> str | None:
     """Withdraw the run's previous verdict before verifying again, and return it (None when there was none)."""
-    previous: str | None = ctx.ledger.get("verdict")
-    ctx.ledger.set("verdict", "INCOMPLETE")
+    previous = ctx.ledger.state.verdict.verdict if ctx.ledger.state.verdict else None
+    _record_verdict(ctx, "INCOMPLETE", "verification started and has not concluded")
     evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record())
     return previous
 
 
+def _record_verdict(ctx: RunContext, verdict: Verdict, reason: str | None = None) -> None:
+    """Record the run's verdict in the run state, with when and why."""
+    ctx.ledger.state.verdict = VerdictRecord(verdict=verdict, at=now(), reason=reason)
+    ctx.ledger.save()
+
+
 def _recovery_job_ids(ctx: RunContext) -> list[str]:
     """Return the recovery job of every attempt, oldest first (the last is the current one)."""
-    attempts = ctx.ledger.get(batch_job.ATTEMPTS_KEY, []) or []
-    ids = [str(a["job_id"]) for a in attempts if a.get("job_id")]
-    current = ctx.ledger.require("job_id", "06_batch_replication")
-    return ids if ids and ids[-1] == current else [*ids, str(current)]
+    batch_job.current_job_id(ctx)  # explains that phase 06 must run first when there is no job
+    return [job.job_id for job in ctx.ledger.state.recovery_jobs()]
 
 
 def _rounds(ctx: RunContext) -> list[RetryRound]:
-    """Return the retry rounds recorded in the run state, oldest first."""
-    return [RetryRound.from_record(r) for r in ctx.ledger.get(ROUNDS_KEY, []) or []]
+    """Return the retry rounds recorded in the run state, oldest first (copies: change them through _save_round)."""
+    return [r.model_copy() for r in ctx.ledger.state.retry_rounds]
 
 
 def job_ids(ctx: RunContext) -> list[str]:
@@ -82,7 +88,7 @@ def load_job_manifest(ctx: RunContext) -> pd.DataFrame:
     manifest contributes nothing; the current attempt must have one.
     """
     frames = []
-    current = ctx.ledger.require("job_id", "06_batch_replication")
+    current = batch_job.current_job_id(ctx)
     for job_id in _recovery_job_ids(ctx):
         job = batch_job.describe_job(ctx, job_id)
         location = job.get("GeneratedManifestDescriptor", {}).get("Location", {})
@@ -121,7 +127,7 @@ def load_job_reports(ctx: RunContext) -> pd.DataFrame:
 def check_job_outputs(ctx: RunContext, manifest: pd.DataFrame | None, report: pd.DataFrame | None) -> list[str]:
     """Return every disagreement between the jobs' own counters and pins and the manifest and reports read."""
     findings: list[str] = []
-    current = ctx.ledger.get("job_id")
+    current = batch_job.current_job_id(ctx)
     retry_rows = {r.job_id: r.versions for r in _rounds(ctx)}
     for job_id in job_ids(ctx):
         job = batch_job.describe_job(ctx, job_id)
@@ -168,37 +174,11 @@ def compare_buckets(
     )
 
 
-@dataclass
-class RetryRound:
-    """One follow-up job over the versions that were not recovered."""
-
-    round: int
-    versions: int
-    job_id: str
-    status: str
-    succeeded: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    manifest_key: str = ""
-    failures_before: dict[str, int] = field(default_factory=dict)
-    why: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> RetryRound:
-        """Return a round from its record in the run state (older records lack the newer fields)."""
-        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
-        return cls(**known)
-
-    @property
-    def finished(self) -> bool:
-        """Whether the round's job has ended (Complete, Failed or Cancelled)."""
-        return self.status in batch_job.TERMINAL
-
-
 def _save_round(ctx: RunContext, record: RetryRound) -> None:
     """Record a round in the run state, replacing its earlier record."""
     rounds = [r for r in _rounds(ctx) if r.round != record.round]
-    ctx.ledger.set(ROUNDS_KEY, [asdict(r) for r in sorted([*rounds, record], key=lambda r: r.round)])
+    ctx.ledger.state.retry_rounds = sorted([*rounds, record], key=lambda r: r.round)
+    ctx.ledger.save()
 
 
 def _start_round(
@@ -220,7 +200,8 @@ def _start_round(
                                       ServerSideEncryption="AES256")["ETag"].strip('"')
     job_id, _ = batch_job.create_retry_job(ctx, key, etag, number)
     before = {name: comparison.counts[name] for name in ("failed_tasks", "missing")}
-    record = RetryRound(number, len(candidates), job_id, "created", manifest_key=key, failures_before=before, why=why)
+    record = RetryRound(round=number, versions=len(candidates), job_id=job_id, status="created", manifest_key=key,
+                        failures_before=before, why=why)
     _save_round(ctx, record)
     return record
 
@@ -300,18 +281,19 @@ def snapshot_overview(vault: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFra
 def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryRound],
              first_report: pd.DataFrame | None = None) -> dict[str, Any]:
     """Write summary.json and the detail CSVs for the run, and return the verdict with its counts."""
-    path = _write_verdict(ctx, comparison.verdict, comparison, rounds, first_report)
+    path = _write_verdict(ctx, "PASS" if comparison.verdict == "PASS" else "FAIL", comparison, rounds, first_report)
     return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts,
             "findings": list(comparison.findings)}
 
 
 def _write_verdict(
-    ctx: RunContext, verdict: str, comparison: verify.Comparison, rounds: list[RetryRound],
+    ctx: RunContext, verdict: Verdict, comparison: verify.Comparison, rounds: list[RetryRound],
     first_report: pd.DataFrame | None = None, waiting: dict[str, Any] | None = None,
 ) -> Any:
     """Write the detail CSVs and summary.json with `verdict`, record the verdict, and return the summary's path."""
-    first_id = ctx.ledger.get("job_id")
-    first_job = ctx.ledger.get(f"final_{first_id}", {})
+    current = ctx.ledger.state.current_recovery_job()
+    first_id = current.job_id if current else None
+    first_job = (current.final if current else None) or {}
     failed_first: list[dict[str, Any]] = []
     if first_report is not None:
         failed = first_report[(first_report["task_status"] == "failed") & (first_report["job_id"] == first_id)]
@@ -327,14 +309,20 @@ def _write_verdict(
     path = evidence.write_summary(
         ctx.ledger.run_dir, verdict, dict(comparison.counts),
         categories=categories, findings=list(comparison.findings), scope=job_scope(ctx).as_record(),
-        job=first_job, job_attempts=ctx.ledger.get(batch_job.ATTEMPTS_KEY, []) or [],
-        retry_rounds=[asdict(r) for r in rounds], first_round_failed_tasks=failed_first, **extra,
+        job=first_job, job_attempts=_attempt_summaries(ctx),
+        retry_rounds=[r.model_dump() for r in rounds], first_round_failed_tasks=failed_first, **extra,
     )
-    ctx.ledger.set("verdict", verdict)
+    _record_verdict(ctx, verdict, "; ".join(comparison.findings) or None)
     return path
 
 
 def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
     """Return the watcher's observations of the recovery job (status and task counters over time)."""
-    history: list[dict[str, Any]] = ctx.ledger.get(f"progress_{ctx.ledger.get('job_id')}", [])
-    return history
+    current = ctx.ledger.state.current_recovery_job()
+    return [point.model_dump() for point in current.progress] if current else []
+
+
+def _attempt_summaries(ctx: RunContext) -> list[dict[str, Any]]:
+    """Return each recovery attempt's job, token and how it ended, for the summary."""
+    return [{"attempt": job.attempt, "job_id": job.job_id, "token": job.token, "created": job.created,
+             "ended": job.ended} for job in ctx.ledger.state.recovery_jobs()]

@@ -143,11 +143,11 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
         )["KeyMetadata"]
         kms.create_alias(AliasName=alias, TargetKeyId=created["KeyId"])
         ctx.ledger.record_created("kms_key", created["Arn"], alias=alias, account=params.recovery.account_id)
-        ctx.ledger.set("recovery_key_arn", created["Arn"])
+        ctx.ledger.set_resource("recovery_key_arn", created["Arn"])
         return Outcome("recovery KMS key", created["Arn"], "created", note=f"alias {alias}")
     metadata = kms.describe_key(KeyId=key_id)["KeyMetadata"]
     arn = metadata["Arn"]
-    ctx.ledger.set("recovery_key_arn", arn)
+    ctx.ledger.set_resource("recovery_key_arn", arn)
     owned = ctx.ledger.was_created("kms_key", arn) or _kms_tagged(kms, key_id, params.run_id)
     problems = {}
     symmetric = metadata.get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
@@ -342,7 +342,7 @@ def _ensure_bucket(
 def ensure_recovery_bucket(ctx: RunContext) -> list[Outcome]:
     """Return the outcomes of the recovery bucket and each of its settings (seed step 1a)."""
     params = ctx.params
-    key_arn = ctx.ledger.require("recovery_key_arn", "01_recovery_bucket (recovery KMS key)")
+    key_arn = ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket (recovery KMS key)")
     wanted = {
         "ownership": "BucketOwnerEnforced",
         "public_access_block": _BLOCK_ALL,
@@ -376,7 +376,7 @@ def _role_policy_document(ctx: RunContext) -> dict[str, Any]:
     return policies.batch_role_policy(
         vault_bucket=params.vault.bucket, recovery_bucket=params.recovery.bucket,
         report_bucket=params.report_bucket, vault_key_arn=params.vault.kms_key_arn,
-        recovery_key_arn=ctx.ledger.require("recovery_key_arn", "01_recovery_bucket"),
+        recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         region=params.region, recovery_region=params.recovery_region,
     )
 
@@ -543,7 +543,7 @@ def ensure_recovery_key_grants(ctx: RunContext) -> Outcome:
     """
     kms = ctx.recovery("kms")
     params = ctx.params
-    key = ctx.ledger.require("recovery_key_arn", "01_recovery_bucket (recovery KMS key)")
+    key = ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket (recovery KMS key)")
     current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     added = policies.recovery_key_statements(
         batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
@@ -637,7 +637,7 @@ def replication_document(ctx: RunContext) -> dict[str, Any]:
     return policies.replication_configuration(
         batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
         recovery_account_id=params.recovery.account_id,
-        recovery_key_arn=ctx.ledger.require("recovery_key_arn", "01_recovery_bucket"),
+        recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         partition=aws_facts.partition_of(params.recovery_region),
         storage_class=params.job.replica_storage_class,
     )
@@ -706,7 +706,7 @@ def ensure_notification_topic(ctx: RunContext) -> Outcome:
     if existing and not subscribed and not _topic_owned(ctx, sns, arn):
         return Outcome("SNS topic", arn, "drift", {"subscription": _diff(None, params.notification_email)},
                        note="a topic of that name exists and was not created by this run; set notification_topic_name")
-    ctx.ledger.set("topic_arn", arn)
+    ctx.ledger.set_resource("topic_arn", arn)
     if not subscribed:
         sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=params.notification_email)
     if not existing:
@@ -739,7 +739,7 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
     events = ctx.vault("events")
     sns = ctx.vault("sns")
     params = ctx.params
-    topic_arn = ctx.ledger.require("topic_arn", "05_notifications (SNS topic)")
+    topic_arn = ctx.ledger.resource("topic_arn", "05_notifications (SNS topic)")
     pattern = policies.job_status_event_pattern(vault_account_id=params.vault.account_id)
     try:
         rule = events.describe_rule(Name=params.event_rule_name)
@@ -784,14 +784,14 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
             TopicArn=topic_arn, AttributeName="Policy", AttributeValue=policies.to_json(topic_policy))
         if status == "unchanged":
             status, differences = "updated", {"topic_policy": "EventBridge allowed to publish"}
-    ctx.ledger.set("event_rule_arn", rule_arn)
+    ctx.ledger.set_resource("event_rule_arn", rule_arn)
     return Outcome("EventBridge rule", rule_arn, status, differences or None, note=f"target {topic_arn}")
 
 
 def documents(ctx: RunContext) -> dict[str, Any]:
     """Return every JSON document the run applies, built from the parameters (for display and review)."""
     params = ctx.params
-    recovery_key_arn = ctx.ledger.get("recovery_key_arn")
+    recovery_key_arn = ctx.ledger.state.resources.recovery_key_arn
     built: dict[str, Any] = {
         "recovery_key_policy": policies.recovery_key_policy(
             recovery_account_id=params.recovery.account_id, partition=aws_facts.partition_of(params.recovery_region)),

@@ -29,6 +29,7 @@ from runbook_lib.batch_job import (
 from runbook_lib.errors import ConfirmationRequired, JobError
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
+from runbook_lib.run_state import JobRecord
 
 pytestmark = pytest.mark.xdist_group("runbook-batch-job")
 
@@ -116,14 +117,14 @@ def test_create_job_request_is_exactly_seed_step_7(
         s3control.assert_no_pending_responses()
 
     assert created == (JOB_ID, True)
-    assert ctx.ledger.get("job_id") == JOB_ID
+    assert batch_job.current_job_id(ctx) == JOB_ID
     assert [(r["kind"], r["id"], r["token"]) for r in ctx.ledger.created("batch_job")] == [
         ("batch_job", JOB_ID, expected["ClientRequestToken"])]
 
 
 def test_create_job_again_finds_the_runs_job_instead_of_creating_another(aws_env: Drill, make_ctx: CtxFactory) -> None:
     first = make_ctx()
-    first.ledger.set("job_id", JOB_ID)
+    first.ledger.save_job(JobRecord(purpose="recovery-1", job_id=JOB_ID, attempt=1))
     again = make_ctx()
 
     with Stubber(again.vault("s3control")) as s3control:
@@ -137,7 +138,7 @@ def test_create_job_again_finds_the_runs_job_instead_of_creating_another(aws_env
 
 def test_create_job_replaces_a_job_the_service_no_longer_knows(aws_env: Drill, make_ctx: CtxFactory) -> None:
     ctx = make_ctx()
-    ctx.ledger.set("job_id", "expired-job")
+    ctx.ledger.save_job(JobRecord(purpose="recovery-1", job_id="expired-job", attempt=1))
     request = batch_job.replication_job_request(ctx)
 
     with Stubber(ctx.vault("s3control")) as s3control:
@@ -146,9 +147,9 @@ def test_create_job_replaces_a_job_the_service_no_longer_knows(aws_env: Drill, m
         created = create_replication_job(ctx)
 
     assert created == (JOB_ID, True)
-    assert ctx.ledger.get("job_id") == JOB_ID
+    assert batch_job.current_job_id(ctx) == JOB_ID
     # A new attempt, with a token of its own: the expired job's token would find nothing new.
-    assert [a["attempt"] for a in ctx.ledger.get("recovery_attempts")] == [1, 2]
+    assert [job.attempt for job in ctx.ledger.state.recovery_jobs()] == [1, 2]
     assert request["ClientRequestToken"] != batch_job.client_request_token(ctx.params.run_id)
 
 
@@ -217,7 +218,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 def fake_ctx(tmp_path: Path, *script: dict[str, Any]) -> Any:
-    return FakeContext(load_params(DRILL_PARAMS), open_ledger(tmp_path, create=True), ScriptedS3Control(list(script)))
+    """Return a context whose recovery job (JOB_ID) answers from `script`."""
+    ledger = open_ledger(tmp_path, create=True)
+    ledger.save_job(JobRecord(purpose="recovery-1", job_id=JOB_ID, attempt=1))
+    return FakeContext(load_params(DRILL_PARAMS), ledger, ScriptedS3Control(list(script)))
+
+
+def recorded(ctx: Any) -> JobRecord:
+    """Return what the run state holds about the fake context's job."""
+    record = ctx.ledger.state.job(JOB_ID)
+    assert record is not None
+    return record
 
 
 @dataclass
@@ -240,8 +251,8 @@ def test_wait_reports_every_look_to_subscribers_and_returns_at_the_status(tmp_pa
     assert recorder.seen == [("Preparing", 0, 0), ("Active", 3, 0), ("Active", 3, 0), ("Active", 8, 1),
                              ("Complete", 9, 1)]
     assert clock.sleeps == [1.0] * 4
-    history = ctx.ledger.get(f"progress_{JOB_ID}")
-    assert [(h["status"], h["succeeded"], h["failed"]) for h in history] == [
+    history = recorded(ctx).progress
+    assert [(h.status, h.succeeded, h.failed) for h in history] == [
         ("Preparing", 0, 0), ("Active", 3, 0), ("Active", 8, 1), ("Complete", 9, 1)]
 
 
@@ -267,7 +278,7 @@ def test_wait_gives_up_after_the_timeout_and_says_what_to_do(tmp_path: Path, clo
     assert f"job {JOB_ID} is still Active after 3 s" in message
     assert "job.timeout_minutes" in message
     assert 3 < clock.now <= 3 + ctx.params.job.poll_seconds
-    assert ctx.ledger.get(f"progress_{JOB_ID}")[-1]["status"] == "Active"
+    assert recorded(ctx).progress[-1].status == "Active"
 
 
 def test_follow_stops_at_a_job_waiting_for_confirmation_and_says_how_to_confirm(
@@ -293,7 +304,8 @@ def test_follow_watches_a_running_job_to_its_end_and_keeps_the_summary(tmp_path:
 
     assert final["Status"] == "Complete"
     assert recorder.seen[-1] == ("Complete", 71, 1)
-    summary = ctx.ledger.get(f"final_{JOB_ID}")
+    summary = recorded(ctx).final
+    assert summary is not None
     assert (summary["status"], summary["total_tasks"], summary["succeeded_tasks"], summary["failed_tasks"]) == (
         "Complete", 72, 71, 1)
 
@@ -306,7 +318,7 @@ def test_confirm_leaves_a_job_past_confirmation_alone(tmp_path: Path, status: st
 
     assert answer["Status"] == status
     assert ctx.s3control.updates == []
-    assert ctx.ledger.get(f"confirmed_{JOB_ID}") is None
+    assert recorded(ctx).confirmed is None
 
 
 def test_confirm_moves_a_suspended_job_to_ready_and_records_when(tmp_path: Path) -> None:
@@ -317,7 +329,7 @@ def test_confirm_moves_a_suspended_job_to_ready_and_records_when(tmp_path: Path)
     assert answer["Status"] == "Ready"
     assert ctx.s3control.updates == [{"AccountId": "111111111111", "JobId": JOB_ID,
                                       "RequestedJobStatus": "Ready", "StatusUpdateReason": "reviewed the manifest"}]
-    assert ctx.ledger.get(f"confirmed_{JOB_ID}")
+    assert recorded(ctx).confirmed
 
 
 @pytest.mark.parametrize("status", ["New", "Preparing"])

@@ -48,7 +48,7 @@ def _policy(drill: Drill, side: str, key: str) -> dict[str, Any]:
 def test_cleanup_removes_only_the_runs_statements_and_settings(aws_env: Drill, make_ctx: CtxFactory) -> None:
     ctx, overrides = _provisioned(aws_env, make_ctx)
     params = ctx.params
-    vault_key, recovery_key = params.vault.kms_key_arn, ctx.ledger.get("recovery_key_arn")
+    vault_key, recovery_key = params.vault.kms_key_arn, ctx.ledger.state.resources.recovery_key_arn
     # Meanwhile: a second recovery of the same vault grants its role on the vault key ...
     other = make_ctx("other", **overrides, run_id=f"{params.run_id}-b")
     provision.ensure_vault_key_grants(other)

@@ -229,8 +229,8 @@ def test_a_second_run_on_the_same_folder_creates_nothing(two_runs: TwoRuns) -> N
     first, second = two_runs.ledgers
     assert "created" in {row["status"] for row in outcome_rows(first)}
     assert second["created"] == first["created"]
-    assert second["values"]["job_id"] == first["values"]["job_id"]
-    assert two_runs.new_jobs == {first["values"]["job_id"]}
+    assert second["jobs"]["recovery-1"]["job_id"] == first["jobs"]["recovery-1"]["job_id"]
+    assert two_runs.new_jobs == {first["jobs"]["recovery-1"]["job_id"]}
     assert two_runs.states[1] == two_runs.states[0]
 
 
@@ -329,11 +329,11 @@ def test_an_unconfirmed_job_waits_without_replicating_until_confirmed(vault: Vau
     assert stopped.value.phase == JOB_PHASE
     assert "ConfirmationRequired" in str(stopped.value)
     assert "confirm_job=True" in str(stopped.value) and "--confirm-job" in str(stopped.value)
-    job_id = read_json(run_dir / "ledger.json")["values"]["job_id"]
+    job_id = read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"]
     assert vault.job_status(job_id) == "Suspended"
     assert vault.versions_in(recovery_bucket, "recovery") == 0
 
     vault.run(params_file, run_dir, [JOB_PHASE], confirm_job=True)
-    assert read_json(run_dir / "ledger.json")["values"]["job_id"] == job_id
+    assert read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"] == job_id
     assert vault.job_status(job_id) == "Complete"
     assert vault.versions_in(recovery_bucket, "recovery") == vault.truth.counts()["expected"]

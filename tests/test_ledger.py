@@ -1,4 +1,5 @@
-"""The run folder's ledger: atomic writes, one run per folder, first capture wins, phase timings."""
+"""The run folder's ledger: a typed run state, atomic writes, one run per folder, first capture wins,
+phase timings, and run folders of earlier releases migrated or refused, never misread."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 from runbook_lib import ledger as ledger_module
 from runbook_lib.errors import RunbookError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, Ledger, open_ledger, require_ledger
+from runbook_lib.run_state import SCHEMA_VERSION, JobRecord, RetryRoundRecord, RunState
+
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def on_disk(folder: Path) -> dict[str, Any]:
@@ -19,42 +23,46 @@ def on_disk(folder: Path) -> dict[str, Any]:
 
 def test_new_folder_gets_an_empty_ledger(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path / "run", create=True)
-    assert ledger.data == {}
-    assert on_disk(tmp_path / "run") == {}
+    assert ledger.state == RunState()
+    assert on_disk(tmp_path / "run")["schema_version"] == SCHEMA_VERSION
+    assert on_disk(tmp_path / "run")["jobs"] == {} and on_disk(tmp_path / "run")["verdict"] is None
 
 
 def test_every_change_is_on_disk_and_reopening_sees_it(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path, create=True)
     ledger.bind("drill", "parameters/drill.yaml")
-    ledger.set("job_id", "4f6c0a3e")
-    ledger.append("retry_rounds", {"round": 1})
+    ledger.save_job(JobRecord(purpose="recovery-1", job_id="4f6c0a3e", attempt=1))
+    ledger.state.retry_rounds.append(RetryRoundRecord(round=1, versions=3, job_id="b1", status="created"))
+    ledger.save()
 
     reopened = open_ledger(tmp_path)
 
-    assert reopened.data == on_disk(tmp_path) == ledger.data
-    assert reopened.get("job_id") == "4f6c0a3e"
-    assert reopened.get("retry_rounds") == [{"round": 1}]
+    assert reopened.state == ledger.state
+    assert reopened.state.model_dump(mode="json") == on_disk(tmp_path)
+    current = reopened.state.current_recovery_job()
+    assert current is not None and current.job_id == "4f6c0a3e"
+    assert [r.round for r in reopened.state.retry_rounds] == [1]
 
 
 def test_interrupted_save_leaves_the_previous_ledger_whole_and_no_stray_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = open_ledger(tmp_path, create=True)
-    ledger.set("job_id", "first")
+    ledger.set_resource("topic_arn", "first")
     before = (tmp_path / LEDGER_FILE).read_bytes()
+    real_replace = ledger_module.os.replace
 
-    def interrupted(data: Any, stream: Any, **_: Any) -> None:
-        stream.write('{"values": {"job_id": "sec')
+    def interrupted(*_: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ledger_module.json, "dump", interrupted)
+    monkeypatch.setattr(ledger_module.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ledger.set("job_id", "second")
-    monkeypatch.undo()
+        ledger.set_resource("topic_arn", "second")
+    monkeypatch.setattr(ledger_module.os, "replace", real_replace)
 
     assert (tmp_path / LEDGER_FILE).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [LEDGER_FILE]
-    assert open_ledger(tmp_path).get("job_id") == "first"
+    assert open_ledger(tmp_path).state.resources.topic_arn == "first"
 
 
 def test_bind_refuses_a_folder_of_another_run(tmp_path: Path) -> None:
@@ -69,7 +77,7 @@ def test_bind_refuses_a_folder_of_another_run(tmp_path: Path) -> None:
 def test_bind_again_with_the_same_run_keeps_its_start(tmp_path: Path) -> None:
     first = open_ledger(tmp_path, create=True)
     first.bind("drill", "a.yaml")
-    started = first.data["started"]
+    started = first.state.started
 
     again = open_ledger(tmp_path)
     again.bind("drill", "b.yaml")
@@ -127,15 +135,17 @@ def test_forget_created_moves_the_resource_to_removed(tmp_path: Path) -> None:
     assert [(r["kind"], r["id"]) for r in on_disk(tmp_path)["removed"]] == [("sns_topic", "arn:topic")]
 
 
-def test_require_says_which_phase_to_run_first(tmp_path: Path) -> None:
+def test_a_resource_not_recorded_yet_says_which_phase_to_run_first(tmp_path: Path) -> None:
     with pytest.raises(RunbookError, match=r"recovery_key_arn .* run phase 01_recovery_bucket first"):
-        open_ledger(tmp_path, create=True).require("recovery_key_arn", "01_recovery_bucket")
+        open_ledger(tmp_path, create=True).resource("recovery_key_arn", "01_recovery_bucket")
 
 
-def test_phase_records_status_and_seconds_on_success(tmp_path: Path) -> None:
+def test_a_phase_records_its_start_then_its_end_with_seconds(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path, create=True)
-    with ledger.phase("02_batch_role"):
-        assert on_disk(tmp_path)["phases"]["02_batch_role"]["status"] == "running"
+    ledger.start_phase("02_batch_role")
+    assert on_disk(tmp_path)["phases"]["02_batch_role"]["status"] == "running"
+
+    ledger.end_phase("02_batch_role", "ok")
 
     recorded = on_disk(tmp_path)["phases"]["02_batch_role"]
     assert recorded["status"] == "ok"
@@ -143,15 +153,14 @@ def test_phase_records_status_and_seconds_on_success(tmp_path: Path) -> None:
     assert recorded["ended"] >= recorded["started"]
 
 
-def test_phase_records_failure_with_the_first_line_of_the_error_and_re_raises(tmp_path: Path) -> None:
+def test_a_failed_phase_keeps_its_error(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path, create=True)
-    with pytest.raises(RunbookError), ledger.phase("03_grants"):
-        raise RunbookError("the vault key policy cannot be read\nsecond line")
+    ledger.start_phase("03_grants")
+    ledger.end_phase("03_grants", "failed", "the vault key policy cannot be read")
 
-    recorded = on_disk(tmp_path)["phases"]["03_grants"]
-    assert recorded["status"] == "failed"
-    assert recorded["error"] == "the vault key policy cannot be read"
-    assert recorded["seconds"] >= 0
+    recorded = open_ledger(tmp_path).state.phases["03_grants"]
+    assert (recorded.status, recorded.error) == ("failed", "the vault key policy cannot be read")
+    assert recorded.seconds is not None and recorded.seconds >= 0
 
 
 @pytest.mark.parametrize(
@@ -168,8 +177,55 @@ def test_corrupt_ledger_is_a_runbook_error_that_says_what_to_do(tmp_path: Path, 
 
 def test_ledger_is_a_plain_dataclass_over_its_folder(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "elsewhere")
-    ledger.set("k", 1)
-    assert on_disk(tmp_path / "elsewhere") == {"values": {"k": 1}}
+    ledger.set_resource("topic_arn", "arn:aws:sns:us-east-1:111111111111:t")
+    assert on_disk(tmp_path / "elsewhere")["resources"]["topic_arn"] == "arn:aws:sns:us-east-1:111111111111:t"
+
+
+# ------------------------------------------------------------------------------ folders of earlier releases
+
+
+def test_a_run_folder_of_the_previous_release_loads_through_the_migration(tmp_path: Path) -> None:
+    # A ledger exactly as the release before the typed run state wrote it after a drill.
+    (tmp_path / LEDGER_FILE).write_text((DATA / "ledger-unversioned.json").read_text())
+    old = json.loads((DATA / "ledger-unversioned.json").read_text())
+    job_id = old["values"]["job_id"]
+
+    state = open_ledger(tmp_path).state
+
+    current = state.current_recovery_job()
+    assert current is not None and (current.job_id, current.attempt) == (job_id, 1)
+    assert current.final == old["values"][f"final_{job_id}"]
+    assert current.confirmed == old["values"][f"confirmed_{job_id}"]
+    assert [p.model_dump() for p in current.progress] == old["values"][f"progress_{job_id}"]
+    assert state.verdict is not None and state.verdict.verdict == old["values"]["verdict"]
+    assert state.resources.topic_arn == old["values"]["topic_arn"]
+    assert state.created == old["created"] and state.estimate == old["values"]["estimate"]
+    assert set(state.phases) == set(old["phases"])
+
+
+def test_a_migrated_folder_is_written_back_in_the_current_shape(tmp_path: Path) -> None:
+    (tmp_path / LEDGER_FILE).write_text((DATA / "ledger-unversioned.json").read_text())
+    ledger = open_ledger(tmp_path)
+    ledger.save()
+
+    assert on_disk(tmp_path)["schema_version"] == SCHEMA_VERSION
+    assert open_ledger(tmp_path).state == ledger.state
+
+
+@pytest.mark.parametrize(("document", "says"), [
+    ({"run_id": "drill", "values": {"job_id": "j", "favourite_colour": "blue"}}, "favourite_colour"),
+    ({"run_id": "drill", "surprise": 1}, "surprise"),
+    ({"schema_version": 99, "run_id": "drill"}, "schema version 99"),
+    ({"schema_version": SCHEMA_VERSION, "jobs": {"recovery-1": {"job_id": "j"}}}, "jobs.recovery-1.purpose"),
+], ids=["unknown-value", "unknown-field", "newer-schema", "bad-shape"])
+def test_a_ledger_of_an_unknown_shape_is_refused_with_what_is_wrong(
+    tmp_path: Path, document: dict[str, Any], says: str
+) -> None:
+    (tmp_path / LEDGER_FILE).write_text(json.dumps(document))
+
+    with pytest.raises(RunStateError, match=r"restore it or use a new run folder|runbook release") as refused:
+        open_ledger(tmp_path)
+    assert says in str(refused.value)
 
 
 # ------------------------------------------------------------------------------ a lost ledger stops the run
@@ -208,11 +264,10 @@ def test_phase_00_may_start_a_run_in_a_new_or_empty_folder(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("create_through", ["require_ledger", "open_ledger"])
 def test_a_folder_where_later_phases_ran_never_gets_a_fresh_ledger(tmp_path: Path, create_through: str) -> None:
-    # The phase log outlives a deleted ledger: it shows that this folder's run created things.
-    (tmp_path / "phases.json").write_text(json.dumps([
-        {"phase": "00_preflight", "status": "ok"}, {"phase": "03_grants", "status": "ok"},
-        {"phase": "04_replication_rule", "status": "failed"},
-    ]))
+    # Executed notebooks outlive a deleted ledger: they show that this folder's run created things.
+    (tmp_path / "notebooks").mkdir()
+    for phase in ("00_preflight", "03_grants"):
+        (tmp_path / "notebooks" / f"{phase}.ipynb").write_text("{}")
     with pytest.raises(RunStateError, match=r"phases 03_grants ran in it"):
         if create_through == "require_ledger":
             require_ledger(tmp_path, "00_preflight")
@@ -223,5 +278,6 @@ def test_a_folder_where_later_phases_ran_never_gets_a_fresh_ledger(tmp_path: Pat
 
 def test_a_phase_log_of_phase_00_alone_does_not_block_a_new_start(tmp_path: Path) -> None:
     # Phase 00 changes nothing; a run that failed in it may simply start again.
-    (tmp_path / "phases.json").write_text(json.dumps([{"phase": "00_preflight", "status": "failed"}]))
-    assert open_ledger(tmp_path, create=True).data == {}
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "00_preflight.ipynb").write_text("{}")
+    assert open_ledger(tmp_path, create=True).state == RunState()

@@ -101,7 +101,7 @@ def test_estimate_counts_the_vault_exactly_and_the_eligible_share_from_a_sample(
     assert sampled.sampled == 40
     assert abs(sampled.eligible_versions - truth["expected"]) <= 0.15 * truth["objects"]
     assert everything.cost_usd > 0 and everything.duration_minutes > 0
-    assert ctx.ledger.get("estimate")["sampled"] == 40
+    assert ctx.ledger.state.estimate is not None and ctx.ledger.state.estimate["sampled"] == 40
 
 
 def test_profile_in_another_account_than_the_parameters_say_stops_before_any_change(

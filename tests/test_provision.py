@@ -70,10 +70,11 @@ def run_steps(ctx: RunContext, steps: tuple[Step, ...]) -> list[Outcome]:
 def assert_phase_stops(ctx: RunContext, outcome: Outcome) -> None:
     """The notebook's outcome table refuses to go on past a drifted resource, and names it."""
     with pytest.raises(DriftError) as stopped:
-        guide.show_outcomes(ctx, "test-phase", [outcome])
+        ctx.phase = "test-phase"
+        guide.show_outcomes(ctx, [outcome])
     assert outcome.identifier in str(stopped.value)
     assert stopped.value.difference == [outcome.difference]
-    assert ctx.ledger.data["outcomes"]["test-phase"][-1]["status"] == "drift"
+    assert ctx.ledger.state.outcomes["test-phase"][-1]["status"] == "drift"
 
 
 def fresh_vault_ctx(drill: Drill, make_ctx: CtxFactory, **vault: Any) -> RunContext:
@@ -365,7 +366,7 @@ def test_vault_key_grants_keep_foreign_statements_and_capture_the_original_once(
 
     first = provision.ensure_vault_key_grants(ctx)
     granted = _key_policy(aws_env, key)
-    captured = json.loads(json.dumps(ctx.ledger.data["originals"]["vault_key_policy"]))
+    captured = ctx.ledger.state.originals["vault_key_policy"].model_dump()
     second = provision.ensure_vault_key_grants(make_ctx())
     # Someone removes the run's statement; the next run puts it back.
     without_ours = {**granted, "Statement": [s for s in granted["Statement"] if s.get("Sid") != sid]}
@@ -385,7 +386,7 @@ def test_vault_key_grants_keep_foreign_statements_and_capture_the_original_once(
     assert third.status == "updated"
     assert _key_policy(aws_env, key) == granted
     assert captured["value"] == FOREIGN_KEY_POLICY
-    assert third_ctx.ledger.data["originals"]["vault_key_policy"] == captured
+    assert third_ctx.ledger.state.originals["vault_key_policy"].model_dump() == captured
     assert len(third_ctx.ledger.created("kms_key_statements")) == 1
 
 
@@ -535,7 +536,7 @@ def test_replication_configuration_request_is_exactly_the_methods_step_6(
 ) -> None:
     ctx = make_ctx(object_lock_token=token)
     recovery_key = "arn:aws:kms:us-east-1:222222222222:key/0a1b2c3d-0000-4000-8000-000000000001"
-    ctx.ledger.set("recovery_key_arn", recovery_key)
+    ctx.ledger.set_resource("recovery_key_arn", recovery_key)
     params = ctx.params
     wanted: dict[str, Any] = {
         "Bucket": "vault-golden-copies",
@@ -571,7 +572,7 @@ def test_replication_configuration_request_is_exactly_the_methods_step_6(
 
     assert outcome.status == "created"
     assert ("Object Lock token" in outcome.note) == (token is not None)
-    assert token is None or token not in json.dumps(ctx.ledger.data)
+    assert token is None or token not in ctx.ledger.path.read_text()
 
 
 # ------------------------------------------------------------------------- vault EventBridge
@@ -640,9 +641,9 @@ def test_audit_queue_policy_and_subscription_changed_out_of_band_are_put_back(
     ctx = make_ctx()
     queue = run_steps(ctx, STEPS["audit queue"])[0]
     sqs, sns = aws_env.client("sqs"), aws_env.client("sns")
-    url = ctx.ledger.get("audit_queue_url")
+    url = ctx.ledger.state.resources.audit_queue_url
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(NARROW_POLICY)})
-    topic = ctx.ledger.get("topic_arn")
+    topic = ctx.ledger.state.resources.topic_arn
     for subscription in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]:
         if subscription["Protocol"] == "sqs":
             sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])

@@ -139,7 +139,6 @@ def test_runbook_run_after_00_without_a_ledger_exits_2_before_any_phase(
 ) -> None:
     run_dir = tmp_path / "run"
     open_ledger(run_dir, create=True).record_created("kms_key", "arn:aws:kms:us-east-1:222222222222:key/1")
-    (run_dir / "phases.json").write_text(json.dumps([{"phase": "04_replication_rule", "status": "ok"}]))
     (run_dir / LEDGER_FILE).unlink()
 
     status = cli.main(["run", "--params", str(DRILL_PARAMS), "--out", str(run_dir), "--from", phase])
@@ -148,13 +147,14 @@ def test_runbook_run_after_00_without_a_ledger_exits_2_before_any_phase(
     assert f"has no {LEDGER_FILE}, so phase {phase}_" in error and "cannot know what this run created" in error
     assert "start a new run at phase 00" in error
     assert not (run_dir / LEDGER_FILE).exists()
-    assert not (run_dir / "notebooks").exists()
+    assert not (run_dir / "notebooks").exists(), "no phase may have started"
 
 
 def test_runbook_run_from_00_in_a_folder_whose_ledger_was_lost_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "phases.json").write_text(json.dumps([{"phase": "03_grants", "status": "ok"}]))
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "03_grants.ipynb").write_text("{}")
     status = cli.main(["run", "--params", str(DRILL_PARAMS), "--out", str(tmp_path), "--from", "00"])
     assert status == 2
     assert "phases 03_grants ran in it" in capsys.readouterr().err

@@ -264,7 +264,7 @@ def test_reverifying_damage_without_confirmation_withdraws_the_pass_and_waits(wo
     written = summary(ctx)
     assert written["verdict"] == "INCOMPLETE"
     assert written["waiting"]["versions"] == 1 and written["counts"]["missing"] == 1
-    assert ctx.ledger.get("verdict") == "INCOMPLETE"
+    assert ctx.ledger.state.verdict is not None and ctx.ledger.state.verdict.verdict == "INCOMPLETE"
     assert not (ctx.ledger.run_dir / "evidence.html").exists()
 
 
@@ -325,9 +325,9 @@ def test_a_cancelled_job_fails_the_phase_and_a_rerun_starts_a_new_attempt(world:
     batch_job.follow_job(ctx, second)
 
     assert created and second != first
-    attempts = ctx.ledger.get("recovery_attempts")
-    assert [a["attempt"] for a in attempts] == [1, 2] and attempts[0]["ended"] == "Cancelled"
-    assert attempts[1]["token"] == request["ClientRequestToken"] != attempts[0]["token"]
+    attempts = ctx.ledger.state.recovery_jobs()
+    assert [a.attempt for a in attempts] == [1, 2] and attempts[0].ended == "Cancelled"
+    assert attempts[1].token == request["ClientRequestToken"] != attempts[0].token
     assert verify(ctx)["verdict"] == "PASS"
 
 
