@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +31,7 @@ __all__ = [
     "session_for",
     "strip_account_host_prefix",
     "verify_identity",
+    "without_metadata",
 ]
 
 # Parallel HEADs and the Batch Replication watcher share one pool per client.
@@ -44,8 +45,13 @@ def client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
         max_pool_connections=max_pool_connections,
         connect_timeout=10,
         read_timeout=60,
-        user_agent_appid="s3-vault-recovery-runbook",
+        user_agent_appid="s3-vault-recovery-runbook",  # type: ignore[call-arg]  # botocore has it; its stubs lag
     )
+
+
+def without_metadata(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an AWS answer as plain data, without the request's ResponseMetadata (to compare or keep it)."""
+    return {key: value for key, value in answer.items() if key != "ResponseMetadata"}
 
 
 def error_code(error: botocore.exceptions.ClientError) -> str:
@@ -112,7 +118,8 @@ def strip_account_host_prefix(request: Any, **_: Any) -> None:
 def make_client(session: boto3.Session, service: str, **kwargs: Any) -> Any:
     """Return a client of `session` with the shared config and the fixes our endpoints need."""
     kwargs.setdefault("config", client_config())
-    client = session.client(service, **kwargs)
+    # The service name is chosen at run time; RunContext's overloads give callers the typed client.
+    client = session.client(service, **kwargs)  # type: ignore[call-overload]
     if service == "s3control":
         client.meta.events.register("before-sign.s3-control.*", strip_account_host_prefix)
     if service == "s3" and _is_local(client.meta.endpoint_url):

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
 from runbook_lib import policies, provision
-from runbook_lib.accounts import error_code
+from runbook_lib.accounts import error_code, without_metadata
 from runbook_lib.context import RunContext
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import NotificationConfigurationTypeDef
 
 __all__ = ["CleanupAction", "clean_up"]
 
@@ -104,23 +107,23 @@ def _notifications(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     bucket = record["id"]
     label = "vault bucket notifications"
     try:
-        current = s3.get_bucket_notification_configuration(Bucket=bucket)
+        current = without_metadata(s3.get_bucket_notification_configuration(Bucket=bucket))
     except ClientError as error:
         if not _gone(error):
             raise
         return CleanupAction(label, bucket, "already gone", "the bucket no longer exists")
-    current.pop("ResponseMetadata", None)
     original = ctx.ledger.original("vault_notification_configuration") if ctx.ledger.has_original(
         "vault_notification_configuration") else {}
     # The run only ever adds EventBridgeConfiguration (and records it only when it was not there).
-    others_now = {k: v for k, v in current.items() if k != "EventBridgeConfiguration"}
+    others_now: dict[str, Any] = {k: v for k, v in current.items() if k != "EventBridgeConfiguration"}
     others_before = {k: v for k, v in (original or {}).items() if k != "EventBridgeConfiguration"}
     drift = {k: {"before_run": others_before.get(k), "now": others_now.get(k)}
              for k in sorted(set(others_now) | set(others_before)) if others_now.get(k) != others_before.get(k)}
     if "EventBridgeConfiguration" not in current:
         return CleanupAction(label, bucket, "already gone", "EventBridge delivery was turned off meanwhile",
                              drift or None)
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=others_now)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration=cast("NotificationConfigurationTypeDef", others_now))
     kept = "; other notification settings changed since the run started were kept" if drift else ""
     return CleanupAction(label, bucket, "restored",
                          "the run's EventBridge delivery turned off, as before the run" + kept, drift or None)

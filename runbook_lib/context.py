@@ -10,13 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 
 from runbook_lib.accounts import AccountSessions, make_client, open_sessions
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
+
+if TYPE_CHECKING:  # the stubs type every AWS call the runbook makes; at run time clients are boto3's own
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3control import S3ControlClient
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sts import STSClient
 
 __all__ = ["ClientFactory", "RunContext", "open_run"]
 
@@ -40,10 +50,32 @@ class RunContext:
     client_factory: ClientFactory = _default_factory
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
+    @overload
+    def vault(self, service: Literal["s3"]) -> S3Client: ...
+    @overload
+    def vault(self, service: Literal["s3control"]) -> S3ControlClient: ...
+    @overload
+    def vault(self, service: Literal["kms"]) -> KMSClient: ...
+    @overload
+    def vault(self, service: Literal["iam"]) -> IAMClient: ...
+    @overload
+    def vault(self, service: Literal["sts"]) -> STSClient: ...
+    @overload
+    def vault(self, service: Literal["sns"]) -> SNSClient: ...
+    @overload
+    def vault(self, service: Literal["sqs"]) -> SQSClient: ...
+    @overload
+    def vault(self, service: Literal["events"]) -> EventBridgeClient: ...
     def vault(self, service: str) -> Any:
         """Return a client of the vault account (one per service, shared by the phase)."""
         return self._client("vault", service)
 
+    @overload
+    def recovery(self, service: Literal["s3"]) -> S3Client: ...
+    @overload
+    def recovery(self, service: Literal["kms"]) -> KMSClient: ...
+    @overload
+    def recovery(self, service: Literal["sts"]) -> STSClient: ...
     def recovery(self, service: str) -> Any:
         """Return a client of the recovery account (one per service, shared by the phase)."""
         return self._client("recovery", service)

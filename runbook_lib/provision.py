@@ -20,14 +20,17 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from botocore.exceptions import ClientError
 
 from runbook_lib import aws_facts, policies
-from runbook_lib.accounts import error_code
+from runbook_lib.accounts import error_code, without_metadata
 from runbook_lib.context import RunContext
 from runbook_lib.errors import DriftError, ProvisionError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import NotificationConfigurationTypeDef
 
 __all__ = [
     "Outcome",
@@ -116,7 +119,15 @@ def _same_policy(a: Any, b: Any) -> bool:
 _LISTY = {"Action", "NotAction", "Resource", "NotResource", "AWS", "Service"}
 
 
-def _s3_tags(tags: dict[str, str]) -> list[dict[str, str]]:
+class _Tag(TypedDict):
+    """One tag as IAM, SNS, EventBridge and S3 take it."""
+
+    Key: str
+    Value: str
+
+
+def _tags(tags: dict[str, str]) -> list[_Tag]:
+    """Return tags as the list of Key/Value pairs AWS APIs take, in a stable order."""
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
@@ -236,7 +247,7 @@ def _create_bucket(ctx: RunContext, s3: Any, bucket: str, region: str, account: 
             ) from error
         raise
     ctx.ledger.record_created("s3_bucket", bucket, account=account, region=region)
-    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _s3_tags(ctx.tags)})
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _tags(ctx.tags)})
 
 
 def _setting(s3: Any, getter: str, bucket: str, missing_codes: tuple[str, ...], pick: Any) -> Any:
@@ -395,7 +406,7 @@ def ensure_batch_policy(ctx: RunContext) -> Outcome:
         iam.create_policy(
             PolicyName=params.batch_policy_name, PolicyDocument=policies.to_json(wanted),
             Description="S3 Batch Replication of the vault into the recovery account",
-            Tags=_s3_tags(ctx.tags),
+            Tags=_tags(ctx.tags),
         )
         ctx.ledger.record_created("iam_policy", arn, account=params.vault.account_id)
         return Outcome("IAM policy", arn, "created")
@@ -433,7 +444,7 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
             raise
         role = iam.create_role(
             RoleName=params.batch_role_name, AssumeRolePolicyDocument=policies.to_json(trust),
-            Description="Runs the S3 Batch Replication job that recovers the vault", Tags=_s3_tags(ctx.tags),
+            Description="Runs the S3 Batch Replication job that recovers the vault", Tags=_tags(ctx.tags),
         )["Role"]
         iam.attach_role_policy(RoleName=params.batch_role_name, PolicyArn=params.batch_policy_arn)
         ctx.ledger.record_created("iam_role", role["Arn"], name=params.batch_role_name, account=params.vault.account_id)
@@ -676,13 +687,13 @@ def ensure_vault_eventbridge(ctx: RunContext) -> Outcome:
     """Return the outcome of turning on EventBridge delivery for the vault bucket, keeping other notifications."""
     s3 = ctx.vault("s3")
     bucket = ctx.params.vault.bucket
-    current = s3.get_bucket_notification_configuration(Bucket=bucket)
-    current.pop("ResponseMetadata", None)
+    current = without_metadata(s3.get_bucket_notification_configuration(Bucket=bucket))
     ctx.ledger.capture_original("vault_notification_configuration", current)
     if "EventBridgeConfiguration" in current:
         return Outcome("vault bucket EventBridge notifications", bucket, "unchanged")
     wanted = {**current, "EventBridgeConfiguration": {}}
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=wanted)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration=cast("NotificationConfigurationTypeDef", wanted))
     ctx.ledger.record_created("eventbridge_notifications", bucket)
     return Outcome("vault bucket EventBridge notifications", bucket, "updated",
                    _diff(sorted(current), sorted(wanted)), note="other notification targets kept")
@@ -699,7 +710,7 @@ def ensure_notification_topic(ctx: RunContext) -> Outcome:
     existing = _topic_exists(sns, arn)
     if not existing:
         arn = sns.create_topic(Name=params.notification_topic_name,
-                               Tags=_s3_tags(ctx.tags))["TopicArn"]
+                               Tags=_tags(ctx.tags))["TopicArn"]
         ctx.ledger.record_created("sns_topic", arn, account=params.vault.account_id)
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn).get("Subscriptions", [])
     subscribed = any(s["Protocol"] == "email" and s["Endpoint"] == params.notification_email for s in subscriptions)
@@ -758,19 +769,16 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
         if differences and not ctx.ledger.was_created("event_rule", rule["Arn"]):
             return Outcome("EventBridge rule", rule["Arn"], "drift", differences,
                            note="a rule of that name exists and was not created by this run; set event_rule_name")
-    if status != "unchanged":
+    if rule is not None and status == "unchanged":
+        rule_arn = rule["Arn"]
+    else:
+        # EventBridge applies Tags only when PutRule creates the rule, and ignores them on an update.
         rule_arn = events.put_rule(
             Name=params.event_rule_name, EventPattern=json.dumps(pattern), State="ENABLED",
-            Description="S3 Batch Replication job status of the vault recovery",
-            Tags=_s3_tags(ctx.tags) if rule is None else [],
-        )["RuleArn"] if rule is None else events.put_rule(
-            Name=params.event_rule_name, EventPattern=json.dumps(pattern), State="ENABLED",
-            Description="S3 Batch Replication job status of the vault recovery",
+            Description="S3 Batch Replication job status of the vault recovery", Tags=_tags(ctx.tags),
         )["RuleArn"]
         if rule is None:
             ctx.ledger.record_created("event_rule", rule_arn, name=params.event_rule_name)
-    else:
-        rule_arn = rule["Arn"]
     targets = events.list_targets_by_rule(Rule=params.event_rule_name).get("Targets", [])
     if not any(t["Arn"] == topic_arn for t in targets):
         events.put_targets(Rule=params.event_rule_name, Targets=[{"Id": "runbook-sns", "Arn": topic_arn}])

@@ -24,11 +24,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from botocore.model import Shape, StructureShape
+from botocore.model import ListShape, Shape, StructureShape
 from botocore.utils import parse_timestamp
 from werkzeug.wrappers import Request, Response
 
@@ -111,7 +111,7 @@ def _parse(element: ElementTree.Element, shape: Shape, path: str) -> Any:
                 parsed[name] = _parse(found, member, f"{path}.{name}".lstrip("."))
         return parsed
     if kind == "list":
-        item = shape.member
+        item = cast(ListShape, shape).member
         item_name = item.serialization.get("name", "member")
         items = (child for child in element if _local(child.tag) == item_name)
         return [_parse(child, item, f"{path}[{i}]") for i, child in enumerate(items)]
@@ -162,7 +162,7 @@ def validate_value(value: Any, shape: Shape, path: str) -> list[str]:
     """Return every way `value` breaks the model's constraints for `shape`, as readable sentences."""
     kind = shape.type_name
     if kind == "structure":
-        return _validate_structure(value, shape, path)
+        return _validate_structure(value, cast(StructureShape, shape), path)
     problems: list[str] = []
     metadata = shape.metadata
     if kind == "list":
@@ -172,7 +172,7 @@ def validate_value(value: Any, shape: Shape, path: str) -> list[str]:
         if "max" in metadata and count > metadata["max"]:
             problems.append(f"{path} takes at most {metadata['max']} item(s), got {count}")
         for index, item in enumerate(value):
-            problems += validate_value(item, shape.member, f"{path}[{index}]")
+            problems += validate_value(item, cast(ListShape, shape).member, f"{path}[{index}]")
     elif kind == "string":
         problems += _validate_string(str(value), shape, path)
     elif kind in ("integer", "long"):
@@ -240,7 +240,7 @@ def _render(value: Any, shape: Shape, name: str) -> str:
         )
         return f"<{name}>{inner}</{name}>" if inner else f"<{name}/>"
     if kind == "list":
-        item = shape.member
+        item = cast(ListShape, shape).member
         item_name = item.serialization.get("name", "member")
         return f"<{name}>" + "".join(_render(v, item, item_name) for v in value) + f"</{name}>"
     if kind == "map":
