@@ -15,6 +15,7 @@ __all__ = [
     "RUN_ID_TAG",
     "STORAGE_CLASSES",
     "TERMINAL_JOB_STATUSES",
+    "UNSUCCESSFUL_END_STATUSES",
     "account_root_arn",
     "bucket_arn",
     "dns_suffix",
@@ -37,7 +38,10 @@ JOB_STATUSES: tuple[str, ...] = (
     "Active", "Cancelled", "Cancelling", "Complete", "Completing", "Failed", "Failing", "New",
     "Paused", "Pausing", "Preparing", "Ready", "Suspended",
 )
-TERMINAL_JOB_STATUSES: frozenset[str] = frozenset({"Complete", "Failed", "Cancelled"})
+# A job ends in one of these (the event pattern lists them in this order).
+TERMINAL_JOB_STATUSES: tuple[str, ...] = ("Complete", "Failed", "Cancelled")
+# A job that ended in one of these did not do what it was created for: a new attempt is needed.
+UNSUCCESSFUL_END_STATUSES: tuple[str, ...] = ("Failed", "Cancelled")
 # Statuses a job reaches only once it was confirmed (or never needed a confirmation).
 AFTER_CONFIRMATION_JOB_STATUSES: frozenset[str] = frozenset({
     "Ready", "Active", "Pausing", "Paused", "Completing", "Complete", "Failing", "Failed", "Cancelling", "Cancelled",

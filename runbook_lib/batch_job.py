@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from runbook_lib import aws_facts, pins
 from runbook_lib.accounts import error_code
-from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES
+from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES, UNSUCCESSFUL_END_STATUSES
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunbookError
 from runbook_lib.ledger import now
@@ -220,7 +220,7 @@ def _ended_without_completing(ctx: RunContext, job_id: str) -> str | None:
         if error_code(error) not in _UNKNOWN_JOB:
             raise
         return "gone"
-    return status if status in ("Failed", "Cancelled") else None
+    return status if status in UNSUCCESSFUL_END_STATUSES else None
 
 
 def recovery_attempt(ctx: RunContext) -> int:

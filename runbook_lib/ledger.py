@@ -34,8 +34,9 @@ EXECUTED_NOTEBOOKS = "notebooks"
 
 
 def now() -> str:
-    """Return the current UTC time as ISO 8601 to the second, as every record of the run writes it."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """Return the current UTC time as ISO 8601 to the millisecond, as every record of the run writes it."""
+    # Milliseconds, so that a phase of a fraction of a second still has a duration.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pandas as pd
 from botocore.exceptions import ClientError
 
 from runbook_lib.accounts import error_code
+from runbook_lib.aws_facts import RUN_ID_TAG
 from runbook_lib.context import RunContext
 from runbook_lib.provision import Outcome
 
@@ -79,7 +80,7 @@ def _queue_owned(ctx: RunContext, sqs: Any, url: str) -> bool:
     if ctx.ledger.was_created("sqs_queue", url):
         return True
     tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
-    return bool(tags.get("RunbookRunId") == ctx.params.run_id)
+    return bool(tags.get(RUN_ID_TAG) == ctx.params.run_id)
 
 
 def received_job_events(ctx: RunContext, job_id: str | None = None) -> pd.DataFrame:

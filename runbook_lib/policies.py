@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runbook_lib.aws_facts import (
+    TERMINAL_JOB_STATUSES,
     account_root_arn,
     bucket_arn,
     kms_via_service,
@@ -187,7 +188,6 @@ REPLICA_STORAGE_CLASSES = STORAGE_CLASSES
 
 JOB_EVENT_DETAIL_TYPE = "AWS Service Event via CloudTrail"
 JOB_EVENT_NAMES = ("JobCreated", "JobStatusChanged")
-TERMINAL_JOB_STATUSES = ("Complete", "Failed", "Cancelled")
 _LEGACY_SIDS = (*LEGACY_VAULT_KEY_SIDS, *LEGACY_RECOVERY_KEY_SIDS, *LEGACY_RECOVERY_BUCKET_SIDS)
 
 # What each kind of argument must look like, and how to say so when it does not. The method's

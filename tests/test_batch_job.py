@@ -14,11 +14,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import botocore.session
 import pytest
 from botocore.stub import Stubber
 from runbook_fixtures import DRILL_PARAMS, CtxFactory, Drill, aws_env, drill, make_ctx
 
 from runbook_lib import batch_job
+from runbook_lib.accounts import AccountSessions, Identity
 from runbook_lib.batch_job import (
     client_request_token,
     confirm_job,
@@ -26,6 +28,7 @@ from runbook_lib.batch_job import (
     follow_job,
     wait_for_status,
 )
+from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobError
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
@@ -339,3 +342,33 @@ def test_confirm_refuses_a_job_not_yet_waiting_for_confirmation(tmp_path: Path, 
     with pytest.raises(JobError, match=f"is {status}; it can be confirmed only once it awaits confirmation"):
         confirm_job(ctx, JOB_ID)
     assert ctx.s3control.updates == []
+
+
+# ------------------------------------------------------------------------------ no server at all
+
+
+def test_a_context_with_stubbed_clients_needs_no_backend(tmp_path: Path) -> None:
+    # The client factory is the seam: every AWS call of the phase goes through botocore's Stubber,
+    # so the exact request is checked and nothing listens anywhere.
+    params = load_params(DRILL_PARAMS)
+    stubbed: dict[str, Any] = {}
+
+    def factory(session: Any, service: str, region: str) -> Any:
+        client = botocore.session.get_session().create_client(
+            service, region_name=region, aws_access_key_id="stub", aws_secret_access_key="stub")
+        stubbed[service] = Stubber(client)
+        return client
+
+    sessions = AccountSessions(vault=None, recovery=None,  # type: ignore[arg-type]  # the factory never asks them
+                               vault_identity=Identity("111111111111", "arn:aws:iam::111111111111:role/v", "v"),
+                               recovery_identity=Identity("222222222222", "arn:aws:iam::222222222222:role/r", "r"))
+    ctx = RunContext(params=params, ledger=open_ledger(tmp_path, create=True), sessions=sessions,
+                     phase="06_batch_replication", client_factory=factory)
+    request = batch_job.replication_job_request(ctx)
+    ctx.vault("s3control")
+    with stubbed["s3control"] as s3control:
+        s3control.add_response("create_job", {"JobId": JOB_ID}, expected_params=request)
+        created = create_replication_job(ctx)
+
+    assert created == (JOB_ID, True)
+    assert recorded(ctx).token == request["ClientRequestToken"]

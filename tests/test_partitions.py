@@ -12,23 +12,11 @@ import pytest
 import yaml
 
 from runbook_lib import aws_facts, policies, provision
+from runbook_lib.ledger import Ledger
 from runbook_lib.params import RunbookParams, load_params
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "parameters" / "aws.example.yaml"
 ARN = re.compile(r"arn:([a-z-]+):")
-
-
-class _Ledger:
-    """Just what `provision.documents` reads: the recovery key's ARN, written by phase 01."""
-
-    def __init__(self, recovery_key_arn: str) -> None:
-        self.values = {"recovery_key_arn": recovery_key_arn}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def require(self, key: str, phase_hint: str) -> Any:
-        return self.values[key]
 
 
 def _params(region: str, tmp_path: Path) -> RunbookParams:
@@ -55,7 +43,9 @@ def test_every_document_uses_the_partition_of_its_region(
 ) -> None:
     params = _params(region, tmp_path)
     recovery_key = aws_facts.kms_key_arn(region, params.recovery.account_id, "1234abcd-12ab-34cd-56ef-1234567890ab")
-    ctx: Any = SimpleNamespace(params=params, ledger=_Ledger(recovery_key))
+    ledger = Ledger(tmp_path)  # what phase 01 left: the recovery key's ARN
+    ledger.set_resource("recovery_key_arn", recovery_key)
+    ctx: Any = SimpleNamespace(params=params, ledger=ledger)
     built = provision.documents(ctx)
     topic = aws_facts.sns_topic_arn(region, params.vault.account_id, params.notification_topic_name)
     built["sns_topic_policy"] = policies.sns_topic_policy(
