@@ -351,6 +351,13 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "verification.head_workers: got 500; expected a whole number from 1 to 128" in message
 
 
+def test_rule_between_fields_reads_the_same_whether_or_not_another_field_is_invalid() -> None:
+    alone = problems_of(mutated(report_bucket="vault-golden-copies"))
+    with_another = problems_of(mutated(report_bucket="vault-golden-copies", job__priority=-5))
+    assert len(alone) == 1
+    assert with_another == [ParameterProblem("job.priority", -5, "a whole number from 0 to 2147483647"), *alone]
+
+
 def test_rule_between_fields_is_skipped_when_one_of_them_is_invalid() -> None:
     # the ARN's account cannot be compared with an account id that is itself wrong
     problems = problems_of(mutated(vault__account_id="12345"))
