@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from runbook_lib import aws_facts, columnar
-from runbook_lib.errors import ParameterError, ParameterProblem, ReportError
+from runbook_lib.errors import InvalidArguments, ParameterProblem, ReportError
 from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
 
 __all__ = [
@@ -171,8 +171,8 @@ class Comparison:
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
         if name not in CATEGORIES:
-            raise ParameterError(
-                [ParameterProblem("name", name, "one of " + ", ".join(CATEGORIES))], source="Comparison.category"
+            raise InvalidArguments(
+                [ParameterProblem("name", name, "one of " + ", ".join(CATEGORIES))], "Comparison.category"
             )
         return self.details[self.details["category"] == name].reset_index(drop=True)
 
@@ -260,10 +260,10 @@ def _scope_reasons(scope: JobScope, vault: pd.DataFrame) -> tuple[np.ndarray, li
 
 
 def _check_statuses(expected_statuses: Iterable[str]) -> frozenset[str]:
-    """Return the status filter as a set, or raise ParameterError naming the allowed values."""
+    """Return the status filter as a set, or raise InvalidArguments naming the allowed values."""
     statuses = frozenset(str(s) for s in expected_statuses)
     if not statuses or not statuses <= REPLICATION_STATUS_FILTERS:
-        raise ParameterError(
+        raise InvalidArguments(
             [
                 ParameterProblem(
                     "expected_statuses",
@@ -271,7 +271,7 @@ def _check_statuses(expected_statuses: Iterable[str]) -> frozenset[str]:
                     "a non-empty subset of " + ", ".join(sorted(REPLICATION_STATUS_FILTERS)),
                 )
             ],
-            source="compare",
+            "compare",
         )
     return statuses
 
