@@ -266,7 +266,7 @@ def run_lab(args: argparse.Namespace) -> int:
 
     jupyter = shutil.which("jupyter") or str(Path(sys.executable).parent / "jupyter")
     with start_backend(port=args.port) as backend:
-        truth = seed_vault(backend.endpoint, args.seed)
+        truth = seed_vault(backend.endpoint, args.objects)
         print(f"embedded AWS at {backend.endpoint}; vault seeded with {truth.counts()['source_versions']} versions")
         env = {**os.environ, **backend.environ()}
         command = [jupyter, "lab", f"--port={args.lab_port}", "--ip=127.0.0.1", f"--notebook-dir={NOTEBOOKS_DIR}"]
