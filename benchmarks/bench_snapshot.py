@@ -104,7 +104,7 @@ def _backend(versions: int, folder: Path) -> Iterator[Server]:
     """Run `runbook backend` seeded with `versions` versions and 20 ms latency in a child process."""
     config_file = folder / "aws-config"
     command = [
-        sys.executable, "-m", "runbook_lib.cli", "backend", "--port", "0", "--seed", str(versions),
+        sys.executable, "-m", "runbook_lib.cli", "backend", "--port", "0", "--objects", str(versions),
         "--random-seed", str(RANDOM_SEED), "--latency-ms", str(LATENCY_MS), "--config-file", str(config_file),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=_ROOT)
