@@ -2,7 +2,7 @@
 
 Run from the repository root: `python -m benchmarks.bench_snapshot [--versions N] [--sample N]`.
 
-The embedded backend runs in a child process (`runbook backend --seed N --latency-ms 20`), so the
+The embedded backend runs in a child process (`runbook backend --objects N --latency-ms 20`), so the
 client and the server never share an interpreter lock; every request waits 20 ms in the server, as
 a round trip to AWS would. All three ways use the same client (`accounts.make_client`) and, for the
 parallel ones, the same 16 threads. Listing time counts in all three:
