@@ -2,7 +2,7 @@
 
 Run from the repository root: `python -m benchmarks.bench_snapshot [--versions N] [--sample N]`.
 
-The embedded backend runs in a child process (`runbook backend --seed N --latency-ms 20`), so the
+The embedded backend runs in a child process (`runbook backend --objects N --latency-ms 20`), so the
 client and the server never share an interpreter lock; every request waits 20 ms in the server, as
 a round trip to AWS would. All three ways use the same client (`accounts.make_client`) and, for the
 parallel ones, the same 16 threads. Listing time counts in all three:
@@ -104,7 +104,7 @@ def _backend(versions: int, folder: Path) -> Iterator[Server]:
     """Run `runbook backend` seeded with `versions` versions and 20 ms latency in a child process."""
     config_file = folder / "aws-config"
     command = [
-        sys.executable, "-m", "runbook_lib.cli", "backend", "--port", "0", "--seed", str(versions),
+        sys.executable, "-m", "runbook_lib.cli", "backend", "--port", "0", "--objects", str(versions),
         "--random-seed", str(RANDOM_SEED), "--latency-ms", str(LATENCY_MS), "--config-file", str(config_file),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=_ROOT)

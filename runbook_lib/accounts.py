@@ -14,7 +14,7 @@ import botocore.exceptions
 import botocore.handlers
 from botocore.config import Config
 
-from runbook_lib.errors import AccountMismatchError, RunbookError
+from runbook_lib.errors import AccountMismatchError, ProfileNotFoundError
 
 _Answer = TypeVar("_Answer")
 
@@ -138,9 +138,10 @@ def session_for(profile: str, region: str | None = None) -> boto3.Session:
     try:
         return boto3.Session(profile_name=profile, region_name=region)
     except botocore.exceptions.ProfileNotFound as error:
-        raise RunbookError(
+        raise ProfileNotFoundError(
             f"AWS profile {profile!r} is not configured. Add it to your AWS config file "
-            "(or set AWS_CONFIG_FILE to the file the embedded backend wrote), then run again."
+            "(or set AWS_CONFIG_FILE to the file the embedded backend wrote), then run again.",
+            profile,
         ) from error
 
 

@@ -17,6 +17,29 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("runbook")
 
 
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores its value where the new one would, and says so on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: object) -> None:
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"runbook: {option_string} is deprecated; use {self.replacement} instead", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_objects_option(parser: argparse.ArgumentParser, default: int | None, help_text: str) -> None:
+    """Add --objects N, and --seed N as its deprecated spelling (scripts written before the rename)."""
+    parser.add_argument("--objects", type=int, default=default, metavar="N", help=help_text)
+    # SUPPRESS as default: the alias must not overwrite --objects' default with its own.
+    parser.add_argument("--seed", dest="objects", type=int, default=argparse.SUPPRESS, metavar="N",
+                        action=_DeprecatedAlias, replacement="--objects", help="deprecated spelling of --objects")
+
+
 def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("faults injected by the embedded backend")
     group.add_argument("--fail-tasks", type=float, default=0.0, metavar="FRACTION",
@@ -60,8 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backend = commands.add_parser("backend", help="serve the embedded AWS in the foreground")
     backend.add_argument("--port", type=int, default=5055, metavar="P", help="port on 127.0.0.1 (0 picks a free one)")
-    backend.add_argument("--seed", type=int, default=None, metavar="N",
-                         help="seed a realistic vault of N object versions")
+    _add_objects_option(backend, None, "seed a realistic vault of N object versions (default: no vault)")
     backend.add_argument("--random-seed", type=int, default=1, metavar="N", help="seed of the vault's randomness")
     backend.add_argument("--config-file", type=Path, default=None, metavar="PATH",
                          help="where to write the AWS config file (default: a temporary folder)")
@@ -71,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = commands.add_parser("lab", help="the embedded backend plus JupyterLab on the notebooks")
     lab.add_argument("--port", type=int, default=5055, metavar="P", help="backend port on 127.0.0.1")
-    lab.add_argument("--seed", type=int, default=300, metavar="N", help="object versions to seed")
+    _add_objects_option(lab, 300, "object versions to seed in the lab's vault (default 300)")
     lab.add_argument("--lab-port", type=int, default=8888, metavar="P", help="JupyterLab port")
     return parser
 
@@ -96,9 +118,9 @@ def _serve_backend(args: argparse.Namespace) -> int:
     print(f"AWS config file: {backend.config_file}")
     print(f"  export AWS_CONFIG_FILE={backend.config_file}")
     print(f"  profiles: {VAULT_PROFILE} (vault), {RECOVERY_PROFILE} (recovery)")
-    if args.seed:
+    if args.objects:
         try:
-            truth = seed_vault(backend.endpoint, args.seed, args.random_seed)
+            truth = seed_vault(backend.endpoint, args.objects, args.random_seed)
         except BaseException:
             backend.stop()  # the port must not stay taken by a backend whose vault is half-built
             raise

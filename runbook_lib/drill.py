@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.errors import PhaseError, RunbookError
+from runbook_lib.errors import PhaseError, UsageError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger, require_ledger
 from runbook_lib.run_lock import hold_run_lock
 
@@ -47,7 +47,7 @@ def _match(phase: str, names: list[str], option: str) -> int:
     for index, name in enumerate(names):
         if phase in (name, name[:2]) or name.startswith(phase):
             return index
-    raise RunbookError(f"{option} {phase!r} is not a phase; expected one of: {', '.join(names)} (or their numbers)")
+    raise UsageError(f"{option} {phase!r} is not a phase; expected one of: {', '.join(names)} (or their numbers)")
 
 
 def select_phases(from_phase: str | None, to_phase: str | None, names: list[str] | None = None) -> list[str]:
@@ -56,7 +56,7 @@ def select_phases(from_phase: str | None, to_phase: str | None, names: list[str]
     start = _match(from_phase, names, "--from") if from_phase else 0
     end = _match(to_phase, names, "--to") if to_phase else len(names) - 1
     if start > end:
-        raise RunbookError(f"--from {from_phase} comes after --to {to_phase}")
+        raise UsageError(f"--from {from_phase} comes after --to {to_phase}")
     return names[start : end + 1]
 
 
@@ -72,11 +72,17 @@ class PhaseResult:
 
 
 def _phase_error(phase: str, error: Exception, notebook: Path) -> PhaseError:
-    name = getattr(error, "ename", type(error).__name__)
-    value = getattr(error, "evalue", str(error))
-    cell = getattr(error, "exec_count", None)
-    where = f" (cell {cell})" if cell is not None else ""
-    return PhaseError(phase, f"{name}: {value}{where}; executed notebook: {notebook}", str(notebook), name)
+    """Return the PhaseError for a failed phase, keeping papermill's fields on the failing cell."""
+    # papermill's PapermillExecutionError carries ename, evalue, cell_index and exec_count; a kernel
+    # that died or never started raises something else, which has none of them.
+    return PhaseError(
+        phase,
+        str(getattr(error, "ename", type(error).__name__)),
+        str(getattr(error, "evalue", error)),
+        notebook_path=str(notebook),
+        cell_index=getattr(error, "cell_index", None),
+        exec_count=getattr(error, "exec_count", None),
+    )
 
 
 # Exit codes of `runbook run` and `runbook drill`, as the command-line contract defines them.
@@ -199,7 +205,7 @@ def run_drill(args: argparse.Namespace) -> int:
     load_params(params_file)
     out = (Path(args.out) if args.out else _default_out()).resolve()
     if out.exists() and any(out.iterdir()):
-        raise RunbookError(
+        raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
@@ -261,7 +267,7 @@ def run_lab(args: argparse.Namespace) -> int:
 
     jupyter = shutil.which("jupyter") or str(Path(sys.executable).parent / "jupyter")
     with start_backend(port=args.port) as backend:
-        truth = seed_vault(backend.endpoint, args.seed)
+        truth = seed_vault(backend.endpoint, args.objects)
         print(f"embedded AWS at {backend.endpoint}; vault seeded with {truth.counts()['source_versions']} versions")
         env = {**os.environ, **backend.environ()}
         command = [jupyter, "lab", f"--port={args.lab_port}", "--ip=127.0.0.1", f"--notebook-dir={NOTEBOOKS_DIR}"]

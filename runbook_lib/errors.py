@@ -2,6 +2,8 @@
 
     RunbookError                    anything the runbook reports to its user
     ├── ParameterError              the parameter set is invalid (lists every problem at once)
+    ├── UsageError                  the command's arguments cannot be carried out (phase names, run folder)
+    ├── ProfileNotFoundError        a profile the parameters name is not in the AWS config file
     ├── AccountMismatchError        a profile reaches another account than the parameters name
     ├── BackendError                the embedded backend could not start or answer
     ├── ThrottlingError             AWS kept answering "slow down" after every retry
@@ -12,12 +14,18 @@
     │   ├── JobEndedError           the job ended Failed or Cancelled instead of Complete
     │   └── ConfirmationRequired    the job waits for an explicit confirmation
     ├── ReportError                 a manifest or completion report is missing or malformed
+    ├── SnapshotError               a bucket's object versions could not be listed
     ├── ScopeError                  a version outside the job's scope was about to be copied
     ├── RunStateError               the run folder's state is missing or unreadable
     │   └── RunLockedError          another process is running phases in the same run folder
     └── PhaseError                  a phase notebook failed while running headlessly
 
-Each message says what went wrong and what to do about it.
+Each message says what went wrong and what to do about it, and each error carries the context that
+caused it as attributes, so callers and tests read fields rather than parse text.
+
+A mistake in the calling code (an argument only code can pass, such as a category name or a
+worker count) is not the user's to fix and stays outside this tree: it raises ValueError or
+TypeError. `InvalidArguments`, a ValueError, lists every bad argument of one call at once.
 """
 
 from __future__ import annotations
@@ -29,19 +37,23 @@ __all__ = [
     "BackendError",
     "ConfirmationRequired",
     "DriftError",
+    "InvalidArguments",
     "JobEndedError",
     "JobError",
     "ParameterError",
     "ParameterProblem",
     "PhaseError",
     "PreflightError",
+    "ProfileNotFoundError",
     "ProvisionError",
     "ReportError",
     "RunLockedError",
     "RunStateError",
     "RunbookError",
     "ScopeError",
+    "SnapshotError",
     "ThrottlingError",
+    "UsageError",
 ]
 
 
@@ -72,6 +84,27 @@ class ParameterError(RunbookError):
         super().__init__(
             f"{source} has {len(self.problems)} {noun}; fix them and run again:\n{lines}"
         )
+
+
+class InvalidArguments(ValueError):
+    """Code called a function with arguments not of their kind; `problems` names each, `function` the callee."""
+
+    def __init__(self, problems: list[ParameterProblem], function: str) -> None:
+        self.problems = list(problems)
+        self.function = function
+        super().__init__(f"{function} got invalid arguments: " + "; ".join(str(p) for p in self.problems))
+
+
+class UsageError(RunbookError):
+    """The command's arguments cannot be carried out (an unknown phase, a run folder already in use)."""
+
+
+class ProfileNotFoundError(RunbookError):
+    """A profile the parameters name is not configured; `profile` is its name."""
+
+    def __init__(self, message: str, profile: str) -> None:
+        self.profile = profile
+        super().__init__(message)
 
 
 class AccountMismatchError(RunbookError):
@@ -124,6 +157,15 @@ class ConfirmationRequired(JobError):
     """The job is ready and waits for an operator's confirmation before it replicates anything."""
 
 
+class SnapshotError(RunbookError):
+    """A bucket's object versions could not be listed; `bucket` names it and `code` is AWS's error code."""
+
+    def __init__(self, message: str, bucket: str, code: str = "") -> None:
+        self.bucket = bucket
+        self.code = code
+        super().__init__(message)
+
+
 class ScopeError(RunbookError):
     """A version outside the job's scope was about to be copied into the recovery account."""
 
@@ -149,15 +191,33 @@ class RunLockedError(RunStateError):
 
 
 class PhaseError(RunbookError):
-    """A phase notebook failed when run headlessly; carries the phase, the error's name and the notebook."""
+    """A phase notebook failed when run headlessly; carries what papermill reports about the failing cell.
+
+    `error_name` and `error_value` are the exception's class name and text inside the kernel,
+    `cell_index` the failing cell's position in the notebook and `exec_count` its execution count
+    (both None when no cell ran, such as a kernel that would not start), `notebook_path` the
+    executed notebook kept in the run folder.
+    """
 
     def __init__(
-        self, phase: str, message: str, notebook_path: str | None = None, error_name: str = "",
+        self,
+        phase: str,
+        error_name: str,
+        error_value: str,
+        *,
+        notebook_path: str | None = None,
+        cell_index: int | None = None,
+        exec_count: int | None = None,
     ) -> None:
         self.phase = phase
-        self.notebook_path = notebook_path
         self.error_name = error_name
-        super().__init__(f"phase {phase} failed: {message}")
+        self.error_value = error_value
+        self.notebook_path = notebook_path
+        self.cell_index = cell_index
+        self.exec_count = exec_count
+        where = f" (cell {exec_count})" if exec_count is not None else ""
+        notebook = f"; executed notebook: {notebook_path}" if notebook_path else ""
+        super().__init__(f"phase {phase} failed: {error_name}: {error_value}{where}{notebook}")
 
     @property
     def awaits_confirmation(self) -> bool:

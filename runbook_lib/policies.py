@@ -22,7 +22,7 @@ from runbook_lib.aws_facts import (
     objects_arn,
     partition_of,
 )
-from runbook_lib.errors import ParameterError, ParameterProblem, ProvisionError
+from runbook_lib.errors import InvalidArguments, ParameterProblem, ProvisionError
 from runbook_lib.params import STORAGE_CLASSES
 
 __all__ = [
@@ -229,14 +229,18 @@ _KINDS: dict[str, tuple[re.Pattern[str], str]] = {
 
 
 def _check(arguments: Iterable[tuple[str, object, str]]) -> None:
-    """Raise one ParameterError naming every (field, value, kind) whose value is not of its kind."""
+    """Raise one InvalidArguments naming every (field, value, kind) whose value is not of its kind.
+
+    Every argument reaches a builder from code: from parameters the model has already checked, or
+    from AWS's answers. A value of the wrong kind here is a bug in the caller, not in the user's file.
+    """
     problems = []
     for field, value, kind in arguments:
         pattern, expected = _KINDS[kind]
         if not isinstance(value, str) or not pattern.fullmatch(value):
             problems.append(ParameterProblem(field, value, expected))
     if problems:
-        raise ParameterError(problems, source="policy arguments")
+        raise InvalidArguments(problems, "policy builder")
 
 
 def _statement(

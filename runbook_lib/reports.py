@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from runbook_lib import columnar
 from runbook_lib.errors import ReportError
 
 __all__ = [
@@ -73,7 +74,6 @@ Source = bytes | bytearray | memoryview | IO[bytes] | str | os.PathLike[str]
 # A shard's name for messages, and how to get its content (fetching from S3 happens in the pool).
 _Shard = tuple[str, Callable[[], Source]]
 
-_STRING = pd.StringDtype("pyarrow")
 _GZIP_MAGIC = b"\x1f\x8b"
 _WORKERS = min(8, os.cpu_count() or 1)
 _BLOCK_BYTES = 4 << 20
@@ -401,8 +401,8 @@ def _nulls_where(column: pa.ChunkedArray, markers: list[str]) -> pa.ChunkedArray
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Return a pandas frame whose text columns are string[pyarrow] and HTTP statuses Int16."""
     mapping: dict[pa.DataType, Any] = {
-        pa.string(): _STRING,
-        pa.large_string(): _STRING,
+        pa.string(): columnar.STRING,
+        pa.large_string(): columnar.STRING,
         pa.int16(): pd.Int16Dtype(),
     }
     return table.to_pandas(types_mapper=mapping.get)
@@ -442,7 +442,7 @@ def _unquote_plus_chunk(chunk: pa.Array) -> pa.Array:
     """Return one string chunk decoded in bulk; only values holding '%' or '+' are rewritten."""
     if chunk.null_count or len(chunk) == 0:
         return _unquote_plus_slow(chunk)
-    offsets, data = _string_buffers(chunk)
+    offsets, data = columnar.string_buffers(chunk)
     rows = np.zeros(len(chunk), dtype=bool)
     for mark in (ord("%"), ord("+")):
         rows[np.searchsorted(offsets, np.flatnonzero(data == mark), side="right") - 1] = True
@@ -458,21 +458,9 @@ def _unquote_plus_chunk(chunk: pa.Array) -> pa.Array:
     return pa.concat_arrays([chunk, decoded]).take(pa.array(order))
 
 
-def _string_buffers(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Return a string chunk's offsets (int64, starting at 0) and UTF-8 bytes as numpy views."""
-    offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-    _, offsets_buffer, data_buffer = chunk.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[chunk.offset : chunk.offset + len(chunk) + 1]
-    offsets = offsets.astype(np.int64)
-    if data_buffer is None:
-        return offsets - offsets[0], np.empty(0, dtype=np.uint8)
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return offsets - offsets[0], data
-
-
 def _unquote_plus_dense(chunk: pa.Array) -> pa.Array:
     """Return every value of a chunk without nulls decoded like unquote_plus, on the raw bytes."""
-    offsets, data = _string_buffers(chunk)
+    offsets, data = columnar.string_buffers(chunk)
     decoded = data.copy()
     decoded[data == ord("+")] = ord(" ")
     percent = np.flatnonzero(data == ord("%"))

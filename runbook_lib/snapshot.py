@@ -38,7 +38,7 @@ import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runbook_lib.accounts import error_code, is_throttling, retry_throttled
-from runbook_lib.errors import ParameterError, ParameterProblem, RunbookError, ThrottlingError
+from runbook_lib.errors import InvalidArguments, ParameterProblem, SnapshotError, ThrottlingError
 
 __all__ = [
     "COLUMNS",
@@ -137,14 +137,14 @@ def snapshot_bucket(
 
 
 def _check_arguments(workers: int, page_size: int) -> None:
-    """Raise ParameterError listing every out-of-range tunable."""
+    """Raise InvalidArguments listing every out-of-range tunable (they come from code, never from the user)."""
     problems = []
     if not isinstance(workers, int) or workers < 1:
         problems.append(ParameterProblem("workers", workers, "a whole number of threads, 1 or more"))
     if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
         problems.append(ParameterProblem("page_size", page_size, f"a whole number from 1 to {MAX_PAGE_SIZE}"))
     if problems:
-        raise ParameterError(problems, source="snapshot_bucket")
+        raise InvalidArguments(problems, "snapshot_bucket")
 
 
 # ----------------------------------------------------------------------------- listing
@@ -160,9 +160,11 @@ def _pages(s3: Any, bucket: str, prefix: str, page_size: int) -> Iterator[dict[s
                 Bucket=bucket, Prefix=prefix, MaxKeys=page_size, **markers,
             )
         except ClientError as error:
-            raise RunbookError(
+            raise SnapshotError(
                 f"cannot list the object versions of bucket {bucket!r}: {error_code(error)} ({error}). Check that "
-                "the bucket exists in this profile's account and that the profile may s3:ListBucketVersions on it."
+                "the bucket exists in this profile's account and that the profile may s3:ListBucketVersions on it.",
+                bucket,
+                error_code(error),
             ) from error
         yield page
         if not page.get("IsTruncated"):

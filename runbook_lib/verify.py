@@ -52,11 +52,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from runbook_lib import aws_facts
-from runbook_lib.errors import ParameterError, ParameterProblem, ReportError
+from runbook_lib import aws_facts, columnar
+from runbook_lib.errors import InvalidArguments, ParameterProblem, ReportError
 from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
 
 __all__ = [
@@ -148,8 +146,6 @@ REPLICATION_STATUS_FILTERS = frozenset(aws_facts.REPLICATION_STATUS_FILTERS)
 _UNKNOWN = "UNKNOWN"
 _KEYS = ["key", "version_id"]
 _OUTCOMES = ("task_status", "http_status", "error_code", "result_message")
-_GROUPS = 64
-_STRING = pd.StringDtype("pyarrow")
 # Values shown next to each other in `details`, per side.
 _SHOWN = (
     "is_delete_marker",
@@ -175,8 +171,8 @@ class Comparison:
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
         if name not in CATEGORIES:
-            raise ParameterError(
-                [ParameterProblem("name", name, "one of " + ", ".join(CATEGORIES))], source="Comparison.category"
+            raise InvalidArguments(
+                [ParameterProblem("name", name, "one of " + ", ".join(CATEGORIES))], "Comparison.category"
             )
         return self.details[self.details["category"] == name].reset_index(drop=True)
 
@@ -207,17 +203,17 @@ def compare(
     statuses only. `findings` are job-level disagreements found elsewhere (each fails the verdict).
     """
     scope = _scope(scope, expected_statuses)
-    _release_arrow_memory()
+    columnar.release_arrow_memory()
     for side, snapshot in (("vault", vault), ("recovery", recovery)):
         _check_columns(snapshot, side)
     reasons, reason_names = _scope_reasons(scope, vault)
     # Align first: hashing the keys is the memory-hungriest step, so it runs before anything else is held.
     rows = _align(vault, recovery, manifest, report)
-    _release_arrow_memory()
+    columnar.release_arrow_memory()
     sides = {"vault": _prepare(vault), "recovery": _prepare(recovery)}
-    values = {side: _take(frame, rows[f"_{side}_row"].to_numpy()) for side, frame in sides.items()}
+    values = {side: columnar.take(frame, rows[f"{side}_row"].to_numpy()) for side, frame in sides.items()}
     del sides  # the aligned copies replace them; keep the peak low
-    vault_rows = rows["_vault_row"].to_numpy()
+    vault_rows = rows["vault_row"].to_numpy()
     aligned_reasons = np.where(vault_rows >= 0, reasons[np.maximum(vault_rows, 0)], -1)
     checks = _checks(rows, values, scope, aligned_reasons, reason_names, manifest is not None, report is not None)
     details = _details(rows, values, checks, report is not None, aligned_reasons, reason_names)
@@ -264,10 +260,10 @@ def _scope_reasons(scope: JobScope, vault: pd.DataFrame) -> tuple[np.ndarray, li
 
 
 def _check_statuses(expected_statuses: Iterable[str]) -> frozenset[str]:
-    """Return the status filter as a set, or raise ParameterError naming the allowed values."""
+    """Return the status filter as a set, or raise InvalidArguments naming the allowed values."""
     statuses = frozenset(str(s) for s in expected_statuses)
     if not statuses or not statuses <= REPLICATION_STATUS_FILTERS:
-        raise ParameterError(
+        raise InvalidArguments(
             [
                 ParameterProblem(
                     "expected_statuses",
@@ -275,7 +271,7 @@ def _check_statuses(expected_statuses: Iterable[str]) -> frozenset[str]:
                     "a non-empty subset of " + ", ".join(sorted(REPLICATION_STATUS_FILTERS)),
                 )
             ],
-            source="compare",
+            "compare",
         )
     return statuses
 
@@ -299,7 +295,7 @@ def _prepare(snapshot: pd.DataFrame) -> pd.DataFrame:
         {
             "is_delete_marker": snapshot["is_delete_marker"].fillna(False).to_numpy(dtype=bool),
             "size": pd.array(snapshot["size"], dtype="Int64"),
-            "etag": _text(snapshot["etag"]).array,
+            "etag": columnar.text(snapshot["etag"]).array,
             "storage_class": _category(snapshot["storage_class"], fill="STANDARD"),
             "replication_status": _category(snapshot["replication_status"], fill="NONE"),
             "object_lock_mode": mode,
@@ -315,7 +311,7 @@ def _prepare(snapshot: pd.DataFrame) -> pd.DataFrame:
 def _category(column: pd.Series, fill: str | None = None) -> pd.Categorical:
     """Return a low-cardinality text column as an upper-case categorical, missing values as `fill`."""
     if not isinstance(column.dtype, pd.CategoricalDtype):
-        column = _text(column).astype("category")
+        column = columnar.text(column).astype("category")
     # Work on the few categories, not the million values: S3 Inventory writes "Governance"/"On",
     # the API "GOVERNANCE"/"ON".
     inverse, upper = pd.factorize(pd.Index(column.cat.categories.astype(str)).str.upper())
@@ -329,11 +325,6 @@ def _category(column: pd.Series, fill: str | None = None) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=categories)
 
 
-def _text(column: pd.Series) -> pd.Series:
-    """Return the column as string[pyarrow] (a no-op when it already is)."""
-    return column if column.dtype == _STRING else column.astype(_STRING)
-
-
 def _retain_until(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Return retain-until dates truncated to the second (UTC), and where they read "unknown"."""
     # AWS returns this date with or without milliseconds, so only whole seconds are compared.
@@ -341,7 +332,7 @@ def _retain_until(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
         dates = pd.to_datetime(column, utc=True)
         unknown = np.zeros(len(column), dtype=bool)
     else:
-        text = _text(column)
+        text = columnar.text(column)
         unknown = (text.str.upper() == _UNKNOWN).fillna(False).to_numpy(bool)
         try:
             dates = pd.to_datetime(text.mask(unknown), utc=True, format="ISO8601")
@@ -363,200 +354,29 @@ def _align(
     """
     inputs = {"vault": vault, "recovery": recovery, "manifest": manifest, "report": report}
     present = {name: frame for name, frame in inputs.items() if frame is not None}
-    keys = pd.concat([_text(frame["key"]) for frame in present.values()], ignore_index=True)
-    versions = pd.concat([_text(frame["version_id"]) for frame in present.values()], ignore_index=True)
-    pair_codes, count = _pair_codes(keys, versions)
-    rows = _row_positions(present, pair_codes, count)
-    del pair_codes
-    _release_arrow_memory()
-    # Where each version was first seen, as a position in the concatenated inputs.
-    # The running total has one entry more than there are inputs (the grand total), which zip drops.
-    offsets = dict(zip(present, np.cumsum([0] + [len(frame) for frame in present.values()]), strict=False))
-    first = np.full(count, -1, dtype=np.int64)
-    for name in reversed([name for name in present if name != "report"]):
-        held = rows[f"_{name}_row"] >= 0
-        first[held] = offsets[name] + rows[f"_{name}_row"][held]
-    universe = first >= 0
-    first = first[universe]
-    aligned = pd.DataFrame({name: column[universe] for name, column in rows.items()}, copy=False)
-    aligned.insert(0, "key", _pick(keys, first, len(vault)))
-    aligned.insert(1, "version_id", _pick(versions, first, len(vault)))
+    try:
+        aligned = columnar.align(present, unique=("vault", "recovery"), lookup_only=("report",))
+    except columnar.DuplicateKeyError as error:
+        raise ReportError(
+            f"the {error.frame} snapshot lists a key and version id twice; take the snapshot again"
+        ) from None
     for name in ("manifest", "report"):
-        if f"_{name}_row" not in aligned:
-            aligned[f"_{name}_row"] = -1
+        if f"{name}_row" not in aligned:
+            aligned[f"{name}_row"] = -1
     if report is not None:
         _add_outcomes(aligned, report)
     return aligned
 
 
-def _pair_codes(keys: pd.Series, versions: pd.Series) -> tuple[np.ndarray, int]:
-    """Return a code per (key, version id), numbered in order of first appearance, and their count."""
-    # Hashing each column once and then pairs of integer codes is far cheaper than a string merge.
-    key_codes, _ = _factorize_text(keys)
-    version_codes, version_count = _factorize_text(versions)
-    # Built in place: these arrays are as long as all inputs together.
-    pairs = key_codes
-    pairs *= version_count
-    pairs += version_codes
-    del key_codes, version_codes
-    codes, uniques = pd.factorize(pairs)
-    return codes, len(uniques)
-
-
-def _row_positions(
-    present: dict[str, pd.DataFrame], pair_codes: np.ndarray, count: int
-) -> dict[str, np.ndarray]:
-    """Return, per input, the row holding each (key, version id) code, or -1."""
-    rows: dict[str, np.ndarray] = {}
-    start = 0
-    for name, frame in present.items():
-        codes = pair_codes[start : start + len(frame)]
-        start += len(frame)
-        position = np.full(count, -1, dtype=np.int64)
-        if name in ("vault", "recovery"):
-            if (np.bincount(codes, minlength=count) > 1).any():
-                raise ReportError(f"the {name} snapshot lists a key and version id twice; take the snapshot again")
-            position[codes] = np.arange(len(frame))
-        else:
-            # Reports of several jobs may be concatenated oldest first: the last word on a version counts.
-            np.maximum.at(position, codes, np.arange(len(frame), dtype=np.int64))
-        rows[f"_{name}_row"] = position
-    return rows
-
-
-def _factorize_text(text: pd.Series) -> tuple[np.ndarray, int]:
-    """Return an int64 code per value (equal exactly when the values are, missing included) and the count."""
-    column = pa.array(text.array)
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    # Arrow's hash table takes a few hundred bytes per distinct value, so a million distinct
-    # version ids would briefly cost hundreds of megabytes. Values are split into groups by a
-    # cheap digest of their bytes and each group is encoded on its own: equal values always
-    # land in the same group.
-    starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
-    groups = []
-    for chunk in chunks:
-        group = _digest(chunk)
-        order = np.argsort(group, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=_GROUPS + 1))])
-        groups.append((order, bounds))
-    codes = np.empty(starts[-1], dtype=np.int64)
-    count = 0
-    for number in range(_GROUPS + 1):
-        rows = [
-            start + order[bounds[number] : bounds[number + 1]]
-            for start, (order, bounds) in zip(starts[:-1], groups, strict=True)
-            if bounds[number + 1] > bounds[number]
-        ]
-        if not rows:
-            continue
-        pieces = [
-            chunk.take(pa.array(order[bounds[number] : bounds[number + 1]]))
-            for chunk, (order, bounds) in zip(chunks, groups, strict=True)
-            if bounds[number + 1] > bounds[number]
-        ]
-        # One encoding over the group's pieces from every chunk shares one dictionary.
-        encoded = pc.dictionary_encode(pa.chunked_array(pieces, type=column.type), null_encoding="encode")
-        indices = np.concatenate([piece.indices.to_numpy(zero_copy_only=False) for piece in encoded.chunks])
-        codes[np.concatenate(rows)] = indices + count
-        count += len(encoded.chunks[-1].dictionary)
-    _release_arrow_memory()
-    return codes, count
-
-
-def _digest(chunk: pa.Array) -> np.ndarray:
-    """Return a group number per value, from its length and byte sum; missing values get _GROUPS."""
-    offsets_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-    _, offsets_buffer, data_buffer = chunk.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offsets_type)[chunk.offset : chunk.offset + len(chunk) + 1]
-    offsets = offsets.astype(np.int64)
-    lengths = np.diff(offsets)
-    sums = np.zeros(len(chunk), dtype=np.int64)
-    filled = np.flatnonzero(lengths > 0)
-    if filled.size:
-        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-        # Empty values between two filled ones add no bytes, so each sum covers exactly one value.
-        sums[filled] = np.add.reduceat(data, offsets[filled] - offsets[0], dtype=np.int64)
-    group = ((sums * 40503 + lengths) % _GROUPS).astype(np.int16)
-    if chunk.null_count:
-        group[chunk.is_null().to_numpy(zero_copy_only=False)] = _GROUPS
-    return group
-
-
-def _release_arrow_memory() -> None:
-    """Hand memory arrow has freed back to the system, so numpy's next arrays do not stack on it."""
-    # Arrow's allocator keeps freed pages for reuse by arrow only; after a hashing step that
-    # briefly needed hundreds of megabytes, that would raise the peak of everything after it.
-    pa.default_memory_pool().release_unused()
-
-
 def _add_outcomes(aligned: pd.DataFrame, report: pd.DataFrame) -> None:
     """Add each version's task status and HTTP status, and for failed tasks the error code and message."""
-    rows = aligned["_report_row"].to_numpy()
+    rows = aligned["report_row"].to_numpy()
     for name in ("task_status", "http_status"):
-        aligned[f"_{name}"] = _take_values(report[name].array, rows)
+        aligned[f"_{name}"] = columnar.take_values(report[name].array, rows)
     # Success messages say nothing; carrying a million of them would only cost memory.
     failed_rows = np.where((aligned["_task_status"] == "failed").to_numpy(dtype=bool, na_value=False), rows, -1)
     for name in ("error_code", "result_message"):
-        aligned[f"_{name}"] = _take_values(_text(report[name]).array, failed_rows)
-
-
-def _pick(column: pd.Series, positions: np.ndarray, leading: int) -> pd.api.extensions.ExtensionArray:
-    """Return column values at `positions`, sharing memory when the first `leading` are 0, 1, 2, ..."""
-    if (positions[:leading] == np.arange(leading)).all():
-        rest = pd.Series(_take_values(column.array, positions[leading:]))
-        return pd.concat([column.iloc[:leading], rest], ignore_index=True).array
-    return _take_values(column.array, positions)
-
-
-def _take_values(values: Any, positions: np.ndarray) -> Any:
-    """Return values[positions], missing where a position is -1, without joining arrow chunks first."""
-    if not isinstance(values, pd.arrays.ArrowExtensionArray | pd.arrays.ArrowStringArray):
-        return values.take(positions, allow_fill=True)
-    arrow = pa.array(values)
-    chunks = arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
-    if len(chunks) <= 1:
-        return values.take(positions, allow_fill=True)
-    # Arrow's take on a chunked column first copies every chunk into one; taking chunk by chunk
-    # only ever copies what is taken.
-    starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
-    owner = np.where(positions < 0, -1, np.searchsorted(starts, positions, side="right") - 1)
-    order = np.argsort(owner, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(owner + 1, minlength=len(chunks) + 1))])
-    pieces = [pa.nulls(bounds[1], chunks[0].type)]
-    for number, chunk in enumerate(chunks):
-        local = positions[order[bounds[number + 1] : bounds[number + 2]]] - starts[number]
-        pieces.append(chunk.take(pa.array(local)))
-    if not len(order) or (order[1:] > order[:-1]).all():
-        # Already in the wanted order (the usual case: both listings are sorted by key).
-        return type(values)(pa.chunked_array(pieces, type=chunks[0].type))
-    back = np.empty_like(order)
-    back[order] = np.arange(len(order))
-    return type(values)(pa.concat_arrays(pieces).take(pa.array(back)))
-
-
-def _take(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
-    """Return the frame's rows at `positions`, with missing values where the position is -1."""
-    absent = positions < 0
-    # The vault comes first in the alignment, so its rows usually stay in place: reuse them.
-    in_place = len(frame) <= len(positions) and bool(
-        (positions[: len(frame)] == np.arange(len(frame))).all() and absent[len(frame) :].all()
-    )
-    taken: dict[str, Any] = {}
-    for name in frame.columns:
-        column = frame[name]
-        if column.dtype == np.bool_:
-            values = column.to_numpy()
-            if in_place:
-                picked = np.concatenate([values, absent[len(frame) :]])
-            else:
-                picked = values[np.where(absent, 0, positions)]
-            taken[name] = pd.arrays.BooleanArray(picked, absent.copy())
-        elif in_place:
-            tail = column.array.take(np.full(len(positions) - len(frame), -1), allow_fill=True)
-            taken[name] = pd.concat([column, pd.Series(tail)], ignore_index=True).array
-        else:
-            taken[name] = _take_values(column.array, positions)
-    return pd.DataFrame(taken, copy=False)
+        aligned[f"_{name}"] = columnar.take_values(columnar.text(report[name]).array, failed_rows)
 
 
 def _flag(column: pd.Series) -> np.ndarray:
@@ -578,12 +398,12 @@ def _checks(
 ) -> dict[str, np.ndarray]:
     """Return every check as a boolean array aligned with `rows`."""
     vault, recovery = values["vault"], values["recovery"]
-    in_vault = rows["_vault_row"].to_numpy() >= 0
-    in_recovery = rows["_recovery_row"].to_numpy() >= 0
+    in_vault = rows["vault_row"].to_numpy() >= 0
+    in_recovery = rows["recovery_row"].to_numpy() >= 0
     both = in_vault & in_recovery
     none = np.zeros(len(rows), dtype=bool)
-    in_manifest = rows["_manifest_row"].to_numpy() >= 0 if has_manifest else none
-    in_report = rows["_report_row"].to_numpy() >= 0 if has_report else none
+    in_manifest = rows["manifest_row"].to_numpy() >= 0 if has_manifest else none
+    in_report = rows["report_row"].to_numpy() >= 0 if has_report else none
     in_scope = in_vault & (reasons == 0)
     # Outside the scope for its status alone: the one reason a failed task can explain.
     only_status = in_vault & np.isin(reasons, [i for i, n in enumerate(reason_names) if n.startswith(_BY_STATUS)])

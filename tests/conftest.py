@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+# The embedded backend's fixtures (drill, aws_env, make_ctx) are a plugin: a test asks for them by
+# argument name, and imports from runbook_fixtures only the helpers and types it uses itself.
+pytest_plugins = ["runbook_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -1,8 +1,8 @@
 """Fixtures shared by the runbook library's tests: one embedded backend and seeded vault per module.
 
-Import the fixtures a test module needs by name (pytest picks them up from the module):
-
-    from runbook_fixtures import drill, aws_env, make_ctx  # noqa: F401
+tests/conftest.py registers this module as a pytest plugin, so every test can ask for `drill`,
+`aws_env` or `make_ctx` by argument name; a module imports from here only the helpers and types
+it uses itself (`Drill`, `CtxFactory`, `watch_calls`, ...).
 
 How the moto state is shared, and kept apart:
 

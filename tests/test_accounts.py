@@ -26,7 +26,7 @@ from runbook_lib.embedded.server import (
     EmbeddedBackend,
     start_backend,
 )
-from runbook_lib.errors import AccountMismatchError, RunbookError
+from runbook_lib.errors import AccountMismatchError, ProfileNotFoundError
 from runbook_lib.params import load_params, parse_params
 
 DRILL_PARAMETERS = Path(__file__).resolve().parent.parent / "parameters" / "drill.yaml"
@@ -112,15 +112,16 @@ def test_the_same_account_twice_is_refused(drill_env: EmbeddedBackend) -> None:
 
 
 def test_an_unknown_profile_is_named(drill_env: EmbeddedBackend) -> None:
-    with pytest.raises(RunbookError) as raised:
+    with pytest.raises(ProfileNotFoundError) as raised:
         session_for("no-such-profile")
-    assert "'no-such-profile'" in str(raised.value)
+    assert raised.value.profile == "no-such-profile"
     assert "AWS_CONFIG_FILE" in str(raised.value)
 
 
 def test_open_sessions_names_an_unknown_recovery_profile(drill_env: EmbeddedBackend) -> None:
-    with pytest.raises(RunbookError, match="'drill-recovery-typo'"):
+    with pytest.raises(ProfileNotFoundError) as raised:
         open_sessions(parse_params(drill_data(profile="drill-recovery-typo")))
+    assert raised.value.profile == "drill-recovery-typo"
 
 
 # ----------------------------------------------------------------------- S3 Control host

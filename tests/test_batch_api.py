@@ -23,7 +23,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from runbook_fixtures import Drill, aws_env, drill
+from runbook_fixtures import Drill
 
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded.batch_models import TaskFunctions

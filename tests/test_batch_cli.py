@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from moto.s3.models import s3_backends
-from runbook_fixtures import Drill, drill
+from runbook_fixtures import Drill
 
 from runbook_lib.embedded.batch_models import TaskFunctions
 from runbook_lib.embedded.replication import TaskResult

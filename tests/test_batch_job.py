@@ -17,7 +17,7 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.stub import Stubber
-from runbook_fixtures import DRILL_PARAMS, CtxFactory, Drill, aws_env, drill, make_ctx
+from runbook_fixtures import DRILL_PARAMS, CtxFactory, Drill
 
 from runbook_lib import batch_job
 from runbook_lib.accounts import AccountSessions, Identity

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from moto.s3.models import s3_backends
-from runbook_fixtures import Drill, aws_env, drill
+from runbook_fixtures import Drill
 
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded.batch_models import JobStore, TaskFunctions

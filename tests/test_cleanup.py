@@ -15,18 +15,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from runbook_fixtures import (
-    DRILL_PARAMS,
-    PROVISION_ORDER,
-    Drill,
-    aws_env,
-    count_versions,
-    drill,
-    watch_calls,
-    write_calls,
-)
+from runbook_fixtures import DRILL_PARAMS, PROVISION_ORDER, Drill, count_versions, watch_calls, write_calls
 
-from runbook_lib import cleanup, notifications, policies, provision
+from runbook_lib import cleanup, policies
 from runbook_lib.cleanup import CleanupAction
 from runbook_lib.context import open_run
 

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from runbook_fixtures import CtxFactory, Drill, aws_env, drill, make_ctx, watch_calls, write_calls
+from runbook_fixtures import CtxFactory, Drill, watch_calls, write_calls
 
 from runbook_lib import cleanup, policies, provision
 from runbook_lib.cleanup import CleanupAction

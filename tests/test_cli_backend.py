@@ -55,7 +55,7 @@ def runbook_backend(folder: Path, seed: int | None = None) -> Iterator[RunningCo
     config_file, truth_file = folder / "aws-config", folder / "truth.json"
     command = [str(BIN / "runbook"), "backend", "--port", "0", "--config-file", str(config_file)]
     if seed:
-        command += ["--seed", str(seed), "--truth-file", str(truth_file)]
+        command += ["--objects", str(seed), "--truth-file", str(truth_file)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment

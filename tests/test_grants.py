@@ -10,7 +10,6 @@ the task fails with the code AWS documents for it, and nothing reaches the recov
 from __future__ import annotations
 
 import copy
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass

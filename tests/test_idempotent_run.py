@@ -279,9 +279,12 @@ def test_bad_input_stops_in_preflight_before_changing_anything(
     before, jobs_before = vault.state(), vault.job_ids()
     with pytest.raises(PhaseError) as stopped:
         vault.run(params_file, tmp_path / "run", THROUGH_VERIFY)
-    assert stopped.value.phase == PREFLIGHT
-    for text in expected:
-        assert text in str(stopped.value)
+    error_name, *texts = expected
+    assert (stopped.value.phase, stopped.value.error_name) == (PREFLIGHT, error_name)
+    for text in texts:
+        assert text in stopped.value.error_value
+    assert stopped.value.notebook_path and Path(stopped.value.notebook_path).is_file()
+    assert stopped.value.cell_index is not None and stopped.value.exec_count is not None
     assert vault.state() == before
     assert vault.job_ids() == jobs_before
 
@@ -326,9 +329,9 @@ def test_an_unconfirmed_job_waits_without_replicating_until_confirmed(vault: Vau
     recovery_bucket = DRILL["recovery"]["bucket"]
     with pytest.raises(PhaseError) as stopped:
         vault.run(params_file, run_dir, THROUGH_JOB, confirm_job=False)
-    assert stopped.value.phase == JOB_PHASE
-    assert "ConfirmationRequired" in str(stopped.value)
-    assert "confirm_job=True" in str(stopped.value) and "--confirm-job" in str(stopped.value)
+    assert (stopped.value.phase, stopped.value.error_name) == (JOB_PHASE, "ConfirmationRequired")
+    assert stopped.value.awaits_confirmation
+    assert "confirm_job=True" in stopped.value.error_value and "--confirm-job" in stopped.value.error_value
     job_id = read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"]
     assert vault.job_status(job_id) == "Suspended"
     assert vault.versions_in(recovery_bucket, "recovery") == 0

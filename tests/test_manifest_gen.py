@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 import pandas as pd
 import pytest
 from moto.s3.models import FakeDeleteMarker, s3_backends
-from runbook_fixtures import Drill, aws_env, drill
+from runbook_fixtures import Drill
 
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded.batch_models import TaskFunctions

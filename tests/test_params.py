@@ -11,6 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
+from runbook_lib.embedded import seed, server
 from runbook_lib.errors import ParameterError, ParameterProblem
 from runbook_lib.params import MISSING, RunbookParams, load_params, parse_params
 
@@ -351,6 +352,13 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "verification.head_workers: got 500; expected a whole number from 1 to 128" in message
 
 
+def test_rule_between_fields_reads_the_same_whether_or_not_another_field_is_invalid() -> None:
+    alone = problems_of(mutated(report_bucket="vault-golden-copies"))
+    with_another = problems_of(mutated(report_bucket="vault-golden-copies", job__priority=-5))
+    assert len(alone) == 1
+    assert with_another == [ParameterProblem("job.priority", -5, "a whole number from 0 to 2147483647"), *alone]
+
+
 def test_rule_between_fields_is_skipped_when_one_of_them_is_invalid() -> None:
     # the ARN's account cannot be compared with an account id that is itself wrong
     problems = problems_of(mutated(vault__account_id="12345"))
@@ -523,16 +531,12 @@ def test_shipped_parameter_sets_load(name: str) -> None:
 
 
 def test_drill_parameters_match_the_embedded_backend() -> None:
+    # Compared with what the backend serves and seeds, not with a copy of the file's own values.
     params = load_params(PARAMETERS / "drill.yaml")
-    assert (params.run_id, params.region) == ("drill", "us-east-1")
-    assert (params.vault.profile, params.recovery.profile) == ("drill-vault", "drill-recovery")
-    assert (params.vault.account_id, params.recovery.account_id) == ("111111111111", "222222222222")
-    assert params.vault.kms_key_arn == KEY_ARN
-    assert (params.vault.bucket, params.recovery.bucket, params.report_bucket) == (
-        "vault-golden-copies",
-        "recovery-golden-copies",
-        "vault-batch-reports",
-    )
+    assert params.region == server.REGION
+    assert (params.vault.profile, params.recovery.profile) == (server.VAULT_PROFILE, server.RECOVERY_PROFILE)
+    assert (params.vault.account_id, params.recovery.account_id) == (server.VAULT_ACCOUNT, server.RECOVERY_ACCOUNT)
+    assert (params.vault.bucket, params.vault.kms_key_arn) == (seed.VAULT_BUCKET, seed.VAULT_KEY_ARN)
     assert params.job.replication_statuses == ["REPLICA"]
     assert params.job.confirmation_required is True
     assert params.job.poll_seconds == 1

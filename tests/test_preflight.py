@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runbook_fixtures import CtxFactory, Drill, aws_env, drill, make_ctx
+from runbook_fixtures import CtxFactory, Drill
 
 from runbook_lib import preflight
 from runbook_lib.context import RunContext, open_run

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
-from runbook_fixtures import CtxFactory, Drill, aws_env, drill, make_ctx, watch_calls, write_calls
+from runbook_fixtures import CtxFactory, Drill, watch_calls, write_calls
 
 from runbook_lib import guide, notifications, policies, provision
 from runbook_lib.context import RunContext

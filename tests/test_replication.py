@@ -9,7 +9,6 @@ reports, that nothing reached the recovery bucket, and what became of the source
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

@@ -6,7 +6,6 @@ a thread of the test process would not show what a second `runbook run` or a sec
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

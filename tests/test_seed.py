@@ -186,7 +186,7 @@ def test_runbook_backend_reports_hopeless_throttling_as_bad_input_not_a_tracebac
     backend: EmbeddedBackend, tmp_path: Path, no_waiting: list[float], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _reset(backend)
-    status = cli.main(["backend", "--port", "0", "--seed", "100", "--throttle", "1.0",
+    status = cli.main(["backend", "--port", "0", "--objects", "100", "--throttle", "1.0",
                        "--config-file", str(tmp_path / "aws-config")])
     error = capsys.readouterr().err
     assert status == 2

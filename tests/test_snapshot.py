@@ -34,7 +34,7 @@ from runbook_lib.embedded.server import (
     Faults,
     start_backend,
 )
-from runbook_lib.errors import ParameterError, RunbookError, ThrottlingError
+from runbook_lib.errors import InvalidArguments, SnapshotError, ThrottlingError
 from runbook_lib.snapshot import (
     COLUMNS,
     HEAD_ERROR,
@@ -600,8 +600,10 @@ def test_a_heavily_throttled_backend_gives_the_true_snapshot_or_a_throttling_err
 
 
 def test_a_bucket_that_cannot_be_listed_is_an_error_that_says_what_to_check(s3: Any) -> None:
-    with pytest.raises(RunbookError, match=r"no-such-vault-bucket.*ListBucketVersions"):
+    with pytest.raises(SnapshotError) as raised:
         snapshot_bucket(s3, "no-such-vault-bucket")
+    assert (raised.value.bucket, raised.value.code) == ("no-such-vault-bucket", "NoSuchBucket")
+    assert "ListBucketVersions" in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -613,7 +615,7 @@ def test_a_bucket_that_cannot_be_listed_is_an_error_that_says_what_to_check(s3: 
         ({"workers": -1, "page_size": 5000}, ["workers", "page_size"]),
     ],
 )
-def test_out_of_range_settings_are_parameter_errors(s3: Any, arguments: dict[str, int], fields: list[str]) -> None:
-    with pytest.raises(ParameterError) as raised:
+def test_out_of_range_settings_are_programmer_mistakes(s3: Any, arguments: dict[str, int], fields: list[str]) -> None:
+    with pytest.raises(InvalidArguments) as raised:
         snapshot_bucket(s3, VAULT_BUCKET, **arguments)  # type: ignore[arg-type]
     assert [problem.field for problem in raised.value.problems] == fields

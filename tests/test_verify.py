@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from runbook_lib.errors import ParameterError, ReportError
+from runbook_lib.errors import InvalidArguments, ReportError
 from runbook_lib.scope import JobScope
 from runbook_lib.verify import (
     CATEGORIES,
@@ -502,14 +502,19 @@ def test_category_lookup_names_the_allowed_categories() -> None:
     result = run([], [])
 
     assert len(result.category(RECOVERED_IDENTICAL)) == 1
-    with pytest.raises(ParameterError, match="missing_in_recovery"):
+    with pytest.raises(InvalidArguments) as raised:
         result.category("lost")
+    assert isinstance(raised.value, ValueError)
+    [problem] = raised.value.problems
+    assert (problem.field, problem.value) == ("name", "lost")
+    assert all(name in problem.expected for name in CATEGORIES)
 
 
 @pytest.mark.parametrize("statuses", [set(), {"COMPLETE"}, {"replica"}])
 def test_status_filter_must_use_s3_values(statuses: set[str]) -> None:
-    with pytest.raises(ParameterError, match="expected_statuses"):
+    with pytest.raises(InvalidArguments) as raised:
         compare(snapshot([]), snapshot([]), expected_statuses=statuses)
+    assert [problem.field for problem in raised.value.problems] == ["expected_statuses"]
 
 
 def test_duplicate_versions_in_a_snapshot_are_refused() -> None:

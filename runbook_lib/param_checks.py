@@ -1,0 +1,371 @@
+"""Checks of one parameter value at a time, and the annotated types that attach them to the model.
+
+Each check returns the value (normalised where AWS would normalise it) or raises pydantic's
+"parameter" error whose text completes the sentence "expected ...": `param_problems` turns it into
+a `ParameterProblem` naming the field and the value. A check never looks at another parameter; the
+rules between parameters live with the model in `params`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Literal, NoReturn, TypeVar
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BeforeValidator, SecretStr
+from pydantic_core import PydanticCustomError
+
+from runbook_lib import aws_facts
+from runbook_lib.aws_facts import RUN_ID_TAG, partition_of
+
+__all__ = [
+    "MAX_TAGS",
+    "AccountId",
+    "AwareDatetime",
+    "BucketName",
+    "EmailAddress",
+    "Flag",
+    "KeyConstraint",
+    "KmsKeyAlias",
+    "KmsKeyArn",
+    "ObjectLockToken",
+    "OptionalRegion",
+    "PolicyName",
+    "PollSeconds",
+    "Prefix",
+    "ProfileName",
+    "Region",
+    "ReplicationStatus",
+    "ReplicationStatuses",
+    "RoleName",
+    "RuleName",
+    "RunId",
+    "StorageClass",
+    "StorageClassName",
+    "Tags",
+    "TopicName",
+    "whole_number",
+]
+
+_T = TypeVar("_T")
+
+ReplicationStatus = Literal["NONE", "FAILED", "COMPLETED", "REPLICA"]
+StorageClass = Literal[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+]
+
+# User tags per resource; the run adds RUN_ID_TAG itself, and AWS allows at most 50 in all.
+MAX_TAGS = 40
+
+_REGION = re.compile(r"(?:[a-z]{2}|us-gov)-[a-z]+-[0-9]{1,2}")
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+_KEY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}")
+_BUCKET_CHARACTERS = re.compile(r"[a-z0-9.-]*")
+_IP_ADDRESS = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+_KMS_ALIAS = re.compile(r"alias/[A-Za-z0-9/_-]{1,250}")
+_TAG_CHARACTERS = re.compile(r"[\w\s.:/=+@-]*")
+_RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def _reject(expected: str, **context: object) -> NoReturn:
+    """Never returns: raises the error that `param_problems` turns into a ParameterProblem."""
+    raise PydanticCustomError("parameter", "{expected}", {"expected": expected, **context})
+
+
+def _text(value: object, expected: str) -> str:
+    """Return the value when it is a string; a number or a list is rejected with `expected`."""
+    if not isinstance(value, str):
+        _reject(expected)
+    return value
+
+
+def _matching(pattern: str, expected: str) -> Callable[[object], str]:
+    """Return a check accepting only strings that match `pattern` in full."""
+    compiled = re.compile(pattern)
+
+    def check(value: object) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            _reject(expected)
+        return value
+
+    return check
+
+
+def _optional(check: Callable[[object], _T]) -> Callable[[object], _T | None]:
+    """Return a check that lets null through, so YAML's `null` keeps the default meaning."""
+
+    def check_unless_null(value: object) -> _T | None:
+        return None if value is None else check(value)
+
+    return check_unless_null
+
+
+def whole_number(low: int, high: int, expected: str) -> BeforeValidator:
+    """Return a validator for an int in [low, high]; YAML's true/false are not numbers here."""
+
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            _reject(expected)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _flag(value: object) -> bool:
+    """Return the value when it is true or false; strings like "no" are refused, not guessed."""
+    if not isinstance(value, bool):
+        _reject("true or false")
+    return value
+
+
+def _poll_seconds(value: object) -> float:
+    """Return the polling interval in seconds: a number in (0, 300]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 300:
+        _reject("a number of seconds greater than 0 and at most 300")
+    return float(value)
+
+
+def _account_id(value: object) -> str:
+    """Return the account id as a 12-digit string; a bare YAML number must already have 12 digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value >= 0 and len(str(value)) == 12:
+            return str(value)
+        _reject(
+            'an account id of exactly 12 digits written in quotes, such as "012345678901": '
+            "YAML reads a bare number and drops its leading zeros"
+        )
+    if not isinstance(value, str) or not _ACCOUNT_ID.fullmatch(value):
+        _reject("an AWS account id of exactly 12 digits, in quotes")
+    return value
+
+
+def _bucket_rule_failures(name: str) -> list[str]:
+    """Return one phrase per S3 bucket naming rule the name breaks (empty when it is valid)."""
+    # Each phrase completes "an S3 bucket name ...", so several read as one sentence.
+    failures = []
+    if not 3 <= len(name) <= 63:
+        failures.append("of 3 to 63 characters")
+    if not _BUCKET_CHARACTERS.fullmatch(name):
+        failures.append("of only lowercase letters, digits, '.' and '-'")
+    if name and not (name[0].isalnum() and name[-1].isalnum()):
+        failures.append("that begins and ends with a letter or digit")
+    if ".." in name:
+        failures.append("without two adjacent periods")
+    if _IP_ADDRESS.fullmatch(name):
+        failures.append("not formatted as an IP address")
+    failures += [
+        f"not starting with '{prefix}' (reserved by AWS)"
+        for prefix in _RESERVED_BUCKET_PREFIXES
+        if name.startswith(prefix)
+    ]
+    failures += [
+        f"not ending with '{suffix}' (reserved by AWS)"
+        for suffix in _RESERVED_BUCKET_SUFFIXES
+        if name.endswith(suffix)
+    ]
+    return failures
+
+
+def _bucket_name(value: object) -> str:
+    """Return the value when it follows every S3 bucket naming rule."""
+    name = _text(value, "an S3 bucket name (text)")
+    failures = _bucket_rule_failures(name)
+    if failures:
+        _reject("an S3 bucket name " + "; ".join(failures))
+    return name
+
+
+_KEY_ARN_EXAMPLE = "arn:aws:kms:us-east-1:111111111111:key/<key id>"
+
+
+def _kms_key_arn(value: object) -> str:
+    """Return the value when it is the ARN of a KMS key (an alias ARN is refused)."""
+    arn = _text(value, f"a KMS key ARN such as {_KEY_ARN_EXAMPLE}")
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        _reject(f"a KMS key ARN such as {_KEY_ARN_EXAMPLE}")
+    _, partition, service, region, account, resource = parts
+    failures = []
+    if service != "kms":
+        failures.append(f"a KMS key ARN (service kms, not '{service}')")
+    if not _REGION.fullmatch(region):
+        failures.append("a region such as us-east-1 inside the ARN")
+    elif partition != partition_of(region):
+        failures.append(f"the partition '{partition_of(region)}' for region {region}")
+    if not _ACCOUNT_ID.fullmatch(account):
+        failures.append("a 12-digit account id inside the ARN")
+    if resource.startswith("alias/"):
+        failures.append("the ARN of the key itself, not of an alias: it ends in key/<key id>")
+    elif not resource.startswith("key/"):
+        failures.append("a resource part of the form key/<key id>")
+    elif not _KEY_ID.fullmatch(resource.removeprefix("key/")):
+        failures.append("a key id that is a lowercase UUID or mrk- followed by 32 lowercase hex digits")
+    if failures:
+        _reject("; ".join(failures))
+    return arn
+
+
+def _kms_key_alias(value: object) -> str:
+    """Return the value when it is an alias name the run may create for its own key."""
+    alias = _text(value, "a KMS alias name such as alias/recovery-golden-copies")
+    if not _KMS_ALIAS.fullmatch(alias):
+        _reject("'alias/' followed by 1 to 250 letters, digits, '/', '_' or '-'")
+    if alias.startswith("alias/aws/"):
+        _reject("an alias not starting with 'alias/aws/', which AWS keeps for its managed keys")
+    return alias
+
+
+def _email(value: object) -> str:
+    """Return the e-mail address in normalised form; its domain is not looked up."""
+    address = _text(value, "an e-mail address such as recovery-team@example.com")
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        _reject("an e-mail address such as recovery-team@example.com")
+
+
+def _prefix(value: object) -> str:
+    """Return an S3 key prefix of 1 to 512 characters that does not start with '/'."""
+    prefix = _text(value, "a key prefix (text)")
+    if not 1 <= len(prefix) <= 512:
+        _reject("a key prefix of 1 to 512 characters")
+    if prefix.startswith("/"):
+        _reject("a key prefix that does not start with '/'")
+    return prefix
+
+
+def _key_constraint(value: object) -> str:
+    """Return a key-name constraint of the job's manifest filter: 1 to 1024 characters."""
+    text = _text(value, "a piece of key name (text), or null for none")
+    if not 1 <= len(text) <= 1024:
+        _reject("1 to 1024 characters of a key name, or null for none")
+    return text
+
+
+def _replication_statuses(value: object) -> list[str]:
+    """Return the distinct replication statuses the job's manifest filters on."""
+    allowed = ", ".join(aws_facts.REPLICATION_STATUS_FILTERS)
+    if not isinstance(value, list) or not value:
+        _reject(f"a non-empty list of statuses from: {allowed}")
+    unknown = [status for status in value if status not in aws_facts.REPLICATION_STATUS_FILTERS]
+    if unknown:
+        _reject(f"only statuses from: {allowed} (not {', '.join(repr(s) for s in unknown)})")
+    repeated = sorted({status for status in value if value.count(status) > 1})
+    if repeated:
+        _reject(f"each status at most once ({', '.join(repeated)} repeated)")
+    return list(value)
+
+
+def _storage_class(value: object) -> str:
+    """Return the storage class the replicas are written in."""
+    if value not in aws_facts.STORAGE_CLASSES:
+        _reject(f"one of {', '.join(aws_facts.STORAGE_CLASSES)}")
+    return str(value)
+
+
+_DATETIME_EXAMPLE = "2024-05-01T00:00:00Z"
+
+
+def _aware_datetime(value: object) -> datetime:
+    """Return a date and time that carries a timezone, read from YAML or an ISO-8601 string."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            _reject(f"an ISO-8601 date and time with a timezone, such as {_DATETIME_EXAMPLE}")
+    if not isinstance(value, datetime):
+        _reject(f"an ISO-8601 date and time with a timezone, such as {_DATETIME_EXAMPLE}")
+    if value.utcoffset() is None:
+        _reject(f"a date and time with a timezone: add Z for UTC, as in {_DATETIME_EXAMPLE}")
+    return value
+
+
+def _object_lock_token(value: object) -> SecretStr:
+    """Return the Object Lock token wrapped so that printing the parameters never shows it."""
+    if not isinstance(value, str) or not value.strip():
+        _reject("the Object Lock token from AWS Support as text, or null when you have none")
+    return SecretStr(value)
+
+
+# The run tags everything it creates with RUN_ID_TAG, so a user's tag must not claim it.
+def _tag_key(value: object) -> str:
+    """Return a tag key that AWS accepts and the run does not reserve for itself."""
+    key = _text(value, "a tag key (text)")
+    if not 1 <= len(key) <= 128:
+        _reject("a tag key of 1 to 128 characters")
+    if not _TAG_CHARACTERS.fullmatch(key):
+        _reject("a tag key of letters, digits, spaces and _ . : / = + - @")
+    if key.lower().startswith("aws:"):
+        _reject("a tag key not starting with 'aws:', which AWS keeps for itself")
+    if key == RUN_ID_TAG:
+        _reject(f"a tag key other than {RUN_ID_TAG}, which the run adds by itself")
+    return key
+
+
+def _tag_value(value: object) -> str:
+    """Return a tag value that AWS accepts; numbers must be quoted to become text."""
+    text = _text(value, 'a tag value as text (quote numbers, such as "2")')
+    if len(text) > 256:
+        _reject("a tag value of at most 256 characters")
+    if not _TAG_CHARACTERS.fullmatch(text):
+        _reject("a tag value of letters, digits, spaces and _ . : / = + - @")
+    return text
+
+
+def _tag_count(tags: dict[str, str]) -> dict[str, str]:
+    """Return the tags when there are few enough to leave room for the run's own tag."""
+    if len(tags) > MAX_TAGS:
+        _reject(f"at most {MAX_TAGS} tags", shown=f"{len(tags)} tags")
+    return tags
+
+
+_run_id = _matching(
+    r"[a-z][a-z0-9-]{0,39}", "1 to 40 lowercase letters, digits or '-', starting with a letter"
+)
+_region = _matching(_REGION.pattern, "an AWS region name such as us-east-1, eu-west-3 or ap-southeast-2")
+_profile = _matching(r"\S+", "an AWS profile name: not empty, without spaces")
+_role_name = _matching(
+    r"[A-Za-z0-9_+=,.@-]{1,64}", "an IAM role name: 1 to 64 letters, digits or _ + = , . @ -"
+)
+_policy_name = _matching(
+    r"[A-Za-z0-9_+=,.@-]{1,128}", "an IAM policy name: 1 to 128 letters, digits or _ + = , . @ -"
+)
+_topic_name = _matching(r"[A-Za-z0-9_-]{1,256}", "an SNS topic name: 1 to 256 letters, digits, '_' or '-'")
+_rule_name = _matching(
+    r"[A-Za-z0-9._-]{1,64}", "an EventBridge rule name: 1 to 64 letters, digits, '.', '_' or '-'"
+)
+
+RunId = Annotated[str, BeforeValidator(_run_id)]
+Region = Annotated[str, BeforeValidator(_region)]
+OptionalRegion = Annotated[str | None, BeforeValidator(_optional(_region))]
+ProfileName = Annotated[str, BeforeValidator(_profile)]
+AccountId = Annotated[str, BeforeValidator(_account_id)]
+BucketName = Annotated[str, BeforeValidator(_bucket_name)]
+KmsKeyArn = Annotated[str, BeforeValidator(_kms_key_arn)]
+KmsKeyAlias = Annotated[str, BeforeValidator(_kms_key_alias)]
+EmailAddress = Annotated[str, BeforeValidator(_email)]
+RoleName = Annotated[str, BeforeValidator(_role_name)]
+PolicyName = Annotated[str, BeforeValidator(_policy_name)]
+TopicName = Annotated[str, BeforeValidator(_topic_name)]
+RuleName = Annotated[str, BeforeValidator(_rule_name)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Prefix = Annotated[str, BeforeValidator(_prefix)]
+KeyConstraint = Annotated[str | None, BeforeValidator(_optional(_key_constraint))]
+ReplicationStatuses = Annotated[list[ReplicationStatus], BeforeValidator(_replication_statuses)]
+StorageClassName = Annotated[StorageClass, BeforeValidator(_storage_class)]
+AwareDatetime = Annotated[datetime | None, BeforeValidator(_optional(_aware_datetime))]
+PollSeconds = Annotated[float, BeforeValidator(_poll_seconds)]
+ObjectLockToken = Annotated[SecretStr | None, BeforeValidator(_optional(_object_lock_token))]
+TagKey = Annotated[str, BeforeValidator(_tag_key)]
+TagValue = Annotated[str, BeforeValidator(_tag_value)]
+Tags = Annotated[dict[TagKey, TagValue], AfterValidator(_tag_count)]
