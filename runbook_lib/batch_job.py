@@ -20,7 +20,7 @@ from runbook_lib import aws_facts, pins
 from runbook_lib.accounts import error_code
 from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES, UNSUCCESSFUL_END_STATUSES
 from runbook_lib.context import RunContext
-from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunbookError
+from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunStateError
 from runbook_lib.ledger import now
 from runbook_lib.run_state import JobRecord, ProgressPoint, recovery_purpose, retry_purpose
 from runbook_lib.scope import scope_from_params
@@ -253,7 +253,8 @@ def current_job_id(ctx: RunContext) -> str:
     """Return the current recovery job's id, or explain that phase 06 must create it first."""
     latest = ctx.ledger.state.current_recovery_job()
     if latest is None:
-        raise RunbookError("the run has no recovery job yet; run phase 06_batch_replication first")
+        raise RunStateError("the run has no recovery job yet; run phase 06_batch_replication first",
+                            str(ctx.ledger.run_dir))
     return latest.job_id
 
 

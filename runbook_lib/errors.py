@@ -16,6 +16,7 @@
     ├── ReportError                 a manifest or completion report is missing or malformed
     ├── SnapshotError               a bucket's object versions could not be listed
     ├── ScopeError                  a version outside the job's scope was about to be copied
+    ├── NotVerifiedError            verification concluded FAIL: the recovery is not proven complete
     ├── RunStateError               the run folder's state is missing or unreadable
     │   └── RunLockedError          another process is running phases in the same run folder
     └── PhaseError                  a phase notebook failed while running headlessly
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidArguments",
     "JobEndedError",
     "JobError",
+    "NotVerifiedError",
     "ParameterError",
     "ParameterProblem",
     "PhaseError",
@@ -163,6 +165,15 @@ class SnapshotError(RunbookError):
     def __init__(self, message: str, bucket: str, code: str = "") -> None:
         self.bucket = bucket
         self.code = code
+        super().__init__(message)
+
+
+class NotVerifiedError(RunbookError):
+    """Verification concluded that the recovery is not complete; `verdict` and `summary_file` say where to look."""
+
+    def __init__(self, message: str, verdict: str, summary_file: str | None = None) -> None:
+        self.verdict = verdict
+        self.summary_file = summary_file
         super().__init__(message)
 
 

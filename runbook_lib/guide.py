@@ -19,7 +19,7 @@ import pandas as pd
 
 from runbook_lib import batch_job
 from runbook_lib.context import RunContext, open_run
-from runbook_lib.errors import ConfirmationRequired
+from runbook_lib.errors import ConfirmationRequired, NotVerifiedError
 from runbook_lib.ledger import starts_run
 from runbook_lib.preflight import Check, raise_on_failures
 from runbook_lib.provision import Outcome, raise_on_drift
@@ -253,8 +253,6 @@ def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
 
 def show_verdict(verdict: dict[str, Any]) -> None:
     """Show the verdict in large type with its counts and findings, and stop the phase when it is not PASS."""
-    from runbook_lib.errors import RunbookError
-
     marks = {"PASS": "✔ PASS", "FAIL": "✘ FAIL", "INCOMPLETE": "… INCOMPLETE"}
     mark = marks.get(verdict["verdict"], verdict["verdict"])
     print(f"{mark}: {verdict.get('recovered', 0):,} of {verdict.get('expected', 0):,} "
@@ -266,7 +264,8 @@ def show_verdict(verdict: dict[str, Any]) -> None:
     _display(pd.DataFrame([shown]))
     print(f"summary: {verdict.get('summary_file')}")
     if verdict["verdict"] != "PASS":
-        raise RunbookError(
+        raise NotVerifiedError(
             "the recovery is NOT verified complete; the findings above, the mismatch tables and details/*.csv "
-            "in the run folder list every version and every job fact that disagrees"
+            "in the run folder list every version and every job fact that disagrees",
+            verdict["verdict"], verdict.get("summary_file"),
         )

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.errors import RunbookError, RunStateError
+from runbook_lib.errors import RunStateError
 from runbook_lib.run_state import CapturedOriginal, JobRecord, PhaseRecord, PhaseStatus, RunState, load_state
 
 __all__ = ["FIRST_PHASE", "LEDGER_FILE", "Ledger", "now", "open_ledger", "require_ledger", "starts_run"]
@@ -121,7 +121,9 @@ class Ledger:
     def original(self, name: str) -> Any:
         """Return a captured configuration (None when it did not exist before the run)."""
         if name not in self.state.originals:
-            raise RunbookError(f"the ledger in {self.run_dir} holds no captured original {name!r}")
+            raise RunStateError(f"the ledger in {self.run_dir} holds no captured original {name!r}; the phase "
+                                "that changes it captures it first: run that phase, or restore the ledger",
+                                str(self.run_dir))
         return self.state.originals[name].value
 
     # -- resources later phases look up
@@ -135,7 +137,8 @@ class Ledger:
         """Return a recorded identifier, or explain which phase must run first."""
         value: str | None = getattr(self.state.resources, name)
         if value is None:
-            raise RunbookError(f"{name} is not in the run folder's ledger yet; run phase {phase_hint} first")
+            raise RunStateError(f"{name} is not in the run folder's ledger yet; run phase {phase_hint} first",
+                                str(self.run_dir))
         return value
 
     # -- outcomes, phases and jobs
