@@ -103,7 +103,7 @@ def test_damage_after_a_drill_fails_reverification_with_exactly_those_versions(t
 
         with pytest.raises(PhaseError) as stopped:
             run_phases(DRILL_PARAMS, run_dir, ["07_verify"], confirm_job=True, extra_env=backend.environ())
-        assert (stopped.value.phase, stopped.value.error_name) == ("07_verify", "RunbookError")
+        assert (stopped.value.phase, stopped.value.error_name) == ("07_verify", "NotVerifiedError")
         assert "NOT verified" in stopped.value.error_value
         assert stopped.value.notebook_path == str(run_dir.resolve() / "notebooks" / "07_verify.ipynb")
         backend.reset()

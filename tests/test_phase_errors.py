@@ -38,7 +38,7 @@ def test_a_phase_waiting_for_confirmation_is_told_apart_by_its_error_name() -> N
     waiting = PhaseError("06_batch_replication", ConfirmationRequired.__name__, "confirm the job")
     assert waiting.awaits_confirmation
     assert drill._exit_code_for(waiting) == drill.EXIT_WAITING
-    assert drill._exit_code_for(PhaseError("07_verify", "RunbookError", "NOT verified")) == drill.EXIT_FAIL
+    assert drill._exit_code_for(PhaseError("07_verify", "NotVerifiedError", "NOT verified")) == drill.EXIT_FAIL
 
 
 @pytest.mark.parametrize(("from_phase", "to_phase"), [("99", None), (None, "nope"), ("05", "02")])
