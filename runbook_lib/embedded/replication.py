@@ -99,7 +99,7 @@ Choices no AWS source confirms (the reference marks them UNCONFIRMED or is silen
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -335,6 +335,16 @@ def _require(decision: Decision, code: str, *, marks_failed: bool) -> None:
         raise _TaskFailed(code, decision.reason, marks_failed=marks_failed)
 
 
+def _require_each(role: _Role, resource: str, bucket: Any, checks: Sequence[tuple[bool, str, str]]) -> None:
+    """Fail on the first (applies, action, failure code) check that applies and that the role may not do.
+
+    Each of these failures comes after S3 began replicating, so each marks the source FAILED.
+    """
+    for applies, action, code in checks:
+        if applies:
+            _require(_allowed(role, action, resource, bucket), code, marks_failed=True)
+
+
 # --- source reads ---------------------------------------------------------------------------
 
 
@@ -353,24 +363,11 @@ def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[st
     )
     if is_delete_marker(version):
         return
-    if version.lock_mode or version.lock_until:
-        _require(
-            _allowed(role, "s3:GetObjectRetention", object_arn, bucket),
-            "SrcGetRetentionNotPermitted",
-            marks_failed=True,
-        )
-    if version.lock_legal_status:
-        _require(
-            _allowed(role, "s3:GetObjectLegalHold", object_arn, bucket),
-            "SrcGetLegalHoldNotPermitted",
-            marks_failed=True,
-        )
-    if tags:
-        _require(
-            _allowed(role, "s3:GetObjectVersionTagging", object_arn, bucket),
-            "SrcGetTaggingNotPermitted",
-            marks_failed=True,
-        )
+    _require_each(role, object_arn, bucket, [
+        (bool(version.lock_mode or version.lock_until), "s3:GetObjectRetention", "SrcGetRetentionNotPermitted"),
+        (bool(version.lock_legal_status), "s3:GetObjectLegalHold", "SrcGetLegalHoldNotPermitted"),
+        (bool(tags), "s3:GetObjectVersionTagging", "SrcGetTaggingNotPermitted"),
+    ])
     if version.encryption in KMS_ENCRYPTIONS:
         _check_source_key(role, bucket, version)
 
@@ -487,24 +484,12 @@ def _check_destination_writes(
             marks_failed=True,
         )
         return
-    _require(
-        _allowed(role, "s3:ReplicateObject", object_arn, destination),
-        "DstPutObjectNotPermitted",
-        marks_failed=True,
-    )
     translation = rule["Destination"].get("AccessControlTranslation") or {}
-    if translation.get("Owner") == "Destination":
-        _require(
-            _allowed(role, "s3:ObjectOwnerOverrideToBucketOwner", object_arn, destination),
-            "DstPutObjectNotPermitted",
-            marks_failed=True,
-        )
-    if tags:
-        _require(
-            _allowed(role, "s3:ReplicateTags", object_arn, destination),
-            "DstPutTaggingNotPermitted",
-            marks_failed=True,
-        )
+    _require_each(role, object_arn, destination, [
+        (True, "s3:ReplicateObject", "DstPutObjectNotPermitted"),
+        (translation.get("Owner") == "Destination", "s3:ObjectOwnerOverrideToBucketOwner", "DstPutObjectNotPermitted"),
+        (bool(tags), "s3:ReplicateTags", "DstPutTaggingNotPermitted"),
+    ])
 
 
 def _already_replicated(version: Any, destination: Any) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from botocore.model import Shape, StructureShape
+from botocore.model import ListShape, Shape, StructureShape
 from botocore.utils import parse_timestamp
 from werkzeug.wrappers import Request, Response
 
@@ -106,7 +106,7 @@ def _parse(element: ElementTree.Element, shape: Shape, path: str) -> Any:
             if found is not None:
                 parsed[name] = _parse(found, member, f"{path}.{name}".lstrip("."))
         return parsed
-    if kind == "list":
+    if isinstance(shape, ListShape):
         item = shape.member
         item_name = item.serialization.get("name", "member")
         items = (child for child in element if _local(child.tag) == item_name)
@@ -157,11 +157,11 @@ def _shown(value: Any) -> str:
 def validate_value(value: Any, shape: Shape, path: str) -> list[str]:
     """Return every way `value` breaks the model's constraints for `shape`, as readable sentences."""
     kind = shape.type_name
-    if kind == "structure":
+    if isinstance(shape, StructureShape):
         return _validate_structure(value, shape, path)
     problems: list[str] = []
     metadata = shape.metadata
-    if kind == "list":
+    if isinstance(shape, ListShape):
         count = len(value)
         if "min" in metadata and count < metadata["min"]:
             problems.append(f"{path} needs at least {metadata['min']} item(s), got {count}")
@@ -230,7 +230,7 @@ def _render(value: Any, shape: Shape, name: str) -> str:
             if value.get(member) is not None
         )
         return f"<{name}>{inner}</{name}>" if inner else f"<{name}/>"
-    if kind == "list":
+    if isinstance(shape, ListShape):
         item = shape.member
         item_name = item.serialization.get("name", "member")
         return f"<{name}>" + "".join(_render(v, item, item_name) for v in value) + f"</{name}>"
