@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AFTER_CONFIRMATION_JOB_STATUSES",
     "ARCHIVED_STORAGE_CLASSES",
+    "BATCH_OPERATIONS_SERVICE_PRINCIPAL",
     "COMMERCIAL_PARTITION",
     "DEFAULT_STORAGE_CLASS",
     "JOB_STATUSES",
@@ -19,6 +20,7 @@ __all__ = [
     "REPLICATION_STATUS_NONE",
     "REPLICATION_STATUS_REPLICA",
     "RUN_ID_TAG",
+    "S3_SERVICE_PRINCIPAL",
     "STORAGE_CLASSES",
     "TERMINAL_JOB_STATUSES",
     "account_of_arn",
@@ -40,6 +42,10 @@ __all__ = [
 
 # The partition of every commercial Region, and the only one moto (so the embedded backend) serves.
 COMMERCIAL_PARTITION = "aws"
+
+# The service principals that assume roles for Batch Operations jobs and for S3 replication.
+BATCH_OPERATIONS_SERVICE_PRINCIPAL = "batchoperations.s3.amazonaws.com"
+S3_SERVICE_PRINCIPAL = "s3.amazonaws.com"
 
 # The tag every resource the run creates carries; ownership is decided by it and by the run state.
 RUN_ID_TAG = "RunbookRunId"

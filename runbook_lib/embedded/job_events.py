@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from runbook_lib import aws_facts
 from runbook_lib.embedded import moto_state
 from runbook_lib.embedded.utc import iso_seconds, utc_now
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 DETAIL_TYPE = "AWS Service Event via CloudTrail"
 JOB_CREATED = "JobCreated"
 JOB_STATUS_CHANGED = "JobStatusChanged"
-_S3 = "s3.amazonaws.com"
+_S3 = aws_facts.S3_SERVICE_PRINCIPAL
 
 
 class JobIdentity(Protocol):

@@ -75,7 +75,7 @@ __all__ = [
     "write_generated_manifest",
 ]
 
-BATCH_OPERATIONS_SERVICE = "batchoperations.s3.amazonaws.com"
+BATCH_OPERATIONS_SERVICE = aws_facts.BATCH_OPERATIONS_SERVICE_PRINCIPAL
 GENERATED_MANIFEST_FORMAT = "S3InventoryReport_CSV_20211130"
 REPORT_FORMAT = "Report_CSV_20180820"
 # The schema string S3 writes into the report index; real rows put HTTPStatusCode before ErrorCode.

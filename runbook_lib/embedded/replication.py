@@ -118,8 +118,8 @@ __all__ = [
 ]
 
 SUCCESS_MESSAGE = "success"
-BATCH_OPERATIONS_PRINCIPAL = "batchoperations.s3.amazonaws.com"
-REPLICATION_PRINCIPAL = "s3.amazonaws.com"
+BATCH_OPERATIONS_PRINCIPAL = aws_facts.BATCH_OPERATIONS_SERVICE_PRINCIPAL
+REPLICATION_PRINCIPAL = aws_facts.S3_SERVICE_PRINCIPAL
 # Manifests write an empty version field as \N; AWS reports both forms the same way.
 INVALID_VERSION_IDS = frozenset({"", "\\N"})
 _FAILED_TASK_HTTP_STATUS = 500
