@@ -222,7 +222,7 @@ def _setup_accounts(endpoint: str) -> None:
             sts.assume_role, RoleArn=aws_facts.iam_role_arn(account, OPERATOR_ROLE_NAME, PARTITION),
             RoleSessionName="seeder",
         )["Credentials"]
-        return boto3.client(
+        return boto3.client(  # type: ignore[call-overload]  # the service name is chosen at run time
             service, endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
             aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
