@@ -10,14 +10,25 @@ from __future__ import annotations
 __all__ = [
     "AFTER_CONFIRMATION_JOB_STATUSES",
     "ARCHIVED_STORAGE_CLASSES",
+    "BATCH_OPERATIONS_SERVICE_PRINCIPAL",
+    "COMMERCIAL_PARTITION",
+    "DEFAULT_STORAGE_CLASS",
     "JOB_STATUSES",
+    "REPLICATION_STATUS_COMPLETED",
+    "REPLICATION_STATUS_FAILED",
     "REPLICATION_STATUS_FILTERS",
+    "REPLICATION_STATUS_NONE",
+    "REPLICATION_STATUS_REPLICA",
     "RUN_ID_TAG",
+    "S3_SERVICE_PRINCIPAL",
     "STORAGE_CLASSES",
     "TERMINAL_JOB_STATUSES",
     "UNSUCCESSFUL_END_STATUSES",
+    "account_of_arn",
     "account_root_arn",
+    "batch_job_arn",
     "bucket_arn",
+    "bucket_name_of_arn",
     "dns_suffix",
     "iam_policy_arn",
     "iam_role_arn",
@@ -29,6 +40,13 @@ __all__ = [
     "sns_topic_arn",
     "split_s3_object_arn",
 ]
+
+# The partition of every commercial Region, and the only one moto (so the embedded backend) serves.
+COMMERCIAL_PARTITION = "aws"
+
+# The service principals that assume roles for Batch Operations jobs and for S3 replication.
+BATCH_OPERATIONS_SERVICE_PRINCIPAL = "batchoperations.s3.amazonaws.com"
+S3_SERVICE_PRINCIPAL = "s3.amazonaws.com"
 
 # The tag every resource the run creates carries; ownership is decided by it and by the run state.
 RUN_ID_TAG = "RunbookRunId"
@@ -49,7 +67,15 @@ AFTER_CONFIRMATION_JOB_STATUSES: frozenset[str] = frozenset({
 
 # Values of the manifest generator's ObjectReplicationStatuses filter; NONE means "no status".
 REPLICATION_STATUS_FILTERS: tuple[str, ...] = ("NONE", "FAILED", "COMPLETED", "REPLICA")
+# An object version's replication status (x-amz-replication-status): a source S3 copied, a source
+# it failed to copy, a copy S3 wrote; NONE is the filter's name for a version with no status.
+REPLICATION_STATUS_COMPLETED = "COMPLETED"
+REPLICATION_STATUS_FAILED = "FAILED"
+REPLICATION_STATUS_REPLICA = "REPLICA"
+REPLICATION_STATUS_NONE = "NONE"
 
+# The class of an object stored without one; S3 leaves it out of HEAD and listings.
+DEFAULT_STORAGE_CLASS = "STANDARD"
 STORAGE_CLASSES: tuple[str, ...] = (
     "STANDARD",
     "REDUCED_REDUNDANCY",
@@ -70,7 +96,7 @@ def partition_of(region: str) -> str:
         return "aws-cn"
     if region.startswith("us-gov-"):
         return "aws-us-gov"
-    return "aws"
+    return COMMERCIAL_PARTITION
 
 
 def dns_suffix(region: str) -> str:
@@ -103,6 +129,11 @@ def object_arn(bucket: str, key: str, partition: str = "aws") -> str:
     return f"{bucket_arn(bucket, partition)}/{key}"
 
 
+def bucket_name_of_arn(arn: str) -> str:
+    """Return the bucket a bucket ARN names, in any partition (a bare bucket name is returned as is)."""
+    return arn.rsplit(":", 1)[-1]
+
+
 def split_s3_object_arn(arn: str) -> tuple[str, str]:
     """Return (bucket, key) of an S3 object ARN in any partition."""
     head, separator, rest = arn.partition(":::")
@@ -110,6 +141,12 @@ def split_s3_object_arn(arn: str) -> tuple[str, str]:
         raise ValueError(f"not an S3 object ARN: {arn!r}")
     bucket, _, key = rest.partition("/")
     return bucket, key
+
+
+def account_of_arn(arn: str) -> str:
+    """Return the account field of an ARN, or "" when it has none (S3 bucket ARNs) or is not an ARN."""
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
 
 
 def account_root_arn(account_id: str, partition: str = "aws") -> str:
@@ -135,3 +172,8 @@ def kms_key_arn(region: str, account_id: str, key_id: str) -> str:
 def sns_topic_arn(region: str, account_id: str, name: str) -> str:
     """Return an SNS topic's ARN, in the partition of its region."""
     return f"arn:{partition_of(region)}:sns:{region}:{account_id}:{name}"
+
+
+def batch_job_arn(region: str, account_id: str, job_id: str) -> str:
+    """Return an S3 Batch Operations job's ARN, in the partition of its Region."""
+    return f"arn:{partition_of(region)}:s3:{region}:{account_id}:job/{job_id}"

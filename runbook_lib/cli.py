@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _faults(args: argparse.Namespace) -> object:
-    from runbook_lib.embedded.server import Faults
+    from runbook_lib.embedded.faults import Faults
 
     return Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                   latency_ms=args.latency_ms, seed=args.fault_seed)

@@ -197,8 +197,9 @@ def _default_out() -> Path:
 
 def run_drill(args: argparse.Namespace) -> int:
     """`runbook drill`: embedded backend, seeded vault, every phase headlessly, summary; 0 only when verified."""
+    from runbook_lib.embedded.faults import Faults
     from runbook_lib.embedded.seed import seed_vault
-    from runbook_lib.embedded.server import Faults, start_backend
+    from runbook_lib.embedded.server import start_backend
     from runbook_lib.params import load_params
 
     params_file = Path(args.params) if args.params else DRILL_PARAMS

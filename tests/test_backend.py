@@ -15,6 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.server import (
     BASE_PROFILE,
     OPERATOR_ACCOUNT,
@@ -23,7 +24,6 @@ from runbook_lib.embedded.server import (
     VAULT_ACCOUNT,
     VAULT_PROFILE,
     EmbeddedBackend,
-    Faults,
     start_backend,
 )
 from runbook_lib.errors import BackendError
@@ -229,7 +229,7 @@ def test_valid_faults_are_accepted(arguments: dict[str, float]) -> None:
 
 
 def test_a_moto_reset_also_forgets_the_batch_jobs() -> None:
-    from runbook_lib.embedded.server import BackendApp, Faults
+    from runbook_lib.embedded.server import BackendApp
 
     forgotten: list[bool] = []
 

@@ -26,9 +26,9 @@ from botocore.exceptions import ClientError
 from runbook_fixtures import Drill
 
 from runbook_lib.accounts import make_client, session_for
-from runbook_lib.embedded.batch_models import TaskFunctions
-from runbook_lib.embedded.batch_responses import parse_request_body
 from runbook_lib.embedded.replication import TaskResult
+from runbook_lib.embedded.s3control.responses import parse_request_body
+from runbook_lib.embedded.s3control.runner import TaskFunctions
 from runbook_lib.embedded.server import RECOVERY_ACCOUNT, RECOVERY_PROFILE, REGION, VAULT_ACCOUNT, VAULT_PROFILE
 
 pytestmark = pytest.mark.xdist_group("batch-api")

@@ -21,8 +21,8 @@ import pytest
 from moto.s3.models import s3_backends
 from runbook_fixtures import Drill
 
-from runbook_lib.embedded.batch_models import TaskFunctions
 from runbook_lib.embedded.replication import TaskResult
+from runbook_lib.embedded.s3control.runner import TaskFunctions
 from runbook_lib.embedded.server import VAULT_ACCOUNT
 
 pytestmark = [pytest.mark.cli, pytest.mark.xdist_group("batch-cli")]

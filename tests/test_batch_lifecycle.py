@@ -21,9 +21,11 @@ from moto.s3.models import s3_backends
 from runbook_fixtures import Drill
 
 from runbook_lib.accounts import make_client, session_for
-from runbook_lib.embedded.batch_models import JobStore, TaskFunctions
+from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.replication import TaskResult
-from runbook_lib.embedded.server import REGION, VAULT_ACCOUNT, VAULT_PROFILE, Faults
+from runbook_lib.embedded.s3control.models import JobStore
+from runbook_lib.embedded.s3control.runner import TaskFunctions
+from runbook_lib.embedded.server import REGION, VAULT_ACCOUNT, VAULT_PROFILE
 from runbook_lib.policies import job_status_event_pattern
 
 pytestmark = pytest.mark.xdist_group("batch-lifecycle")

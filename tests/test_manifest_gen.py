@@ -25,9 +25,9 @@ from moto.s3.models import FakeDeleteMarker, s3_backends
 from runbook_fixtures import Drill
 
 from runbook_lib.accounts import make_client, session_for
-from runbook_lib.embedded.batch_models import TaskFunctions
 from runbook_lib.embedded.manifest_gen import encode_key, generate_manifest
 from runbook_lib.embedded.replication import TaskResult
+from runbook_lib.embedded.s3control.runner import TaskFunctions
 from runbook_lib.embedded.seed import AWKWARD_KEYS
 from runbook_lib.embedded.server import REGION, VAULT_ACCOUNT, VAULT_PROFILE
 from runbook_lib.reports import load_completion_report, retry_manifest_csv

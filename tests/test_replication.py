@@ -18,13 +18,8 @@ from typing import Any
 import pytest
 from runbook_fixtures import AccountClients, clients_on_a_new_backend
 
-from runbook_lib.embedded.replication import (
-    TaskResult,
-    eligible_for_replication,
-    mark_source_failed,
-    replicate_task,
-    replication_configuration,
-)
+from runbook_lib.embedded.replication import TaskResult, mark_source_failed, replicate_task
+from runbook_lib.embedded.replication_rules import eligible_for_replication, replication_configuration
 from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 
 BATCH_SERVICE = "batchoperations.s3.amazonaws.com"

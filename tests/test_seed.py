@@ -14,6 +14,7 @@ import pytest
 from runbook_lib import cli
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.embedded import seed as seed_module
+from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.seed import (
     AWKWARD_KEYS,
     VAULT_BUCKET,
@@ -22,7 +23,7 @@ from runbook_lib.embedded.seed import (
     content_digest,
     seed_vault,
 )
-from runbook_lib.embedded.server import VAULT_PROFILE, EmbeddedBackend, Faults, start_backend
+from runbook_lib.embedded.server import VAULT_PROFILE, EmbeddedBackend, start_backend
 from runbook_lib.errors import BackendError
 
 

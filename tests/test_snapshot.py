@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from runbook_lib import snapshot as snapshot_module
 from runbook_lib import verify
 from runbook_lib.accounts import make_client, session_for
+from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.seed import (
     AWKWARD_KEYS,
     VAULT_BUCKET,
@@ -31,7 +32,6 @@ from runbook_lib.embedded.server import (
     REGION,
     VAULT_PROFILE,
     EmbeddedBackend,
-    Faults,
     start_backend,
 )
 from runbook_lib.errors import InvalidArguments, SnapshotError, ThrottlingError

@@ -29,8 +29,9 @@ from runbook_lib import batch_job, cli, pins, proof, reports
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
+from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.seed import RECOVER, GroundTruth, seed_vault
-from runbook_lib.embedded.server import RECOVERY_PROFILE, REGION, VAULT_PROFILE, EmbeddedBackend, Faults, start_backend
+from runbook_lib.embedded.server import RECOVERY_PROFILE, REGION, VAULT_PROFILE, EmbeddedBackend, start_backend
 from runbook_lib.errors import ConfirmationRequired, JobEndedError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("verdict")]

@@ -32,6 +32,7 @@ from runbook_lib import batch_job, proof, verify
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
+from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.seed import seed_vault
 from runbook_lib.embedded.server import (
     RECOVERY_ACCOUNT,
@@ -40,7 +41,6 @@ from runbook_lib.embedded.server import (
     VAULT_ACCOUNT,
     VAULT_PROFILE,
     EmbeddedBackend,
-    Faults,
     start_backend,
 )
 from runbook_lib.snapshot import snapshot_bucket

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from runbook_lib.embedded.server import EmbeddedBackend, Faults, start_backend
+from runbook_lib.embedded.faults import Faults
+from runbook_lib.embedded.server import EmbeddedBackend, start_backend
 
 __all__ = ["EmbeddedBackend", "Faults", "start_backend"]

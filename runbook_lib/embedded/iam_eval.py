@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
+from runbook_lib import aws_facts
 from runbook_lib.errors import BackendError
 
 __all__ = [
@@ -206,7 +207,7 @@ def _same_account_key(
             f"The key policy neither names {request.principal_arn} nor lets IAM policies of "
             f"account {request.resource_account} grant {request.action}, so no identity "
             f"policy counts; add {request.principal_arn} as a key user or restore the statement that allows "
-            f"arn:aws:iam::{request.resource_account}:root.",
+            f"{aws_facts.account_root_arn(request.resource_account, _partition(request.resource))}.",
         )
     if identity_allow is None:
         return Decision(
@@ -227,7 +228,7 @@ def _account_delegation(
     """Return the key-policy statement that lets the key's account grant the action, if any."""
     if not key_policy:
         return None
-    root = f"arn:aws:iam::{request.resource_account}:root"
+    root = aws_facts.account_root_arn(request.resource_account, _partition(request.resource))
     as_account = Request(
         principal_arn=root,
         principal_account=request.resource_account,
@@ -246,9 +247,15 @@ def _resource_policy_name(request: Request, is_kms_key: bool) -> str:
     """Return how a user calls the resource policy in play: key, bucket or resource policy."""
     if is_kms_key:
         return "key policy"
-    if request.resource.startswith("arn:aws:s3:::"):
+    if request.resource.startswith("arn:") and request.resource.split(":")[2:4] == ["s3", ""]:
         return "bucket policy"
     return "resource policy"
+
+
+def _partition(arn: str) -> str:
+    """Return the partition an ARN names; the commercial one for text that is not an ARN."""
+    parts = arn.split(":")
+    return parts[1] if len(parts) > 5 and parts[0] == "arn" else aws_facts.COMMERCIAL_PARTITION
 
 
 # --- statements -----------------------------------------------------------------------------

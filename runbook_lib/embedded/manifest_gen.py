@@ -6,7 +6,7 @@ reads or writes an object, `iam_eval` decides whether the role may, from the rol
 policies in moto's IAM backend and the bucket's policy, so a drill whose role lacks a grant fails
 the way AWS fails.
 
-Layouts written (the generated manifest's is our design, see the table in `batch_models`):
+Layouts written (the generated manifest's is our design, see the table below):
 
     <ManifestPrefix>/job-<JobId>/manifest.json        S3InventoryReport_CSV_20211130 index
     <ManifestPrefix>/job-<JobId>/data/<uuid>.csv      rows: bucket,url-encoded key,version id
@@ -16,6 +16,22 @@ Layouts written (the generated manifest's is our design, see the table in `batch
 Keys are URL-encoded with `quote(key, safe="/")` (a space becomes %20, a plus %2B), which reads
 back the same whether a reader decodes as a URL path or as form data; supplied manifests are
 decoded as form data (`unquote_plus`), as S3 Inventory writes them.
+
+Choices we made where AWS's behaviour is not documented (UNCONFIRMED) or where we simplify:
+
+| topic | what the emulator does |
+|---|---|
+| manifest not readable / missing / wrong ETag / bad row | FailureCode `AccessDenied` / `NoSuchKey` (or `NoSuchBucket`) / `InvalidManifestContent` / `InvalidManifestContent` |
+| role missing or not trusting batchoperations.s3.amazonaws.com | job fails in Preparing, FailureCode `AccessDenied` |
+| generator role lacks s3:PutInventoryConfiguration | job fails in Preparing, FailureCode `AccessDenied` |
+| report not writable | FailureCode `ReportWriteFailed`, reason as AWS documents it plus why; the job ends Failed |
+| CreatedAfter / CreatedBefore | half-open interval: after inclusive, before exclusive, on the version's last-modified time |
+| generated manifest layout | `<ManifestPrefix>/job-<id>/manifest.json` + `data/<uuid>.csv` (not gzipped), fileSchema `Bucket, Key, VersionId`, version `2021-11-30`, null version as an empty field |
+| key encoding | manifests and reports write keys as `quote(key, safe="/")`; supplied manifests are decoded with `unquote_plus`; the report echoes the manifest's spelling |
+| FailedTasksOnly with no failed task | the report index is written with an empty Results list |
+| S3JobManifestGenerator.ExpectedBucketOwner | compared with the source bucket's owner (the model's text names the manifest bucket; callers set the source owner) |
+| role permissions the job itself uses | checked with `iam_eval` against the role's identity policies and the bucket policy: s3:PutObject (saved manifest, report), s3:GetObject / s3:GetObjectVersion (supplied manifest), s3:PutInventoryConfiguration (generator); KMS grants for an SSE-KMS saved manifest are not checked |
+| objects the job writes | written with S3 event notifications on, as any object S3 writes for you |
 """
 
 from __future__ import annotations
@@ -25,15 +41,18 @@ import gzip
 import hashlib
 import io
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
-from runbook_lib.embedded import iam_eval
+from runbook_lib import aws_facts
+from runbook_lib.embedded import iam_eval, moto_state
+from runbook_lib.embedded.moto_state import PARTITION, bucket_owner, is_delete_marker
+from runbook_lib.embedded.s3control.exceptions import JobFailure
+from runbook_lib.embedded.utc import as_utc, epoch_millis, iso_nanos_now
 from runbook_lib.errors import BackendError
 
 __all__ = [
@@ -42,42 +61,26 @@ __all__ = [
     "MANIFEST_ROWS_PER_FILE",
     "REPORT_FORMAT",
     "REPORT_SCHEMA",
-    "JobFailure",
     "ManifestEntry",
     "ReportRow",
-    "bucket_owner",
     "check_role_trust",
     "check_source_bucket",
     "encode_key",
-    "find_version",
     "generate_manifest",
     "matches_filter",
     "read_manifest",
     "replication_status_of",
     "role_may",
-    "role_policy_documents",
     "write_completion_report",
     "write_generated_manifest",
 ]
 
-BATCH_OPERATIONS_SERVICE = "batchoperations.s3.amazonaws.com"
+BATCH_OPERATIONS_SERVICE = aws_facts.BATCH_OPERATIONS_SERVICE_PRINCIPAL
 GENERATED_MANIFEST_FORMAT = "S3InventoryReport_CSV_20211130"
 REPORT_FORMAT = "Report_CSV_20180820"
 # The schema string S3 writes into the report index; real rows put HTTPStatusCode before ErrorCode.
 REPORT_SCHEMA = "Bucket, Key, VersionId, TaskStatus, ErrorCode, HTTPStatusCode, ResultMessage"
 MANIFEST_ROWS_PER_FILE = 1_000_000
-_PARTITION = "aws"
-_S3_ARN = "arn:aws:s3:::"
-
-
-class JobFailure(BackendError):
-    """The job cannot go on: `failure_code` and `reason` become one of its FailureReasons."""
-
-    def __init__(self, failure_code: str, reason: str) -> None:
-        self.failure_code = failure_code[:64]
-        self.reason = reason[:256]
-        super().__init__(f"{self.failure_code}: {self.reason}")
-
 
 @dataclass(frozen=True)
 class ManifestEntry:
@@ -115,105 +118,27 @@ def encode_key(key: str) -> str:
     return quote(key, safe="/")
 
 
-# --------------------------------------------------------------------------- moto access
-
-
-def _s3_backends() -> Any:
-    from moto.s3.models import s3_backends
-
-    return s3_backends
-
-
-def bucket_owner(bucket: str) -> str | None:
-    """Return the account that owns a bucket in the backend, or None when it does not exist."""
-    entry = _s3_backends().bucket_accounts.get(bucket)
-    return None if entry is None else str(entry[1])
-
-
-def _bucket(bucket: str) -> Any:
-    owner = bucket_owner(bucket)
-    if owner is None:
-        return None
-    return _s3_backends()[owner][_PARTITION].buckets.get(bucket)
-
-
-def find_version(bucket: str, key: str, version_id: str) -> Any:
-    """Return the stored version (object or delete marker) of `key`, or None when it is absent."""
-    stored = _bucket(bucket)
-    if stored is None:
-        return None
-    for version in list(stored.keys.getlist(key, [])):
-        if str(version.version_id) == version_id:
-            return version
-    return None
-
-
-def _bucket_name(arn: str) -> str:
-    return arn[len(_S3_ARN):] if arn.startswith(_S3_ARN) else arn.rsplit(":", 1)[-1]
-
-
-def _split_object_arn(arn: str) -> tuple[str, str]:
-    bucket, _, key = arn[len(_S3_ARN):].partition("/")
-    return bucket, key
-
-
 # --------------------------------------------------------------------------- permissions
-
-
-def _role_policies(role_arn: str) -> tuple[Any | None, list[dict[str, Any]]]:
-    """Return the role (None when it does not exist) and its inline and attached policy documents."""
-    from moto.iam.models import iam_backends
-
-    account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
-    try:
-        role = iam_backends[account][_PARTITION].get_role_by_arn(role_arn)
-    except Exception:  # moto raises its own NotFoundException; any lookup failure means no role
-        return None, []
-    documents = [_json(document) for document in role.policies.values()]
-    for policy in list(role.managed_policies.values()):
-        default = next((v for v in policy.versions if v.is_default), None)
-        if default is not None:
-            documents.append(_json(default.document))
-    return role, [d for d in documents if isinstance(d, dict)]
-
-
-def role_policy_documents(role_arn: str) -> list[dict[str, Any]]:
-    """Return the role's inline and attached policy documents (none when the role does not exist)."""
-    return _role_policies(role_arn)[1]
-
-
-def _json(document: Any) -> Any:
-    if isinstance(document, (bytes, bytearray)):
-        document = document.decode()
-    if isinstance(document, str):
-        try:
-            return json.loads(document)
-        except ValueError:
-            return None
-    return document
-
-
-def _bucket_policy(bucket: Any) -> dict[str, Any] | None:
-    policy = _json(getattr(bucket, "policy", None))
-    return policy if isinstance(policy, dict) else None
 
 
 def role_may(role_arn: str, action: str, bucket: str, key: str | None = None) -> iam_eval.Decision:
     """Return whether the job role may do `action` on the bucket (or one of its objects), and why."""
-    _, identity = _role_policies(role_arn)
-    stored = _bucket(bucket)
+    role = moto_state.iam_role(role_arn)
+    identity = moto_state.identity_policies(role) if role is not None else []
+    stored = moto_state.find_bucket(bucket)
     owner = bucket_owner(bucket) or ""
-    resource = f"{_S3_ARN}{bucket}" if key is None else f"{_S3_ARN}{bucket}/{key}"
+    resource = aws_facts.bucket_arn(bucket, PARTITION) if key is None else aws_facts.object_arn(bucket, key, PARTITION)
     request = iam_eval.Request(
         principal_arn=role_arn,
-        principal_account=role_arn.split(":")[4] if role_arn.count(":") >= 5 else "",
+        principal_account=aws_facts.account_of_arn(role_arn),
         action=action,
         resource=resource,
         resource_account=owner,
     )
     try:
         return iam_eval.is_allowed(
-            request, identity_policies=identity, resource_policy=_bucket_policy(stored) if stored else None
+            request, identity_policies=identity,
+            resource_policy=moto_state.policy_document(stored.policy) if stored else None,
         )
     except BackendError as error:
         return iam_eval.Decision(False, f"a policy could not be evaluated: {error}")
@@ -221,17 +146,17 @@ def role_may(role_arn: str, action: str, bucket: str, key: str | None = None) ->
 
 def check_role_trust(role_arn: str, account: str, job_arn: str) -> None:
     """Raise JobFailure unless S3 Batch Operations may assume the job role for this account's job."""
-    role, _ = _role_policies(role_arn)
+    role = moto_state.iam_role(role_arn)
     if role is None:
         raise JobFailure(
             "AccessDenied",
             f"Batch Operations cannot assume the role {role_arn}: it does not exist. Create the role "
             "or pass the ARN of an existing one.",
         )
-    trust = _json(role.assume_role_policy_document)
+    trust = moto_state.policy_document(role.assume_role_policy_document)
     context = {"aws:SourceAccount": account, "aws:SourceArn": job_arn}
     try:
-        trusted = isinstance(trust, dict) and iam_eval.can_assume(trust, BATCH_OPERATIONS_SERVICE, context=context)
+        trusted = trust is not None and iam_eval.can_assume(trust, BATCH_OPERATIONS_SERVICE, context=context)
     except BackendError:
         trusted = False
     if not trusted:
@@ -261,7 +186,7 @@ def _check_owner(bucket: str, expected: Any, failing: str) -> None:
 
 def check_source_bucket(generator: Mapping[str, Any], role_arn: str) -> str:
     """Return the source bucket's name after checking it exists, its owner, and the role's grants."""
-    bucket = _bucket_name(str(generator["SourceBucket"]))
+    bucket = aws_facts.bucket_name_of_arn(str(generator["SourceBucket"]))
     _check_owner(bucket, generator.get("ExpectedBucketOwner"), "Manifest generation failed: the source bucket")
     _require(
         role_may(role_arn, "s3:PutInventoryConfiguration", bucket),
@@ -275,15 +200,15 @@ def generate_manifest(
     generator: Mapping[str, Any], eligible: Callable[[str, str, Any], bool]
 ) -> list[ManifestEntry]:
     """Return one task per version of the source bucket that passes the generator's filter."""
-    bucket = _bucket_name(str(generator["SourceBucket"]))
+    bucket = aws_facts.bucket_name_of_arn(str(generator["SourceBucket"]))
     owner = bucket_owner(bucket) or ""
-    stored = _bucket(bucket)
+    stored = moto_state.find_bucket(bucket)
     if stored is None:
         return []
     criteria = generator.get("Filter") or {}
     entries: list[ManifestEntry] = []
     for name in sorted(list(stored.keys.keys())):
-        for version in list(stored.keys.getlist(name, [])):
+        for version in moto_state.versions_of(stored, name):
             if not matches_filter(version, criteria):
                 continue
             if criteria.get("EligibleForReplication") and not eligible(owner, bucket, version):
@@ -306,29 +231,20 @@ def matches_filter(version: Any, criteria: Mapping[str, Any]) -> bool:
     return all(check(version, criteria) for check in checks)
 
 
-def _is_delete_marker(version: Any) -> bool:
-    from moto.s3.models import FakeDeleteMarker
-
-    return isinstance(version, FakeDeleteMarker)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
 def _created_within(version: Any, criteria: Mapping[str, Any]) -> bool:
     # A half-open interval: CreatedAfter inclusive, CreatedBefore exclusive.
-    created = _utc(version.last_modified)
+    created = as_utc(version.last_modified)
     after, before = criteria.get("CreatedAfter"), criteria.get("CreatedBefore")
-    if after is not None and created < _utc(after):
+    if after is not None and created < as_utc(after):
         return False
-    return before is None or created < _utc(before)
+    return before is None or created < as_utc(before)
 
 
 def replication_status_of(version: Any) -> str:
     """Return a version's replication status as the generator filter names it (NONE when unset)."""
-    status = getattr(version, "replication_status", None) or "NONE"
-    return "COMPLETED" if status == "COMPLETE" else str(status)
+    status = getattr(version, "replication_status", None) or aws_facts.REPLICATION_STATUS_NONE
+    # COMPLETE is the status's older spelling, which S3 still writes on some versions.
+    return aws_facts.REPLICATION_STATUS_COMPLETED if status == "COMPLETE" else str(status)
 
 
 def _replication_status_matches(version: Any, criteria: Mapping[str, Any]) -> bool:
@@ -348,7 +264,7 @@ def _key_name_matches(version: Any, criteria: Mapping[str, Any]) -> bool:
 
 
 def _size_within(version: Any, criteria: Mapping[str, Any]) -> bool:
-    size = 0 if _is_delete_marker(version) else int(version.size)
+    size = 0 if is_delete_marker(version) else int(version.size)
     above, below = criteria.get("ObjectSizeGreaterThanBytes"), criteria.get("ObjectSizeLessThanBytes")
     if above is not None and not size > above:
         return False
@@ -359,7 +275,7 @@ def _storage_class_matches(version: Any, criteria: Mapping[str, Any]) -> bool:
     wanted = criteria.get("MatchAnyStorageClass")
     if not wanted:
         return True
-    return not _is_delete_marker(version) and (version.storage_class or "STANDARD") in wanted
+    return not is_delete_marker(version) and (version.storage_class or aws_facts.DEFAULT_STORAGE_CLASS) in wanted
 
 
 def _truthy(value: Any) -> bool:
@@ -370,7 +286,7 @@ def _encryption_matches(version: Any, criteria: Mapping[str, Any]) -> bool:
     wanted = criteria.get("MatchAnyObjectEncryption")
     if not wanted:
         return True
-    if _is_delete_marker(version):
+    if is_delete_marker(version):
         return False
     return any(_encryption_is(version, choice) for choice in wanted)
 
@@ -411,19 +327,15 @@ def _put(
         raise JobFailure("NoSuchBucket", f"the bucket {bucket} does not exist")
     kms = (encryption or {}).get("SSEKMS")
     if kms is not None:
-        return _s3_backends()[owner][_PARTITION].put_object(
+        return moto_state.s3_backend(owner).put_object(
             bucket, key, body, encryption="aws:kms", kms_key_id=kms.get("KeyId")
         )
-    return _s3_backends()[owner][_PARTITION].put_object(bucket, key, body, encryption="AES256")
+    return moto_state.s3_backend(owner).put_object(bucket, key, body, encryption="AES256")
 
 
 def _job_folder(prefix: str | None, job_id: str) -> str:
     # S3 joins with a literal "/": a prefix ending in "/" yields "prefix//job-...".
     return f"{prefix}/job-{job_id}" if prefix else f"job-{job_id}"
-
-
-def _epoch_millis(moment: datetime) -> str:
-    return str(int(_utc(moment).timestamp() * 1000))
 
 
 def _manifest_rows(entries: Sequence[ManifestEntry]) -> Iterator[bytes]:
@@ -446,7 +358,7 @@ def write_generated_manifest(
     now: datetime,
 ) -> dict[str, Any]:
     """Write the generated manifest where the job asked and return its GeneratedManifestDescriptor."""
-    bucket = _bucket_name(str(output["Bucket"]))
+    bucket = aws_facts.bucket_name_of_arn(str(output["Bucket"]))
     _check_owner(bucket, output.get("ExpectedManifestBucketOwner"), "Writing the manifest failed: the bucket")
     folder = _job_folder(output.get("ManifestPrefix"), job_id)
     manifest_key = f"{folder}/manifest.json"
@@ -460,15 +372,17 @@ def write_generated_manifest(
         files.append({"key": data_key, "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()})
     index = {
         "sourceBucket": source_bucket,
-        "destinationBucket": f"{_S3_ARN}{bucket}",
+        "destinationBucket": aws_facts.bucket_arn(bucket, PARTITION),
         "version": "2021-11-30",
-        "creationTimestamp": _epoch_millis(now),
+        "creationTimestamp": epoch_millis(now),
         "fileFormat": "CSV",
         "fileSchema": "Bucket, Key, VersionId",
         "files": files,
     }
     stored = _put(bucket, manifest_key, json.dumps(index).encode(), encryption)
-    location: dict[str, Any] = {"ObjectArn": f"{_S3_ARN}{bucket}/{manifest_key}", "ETag": stored.etag.strip('"')}
+    location: dict[str, Any] = {
+        "ObjectArn": aws_facts.object_arn(bucket, manifest_key, PARTITION), "ETag": stored.etag.strip('"'),
+    }
     if stored.version_id and stored.version_id != "null":
         location["ObjectVersionId"] = stored.version_id
     return {"Format": GENERATED_MANIFEST_FORMAT, "Location": location}
@@ -484,12 +398,12 @@ def _read_object(bucket: str, key: str, version_id: str | None, role_arn: str) -
         raise JobFailure(
             "NoSuchBucket", f"Reading the manifest failed: NoSuchBucket (the bucket {bucket} does not exist)")
     _require(role_may(role_arn, action, bucket, key), "AccessDenied", "Reading the manifest is forbidden: AccessDenied")
-    stored = _bucket(bucket)
+    stored = moto_state.find_bucket(bucket)
     if version_id:
-        version = find_version(bucket, key, version_id)
+        version = moto_state.find_version(stored, key, version_id)
     else:
         version = stored.keys.get(key) if key in stored.keys else None
-    if version is None or _is_delete_marker(version):
+    if version is None or is_delete_marker(version):
         what = f"s3://{bucket}/{key}" + (f" version {version_id}" if version_id else "")
         raise JobFailure("NoSuchKey", f"Reading the manifest failed: NoSuchKey ({what} does not exist)")
     return version
@@ -498,7 +412,7 @@ def _read_object(bucket: str, key: str, version_id: str | None, role_arn: str) -
 def read_manifest(manifest: Mapping[str, Any], role_arn: str) -> list[ManifestEntry]:
     """Return the tasks a supplied manifest lists, after checking its ETag and every row."""
     spec, location = manifest["Spec"], manifest["Location"]
-    bucket, key = _split_object_arn(str(location["ObjectArn"]))
+    bucket, key = aws_facts.split_s3_object_arn(str(location["ObjectArn"]))
     stored = _read_object(bucket, key, location.get("ObjectVersionId"), role_arn)
     if stored.etag.strip('"') != str(location["ETag"]).strip('"'):
         raise JobFailure(
@@ -542,17 +456,25 @@ def _parse_csv_rows(
         yield ManifestEntry(values["Bucket"], unquote_plus(values["Key"]), version, values["Key"])
 
 
+def _manifest_index(body: bytes) -> Any:
+    """Return an inventory manifest.json as parsed JSON, or None when it is not JSON."""
+    try:
+        return json.loads(body.decode())
+    except ValueError:
+        return None
+
+
 def _read_inventory_manifest(body: bytes, bucket: str, key: str, role_arn: str) -> list[ManifestEntry]:
     """Return the tasks of an inventory-style manifest.json and the CSV files it lists."""
     source = f"s3://{bucket}/{key}"
-    index = _json(body)
+    index = _manifest_index(body)
     if not isinstance(index, dict) or not isinstance(index.get("files"), list):
         raise JobFailure(
             "InvalidManifestContent", f"The manifest {source} is not an inventory manifest.json with a files list.")
     fields = [name.strip() for name in str(index.get("fileSchema", "")).split(",")]
     if "Bucket" not in fields or "Key" not in fields:
         raise JobFailure("InvalidManifestContent", f"The manifest {source} has no Bucket and Key in its fileSchema.")
-    data_bucket = _bucket_name(str(index.get("destinationBucket") or bucket))
+    data_bucket = aws_facts.bucket_name_of_arn(str(index.get("destinationBucket") or bucket))
     entries: list[ManifestEntry] = []
     for listed in index["files"]:
         data = _read_object(data_bucket, str(listed.get("key")), None, role_arn).value
@@ -589,17 +511,11 @@ def _report_csv(rows: Iterable[ReportRow]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _nanosecond_timestamp() -> str:
-    nanos = time.time_ns()
-    moment = datetime.fromtimestamp(nanos // 1_000_000_000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos % 1_000_000_000:09d}Z"
-
-
 def _check_report_bucket(report: Mapping[str, Any], role_arn: str, manifest_key: str) -> str:
-    bucket = _bucket_name(str(report.get("Bucket", "")))
+    bucket = aws_facts.bucket_name_of_arn(str(report.get("Bucket", "")))
     owner = bucket_owner(bucket)
     expected = report.get("ExpectedBucketOwner")
-    stored = _bucket(bucket)
+    stored = moto_state.find_bucket(bucket)
     reasons = []
     if owner is None or stored is None:
         reasons.append(f"the bucket {bucket} does not exist")
@@ -638,7 +554,7 @@ def write_completion_report(
         _put(bucket, key, body)
         results.append({"TaskExecutionStatus": status, "Bucket": bucket,
                         "MD5Checksum": hashlib.md5(body).hexdigest(), "Key": key})
-    index = {"Format": REPORT_FORMAT, "ReportCreationDate": _nanosecond_timestamp(),
+    index = {"Format": REPORT_FORMAT, "ReportCreationDate": iso_nanos_now(),
              "Results": results, "ReportSchema": REPORT_SCHEMA}
     _put(bucket, manifest_key, json.dumps(index).encode())
     return manifest_key

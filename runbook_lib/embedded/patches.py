@@ -39,10 +39,11 @@ from moto.core.utils import unix_time_millis
 from moto.events.models import Rule
 from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
-from moto.sns.models import sns_backends
 
-from runbook_lib.embedded import iam_eval
-from runbook_lib.embedded.manifest_gen import role_policy_documents
+from runbook_lib import aws_facts
+from runbook_lib.embedded import iam_eval, moto_state
+from runbook_lib.embedded.moto_state import PARTITION
+from runbook_lib.embedded.utc import iso_millis, iso_seconds
 from runbook_lib.errors import BackendError
 
 __all__ = ["PATCHED_SOURCES", "apply_all", "moto_source_fingerprint", "normalise_retain_until"]
@@ -210,14 +211,8 @@ def normalise_retain_until(value: Any) -> str | None:
     if value in (None, ""):
         return None
     if isinstance(value, datetime):
-        moment = value
-    else:
-        text = str(value).strip().replace("Z", "+00:00")
-        moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        return iso_millis(value)
+    return iso_millis(datetime.fromisoformat(str(value).strip().replace("Z", "+00:00")))
 
 
 _NO_LOCK_CONFIGURATION = (
@@ -266,14 +261,11 @@ def _get_object_legal_hold(self: S3Response) -> Any:
 
 def _caller_role_arn(self: S3Response) -> str:
     """Return the IAM role ARN behind the request's access key ("" when it is not an assumed role)."""
-    from moto.sts.models import sts_backends
-
     authorization = str(self.headers.get("Authorization", ""))
     access_key = authorization.partition("Credential=")[2].partition("/")[0]
     if not access_key:
         return ""
-    assumed = sts_backends[self.current_account]["aws"].get_assumed_role_from_access_key(access_key)
-    return str(assumed.role_arn) if assumed is not None else ""
+    return moto_state.assumed_role_arn(self.current_account, access_key)
 
 
 def lock_read_denied(self: S3Response, action: str, key_name: str) -> bool:
@@ -286,28 +278,17 @@ def lock_read_denied(self: S3Response, action: str, key_name: str) -> bool:
     role_arn = _caller_role_arn(self)
     request = iam_eval.Request(
         principal_arn=role_arn, principal_account=self.current_account, action=action,
-        resource=f"arn:aws:s3:::{self.bucket_name}/{key_name}", resource_account=str(bucket.account_id),
+        resource=aws_facts.object_arn(self.bucket_name, key_name, PARTITION), resource_account=str(bucket.account_id),
     )
-    policies = role_policy_documents(role_arn) if role_arn else []
-    bucket_policy = _policy_document(bucket.policy)
+    role = moto_state.iam_role(role_arn) if role_arn else None
+    policies = moto_state.identity_policies(role) if role is not None else []
+    bucket_policy = moto_state.policy_document(bucket.policy)
     if bucket_policy is not None:
         policies.append(bucket_policy)
     try:
         return any(iam_eval.evaluate(policy, request) == "Deny" for policy in policies)
     except BackendError:
         return True  # a policy we cannot read must not grant what it may deny
-
-
-def _policy_document(policy: Any) -> dict[str, Any] | None:
-    if isinstance(policy, (bytes, bytearray)):
-        policy = policy.decode()
-    if not policy:
-        return None
-    try:
-        document = json.loads(policy)
-    except ValueError:
-        return None
-    return document if isinstance(document, dict) else None
 
 
 def _wrap_key_response_get(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -429,12 +410,10 @@ def _wrap_send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
         if sns_targets and self.event_pattern.matches_event(original_event):  # type: ignore[arg-type]
             event = dict(original_event)
             if isinstance(event.get("time"), (int, float)):
-                event["time"] = datetime.fromtimestamp(event["time"], tz=timezone.utc).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ"
-                )
+                event["time"] = iso_seconds(datetime.fromtimestamp(event["time"], tz=timezone.utc))
             for target in sns_targets:
                 _, _, _, region, account, _ = target["Arn"].split(":", 5)
-                sns_backends[account][region].publish(
+                moto_state.sns_backend(account, region).publish(
                     message=json.dumps(event), arn=target["Arn"], subject=None
                 )
         others = [t for t in self.targets if t not in sns_targets]

@@ -83,10 +83,8 @@ Choices no AWS source confirms (the reference marks them UNCONFIRMED or is silen
 |                                            | counted from the moment the replica is written        |
 | unencrypted source into a KMS-default      | encrypted with the default key; the ETag is kept      |
 | destination                                | (AWS would give the replica a different ETag)         |
-| several destinations                       | each destination's highest-priority Enabled rule      |
-|                                            | that matches applies; the first failure is reported   |
-| delete markers and tag filters             | a delete marker never matches a rule with a Tag       |
-|                                            | filter (AWS refuses delete marker replication there)  |
+| several destinations                       | each applicable rule's destination in turn (see       |
+|                                            | `replication_rules`); the first failure is reported   |
 | re-run of a version already at destination | success, nothing rewritten, even if the replica was   |
 |                                            | changed since                                         |
 | DstObjectHardDeleted                       | each source version remembers the destination buckets |
@@ -100,33 +98,28 @@ Choices no AWS source confirms (the reference marks them UNCONFIRMED or is silen
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote
 
 from runbook_lib import aws_facts
+from runbook_lib.embedded import moto_state
 from runbook_lib.embedded.iam_eval import Decision, Request, can_assume, is_allowed
+from runbook_lib.embedded.moto_state import PARTITION, is_delete_marker
+from runbook_lib.embedded.replication_rules import KMS_ENCRYPTIONS, applicable_rules, normalised
+from runbook_lib.embedded.utc import as_utc, utc_now
 
 __all__ = [
     "TaskResult",
-    "eligible_for_replication",
     "mark_source_failed",
     "replicate_task",
-    "replication_configuration",
 ]
 
 SUCCESS_MESSAGE = "success"
-BATCH_OPERATIONS_PRINCIPAL = "batchoperations.s3.amazonaws.com"
-REPLICATION_PRINCIPAL = "s3.amazonaws.com"
-ARCHIVED_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-KMS_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
-# moto serves one partition; every ARN the emulator builds is in it.
-PARTITION = aws_facts.partition_of("us-east-1")
+BATCH_OPERATIONS_PRINCIPAL = aws_facts.BATCH_OPERATIONS_SERVICE_PRINCIPAL
+REPLICATION_PRINCIPAL = aws_facts.S3_SERVICE_PRINCIPAL
 # Manifests write an empty version field as \N; AWS reports both forms the same way.
 INVALID_VERSION_IDS = frozenset({"", "\\N"})
 _FAILED_TASK_HTTP_STATUS = 500
@@ -162,155 +155,6 @@ class _TaskFailed(Exception):
         self.marks_failed = marks_failed
 
 
-# --- the replication configuration -----------------------------------------------------------
-
-
-def replication_configuration(source_account: str, bucket_name: str) -> dict[str, Any] | None:
-    """Return the bucket's replication configuration with every rule in one shape, or None.
-
-    The shape is the stored XML's: `{"Role": str, "Rule": [rule, ...]}`. Each rule has `ID` (str),
-    `Priority` (int), `Status`, and `Filter` as `{}`, `{"Prefix": str}`, `{"Tag": {"Key", "Value"}}`
-    or `{"And": {"Prefix": str, "Tag": [{"Key", "Value"}, ...]}}`; a legacy rule keeps its
-    top-level `Prefix` and has no `Filter`. `DeleteMarkerReplication`, `SourceSelectionCriteria`
-    and `Destination` are dicts of strings (empty when absent).
-    """
-    bucket = _owned_bucket(source_account, bucket_name)
-    if bucket is None:
-        return None
-    return _normalised(getattr(bucket, "replication", None))
-
-
-def _normalised(stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Return moto's stored (xmltodict) configuration in the documented shape."""
-    if not stored:
-        return None
-    rules = stored.get("Rule") or []
-    if isinstance(rules, Mapping):
-        rules = [rules]
-    return {"Role": str(stored.get("Role") or ""), "Rule": [_normalised_rule(rule) for rule in rules]}
-
-
-def _normalised_rule(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """Return one stored rule with typed values and empty elements as empty values."""
-    rule: dict[str, Any] = {
-        key: _without_nones(value) for key, value in stored.items() if not key.startswith("@")
-    }
-    rule["ID"] = str(stored.get("ID") or "")
-    rule["Priority"] = int(stored.get("Priority") or 0)
-    rule["Status"] = str(stored.get("Status") or "Disabled")
-    if "Filter" in stored:
-        rule["Filter"] = _normalised_filter(stored.get("Filter"))
-        rule.pop("Prefix", None)
-    else:
-        rule["Prefix"] = str(stored.get("Prefix") or "")
-    for name in ("DeleteMarkerReplication", "SourceSelectionCriteria", "Destination"):
-        rule[name] = rule.get(name) or {}
-    return rule
-
-
-def _normalised_filter(stored: Any) -> dict[str, Any]:
-    """Return a rule's Filter as one of its three forms, or {} for "every object"."""
-    if not stored:
-        return {}
-    if "And" in stored:
-        both = stored["And"] or {}
-        return {"And": {"Prefix": str(both.get("Prefix") or ""), "Tag": _tag_list(both.get("Tag"))}}
-    if "Tag" in stored:
-        tags = _tag_list(stored["Tag"])
-        return {"Tag": tags[0]} if tags else {}
-    if "Prefix" in stored:
-        return {"Prefix": str(stored.get("Prefix") or "")}
-    return {}
-
-
-def _tag_list(stored: Any) -> list[dict[str, str]]:
-    """Return XML Tag elements (one or many) as a list of Key/Value dicts."""
-    if not stored:
-        return []
-    items = stored if isinstance(stored, list) else [stored]
-    return [{"Key": str(t.get("Key") or ""), "Value": str(t.get("Value") or "")} for t in items]
-
-
-def _without_nones(value: Any) -> Any:
-    """Return a parsed XML value with empty elements (None) turned into empty dicts."""
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return {k: _without_nones(v) for k, v in value.items() if not str(k).startswith("@")}
-    if isinstance(value, list):
-        return [_without_nones(v) for v in value]
-    return value
-
-
-# --- eligibility ------------------------------------------------------------------------------
-
-
-def eligible_for_replication(source_account: str, bucket_name: str, version: Any) -> bool:
-    """Return True when the bucket's replication rules would replicate this version.
-
-    `version` is a moto FakeKey or FakeDeleteMarker of the bucket. For each destination the
-    Enabled rule of highest priority whose filter matches applies; the version is eligible when
-    that rule accepts it (SSE-KMS objects need SseKmsEncryptedObjects Enabled, delete markers need
-    DeleteMarkerReplication Enabled, archived storage classes never replicate).
-    """
-    bucket = _owned_bucket(source_account, bucket_name)
-    if bucket is None:
-        return False
-    config = _normalised(getattr(bucket, "replication", None))
-    if config is None:
-        return False
-    return bool(_applicable_rules(config, version, _version_tags(bucket, version)))
-
-
-def _applicable_rules(
-    config: Mapping[str, Any], version: Any, tags: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    """Return, per destination, the rule that replicates the version there (none when it is excluded)."""
-    enabled = [rule for rule in config["Rule"] if rule["Status"] == "Enabled"]
-    # Highest priority first; a stable sort keeps the stored order among equal priorities.
-    enabled.sort(key=lambda rule: -rule["Priority"])
-    chosen: dict[str, dict[str, Any]] = {}
-    for rule in enabled:
-        destination = str(rule["Destination"].get("Bucket", ""))
-        if destination not in chosen and _filter_matches(rule, version.name, tags, _is_marker(version)):
-            chosen[destination] = rule
-    return [rule for rule in chosen.values() if _rule_accepts(rule, version)]
-
-
-def _filter_matches(rule: Mapping[str, Any], key: str, tags: Mapping[str, str], is_marker: bool) -> bool:
-    """Return True when the rule's filter (or legacy prefix) selects the key and its tags."""
-    if "Filter" not in rule:
-        return key.startswith(rule.get("Prefix", ""))
-    selector = rule["Filter"]
-    prefix, wanted = "", []
-    if "And" in selector:
-        prefix, wanted = selector["And"]["Prefix"], selector["And"]["Tag"]
-    elif "Tag" in selector:
-        wanted = [selector["Tag"]]
-    elif "Prefix" in selector:
-        prefix = selector["Prefix"]
-    if wanted and is_marker:
-        return False  # delete markers carry no tags
-    return key.startswith(prefix) and all(tags.get(t["Key"]) == t["Value"] for t in wanted)
-
-
-def _rule_accepts(rule: Mapping[str, Any], version: Any) -> bool:
-    """Return True when the rule's own settings let this version through."""
-    if _is_marker(version):
-        if "Filter" not in rule:
-            return True  # legacy rules replicate delete markers
-        return _enabled(rule["DeleteMarkerReplication"])
-    if version.storage_class in ARCHIVED_STORAGE_CLASSES:
-        return False
-    if version.encryption in KMS_ENCRYPTIONS:
-        return _enabled(rule["SourceSelectionCriteria"].get("SseKmsEncryptedObjects"))
-    return True
-
-
-def _enabled(setting: Any) -> bool:
-    return isinstance(setting, Mapping) and setting.get("Status") == "Enabled"
-
-
 # --- the task ---------------------------------------------------------------------------------
 
 
@@ -333,8 +177,8 @@ def replicate_task(
             marks_failed=False,
         )
         source_version = _find_version(source_bucket, key, version_id)
-        tags = _version_tags(source_bucket, source_version)
-        rules = _applicable_rules(config, source_version, tags)
+        tags = moto_state.version_tags(source_bucket, source_version)
+        rules = applicable_rules(config, source_version, tags)
         if not rules:
             raise _TaskFailed(
                 "SrcObjectNotEligible", "Object is not eligible for replication", marks_failed=False
@@ -343,9 +187,9 @@ def replicate_task(
             _replicate_to(source_bucket, source_version, tags, config["Role"], rule)
     except _TaskFailed as failure:
         if failure.marks_failed and source_version is not None:
-            _set_source_status(source_version, "FAILED")
+            _set_source_status(source_version, aws_facts.REPLICATION_STATUS_FAILED)
         return TaskResult(False, _FAILED_TASK_HTTP_STATUS, failure.code, failure.message)
-    _set_source_status(source_version, "COMPLETED")
+    _set_source_status(source_version, aws_facts.REPLICATION_STATUS_COMPLETED)
     return _SUCCESS
 
 
@@ -353,14 +197,14 @@ def _source_side(source_account: str, bucket_name: str, version_id: str) -> tupl
     """Return the source bucket and its configuration, or fail as AWS does before any access."""
     if version_id is None or version_id.strip() in INVALID_VERSION_IDS:
         raise _TaskFailed("SrcObjectNotFound", "Object versionID is invalid", marks_failed=False)
-    bucket = _owned_bucket(source_account, bucket_name)
+    bucket = moto_state.owned_bucket(source_account, bucket_name)
     if bucket is None:
         raise _TaskFailed(
             "SrcBucketNotFound",
             f"Source bucket {bucket_name} does not exist in account {source_account}.",
             marks_failed=False,
         )
-    config = _normalised(getattr(bucket, "replication", None))
+    config = normalised(getattr(bucket, "replication", None))
     if config is None:
         raise _TaskFailed(
             "SrcBucketReplicationConfigMissing",
@@ -372,7 +216,7 @@ def _source_side(source_account: str, bucket_name: str, version_id: str) -> tupl
 
 def _find_version(bucket: Any, key: str, version_id: str) -> Any:
     """Return the stored version (object or delete marker), or fail with AWS's not-found code."""
-    versions = bucket.keys.getlist(key, [])
+    versions = moto_state.versions_of(bucket, key)
     if not versions:
         raise _TaskFailed(
             "SrcKeyNotFound", f"Key {key!r} does not exist in bucket {bucket.name}.", marks_failed=False
@@ -399,7 +243,7 @@ def _replicate_to(
     with _write_lock:
         if _already_replicated(version, destination):
             return
-        if _is_marker(version):
+        if is_delete_marker(version):
             _write_delete_marker(destination, version)
         else:
             _write_object(destination, version, tags, rule, replica_encryption)
@@ -423,15 +267,15 @@ def _assume(
     role_arn: str, service: str, source_bucket: Any, label: str, *, marks_failed: bool = False
 ) -> _Role:
     """Return the role as `service` assumes it for this bucket, or fail with AssumeRoleNotPermitted."""
-    account = _arn_account(role_arn)
-    role = _iam_role(role_arn, account)
+    account = aws_facts.account_of_arn(role_arn)
+    role = moto_state.iam_role(role_arn)
     if role is None:
         raise _TaskFailed(
             "AssumeRoleNotPermitted",
             f"S3 cannot assume {label} {role_arn}: no such role in account {account or '?'}.",
             marks_failed=marks_failed,
         )
-    trust = _document(role.assume_role_policy_document)
+    trust = moto_state.policy_document(role.assume_role_policy_document)
     # Both services act for the source account; replication also names the bucket it acts for
     # (a job's own ARN, which Batch Operations would send, is not known to a single task).
     source_context: dict[str, str | list[str]] = {"aws:SourceAccount": source_bucket.account_id}
@@ -449,55 +293,7 @@ def _assume(
         "aws:PrincipalAccount": account,
         "aws:SecureTransport": "true",
     }
-    return _Role(role.arn, account, tuple(_identity_policies(role)), context)
-
-
-def _iam_role(role_arn: str, account: str) -> Any:
-    """Return moto's role for an ARN, or None when the account has no such role."""
-    from moto.iam.models import iam_backends
-
-    if not account:
-        return None
-    backend = iam_backends[account][PARTITION]
-    # moto's role ARN includes the role's path, as AWS's does.
-    return next((role for role in list(backend.roles.values()) if role.arn == role_arn), None)
-
-
-def _identity_policies(role: Any) -> Iterable[Mapping[str, Any]]:
-    """Yield the role's inline policies and the default version of each attached managed policy."""
-    for text in list(role.policies.values()):
-        document = _document(text)
-        if document is not None:
-            yield document
-    for policy in list(role.managed_policies.values()):
-        default = next((v for v in policy.versions if v.is_default), None)
-        document = _document(default.document) if default is not None else None
-        if document is not None:
-            yield document
-
-
-def _document(stored: Any) -> dict[str, Any] | None:
-    """Return a stored policy as a dict: moto keeps JSON text, sometimes URL-encoded."""
-    if isinstance(stored, Mapping):
-        return dict(stored)
-    if isinstance(stored, bytes):
-        stored = stored.decode()
-    if not stored or not isinstance(stored, str):
-        return None
-    return _parsed(stored)
-
-
-@lru_cache(maxsize=512)
-def _parsed(text: str) -> dict[str, Any] | None:
-    """Return a JSON policy text (plain or URL-encoded) as a dict; shared, so never modify it."""
-    for candidate in (text, unquote(text)):
-        try:
-            document = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(document, dict):
-            return document
-    return None
+    return _Role(role.arn, account, tuple(moto_state.identity_policies(role)), context)
 
 
 def _allowed(role: _Role, action: str, resource: str, bucket: Any) -> Decision:
@@ -511,7 +307,7 @@ def _allowed(role: _Role, action: str, resource: str, bucket: Any) -> Decision:
         context=role.context,
     )
     return is_allowed(
-        request, identity_policies=role.policies, resource_policy=_document(bucket.policy)
+        request, identity_policies=role.policies, resource_policy=moto_state.policy_document(bucket.policy)
     )
 
 
@@ -528,7 +324,7 @@ def _key_allowed(role: _Role, action: str, key: Any, context: Mapping[str, str])
     return is_allowed(
         request,
         identity_policies=role.policies,
-        resource_policy=_document(key.policy),
+        resource_policy=moto_state.policy_document(key.policy),
         resource_is_kms_key=True,
     )
 
@@ -537,6 +333,16 @@ def _require(decision: Decision, code: str, *, marks_failed: bool) -> None:
     """Fail the task with `code` unless the decision allows."""
     if not decision.allowed:
         raise _TaskFailed(code, decision.reason, marks_failed=marks_failed)
+
+
+def _require_each(role: _Role, resource: str, bucket: Any, checks: Sequence[tuple[bool, str, str]]) -> None:
+    """Fail on the first (applies, action, failure code) check that applies and that the role may not do.
+
+    Each of these failures comes after S3 began replicating, so each marks the source FAILED.
+    """
+    for applies, action, code in checks:
+        if applies:
+            _require(_allowed(role, action, resource, bucket), code, marks_failed=True)
 
 
 # --- source reads ---------------------------------------------------------------------------
@@ -555,26 +361,13 @@ def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[st
         "SrcGetObjectNotPermitted",
         marks_failed=True,
     )
-    if _is_marker(version):
+    if is_delete_marker(version):
         return
-    if version.lock_mode or version.lock_until:
-        _require(
-            _allowed(role, "s3:GetObjectRetention", object_arn, bucket),
-            "SrcGetRetentionNotPermitted",
-            marks_failed=True,
-        )
-    if version.lock_legal_status:
-        _require(
-            _allowed(role, "s3:GetObjectLegalHold", object_arn, bucket),
-            "SrcGetLegalHoldNotPermitted",
-            marks_failed=True,
-        )
-    if tags:
-        _require(
-            _allowed(role, "s3:GetObjectVersionTagging", object_arn, bucket),
-            "SrcGetTaggingNotPermitted",
-            marks_failed=True,
-        )
+    _require_each(role, object_arn, bucket, [
+        (bool(version.lock_mode or version.lock_until), "s3:GetObjectRetention", "SrcGetRetentionNotPermitted"),
+        (bool(version.lock_legal_status), "s3:GetObjectLegalHold", "SrcGetLegalHoldNotPermitted"),
+        (bool(tags), "s3:GetObjectVersionTagging", "SrcGetTaggingNotPermitted"),
+    ])
     if version.encryption in KMS_ENCRYPTIONS:
         _check_source_key(role, bucket, version)
 
@@ -582,7 +375,7 @@ def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[st
 def _check_source_key(role: _Role, bucket: Any, version: Any) -> None:
     """Fail unless the source object's KMS key is usable and the role may decrypt with it."""
     reference = version.kms_key_id or "alias/aws/s3"
-    key = _kms_key(reference, bucket.account_id, bucket.region_name)
+    key = moto_state.kms_key(reference, bucket.account_id, bucket.region_name)
     if key is None or key.key_state != "Enabled":
         state = "does not exist" if key is None else f"is {key.key_state}"
         raise _TaskFailed(
@@ -602,7 +395,7 @@ def _destination_bucket(rule: Mapping[str, Any], source_bucket: Any) -> Any:
     """Return the rule's destination bucket, or fail when it is missing or cannot take replicas."""
     arn = str(rule["Destination"].get("Bucket", ""))
     name = arn.split(":::", 1)[-1]
-    bucket = _any_bucket(name)
+    bucket = moto_state.find_bucket(name)
     if bucket is None:
         raise _TaskFailed(
             "DstBucketNotFound",
@@ -638,7 +431,7 @@ def _check_destination_kms(
     role: _Role, destination: Any, version: Any, rule: Mapping[str, Any]
 ) -> _Encryption:
     """Return how the replica is encrypted, failing unless its key is usable by the role."""
-    if _is_marker(version):
+    if is_delete_marker(version):
         return _Encryption(None)
     default_algorithm, default_key, default_bucket_key = _default_encryption(destination)
     if version.encryption in KMS_ENCRYPTIONS:
@@ -656,7 +449,7 @@ def _check_destination_kms(
     else:
         algorithm = version.encryption or default_algorithm
         return _Encryption(algorithm)
-    key = _kms_key(reference, destination.account_id, destination.region_name) if reference else None
+    key = moto_state.kms_key(reference, destination.account_id, destination.region_name) if reference else None
     if key is None or key.region != destination.region_name:
         raise _TaskFailed(
             "DstKmsKeyNotFound",
@@ -684,37 +477,25 @@ def _check_destination_writes(
 ) -> None:
     """Fail unless the role may write the replica (and its tags, and the owner change) there."""
     object_arn = _object_arn(destination.name, version.name)
-    if _is_marker(version):
+    if is_delete_marker(version):
         _require(
             _allowed(role, "s3:ReplicateDelete", object_arn, destination),
             "DstDelObjNotPermitted",
             marks_failed=True,
         )
         return
-    _require(
-        _allowed(role, "s3:ReplicateObject", object_arn, destination),
-        "DstPutObjectNotPermitted",
-        marks_failed=True,
-    )
     translation = rule["Destination"].get("AccessControlTranslation") or {}
-    if translation.get("Owner") == "Destination":
-        _require(
-            _allowed(role, "s3:ObjectOwnerOverrideToBucketOwner", object_arn, destination),
-            "DstPutObjectNotPermitted",
-            marks_failed=True,
-        )
-    if tags:
-        _require(
-            _allowed(role, "s3:ReplicateTags", object_arn, destination),
-            "DstPutTaggingNotPermitted",
-            marks_failed=True,
-        )
+    _require_each(role, object_arn, destination, [
+        (True, "s3:ReplicateObject", "DstPutObjectNotPermitted"),
+        (translation.get("Owner") == "Destination", "s3:ObjectOwnerOverrideToBucketOwner", "DstPutObjectNotPermitted"),
+        (bool(tags), "s3:ReplicateTags", "DstPutTaggingNotPermitted"),
+    ])
 
 
 def _already_replicated(version: Any, destination: Any) -> bool:
     """Return True when the version is at the destination; fail when it was there and is gone."""
     present = any(
-        str(v.version_id) == str(version.version_id) for v in destination.keys.getlist(version.name, [])
+        str(v.version_id) == str(version.version_id) for v in moto_state.versions_of(destination, version.name)
     )
     if present:
         return True
@@ -735,7 +516,7 @@ def _write_object(
     destination: Any, source: Any, tags: Mapping[str, str], rule: Mapping[str, Any], encryption: _Encryption
 ) -> None:
     """Write the replica of an object version: same id, bytes, ETag, metadata, lock state, time."""
-    from moto.s3.models import FakeKey, s3_backends
+    from moto.s3.models import FakeKey
 
     mode, until = source.lock_mode, source.lock_until
     if not mode and not until:
@@ -745,7 +526,9 @@ def _write_object(
         value=source.value,
         account_id=destination.account_id,
         region_name=destination.region_name,
-        storage=str(rule["Destination"].get("StorageClass") or source.storage_class or "STANDARD"),
+        storage=str(
+            rule["Destination"].get("StorageClass") or source.storage_class or aws_facts.DEFAULT_STORAGE_CLASS
+        ),
         etag=_stored_etag(source),
         is_versioned=True,
         version_id=source.version_id,
@@ -764,10 +547,10 @@ def _write_object(
     replica.checksum_algorithm = source.checksum_algorithm
     replica.website_redirect_location = source.website_redirect_location
     replica.set_metadata(dict(source.metadata))
-    replica.replication_status = "REPLICA"  # type: ignore[attr-defined]  # our attribute, sent by patches.py
+    # Our attribute, which patches.py sends as x-amz-replication-status.
+    replica.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # type: ignore[attr-defined]
     if tags:
-        backend = s3_backends[destination.account_id][PARTITION]
-        backend.tagger.tag_resource(replica.arn, [{"Key": k, "Value": v} for k, v in tags.items()])
+        moto_state.tag_version(destination, replica, tags)
     _insert_in_time_order(destination, replica)
 
 
@@ -775,19 +558,19 @@ def _write_delete_marker(destination: Any, source: Any) -> None:
     """Write the replica of a delete marker with the source's version id and time."""
     from moto.s3.models import FakeDeleteMarker
 
-    existing = destination.keys.getlist(source.name, [])
+    existing = moto_state.versions_of(destination, source.name)
     marker = FakeDeleteMarker(key=existing[-1] if existing else source.key)
     marker._version_id = source.version_id
     marker.last_modified = source.last_modified
-    marker.replication_status = "REPLICA"  # type: ignore[attr-defined]  # our attribute, as on keys
+    marker.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # type: ignore[attr-defined]  # as on keys
     _insert_in_time_order(destination, marker)
 
 
 def _insert_in_time_order(bucket: Any, version: Any) -> None:
     """Insert a version where its time puts it: moto serves the list's last entry as the latest."""
-    versions = list(bucket.keys.getlist(version.name, []))
-    moment = _utc(version.last_modified)
-    position = next((i for i, v in enumerate(versions) if _utc(v.last_modified) > moment), len(versions))
+    versions = moto_state.versions_of(bucket, version.name)
+    moment = as_utc(version.last_modified)
+    position = next((i for i, v in enumerate(versions) if as_utc(v.last_modified) > moment), len(versions))
     versions.insert(position, version)
     bucket.keys.setlist(version.name, versions)
 
@@ -805,7 +588,7 @@ def mark_source_failed(version: Any) -> None:
     For callers that fail a task themselves (an injected fault, say): setting the status directly
     would lose a replica's REPLICA, and a later successful retry would then report COMPLETED.
     """
-    _set_source_status(version, "FAILED")
+    _set_source_status(version, aws_facts.REPLICATION_STATUS_FAILED)
 
 
 def _set_source_status(version: Any, outcome: str) -> None:
@@ -813,59 +596,14 @@ def _set_source_status(version: Any, outcome: str) -> None:
     if version is None:
         return
     with _write_lock:
-        if getattr(version, "replication_status", None) == "REPLICA":
+        if getattr(version, "replication_status", None) == aws_facts.REPLICATION_STATUS_REPLICA:
             setattr(version, _IS_REPLICA, True)
-        if outcome == "COMPLETED" and getattr(version, _IS_REPLICA, False):
-            outcome = "REPLICA"
+        if outcome == aws_facts.REPLICATION_STATUS_COMPLETED and getattr(version, _IS_REPLICA, False):
+            outcome = aws_facts.REPLICATION_STATUS_REPLICA
         version.replication_status = outcome
 
 
-# --- moto lookups and small utilities ------------------------------------------------------
-
-
-def _owned_bucket(account: str, name: str) -> Any:
-    """Return the bucket of that name owned by the account, or None."""
-    from moto.s3.models import s3_backends
-
-    return s3_backends[account][PARTITION].buckets.get(name)
-
-
-def _any_bucket(name: str) -> Any:
-    """Return the bucket of that name in whichever account owns it, or None."""
-    from moto.s3.models import s3_backends
-
-    owner = s3_backends.bucket_accounts.get(name)
-    if owner is None:
-        return None
-    partition, account = owner
-    return s3_backends[account][partition].buckets.get(name)
-
-
-def _version_tags(bucket: Any, version: Any) -> dict[str, str]:
-    """Return the object tags of a version (delete markers have none)."""
-    from moto.s3.models import s3_backends
-
-    if _is_marker(version):
-        return {}
-    backend = s3_backends[bucket.account_id][PARTITION]
-    return dict(backend.tagger.get_tag_dict_for_resource(version.arn))
-
-
-def _kms_key(reference: str, account: str, region: str) -> Any:
-    """Return the KMS key an ARN, key id, alias or alias ARN names, or None when there is none."""
-    from moto.kms.models import kms_backends
-
-    if reference.startswith("arn:"):
-        parts = reference.split(":")
-        if len(parts) < 6 or parts[2] != "kms":
-            return None
-        region, account = parts[3] or region, parts[4] or account
-    backend = kms_backends[account][region]
-    try:
-        key_id = backend.any_id_to_key_id(reference)
-    except Exception:  # moto raises several types for an unknown alias
-        return None
-    return backend.keys.get(key_id) if key_id else None
+# --- small utilities -------------------------------------------------------------------------
 
 
 def _kms_context(bucket: Any, key: str, bucket_key: bool) -> dict[str, str]:
@@ -894,31 +632,13 @@ def _default_retention(bucket: Any) -> tuple[str | None, str | None]:
     days = int(bucket.default_lock_days or 0) + 365 * int(bucket.default_lock_years or 0)
     if days <= 0:
         return None, None
-    until = datetime.now(timezone.utc) + timedelta(days=days)
+    until = utc_now() + timedelta(days=days)
     return bucket.default_lock_mode, until.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _stored_etag(version: Any) -> str:
     """Return the version's ETag without quotes, as moto stores it (multipart form included)."""
     return str(version.etag).strip('"')
-
-
-def _utc(moment: datetime) -> datetime:
-    """Return a naive UTC datetime, the form moto stores, for ordering mixed values."""
-    if moment.tzinfo is not None:
-        return moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment
-
-
-def _is_marker(version: Any) -> bool:
-    from moto.s3.models import FakeDeleteMarker
-
-    return isinstance(version, FakeDeleteMarker)
-
-
-def _arn_account(arn: str) -> str:
-    parts = arn.split(":")
-    return parts[4] if len(parts) > 5 else ""
 
 
 def _bucket_arn(bucket: str) -> str:

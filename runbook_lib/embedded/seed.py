@@ -25,15 +25,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from runbook_lib import aws_facts
 from runbook_lib.accounts import error_code, is_throttling, retry_throttled
-from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
+from runbook_lib.embedded import moto_state
+from runbook_lib.embedded.moto_state import PARTITION
+from runbook_lib.embedded.server import OPERATOR_ACCOUNT, RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
+from runbook_lib.embedded.utc import as_utc, utc_now
 from runbook_lib.errors import BackendError
 
 __all__ = [
@@ -53,8 +57,8 @@ PRODUCTION_ACCOUNT = "333333333333"
 VAULT_BUCKET = "vault-golden-copies"
 VAULT_KEY_ID = "6f1c0f4e-7d1a-4c55-9b0e-0c5a11d5eed1"
 VAULT_KEY_ALIAS = "alias/vault-golden-copies"
-VAULT_KEY_ARN = f"arn:aws:kms:{REGION}:{VAULT_ACCOUNT}:key/{VAULT_KEY_ID}"
-PRODUCTION_REPLICATION_ROLE = f"arn:aws:iam::{PRODUCTION_ACCOUNT}:role/prod-to-vault-replication"
+VAULT_KEY_ARN = aws_facts.kms_key_arn(REGION, VAULT_ACCOUNT, VAULT_KEY_ID)
+PRODUCTION_REPLICATION_ROLE = aws_facts.iam_role_arn(PRODUCTION_ACCOUNT, "prod-to-vault-replication", PARTITION)
 OPERATOR_ROLE_NAME = "drill-operator"
 DEFAULT_RETENTION_DAYS = 365
 # Categories every vault holds whatever the random draws, so a small drill still meets each case.
@@ -215,7 +219,8 @@ def _setup_accounts(endpoint: str) -> None:
             aws_access_key_id="seeder", aws_secret_access_key="seeder",
         )
         creds = _call(
-            sts.assume_role, RoleArn=f"arn:aws:iam::{account}:role/{OPERATOR_ROLE_NAME}", RoleSessionName="seeder"
+            sts.assume_role, RoleArn=aws_facts.iam_role_arn(account, OPERATOR_ROLE_NAME, PARTITION),
+            RoleSessionName="seeder",
         )["Credentials"]
         return boto3.client(  # type: ignore[call-overload]  # the service name is chosen at run time
             service, endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
@@ -230,7 +235,8 @@ def _setup_accounts(endpoint: str) -> None:
         iam = client("iam", account)
         trust = json.dumps({
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Statement": [{"Effect": "Allow",
+                           "Principal": {"AWS": aws_facts.account_root_arn(OPERATOR_ACCOUNT, PARTITION)},
                            "Action": "sts:AssumeRole"}],
         })
         _call(iam.create_role, RoleName=OPERATOR_ROLE_NAME, AssumeRolePolicyDocument=trust,
@@ -262,12 +268,10 @@ def _setup_accounts(endpoint: str) -> None:
 
 def _pin_key_id(created_id: str, wanted_id: str) -> None:
     """Give the vault key a fixed id, so parameter sets can name its ARN before a backend starts."""
-    from moto.kms.models import kms_backends
-
-    backend = kms_backends[VAULT_ACCOUNT][REGION]
+    backend = moto_state.kms_backend(VAULT_ACCOUNT, REGION)
     key = backend.keys.pop(created_id)
     key.id = wanted_id
-    key.arn = f"arn:aws:kms:{REGION}:{VAULT_ACCOUNT}:key/{wanted_id}"
+    key.arn = aws_facts.kms_key_arn(REGION, VAULT_ACCOUNT, wanted_id)
     policy = json.loads(key.policy)
     key.policy = json.dumps(policy)
     backend.keys[wanted_id] = key
@@ -277,18 +281,18 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
     """Build the vault account's world in the running backend and return its ground truth."""
     if versions < 20:
         raise BackendError(f"a realistic vault needs at least 20 versions, got {versions}")
-    from moto.s3.models import FakeDeleteMarker, s3_backends
+    from moto.s3.models import FakeDeleteMarker
 
-    if VAULT_BUCKET in s3_backends.bucket_accounts:
+    if moto_state.bucket_owner(VAULT_BUCKET) is not None:
         raise BackendError(
             f"this backend already holds a vault ({VAULT_BUCKET}); seed a freshly started backend, "
             "or reset it first (POST /moto-api/reset) if losing its state is intended"
         )
     _setup_accounts(endpoint)
     rng = random.Random(random_seed)
-    backend = s3_backends[VAULT_ACCOUNT]["aws"]
+    backend = moto_state.s3_backend(VAULT_ACCOUNT)
     bucket = backend.get_bucket(VAULT_BUCKET)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = utc_now().replace(microsecond=0)
     truth = GroundTruth(VAULT_ACCOUNT, RECOVERY_ACCOUNT, REGION, VAULT_BUCKET, VAULT_KEY_ARN, random_seed)
 
     key_count = max(5, round(versions / 2.4))
@@ -317,7 +321,7 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
                 marker = FakeDeleteMarker(key=bucket.keys[name])
                 marker._version_id = _version_id(rng)
                 marker.last_modified = moment.replace(tzinfo=None)
-                marker.replication_status = "REPLICA"  # type: ignore[attr-defined]
+                marker.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # type: ignore[attr-defined]
                 bucket.keys[name] = marker
                 written.append((name, marker, SKIP_DELETE_MARKER))
                 continue
@@ -383,7 +387,9 @@ def _put_version(
 
     replica = trait == "archived" or (trait != "not_replica" and rng.random() >= 0.06)
     archived = replica and (trait == "archived" or (archived_budget > 0 and rng.random() < 0.02))
-    storage = "GLACIER" if archived else ("INTELLIGENT_TIERING" if rng.random() < 0.2 else "STANDARD")
+    # The tiering draw happens only for a version that is not archived, which keeps seeds reproducible.
+    standard = aws_facts.DEFAULT_STORAGE_CLASS
+    storage = "GLACIER" if archived else ("INTELLIGENT_TIERING" if rng.random() < 0.2 else standard)
     sse_s3 = rng.random() < 0.05
     stored = backend.put_object(
         VAULT_BUCKET, name, body, storage=storage,
@@ -399,7 +405,7 @@ def _put_version(
     if rng.random() < 0.3:
         stored.set_metadata({"x-amz-meta-source-system": rng.choice(("erp", "crm", "web"))})
     if replica:
-        stored.replication_status = "REPLICA"
+        stored.replication_status = aws_facts.REPLICATION_STATUS_REPLICA
         outcome = SKIP_ARCHIVED if archived else RECOVER
     else:
         stored.replication_status = None
@@ -408,12 +414,10 @@ def _put_version(
 
 
 def _describe(name: str, stored: Any, outcome: str, is_latest: bool) -> SeededVersion:
-    from moto.s3.models import FakeDeleteMarker
-
-    modified = stored.last_modified.replace(tzinfo=timezone.utc).isoformat()
-    if isinstance(stored, FakeDeleteMarker):
+    modified = as_utc(stored.last_modified).isoformat()
+    if moto_state.is_delete_marker(stored):
         return SeededVersion(
-            name, stored.version_id, True, is_latest, 0, None, modified, None, "REPLICA",
+            name, stored.version_id, True, is_latest, 0, None, modified, None, aws_facts.REPLICATION_STATUS_REPLICA,
             None, None, None, None, outcome,
         )
     until = stored.lock_until

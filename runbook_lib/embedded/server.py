@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import secrets
 import socket
 import threading
@@ -19,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runbook_lib import aws_facts
+from runbook_lib.embedded.faults import Faults
+from runbook_lib.embedded.moto_state import PARTITION
+from runbook_lib.embedded.s3control import urls
 from runbook_lib.errors import BackendError
 
 __all__ = [
@@ -29,7 +32,7 @@ __all__ = [
     "VAULT_ACCOUNT",
     "VAULT_PROFILE",
     "EmbeddedBackend",
-    "Faults",
+    "Faults",  # re-exported: its home is runbook_lib.embedded.faults
     "start_backend",
     "write_aws_config",
 ]
@@ -45,26 +48,6 @@ OPERATOR_ROLE = "drill-operator"
 REGION = "us-east-1"
 
 log = logging.getLogger(__name__)
-
-JOBS_PATH = re.compile(r"^/v20180820/jobs(?:/|$|\?)")
-
-
-@dataclass(frozen=True)
-class Faults:
-    """Faults the backend injects on request, deterministic for a given `seed`."""
-
-    task_failure_rate: float = 0.0
-    throttle_rate: float = 0.0
-    latency_ms: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("task_failure_rate", "throttle_rate"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise BackendError(f"fault {name} must be between 0 and 1, got {value}")
-        if self.latency_ms < 0:
-            raise BackendError(f"fault latency_ms must be >= 0, got {self.latency_ms}")
 
 
 _SLOW_DOWN = (
@@ -97,7 +80,7 @@ class BackendApp:
             return [_SLOW_DOWN]
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             self.reset_jobs()
-        target = self.jobs_app if JOBS_PATH.match(path) and self.jobs_app is not None else self.moto_app
+        target = self.jobs_app if urls.is_jobs_path(path) and self.jobs_app is not None else self.moto_app
         answer: Iterable[bytes] = target(environ, start_response)
         return answer
 
@@ -179,12 +162,12 @@ def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
         "aws_secret_access_key = embedded-operator-secret\n"
         f"{common}\n"
         f"[profile {VAULT_PROFILE}]\n"
-        f"role_arn = arn:aws:iam::{VAULT_ACCOUNT}:role/{OPERATOR_ROLE}\n"
+        f"role_arn = {aws_facts.iam_role_arn(VAULT_ACCOUNT, OPERATOR_ROLE, PARTITION)}\n"
         f"source_profile = {BASE_PROFILE}\n"
         f"role_session_name = {session_name}\n"
         f"{common}\n"
         f"[profile {RECOVERY_PROFILE}]\n"
-        f"role_arn = arn:aws:iam::{RECOVERY_ACCOUNT}:role/{OPERATOR_ROLE}\n"
+        f"role_arn = {aws_facts.iam_role_arn(RECOVERY_ACCOUNT, OPERATOR_ROLE, PARTITION)}\n"
         f"source_profile = {BASE_PROFILE}\n"
         f"role_session_name = {session_name}\n"
         f"{common}\n"
@@ -232,9 +215,10 @@ def start_backend(
     from runbook_lib.embedded import patches
 
     patches.apply_all()
+    from runbook_lib.embedded.s3control.responses import BatchOperationsApp
+
     faults = faults or Faults()
-    jobs_app = _jobs_app(faults)
-    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, jobs_app)
+    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults))
     try:
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     except OSError as error:
@@ -246,8 +230,6 @@ def start_backend(
     config_path = (Path(config_file) if config_file else _default_config_path(actual_port)).resolve()
     write_aws_config(config_path, f"http://{host}:{actual_port}")
     backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app)
-    if jobs_app is not None and hasattr(jobs_app, "attach"):
-        jobs_app.attach(backend)
     log.info("embedded AWS listening on %s (config %s)", backend.endpoint, config_path)
     return backend
 
@@ -256,12 +238,3 @@ def _default_config_path(port: int) -> Path:
     import tempfile
 
     return Path(tempfile.gettempdir()) / f"runbook-embedded-{port}" / "aws-config"
-
-
-def _jobs_app(faults: Faults) -> Callable[..., Any] | None:
-    """Return the S3 Batch Operations emulator's WSGI app, when it is available."""
-    try:
-        from runbook_lib.embedded.batch_responses import BatchOperationsApp
-    except ImportError:
-        return None
-    return BatchOperationsApp(faults)

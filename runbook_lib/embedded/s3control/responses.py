@@ -1,20 +1,18 @@
-"""The S3 Control job API on the wire: rest-xml requests in, XML answers out, for `batch_models`.
+"""The S3 Control job API on the wire: rest-xml requests in, XML answers out, for `models.JobStore`.
 
 Requests are parsed and answers rendered from botocore's own model of S3 Control (the same file
 every SDK call is serialized from), so element names, `<member>` lists, hyphenated union members
 such as `<SSE-S3/>` and timestamp formats are exactly what clients send and expect. The model's
 constraints (required members, enums, lengths, patterns, ranges) are checked here too; rules the
-model cannot express live in `batch_models.validate_job_request`.
-
-    POST /v20180820/jobs                          CreateJob
-    GET  /v20180820/jobs                          ListJobs
-    GET  /v20180820/jobs/{id}                     DescribeJob
-    POST /v20180820/jobs/{id}/status              UpdateJobStatus
-    POST /v20180820/jobs/{id}/priority            UpdateJobPriority
-    GET|PUT|DELETE /v20180820/jobs/{id}/tagging   Get/Put/DeleteJobTagging
+model cannot express live in `validation`. Which path and method is which operation is `urls`'s.
 
 The account is the `x-amz-account-id` header; it must be the caller's own account (from the
 request's access key), and the Region is the one the request was signed for.
+
+| topic | what the emulator does (AWS does not document it) |
+|---|---|
+| AccountId other than the caller's account | code `AccessDenied`, HTTP 403 |
+| errors | S3 Control's `ErrorResponse` document, with the request id also in `x-amz-request-id` |
 """
 
 from __future__ import annotations
@@ -22,9 +20,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
@@ -32,8 +30,12 @@ from botocore.model import ListShape, Shape, StructureShape
 from botocore.utils import parse_timestamp
 from werkzeug.wrappers import Request, Response
 
-from runbook_lib.embedded.batch_models import JobStore, S3ControlError
-from runbook_lib.embedded.server import Faults
+from runbook_lib.embedded import moto_state
+from runbook_lib.embedded.faults import Faults
+from runbook_lib.embedded.s3control import urls
+from runbook_lib.embedded.s3control.exceptions import AccessDenied, InvalidRequest, MalformedXML, S3ControlError
+from runbook_lib.embedded.s3control.models import JobStore
+from runbook_lib.embedded.utc import iso_millis
 
 __all__ = [
     "NAMESPACE",
@@ -45,7 +47,6 @@ __all__ = [
 ]
 
 NAMESPACE = "http://awss3control.amazonaws.com/doc/2018-08-20/"
-_ROUTE = re.compile(r"^/v20180820/jobs(?:/(?P<job_id>[^/]+)(?:/(?P<action>status|priority|tagging))?)?/?$")
 _CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/")
 _DEFAULT_REGION = "us-east-1"
 _FIELD_LIMIT = 100
@@ -70,10 +71,6 @@ def _output_shape(operation: str) -> StructureShape:
     return shape
 
 
-def _invalid(message: str) -> S3ControlError:
-    return S3ControlError("InvalidRequest", message, 400)
-
-
 # --------------------------------------------------------------------------- parsing
 
 
@@ -84,12 +81,11 @@ def _local(tag: str) -> str:
 def parse_request_body(body: bytes, shape: StructureShape) -> dict[str, Any]:
     """Return a rest-xml request body as botocore's parameter dict (the names boto3 callers use)."""
     if not body.strip():
-        raise S3ControlError(
-            "MalformedXML", "The request body is empty; send the XML document the operation takes.", 400)
+        raise MalformedXML("The request body is empty; send the XML document the operation takes.")
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as error:
-        raise S3ControlError("MalformedXML", f"The request body is not well-formed XML: {error}", 400) from error
+        raise MalformedXML(f"The request body is not well-formed XML: {error}") from error
     parsed = _parse(root, shape, "")
     assert isinstance(parsed, dict)
     return parsed
@@ -110,8 +106,8 @@ def _parse(element: ElementTree.Element, shape: Shape, path: str) -> Any:
             if found is not None:
                 parsed[name] = _parse(found, member, f"{path}.{name}".lstrip("."))
         return parsed
-    if kind == "list":
-        item = cast(ListShape, shape).member
+    if isinstance(shape, ListShape):
+        item = shape.member
         item_name = item.serialization.get("name", "member")
         items = (child for child in element if _local(child.tag) == item_name)
         return [_parse(child, item, f"{path}[{i}]") for i, child in enumerate(items)]
@@ -136,7 +132,7 @@ def _scalar(text: str, kind: str, path: str) -> Any:
         if kind == "timestamp":
             return parse_timestamp(text.strip())
     except (ValueError, TypeError) as error:
-        raise _invalid(f"{path}: {text!r} is not a valid {kind}.") from error
+        raise InvalidRequest(f"{path}: {text!r} is not a valid {kind}.") from error
     return text
 
 
@@ -161,18 +157,18 @@ def _shown(value: Any) -> str:
 def validate_value(value: Any, shape: Shape, path: str) -> list[str]:
     """Return every way `value` breaks the model's constraints for `shape`, as readable sentences."""
     kind = shape.type_name
-    if kind == "structure":
-        return _validate_structure(value, cast(StructureShape, shape), path)
+    if isinstance(shape, StructureShape):
+        return _validate_structure(value, shape, path)
     problems: list[str] = []
     metadata = shape.metadata
-    if kind == "list":
+    if isinstance(shape, ListShape):
         count = len(value)
         if "min" in metadata and count < metadata["min"]:
             problems.append(f"{path} needs at least {metadata['min']} item(s), got {count}")
         if "max" in metadata and count > metadata["max"]:
             problems.append(f"{path} takes at most {metadata['max']} item(s), got {count}")
         for index, item in enumerate(value):
-            problems += validate_value(item, cast(ListShape, shape).member, f"{path}[{index}]")
+            problems += validate_value(item, shape.member, f"{path}[{index}]")
     elif kind == "string":
         problems += _validate_string(str(value), shape, path)
     elif kind in ("integer", "long"):
@@ -218,15 +214,10 @@ def _check(value: Any, shape: Shape, path: str) -> None:
     problems = validate_value(value, shape, path)
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
-        raise _invalid(f"The request has {len(problems)} {noun}: " + "; ".join(problems) + ".")
+        raise InvalidRequest(f"The request has {len(problems)} {noun}: " + "; ".join(problems) + ".")
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def _timestamp(moment: datetime) -> str:
-    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _render(value: Any, shape: Shape, name: str) -> str:
@@ -239,8 +230,8 @@ def _render(value: Any, shape: Shape, name: str) -> str:
             if value.get(member) is not None
         )
         return f"<{name}>{inner}</{name}>" if inner else f"<{name}/>"
-    if kind == "list":
-        item = cast(ListShape, shape).member
+    if isinstance(shape, ListShape):
+        item = shape.member
         item_name = item.serialization.get("name", "member")
         return f"<{name}>" + "".join(_render(v, item, item_name) for v in value) + f"</{name}>"
     if kind == "map":
@@ -250,7 +241,7 @@ def _render(value: Any, shape: Shape, name: str) -> str:
     if kind == "boolean":
         text = "true" if value else "false"
     elif kind == "timestamp":
-        text = _timestamp(value if isinstance(value, datetime) else parse_timestamp(str(value)))
+        text = iso_millis(value if isinstance(value, datetime) else parse_timestamp(str(value)))
     else:
         text = escape(str(value))
     return f"<{name}>{text}</{name}>"
@@ -285,9 +276,7 @@ def _caller_account(request: Request) -> str | None:
     match = _CREDENTIAL.search(request.headers.get("Authorization", ""))
     if match is None:
         return None
-    from moto.iam.models import get_account_id_from
-
-    return str(get_account_id_from(match.group("key")))
+    return moto_state.access_key_account(match.group("key"))
 
 
 def _region(request: Request) -> str:
@@ -300,11 +289,21 @@ class BatchOperationsApp:
 
     def __init__(self, faults: Faults | None = None, store: JobStore | None = None) -> None:
         self.store = store or JobStore(faults)
-        self.backend: Any = None
+        self._handlers: dict[str, Callable[[Request, str, str, str], tuple[int, bytes]]] = {
+            "CreateJob": self._create_job,
+            "ListJobs": self._list_jobs,
+            "DescribeJob": self._describe_job,
+            "UpdateJobStatus": self._update_job_status,
+            "UpdateJobPriority": self._update_job_priority,
+            "GetJobTagging": self._get_job_tagging,
+            "PutJobTagging": self._put_job_tagging,
+            "DeleteJobTagging": self._delete_job_tagging,
+        }
 
-    def attach(self, backend: Any) -> None:
-        """Remember the running backend this app serves (for its endpoint and faults)."""
-        self.backend = backend
+    @property
+    def operations(self) -> frozenset[str]:
+        """Return the operations this app answers (every one `urls.ROUTES` names)."""
+        return frozenset(self._handlers)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -318,45 +317,24 @@ class BatchOperationsApp:
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> tuple[int, bytes]:
-        route = _ROUTE.match(request.path)
-        if route is None:
-            raise S3ControlError("NotFoundException", f"No S3 Control job resource at {request.path}.", 404)
+        resource = urls.job_resource(request.path)
         account = self._account(request)
         region = _region(request)
-        job_id, action = route.group("job_id"), route.group("action")
-        if job_id is not None:
-            _check(job_id, _input_shape("DescribeJob").members["JobId"], "JobId")
-        handler = self._handler(request.method, job_id, action)
-        return handler(request, account, region, job_id or "")
-
-    def _handler(self, method: str, job_id: str | None, action: str | None) -> Callable[..., tuple[int, bytes]]:
-        routes: dict[tuple[str, bool, str | None], Callable[..., tuple[int, bytes]]] = {
-            ("POST", False, None): self._create_job,
-            ("GET", False, None): self._list_jobs,
-            ("GET", True, None): self._describe_job,
-            ("POST", True, "status"): self._update_job_status,
-            ("POST", True, "priority"): self._update_job_priority,
-            ("GET", True, "tagging"): self._get_job_tagging,
-            ("PUT", True, "tagging"): self._put_job_tagging,
-            ("DELETE", True, "tagging"): self._delete_job_tagging,
-        }
-        handler = routes.get((method, job_id is not None, action))
-        if handler is None:
-            raise S3ControlError("MethodNotAllowed", f"{method} is not allowed on this job resource.", 405)
-        return handler
+        if resource.job_id is not None:
+            _check(resource.job_id, _input_shape("DescribeJob").members["JobId"], "JobId")
+        handler = self._handlers[urls.operation(request.method, resource)]
+        return handler(request, account, region, resource.job_id or "")
 
     @staticmethod
     def _account(request: Request) -> str:
         account = request.headers.get("x-amz-account-id", "")
         if not account:
-            raise _invalid("Missing required header for this request: x-amz-account-id.")
+            raise InvalidRequest("Missing required header for this request: x-amz-account-id.")
         _check(account, _input_shape("CreateJob").members["AccountId"], "AccountId")
         caller = _caller_account(request)
         if caller is not None and caller != account:
-            raise S3ControlError(
-                "AccessDenied",
-                f"Access Denied: the caller is in account {caller} and cannot manage jobs of account {account}.",
-                403,
+            raise AccessDenied(
+                f"Access Denied: the caller is in account {caller} and cannot manage jobs of account {account}."
             )
         return account
 
