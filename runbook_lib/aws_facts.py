@@ -7,6 +7,8 @@ a status spelt one way in the job watcher is spelt the same way in verification 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 __all__ = [
     "AFTER_CONFIRMATION_JOB_STATUSES",
     "ARCHIVED_STORAGE_CLASSES",
@@ -24,6 +26,8 @@ __all__ = [
     "STORAGE_CLASSES",
     "TERMINAL_JOB_STATUSES",
     "UNSUCCESSFUL_END_STATUSES",
+    "ReplicationStatusFilter",
+    "StorageClass",
     "account_of_arn",
     "account_root_arn",
     "batch_job_arn",
@@ -66,7 +70,8 @@ AFTER_CONFIRMATION_JOB_STATUSES: frozenset[str] = frozenset({
 })
 
 # Values of the manifest generator's ObjectReplicationStatuses filter; NONE means "no status".
-REPLICATION_STATUS_FILTERS: tuple[str, ...] = ("NONE", "FAILED", "COMPLETED", "REPLICA")
+ReplicationStatusFilter = Literal["NONE", "FAILED", "COMPLETED", "REPLICA"]
+REPLICATION_STATUS_FILTERS: tuple[str, ...] = get_args(ReplicationStatusFilter)
 # An object version's replication status (x-amz-replication-status): a source S3 copied, a source
 # it failed to copy, a copy S3 wrote; NONE is the filter's name for a version with no status.
 REPLICATION_STATUS_COMPLETED = "COMPLETED"
@@ -76,7 +81,8 @@ REPLICATION_STATUS_NONE = "NONE"
 
 # The class of an object stored without one; S3 leaves it out of HEAD and listings.
 DEFAULT_STORAGE_CLASS = "STANDARD"
-STORAGE_CLASSES: tuple[str, ...] = (
+# The storage classes a replication rule may write replicas in (the parameter model's type).
+StorageClass = Literal[
     "STANDARD",
     "REDUCED_REDUNDANCY",
     "STANDARD_IA",
@@ -85,7 +91,8 @@ STORAGE_CLASSES: tuple[str, ...] = (
     "GLACIER",
     "DEEP_ARCHIVE",
     "GLACIER_IR",
-)
+]
+STORAGE_CLASSES: tuple[str, ...] = get_args(StorageClass)
 # Versions in these classes must be restored before Batch Replication can copy them.
 ARCHIVED_STORAGE_CLASSES: frozenset[str] = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 

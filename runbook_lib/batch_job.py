@@ -27,7 +27,6 @@ from runbook_lib.scope import scope_from_params
 
 __all__ = [
     "TERMINAL",
-    "JobProgress",
     "LogProgress",
     "ProgressSubscriber",
     "client_request_token",
@@ -60,21 +59,9 @@ class ProgressSubscriber(Protocol):
     def on_progress(self, job: dict[str, Any]) -> None: ...
 
 
-@dataclass
-class JobProgress:
-    """One observation of a job: when, status, and task counters."""
-
-    at: str
-    status: str
-    total: int
-    succeeded: int
-    failed: int
-    active_seconds: int
-
-
-def _observe(job: dict[str, Any]) -> JobProgress:
+def _observe(job: dict[str, Any]) -> ProgressPoint:
     summary = job.get("ProgressSummary", {})
-    return JobProgress(
+    return ProgressPoint(
         at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         status=job["Status"],
         total=int(summary.get("TotalNumberOfTasks", 0)),
@@ -290,7 +277,7 @@ def wait_for_status(
         seen = _observe(job)
         if not history or (history[-1].status, history[-1].succeeded, history[-1].failed) != (
                 seen.status, seen.succeeded, seen.failed):
-            history.append(ProgressPoint(**seen.__dict__))
+            history.append(seen)
         for subscriber in subscribers:
             subscriber.on_progress(job)
         done = job["Status"] in wanted or job["Status"] in TERMINAL

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal, NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BeforeValidator, SecretStr
 from pydantic_core import PydanticCustomError
 
 from runbook_lib import aws_facts
-from runbook_lib.aws_facts import RUN_ID_TAG, partition_of
+from runbook_lib.aws_facts import RUN_ID_TAG, ReplicationStatusFilter, StorageClass, kms_key_arn, partition_of
 
 __all__ = [
     "MAX_TAGS",
@@ -51,17 +51,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-ReplicationStatus = Literal["NONE", "FAILED", "COMPLETED", "REPLICA"]
-StorageClass = Literal[
-    "STANDARD",
-    "REDUCED_REDUNDANCY",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-    "GLACIER_IR",
-]
+ReplicationStatus = ReplicationStatusFilter
 
 # User tags per resource; the run adds RUN_ID_TAG itself, and AWS allows at most 50 in all.
 MAX_TAGS = 40
@@ -185,7 +175,7 @@ def _bucket_name(value: object) -> str:
     return name
 
 
-_KEY_ARN_EXAMPLE = "arn:aws:kms:us-east-1:111111111111:key/<key id>"
+_KEY_ARN_EXAMPLE = kms_key_arn("us-east-1", "111111111111", "<key id>")
 
 
 def _kms_key_arn(value: object) -> str:

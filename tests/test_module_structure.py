@@ -110,8 +110,6 @@ PARTITIONED_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:")
 # Literals that may stay, each with why. Regexes that accept any partition (`arn:aws[a-z-]*:`)
 # do not match the pattern and need no entry.
 ALLOWED_ARN_LITERALS: dict[str, set[str]] = {
-    # An example in the message of a parameter error, shown to a user who wrote something else.
-    "runbook_lib.params": {"arn:aws:kms:us-east-1:111111111111:key/<key id>"},
     # The expected forms named in messages of parameter problems, next to their regexes.
     "runbook_lib.policies": {
         "a KMS key ARN, arn:aws:kms:<region>:<account>:key/<key id> (not an alias)",
