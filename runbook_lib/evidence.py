@@ -97,6 +97,20 @@ def settle_unfinished_verification(run_dir: str | Path, error: str) -> str | Non
     return verdict
 
 
+def _recovery_wall_time(phases: list[dict[str, Any]]) -> float:
+    """Return the seconds from the first recovery phase's start to the last one's end, as a clock on the wall saw them.
+
+    Starting kernels, and an analyst reading between two phases, are part of the time a recovery
+    takes; a phase without both timestamps falls back to the sum of the phases' own seconds.
+    """
+    moments = [(p.get("started"), p.get("ended")) for p in phases]
+    if not moments or any(start is None or end is None for start, end in moments):
+        return float(sum(p["seconds"] for p in phases))
+    first = min(datetime.fromisoformat(str(start)) for start, _ in moments)
+    last = max(datetime.fromisoformat(str(end)) for _, end in moments)
+    return (last - first).total_seconds()
+
+
 def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **extra: Any) -> Path:
     """Write summary.json (verdict, counts, phases with their seconds, recovery time, extras) and return its path."""
     if verdict not in VERDICTS:
@@ -104,7 +118,7 @@ def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **e
     folder = Path(run_dir)
     phases = phase_timings(folder)
     retry_seconds = sum(float(r.get("seconds", 0)) for r in extra.get("retry_rounds", []))
-    recovery_seconds = sum(p["seconds"] for p in phases if p["phase"][:2] in RECOVERY_PHASES) + retry_seconds
+    recovery_seconds = _recovery_wall_time([p for p in phases if p["phase"][:2] in RECOVERY_PHASES]) + retry_seconds
     document = {
         "verdict": verdict,
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -13,11 +13,12 @@ from runbook_lib.ledger import LEDGER_FILE, Ledger, open_ledger
 from runbook_lib.run_state import PhaseRecord
 
 
-def _executed(folder: Path, phase: str, seconds: float, exception: bool = False) -> None:
+def _executed(folder: Path, phase: str, seconds: float, exception: bool = False, started: str = "00:00:00",
+              ended: str = "00:00:10") -> None:
     """Leave what a headless phase leaves: its executed notebook, and its record in the run state."""
     ledger = open_ledger(folder) if (folder / LEDGER_FILE).exists() else Ledger(folder)
     ledger.state.phases[phase] = PhaseRecord(status="failed" if exception else "ok", seconds=seconds,
-                                             started="2026-11-27T00:00:00+00:00", ended="2026-11-27T00:00:10+00:00")
+                                             started=f"2026-11-27T{started}+00:00", ended=f"2026-11-27T{ended}+00:00")
     ledger.save()
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_markdown_cell(f"# {phase} heading"), nbformat.v4.new_code_cell("print('hi')")]
@@ -55,16 +56,17 @@ def test_timings_of_a_run_folder_of_the_previous_release_are_derived_from_start_
 
 
 def test_summary_counts_recovery_time_from_phases_00_to_06_plus_retries(tmp_path: Path) -> None:
-    _executed(tmp_path, "00_preflight", 2.0)
-    _executed(tmp_path, "06_batch_replication", 5.0)
-    _executed(tmp_path, "07_verify", 100.0)
+    # The wall clock from 00's start to 06's end: the gaps between phases are part of a recovery.
+    _executed(tmp_path, "00_preflight", 2.0, started="00:00:00", ended="00:00:02")
+    _executed(tmp_path, "06_batch_replication", 5.0, started="00:00:04", ended="00:00:09")
+    _executed(tmp_path, "07_verify", 100.0, started="00:00:10", ended="00:01:50")
 
     path = evidence.write_summary(tmp_path, "PASS", {"expected": 3, "recovered": 3},
                                   retry_rounds=[{"round": 1, "seconds": 1.5}])
 
     summary = json.loads(path.read_text())
     assert summary["verdict"] == "PASS" and summary["counts"] == {"expected": 3, "recovered": 3}
-    assert summary["recovery_seconds"] == 8.5
+    assert summary["recovery_seconds"] == 9 + 1.5
     assert [p["phase"] for p in summary["phases"]] == ["00_preflight", "06_batch_replication", "07_verify"]
     assert summary["retry_rounds"] == [{"round": 1, "seconds": 1.5}]
 
