@@ -6,6 +6,7 @@ the same watcher drives a progress bar in Jupyter and log lines in a headless dr
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from runbook_lib import aws_facts, pins
 from runbook_lib.accounts import error_code
 from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES, UNSUCCESSFUL_END_STATUSES
 from runbook_lib.context import RunContext
-from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunStateError
+from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunStateError, ScopeError
 from runbook_lib.ledger import now
 from runbook_lib.run_state import JobRecord, ProgressPoint, recovery_purpose, retry_purpose
 from runbook_lib.scope import scope_from_params
@@ -199,14 +200,21 @@ def create_job(ctx: RunContext, request: dict[str, Any], purpose: str, attempt: 
     return job_id, True
 
 
-def _ended_without_completing(ctx: RunContext, job_id: str) -> str | None:
-    """Return the job's status when it ended Failed or Cancelled (or no longer exists), else None."""
+def _describe_if_known(ctx: RunContext, job_id: str) -> dict[str, Any] | None:
+    """Return the job's description, or None when S3 no longer knows the job."""
     try:
-        status = str(describe_job(ctx, job_id)["Status"])
+        return describe_job(ctx, job_id)
     except ClientError as error:
         if error_code(error) not in _UNKNOWN_JOB:
             raise
+        return None
+
+
+def _ended_without_completing(job: dict[str, Any] | None) -> str | None:
+    """Return how a job ended when it failed, was cancelled or is gone; None while it can still complete."""
+    if job is None:
         return "gone"
+    status = str(job["Status"])
     return status if status in UNSUCCESSFUL_END_STATUSES else None
 
 
@@ -216,7 +224,7 @@ def recovery_attempt(ctx: RunContext) -> int:
     if latest is None:
         return 1
     number = latest.attempt or 1
-    return number + 1 if _ended_without_completing(ctx, latest.job_id) else number
+    return number + 1 if _ended_without_completing(_describe_if_known(ctx, latest.job_id)) else number
 
 
 def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
@@ -226,14 +234,43 @@ def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
     attempt with a new request token is created, and waits for confirmation like the first.
     """
     latest = ctx.ledger.state.current_recovery_job()
-    ended = _ended_without_completing(ctx, latest.job_id) if latest is not None else None
-    if latest is not None and ended is None:
+    job = _describe_if_known(ctx, latest.job_id) if latest is not None else None
+    ended = _ended_without_completing(job) if latest is not None else None
+    if latest is not None and job is not None and ended is None:
+        _check_same_scope(ctx, job)
         return latest.job_id, False
     if latest is not None:
         latest.ended = ended
         ctx.ledger.save_job(latest)
     number = (latest.attempt or 1) + 1 if latest is not None else 1
     return create_job(ctx, replication_job_request(ctx, number), recovery_purpose(number), attempt=number)
+
+
+def _check_same_scope(ctx: RunContext, job: dict[str, Any]) -> None:
+    """Raise ScopeError when the run's job was created with another filter than the parameters now give."""
+    created = job.get("ManifestGenerator", {}).get("S3JobManifestGenerator", {}).get("Filter")
+    wanted = scope_from_params(ctx.params.job).manifest_filter()
+    if created is not None and _canonical_filter(created) != _canonical_filter(wanted):
+        raise ScopeError(
+            f"the run's recovery job {job['JobId']} was created with the filter {_canonical_filter(created)}, but the "
+            f"parameters now give {_canonical_filter(wanted)}. A run has one scope, and its evidence speaks of it: "
+            "put the parameters back, or recover the new scope as a new run (a new run_id and run folder)."
+        )
+
+
+def _canonical_filter(manifest_filter: dict[str, Any]) -> str:
+    """Return a manifest filter as comparable text: times in UTC, status lists in order."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in sorted(value.items())}
+        if isinstance(value, list):
+            return sorted(plain(item) for item in value)
+        return value
+
+    return json.dumps(plain(manifest_filter), sort_keys=True)
 
 
 def current_job_id(ctx: RunContext) -> str:

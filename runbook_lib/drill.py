@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.errors import PhaseError, UsageError
-from runbook_lib.ledger import LEDGER_FILE, open_ledger, require_ledger
+from runbook_lib.ledger import LEDGER_FILE, now, open_ledger, require_ledger
 from runbook_lib.run_lock import hold_run_lock
+from runbook_lib.run_state import VerdictRecord
 
 __all__ = [
     "NOTEBOOKS_DIR",
@@ -102,7 +103,12 @@ def _settle_verification(run_dir: Path, error: PhaseError) -> None:
     from runbook_lib import evidence
 
     if error.phase.startswith("07") and not error.awaits_confirmation:
-        evidence.settle_unfinished_verification(run_dir, str(error))
+        verdict = evidence.settle_unfinished_verification(run_dir, str(error))
+        if verdict == "FAIL" and (run_dir / LEDGER_FILE).exists():
+            # The run state says what the summary says: a verification that stopped proved nothing.
+            ledger = open_ledger(run_dir)
+            ledger.state.verdict = VerdictRecord(verdict="FAIL", at=now(), reason=f"verification stopped: {error}")
+            ledger.save()
 
 
 def run_phases(
@@ -162,10 +168,9 @@ def _record_failed_phase(run_dir: Path, phase: str, failure: PhaseError) -> None
     """Record in the run state that a phase stopped: its kernel never reached finish_phase to say so."""
     if not (run_dir / LEDGER_FILE).exists():
         return  # phase 00 failed before it started the run: there is no run to record it in
+    # Always: a phase that failed before its kernel recorded its start still shows an earlier "ok".
     ledger = open_ledger(run_dir)
-    record = ledger.state.phases.get(phase)
-    if record is None or record.status == "running":
-        ledger.end_phase(phase, "failed", str(failure).splitlines()[0])
+    ledger.end_phase(phase, "failed", str(failure).splitlines()[0])
 
 
 def run_phases_command(args: argparse.Namespace) -> int:

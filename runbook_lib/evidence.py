@@ -57,39 +57,50 @@ def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
     ]
 
 
-def withdraw_verdict(run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None) -> Path:
-    """Write summary.json saying INCOMPLETE, and remove the detail CSVs and evidence.html of any earlier verdict.
+def withdraw_verdict(
+    run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None,
+    reason: str = "verification started and has not concluded",
+) -> Path:
+    """Write summary.json saying INCOMPLETE, then remove the detail CSVs and evidence.html of any earlier verdict.
 
-    Called when verification starts: until it concludes, nothing in the run folder may still
-    show a verdict that the check now running could contradict.
+    Called when verification starts, and when a phase that changes the recovery runs after a
+    verdict: until verification concludes again, nothing in the run folder may still show a
+    verdict that a later check could contradict. The summary is written first (atomically), so an
+    interruption at any point leaves INCOMPLETE, never the old verdict.
     """
     folder = Path(run_dir)
+    if previous:
+        reason += f"; the earlier verdict {previous} is withdrawn until verification concludes again"
+    extra: dict[str, Any] = {"reason": reason}
+    if scope is not None:
+        extra["scope"] = scope
+    path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
+    _clear_details(folder)
+    return path
+
+
+def _clear_details(folder: Path) -> None:
+    """Remove the detail tables of an earlier verification, so none outlives the verdict it belonged to."""
     details = folder / "details"
     if details.is_dir():
         for table in details.glob("*.csv"):
             table.unlink()
-    reason = "verification started and has not concluded"
-    if previous:
-        reason += f"; the earlier verdict {previous} is withdrawn until it does"
-    extra: dict[str, Any] = {"reason": reason}
-    if scope is not None:
-        extra["scope"] = scope
-    return write_summary(folder, "INCOMPLETE", {}, **extra)
 
 
 def settle_unfinished_verification(run_dir: str | Path, error: str) -> str | None:
-    """Turn an INCOMPLETE verdict into FAIL when verification stopped on an error, and return the verdict.
+    """Turn the verdict into FAIL when verification stopped on an error, and return the verdict.
 
-    A verification that waits for a confirmation stays INCOMPLETE (it says what waits); one that
-    stopped on anything else failed to prove the recovery, and says why.
+    Whatever the summary said before (an earlier PASS included, when the phase stopped before it
+    could withdraw it): a verification that stopped on an error did not prove the recovery. Only
+    one that waits for a confirmation stays INCOMPLETE, saying what waits.
     """
     path = Path(run_dir) / _SUMMARY
     if not path.exists():
         return None
     document = json.loads(path.read_text(encoding="utf-8"))
     verdict: str | None = document.get("verdict")
-    if verdict == "INCOMPLETE" and not document.get("waiting"):
+    if not (verdict == "INCOMPLETE" and document.get("waiting")):
         document.update(verdict="FAIL", reason=f"verification stopped on an error: {error}",
                         written=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write_atomically(path, json.dumps(document, indent=2, default=str))
@@ -141,6 +152,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def write_details(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
     """Write each non-empty detail table as CSV under details/ and return the paths."""
+    _clear_details(Path(run_dir))
     folder = Path(run_dir) / "details"
     folder.mkdir(parents=True, exist_ok=True)
     written = []

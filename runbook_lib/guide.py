@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job
+from runbook_lib import batch_job, proof
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.errors import ConfirmationRequired, NotVerifiedError
+from runbook_lib.evidence import RECOVERY_PHASES
 from runbook_lib.ledger import starts_run
 from runbook_lib.preflight import Check, raise_on_failures
 from runbook_lib.provision import Outcome, raise_on_drift
@@ -81,6 +82,10 @@ def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
             release_phase_lock(run_dir)  # a phase that never started must not keep other kernels out
         raise
     ctx.ledger.start_phase(phase)
+    verdict = ctx.ledger.state.verdict
+    if phase[:2] in RECOVERY_PHASES and verdict is not None and verdict.verdict != "INCOMPLETE":
+        # This phase may change what was recovered: the last verdict speaks of a world that may be gone.
+        proof.withdraw_verdict(ctx, f"phase {phase} ran after the last verification; run phase 07 again")
     print(f"run {ctx.params.run_id}: vault {ctx.params.vault.account_id} ({ctx.sessions.vault_identity.arn}), "
           f"recovery {ctx.params.recovery.account_id} ({ctx.sessions.recovery_identity.arn})")
     return ctx

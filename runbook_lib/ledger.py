@@ -52,8 +52,14 @@ class Ledger:
         return self.run_dir / LEDGER_FILE
 
     def save(self) -> None:
-        """Write the ledger atomically, so an interrupted write never leaves half a file."""
+        """Write the ledger atomically, so an interrupted write never leaves half a file.
+
+        Refuses (RunStateError) when the file was written by someone else since this copy was read:
+        a second kernel or process would otherwise put back an older state, an older verdict included.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_current()
+        self.state.revision += 1
         handle, temporary = tempfile.mkstemp(dir=self.run_dir, prefix=".ledger-", suffix=".json")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -62,7 +68,20 @@ class Ledger:
         except BaseException:
             # An interrupted write keeps the previous ledger and leaves no half-written file behind.
             Path(temporary).unlink(missing_ok=True)
+            self.state.revision -= 1
             raise
+
+    def ensure_current(self) -> None:
+        """Raise RunStateError when another process or kernel wrote the run state since this copy was read."""
+        on_disk = _revision_on_disk(self.path)
+        if on_disk is not None and on_disk != self.state.revision:
+            raise RunStateError(
+                f"the run state in {self.path} was written by another process or notebook kernel since this one "
+                f"read it (revision {on_disk}, this copy {self.state.revision}); nothing was written. Run this "
+                "phase again from its first cell (in JupyterLab, restart the kernel first), so that it starts "
+                "from the current state.",
+                str(self.run_dir),
+            )
 
     # -- identity of the run
 
@@ -169,6 +188,16 @@ class Ledger:
         """Record (or replace) a job of the run under its purpose."""
         self.state.jobs[job.purpose] = job
         self.save()
+
+
+def _revision_on_disk(path: Path) -> int | None:
+    """Return the revision of the run state in the file, or None when there is no readable file yet."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    revision = data.get("revision", 0) if isinstance(data, dict) else 0
+    return int(revision) if isinstance(revision, int) else 0
 
 
 def starts_run(phase: str) -> bool:

@@ -40,6 +40,7 @@ __all__ = [
     "snapshot_overview",
     "snapshot_recovery",
     "snapshot_vault",
+    "withdraw_verdict",
 ]
 
 # One follow-up job over the versions that were not recovered (its record in the run state).
@@ -53,9 +54,19 @@ def job_scope(ctx: RunContext) -> JobScope:
 
 def begin_verification(ctx: RunContext) -> str | None:
     """Withdraw the run's previous verdict before verifying again, and return it (None when there was none)."""
+    return withdraw_verdict(ctx, "verification started and has not concluded")
+
+
+def withdraw_verdict(ctx: RunContext, reason: str) -> str | None:
+    """Mark the run's verdict INCOMPLETE (summary.json first, then the run state) and return the verdict withdrawn.
+
+    Phase 07 calls it before it reads anything, and every phase that changes what was recovered
+    calls it when it starts, so no verdict outlives a change or a check that could contradict it.
+    """
+    ctx.ledger.ensure_current()
     previous = ctx.ledger.state.verdict.verdict if ctx.ledger.state.verdict else None
-    _record_verdict(ctx, "INCOMPLETE", "verification started and has not concluded")
-    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record())
+    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record(), reason)
+    _record_verdict(ctx, "INCOMPLETE", reason)
     return previous
 
 
@@ -291,6 +302,8 @@ def _write_verdict(
     first_report: pd.DataFrame | None = None, waiting: dict[str, Any] | None = None,
 ) -> Any:
     """Write the detail CSVs and summary.json with `verdict`, record the verdict, and return the summary's path."""
+    # A kernel whose run state was overtaken (a newer verification ran elsewhere) writes no evidence at all.
+    ctx.ledger.ensure_current()
     current = ctx.ledger.state.current_recovery_job()
     first_id = current.job_id if current else None
     first_job = (current.final if current else None) or {}

@@ -4,6 +4,7 @@ One `RunState` per run folder, written to `ledger.json` by `runbook_lib.ledger`.
 separate kernels, so this is the only channel between them, and the only record of what the run
 created in two AWS accounts. Every field has one owner that writes it:
 
+    revision                       ledger.save: how many times the state was written
     run_id, started, params_file   ledger.bind (phase 00 starts the run; later phases must match)
     created, removed               provision / cleanup: resources the run created, and removed
     originals                      provision: configurations as found before the first change
@@ -147,6 +148,8 @@ class RunState(_Record):
     """Everything one run records; see the module docstring for who writes what."""
 
     schema_version: Literal[2] = 2
+    # Counts the writes: a writer whose copy is older than the file's was overtaken (see ledger.save).
+    revision: int = 0
     run_id: str | None = None
     started: str | None = None
     params_file: str | None = None

@@ -111,3 +111,32 @@ def test_plots_show_each_nonzero_category_and_the_progress() -> None:
                {"at": "2026-11-27T00:00:05+00:00", "succeeded": 8, "failed": 1}]
     progress = evidence.plot_progress(history)
     assert [line.get_label() for line in progress.axes[0].get_lines()] == ["succeeded", "failed"]
+
+
+def test_a_verification_that_stopped_on_an_error_fails_whatever_the_summary_said(tmp_path: Path) -> None:
+    # Phase 07 may stop before it could withdraw an earlier PASS (a profile gone, an account changed).
+    evidence.write_summary(tmp_path, "PASS", {"expected": 3, "recovered": 3})
+
+    assert evidence.settle_unfinished_verification(tmp_path, "ProfileNotFoundError: drill-vault") == "FAIL"
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdict"] == "FAIL" and "ProfileNotFoundError" in summary["reason"]
+
+
+def test_a_verification_waiting_for_confirmation_stays_incomplete(tmp_path: Path) -> None:
+    evidence.write_summary(tmp_path, "INCOMPLETE", {}, waiting={"what": "retry round 1"})
+
+    assert evidence.settle_unfinished_verification(tmp_path, "ConfirmationRequired") == "INCOMPLETE"
+
+
+def test_withdrawing_writes_incomplete_before_removing_the_old_evidence(tmp_path: Path) -> None:
+    evidence.write_summary(tmp_path, "PASS", {"expected": 1})
+    (tmp_path / "evidence.html").write_text("Verdict: PASS")
+    (tmp_path / "details").mkdir()
+    (tmp_path / "details" / "legal_hold_differs.csv").write_text("key\n")
+
+    evidence.withdraw_verdict(tmp_path, "PASS", reason="phase 06 ran after the last verification")
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdict"] == "INCOMPLETE" and "earlier verdict PASS is withdrawn" in summary["reason"]
+    assert not (tmp_path / "evidence.html").exists() and not list((tmp_path / "details").glob("*.csv"))

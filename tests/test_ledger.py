@@ -23,7 +23,7 @@ def on_disk(folder: Path) -> dict[str, Any]:
 
 def test_new_folder_gets_an_empty_ledger(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path / "run", create=True)
-    assert ledger.state == RunState()
+    assert ledger.state.model_dump(exclude={"revision"}) == RunState().model_dump(exclude={"revision"})
     assert on_disk(tmp_path / "run")["schema_version"] == SCHEMA_VERSION
     assert on_disk(tmp_path / "run")["jobs"] == {} and on_disk(tmp_path / "run")["verdict"] is None
 
@@ -175,6 +175,18 @@ def test_corrupt_ledger_is_a_runbook_error_that_says_what_to_do(tmp_path: Path, 
         open_ledger(tmp_path)
 
 
+def test_a_copy_overtaken_by_another_writer_refuses_to_write(tmp_path: Path) -> None:
+    # A second kernel (an old JupyterLab tab) must not put back the state it read, an old verdict included.
+    stale = open_ledger(tmp_path, create=True)
+    current = open_ledger(tmp_path)
+    current.set_resource("topic_arn", "written by the current phase")
+
+    with pytest.raises(RunStateError, match="written by another process or notebook kernel"):
+        stale.set_resource("topic_arn", "written by the stale kernel")
+
+    assert open_ledger(tmp_path).state.resources.topic_arn == "written by the current phase"
+
+
 def test_ledger_is_a_plain_dataclass_over_its_folder(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "elsewhere")
     ledger.set_resource("topic_arn", "arn:aws:sns:us-east-1:111111111111:t")
@@ -280,4 +292,5 @@ def test_a_phase_log_of_phase_00_alone_does_not_block_a_new_start(tmp_path: Path
     # Phase 00 changes nothing; a run that failed in it may simply start again.
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "00_preflight.ipynb").write_text("{}")
-    assert open_ledger(tmp_path, create=True).state == RunState()
+    fresh = open_ledger(tmp_path, create=True).state
+    assert fresh.model_dump(exclude={"revision"}) == RunState().model_dump(exclude={"revision"})

@@ -25,14 +25,14 @@ import pytest
 import yaml
 from runbook_fixtures import PROVISION_ORDER
 
-from runbook_lib import batch_job, cli, pins, proof, reports
+from runbook_lib import batch_job, cli, guide, pins, proof, reports
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.seed import RECOVER, GroundTruth, seed_vault
 from runbook_lib.embedded.server import RECOVERY_PROFILE, REGION, VAULT_PROFILE, EmbeddedBackend, start_backend
-from runbook_lib.errors import ConfirmationRequired, JobEndedError
+from runbook_lib.errors import ConfirmationRequired, JobEndedError, RunStateError, ScopeError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("verdict")]
 
@@ -389,3 +389,46 @@ def test_a_later_version_copied_by_other_means_fails_as_extra(world: World) -> N
     for pair in later:
         assert rows.loc[pair, "category"] == "extra_in_recovery"
         assert rows.loc[pair, "scope"].startswith("created at or after")
+
+
+# ----------------------------------------------------------------------------- verdicts that must not come back
+
+
+def test_a_stale_kernel_cannot_put_back_a_pass_over_a_newer_fail(world: World) -> None:
+    old_tab = world.ctx()
+    provision_and_replicate(old_tab)
+    proof.begin_verification(old_tab)
+    manifest, report = proof.load_job_manifest(old_tab), proof.load_job_reports(old_tab)
+    vault = proof.snapshot_vault(old_tab, subscribers=[])
+    comparison = proof.compare_buckets(old_tab, vault, proof.snapshot_recovery(old_tab, subscribers=[]), manifest,
+                                       report)
+    comparison, rounds = proof.retry_failures(old_tab, comparison, vault, manifest, True)
+    assert proof.conclude(old_tab, comparison, rounds, report)["verdict"] == "PASS"
+    victim = next(v for v in world.truth.versions if v.expected_outcome == RECOVER and v.object_lock_legal_hold_status
+                  == "ON")
+    world.client("s3", "recovery").put_object_legal_hold(Bucket=RECOVERY, Key=victim.key, VersionId=victim.version_id,
+                                                         LegalHold={"Status": "OFF"})
+    assert verify(world.ctx())["verdict"] == "FAIL"  # a newer verification, in another kernel or process
+
+    with pytest.raises(RunStateError, match="written by another process or notebook kernel"):
+        proof.conclude(old_tab, comparison, rounds, report)
+
+    assert summary(world.ctx())["verdict"] == "FAIL"
+
+
+def test_a_phase_that_changes_the_recovery_withdraws_the_verdict_and_a_new_scope_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = world.ctx()
+    provision_and_replicate(ctx)
+    assert verify(ctx)["verdict"] == "PASS"
+    monkeypatch.setattr(guide, "lock_for_phase", lambda _: False)  # this test holds no run lock
+
+    again = guide.start_phase(str(world.params_file()), str(ctx.ledger.run_dir), "06_batch_replication")
+
+    assert summary(again)["verdict"] == "INCOMPLETE" and "phase 06_batch_replication ran after" in summary(again)[
+        "reason"]
+    assert again.ledger.state.verdict is not None and again.ledger.state.verdict.verdict == "INCOMPLETE"
+    narrowed = open_run(world.params_file(key_prefix="logs/"), ctx.ledger.run_dir)
+    with pytest.raises(ScopeError, match="A run has one scope"):
+        batch_job.create_replication_job(narrowed)
