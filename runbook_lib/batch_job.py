@@ -242,6 +242,9 @@ def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
     if latest is not None:
         latest.ended = ended
         ctx.ledger.save_job(latest)
+        if job is not None and pins.pinned(ctx, latest.job_id) is None:
+            # An attempt cancelled or failed where no phase followed it: pin what it left before moving on.
+            pins.pin_job_outputs(ctx, job)
     number = (latest.attempt or 1) + 1 if latest is not None else 1
     return create_job(ctx, replication_job_request(ctx, number), recovery_purpose(number), attempt=number)
 

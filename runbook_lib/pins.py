@@ -96,7 +96,9 @@ def check_job_outputs(
     manifest = pin.get("generated_manifest")
     if manifest:
         current = _etag(s3, manifest["bucket"], manifest["key"])
-        recorded = manifest.get("etag_recorded_by_s3")
+        # Asked of S3 now, not read from the pin: the run folder could have been edited too.
+        recorded = _bare(job.get("GeneratedManifestDescriptor", {}).get("Location", {}).get("ETag")) or manifest.get(
+            "etag_recorded_by_s3")
         if recorded and current != recorded:
             findings.append(f"job {job_id}: the generated manifest s3://{manifest['bucket']}/{manifest['key']} "
                             f"has ETag {current or '(missing)'}, but S3 recorded {recorded} when it wrote it")
