@@ -151,6 +151,7 @@ def _run_phases_holding_lock(
             papermill.execute_notebook(
                 str(source), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
                 kernel_name="python3", progress_bar=False, log_output=False, report_mode=False,
+                extra_arguments=_kernel_arguments(),
             )
         except Exception as error:  # papermill raises its own execution error or kernel errors
             seconds = round(time.monotonic() - started, 2)
@@ -162,6 +163,16 @@ def _run_phases_holding_lock(
         results.append(PhaseResult(phase, "ok", seconds, str(target)))
         log.info("phase %s: ok in %.1f s", phase, seconds)
     return results
+
+
+def _kernel_arguments() -> list[str]:
+    """Return the kernel's command-line additions: its own log quiet unless `runbook -v` asked for detail.
+
+    ipykernel warns on every start that a local kernel talks over TCP; a drill's terminal should show
+    the phases, not that. Errors of the notebook's cells reach papermill through the kernel's
+    messages, not its log, so nothing that matters is hidden.
+    """
+    return [] if log.isEnabledFor(logging.DEBUG) else ["--IPKernelApp.log_level=ERROR"]
 
 
 def _record_failed_phase(run_dir: Path, phase: str, failure: PhaseError) -> None:
