@@ -142,15 +142,26 @@ class EmbeddedBackend:
         self.stop()
 
 
+SERVICES_SECTION = "runbook-embedded"
+# botocore's S3 Control endpoint rules put the account id in front of every endpoint's authority,
+# a custom one included: `http://127.0.0.1:PORT` would become the unresolvable host
+# `111111111111.127.0.0.1`. Giving S3 Control an endpoint with a user-info part makes that label
+# land in the user-info instead (`111111111111.s3control@127.0.0.1:PORT`), which HTTP clients send
+# nowhere, so every AWS CLI and SDK that reads `[services]` sections reaches the backend unchanged.
+S3_CONTROL_USERINFO = "s3control"
+
+
 def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
     """Write an AWS config file whose profiles reach the backend at `endpoint` as two accounts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The AWS CLI caches assumed-role credentials on disk by role and session name; a restarted
     # backend does not know them and moto would treat their caller as its default account.
     session_name = f"vault-recovery-{secrets.token_hex(4)}"
+    scheme, _, authority = endpoint.partition("://")
     common = (
         f"region = {region}\n"
         f"endpoint_url = {endpoint}\n"
+        f"services = {SERVICES_SECTION}\n"
         "s3 =\n    addressing_style = path\n"
         "retry_mode = standard\n"
     )
@@ -171,9 +182,11 @@ def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
         f"source_profile = {BASE_PROFILE}\n"
         f"role_session_name = {session_name}\n"
         f"{common}\n"
-        "# Lets AWS CLI v1 reach S3 Control here (see runbook_lib/embedded/awscli_plugin.py).\n"
-        "[plugins]\n"
-        "runbook_embedded = runbook_lib.embedded.awscli_plugin\n"
+        "# S3 Control's endpoint carries a user-info part: the account id the AWS SDKs put in front\n"
+        "# of its host lands there, and the request still reaches this backend.\n"
+        f"[services {SERVICES_SECTION}]\n"
+        "s3_control =\n"
+        f"    endpoint_url = {scheme}://{S3_CONTROL_USERINFO}@{authority}\n"
     )
     path.write_text(text)
     return path
