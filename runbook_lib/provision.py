@@ -436,7 +436,7 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
     """Return the outcome of the Batch Replication role: trust policy and the attached policy (seed step 3)."""
     iam = ctx.vault("iam")
     params = ctx.params
-    trust = policies.batch_role_trust_policy()
+    trust = _trust_policy_document(ctx)
     try:
         role = iam.get_role(RoleName=params.batch_role_name)["Role"]
     except ClientError as error:
@@ -475,6 +475,13 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
     if "attached_policies" in differences:
         iam.attach_role_policy(RoleName=params.batch_role_name, PolicyArn=params.batch_policy_arn)
     return Outcome("IAM role", arn, "updated", differences)
+
+
+def _trust_policy_document(ctx: RunContext) -> dict[str, Any]:
+    """Return the role's trust policy for this run's vault account and bucket."""
+    params = ctx.params
+    return policies.batch_role_trust_policy(
+        vault_account_id=params.vault.account_id, vault_bucket=params.vault.bucket, region=params.region)
 
 
 # ---------------------------------------------------------------------------------- grants
@@ -806,7 +813,7 @@ def documents(ctx: RunContext) -> dict[str, Any]:
         "recovery_key_statements": policies.recovery_key_statements(
             batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
             recovery_region=params.recovery_region, run_id=params.run_id),
-        "batch_role_trust_policy": policies.batch_role_trust_policy(),
+        "batch_role_trust_policy": _trust_policy_document(ctx),
         "vault_key_policy_statements": policies.vault_key_policy_statements(
             batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
             run_id=params.run_id),

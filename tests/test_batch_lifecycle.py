@@ -282,6 +282,28 @@ def test_a_generator_that_matches_nothing_fails_the_job_without_a_report(world: 
     assert _report_keys(world, bucket) == []
 
 
+def test_a_role_trusting_batch_operations_only_with_a_source_account_fails_the_job(
+    world: World, s3control: Any
+) -> None:
+    # AWS documents no aws:SourceAccount for Batch Operations: a trust policy that requires it is
+    # refused here, not only on the day of a recovery.
+    bucket = world.source(["a.txt"])
+    name = f"lifecycle-guarded-{uuid.uuid4().hex[:8]}"
+    guarded = json.loads(json.dumps(BATCH_TRUST))
+    guarded["Statement"][0]["Condition"] = {"StringEquals": {"aws:SourceAccount": VAULT_ACCOUNT}}
+    role_arn = world.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(guarded))["Role"]["Arn"]
+    world.iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(ALLOW_S3))
+
+    job_id = s3control.create_job(**_request(world, bucket, RoleArn=role_arn))["JobId"]
+    final = _watch(s3control, job_id, _ended)[-1]
+
+    assert final["Status"] == "Failed"
+    (reason,) = final["FailureReasons"]
+    assert reason["FailureCode"] == "AccessDenied"
+    assert role_arn in reason["FailureReason"] and "aws:SourceAccount" in reason["FailureReason"]
+    assert final["ProgressSummary"]["TotalNumberOfTasks"] == 0
+
+
 def test_a_small_job_whose_tasks_all_fail_still_completes(world: World, s3control: Any) -> None:
     bucket = world.source([f"fail-{i}" for i in range(5)])
 

@@ -23,6 +23,7 @@ Choices we made where AWS's behaviour is not documented (UNCONFIRMED) or where w
 |---|---|
 | manifest not readable / missing / wrong ETag / bad row | FailureCode `AccessDenied` / `NoSuchKey` (or `NoSuchBucket`) / `InvalidManifestContent` / `InvalidManifestContent` |
 | role missing or not trusting batchoperations.s3.amazonaws.com | job fails in Preparing, FailureCode `AccessDenied` |
+| context keys of the job's AssumeRole | none: AWS documents no aws:SourceAccount / aws:SourceArn for Batch Operations, so a trust condition on them fails here |
 | generator role lacks s3:PutInventoryConfiguration | job fails in Preparing, FailureCode `AccessDenied` |
 | report not writable | FailureCode `ReportWriteFailed`, reason as AWS documents it plus why; the job ends Failed |
 | CreatedAfter / CreatedBefore | half-open interval: after inclusive, before exclusive, on the version's last-modified time |
@@ -144,7 +145,7 @@ def role_may(role_arn: str, action: str, bucket: str, key: str | None = None) ->
         return iam_eval.Decision(False, f"a policy could not be evaluated: {error}")
 
 
-def check_role_trust(role_arn: str, account: str, job_arn: str) -> None:
+def check_role_trust(role_arn: str, account: str) -> None:
     """Raise JobFailure unless S3 Batch Operations may assume the job role for this account's job."""
     role = moto_state.iam_role(role_arn)
     if role is None:
@@ -154,7 +155,7 @@ def check_role_trust(role_arn: str, account: str, job_arn: str) -> None:
             "or pass the ARN of an existing one.",
         )
     trust = moto_state.policy_document(role.assume_role_policy_document)
-    context = {"aws:SourceAccount": account, "aws:SourceArn": job_arn}
+    context = iam_eval.service_source_context(BATCH_OPERATIONS_SERVICE, source_account=account)
     try:
         trusted = trust is not None and iam_eval.can_assume(trust, BATCH_OPERATIONS_SERVICE, context=context)
     except BackendError:
@@ -163,7 +164,8 @@ def check_role_trust(role_arn: str, account: str, job_arn: str) -> None:
         raise JobFailure(
             "AccessDenied",
             f"Batch Operations cannot assume the role {role_arn}: its trust policy does not allow "
-            f"{BATCH_OPERATIONS_SERVICE} to call sts:AssumeRole for account {account}.",
+            f"{BATCH_OPERATIONS_SERVICE} to call sts:AssumeRole for account {account} (Batch Operations "
+            "sends no aws:SourceAccount or aws:SourceArn that a condition could match).",
         )
 
 
