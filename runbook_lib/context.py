@@ -1,5 +1,6 @@
 """What every phase starts from: the validated parameters, two verified sessions, the ledger, and its phase.
 
+Every call the context's sessions make is recorded in the run folder's call log (`call_log`).
 Clients come from a client factory (botocore's, through `accounts.make_client`, unless another is
 given), so a unit test can hand the context clients wrapped in botocore's Stubber and need no
 HTTP server.
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import boto3
 
 from runbook_lib.accounts import AccountSessions, make_client, open_sessions
+from runbook_lib.call_log import CallLog
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
 
@@ -48,6 +50,8 @@ class RunContext:
     sessions: AccountSessions
     phase: str | None = None
     client_factory: ClientFactory = _default_factory
+    # Where every call of this context's sessions is recorded (None: nowhere, as in unit tests).
+    call_log: CallLog | None = None
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @overload
@@ -102,8 +106,10 @@ def open_run(
     `create` lets a new run start (phase 00); without it the folder must hold a ledger (RunStateError).
     """
     params = load_params(params_file)
-    sessions = open_sessions(params)
+    # Calls are recorded from the first one on: the identity checks are made in the operator's name too.
+    call_log = CallLog.in_run_folder(run_dir, params.run_id, phase)
+    sessions = open_sessions(params, call_log)
     ledger = open_ledger(run_dir, create=create)
     ledger.bind(params.run_id, str(params_file))
     return RunContext(params=params, ledger=ledger, sessions=sessions, phase=phase,
-                      client_factory=client_factory or _default_factory)
+                      client_factory=client_factory or _default_factory, call_log=call_log)

@@ -18,7 +18,8 @@
     ├── ScopeError                  a version outside the job's scope was about to be copied
     ├── NotVerifiedError            verification concluded FAIL: the recovery is not proven complete
     ├── RunStateError               the run folder's state is missing or unreadable
-    │   └── RunLockedError          another process is running phases in the same run folder
+    │   ├── RunLockedError          another process is running phases in the same run folder
+    │   └── CallLogError            the run folder's record of AWS calls cannot be written
     └── PhaseError                  a phase notebook failed while running headlessly
 
 Each message says what went wrong and what to do about it, and each error carries the context that
@@ -32,10 +33,12 @@ TypeError. `InvalidArguments`, a ValueError, lists every bad argument of one cal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "AccountMismatchError",
     "BackendError",
+    "CallLogError",
     "ConfirmationRequired",
     "DriftError",
     "InvalidArguments",
@@ -199,6 +202,14 @@ class RunLockedError(RunStateError):
     def __init__(self, message: str, run_dir: str = "", holder_pid: int | None = None) -> None:
         self.holder_pid = holder_pid
         super().__init__(message, run_dir)
+
+
+class CallLogError(RunStateError):
+    """A line could not be appended to the run folder's call log; `path` names the file."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message, str(Path(path).parent) if path else "")
 
 
 class PhaseError(RunbookError):

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from runbook_lib import call_log
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 
 __all__ = [
@@ -240,6 +241,7 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             waiting = document["waiting"]
             intro += (f"\n\nWaiting for confirmation: {waiting.get('what')} (job {waiting.get('job_id')}); "
                       f"{waiting.get('how')}.")
+    intro += f"\n\n{call_log.describe(folder)}"
     combined.cells.append(nbformat.v4.new_markdown_cell(intro))
     for path in sorted((folder / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         notebook = nbformat.read(path, as_version=4)

@@ -67,6 +67,7 @@ __all__ = [
     "CtxFactory",
     "Drill",
     "aws_env",
+    "backend_secrets",
     "clients_on_a_new_backend",
     "count_versions",
     "drill",
@@ -288,6 +289,22 @@ def watch_calls(ctx: RunContext) -> list[str]:
     for client in ctx._clients.values():
         client.meta.events.register("before-call", record)
     return calls
+
+
+def backend_secrets(config_file: Path) -> set[str]:
+    """Return every secret a client of the backend has held: the config file's keys and each STS credential issued."""
+    from moto.sts.models import sts_backends
+
+    found: set[str] = set()
+    for line in config_file.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token") and value.strip():
+            found.add(value.strip())
+    for account in list(sts_backends.keys()):
+        for partition in list(sts_backends[account].keys()):
+            for role in sts_backends[account][partition].assumed_roles:
+                found |= {role.access_key_id, role.secret_access_key, role.session_token}
+    return found
 
 
 def write_calls(calls: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 from runbook_lib import aws_facts
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.moto_state import PARTITION
+from runbook_lib.embedded.request_ids import RequestLog, ServedRequest, with_request_ids
 from runbook_lib.embedded.s3control import urls
 from runbook_lib.errors import BackendError
 
@@ -65,12 +66,18 @@ class BackendApp:
         self.faults = faults
         self._random = random.Random(faults.seed)
         self._random_lock = threading.Lock()
+        # Every request answered, when someone asked for the record (start_backend(record_requests=True)).
+        self.request_log: RequestLog | None = None
 
     def _draw(self) -> float:
         with self._random_lock:
             return self._random.random()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Every answer, a throttled one included, carries the request ids AWS would send.
+        return with_request_ids(self._answer, environ, start_response, self.request_log)
+
+    def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
         path = environ.get("PATH_INFO", "")
@@ -112,6 +119,10 @@ class EmbeddedBackend:
     def endpoint(self) -> str:
         """Return the URL clients use as endpoint_url."""
         return f"http://{self.host}:{self.port}"
+
+    def served_requests(self) -> list[ServedRequest]:
+        """Return every request answered so far (started with record_requests=True; else none)."""
+        return self.app.request_log.served() if self.app.request_log is not None else []
 
     def environ(self) -> dict[str, str]:
         """Return the environment a client process needs to reach this backend."""
@@ -209,8 +220,12 @@ def start_backend(
     config_file: Path | str | None = None,
     faults: Faults | None = None,
     host: str = "127.0.0.1",
+    record_requests: bool = False,
 ) -> EmbeddedBackend:
-    """Start the embedded backend in a background thread and return a handle to it."""
+    """Start the embedded backend in a background thread and return a handle to it.
+
+    With `record_requests`, it keeps a log of every request it answers (`served_requests`).
+    """
     if host not in ("127.0.0.1", "localhost"):
         raise BackendError(f"the embedded backend listens on 127.0.0.1 only, not {host!r}")
     if port and not _port_is_free(host, port):
@@ -232,6 +247,7 @@ def start_backend(
 
     faults = faults or Faults()
     app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults))
+    app.request_log = RequestLog() if record_requests else None
     try:
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     except OSError as error:
