@@ -233,6 +233,8 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
         intro += f"\n\n**Verdict: {document.get('verdict')}**. {counts}."
         if document.get("scope"):
             intro += f"\n\nScope: {document['scope'].get('description')}."
+        if document.get("content_basis"):
+            intro += f"\n\n{document['content_basis']}"
         for finding in document.get("findings") or []:
             intro += f"\n\n- Finding: {finding}"
         if document.get("reason"):

@@ -323,7 +323,9 @@ def _write_verdict(
         ctx.ledger.run_dir, verdict, dict(comparison.counts),
         categories=categories, findings=list(comparison.findings), scope=job_scope(ctx).as_record(),
         job=first_job, job_attempts=_attempt_summaries(ctx),
-        retry_rounds=[r.model_dump() for r in rounds], first_round_failed_tasks=failed_first, **extra,
+        retry_rounds=[r.model_dump() for r in rounds], first_round_failed_tasks=failed_first,
+        content_checks=dict(comparison.content_checks),
+        content_basis=verify.describe_content_checks(comparison.content_checks), **extra,
     )
     _record_verdict(ctx, verdict, "; ".join(comparison.findings) or None)
     return path

@@ -32,6 +32,14 @@ recovered. Job-level disagreements (counters, pinned checksums) come in as `find
 Versions are matched on (key, version id): replicas keep the source's version id. Storage class
 and encryption are not compared: the replication rule changes both.
 
+Content is size and ETag. An object uploaded in parts has the ETag `<md5 of the parts' md5s>-<parts>`,
+which S3 replication keeps, so it is compared as it is: a different byte in any part, or another
+split into parts, gives another ETag. Where both sides show an additional checksum of the same
+algorithm (snapshot columns `checksum_algorithm`, `checksum`, when present), it is compared too,
+and a different value is a content difference; a checksum on one side only, or unreadable, is
+counted as not compared and decides nothing (the ETag still does). `Comparison.content_checks`
+counts each, and `describe_content_checks` says it in words for the evidence.
+
 Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
 version with two problems counts in both: `recovered` is expected and identical, `failed_tasks` is
 failed in the report and not identical now, `retention_mismatches` is mode or date. The verdict is
@@ -77,6 +85,7 @@ __all__ = [
     "UNKNOWN_UNREADABLE",
     "Comparison",
     "compare",
+    "describe_content_checks",
     "retry_candidates",
 ]
 
@@ -156,6 +165,8 @@ _SHOWN = (
     "object_lock_mode",
     "object_lock_retain_until_date",
     "object_lock_legal_hold_status",
+    "checksum_algorithm",
+    "checksum",
 )
 
 
@@ -167,6 +178,8 @@ class Comparison:
     counts: dict[str, int]
     details: pd.DataFrame = field(repr=False)
     findings: tuple[str, ...] = ()
+    # How content was compared: versions in both buckets, multipart ETags, checksums (not) compared.
+    content_checks: dict[str, int] = field(default_factory=dict)
 
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
@@ -184,7 +197,7 @@ class Comparison:
     def to_summary(self) -> dict[str, Any]:
         """Return the verdict, the counts and the per-category counts as plain JSON-ready values."""
         return {"verdict": self.verdict, "counts": dict(self.counts), "categories": self.counts_by_category(),
-                "findings": list(self.findings)}
+                "findings": list(self.findings), "content_checks": dict(self.content_checks)}
 
 
 def compare(
@@ -224,7 +237,30 @@ def compare(
         and counts["recovered"] == counts["expected"]
         and all(counts[name] == 0 for name in _MUST_BE_ZERO)
     )
-    return Comparison("PASS" if passed else "FAIL", counts, details, listed)
+    content_checks = {name: int(checks[name].sum()) for name in _CONTENT_CHECKS}
+    return Comparison("PASS" if passed else "FAIL", counts, details, listed, content_checks)
+
+
+# What `content_checks` counts, over the versions both buckets hold.
+_CONTENT_CHECKS = ("content_compared", "multipart_etag", "checksum_compared", "checksum_not_compared")
+
+
+def describe_content_checks(content_checks: dict[str, int]) -> str:
+    """Return, in words for the evidence, how the content of the versions both buckets hold was compared."""
+    compared = content_checks.get("content_compared", 0)
+    multipart = content_checks.get("multipart_etag", 0)
+    checksums = content_checks.get("checksum_compared", 0)
+    skipped = content_checks.get("checksum_not_compared", 0)
+    text = (f"Content of the {compared:,} versions found in both buckets was compared by size and ETag. "
+            f"{multipart:,} of them were uploaded in parts: their ETag, the MD5 of the parts' MD5s followed by "
+            "'-' and the number of parts, is kept by S3 replication and was compared as it is, so a change in "
+            "any part, or another split into parts, shows.")
+    if checksums:
+        text += f" {checksums:,} also had an additional checksum of the same algorithm on both sides, compared too."
+    if skipped:
+        text += (f" {skipped:,} had an additional checksum on one side only or one that could not be read; "
+                 "it was not compared, and the ETag decided.")
+    return text
 
 
 # Counts that must all be zero for a PASS: each is a version (or a job fact) that contradicts the proof.
@@ -303,9 +339,18 @@ def _prepare(snapshot: pd.DataFrame) -> pd.DataFrame:
             "retention_unknown": retain_unknown | np.asarray(mode == _UNKNOWN),
             "object_lock_legal_hold_status": hold,
             "hold_unknown": np.asarray(hold == _UNKNOWN),
+            "checksum_algorithm": _optional_text(snapshot, "checksum_algorithm"),
+            "checksum": _optional_text(snapshot, "checksum"),
         },
         copy=False,
     )
+
+
+def _optional_text(snapshot: pd.DataFrame, name: str) -> Any:
+    """Return a text column the snapshot may lack (snapshots of other origins): all missing when absent."""
+    if name not in snapshot.columns:
+        return pd.array([pd.NA] * len(snapshot), dtype="string")
+    return columnar.text(snapshot[name]).array
 
 
 def _category(column: pd.Series, fill: str | None = None) -> pd.Categorical:
@@ -420,10 +465,12 @@ def _checks(
     )
     retention_unknown = both & (_flag(vault["retention_unknown"]) | _flag(recovery["retention_unknown"]))
     hold_unknown = both & (_flag(vault["hold_unknown"]) | _flag(recovery["hold_unknown"]))
+    checksum_compared, checksum_not_compared = _checksums_comparable(vault, recovery, both)
     content = both & (
         ~_same(vault["size"], recovery["size"])
         | ~_same_etag(vault["etag"], recovery["etag"])
         | (_flag(vault["is_delete_marker"]) != _flag(recovery["is_delete_marker"]))
+        | (checksum_compared & ~_same(vault["checksum"], recovery["checksum"]))
     )
     mode = both & ~retention_unknown & ~_same(vault["object_lock_mode"], recovery["object_lock_mode"])
     retain = both & ~retention_unknown & ~_same(
@@ -457,7 +504,34 @@ def _checks(
         NOT_IN_REPORT: expected & in_manifest & ~in_report if has_report else none,
         RECOVERED_IDENTICAL: expected & identical,
         NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
+        "content_compared": both & ~_flag(vault["is_delete_marker"]),
+        "multipart_etag": both & _multipart(vault["etag"]),
+        "checksum_compared": checksum_compared,
+        "checksum_not_compared": checksum_not_compared,
     }
+
+
+def _multipart(etags: pd.Series) -> np.ndarray:
+    """Return where an ETag has the multipart form `<hex>-<parts>` (a single-part ETag never holds a '-')."""
+    return np.asarray(etags.str.contains("-", regex=False).fillna(False).to_numpy(bool), dtype=bool)
+
+
+def _checksums_comparable(
+    vault: pd.DataFrame, recovery: pd.DataFrame, both: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return where both sides show a readable checksum of one algorithm, and where one shows but cannot be compared."""
+    def readable(side: pd.DataFrame) -> np.ndarray:
+        algorithm, value = side["checksum_algorithm"], side["checksum"]
+        present = algorithm.notna() & value.notna() & (algorithm.str.upper() != _UNKNOWN)
+        return np.asarray(present.fillna(False).to_numpy(bool), dtype=bool)
+
+    def shown(side: pd.DataFrame) -> np.ndarray:
+        return np.asarray(side["checksum_algorithm"].notna().to_numpy(bool), dtype=bool)
+
+    compared = both & readable(vault) & readable(recovery) & _same(
+        vault["checksum_algorithm"], recovery["checksum_algorithm"])
+    not_compared = both & (shown(vault) | shown(recovery)) & ~compared
+    return compared, not_compared
 
 
 # Reasons starting with this put a version outside the scope for its replication status alone.

@@ -30,6 +30,7 @@ from runbook_lib.verify import (
     UNKNOWN_UNREADABLE,
     Comparison,
     compare,
+    describe_content_checks,
     retry_candidates,
 )
 
@@ -667,3 +668,86 @@ def test_a_version_after_the_point_in_time_is_out_of_scope(copied: bool) -> None
 def test_compare_takes_exactly_one_way_to_name_the_scope() -> None:
     with pytest.raises(TypeError, match="exactly one"):
         compare(snapshot([ANCHOR]), snapshot([]), scope=JobScope(("REPLICA",)), expected_statuses=REPLICA)
+
+
+# --- objects in parts, additional checksums ----------------------------------------------------
+
+MULTIPART_ETAG = '"5f363e0e58a95f06cbe9bbc662c5dfb6-3"'
+ONE_PART_CHANGED = '"c9a3c82e8cf8d8f4e1a6e1a0a2d5b7e4-3"'  # the MD5 of the parts' MD5s, one part different
+
+
+def with_checksums(frame: pd.DataFrame, checksums: dict[str, tuple[str | None, str | None]]) -> pd.DataFrame:
+    """Return a snapshot with the checksum columns runbook_lib.snapshot adds, per key (others have none)."""
+    pairs = [checksums.get(key, (None, None)) for key in frame["key"]]
+    return frame.assign(
+        checksum_algorithm=pd.array([algorithm for algorithm, _ in pairs], dtype="string"),
+        checksum=pd.array([value for _, value in pairs], dtype="string"),
+    )
+
+
+def compare_in_parts(vault_etag: str, recovery_etag: str, vault_checksum: tuple[str | None, str | None],
+                     recovery_checksum: tuple[str | None, str | None]) -> Comparison:
+    vault_row = version("large/ledger.parquet", "m1", etag=vault_etag, size=10_747_904)
+    recovery_row = replicated({**vault_row, "etag": recovery_etag})
+    return compare(
+        with_checksums(snapshot([ANCHOR, vault_row]), {"large/ledger.parquet": vault_checksum}),
+        with_checksums(snapshot([replicated(ANCHOR), recovery_row]), {"large/ledger.parquet": recovery_checksum}),
+        expected_statuses=REPLICA,
+    )
+
+
+def _row(comparison: Comparison, key: str = "large/ledger.parquet") -> pd.Series:
+    return comparison.details.set_index("key").loc[key]
+
+
+def test_an_object_in_parts_whose_multipart_etag_and_checksum_match_is_recovered() -> None:
+    checksum = ("SHA256", "q3lnMmCRSTNKiYSkWgNGB5mkQWYTyV8ya0PYZ6VMX3E=-3")
+
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, checksum, checksum)
+
+    assert comparison.verdict == "PASS"
+    assert _row(comparison)["category"] == RECOVERED_IDENTICAL
+    assert comparison.content_checks == {
+        "content_compared": 2, "multipart_etag": 1, "checksum_compared": 1, "checksum_not_compared": 0}
+
+
+def test_a_copy_with_different_bytes_in_one_part_differs_in_content() -> None:
+    comparison = compare_in_parts(MULTIPART_ETAG, ONE_PART_CHANGED, (None, None), (None, None))
+
+    assert comparison.verdict == "FAIL"
+    row = _row(comparison)
+    assert (row["category"], row["vault_etag"], row["recovery_etag"]) == (
+        CONTENT_DIFFERS, MULTIPART_ETAG, ONE_PART_CHANGED)
+    assert comparison.counts["content_mismatches"] == 1
+
+
+def test_a_checksum_of_the_same_algorithm_that_differs_is_a_content_difference() -> None:
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, ("SHA256", "AAAA-3"), ("SHA256", "BBBB-3"))
+
+    assert comparison.verdict == "FAIL"
+    assert _row(comparison)["category"] == CONTENT_DIFFERS
+    assert comparison.content_checks["checksum_compared"] == 1
+
+
+@pytest.mark.parametrize("recovery_checksum", [(None, None), ("unknown", "unknown"), ("CRC32", "3R8e4A==")],
+                         ids=["missing", "unreadable", "other-algorithm"])
+def test_a_checksum_that_cannot_be_compared_decides_nothing_and_is_counted(
+    recovery_checksum: tuple[str | None, str | None]
+) -> None:
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, ("SHA256", "AAAA-3"), recovery_checksum)
+
+    assert comparison.verdict == "PASS"
+    assert _row(comparison)["category"] == RECOVERED_IDENTICAL
+    assert (comparison.content_checks["checksum_compared"], comparison.content_checks["checksum_not_compared"]) == (
+        0, 1)
+
+
+def test_the_evidence_says_how_content_was_compared() -> None:
+    checksum = ("SHA256", "AAAA-3")
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, checksum, checksum)
+
+    text = describe_content_checks(comparison.content_checks)
+
+    assert "2 versions found in both buckets" in text and "1 of them were uploaded in parts" in text
+    assert "kept by S3 replication" in text and "1 also had an additional checksum" in text
+    assert comparison.to_summary()["content_checks"] == comparison.content_checks

@@ -21,6 +21,11 @@ moto upgrade changes that source, so the patch is reviewed instead of silently d
 | GetBucketReplication          | rewrites rules on read (drops SourceSelectionCriteria, Filter, ...)        |
 | GetBucketNotificationConfig.  | drops EventBridgeConfiguration on read, so it never round-trips             |
 | EventBridge -> SNS target     | raises NotImplementedError, and stops delivery to later rules              |
+| Object Lock of multipart      | CreateMultipartUpload drops the lock headers (mode, retain-until, legal     |
+| uploads                       | hold) and CompleteMultipartUpload ignores the bucket's default retention:   |
+|                               | we keep the headers on the upload and give the object its lock on           |
+|                               | completion, as PutObject does; lock headers on a bucket without Object      |
+|                               | Lock are refused (InvalidRequest), as on PutObject                          |
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import bisect
 import hashlib
 import inspect
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -37,6 +43,7 @@ from typing import Any
 import xmltodict
 from moto.core.utils import unix_time_millis
 from moto.events.models import Rule
+from moto.s3.exceptions import LockNotEnabled
 from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
 
@@ -62,6 +69,8 @@ PATCHED_SOURCES: dict[str, str] = {
     "moto.s3.responses.S3Response.get_object_legal_hold": "55b147e8c19f370206cf9a317b6c6b15753f1074e42c5c2c7ff46baaffe87aa5",  # noqa: E501
     "moto.s3.responses.S3Response.head_object": "6ca35f68a7d0aae787cfa4bafe879e2a6a3f51acdcd696a2f9eaea11282ff1db",
     "moto.s3.responses.S3Response.get_object": "dc26b46ecc3efe1cb5652f2ac283ba4ed40f4b98a5a4801ba6c309e20f25931c",
+    "moto.s3.responses.S3Response._key_response_post": "2233819724e1ac943065b077aa8dc693807d463a1708dbedcd6dbc45152b47ec",  # noqa: E501
+    "moto.s3.models.S3Backend.complete_multipart_upload": "f16c9a08e5db3f4fddba3a9dcb82f0ed5889e482cff8106c47d7cc7c04309748",  # noqa: E501
 }
 
 _applied = False
@@ -428,6 +437,60 @@ def _wrap_send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
     return send_to_targets
 
 
+# ------------------------------------------------------------- Object Lock of multipart uploads
+
+# The lock a CreateMultipartUpload asked for, kept on moto's upload until it completes.
+_REQUESTED_LOCK = "requested_object_lock"
+_UPLOAD_ID = re.compile(r"<UploadId>([^<]+)</UploadId>")
+
+
+def _requested_lock(self: S3Response) -> tuple[str | None, str | None, str | None]:
+    """Return the (mode, retain-until date, legal hold) headers of the request, as PutObject reads them."""
+    return (
+        self.headers.get("x-amz-object-lock-mode"),
+        self.headers.get("x-amz-object-lock-retain-until-date"),
+        self.headers.get("x-amz-object-lock-legal-hold"),
+    )
+
+
+def _wrap_key_response_post(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _key_response_post(
+        self: S3Response, request: Any, body: bytes, bucket_name: str, query: dict[str, Any], key_name: str
+    ) -> Any:
+        if not (body == b"" and "uploads" in query):
+            return original(self, request, body, bucket_name, query, key_name)
+        mode, until, hold = _requested_lock(self)
+        if (mode or until or hold) and not self.backend.get_bucket(bucket_name).object_lock_enabled:
+            raise LockNotEnabled
+        answer = original(self, request, body, bucket_name, query, key_name)
+        found = _UPLOAD_ID.search(answer[2] if isinstance(answer[2], str) else answer[2].decode())
+        upload = self.backend.get_bucket(bucket_name).multiparts.get(found.group(1)) if found else None
+        if upload is not None:
+            setattr(upload, _REQUESTED_LOCK, (mode, until, hold))
+        return answer
+
+    return _key_response_post
+
+
+def _wrap_complete_multipart_upload(original: Callable[..., Any]) -> Callable[..., Any]:
+    def complete_multipart_upload(
+        self: S3Backend, bucket_name: str, multipart_id: str, body: Iterator[tuple[int, str]]
+    ) -> Any:
+        bucket = self.get_bucket(bucket_name)
+        upload = bucket.multiparts.get(multipart_id)
+        mode, until, hold = getattr(upload, _REQUESTED_LOCK, (None, None, None))
+        key = original(self, bucket_name, multipart_id, body)
+        if key is None:
+            return key
+        if not (mode or until or hold) and bucket.object_lock_enabled and bucket.has_default_lock:
+            # The bucket's default retention counts from the moment the object is created.
+            mode, until = bucket.default_lock_mode, bucket.default_retention()
+        key.lock_mode, key.lock_until, key.lock_legal_status = mode, until, hold
+        return key
+
+    return complete_multipart_upload
+
+
 # ---------------------------------------------------------------------------------- apply
 
 
@@ -458,5 +521,11 @@ def apply_all() -> None:
         S3Response.get_bucket_notification = _get_bucket_notification  # type: ignore[method-assign]
         Rule.send_to_targets = _wrap_send_to_targets(  # type: ignore[method-assign]
             _originals["moto.events.models.Rule.send_to_targets"]
+        )
+        S3Response._key_response_post = _wrap_key_response_post(  # type: ignore[method-assign]
+            _originals["moto.s3.responses.S3Response._key_response_post"]
+        )
+        S3Backend.complete_multipart_upload = _wrap_complete_multipart_upload(  # type: ignore[method-assign]
+            _originals["moto.s3.models.S3Backend.complete_multipart_upload"]
         )
         _applied = True

@@ -99,6 +99,10 @@ Choices no AWS source confirms (the reference marks them UNCONFIRMED or is silen
 |                                            | nothing in the runbook listens to them)               |
 | replica owner                              | moto keeps no object owner: a replica belongs to the  |
 |                                            | destination bucket's account, as with owner override  |
+| replica of a multipart object              | same ETag (`<md5 of the parts' md5s>-<parts>`), same  |
+|                                            | parts and part count, same additional checksum (type  |
+|                                            | and value): AWS describes replicas as copies with the |
+|                                            | same metadata and does not say more                   |
 """
 
 from __future__ import annotations
@@ -525,7 +529,7 @@ def _already_replicated(version: Any, destination: Any) -> bool:
 def _write_object(
     destination: Any, source: Any, tags: Mapping[str, str], rule: Mapping[str, Any], encryption: _Encryption
 ) -> None:
-    """Write the replica of an object version: same id, bytes, ETag, metadata, lock state, time."""
+    """Write the replica of an object version: same id, bytes, ETag, parts, checksum, metadata, lock state, time."""
     from moto.s3.models import FakeKey
 
     mode, until = source.lock_mode, source.lock_until
@@ -552,6 +556,8 @@ def _write_object(
         checksum_value=source.checksum_value,
         checksum_type=source.checksum_type,
         checksum_parts=source.checksum_parts,
+        # The source's parts, so the replica keeps its part count (HEAD with PartNumber) as its ETag says.
+        multipart=source.multipart,
     )
     replica.last_modified = source.last_modified
     replica.checksum_algorithm = source.checksum_algorithm
