@@ -33,12 +33,14 @@ Versions are matched on (key, version id): replicas keep the source's version id
 and encryption are not compared: the replication rule changes both.
 
 Content is size and ETag. An object uploaded in parts has the ETag `<md5 of the parts' md5s>-<parts>`,
-which S3 replication keeps, so it is compared as it is: a different byte in any part, or another
-split into parts, gives another ETag. Where both sides show an additional checksum of the same
-algorithm (snapshot columns `checksum_algorithm`, `checksum`, when present), it is compared too,
-and a different value is a content difference; a checksum on one side only, or unreadable, is
-counted as not compared and decides nothing (the ETag still does). `Comparison.content_checks`
-counts each, and `describe_content_checks` says it in words for the evidence.
+which a replica copies from its source, so it is compared as it is: a different byte in any part,
+or another split into parts, gives another ETag (that replicas keep their source's parts is not
+stated by AWS; a replica that did not would fail, never pass unseen). Where both sides show an
+additional checksum of the same algorithm (snapshot columns `checksum_algorithm`, `checksum`, when
+present), it is compared too, and a different value is a content difference; a checksum on one
+side only, or unreadable, is counted as not compared and decides nothing (the ETag still does).
+`Comparison.content_checks` counts each, and `describe_content_checks` says it in words for the
+evidence.
 
 Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
 version with two problems counts in both: `recovered` is expected and identical, `failed_tasks` is
@@ -252,9 +254,10 @@ def describe_content_checks(content_checks: dict[str, int]) -> str:
     checksums = content_checks.get("checksum_compared", 0)
     skipped = content_checks.get("checksum_not_compared", 0)
     text = (f"Content of the {compared:,} versions found in both buckets was compared by size and ETag. "
-            f"{multipart:,} of them were uploaded in parts: their ETag, the MD5 of the parts' MD5s followed by "
-            "'-' and the number of parts, is kept by S3 replication and was compared as it is, so a change in "
-            "any part, or another split into parts, shows.")
+            f"{multipart:,} of them were uploaded in parts: their ETag (the MD5 of the parts' MD5s, '-', the "
+            "number of parts) was compared as it is, as replication copies it from the source, so a change in "
+            "any part, or another split into parts, shows as a different ETag. (AWS does not state that a "
+            "replica keeps its source's parts; one that did not would fail here, never pass unseen.)")
     if checksums:
         text += f" {checksums:,} also had an additional checksum of the same algorithm on both sides, compared too."
     if skipped:
