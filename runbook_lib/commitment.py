@@ -96,7 +96,7 @@ class CopiesCommitment:
     @property
     def cost_usd(self) -> float:
         """Return the cost of keeping every retained copy until its date (legal holds apart)."""
-        return round(sum(mode.cost_usd for mode in self.modes), 6)
+        return round(sum(mode.cost_usd for mode in self.modes), 9)
 
     def mode(self, name: str) -> ModeCommitment:
         """Return the figures of one retention mode."""
@@ -132,9 +132,17 @@ class Commitment:
             if copies is None:
                 continue
             lines.append(f"{copies.label}: {copies.versions:,} versions, {_size(copies.bytes)}")
-            for row in _rows(copies, self.storage_class):
-                lines.append(f"  {row['lock']}: {row['copies']:,} copies, {row['size']}, until {row['until']}, "
-                             f"{row['cost (USD)']}")
+            for mode in copies.modes:
+                lines.append(f"  {mode.mode} ({_MODE_WORDS[mode.mode]}): {mode.versions:,} copies, "
+                             f"{_size(mode.bytes)}, until {_latest(mode.latest_retain_until)}, "
+                             f"USD {_usd(mode.cost_usd)} to keep them until then")
+            holds = copies.legal_holds
+            lines.append(f"  legal hold ON (never expires by itself; counted apart): {holds.versions:,} copies, "
+                         f"{_size(holds.bytes)}, USD {_usd(holds.usd_per_month)} a month while held")
+            lines.append(f"  not locked (deletable at once): {copies.not_locked:,} copies, "
+                         f"{_size(copies.not_locked_bytes)}")
+            if copies.unknown:
+                lines.append(f"  lock unreadable: {copies.unknown:,} copies, so the figures above are a lower bound")
         return lines
 
     def as_record(self) -> dict[str, Any]:
@@ -229,7 +237,7 @@ def commitment_of(versions: pd.DataFrame, storage_class: str, as_of: datetime, l
         lines.append(ModeCommitment(
             mode=mode, versions=int(chosen.sum()), bytes=int(sizes[chosen].sum()),
             latest_retain_until=latest.isoformat() if latest is not None else None,
-            cost_usd=round(float((monthly * months).sum()), 6),
+            cost_usd=round(float((monthly * months).sum()), 9),
         ))
     free = ~retained & ~held & ~unknown
     return CopiesCommitment(
@@ -238,7 +246,7 @@ def commitment_of(versions: pd.DataFrame, storage_class: str, as_of: datetime, l
         bytes=int(sizes.sum()),
         modes=tuple(lines),
         legal_holds=HoldCommitment(versions=int(held.sum()), bytes=int(sizes[held].sum()),
-                                   usd_per_month=round(float(monthly[held].sum()), 6),
+                                   usd_per_month=round(float(monthly[held].sum()), 9),
                                    also_retained=int((held & retained).sum())),
         not_locked=int(free.sum()),
         not_locked_bytes=int(sizes[free].sum()),

@@ -19,7 +19,8 @@ The draw, deterministic for a seed and a vault:
    (largest remainders first), and drawn at random within each.
 
 Versions are ordered by key and version id before drawing, and one `random.Random(seed)` makes
-every choice, so the same seed on the same vault draws the same sample.
+every choice, so the same seed on the same vault draws the same sample. Once the run's recovery
+job exists, its sample is the run's for good: phase 00 keeps it rather than drawing again.
 
 The sample is kept in the run folder (`sample/manifest.csv`, the exact bytes the job reads, and
 `sample/versions.csv`, each drawn version with its stratum and why it was drawn) and in the run
@@ -264,42 +265,58 @@ def manifest_key(ctx: RunContext, sha256: str) -> str:
 def draw_for_run(ctx: RunContext, vault: pd.DataFrame, in_scope: pd.DataFrame) -> pd.DataFrame:
     """Draw the run's sample, keep its manifest and versions in the run folder and the run state; return the versions.
 
-    Drawing again on the same vault with the same parameters gives the same sample. ScopeError when
-    the run's recovery job already exists and the new draw differs from the one it was given.
+    Drawing again on the same vault with the same parameters gives the same sample. Once the run's
+    recovery job exists, the sample it was given is the run's for good (a failed task changes a
+    version's replication status, so the vault would draw differently): phase 00 keeps it, and
+    raises ScopeError when job.sample now asks for another.
     """
     settings = ctx.params.job.sample
     if settings is None:
         raise ValueError("draw_for_run needs job.sample in the parameters")
+    earlier = ctx.ledger.state.sample
+    if earlier is not None and ctx.ledger.state.recovery_jobs():
+        return _kept(ctx, earlier, vault)
     try:
         drawn = draw(stratify(vault, in_scope), count=settings.count, fraction=settings.fraction, seed=settings.seed)
     except ParameterError as error:
         raise ParameterError(error.problems, source=str(ctx.ledger.state.params_file or "parameters")) from None
     body = sample_manifest(ctx.params.vault.bucket, drawn.versions)
     sha256 = hashlib.sha256(body).hexdigest()
-    earlier = ctx.ledger.state.sample
-    if earlier is not None and earlier.manifest_sha256 != sha256 and ctx.ledger.state.recovery_jobs():
-        raise ScopeError(
-            f"this run's recovery job was given the sample drawn at {earlier.drawn_at} ({earlier.drawn} versions), "
-            f"but the vault and parameters now draw another ({len(drawn.versions)} versions). A run has one sample: "
-            "put the parameters back, or draw the new sample as a new run (a new run_id and run folder)."
-        )
     folder = ctx.ledger.run_dir
     (folder / MANIFEST_FILE).parent.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).write_bytes(body)
     drawn.versions.to_csv(folder / VERSIONS_FILE, index=False)
-    keep_upload = earlier is not None and earlier.manifest_sha256 == sha256
+    same = earlier is not None and earlier.manifest_sha256 == sha256
     ctx.ledger.state.sample = SampleRecord(
         seed=settings.seed, count=settings.count, fraction=settings.fraction, population=drawn.population,
         drawn=len(drawn.versions), minimum=drawn.minimum, strata=drawn.strata, coverage=drawn.coverage,
         manifest_file=MANIFEST_FILE, versions_file=VERSIONS_FILE, manifest_sha256=sha256,
         manifest_md5=hashlib.md5(body, usedforsecurity=False).hexdigest(),
-        drawn_at=earlier.drawn_at if keep_upload and earlier else now(),
-        uploaded=earlier.uploaded if keep_upload and earlier else None,
+        drawn_at=earlier.drawn_at if same and earlier else now(),
+        uploaded=earlier.uploaded if same and earlier else None,
     )
     ctx.ledger.save()
     print(f"sample drawn with seed {settings.seed}: {len(drawn.versions):,} of {drawn.population:,} versions in "
           f"scope, {len(drawn.strata)} strata, every stratum and feature covered (at least {drawn.minimum} needed)")
     return drawn.versions
+
+
+def _kept(ctx: RunContext, earlier: SampleRecord, vault: pd.DataFrame) -> pd.DataFrame:
+    """Return the versions of the sample the run's job was given, as the vault holds them now."""
+    settings = ctx.params.job.sample
+    assert settings is not None
+    if (settings.seed, settings.count, settings.fraction) != (earlier.seed, earlier.count, earlier.fraction):
+        raise ScopeError(
+            f"this run's recovery job was given the sample drawn at {earlier.drawn_at} (seed {earlier.seed}, "
+            f"{earlier.drawn} versions), but job.sample now asks for {settings.model_dump()}. A run has one sample: "
+            "put the parameters back, or draw the new sample as a new run (a new run_id and run folder)."
+        )
+    chosen = drawn_versions(ctx)
+    pairs = set(zip(chosen["key"].astype(str), chosen["version_id"].astype(str), strict=True))
+    rows = [(str(k), str(v)) in pairs for k, v in zip(vault["key"], vault["version_id"], strict=True)]
+    print(f"sample kept as drawn at {earlier.drawn_at} (seed {earlier.seed}, {earlier.drawn:,} versions): the run's "
+          "recovery job was given it")
+    return vault[rows].reset_index(drop=True)
 
 
 def _record(ctx: RunContext) -> SampleRecord:
