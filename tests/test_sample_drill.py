@@ -196,7 +196,7 @@ def test_one_run_has_one_sample(world: World) -> None:
 
     with pytest.raises(ScopeError, match="A run has one sample"):
         preflight(world.ctx(sample={"count": 30, "seed": 5}))
-    with pytest.raises(ScopeError, match="job.sample is now null"):
+    with pytest.raises(ScopeError, match=r"job\.sample is now null"):
         batch_job.create_replication_job(world.ctx(sample=None))
     # The same parameters draw the same sample again, and find the same job.
     again = world.ctx(sample=SAMPLE)
