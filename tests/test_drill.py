@@ -164,13 +164,3 @@ def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
     assert "job.sample set by runbook drill --sample" in (out / "parameters.yaml").read_text()
     printed = capsys.readouterr().out
     assert "sample: 50 of" in printed and "every one drawn" in printed and "extrapolated to the whole scope" in printed
-
-
-def test_a_sample_too_small_for_the_vaults_strata_stops_phase_00_as_bad_input(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    status = cli.main(["drill", "--objects", "40", "--sample", "2", "--out", str(tmp_path / "small")])
-
-    assert status == 2
-    error = capsys.readouterr().err
-    assert "job.sample.count: got 2; expected a sample of at least" in error

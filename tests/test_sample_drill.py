@@ -157,6 +157,16 @@ def test_a_sample_drill_recovers_exactly_its_sample_retries_and_passes(world: Wo
     assert "This was a sample drill" in html and "Extrapolated to the whole scope" in html
     assert "a sample drill on the embedded backend" in html
 
+    # One run, one sample: phase 00 keeps the sample the job was given, and refuses another, or none.
+    again = world.ctx(sample=SAMPLE)
+    preflight(again)
+    assert drawn(again) == sample
+    assert batch_job.create_replication_job(again) == (batch_job.current_job_id(ctx), False)
+    with pytest.raises(ScopeError, match="A run has one sample"):
+        preflight(world.ctx(sample={"count": 30, "seed": 5}))
+    with pytest.raises(ScopeError, match=r"job\.sample is now null"):
+        batch_job.create_replication_job(world.ctx(sample=None))
+
 
 def test_a_damaged_sample_copy_or_an_edited_manifest_fails_reverification(world: World) -> None:
     ctx = world.ctx(sample=SAMPLE)
@@ -187,18 +197,3 @@ def test_a_damaged_sample_copy_or_an_edited_manifest_fails_reverification(world:
 
     assert edited["verdict"] == "FAIL"
     assert any("but the job was created with ETag" in finding for finding in edited["findings"])
-
-
-def test_one_run_has_one_sample(world: World) -> None:
-    ctx = world.ctx(sample=SAMPLE)
-    preflight(ctx)
-    provision_and_replicate(ctx)
-
-    with pytest.raises(ScopeError, match="A run has one sample"):
-        preflight(world.ctx(sample={"count": 30, "seed": 5}))
-    with pytest.raises(ScopeError, match=r"job\.sample is now null"):
-        batch_job.create_replication_job(world.ctx(sample=None))
-    # The same parameters draw the same sample again, and find the same job.
-    again = world.ctx(sample=SAMPLE)
-    preflight(again)
-    assert batch_job.create_replication_job(again) == (batch_job.current_job_id(ctx), False)
