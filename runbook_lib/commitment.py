@@ -135,10 +135,10 @@ class Commitment:
             for mode in copies.modes:
                 lines.append(f"  {mode.mode} ({_MODE_WORDS[mode.mode]}): {mode.versions:,} copies, "
                              f"{_size(mode.bytes)}, until {_latest(mode.latest_retain_until)}, "
-                             f"USD {_usd(mode.cost_usd)} to keep them until then")
+                             f"USD {prices.usd(mode.cost_usd)} to keep them until then")
             holds = copies.legal_holds
             lines.append(f"  legal hold ON (never expires by itself; counted apart): {holds.versions:,} copies, "
-                         f"{_size(holds.bytes)}, USD {_usd(holds.usd_per_month)} a month while held")
+                         f"{_size(holds.bytes)}, USD {prices.usd(holds.usd_per_month)} a month while held")
             lines.append(f"  not locked (deletable at once): {copies.not_locked:,} copies, "
                          f"{_size(copies.not_locked_bytes)}")
             if copies.unknown:
@@ -168,11 +168,6 @@ def _size(count: int) -> str:
     return f"{count:,} B" if unit == "B" else f"{count:,} B ({value:,.1f} {unit})"
 
 
-def _usd(amount: float) -> str:
-    """Return an amount of dollars to the cent, or "under 0.01" for a small amount that is not zero."""
-    return "under 0.01" if 0 < amount < 0.005 else f"{amount:,.2f}"
-
-
 def _latest(moment: str | None) -> str:
     """Return the latest retain-until date of a mode as a day, or "-" when no copy has that mode."""
     return f"{moment[:10]} at the latest" if moment else "-"
@@ -183,13 +178,13 @@ def _rows(copies: CopiesCommitment, storage_class: str) -> list[dict[str, Any]]:
     rows = [
         {"copies of": copies.label, "lock": f"{mode.mode} ({_MODE_WORDS[mode.mode]})", "copies": mode.versions,
          "size": _size(mode.bytes), "until": _latest(mode.latest_retain_until),
-         "cost (USD)": f"{_usd(mode.cost_usd)} in {storage_class} until then"}
+         "cost (USD)": f"{prices.usd(mode.cost_usd)} in {storage_class} until then"}
         for mode in copies.modes
     ]
     holds = copies.legal_holds
     rows.append({"copies of": copies.label, "lock": "legal hold ON (never expires by itself; counted apart)",
                  "copies": holds.versions, "size": _size(holds.bytes), "until": "released",
-                 "cost (USD)": f"{_usd(holds.usd_per_month)} a month while held"})
+                 "cost (USD)": f"{prices.usd(holds.usd_per_month)} a month while held"})
     rows.append({"copies of": copies.label, "lock": "not locked (deletable at once)", "copies": copies.not_locked,
                  "size": _size(copies.not_locked_bytes), "until": "-", "cost (USD)": "-"})
     if copies.unknown:

@@ -231,8 +231,7 @@ def run_drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    if getattr(args, "sample", None) is not None:
-        params_file = _with_sample(params_file, args.sample, args.sample_seed, out)
+    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed)
     started = time.monotonic()
@@ -256,24 +255,34 @@ def run_drill(args: argparse.Namespace) -> int:
     return _report_drill(out, results, seconds, missing)
 
 
-SAMPLE_PARAMS = "parameters.yaml"
+DRILL_PARAMS_COPY = "parameters.yaml"
 
 
-def _with_sample(params_file: Path, size: dict[str, int | float], seed: int, out: Path) -> Path:
-    """Write the drill's parameters with job.sample set into the run folder, check them, and return their path."""
+def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path) -> Path:
+    """Write the parameters the drill runs with into the run folder, check them, and return their path.
+
+    A drill always runs on the embedded backend it starts, so its parameters say so
+    (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
+    sets job.sample.
+    """
     import yaml
 
     from runbook_lib.params import load_params
 
     data = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    changes = ["run.backend: embedded (runbook drill starts the embedded backend)"]
     if isinstance(data, dict):
-        job = data.setdefault("job", {})
-        if isinstance(job, dict):
-            job["sample"] = {**size, "seed": seed}
-    written = out / SAMPLE_PARAMS
-    written.write_text(
-        f"# {params_file.name} with job.sample set by runbook drill --sample\n" + yaml.safe_dump(data, sort_keys=False),
-        encoding="utf-8")
+        run = data.setdefault("run", {})
+        if isinstance(run, dict):
+            run["backend"] = "embedded"
+        if sample is not None:
+            job = data.setdefault("job", {})
+            if isinstance(job, dict):
+                job["sample"] = {**sample, "seed": seed}
+                changes.append("job.sample set by runbook drill --sample")
+    written = out / DRILL_PARAMS_COPY
+    header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
+    written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     load_params(written)
     return written
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from runbook_lib import prices
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 
 __all__ = [
@@ -267,10 +268,10 @@ def _commitment_text(commitment: dict[str, Any] | None) -> str:
     for mode in copies["modes"]:
         until = (mode["latest_retain_until"] or "")[:10] or "-"
         parts.append(f"{mode['mode']} {mode['versions']:,} copies ({mode['bytes']:,} bytes) until {until} at the "
-                     f"latest, {mode['cost_usd']:,.4f} USD")
+                     f"latest, USD {prices.usd(mode['cost_usd'])}")
     holds = copies["legal_holds"]
     parts.append(f"legal hold ON {holds['versions']:,} copies ({holds['bytes']:,} bytes), no end date, "
-                 f"{holds['usd_per_month']:,.4f} USD a month while held")
+                 f"USD {prices.usd(holds['usd_per_month'])} a month while held")
     return (f"\n\nLocked copies this run commits the recovery account to ({copies['label']}, "
             f"{commitment['storage_class']}, as of {commitment['as_of']}, {commitment['prices']['source']} "
             f"{commitment['prices']['as_of']}): " + "; ".join(parts) + ".")

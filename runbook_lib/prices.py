@@ -44,6 +44,7 @@ __all__ = [
     "STORAGE",
     "StoragePrice",
     "monthly_storage_usd",
+    "usd",
 ]
 
 # Where the figures come from, shown with every estimate that uses them.
@@ -96,3 +97,8 @@ def monthly_storage_usd(size: int, storage_class: str) -> float:
     if price.monitoring_usd_per_thousand_objects and size >= price.monitored_from_bytes:
         cost += price.monitoring_usd_per_thousand_objects / 1000
     return cost
+
+
+def usd(amount: float) -> str:
+    """Return an amount of dollars to the cent, or "under 0.01" for an amount too small to show but not zero."""
+    return "under 0.01" if 0 < amount < 0.005 else f"{amount:,.2f}"

@@ -162,5 +162,6 @@ def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
     html = (out / "evidence.html").read_text()
     assert "This was a sample drill" in html and "Extrapolated to the whole scope" in html
     assert "job.sample set by runbook drill --sample" in (out / "parameters.yaml").read_text()
+    assert summary["run"]["backend"] == "embedded"
     printed = capsys.readouterr().out
     assert "sample: 50 of" in printed and "every one drawn" in printed and "extrapolated to the whole scope" in printed
