@@ -203,6 +203,8 @@ def _text(column: pd.Series) -> pd.Series:
 
 def _retain_until(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Return retain-until dates as UTC datetimes, and where they read "unknown"."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return pd.to_datetime(column, utc=True), np.zeros(len(column), dtype=bool)
     text = column.astype("string")
     unknown = (text.str.upper() == _UNKNOWN).fillna(False).to_numpy(bool)
     dates = pd.to_datetime(column.where(~unknown, None) if unknown.any() else column, utc=True, format="ISO8601")
@@ -219,7 +221,7 @@ def commitment_of(versions: pd.DataFrame, storage_class: str, as_of: datetime, l
     modes = _text(versions["object_lock_mode"])
     holds = _text(versions["object_lock_legal_hold_status"])
     until, until_unknown = _retain_until(versions["object_lock_retain_until_date"])
-    monthly = np.array([prices.monthly_storage_usd(int(size), storage_class) for size in sizes], dtype=float)
+    monthly = prices.monthly_storage_usd_each(sizes, storage_class)
     days = ((until - moment).dt.total_seconds() / 86400).to_numpy(dtype=float, na_value=np.nan)
     retained = (modes.isin(LOCK_MODES).to_numpy(bool) & ~until_unknown & (np.nan_to_num(days, nan=0.0) > 0))
     held = (holds == "ON").to_numpy(bool)

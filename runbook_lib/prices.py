@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = [
     "AS_OF",
     "BYTES_PER_GB",
@@ -44,6 +46,7 @@ __all__ = [
     "STORAGE",
     "StoragePrice",
     "monthly_storage_usd",
+    "monthly_storage_usd_each",
     "usd",
 ]
 
@@ -90,13 +93,20 @@ PRICE_PER_TEN_THOUSAND_KMS_REQUESTS = 0.03
 
 def monthly_storage_usd(size: int, storage_class: str) -> float:
     """Return what keeping one object of `size` bytes costs a month in `storage_class`, monitoring included."""
+    return float(monthly_storage_usd_each(np.array([size]), storage_class)[0])
+
+
+def monthly_storage_usd_each(sizes: np.ndarray, storage_class: str) -> np.ndarray:
+    """Return, for objects of `sizes` bytes, what keeping each costs a month in `storage_class`."""
     price = STORAGE[storage_class]
-    billed = max(size, price.min_billable_bytes) + price.overhead_bytes
+    sizes = np.asarray(sizes, dtype=np.int64)
+    billed = np.maximum(sizes, price.min_billable_bytes) + price.overhead_bytes
     cost = billed / BYTES_PER_GB * price.usd_per_gb_month
-    cost += price.standard_overhead_bytes / BYTES_PER_GB * STORAGE["STANDARD"].usd_per_gb_month
-    if price.monitoring_usd_per_thousand_objects and size >= price.monitored_from_bytes:
-        cost += price.monitoring_usd_per_thousand_objects / 1000
-    return cost
+    cost = cost + price.standard_overhead_bytes / BYTES_PER_GB * STORAGE["STANDARD"].usd_per_gb_month
+    if price.monitoring_usd_per_thousand_objects:
+        monitoring = price.monitoring_usd_per_thousand_objects / 1000
+        cost = cost + np.where(sizes >= price.monitored_from_bytes, monitoring, 0.0)
+    return np.asarray(cost, dtype=float)
 
 
 def usd(amount: float) -> str:

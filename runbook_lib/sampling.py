@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 from botocore.exceptions import ClientError
 
@@ -81,15 +82,12 @@ SIZE_BANDS: tuple[tuple[float, str], ...] = (
 # Features every sample covers when the scope has them, in the order they are secured.
 FEATURES = ("smallest version", "largest version", "next to a delete marker", "awkward key")
 _LONG_KEY_BYTES = 255
+_LOCK_COLUMNS = ("object_lock_mode", "object_lock_retain_until_date", "object_lock_legal_hold_status")
 
 
 def is_awkward_key(key: str) -> bool:
     """Return whether a key needs care in a manifest: it changes when URL-encoded, ends with '/', or is long."""
     return quote(key, safe="/") != key or key.endswith("/") or len(key.encode()) > _LONG_KEY_BYTES
-
-
-def _size_band(size: int) -> str:
-    return next(label for limit, label in SIZE_BANDS if size < limit)
 
 
 def _lock(mode: object) -> str:
@@ -125,22 +123,40 @@ def _marker_neighbours(vault: pd.DataFrame) -> set[tuple[str, str]]:
 def stratify(vault: pd.DataFrame, in_scope: pd.DataFrame) -> pd.DataFrame:
     """Return the versions in scope, ordered by key and version id, with their stratum and features."""
     neighbours = _marker_neighbours(vault)
+    keys = in_scope["key"].astype(str)
     frame = pd.DataFrame({
-        "key": in_scope["key"].astype(str).to_numpy(),
+        "key": keys.to_numpy(),
         "version_id": in_scope["version_id"].astype(str).to_numpy(),
         "size": in_scope["size"].astype("Int64").fillna(0).astype(int).to_numpy(),
-        "object_lock_mode": in_scope["object_lock_mode"].to_numpy(),
-        "object_lock_retain_until_date": in_scope["object_lock_retain_until_date"].to_numpy(),
-        "object_lock_legal_hold_status": in_scope["object_lock_legal_hold_status"].to_numpy(),
+        **{name: in_scope[name].reset_index(drop=True) for name in _LOCK_COLUMNS},
     })
-    frame["lock"] = [_lock(mode) for mode in frame["object_lock_mode"]]
-    frame["legal_hold"] = [_hold(status) for status in frame["object_lock_legal_hold_status"]]
-    frame["size_band"] = [_size_band(int(size)) for size in frame["size"]]
+    frame["lock"] = _labels(in_scope["object_lock_mode"], _lock)
+    frame["legal_hold"] = _labels(in_scope["object_lock_legal_hold_status"], _hold)
+    bands = np.array([label for _, label in SIZE_BANDS], dtype=object)
+    limits = np.array([limit for limit, _ in SIZE_BANDS[:-1]], dtype=float)
+    frame["size_band"] = bands[np.searchsorted(limits, frame["size"].to_numpy(), side="right")]
     frame["stratum"] = frame["lock"] + " · " + frame["legal_hold"] + " · " + frame["size_band"]
-    frame["next_to_delete_marker"] = [(k, v) in neighbours for k, v in zip(frame["key"], frame["version_id"],
-                                                                           strict=True)]
-    frame["awkward_key"] = [is_awkward_key(key) for key in frame["key"]]
+    frame["next_to_delete_marker"] = (
+        pd.MultiIndex.from_arrays([frame["key"], frame["version_id"]]).isin(list(neighbours)) if neighbours else False)
+    frame["awkward_key"] = _awkward(keys).to_numpy()
     return frame.sort_values(["key", "version_id"], kind="stable").reset_index(drop=True)
+
+
+def _labels(column: pd.Series, label: Callable[[object], str]) -> np.ndarray:
+    """Return a label per value of a low-cardinality column, computing each distinct value's label once."""
+    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=False)
+    return np.array([label(value) for value in uniques], dtype=object)[codes] if len(codes) else np.array([], object)
+
+
+# The characters `quote(key, safe="/")` leaves as they are: letters, digits, "_.-~" and "/".
+_PLAIN_KEY = r"^[A-Za-z0-9_.~/-]*$"
+
+
+def _awkward(keys: pd.Series) -> pd.Series:
+    """Return `is_awkward_key` for a whole column of keys at once."""
+    plain = keys.str.match(_PLAIN_KEY)
+    # A plain key is ASCII, so its length in characters is its length in bytes.
+    return ~plain | keys.str.endswith("/") | (keys.str.len() > _LONG_KEY_BYTES)
 
 
 @dataclass(frozen=True)
