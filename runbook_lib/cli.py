@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runbook_lib.errors import RunbookError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "sample_size"]
 
 log = logging.getLogger("runbook")
 
@@ -38,6 +38,26 @@ def _add_objects_option(parser: argparse.ArgumentParser, default: int | None, he
     # SUPPRESS as default: the alias must not overwrite --objects' default with its own.
     parser.add_argument("--seed", dest="objects", type=int, default=argparse.SUPPRESS, metavar="N",
                         action=_DeprecatedAlias, replacement="--objects", help="deprecated spelling of --objects")
+
+
+def sample_size(text: str) -> dict[str, int | float]:
+    """Return `--sample`'s value as job.sample's size: a whole number is a count, a decimal up to 1 a fraction."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = None
+    if count is not None:
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"expected a number of versions of 1 or more, or a fraction, not {text}")
+        return {"count": count}
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = -1.0
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of versions (such as 50) or a fraction of the scope (such as 0.1), not {text!r}")
+    return {"fraction": fraction}
 
 
 def _add_fault_options(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parameter set (default parameters/drill.yaml)")
     drill.add_argument("--random-seed", type=int, default=1, metavar="N",
                        help="seed that makes the drill's vault repeatable (default 1)")
+    drill.add_argument("--sample", type=sample_size, default=None, metavar="N",
+                       help="a sample drill: recover N versions drawn from the scope (or a fraction such as 0.1)")
+    drill.add_argument("--sample-seed", type=int, default=1, metavar="N",
+                       help="seed that makes the sample's random draw repeatable (default 1)")
     _add_fault_options(drill)
 
     run = commands.add_parser("run", help="run phases against what the parameters name (AWS or embedded)")

@@ -19,6 +19,7 @@ from runbook_lib.accounts import AccountSessions, make_client, open_sessions
 from runbook_lib.call_log import CallLog
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
+from runbook_lib.run_kind import require_declared_purpose
 
 if TYPE_CHECKING:  # the stubs type every AWS call the runbook makes; at run time clients are boto3's own
     from mypy_boto3_events import EventBridgeClient
@@ -104,8 +105,10 @@ def open_run(
     """Return a phase's context: validated parameters, both verified accounts, and the run folder's ledger.
 
     `create` lets a new run start (phase 00); without it the folder must hold a ledger (RunStateError).
+    Phases 01-07 refuse to open a real account's run whose parameters leave run.purpose open.
     """
     params = load_params(params_file)
+    require_declared_purpose(params, phase, str(params_file))
     # Calls are recorded from the first one on: the identity checks are made in the operator's name too.
     call_log = CallLog.in_run_folder(run_dir, params.run_id, phase)
     sessions = open_sessions(params, call_log)

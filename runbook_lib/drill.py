@@ -94,8 +94,14 @@ EXIT_WAITING = 3
 
 
 def _exit_code_for(error: PhaseError) -> int:
-    """Return 3 when the phase stopped only to wait for a confirmation, else 1."""
-    return EXIT_WAITING if error.awaits_confirmation else EXIT_FAIL
+    """Return 3 when the phase stopped only to wait for a confirmation, 2 when it stopped on the parameters, else 1.
+
+    A phase stops on the parameters before it changes anything: phase 00 on a real account whose
+    parameters leave run.purpose open, or a job.sample too small to cover the vault's strata.
+    """
+    if error.awaits_confirmation:
+        return EXIT_WAITING
+    return EXIT_BAD_INPUT if error.is_bad_input else EXIT_FAIL
 
 
 def _settle_verification(run_dir: Path, error: PhaseError) -> None:
@@ -225,6 +231,7 @@ def run_drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
+    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed)
     started = time.monotonic()
@@ -246,6 +253,38 @@ def run_drill(args: argparse.Namespace) -> int:
             return _exit_code_for(error)
     seconds = time.monotonic() - started
     return _report_drill(out, results, seconds, missing)
+
+
+DRILL_PARAMS_COPY = "parameters.yaml"
+
+
+def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path) -> Path:
+    """Write the parameters the drill runs with into the run folder, check them, and return their path.
+
+    A drill always runs on the embedded backend it starts, so its parameters say so
+    (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
+    sets job.sample.
+    """
+    import yaml
+
+    from runbook_lib.params import load_params
+
+    data = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    changes = ["run.backend: embedded (runbook drill starts the embedded backend)"]
+    if isinstance(data, dict):
+        run = data.setdefault("run", {})
+        if isinstance(run, dict):
+            run["backend"] = "embedded"
+        if sample is not None:
+            job = data.setdefault("job", {})
+            if isinstance(job, dict):
+                job["sample"] = {**sample, "seed": seed}
+                changes.append("job.sample set by runbook drill --sample")
+    written = out / DRILL_PARAMS_COPY
+    header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
+    written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    load_params(written)
+    return written
 
 
 def _keep_evidence(run_dir: Path) -> None:
@@ -273,8 +312,24 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
     print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; "
           f"drill total {seconds:.1f} s")
+    _report_sample(summary.get("sample"))
     print(f"evidence: {out / 'evidence.html'}")
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
+
+
+def _report_sample(sample: dict[str, Any] | None) -> None:
+    """Print what a sample drill drew and the job time it extrapolates to the whole scope."""
+    if not sample:
+        return
+    covered = all(row["drawn"] > 0 for row in sample["strata"])
+    print(f"sample: {sample['drawn']} of {sample['population']} versions in scope, seed {sample['seed']}, "
+          f"{len(sample['strata'])} strata" + (", every one drawn" if covered else ""))
+    speed = sample.get("throughput")
+    if speed:
+        seconds = speed["whole_scope"]["seconds"]
+        high = "no bound" if seconds["high"] is None else f"{seconds['high']:.1f} s"
+        print(f"job time extrapolated to the whole scope: about {seconds['estimate']} s "
+              f"(95 %: {seconds['low']} s to {high}) from {speed['tasks']} tasks")
 
 
 def run_lab(args: argparse.Namespace) -> int:

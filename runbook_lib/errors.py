@@ -2,6 +2,7 @@
 
     RunbookError                    anything the runbook reports to its user
     ├── ParameterError              the parameter set is invalid (lists every problem at once)
+    │   └── PurposeRequired         a real account's parameters do not say drill or recovery (run.purpose)
     ├── UsageError                  the command's arguments cannot be carried out (phase names, run folder)
     ├── ProfileNotFoundError        a profile the parameters name is not in the AWS config file
     ├── AccountMismatchError        a profile reaches another account than the parameters name
@@ -51,6 +52,7 @@ __all__ = [
     "PreflightError",
     "ProfileNotFoundError",
     "ProvisionError",
+    "PurposeRequired",
     "ReportError",
     "RunLockedError",
     "RunStateError",
@@ -89,6 +91,27 @@ class ParameterError(RunbookError):
         super().__init__(
             f"{source} has {len(self.problems)} {noun}; fix them and run again:\n{lines}"
         )
+
+
+class PurposeRequired(ParameterError):
+    """On a real account the parameters must say whether the run is a drill or a recovery.
+
+    Phase 00 raises it after showing the locked-copy commitment; `commitment` holds those figures
+    as lines of text, so the stop itself says what the operator is about to commit to.
+    """
+
+    def __init__(self, commitment: list[str], source: str = "parameters") -> None:
+        self.commitment = list(commitment)
+        problem = ParameterProblem(
+            "run.purpose", None,
+            "drill or recovery: these parameters reach a real account (run.backend: aws), where every copy "
+            "keeps its Object Lock retention and nobody can delete a COMPLIANCE copy before its date",
+        )
+        super().__init__([problem], source=source)
+        figures = "\n".join(f"    {line}" for line in self.commitment)
+        self.args = (f"{self.args[0]}\n  What the recovery account would be committed to:\n{figures}\n"
+                     "  Set run.purpose in the parameter file (drill for a rehearsal, recovery for the real "
+                     "thing), then run phase 00 again. Nothing was changed in any account.",)
 
 
 class InvalidArguments(ValueError):
@@ -245,3 +268,8 @@ class PhaseError(RunbookError):
     def awaits_confirmation(self) -> bool:
         """Whether the phase stopped only because a job waits for an operator's confirmation."""
         return self.error_name == ConfirmationRequired.__name__
+
+    @property
+    def is_bad_input(self) -> bool:
+        """Whether the phase stopped on the parameters (exit code 2) before changing anything."""
+        return self.error_name in (ParameterError.__name__, PurposeRequired.__name__)

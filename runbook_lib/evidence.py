@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log
+from runbook_lib import call_log, prices
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 
 __all__ = [
@@ -60,7 +60,7 @@ def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def withdraw_verdict(
     run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None,
-    reason: str = "verification started and has not concluded",
+    reason: str = "verification started and has not concluded", *, run: dict[str, Any] | None = None,
 ) -> Path:
     """Write summary.json saying INCOMPLETE, then remove the detail CSVs and evidence.html of any earlier verdict.
 
@@ -75,6 +75,8 @@ def withdraw_verdict(
     extra: dict[str, Any] = {"reason": reason}
     if scope is not None:
         extra["scope"] = scope
+    if run is not None:
+        extra["run"] = run
     path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
     _clear_details(folder)
@@ -171,9 +173,9 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     shown = {k: v for k, v in counts.items() if v}
     figure, axes = plt.subplots(figsize=(8, 0.45 * max(3, len(shown)) + 1))
     names = list(shown)
-    # Green: recovered; grey: correctly left out by the job's filter; red: everything that needs a look.
-    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n == "not_expected" else "#c62828"
-               for n in names]
+    # Green: recovered; grey: correctly left out by the job's filter or the sample; red: everything that needs a look.
+    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n in ("not_expected", "not_sampled")
+               else "#c62828" for n in names]
     axes.barh(names, [shown[n] for n in names], color=colours)
     for index, name in enumerate(names):
         axes.text(shown[name], index, f" {shown[name]:,}", va="center")
@@ -217,6 +219,64 @@ def refresh_phases(run_dir: str | Path) -> Path | None:
     return path
 
 
+def _seconds_text(value: float | None) -> str:
+    """Return a duration for the evidence: "12.3 s", "2 h 5 min", or "no bound"."""
+    if value is None:
+        return "no bound"
+    if value < 120:
+        return f"{value:,.1f} s"
+    minutes = value / 60
+    return f"{minutes:,.1f} min" if minutes < 120 else f"{int(minutes // 60)} h {int(minutes % 60)} min"
+
+
+def _rate_text(value: float | None) -> str:
+    return "no bound" if value is None else f"{value:,.2f}"
+
+
+def _sample_text(sample: dict[str, Any] | None) -> str:
+    """Return the evidence's paragraph on a sample drill: what was drawn, how, and the extrapolated time."""
+    if not sample:
+        return ""
+    size = f"count {sample['count']}" if sample.get("count") is not None else f"fraction {sample.get('fraction')}"
+    text = (f"\n\n**This was a sample drill.** {sample['drawn']:,} of the {sample['population']:,} versions in "
+            f"scope were drawn at random ({size}, seed {sample['seed']}), stratified by retention mode, legal hold "
+            f"and size band, with every stratum and feature covered first ({sample['minimum']} draws), the rest in "
+            "proportion to each stratum. Versions in scope that were not drawn are *not sampled*: not expected, "
+            "not counted as recovered.\n\n| stratum | in scope | drawn |\n|---|---|---|\n")
+    text += "".join(f"| {row['stratum']} | {row['in_scope']:,} | {row['drawn']:,} |\n" for row in sample["strata"])
+    text += "\n| feature | in scope | drawn |\n|---|---|---|\n"
+    text += "".join(f"| {row['feature']} | {row['in_scope']:,} | {row['drawn']:,} |\n" for row in sample["coverage"])
+    speed = sample.get("throughput")
+    if speed:
+        rate, whole = speed["tasks_per_second"], speed["whole_scope"]
+        text += (f"\n**Extrapolated to the whole scope** ({whole['versions']:,} versions): the job would run "
+                 f"about {_seconds_text(whole['seconds']['estimate'])} "
+                 f"(95 %: {_seconds_text(whole['seconds']['low'])} to {_seconds_text(whole['seconds']['high'])}), "
+                 f"at {_rate_text(rate['estimate'])} tasks per second (95 %: {_rate_text(rate['low'])} to "
+                 f"{_rate_text(rate['high'])}), measured on {speed['tasks']:,} tasks in "
+                 f"{speed['active_seconds']['low']:,.2f} to {speed['active_seconds']['high']:,.2f} s active. "
+                 f"Method: {speed['method']}\n")
+    return text
+
+
+def _commitment_text(commitment: dict[str, Any] | None) -> str:
+    """Return the evidence's paragraph on the locked copies the run committed the recovery account to."""
+    if not commitment:
+        return ""
+    copies = commitment.get("sample") or commitment["scope"]
+    parts = []
+    for mode in copies["modes"]:
+        until = (mode["latest_retain_until"] or "")[:10] or "-"
+        parts.append(f"{mode['mode']} {mode['versions']:,} copies ({mode['bytes']:,} bytes) until {until} at the "
+                     f"latest, USD {prices.usd(mode['cost_usd'])}")
+    holds = copies["legal_holds"]
+    parts.append(f"legal hold ON {holds['versions']:,} copies ({holds['bytes']:,} bytes), no end date, "
+                 f"USD {prices.usd(holds['usd_per_month'])} a month while held")
+    return (f"\n\nLocked copies this run commits the recovery account to ({copies['label']}, "
+            f"{commitment['storage_class']}, as of {commitment['as_of']}, {commitment['prices']['source']} "
+            f"{commitment['prices']['as_of']}): " + "; ".join(parts) + ".")
+
+
 def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") -> Path:
     """Write evidence.html: every executed phase notebook of the run, in order, as one document."""
     import nbformat
@@ -231,10 +291,14 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
         document = json.loads(summary.read_text(encoding="utf-8"))
         counts = ", ".join(f"{k}: {v}" for k, v in document.get("counts", {}).items())
         intro += f"\n\n**Verdict: {document.get('verdict')}**. {counts}."
+        if document.get("run"):
+            intro += f"\n\nThis run is {document['run'].get('description')}."
         if document.get("scope"):
             intro += f"\n\nScope: {document['scope'].get('description')}."
         if document.get("content_basis"):
             intro += f"\n\n{document['content_basis']}"
+        intro += _sample_text(document.get("sample"))
+        intro += _commitment_text(document.get("commitment"))
         for finding in document.get("findings") or []:
             intro += f"\n\n- Finding: {finding}"
         if document.get("reason"):

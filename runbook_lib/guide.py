@@ -134,7 +134,13 @@ def show_checks(checks: Sequence[Check]) -> None:
 def show_scope(ctx: RunContext) -> None:
     """Show in words which vault versions this recovery copies and verification expects."""
     described = scope_from_params(ctx.params.job).describe()
-    print(f"This recovery copies, and verification expects, exactly the vault's {described}.")
+    sample = ctx.ledger.state.sample if ctx.params.job.sample is not None else None
+    if sample is None:
+        drawn_later = "; job.sample is set, so phase 00 draws a sample of them" if ctx.params.job.sample else ""
+        print(f"This recovery copies, and verification expects, exactly the vault's {described}{drawn_later}.")
+        return
+    print(f"This sample drill copies, and verification expects, exactly the {sample.drawn:,} versions drawn at random "
+          f"(seed {sample.seed}) from the vault's {described}; the others are not sampled.")
 
 
 def show_json(title: str, document: Any) -> None:
@@ -243,7 +249,7 @@ def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
 
     shown = False
     for name, count in comparison.counts_by_category().items():
-        if not count or name in (verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED):
+        if not count or name in verify.NOT_PROBLEMS:
             continue
         shown = True
         print(f"{name}: {count:,} version(s)")

@@ -17,6 +17,7 @@ and most explanatory first):
     in_manifest_not_eligible  a manifest lists it, yet it is not expected
     not_in_report             a manifest lists it and it is expected, yet no completion report has its task
     recovered_identical       expected and identical in the recovery bucket
+    not_sampled               a sample drill: in scope but not drawn, and (correctly) absent from the recovery bucket
     not_expected              outside the job's scope and (correctly) absent from the recovery bucket
 
 Which versions are expected comes from the vault's own state and the job's scope (`scope.JobScope`:
@@ -41,6 +42,12 @@ present), it is compared too, and a different value is a content difference; a c
 side only, or unreadable, is counted as not compared and decides nothing (the ETag still does).
 `Comparison.content_checks` counts each, and `describe_content_checks` says it in words for the
 evidence.
+
+A sample drill passes `sample`, the versions the run drew: then only the drawn versions inside
+the scope are expected. A version in scope that was not drawn is `not_sampled`: never expected,
+never counted as recovered, never a failure by itself; the same version found in the recovery
+bucket is extra, and fails the verdict. A drawn version's replication status must be readable;
+one that was not drawn is not asked.
 
 Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
 version with two problems counts in both: `recovered` is expected and identical, `failed_tasks` is
@@ -79,6 +86,8 @@ __all__ = [
     "MISSING_IN_RECOVERY",
     "NOT_EXPECTED",
     "NOT_IN_REPORT",
+    "NOT_PROBLEMS",
+    "NOT_SAMPLED",
     "RECOVERED_IDENTICAL",
     "REPLICATION_STATUS_FILTERS",
     "RETAIN_UNTIL_DIFFERS",
@@ -103,6 +112,7 @@ ELIGIBLE_NOT_IN_MANIFEST = "eligible_not_in_manifest"
 IN_MANIFEST_NOT_ELIGIBLE = "in_manifest_not_eligible"
 NOT_IN_REPORT = "not_in_report"
 RECOVERED_IDENTICAL = "recovered_identical"
+NOT_SAMPLED = "not_sampled"
 NOT_EXPECTED = "not_expected"
 
 # Precedence order: a row's category is the first of these whose check holds.
@@ -119,8 +129,11 @@ CATEGORIES: tuple[str, ...] = (
     IN_MANIFEST_NOT_ELIGIBLE,
     NOT_IN_REPORT,
     RECOVERED_IDENTICAL,
+    NOT_SAMPLED,
     NOT_EXPECTED,
 )
+# The categories that are not a problem: nothing about them needs a look.
+NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, NOT_EXPECTED)
 
 COUNT_KEYS: tuple[str, ...] = (
     "source_versions",
@@ -137,6 +150,7 @@ COUNT_KEYS: tuple[str, ...] = (
     "manifest_not_eligible",
     "not_in_report",
     "findings",
+    "not_sampled",
 )
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
@@ -211,11 +225,13 @@ def compare(
     report: pd.DataFrame | None = None,
     expected_statuses: Iterable[str] | None = None,
     findings: Iterable[str] = (),
+    sample: pd.DataFrame | None = None,
 ) -> Comparison:
     """Return the per-version comparison of the vault and recovery snapshots, and its verdict.
 
     `scope` is the job's scope; `expected_statuses` alone stands for a scope of replication
     statuses only. `findings` are job-level disagreements found elsewhere (each fails the verdict).
+    `sample` (key, version_id) is a sample drill's draw: only those versions are expected.
     """
     scope = _scope(scope, expected_statuses)
     columnar.release_arrow_memory()
@@ -223,14 +239,15 @@ def compare(
         _check_columns(snapshot, side)
     reasons, reason_names = _scope_reasons(scope, vault)
     # Align first: hashing the keys is the memory-hungriest step, so it runs before anything else is held.
-    rows = _align(vault, recovery, manifest, report)
+    rows = _align(vault, recovery, manifest, report, sample)
     columnar.release_arrow_memory()
     sides = {"vault": _prepare(vault), "recovery": _prepare(recovery)}
     values = {side: columnar.take(frame, rows[f"{side}_row"].to_numpy()) for side, frame in sides.items()}
     del sides  # the aligned copies replace them; keep the peak low
     vault_rows = rows["vault_row"].to_numpy()
     aligned_reasons = np.where(vault_rows >= 0, reasons[np.maximum(vault_rows, 0)], -1)
-    checks = _checks(rows, values, scope, aligned_reasons, reason_names, manifest is not None, report is not None)
+    checks = _checks(rows, values, scope, aligned_reasons, reason_names, manifest is not None, report is not None,
+                     sample is not None)
     details = _details(rows, values, checks, report is not None, aligned_reasons, reason_names)
     listed = tuple(findings)
     counts = _counts(len(vault), checks, len(listed))
@@ -393,22 +410,24 @@ def _retain_until(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def _align(
-    vault: pd.DataFrame, recovery: pd.DataFrame, manifest: pd.DataFrame | None, report: pd.DataFrame | None
+    vault: pd.DataFrame, recovery: pd.DataFrame, manifest: pd.DataFrame | None, report: pd.DataFrame | None,
+    sample: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Return one row per (key, version id) with the row number of each input holding it (-1 if none).
 
     Rows come in order of first appearance: the vault's order, then what only the recovery
-    bucket or the manifest holds. Report rows add outcomes but never rows of their own.
+    bucket or the manifest holds. Report and sample rows add facts but never rows of their own
+    (a drawn version the vault lacks is caught as the manifest's row the scope does not expect).
     """
-    inputs = {"vault": vault, "recovery": recovery, "manifest": manifest, "report": report}
+    inputs = {"vault": vault, "recovery": recovery, "manifest": manifest, "report": report, "sample": sample}
     present = {name: frame for name, frame in inputs.items() if frame is not None}
     try:
-        aligned = columnar.align(present, unique=("vault", "recovery"), lookup_only=("report",))
+        aligned = columnar.align(present, unique=("vault", "recovery"), lookup_only=("report", "sample"))
     except columnar.DuplicateKeyError as error:
         raise ReportError(
             f"the {error.frame} snapshot lists a key and version id twice; take the snapshot again"
         ) from None
-    for name in ("manifest", "report"):
+    for name in ("manifest", "report", "sample"):
         if f"{name}_row" not in aligned:
             aligned[f"{name}_row"] = -1
     if report is not None:
@@ -443,6 +462,7 @@ def _checks(
     reason_names: list[str],
     has_manifest: bool,
     has_report: bool,
+    has_sample: bool = False,
 ) -> dict[str, np.ndarray]:
     """Return every check as a boolean array aligned with `rows`."""
     vault, recovery = values["vault"], values["recovery"]
@@ -450,6 +470,7 @@ def _checks(
     in_recovery = rows["recovery_row"].to_numpy() >= 0
     both = in_vault & in_recovery
     none = np.zeros(len(rows), dtype=bool)
+    in_sample = rows["sample_row"].to_numpy() >= 0 if has_sample else ~none
     in_manifest = rows["manifest_row"].to_numpy() >= 0 if has_manifest else none
     in_report = rows["report_row"].to_numpy() >= 0 if has_report else none
     in_scope = in_vault & (reasons == 0)
@@ -459,13 +480,15 @@ def _checks(
     failed_replica_possible = "REPLICA" in scope.replication_statuses and "FAILED" not in scope.replication_statuses
     # A replica whose task failed reads FAILED now; a report of this run listing its task explains it.
     failed_replica = failed_status & failed_replica_possible & in_report
-    expected = in_scope | failed_replica
+    in_expected_scope = in_scope | failed_replica
+    expected = in_expected_scope & in_sample
     # Unknown whether it had to be recovered: its status could not be read, or it reads FAILED and
-    # no task of this run explains that.
-    status_unknown = in_vault & (
+    # no task of this run explains that. A sample drill asks it only of the versions it drew.
+    status_unknown_anywhere = in_vault & (
         (reasons == reason_names.index(STATUS_UNREADABLE) if STATUS_UNREADABLE in reason_names else none)
         | (failed_status & failed_replica_possible & ~in_report)
     )
+    status_unknown = status_unknown_anywhere & in_sample
     retention_unknown = both & (_flag(vault["retention_unknown"]) | _flag(recovery["retention_unknown"]))
     hold_unknown = both & (_flag(vault["hold_unknown"]) | _flag(recovery["hold_unknown"]))
     checksum_compared, checksum_not_compared = _checksums_comparable(vault, recovery, both)
@@ -506,11 +529,13 @@ def _checks(
         IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~expected & ~status_unknown,
         NOT_IN_REPORT: expected & in_manifest & ~in_report if has_report else none,
         RECOVERED_IDENTICAL: expected & identical,
+        NOT_SAMPLED: (in_expected_scope | status_unknown_anywhere) & ~in_sample & ~in_recovery,
         NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
         "content_compared": both & ~_flag(vault["is_delete_marker"]),
         "multipart_etag": both & _multipart(vault["etag"]),
         "checksum_compared": checksum_compared,
         "checksum_not_compared": checksum_not_compared,
+        **({"in_sample": in_sample} if has_sample else {}),
     }
 
 
@@ -594,7 +619,7 @@ def _details(
         # Why a vault version is outside the job's scope ("" inside; missing when not in the vault).
         "scope": pd.Categorical.from_codes(reasons.astype(np.int16), categories=reason_names),
     }
-    columns.update({name: check for name, check in checks.items() if name not in (RECOVERED_IDENTICAL, NOT_EXPECTED)})
+    columns.update({name: check for name, check in checks.items() if name not in NOT_PROBLEMS})
     for side in ("vault", "recovery"):
         for name in _SHOWN:
             columns[f"{side}_{name}"] = values[side][name].array
@@ -625,4 +650,5 @@ def _counts(source_versions: int, checks: dict[str, np.ndarray], findings: int) 
         "manifest_not_eligible": total(IN_MANIFEST_NOT_ELIGIBLE),
         "not_in_report": total(NOT_IN_REPORT),
         "findings": findings,
+        "not_sampled": total(NOT_SAMPLED),
     }

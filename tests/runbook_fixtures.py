@@ -249,8 +249,12 @@ class CtxFactory:
         self._base = yaml.safe_load(DRILL_PARAMS.read_text())
         self._written: dict[str, Path] = {}
 
-    def params_file(self, run: str = "run", **overrides: Any) -> Path:
-        """Return the parameter file of a run, written with the test's names and `overrides`."""
+    def params_file(self, run: str = "run", *, params: dict[str, Any] | None = None, **overrides: Any) -> Path:
+        """Return the parameter file of a run, written with the test's names and `overrides`.
+
+        `params` holds overrides whose names cannot be keyword arguments here, such as the `run` section.
+        """
+        overrides = {**(params or {}), **overrides}
         if run not in self._written or overrides:
             params = _merged(_merged(self._base, self.names), overrides)
             path = self.folder / f"{run}.yaml"
@@ -258,9 +262,9 @@ class CtxFactory:
             self._written[run] = path
         return self._written[run]
 
-    def __call__(self, run: str = "run", **overrides: Any) -> RunContext:
+    def __call__(self, run: str = "run", *, params: dict[str, Any] | None = None, **overrides: Any) -> RunContext:
         """Return `open_run(params, folder/run)`; the same run name re-opens the same run."""
-        return open_run(self.params_file(run, **overrides), self.folder / run, create=True)
+        return open_run(self.params_file(run, params=params, **overrides), self.folder / run, create=True)
 
 
 @pytest.fixture

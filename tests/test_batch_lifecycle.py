@@ -370,6 +370,9 @@ def _deny_manifest_reads(world: World) -> str:
         ("etag", "InvalidManifestContent", "The manifest's ETag"),
         ("denied", "AccessDenied", "Reading the manifest is forbidden: AccessDenied"),
         ("short-row", "InvalidManifestContent", "Invalid manifest content: row 2"),
+        # AWS reads no CSV manifest encrypted with SSE-KMS, and lists KMS among the causes of this error.
+        ("kms", "AccessDenied", "Reading the manifest is forbidden: AccessDenied"),
+        ("empty", "InvalidManifestContent", "Invalid manifest content"),
     ],
 )
 def test_an_unusable_manifest_fails_the_job(world: World, s3control: Any, case: str, code: str, reason: str) -> None:
@@ -378,8 +381,11 @@ def test_an_unusable_manifest_fails_the_job(world: World, s3control: Any, case: 
     rows = [f"{bucket},{v['Key']},{v['VersionId']}" for v in versions]
     if case == "short-row":
         rows[1] = f"{bucket},{versions[1]['Key']}"
+    if case == "empty":
+        rows = []
     key = f"manifests/{uuid.uuid4().hex}.csv"
-    etag = world.s3.put_object(Bucket=world.report, Key=key, Body="\n".join(rows).encode())["ETag"]
+    encryption = {"ServerSideEncryption": "aws:kms"} if case == "kms" else {}
+    etag = world.s3.put_object(Bucket=world.report, Key=key, Body="\n".join(rows).encode(), **encryption)["ETag"]
     location = {"ObjectArn": f"arn:aws:s3:::{world.report}/{key}", "ETag": etag}
     if case == "missing":
         location["ObjectArn"] += ".gone"

@@ -230,3 +230,38 @@ def _replace_with_one_part_changed(s3: Any, version: SeededVersion) -> None:
     copy.lock_legal_status = replica.lock_legal_status
     copy.replication_status = replica.replication_status
     bucket.keys.setlist(version.key, [copy if v is replica else v for v in versions if v is not copy])
+
+
+def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sample"
+
+    status = cli.main(["drill", "--objects", "150", "--sample", "50", "--out", str(out)])
+
+    assert status == 0
+    summary = _summary(out)
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert summary["verdict"] == "PASS"
+    counts = summary["counts"]
+    assert counts["expected"] == counts["recovered"] == 50
+    assert counts["not_sampled"] == truth["counts"]["expected"] - 50
+    # The recovery bucket holds exactly the drawn versions, each recovered identical.
+    details = pd.read_csv(out / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
+    in_recovery = details[details["in_recovery"] == "True"]
+    manifest = pd.read_csv(out / "sample" / "manifest.csv", header=None, names=["bucket", "key", "version_id"],
+                           dtype=str, keep_default_na=False)
+    assert len(manifest) == 50 == len(in_recovery)
+    assert set(in_recovery["version_id"]) == set(manifest["version_id"])
+    assert set(in_recovery["category"]) == {"recovered_identical"}
+    assert set(details.loc[details["in_sample"] == "False", "category"]) <= {"not_sampled", "not_expected"}
+    sample = summary["sample"]
+    assert sample["drawn"] == 50 and all(row["drawn"] > 0 for row in sample["strata"])
+    assert summary["run"]["scale"] == "sample" and summary["run"]["purpose"] == "drill"
+    assert sample["throughput"]["whole_scope"]["versions"] == truth["counts"]["expected"]
+    html = (out / "evidence.html").read_text()
+    assert "This was a sample drill" in html and "Extrapolated to the whole scope" in html
+    assert "job.sample set by runbook drill --sample" in (out / "parameters.yaml").read_text()
+    assert summary["run"]["backend"] == "embedded"
+    printed = capsys.readouterr().out
+    assert "sample: 50 of" in printed and "every one drawn" in printed and "extrapolated to the whole scope" in printed

@@ -20,6 +20,7 @@ from moto.events.models import EventPattern
 from parliament import analyze_policy_string
 
 from runbook_lib import policies
+from runbook_lib.embedded import iam_eval
 from runbook_lib.errors import InvalidArguments, ProvisionError
 
 VAULT_ACCOUNT = "111111111111"
@@ -859,3 +860,24 @@ def test_to_json_keeps_the_builders_order_and_indents_by_two() -> None:
     text = policies.to_json(bucket_policy())
     assert text.splitlines()[:3] == ['{', '  "Version": "2012-10-17",', '  "Id": "RunbookRecoveryBucketPolicy",']
     assert text.index('"Sid"') < text.index('"Effect"') < text.index('"Principal"') < text.index('"Action"')
+
+
+@pytest.mark.parametrize(("action", "bucket", "allowed"), [
+    ("s3:GetObject", REPORT_BUCKET, True),
+    ("s3:GetObjectVersion", REPORT_BUCKET, True),
+    ("s3:GetObject", VAULT_BUCKET, False),
+    ("s3:PutObject", RECOVERY_BUCKET, False),
+])
+def test_the_role_may_read_a_sample_manifest_in_the_report_bucket_and_no_other_object(
+    action: str, bucket: str, allowed: bool
+) -> None:
+    # A sample drill's job reads its CSV manifest from the report bucket, as a retry round's job does.
+    request = iam_eval.Request(
+        principal_arn=ROLE, principal_account=VAULT_ACCOUNT, action=action,
+        resource=f"arn:aws:s3:::{bucket}/batch-replication-manifests/samples/drill-0123456789abcdef.csv",
+        resource_account=VAULT_ACCOUNT,
+    )
+
+    decision = iam_eval.is_allowed(request, identity_policies=[role_policy()])
+
+    assert decision.allowed is allowed, decision.reason

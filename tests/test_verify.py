@@ -24,6 +24,7 @@ from runbook_lib.verify import (
     MISSING_IN_RECOVERY,
     NOT_EXPECTED,
     NOT_IN_REPORT,
+    NOT_SAMPLED,
     RECOVERED_IDENTICAL,
     RETAIN_UNTIL_DIFFERS,
     TASK_FAILED,
@@ -217,7 +218,7 @@ def test_several_versions_per_key_are_matched_by_version_id() -> None:
     assert result.counts == {
         "source_versions": 5, "expected": 4, "recovered": 2, "missing": 1, "extra": 0, "content_mismatches": 0,
         "retention_mismatches": 0, "legal_hold_mismatches": 1, "failed_tasks": 0, "unknown": 0,
-        "not_in_manifest": 0, "manifest_not_eligible": 0, "not_in_report": 0, "findings": 0,
+        "not_in_manifest": 0, "manifest_not_eligible": 0, "not_in_report": 0, "findings": 0, "not_sampled": 0,
     }
 
 
@@ -751,3 +752,81 @@ def test_the_evidence_says_how_content_was_compared() -> None:
     assert "2 versions found in both buckets" in text and "1 of them were uploaded in parts" in text
     assert "compared as it is" in text and "1 also had an additional checksum" in text
     assert comparison.to_summary()["content_checks"] == comparison.content_checks
+
+
+# --------------------------------------------------------------------------- a sample drill
+
+
+def sample_of(pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """Return a sample drill's draw as `sampling.drawn_versions` reads it back."""
+    return pd.DataFrame({"bucket": "vault", "key": [k for k, _ in pairs], "version_id": [v for _, v in pairs]})
+
+
+def compare_sample(vault_rows: list[dict[str, Any]], recovery_rows: list[dict[str, Any]],
+                   drawn: list[tuple[str, str]], listed: list[tuple[str, str]] | None = None) -> Comparison:
+    """Compare as a sample drill does: the anchor and `drawn` were drawn, the job's manifest lists `listed`."""
+    chosen = [("anchor.txt", "a1"), *drawn]
+    manifest = manifest_of(chosen if listed is None else [("anchor.txt", "a1"), *listed])
+    report = report_of([(k, v, "succeeded", None, "success") for k, v in chosen])
+    return compare(snapshot([ANCHOR, *vault_rows]), snapshot([replicated(ANCHOR), *recovery_rows]),
+                   scope=JobScope(("REPLICA",)), manifest=manifest, report=report, sample=sample_of(chosen))
+
+
+def test_a_sample_drill_expects_its_sample_and_calls_the_rest_not_sampled() -> None:
+    drawn, left = version("k", "drawn"), version("k", "left")
+
+    result = compare_sample([drawn, left], [replicated(drawn)], [("k", "drawn")])
+
+    assert result.verdict == "PASS"
+    assert category_of(result, "k", "drawn") == RECOVERED_IDENTICAL
+    assert category_of(result, "k", "left") == NOT_SAMPLED
+    assert (result.counts["expected"], result.counts["recovered"], result.counts["not_sampled"]) == (2, 2, 1)
+    assert result.counts["missing"] == 0
+    assert result.details.set_index("version_id").loc["left", "in_sample"] == False  # noqa: E712
+    assert retry_candidates(result).empty
+
+
+def test_a_version_in_scope_but_not_drawn_found_in_the_recovery_bucket_is_extra() -> None:
+    drawn, left = version("k", "drawn"), version("k", "left")
+
+    result = compare_sample([drawn, left], [replicated(drawn), replicated(left)], [("k", "drawn")])
+
+    assert category_of(result, "k", "left") == EXTRA_IN_RECOVERY
+    assert result.counts["extra"] == 1 and result.counts["not_sampled"] == 0
+    assert result.verdict == "FAIL"
+
+
+def test_a_drawn_version_missing_or_damaged_fails_a_sample_drill_and_is_retried() -> None:
+    lost, held = version("k", "lost"), version("k", "held", object_lock_legal_hold_status="ON")
+
+    result = compare_sample([lost, held], [{**replicated(held), "object_lock_legal_hold_status": "OFF"}],
+                            [("k", "lost"), ("k", "held")])
+
+    assert category_of(result, "k", "lost") == MISSING_IN_RECOVERY
+    assert category_of(result, "k", "held") == LEGAL_HOLD_DIFFERS
+    assert result.verdict == "FAIL"
+    assert retry_candidates(result)[["key", "version_id"]].values.tolist() == [["k", "lost"]]
+
+
+def test_the_manifest_must_list_exactly_the_sample() -> None:
+    drawn, left, other = version("k", "drawn"), version("k", "left"), version("k", "other")
+
+    result = compare_sample([drawn, left, other], [replicated(drawn), replicated(other)],
+                            [("k", "drawn"), ("k", "other")], listed=[("k", "drawn"), ("k", "left")])
+
+    # Listed though not drawn: the manifest widened the sample. Drawn though not listed: it narrowed it.
+    assert bool(result.details.set_index("version_id").loc["left", IN_MANIFEST_NOT_ELIGIBLE])
+    assert category_of(result, "k", "other") == ELIGIBLE_NOT_IN_MANIFEST
+    assert result.verdict == "FAIL"
+
+
+def test_an_undrawn_version_whose_status_cannot_be_read_does_not_fail_the_sample() -> None:
+    drawn, unreadable = version("k", "drawn"), version("k", "unreadable", replication_status="unknown")
+
+    result = compare_sample([drawn, unreadable], [replicated(drawn)], [("k", "drawn")])
+    drawn_unreadable = compare_sample([drawn, unreadable], [replicated(drawn)], [("k", "drawn"), ("k", "unreadable")])
+
+    assert category_of(result, "k", "unreadable") == NOT_SAMPLED
+    assert result.verdict == "PASS"
+    assert category_of(drawn_unreadable, "k", "unreadable") == UNKNOWN_UNREADABLE
+    assert drawn_unreadable.verdict == "FAIL"
