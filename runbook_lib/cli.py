@@ -155,14 +155,10 @@ def _serve_backend(args: argparse.Namespace) -> int:
 
 
 def _build_evidence(run_dir: Path) -> int:
-    """`runbook evidence RUN_DIR`: the lab's executed notebooks into the run folder, then evidence.html."""
-    from runbook_lib import evidence, lab
+    """`runbook evidence RUN_DIR`: evidence.html from the run folder's executed notebooks, headless or lab."""
+    from runbook_lib import evidence
 
-    kept = lab.keep_executed_notebooks(run_dir)
-    path = evidence.build_evidence(run_dir)
-    if kept:
-        print(f"kept {len(kept)} notebook(s) executed in JupyterLab in {run_dir / 'notebooks'}")
-    print(f"evidence: {path}")
+    print(f"evidence: {evidence.build_evidence(run_dir)}")
     return 0
 
 

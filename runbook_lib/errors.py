@@ -160,7 +160,7 @@ class ConfirmationRequired(JobError):
 
     def _render_traceback_(self) -> list[str]:
         """Return what IPython shows instead of a traceback: stopping here is the gate at work, not a fault."""
-        return ["\x1b[1;33m⏸ Stopped at the confirmation gate: this is by design, not an error.\x1b[0m", str(self)]
+        return ["\x1b[1;33mPaused at the confirmation gate (by design, not an error).\x1b[0m", str(self)]
 
 
 class SnapshotError(RunbookError):

@@ -189,15 +189,16 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
 
 # Statuses of a job that nobody has confirmed yet: waiting for an operator is not replication.
 _BEFORE_CONFIRMATION = ("New", "Preparing", "Suspended")
+# The unit of the progress plot's time axis, by how long the job ran: (longer than seconds, unit, seconds per unit).
+_TIME_UNITS = ((3 * 3600, "hours", 3600), (600, "minutes", 60), (0, "seconds", 1))
 
 
 def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication job progress") -> Any:
-    """Return a plot of tasks succeeded and failed over time, from the job's confirmation on.
+    """Return a plot of tasks succeeded and failed over time since the job's confirmation.
 
     Observations of the job before it was confirmed are left out: in a quick run the wait for the
     analyst's click would otherwise fill the plot, and replication show as a spike at its edge.
     """
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 3.5))
@@ -205,17 +206,18 @@ def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication
     if "status" in frame.columns:
         frame = frame[~frame["status"].isin(_BEFORE_CONFIRMATION)]
     if not frame.empty:
-        frame["at"] = pd.to_datetime(frame["at"], utc=True)
-        axes.step(frame["at"], frame["succeeded"], where="post", label="succeeded", color="#2e7d32")
-        axes.step(frame["at"], frame["failed"], where="post", label="failed", color="#c62828")
+        moments = pd.to_datetime(frame["at"], utc=True)
+        elapsed = (moments - moments.min()).dt.total_seconds()
+        unit, per_unit = next((name, size) for longer, name, size in _TIME_UNITS if elapsed.max() > longer
+                              or longer == 0)
+        axes.step(elapsed / per_unit, frame["succeeded"], where="post", label="succeeded", color="#2e7d32", marker="o")
+        axes.step(elapsed / per_unit, frame["failed"], where="post", label="failed", color="#c62828", marker="o")
         axes.legend()
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-        axes.set_xlabel("time (UTC) from the job's confirmation")
+        axes.set_xlabel(f"{unit} since the job was confirmed ({moments.min():%Y-%m-%d %H:%M:%S} UTC)")
     else:
         axes.text(0.5, 0.5, "the job has not been confirmed", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(title)
     axes.set_ylabel("tasks")
-    figure.autofmt_xdate()
     figure.tight_layout()
     plt.close(figure)
     return figure

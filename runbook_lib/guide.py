@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, lab, proof
+from runbook_lib import batch_job, evidence, kernel_record, lab, proof
 from runbook_lib.context import RunContext, open_run
-from runbook_lib.drill import phase_names
+from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
 from runbook_lib.errors import ConfirmationRequired, NotVerifiedError
 from runbook_lib.evidence import RECOVERY_PHASES
 from runbook_lib.ledger import starts_run
@@ -62,6 +62,13 @@ def _display(obj: Any) -> None:
         print(obj)
 
 
+def _display_raw(bundle: dict[str, str]) -> None:
+    """Display a mime bundle as it is (one output, several renderings)."""
+    from IPython.display import display
+
+    display(bundle, raw=True)
+
+
 def default_run_dir(phase_hint: str = "") -> str:
     """Return the run folder an interactive session uses when none is given: runs/interactive."""
     return str(Path("..") / "runs" / "interactive")
@@ -85,6 +92,9 @@ def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
         if took_lock:
             release_phase_lock(run_dir)  # a phase that never started must not keep other kernels out
         raise
+    if not _headless():
+        # papermill writes the executed notebook of a headless run; in JupyterLab the kernel does.
+        kernel_record.record_phase(ctx.ledger.run_dir, phase, NOTEBOOKS_DIR / f"{phase}.ipynb")
     ctx.ledger.start_phase(phase)
     verdict = ctx.ledger.state.verdict
     if phase[:2] in RECOVERY_PHASES and verdict is not None and verdict.verdict != "INCOMPLETE":
@@ -131,13 +141,20 @@ def _rich_output() -> bool:
 
 
 # Long text wraps inside its cell instead of widening the table; the index says nothing to an analyst.
-_WRAPPING = [{"selector": "td, th", "props": [("white-space", "pre-wrap"), ("text-align", "left"),
-                                               ("vertical-align", "top"), ("max-width", "40em"),
-                                               ("overflow-wrap", "anywhere")]}]
+_WRAPPING = [
+    {"selector": "td", "props": [("white-space", "pre-wrap"), ("text-align", "left"), ("vertical-align", "top"),
+                                 ("max-width", "40em"), ("overflow-wrap", "break-word")]},
+    {"selector": "th", "props": [("text-align", "left"), ("vertical-align", "bottom")]},
+]
+# A one-row table wider than this is shown as field / value rows, so it never needs sideways scrolling.
+_WIDE_ROW_COLUMNS = 5
 
 
 def _table(frame: pd.DataFrame) -> Any:
-    """Return a table for display: every cell's full text, wrapped, without the index."""
+    """Return a table for display: every cell's full text, wrapped, without the index; one wide row stands upright."""
+    if len(frame) == 1 and len(frame.columns) > _WIDE_ROW_COLUMNS:
+        frame = pd.DataFrame({"field": [str(c) for c in frame.columns],
+                              "value": [str(v) for v in frame.iloc[0].tolist()]})
     if not _rich_output():
         return frame
     return frame.style.hide(axis="index").set_table_styles(_WRAPPING)
@@ -219,7 +236,7 @@ def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
     import ipywidgets as widgets
 
     button = widgets.Button(description="Confirm and run the job", button_style="danger", icon="play",
-                            layout=widgets.Layout(width="auto"), tooltip=f"confirm job {job_id}")
+                            layout=widgets.Layout(width="max-content"), tooltip=f"confirm job {job_id}")
     status = widgets.HTML(value=f"Job <code>{html.escape(job_id)}</code> will replicate {html.escape(what)}.")
 
     def on_click(_: Any) -> None:
@@ -365,9 +382,7 @@ def show_verdict(verdict: dict[str, Any]) -> None:
     lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in _verdict_counts(verdict).items()))
     lines.append(f"summary: {verdict.get('summary_file')}")
     if _rich_output():
-        from IPython.display import display
-
-        display({"text/html": _verdict_panel(verdict, headline), "text/plain": "\n".join(lines)}, raw=True)
+        _display_raw({"text/html": _verdict_panel(verdict, headline), "text/plain": "\n".join(lines)})
     else:
         print("\n".join(lines))
     if name != "PASS":

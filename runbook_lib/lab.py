@@ -5,11 +5,11 @@ through two environment variables, which each notebook's parameters cell reads a
 (papermill's parameters still override them). Without `--params` the lab is a drill: it starts the
 embedded backend with a seeded vault; with it, the lab reaches the accounts the file names.
 
-The analyst works on copies of the phase notebooks in the run folder's `lab/`. JupyterLab saves
-them every few seconds; each save of a phase the run has started is copied to the run folder's
-`notebooks/`, where headless runs keep their executed notebooks, so `evidence.html` is built from
-one layout whichever way the phases ran (`runbook evidence RUN_DIR`, and the lab when it stops).
-A phase notebook's kernel shuts down when the phase finishes, unless the lab keeps kernels.
+The analyst works on copies of the phase notebooks in the run folder's `lab/`. Each phase's kernel
+writes its executed notebook to the run folder's `notebooks/` after every cell (`kernel_record`),
+where headless runs keep theirs, so `evidence.html` is built from one layout whichever way the
+phases ran (`runbook evidence RUN_DIR`, and the lab when it stops). A phase notebook's kernel
+shuts down when the phase finishes, unless the lab keeps kernels.
 """
 
 from __future__ import annotations
@@ -35,19 +35,16 @@ from typing import Any
 
 from runbook_lib.drill import DRILL_PARAMS, NOTEBOOKS_DIR
 from runbook_lib.errors import UsageError
-from runbook_lib.ledger import EXECUTED_NOTEBOOKS, LEDGER_FILE, open_ledger
+from runbook_lib.ledger import LEDGER_FILE
 
 __all__ = [
-    "AUTOSAVE_SECONDS",
     "KEEP_KERNELS_ENV",
     "LAB_FOLDER",
     "LAB_TOKEN_ENV",
     "LAB_URL_ENV",
     "PARAMS_ENV",
     "RUN_DIR_ENV",
-    "after_save",
     "has_display",
-    "keep_executed_notebooks",
     "lab_settings",
     "prepare_lab_folder",
     "run_lab",
@@ -66,8 +63,6 @@ LAB_TOKEN_ENV = "RUNBOOK_LAB_TOKEN"
 KEEP_KERNELS_ENV = "RUNBOOK_KEEP_KERNELS"
 # The run folder's subfolder holding the notebooks the analyst works on.
 LAB_FOLDER = "lab"
-# JupyterLab's autosave interval in a lab session: the run folder is never more than this behind the screen.
-AUTOSAVE_SECONDS = 5
 
 
 def has_display() -> bool:
@@ -88,61 +83,11 @@ def prepare_lab_folder(run_dir: Path) -> Path:
     return folder
 
 
-def _executed(notebook: Path) -> bool:
-    """Return whether a saved notebook has at least one executed code cell."""
-    try:
-        cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
-    except (OSError, ValueError):
-        return False
-    return any(c.get("cell_type") == "code" and c.get("execution_count") is not None for c in cells)
-
-
-def _started_phases(run_dir: Path) -> set[str]:
-    """Return the phases the run folder's run state has seen start (none without a ledger)."""
-    if not (run_dir / LEDGER_FILE).exists():
-        return set()
-    return set(open_ledger(run_dir).state.phases)
-
-
-def _keep(notebook: Path, run_dir: Path, started: set[str]) -> Path | None:
-    """Copy a lab notebook into the run folder's executed notebooks when its phase started there; return the copy."""
-    if notebook.stem not in started or not _executed(notebook):
-        # A phase the run never started (refused, say, for want of a ledger) leaves no evidence of having run.
-        return None
-    target = run_dir / EXECUTED_NOTEBOOKS / notebook.name
-    if target.exists() and target.stat().st_mtime > notebook.stat().st_mtime:
-        return None  # a later headless run of the phase wrote its own
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(notebook, temporary)
-    temporary.replace(target)
-    return target
-
-
-def keep_executed_notebooks(run_dir: str | Path) -> list[Path]:
-    """Copy each lab notebook of a started phase into the run folder's `notebooks/`, and return the copies."""
-    folder = Path(run_dir)
-    started = _started_phases(folder)
-    kept = [_keep(path, folder, started) for path in sorted((folder / LAB_FOLDER).glob("[0-9][0-9]_*.ipynb"))]
-    return [path for path in kept if path is not None]
-
-
-def after_save(os_path: str, **_: Any) -> None:
-    """Jupyter's post-save hook in a lab session: keep the saved notebook as evidence when its phase started."""
-    path = Path(os_path)
-    if path.parent.name != LAB_FOLDER or path.suffix != ".ipynb":
-        return
-    try:
-        _keep(path, path.parent.parent, _started_phases(path.parent.parent))
-    except Exception:  # a failed copy must not fail the analyst's save; `runbook evidence` copies again
-        log.exception("could not keep %s in the run folder", path)
-
-
 def lab_settings(folder: Path) -> Path:
     """Write JupyterLab's settings overrides for a lab session into `folder` and return it.
 
-    Starts from the installation's own application settings (kept as they are), and adds: autosave
-    every few seconds, so the run folder follows the screen; closing a notebook shuts its kernel down.
+    Starts from the installation's own application settings (kept as they are), and adds: closing a
+    notebook shuts its kernel down; no offer to fetch news from the internet.
     """
     from jupyterlab.commands import get_app_dir
 
@@ -152,9 +97,9 @@ def lab_settings(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "overrides.json"
     overrides = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    overrides.setdefault("@jupyterlab/docmanager-extension:plugin", {}).update(
-        {"autosave": True, "autosaveInterval": AUTOSAVE_SECONDS})
     overrides.setdefault("@jupyterlab/notebook-extension:tracker", {}).update({"kernelShutdown": True})
+    # No question about fetching news from the internet in the middle of a recovery.
+    overrides.setdefault("@jupyterlab/apputils-extension:notification", {}).update({"fetchNews": "false"})
     path.write_text(json.dumps(overrides, indent=2), encoding="utf-8")
     return folder
 
@@ -246,13 +191,16 @@ def _run_folder(out: Path | None, embedded: bool) -> Path:
     return folder
 
 
+# Where the lab opens: the first phase.
+_FIRST_NOTEBOOK = "/lab/tree/00_preflight.ipynb"
+
+
 def _jupyter_command(lab_dir: Path, port: int, token: str, settings: Path, open_browser: bool) -> list[str]:
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or shutil.which("jupyter") or "jupyter"
     command = [
         jupyter, "lab", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={lab_dir}", "--LabApp.default_url=/lab/tree/00_preflight.ipynb",
+        f"--ServerApp.root_dir={lab_dir}", f"--LabApp.default_url={_FIRST_NOTEBOOK}",
         f"--IdentityProvider.token={token}", f"--LabApp.app_settings_dir={settings}",
-        f"--ContentsManager.post_save_hook={__name__}.after_save",
     ]
     if not open_browser:
         command.append("--no-browser")
@@ -289,13 +237,11 @@ def _serve(command: list[str], env: dict[str, str]) -> int:
 
 
 def _keep_evidence(run_dir: Path) -> None:
-    """After the lab stops: the lab's executed notebooks into the run folder, and evidence.html from them."""
+    """After the lab stops: evidence.html from the executed notebooks the phases' kernels wrote."""
     from runbook_lib import evidence
 
-    if not (run_dir / LEDGER_FILE).exists():
-        return
-    keep_executed_notebooks(run_dir)
-    print(f"evidence: {evidence.build_evidence(run_dir)}")
+    if (run_dir / LEDGER_FILE).exists():
+        print(f"evidence: {evidence.build_evidence(run_dir)}")
 
 
 def run_lab(args: argparse.Namespace) -> int:
@@ -322,7 +268,7 @@ def run_lab(args: argparse.Namespace) -> int:
         settings = lab_settings(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runbook-lab-"))))
         print(f"parameters: {params_file}")
         print(f"run folder: {run_dir} (notebooks in {lab_dir})")
-        print(f"JupyterLab: http://127.0.0.1:{port}/lab?token={token}", flush=True)
+        print(f"JupyterLab: http://127.0.0.1:{port}{_FIRST_NOTEBOOK}?token={token}", flush=True)
         code = _serve(_jupyter_command(lab_dir, port, token, settings, open_browser), env)
     _keep_evidence(run_dir)
     return 0 if code in (0, -signal.SIGTERM) else code
