@@ -110,7 +110,7 @@ def finish_phase(ctx: RunContext) -> None:
     """Mark the context's phase complete in the ledger and summary.json (with its seconds), and say what comes next.
 
     In a lab session the notebook's kernel then shuts down: the phase has nothing left to do, and
-    its outputs stay on the page and, once JupyterLab saved them, in the run folder.
+    its outputs stay on the page and in the run folder's notebooks/ (the kernel wrote them there).
     """
     phase = _phase_of(ctx)
     record = ctx.ledger.end_phase(phase, "ok")
@@ -161,9 +161,11 @@ def _table(frame: pd.DataFrame) -> Any:
 
 
 def _styled(frame: pd.DataFrame, column: str) -> Any:
-    if not _rich_output():
-        return frame
-    return _table(frame).map(lambda v: f"background-color: {_STATUS_COLOURS.get(v, '')}", subset=[column])
+    """Return a table for display with `column`'s statuses in their colours."""
+    table = _table(frame)
+    if not _rich_output() or column not in table.data.columns:
+        return table
+    return table.map(lambda v: f"background-color: {_STATUS_COLOURS.get(v, '')}", subset=[column])
 
 
 def show_outcomes(ctx: RunContext, outcomes: Sequence[Outcome]) -> None:
@@ -188,7 +190,7 @@ def show_checks(checks: Sequence[Check]) -> None:
     frame = pd.DataFrame(rows)
     if "what to do" in frame.columns and not frame["what to do"].astype(bool).any():
         frame = frame.drop(columns="what to do")
-    _display(_styled(frame, "result") if "result" in frame.columns else _table(frame))
+    _display(_styled(frame, "result"))
     raise_on_failures(list(checks))
 
 
