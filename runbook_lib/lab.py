@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -50,8 +49,6 @@ __all__ = [
     "run_lab",
     "shut_down_own_kernel",
 ]
-
-log = logging.getLogger("runbook")
 
 # Read by every phase notebook's parameters cell as the default of `params_file` and `run_dir`.
 PARAMS_ENV = "RUNBOOK_PARAMS"
@@ -128,11 +125,15 @@ def _lab_request(method: str, path: str) -> Any:
 def _end_sessions_of(kernel_id: str) -> None:
     """Ask the lab to end the sessions of a kernel, which shuts the kernel down (the notebook shows No Kernel)."""
     try:
-        for session in _lab_request("GET", "/api/sessions"):
-            if session.get("kernel", {}).get("id") == kernel_id:
-                _lab_request("DELETE", f"/api/sessions/{session['id']}")
-    except Exception:  # the kernel is going away as this runs; nothing to tell anyone
+        sessions = _lab_request("GET", "/api/sessions")
+    except (OSError, ValueError) as error:
+        print(f"this kernel could not reach the lab to shut itself down ({error}); close the notebook to do it",
+              file=sys.stderr)
         return
+    for session in sessions:
+        if session.get("kernel", {}).get("id") == kernel_id:
+            with contextlib.suppress(OSError):  # the kernel, and this very request, may end before the answer
+                _lab_request("DELETE", f"/api/sessions/{session['id']}")
 
 
 def shut_down_own_kernel(delay_seconds: float = 1.0) -> bool:
