@@ -115,10 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where to write the seeded vault's ground truth (JSON)")
     _add_fault_options(backend)
 
-    lab = commands.add_parser("lab", help="the embedded backend plus JupyterLab on the notebooks")
-    lab.add_argument("--port", type=int, default=5055, metavar="P", help="backend port on 127.0.0.1")
-    _add_objects_option(lab, 300, "object versions to seed in the lab's vault (default 300)")
-    lab.add_argument("--lab-port", type=int, default=8888, metavar="P", help="JupyterLab port")
+    lab = commands.add_parser(
+        "lab", help="JupyterLab on the notebooks: the embedded drill world, or the accounts of --params",
+        description="JupyterLab on a run folder. Without --params: the embedded backend with a seeded vault "
+                    "(a drill). With --params: the accounts the file names; no embedded backend is started.")
+    lab.add_argument("--params", type=Path, default=None, metavar="FILE",
+                     help="parameter set naming the accounts to work on (default: a drill on the embedded backend)")
+    lab.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="run folder (default: a new runs/lab-<time> for each session)")
+    lab.add_argument("--port", type=int, default=5055, metavar="P",
+                     help="embedded backend port on 127.0.0.1, without --params (0 picks a free one)")
+    _add_objects_option(lab, 300, "object versions to seed in the embedded vault, without --params (default 300)")
+    lab.add_argument("--lab-port", type=int, default=8888, metavar="P", help="JupyterLab port (0 picks a free one)")
+    lab.add_argument("--no-browser", action="store_true",
+                     help="do not open a browser (the default where there is no display)")
+    lab.add_argument("--keep-kernels", action="store_true",
+                     help="keep each notebook's kernel running after its phase finishes")
+
+    evidence = commands.add_parser("evidence", help="build evidence.html from a run folder, headless or lab")
+    evidence.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
     return parser
 
 
@@ -163,6 +178,14 @@ def _serve_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_evidence(run_dir: Path) -> int:
+    """`runbook evidence RUN_DIR`: evidence.html from the run folder's executed notebooks, headless or lab."""
+    from runbook_lib import evidence
+
+    print(f"evidence: {evidence.build_evidence(run_dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `runbook` command and return its exit status."""
     args = build_parser().parse_args(argv)
@@ -171,14 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "backend":
             return _serve_backend(args)
+        if args.command == "lab":
+            from runbook_lib import lab
+
+            return lab.run_lab(args)
+        if args.command == "evidence":
+            return _build_evidence(args.run_dir)
         from runbook_lib import drill as drill_module
 
         if args.command == "drill":
             return drill_module.run_drill(args)
         if args.command == "run":
             return drill_module.run_phases_command(args)
-        if args.command == "lab":
-            return drill_module.run_lab(args)
     except RunbookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Running phase notebooks headlessly with papermill: `runbook run`, `runbook drill` and `runbook lab`."""
+"""Running phase notebooks headlessly with papermill: `runbook run` and `runbook drill`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +23,6 @@ __all__ = [
     "PhaseResult",
     "phase_names",
     "run_drill",
-    "run_lab",
     "run_phases",
     "run_phases_command",
     "select_phases",
@@ -331,21 +328,3 @@ def _report_sample(sample: dict[str, Any] | None) -> None:
         print(f"job time extrapolated to the whole scope: about {seconds['estimate']} s "
               f"(95 %: {seconds['low']} s to {high}) from {speed['tasks']} tasks")
 
-
-def run_lab(args: argparse.Namespace) -> int:
-    """`runbook lab`: the embedded backend with a seeded vault, and JupyterLab on the notebooks."""
-    from runbook_lib.embedded.seed import seed_vault
-    from runbook_lib.embedded.server import start_backend
-
-    jupyter = shutil.which("jupyter") or str(Path(sys.executable).parent / "jupyter")
-    with start_backend(port=args.port) as backend:
-        truth = seed_vault(backend.endpoint, args.objects)
-        print(f"embedded AWS at {backend.endpoint}; vault seeded with {truth.counts()['source_versions']} versions")
-        env = {**os.environ, **backend.environ()}
-        command = [jupyter, "lab", f"--port={args.lab_port}", "--ip=127.0.0.1", f"--notebook-dir={NOTEBOOKS_DIR}"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            command.append("--allow-root")  # containers and CI machines often run as root
-        try:
-            return subprocess.call(command, env=env)
-        except KeyboardInterrupt:
-            return 0

@@ -184,6 +184,10 @@ class JobEndedError(JobError):
 class ConfirmationRequired(JobError):
     """The job is ready and waits for an operator's confirmation before it replicates anything."""
 
+    def _render_traceback_(self) -> list[str]:
+        """Return what IPython shows instead of a traceback: stopping here is the gate at work, not a fault."""
+        return ["\x1b[1;33mPaused at the confirmation gate (by design, not an error).\x1b[0m", str(self)]
+
 
 class SnapshotError(RunbookError):
     """A bucket's object versions could not be listed; `bucket` names it and `code` is AWS's error code."""

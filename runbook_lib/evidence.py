@@ -15,11 +15,14 @@ from typing import Any
 import pandas as pd
 
 from runbook_lib import call_log, prices
+from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
+from runbook_lib.run_lock import lock_for_phase, release_phase_lock
 
 __all__ = [
     "RECOVERY_PHASES",
     "VERDICTS",
+    "build_evidence",
     "export_html",
     "phase_timings",
     "plot_categories",
@@ -187,22 +190,37 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     return figure
 
 
+# Statuses of a job that nobody has confirmed yet: waiting for an operator is not replication.
+_BEFORE_CONFIRMATION = ("New", "Preparing", "Suspended")
+# The unit of the progress plot's time axis, by how long the job ran: (longer than seconds, unit, seconds per unit).
+_TIME_UNITS = ((3 * 3600, "hours", 3600), (600, "minutes", 60), (0, "seconds", 1))
+
+
 def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication job progress") -> Any:
-    """Return a plot of tasks succeeded and failed over time, from the watcher's observations."""
-    import matplotlib.dates as mdates
+    """Return a plot of tasks succeeded and failed over time since the job's confirmation.
+
+    Observations of the job before it was confirmed are left out: in a quick run the wait for the
+    analyst's click would otherwise fill the plot, and replication show as a spike at its edge.
+    """
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 3.5))
-    if history:
-        frame = pd.DataFrame(history)
-        frame["at"] = pd.to_datetime(frame["at"], utc=True)
-        axes.step(frame["at"], frame["succeeded"], where="post", label="succeeded", color="#2e7d32")
-        axes.step(frame["at"], frame["failed"], where="post", label="failed", color="#c62828")
+    frame = pd.DataFrame(history)
+    if "status" in frame.columns:
+        frame = frame[~frame["status"].isin(_BEFORE_CONFIRMATION)]
+    if not frame.empty:
+        moments = pd.to_datetime(frame["at"], utc=True)
+        elapsed = (moments - moments.min()).dt.total_seconds()
+        unit, per_unit = next((name, size) for longer, name, size in _TIME_UNITS if elapsed.max() > longer
+                              or longer == 0)
+        axes.step(elapsed / per_unit, frame["succeeded"], where="post", label="succeeded", color="#2e7d32", marker="o")
+        axes.step(elapsed / per_unit, frame["failed"], where="post", label="failed", color="#c62828", marker="o")
         axes.legend()
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+        axes.set_xlabel(f"{unit} since the job was confirmed ({moments.min():%Y-%m-%d %H:%M:%S} UTC)")
+    else:
+        axes.text(0.5, 0.5, "the job has not been confirmed", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(title)
     axes.set_ylabel("tasks")
-    figure.autofmt_xdate()
     figure.tight_layout()
     plt.close(figure)
     return figure
@@ -323,6 +341,51 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
     body, _ = exporter.from_notebook_node(combined)
     body = body.replace('alt="No description has been provided for this image"',
                         'alt="Chart from the executed phase notebook; its title names what it shows"')
-    target = folder / "evidence.html"
-    target.write_text(body, encoding="utf-8")
+    target = folder / _HTML
+    _write_atomically(target, body)
+    return target
+
+
+def _summary_text(folder: Path) -> str | None:
+    path = folder / _SUMMARY
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _refresh_phases_unless_running(folder: Path) -> None:
+    """Bring summary.json's phase timings up to date, unless a phase runs in another process right now.
+
+    That phase's kernel updates them itself when it finishes; writing the summary beside it could
+    put back a verdict it has just withdrawn.
+    """
+    try:
+        took = lock_for_phase(folder)
+    except RunLockedError:
+        return
+    try:
+        refresh_phases(folder)
+    finally:
+        if took:
+            release_phase_lock(folder)
+
+
+def build_evidence(run_dir: str | Path, attempts: int = 3) -> Path:
+    """Write evidence.html from the run folder as it is now, and return its path; safe while a phase runs.
+
+    If summary.json changes while the document is built (phase 07 withdrawing a verdict, say), it
+    is built again, so evidence.html is never headed by a verdict the summary no longer gives.
+    """
+    folder = Path(run_dir)
+    if not (folder / LEDGER_FILE).exists():
+        raise RunStateError(
+            f"{folder} has no {LEDGER_FILE}: it is not the folder of a started run, so there is no evidence to build",
+            str(folder))
+    _refresh_phases_unless_running(folder)
+    for _ in range(attempts):
+        before = _summary_text(folder)
+        target = export_html(folder)
+        if _summary_text(folder) == before:
+            break
     return target

@@ -12,6 +12,7 @@ comparison so far and what waits, then stops.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -365,9 +366,21 @@ def sample_record(ctx: RunContext) -> dict[str, Any] | None:
 
 
 def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
-    """Return the watcher's observations of the recovery job (status and task counters over time)."""
+    """Return the watcher's observations of the recovery job (status and task counters over time).
+
+    The moment the job was confirmed is one of them (status "Confirmed", no task done yet), so a
+    plot can start where replication could start, and not at the wait for an operator.
+    """
     current = ctx.ledger.state.current_recovery_job()
-    return [point.model_dump() for point in current.progress] if current else []
+    if current is None:
+        return []
+    points = [point.model_dump() for point in current.progress]
+    if current.confirmed:
+        total = max((p["total"] for p in points), default=0)
+        points.append({"at": current.confirmed, "status": "Confirmed", "total": total, "succeeded": 0, "failed": 0,
+                       "active_seconds": 0})
+        points.sort(key=lambda p: datetime.fromisoformat(p["at"]))
+    return points
 
 
 def _attempt_summaries(ctx: RunContext) -> list[dict[str, Any]]:
