@@ -23,6 +23,7 @@ from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunStateError, ScopeError
 from runbook_lib.ledger import now
+from runbook_lib.planning import known_after
 from runbook_lib.run_state import JobRecord, ProgressPoint, recovery_purpose, retry_purpose
 from runbook_lib.scope import scope_from_params
 
@@ -193,7 +194,12 @@ def create_job(ctx: RunContext, request: dict[str, Any], purpose: str, attempt: 
     known = _known_job(ctx, purpose)
     if known is not None:
         return known.job_id, False
-    job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
+    if ctx.plan is not None:
+        # S3 chooses the job id; the plan shows the request the job is created with.
+        job_id = f"{purpose} ({known_after(ctx.phase[:2] if ctx.phase else '06')})"
+        ctx.plan.intend("vault", "s3control", "CreateJob", job_id, request, creates=True)
+    else:
+        job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
     ctx.ledger.save_job(JobRecord(purpose=purpose, job_id=job_id, token=request["ClientRequestToken"],
                                   attempt=attempt, created=now()))
     ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])

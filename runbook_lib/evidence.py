@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log
+from runbook_lib import call_log, plan
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 
 __all__ = [
@@ -243,8 +243,14 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             waiting = document["waiting"]
             intro += (f"\n\nWaiting for confirmation: {waiting.get('what')} (job {waiting.get('job_id')}); "
                       f"{waiting.get('how')}.")
+    intro += f"\n\n{plan.describe(folder)}"
     intro += f"\n\n{call_log.describe(folder)}"
     combined.cells.append(nbformat.v4.new_markdown_cell(intro))
+    plan_text = folder / plan.PLAN_TEXT
+    if plan_text.exists():
+        # The plan as reviewed, before the notebooks that carried it out.
+        combined.cells.append(nbformat.v4.new_markdown_cell(
+            f"## The plan reviewed before the changes\n\n```text\n{plan_text.read_text(encoding='utf-8')}```"))
     for path in sorted((folder / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         combined.cells.append(nbformat.v4.new_markdown_cell(f"---\n\n*Executed notebook `{path.name}`*"))
