@@ -88,11 +88,13 @@ class PolicyCheck:
     detail: str
     location: str = ""  # where in the policy: Statement[1].Principal, or the statement of a reason
     link: str = ""  # AWS's page about the finding
+    # The finding is about statements the policy holds already and the run keeps as found (someone else's).
+    kept_as_found: bool = False
 
     @property
     def blocking(self) -> bool:
-        """Return whether this result stops the run."""
-        return self.severity in BLOCKING
+        """Return whether this result stops the run: an error, a security warning or new access the run brings."""
+        return self.severity in BLOCKING and not self.kept_as_found
 
     def as_row(self) -> dict[str, Any]:
         """Return the result as a table row."""
@@ -157,6 +159,20 @@ def _where(location: dict[str, Any]) -> str:
     return text
 
 
+def _in_kept_statement(write: PlannedWrite, location: dict[str, Any]) -> bool:
+    """Return whether a finding's location lies in a statement the policy holds already, unchanged.
+
+    The run adds its statements to policies others share (the vault key's, a recovery bucket's)
+    and keeps theirs as found: what AWS says about those is shown, and is theirs to act on.
+    """
+    path = location.get("path", [])
+    if len(path) < 2 or path[0].get("value") != "Statement" or "index" not in path[1]:
+        return False
+    statements = policies.statements_of(write.document)
+    index = int(path[1]["index"])
+    return index < len(statements) and statements[index] in policies.statements_of(write.found)
+
+
 def _validate(ctx: RunContext, write: PlannedWrite, name: str) -> list[PolicyCheck]:
     policy_type, resource_type = POLICY_WRITES[(write.service, write.operation)]
     arguments: dict[str, Any] = {"policyDocument": policies.to_json(write.document), "policyType": policy_type}
@@ -165,10 +181,13 @@ def _validate(ctx: RunContext, write: PlannedWrite, name: str) -> list[PolicyChe
     checks = []
     for page in _client(ctx, write.side).get_paginator("validate_policy").paginate(**arguments):
         for finding in page.get("findings", []):
-            where = ", ".join(_where(location) for location in finding.get("locations", []))
+            locations = finding.get("locations", [])
+            where = ", ".join(_where(location) for location in locations)
+            kept = bool(locations) and all(_in_kept_statement(write, location) for location in locations)
+            detail = finding["findingDetails"] + (" (in a statement the policy holds already, kept as found)"
+                                                  if kept else "")
             checks.append(PolicyCheck(name, write.identifier, "ValidatePolicy", finding["findingType"],
-                                      finding["issueCode"], finding["findingDetails"], where,
-                                      finding.get("learnMoreLink", "")))
+                                      finding["issueCode"], detail, where, finding.get("learnMoreLink", ""), kept))
     if not checks:
         checks.append(PolicyCheck(name, write.identifier, "ValidatePolicy", "NONE", "no findings",
                                   f"valid {policy_type.lower().replace('_', ' ')}"))

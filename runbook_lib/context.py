@@ -103,10 +103,10 @@ class RunContext:
         return self._clients[(side, service)]
 
     def planning_copy(self, phase: str | None = None) -> RunContext:
-        """Return a planning context on the same sessions: a fresh Plan and a copy of the ledger never saved."""
+        """Return a planning context on the same sessions and clients: a fresh Plan, a ledger copy never saved."""
         return RunContext(params=self.params, ledger=self.ledger.planning_copy(), sessions=self.sessions,
                           phase=phase or self.phase, client_factory=self.client_factory, call_log=self.call_log,
-                          plan=Plan())
+                          plan=Plan(), _clients=self._clients)
 
     @property
     def tags(self) -> dict[str, str]:

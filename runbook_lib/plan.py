@@ -376,8 +376,12 @@ def check_plan(params_file: str | Path, run_dir: str | Path, phases: Sequence[st
     target = Path(run_dir) / PLAN_FILE
     if not target.exists() or not target.samefile(plan_file):
         shutil.copyfile(plan_file, target)
-        current.made, current.checks = str(reviewed.get("made", current.made)), []
-        _write_atomically(Path(run_dir) / PLAN_TEXT, current.render())
+        reviewed_text = Path(plan_file).with_name(PLAN_TEXT)
+        if reviewed_text.exists():
+            shutil.copyfile(reviewed_text, Path(run_dir) / PLAN_TEXT)
+        else:
+            current.made = str(reviewed.get("made", current.made))
+            _write_atomically(Path(run_dir) / PLAN_TEXT, current.render())
     return current
 
 
@@ -390,12 +394,12 @@ def describe(run_dir: str | Path) -> str:
         document = read_plan(path)
     except PlanError as error:
         return f"The run folder's {PLAN_FILE} cannot be read: {error}"
-    counts = ", ".join(f"{count} to {action}" if action not in _QUIET else f"{count} {action}"
-                       for action, count in sorted(document.get("counts", {}).items()))
-    blocking = sum(1 for c in document.get("policy_checks", []) if c.get("severity") in analyzer.BLOCKING)
+    counts = _counted(document.get("counts", {}))
+    blocking = sum(1 for c in document.get("policy_checks", [])
+                   if c.get("severity") in analyzer.BLOCKING and not c.get("kept_as_found"))
     checked = len({c.get("policy") for c in document.get("policy_checks", [])})
     return (f"The plan reviewed for this run is [{PLAN_FILE}]({PLAN_FILE}) (readable: [{PLAN_TEXT}]({PLAN_TEXT})), "
-            f"made {document.get('made')}, digest `{document.get('digest')}`: {counts or 'nothing to do'}. "
+            f"made {document.get('made')}, digest `{document.get('digest')}`: {counts}. "
             f"IAM Access Analyzer checked {checked} policies it would write"
             f"{f'; {blocking} result(s) would stop the run' if blocking else ''}.")
 
@@ -419,15 +423,24 @@ def _render_write(write: PlannedWrite) -> list[str]:
     return lines
 
 
+# How each action is counted in words, in this order.
+_COUNTED = {"create": "{} to create", "change": "{} to change", "remove": "{} to remove", "restore": "{} to restore",
+            "drift": "{} drifted (the phase stops)", "stop": "{} stopping the plan", "leave": "{} left as they are",
+            "keep": "{} kept"}
+
+
+def _counted(counts: dict[str, int]) -> str:
+    """Return a plan's counts in words: what it would change first, 'nothing to change' when nothing."""
+    changing = [_COUNTED[a].format(counts[a]) for a in _COUNTED if counts.get(a) and a not in _QUIET]
+    quiet = [_COUNTED[a].format(counts[a]) for a in _QUIET if counts.get(a)]
+    return "; ".join([", ".join(changing) or "nothing to change", *([", ".join(quiet)] if quiet else [])])
+
+
 def _render(run_plan: RunPlan) -> str:
-    counts = run_plan.counts()
-    wanted = [action for action in ("create", "change", "remove", "restore", "drift", "stop") if counts.get(action)]
-    headline = ", ".join(f"{counts[a]} to {a}" if a not in STOPPING else f"{counts[a]} {a}" for a in wanted)
     lines = [
         f"Plan of run {run_plan.run_id} (parameters {run_plan.params_file}), made {run_plan.made}",
         f"Digest: {run_plan.digest}",
-        f"Summary: {headline or 'nothing to change'}; {counts.get('leave', 0)} left as they are"
-        + (f", {counts['keep']} kept" if counts.get("keep") else ""),
+        f"Summary: {_counted(run_plan.counts())}",
         f"Values AWS assigns when it creates a resource read {known_after('NN')} until that phase has run.",
         "",
     ]
@@ -450,6 +463,8 @@ def _render(run_plan: RunPlan) -> str:
         lines.append("IAM Access Analyzer on the policies the plan would write:")
         for check in run_plan.checks:
             where = f" at {check.location}" if check.location else ""
-            lines.append(f"  {check.severity:<16} {check.check} {check.policy}: {check.code}{where}: {check.detail}")
+            stops = " (stops the run)" if check.blocking else ""
+            lines.append(f"  {check.severity:<16} {check.check} {check.policy}: {check.code}{where}: "
+                         f"{check.detail}{stops}")
         lines.append("")
     return "\n".join(lines) + "\n"

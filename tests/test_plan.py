@@ -21,7 +21,7 @@ import pytest
 from botocore.stub import Stubber
 from runbook_fixtures import DRILL_PARAMS, PROVISION_ORDER, CtxFactory, Drill, write_requests
 
-from runbook_lib import cli, guide, plan, policies
+from runbook_lib import analyzer, cli, guide, plan, policies
 from runbook_lib.accounts import APP_ID, AccountSessions, Identity
 from runbook_lib.context import RunContext
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
@@ -30,7 +30,7 @@ from runbook_lib.embedded.request_ids import RequestLog
 from runbook_lib.errors import PlanError, PolicyCheckError
 from runbook_lib.ledger import Ledger
 from runbook_lib.params import load_params
-from runbook_lib.planning import Plan
+from runbook_lib.planning import Plan, PlannedWrite
 from runbook_lib.run_state import RunState
 
 pytestmark = pytest.mark.xdist_group("runbook-plan")
@@ -340,3 +340,33 @@ def test_each_notebook_shows_its_plan_before_any_step_and_runs_the_steps_the_pla
     planned = [step.__name__ for step in steps if step.__name__.startswith("ensure_")]
     assert [name for name in called if name.startswith("ensure_")] == planned
     assert ("create_replication_job" in called) == phase.startswith("06")
+
+
+def test_a_finding_in_a_statement_kept_as_found_is_shown_and_stops_nothing(
+    aws_env: Drill, make_ctx: CtxFactory,
+) -> None:
+    ctx = make_ctx()
+    params = ctx.params
+    # An administrator's statement in the vault key policy that Access Analyzer warns about.
+    found = {"Version": "2012-10-17", "Statement": [{
+        "Sid": "LogsEncryptWithTheVaultKey", "Effect": "Allow", "Principal": {"Service": "logs.amazonaws.com"},
+        "Action": "kms:Encrypt", "Resource": "*"}]}
+    merged = policies.merge_statements(found, policies.vault_key_policy_statements(
+        batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
+        run_id=params.run_id), run_id=params.run_id)
+
+    kept = analyzer.check_writes(ctx, [PlannedWrite("vault", "kms", "PutKeyPolicy", params.vault.kms_key_arn,
+                                                    merged, found)])
+    brought = analyzer.check_writes(ctx, [PlannedWrite("vault", "kms", "PutKeyPolicy", params.vault.kms_key_arn,
+                                                       merged, None)])
+
+    warning = next(r for r in kept if r.code == "RESTRICT_ACCESS_TO_SERVICE_PRINCIPAL")
+    assert (warning.severity, warning.location, warning.kept_as_found) == (
+        "SECURITY_WARNING", "Statement[0].Principal.Service", True)
+    assert not any(r.blocking for r in kept)
+    analyzer.raise_on_blocking(kept)
+    # Had the run brought that statement, the warning and the new access would stop it.
+    assert {(r.check, r.severity) for r in brought if r.blocking} == {
+        ("ValidatePolicy", "SECURITY_WARNING"), ("CheckNoNewAccess", "FAIL")}
+    with pytest.raises(PolicyCheckError, match=re.escape("logs.amazonaws.com")):
+        analyzer.raise_on_blocking(brought)

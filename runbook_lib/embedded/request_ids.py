@@ -144,7 +144,7 @@ def _operation(environ: dict[str, Any]) -> str:
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(body)  # the app reads the same bytes after us
-    return parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+    return str(parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0])
 
 
 def _no_write(data: bytes) -> None:
