@@ -370,3 +370,39 @@ def test_a_finding_in_a_statement_kept_as_found_is_shown_and_stops_nothing(
         ("ValidatePolicy", "SECURITY_WARNING"), ("CheckNoNewAccess", "FAIL")}
     with pytest.raises(PolicyCheckError, match=re.escape("logs.amazonaws.com")):
         analyzer.raise_on_blocking(brought)
+
+
+def test_drift_on_a_resource_not_the_run_s_ends_the_plan_there_and_exits_1(
+    aws_env: Drill, make_ctx: CtxFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    params_file = make_ctx.params_file()
+    # Someone else's role under the name the parameters give, trusting another service.
+    aws_env.client("iam").create_role(RoleName=make_ctx.names["batch_role_name"], AssumeRolePolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                                                 "Action": "sts:AssumeRole"}]}))
+
+    status = cli.main(["plan", "--params", str(params_file), "--out", str(tmp_path / "run")])
+
+    assert status == 1
+    assert "the run would stop" in capsys.readouterr().err
+    document = json.loads((tmp_path / "run" / plan.PLAN_FILE).read_text())
+    assert steps_of(document, "02")[-1] == ("drift", "IAM role")
+    later = [p for p in document["phases"] if p["phase"][:2] > "02"]
+    assert later and all(p["summary"] == "not planned: phase 02 stops first" and not p["steps"] for p in later)
+
+
+def test_the_evidence_shows_the_plan_reviewed_for_the_run(tmp_path: Path) -> None:
+    from runbook_lib import evidence
+
+    step = plan.PlannedStep("recovery bucket", "recovery-golden-copies", "create", note="account 222222222222")
+    write = PlannedWrite("recovery", "s3", "CreateBucket", "recovery-golden-copies",
+                         {"ObjectLockEnabledForBucket": True})
+    reviewed = plan.RunPlan("drill", "drill.yaml", [plan.PhasePlan("01_recovery_bucket", "recovery account",
+                                                                   (step,), (write,))])
+    plan.write_plan(tmp_path, reviewed)
+
+    html = evidence.export_html(tmp_path).read_text()
+
+    assert "The plan reviewed before the changes" in html and reviewed.digest in html
+    assert "1 to create" in html and "ObjectLockEnabledForBucket" in html
+    assert 'href="plan.json"' in html
