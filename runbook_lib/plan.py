@@ -117,7 +117,7 @@ PHASE_SUMMARIES: dict[str, str] = {
 _ACTIONS = {"created": "create", "updated": "change", "unchanged": "leave", "drift": "drift"}
 # Actions that change nothing, and actions that stop the phase.
 _QUIET = ("leave", "keep")
-STOPPING = ("drift", "stop")
+_STOPPING = ("drift", "stop")
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class RunPlan:
 
     def stops(self) -> list[tuple[str, PlannedStep]]:
         """Return (phase, step) of the steps that would stop their phase (drift, or an error)."""
-        return [(p.phase, s) for p in self.phases for s in p.steps if s.action in STOPPING]
+        return [(p.phase, s) for p in self.phases for s in p.steps if s.action in _STOPPING]
 
     def blocking(self) -> bool:
         """Return whether the run would stop: a step stops its phase, or Access Analyzer stops a policy."""
@@ -232,7 +232,7 @@ def _plan_phase(ctx: RunContext, phase: str) -> list[PlannedStep]:
     for step in PHASE_STEPS.get(number, ()):
         planned = _as_steps(step(ctx))
         steps.extend(planned)
-        if any(s.action in STOPPING for s in planned):
+        if any(s.action in _STOPPING for s in planned):
             break  # the phase stops at this step, as its notebook does
     return steps
 
@@ -263,7 +263,7 @@ def plan_phases(ctx: RunContext, phases: Sequence[str]) -> RunPlan:
         if phase.startswith("08"):
             writes = _cleanup_writes(planning)
         planned.append(PhasePlan(phase, summary, tuple(steps), tuple(writes)))
-        if any(s.action in STOPPING for s in steps):
+        if any(s.action in _STOPPING for s in steps):
             stopped_at = phase[:2]
     return RunPlan(ctx.params.run_id, str(ctx.ledger.state.params_file or ""), planned)
 

@@ -12,6 +12,11 @@ Ownership: a resource belongs to the run when the ledger recorded its creation, 
 the tag RunbookRunId=<run_id>. Configurations the run changes on resources it does not own (the
 vault key policy, the vault bucket's replication and notification settings) are captured in the
 ledger before the first change, so cleanup can put them back.
+
+Planning: on a context that carries a Plan (`runbook_lib.planning`), each step reads and compares
+exactly as in a run, and where it would create or change something it records the call and the
+document in the plan instead (`if ctx.plan is not None: ctx.plan.intend(...) else: <the call>`).
+Its outcome is the one the run would report.
 """
 
 from __future__ import annotations
