@@ -124,7 +124,7 @@ def _recovery_wall_time(phases: list[dict[str, Any]]) -> float:
 
 
 def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **extra: Any) -> Path:
-    """Write summary.json (verdict, counts, phases with their seconds, recovery time, extras) and return its path."""
+    """Write summary.json (verdict, counts, phase seconds, recovery time, plan reviewed, extras); return its path."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
     folder = Path(run_dir)
@@ -139,6 +139,9 @@ def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **e
         "recovery_seconds": round(recovery_seconds, 2),
         **extra,
     }
+    reviewed = plan.reviewed_plan(folder)
+    if reviewed is not None:
+        document.setdefault("plan", reviewed)
     path = folder / _SUMMARY
     _write_atomically(path, json.dumps(document, indent=2, default=str))
     return path

@@ -59,6 +59,7 @@ __all__ = [
     "open_plan",
     "plan_phases",
     "read_plan",
+    "reviewed_plan",
     "write_plan",
 ]
 
@@ -383,6 +384,19 @@ def check_plan(params_file: str | Path, run_dir: str | Path, phases: Sequence[st
             current.made = str(reviewed.get("made", current.made))
             _write_atomically(Path(run_dir) / PLAN_TEXT, current.render())
     return current
+
+
+def reviewed_plan(run_dir: str | Path) -> dict[str, Any] | None:
+    """Return what summary.json says of the run folder's plan (file, digest, when made, counts), or None."""
+    path = Path(run_dir) / PLAN_FILE
+    if not path.exists():
+        return None
+    try:
+        document = read_plan(path)
+    except PlanError:
+        return None
+    return {"file": PLAN_FILE, "digest": document["digest"], "made": document.get("made"),
+            "counts": document.get("counts", {})}
 
 
 def describe(run_dir: str | Path) -> str:

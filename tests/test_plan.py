@@ -401,8 +401,12 @@ def test_the_evidence_shows_the_plan_reviewed_for_the_run(tmp_path: Path) -> Non
                                                                    (step,), (write,))])
     plan.write_plan(tmp_path, reviewed)
 
+    evidence.write_summary(tmp_path, "INCOMPLETE", {})
     html = evidence.export_html(tmp_path).read_text()
 
     assert "The plan reviewed before the changes" in html and reviewed.digest in html
     assert "1 to create" in html and "ObjectLockEnabledForBucket" in html
     assert 'href="plan.json"' in html
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["plan"] == {"file": "plan.json", "digest": reviewed.digest, "made": reviewed.made,
+                               "counts": {"create": 1}}
