@@ -23,6 +23,7 @@ from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunStateError, ScopeError
 from runbook_lib.ledger import now
+from runbook_lib.planning import known_after
 from runbook_lib.run_state import JobRecord, ProgressPoint, SampleRecord, recovery_purpose, retry_purpose
 from runbook_lib.scope import scope_from_params
 
@@ -125,7 +126,8 @@ def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict
     suffix = "" if number == 1 else f", attempt {number}"
     what = f"Recover {params.vault.bucket} into {params.recovery.bucket}"
     if job.sample is not None:
-        drawn = _sample_record(ctx).drawn
+        drawn: object = (known_after("00") if ctx.plan is not None and ctx.ledger.state.sample is None
+                         else _sample_record(ctx).drawn)
         what = f"Sample drill: {drawn} versions of {params.vault.bucket} into {params.recovery.bucket}"
     return {
         "AccountId": params.vault.account_id,
@@ -168,6 +170,14 @@ def _object_list(ctx: RunContext) -> dict[str, Any]:
                 },
                 "Filter": scope_from_params(params.job).manifest_filter(),
             }
+        }}
+    if ctx.plan is not None and ctx.ledger.state.sample is None:
+        # Phase 00 draws the sample; until it has, a plan can name neither the manifest's key nor its ETag.
+        later = known_after("00")
+        return {"Manifest": {
+            "Spec": {"Format": reports.RETRY_MANIFEST_FORMAT, "Fields": list(sampling.MANIFEST_FIELDS)},
+            "Location": {"ObjectArn": aws_facts.object_arn(params.report_bucket, f"{params.job.manifest_prefix}/samples/"
+                                                           f"{later}.csv", params.partition), "ETag": later},
         }}
     record = _sample_record(ctx)
     key = sampling.manifest_key(ctx, record.manifest_sha256)
@@ -225,7 +235,12 @@ def create_job(ctx: RunContext, request: dict[str, Any], purpose: str, attempt: 
     known = _known_job(ctx, purpose)
     if known is not None:
         return known.job_id, False
-    job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
+    if ctx.plan is not None:
+        # S3 chooses the job id; the plan shows the request the job is created with.
+        job_id = f"{purpose} ({known_after(ctx.phase[:2] if ctx.phase else '06')})"
+        ctx.plan.intend("vault", "s3control", "CreateJob", job_id, request, creates=True)
+    else:
+        job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
     ctx.ledger.save_job(JobRecord(purpose=purpose, job_id=job_id, token=request["ClientRequestToken"],
                                   attempt=attempt, created=now()))
     ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
@@ -278,7 +293,7 @@ def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
             # An attempt cancelled or failed where no phase followed it: pin what it left before moving on.
             pins.pin_job_outputs(ctx, job)
     number = (latest.attempt or 1) + 1 if latest is not None else 1
-    if ctx.params.job.sample is not None:
+    if ctx.params.job.sample is not None and not (ctx.plan is not None and ctx.ledger.state.sample is None):
         sampling.upload_manifest(ctx)  # the job reads it while it prepares; its ETag goes into the request
     return create_job(ctx, replication_job_request(ctx, number), recovery_purpose(number), attempt=number)
 

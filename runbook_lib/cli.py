@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--to", dest="to_phase", default=None, metavar="PHASE", help="last phase to run")
     run.add_argument("--confirm-job", action="store_true",
                      help="confirm the Batch Replication job when it awaits confirmation")
+    run.add_argument("--plan", type=Path, default=None, metavar="FILE",
+                     help="a plan made by runbook plan: refuse to start unless the run would do exactly that")
+
+    plan = commands.add_parser("plan", help="every change each phase would make, changing nothing")
+    plan.add_argument("--params", type=Path, required=True, metavar="FILE", help="parameter set (YAML)")
+    plan.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="run folder: plan.json and plan.txt go there (its run state is read, never changed)")
+    plan.add_argument("--from", dest="from_phase", default=None, metavar="PHASE", help="first phase to plan")
+    plan.add_argument("--to", dest="to_phase", default=None, metavar="PHASE", help="last phase to plan")
 
     backend = commands.add_parser("backend", help="serve the embedded AWS in the foreground")
     backend.add_argument("--port", type=int, default=5055, metavar="P", help="port on 127.0.0.1 (0 picks a free one)")
@@ -206,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return drill_module.run_drill(args)
         if args.command == "run":
             return drill_module.run_phases_command(args)
+        if args.command == "plan":
+            return drill_module.plan_command(args)
     except RunbookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

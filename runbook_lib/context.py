@@ -4,6 +4,9 @@ Every call the context's sessions make is recorded in the run folder's call log 
 Clients come from a client factory (botocore's, through `accounts.make_client`, unless another is
 given), so a unit test can hand the context clients wrapped in botocore's Stubber and need no
 HTTP server.
+
+A context that carries a `Plan` is a planning context (`runbook_lib.planning`): the phases' steps
+read as usual and record each write in the plan instead of making it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from runbook_lib.accounts import AccountSessions, make_client, open_sessions
 from runbook_lib.call_log import CallLog
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
+from runbook_lib.planning import Plan
 from runbook_lib.run_kind import require_declared_purpose
 
 if TYPE_CHECKING:  # the stubs type every AWS call the runbook makes; at run time clients are boto3's own
+    from mypy_boto3_accessanalyzer import AccessAnalyzerClient
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_iam import IAMClient
     from mypy_boto3_kms import KMSClient
@@ -53,6 +58,8 @@ class RunContext:
     client_factory: ClientFactory = _default_factory
     # Where every call of this context's sessions is recorded (None: nowhere, as in unit tests).
     call_log: CallLog | None = None
+    # Set on a planning context: writes are recorded here instead of being made.
+    plan: Plan | None = None
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @overload
@@ -71,6 +78,8 @@ class RunContext:
     def vault(self, service: Literal["sqs"]) -> SQSClient: ...
     @overload
     def vault(self, service: Literal["events"]) -> EventBridgeClient: ...
+    @overload
+    def vault(self, service: Literal["accessanalyzer"]) -> AccessAnalyzerClient: ...
     def vault(self, service: str) -> Any:
         """Return a client of the vault account (one per service, shared by the phase)."""
         return self._client("vault", service)
@@ -81,6 +90,8 @@ class RunContext:
     def recovery(self, service: Literal["kms"]) -> KMSClient: ...
     @overload
     def recovery(self, service: Literal["sts"]) -> STSClient: ...
+    @overload
+    def recovery(self, service: Literal["accessanalyzer"]) -> AccessAnalyzerClient: ...
     def recovery(self, service: str) -> Any:
         """Return a client of the recovery account (one per service, shared by the phase)."""
         return self._client("recovery", service)
@@ -91,6 +102,12 @@ class RunContext:
             region = self.params.region if side == "vault" else self.params.recovery_region
             self._clients[(side, service)] = self.client_factory(session, service, region)
         return self._clients[(side, service)]
+
+    def planning_copy(self, phase: str | None = None) -> RunContext:
+        """Return a planning context on the same sessions and clients: a fresh Plan, a ledger copy never saved."""
+        return RunContext(params=self.params, ledger=self.ledger.planning_copy(), sessions=self.sessions,
+                          phase=phase or self.phase, client_factory=self.client_factory, call_log=self.call_log,
+                          plan=Plan(), _clients=self._clients)
 
     @property
     def tags(self) -> dict[str, str]:

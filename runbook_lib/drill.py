@@ -187,12 +187,36 @@ def _record_failed_phase(run_dir: Path, phase: str, failure: PhaseError) -> None
     ledger.end_phase(phase, "failed", str(failure).splitlines()[0])
 
 
+def plan_command(args: argparse.Namespace) -> int:
+    """`runbook plan`: write what each phase would do into the run folder; 1 when the run would stop, else 0."""
+    from runbook_lib import plan
+    from runbook_lib.params import load_params
+
+    load_params(args.params)  # every parameter problem before any AWS call
+    phases = select_phases(args.from_phase, args.to_phase)
+    with hold_run_lock(args.out):  # no plan of a world a running phase is changing
+        run_plan = plan.make_plan(plan.open_plan(args.params, args.out), phases)
+        document, text = plan.write_plan(args.out, run_plan)
+    print(run_plan.render(), end="")
+    print(f"plan: {document} (readable: {text}); digest {run_plan.digest}")
+    if run_plan.blocking():
+        print("the run would stop: see the drift, errors or Access Analyzer results above", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_PASS
+
+
 def run_phases_command(args: argparse.Namespace) -> int:
-    """`runbook run`: the selected phases against whatever the parameters name."""
+    """`runbook run`: the selected phases against whatever the parameters name (with --plan, only as reviewed)."""
     from runbook_lib.params import load_params
 
     load_params(args.params)  # every parameter problem before any kernel starts
     phases = select_phases(args.from_phase, args.to_phase)
+    if getattr(args, "plan", None) is not None:
+        from runbook_lib import plan
+
+        with hold_run_lock(args.out):
+            checked = plan.check_plan(args.params, args.out, phases, args.plan)
+        print(f"plan {args.plan} matches what the run would do now ({checked.digest})")
     try:
         results = run_phases(args.params, args.out, phases, confirm_job=args.confirm_job)
     except PhaseError as error:

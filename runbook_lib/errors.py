@@ -9,6 +9,8 @@
     ├── BackendError                the embedded backend could not start or answer
     ├── ThrottlingError             AWS kept answering "slow down" after every retry
     ├── PreflightError              a precondition of the recovery does not hold
+    ├── PlanError                   a reviewed plan does not match what the run would do now
+    ├── PolicyCheckError            IAM Access Analyzer stops a policy before it is written
     ├── ProvisionError              a resource could not be created or is in an unsafe state
     │   └── DriftError              a resource exists but differs from what the run wants
     ├── JobError                    the Batch Replication job failed, was cancelled or is stuck
@@ -49,6 +51,8 @@ __all__ = [
     "ParameterError",
     "ParameterProblem",
     "PhaseError",
+    "PlanError",
+    "PolicyCheckError",
     "PreflightError",
     "ProfileNotFoundError",
     "ProvisionError",
@@ -154,6 +158,29 @@ class ThrottlingError(RunbookError):
 
 class PreflightError(RunbookError):
     """A precondition of the recovery does not hold; nothing has been changed."""
+
+
+class PlanError(RunbookError):
+    """A plan file cannot be used for this run: another run, other phases, or the world changed since.
+
+    `differences` lists the steps that differ between the plan reviewed and the plan made now.
+    """
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        self.differences = list(differences or [])
+        super().__init__(message)
+
+
+class PolicyCheckError(RunbookError):
+    """IAM Access Analyzer reports an error, a security warning or new access in a policy the run would write.
+
+    `policy` names the policy (the first one that stops the run), `code` the finding's issue code or result.
+    """
+
+    def __init__(self, message: str, policy: str = "", code: str = "") -> None:
+        self.policy = policy
+        self.code = code
+        super().__init__(message)
 
 
 class ProvisionError(RunbookError):

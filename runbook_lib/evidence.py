@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log, prices
+from runbook_lib import call_log, plan, prices
 from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 from runbook_lib.run_lock import lock_for_phase, release_phase_lock
@@ -129,7 +129,7 @@ def _recovery_wall_time(phases: list[dict[str, Any]]) -> float:
 
 
 def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **extra: Any) -> Path:
-    """Write summary.json (verdict, counts, phases with their seconds, recovery time, extras) and return its path."""
+    """Write summary.json (verdict, counts, phase seconds, recovery time, plan reviewed, extras); return its path."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
     folder = Path(run_dir)
@@ -144,6 +144,9 @@ def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **e
         "recovery_seconds": round(recovery_seconds, 2),
         **extra,
     }
+    reviewed = plan.reviewed_plan(folder)
+    if reviewed is not None:
+        document.setdefault("plan", reviewed)
     path = folder / _SUMMARY
     _write_atomically(path, json.dumps(document, indent=2, default=str))
     return path
@@ -325,8 +328,14 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             waiting = document["waiting"]
             intro += (f"\n\nWaiting for confirmation: {waiting.get('what')} (job {waiting.get('job_id')}); "
                       f"{waiting.get('how')}.")
+    intro += f"\n\n{plan.describe(folder)}"
     intro += f"\n\n{call_log.describe(folder)}"
     combined.cells.append(nbformat.v4.new_markdown_cell(intro))
+    plan_text = folder / plan.PLAN_TEXT
+    if plan_text.exists():
+        # The plan as reviewed, before the notebooks that carried it out.
+        combined.cells.append(nbformat.v4.new_markdown_cell(
+            f"## The plan reviewed before the changes\n\n```text\n{plan_text.read_text(encoding='utf-8')}```"))
     for path in sorted((folder / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         combined.cells.append(nbformat.v4.new_markdown_cell(f"---\n\n*Executed notebook `{path.name}`*"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, kernel_record, lab, proof
+from runbook_lib import analyzer, batch_job, evidence, kernel_record, lab, plan, proof
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
 from runbook_lib.errors import ConfirmationRequired, NotVerifiedError
@@ -40,6 +40,7 @@ __all__ = [
     "show_json",
     "show_mismatches",
     "show_outcomes",
+    "show_plan",
     "show_rows",
     "show_scope",
     "show_verdict",
@@ -179,6 +180,21 @@ def show_outcomes(ctx: RunContext, outcomes: Sequence[Outcome]) -> None:
     ctx.ledger.record_outcomes(phase, keep + rows)
     _display(_styled(frame, "status"))
     raise_on_drift(list(outcomes))
+
+
+def show_plan(ctx: RunContext) -> None:
+    """Show what this phase would change, before it changes anything (phase 00: every phase of the run).
+
+    The plan is made by the phase's own steps, writing nothing; IAM Access Analyzer checks every
+    policy it would write, and an error, a security warning or new access for someone outside the
+    two accounts stops the phase here (PolicyCheckError). Drift the plan foresees is shown, and
+    stops the phase at the step that meets it.
+    """
+    phase = _phase_of(ctx)
+    phases = phase_names() if starts_run(phase) else [phase]
+    run_plan = plan.make_plan(ctx, phases)
+    print(run_plan.render())
+    analyzer.raise_on_blocking(run_plan.checks)
 
 
 def show_checks(checks: Sequence[Check]) -> None:

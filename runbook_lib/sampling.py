@@ -361,6 +361,13 @@ def upload_manifest(ctx: RunContext) -> dict[str, str]:
     record = _record(ctx)
     body = _manifest_bytes(ctx, record)
     bucket, key = ctx.params.report_bucket, manifest_key(ctx, record.manifest_sha256)
+    if ctx.plan is not None:
+        # A plan shows the upload (the manifest's bytes are in the run folder) and makes none.
+        object_arn = aws_facts.object_arn(bucket, key, ctx.params.partition)
+        ctx.plan.intend("vault", "s3", "PutObject", object_arn,
+                        {"Bucket": bucket, "Key": key, "ServerSideEncryption": "AES256", "ContentType": "text/csv",
+                         "ContentSHA256": record.manifest_sha256, "Rows": record.drawn}, creates=True)
+        return {"bucket": bucket, "key": key, "etag": record.manifest_md5, "object_arn": object_arn}
     s3 = ctx.vault("s3")
     try:
         etag: str | None = str(s3.head_object(Bucket=bucket, Key=key)["ETag"]).strip('"')

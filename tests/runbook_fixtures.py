@@ -47,6 +47,7 @@ import yaml
 from runbook_lib import notifications, provision
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
+from runbook_lib.embedded.request_ids import ServedRequest
 from runbook_lib.embedded.seed import GroundTruth, seed_vault
 from runbook_lib.embedded.server import (
     RECOVERY_ACCOUNT,
@@ -76,6 +77,7 @@ __all__ = [
     "unique_names",
     "watch_calls",
     "write_calls",
+    "write_requests",
 ]
 
 DRILL_PARAMS = Path(__file__).resolve().parents[1] / "parameters" / "drill.yaml"
@@ -314,6 +316,31 @@ def backend_secrets(config_file: Path) -> set[str]:
 def write_calls(calls: list[str]) -> list[str]:
     """Return the operations among `calls` that change something."""
     return [name for name in calls if not name.startswith(READ_PREFIXES)]
+
+
+# What the runbook may send without changing anything besides reads: the SDK's AssumeRole for a
+# profile's role (it changes no resource) and Access Analyzer's policy checks, which keep nothing.
+NOT_WRITES = ("AssumeRole",)
+ACCESS_ANALYZER_CHECKS = ("/policy/validation", "/policy/check-no-new-access", "/policy/check-access-not-granted")
+
+
+def write_requests(served: list[ServedRequest]) -> list[str]:
+    """Return the requests the backend served that could change something: method, service, operation or path.
+
+    S3 and S3 Control name the operation by method and path, Access Analyzer by path; every other
+    service names it, and a request that names none counts as a write, so nothing slips through.
+    """
+    found = []
+    for request in served:
+        if request.service in ("s3", "s3control"):
+            changes = request.method not in ("GET", "HEAD")
+        elif request.service == "access-analyzer":
+            changes = request.path not in ACCESS_ANALYZER_CHECKS
+        else:
+            changes = not request.operation.startswith(READ_PREFIXES) and request.operation not in NOT_WRITES
+        if changes:
+            found.append(f"{request.method} {request.service} {request.operation or request.path}")
+    return found
 
 
 def count_versions(drill: Drill) -> dict[str, int]:

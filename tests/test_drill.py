@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
-from runbook_fixtures import backend_secrets
+from runbook_fixtures import backend_secrets, write_requests
 
 from runbook_lib import cli
 from runbook_lib.accounts import APP_ID
@@ -144,6 +144,33 @@ class TestAfterAVerifiedDrill:
                   if not moto_state.is_delete_marker(v) and v.size >= 48]
         assert bodies and not any(base64.b64encode(b).decode() in text or b.hex() in text for b in bodies)
         assert '"Statement"' not in text and "Credential=" not in text
+
+    def test_the_drill_checked_its_policies_and_a_plan_after_it_lists_nothing_to_change(
+        self, verified_drill: VerifiedDrill, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        run_dir = verified_drill.run_dir
+        analyzer_calls = [c for c in read_calls(run_dir) if c["service"] == "accessanalyzer"]
+        assert {(c["phase"], c["operation"]) for c in analyzer_calls} >= {
+            ("00_preflight", "ValidatePolicy"), ("00_preflight", "CheckNoNewAccess"),
+            ("00_preflight", "CheckAccessNotGranted")}
+        assert all(c["error_code"] is None for c in analyzer_calls)
+        assert "IAM Access Analyzer on the policies" in (run_dir / "notebooks" / "00_preflight.ipynb").read_text()
+        for name, value in verified_drill.backend.environ().items():
+            monkeypatch.setenv(name, value)
+        served_before = len(verified_drill.backend.served_requests())
+
+        status = cli.main(["plan", "--params", str(DRILL_PARAMS), "--out", str(run_dir), "--to", "07"])
+
+        assert status == 0
+        document = json.loads((run_dir / "plan.json").read_text())
+        assert set(document["counts"]) == {"leave"}
+        assert [w for p in document["phases"] for w in p["writes"]] == []
+        job = next(s for p in document["phases"] if p["phase"].startswith("06") for s in p["steps"])
+        assert (job["action"], job["identifier"]) == ("leave", json.loads(
+            (run_dir / "ledger.json").read_text())["jobs"]["recovery-1"]["job_id"])
+        served = verified_drill.backend.served_requests()[served_before:]
+        planned = [r for r in served if f"app/{APP_ID}" in r.user_agent]
+        assert planned and write_requests(planned) == []
 
     def test_damage_after_a_drill_fails_reverification_with_exactly_those_versions(
         self, verified_drill: VerifiedDrill, monkeypatch: pytest.MonkeyPatch

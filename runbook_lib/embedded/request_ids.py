@@ -19,12 +19,15 @@ AWS's answers show; AWS does not document them (a choice, not a fact).
 
 `RequestLog` keeps, for tests and drills that ask for it, one entry per request answered: time,
 method, path, service and Region from the signature's credential scope (never the access key,
-the signature or a token), status, the request ids sent, and the User-Agent.
+the signature or a token), the operation where the request names it (`X-Amz-Target` of JSON
+services, `Action` of query services; S3 and the other REST services name it by method and
+path), status, the request ids sent, and the User-Agent.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import re
 import secrets
 import threading
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 __all__ = [
     "RequestLog",
@@ -61,6 +64,7 @@ class ServedRequest:
     request_id: str
     extended_request_id: str
     user_agent: str
+    operation: str = ""  # named by JSON and query requests; "" for REST ones (S3: method and path)
 
 
 @dataclass
@@ -95,6 +99,7 @@ def with_request_ids(
     signature = str(environ.get("HTTP_AUTHORIZATION", "")) or unquote(str(environ.get("QUERY_STRING", "")))
     scope = _SCOPE.search(signature.replace("X-Amz-Credential=", "Credential="))
     is_s3 = _S3_SCOPE in signature
+    operation = _operation(environ) if log is not None and not is_s3 else ""
     captured: dict[str, Any] = {}
 
     def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
@@ -123,9 +128,23 @@ def with_request_ids(
             request_id=request_id,
             extended_request_id=extended_id,
             user_agent=str(environ.get("HTTP_USER_AGENT", "")),
+            operation=operation,
         ))
     start_response(status, headers, captured.get("exc_info"))
     return body
+
+
+def _operation(environ: dict[str, Any]) -> str:
+    """Return the operation a JSON or query request names ("" for REST requests), leaving its body readable."""
+    target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+    if target:
+        return target.rpartition(".")[2]
+    if not str(environ.get("CONTENT_TYPE", "")).startswith("application/x-www-form-urlencoded"):
+        return ""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)  # the app reads the same bytes after us
+    return str(parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0])
 
 
 def _no_write(data: bytes) -> None:

@@ -1,5 +1,8 @@
 """The embedded AWS: moto's server app behind our middleware, on 127.0.0.1, in a background thread.
 
+The middleware sends S3 Batch Operations job calls to `s3control` and IAM Access Analyzer's
+policy checks to `access_analyzer`, which moto does not serve, and everything else to moto.
+
 It is reached exactly like AWS: `start_backend()` writes an AWS config file whose profiles point
 their `endpoint_url` at it, and the vault and recovery profiles assume roles in two accounts.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib import aws_facts
+from runbook_lib.embedded.access_analyzer import urls as analyzer_urls
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.moto_state import PARTITION
 from runbook_lib.embedded.request_ids import RequestLog, ServedRequest, with_request_ids
@@ -58,11 +62,15 @@ _SLOW_DOWN = (
 
 
 class BackendApp:
-    """WSGI middleware: S3 Batch Operations job calls to our emulator, everything else to moto."""
+    """WSGI middleware: S3 Batch Operations job calls and Access Analyzer to our emulators, the rest to moto."""
 
-    def __init__(self, moto_app: Callable[..., Any], faults: Faults, jobs_app: Callable[..., Any] | None) -> None:
+    def __init__(
+        self, moto_app: Callable[..., Any], faults: Faults, jobs_app: Callable[..., Any] | None,
+        analyzer_app: Callable[..., Any] | None = None,
+    ) -> None:
         self.moto_app = moto_app
         self.jobs_app = jobs_app
+        self.analyzer_app = analyzer_app
         self.faults = faults
         self._random = random.Random(faults.seed)
         self._random_lock = threading.Lock()
@@ -88,6 +96,8 @@ class BackendApp:
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             self.reset_jobs()
         target = self.jobs_app if urls.is_jobs_path(path) and self.jobs_app is not None else self.moto_app
+        if self.analyzer_app is not None and analyzer_urls.is_access_analyzer_request(environ):
+            target = self.analyzer_app
         answer: Iterable[bytes] = target(environ, start_response)
         return answer
 
@@ -243,10 +253,12 @@ def start_backend(
     from runbook_lib.embedded import patches
 
     patches.apply_all()
+    from runbook_lib.embedded.access_analyzer.responses import AccessAnalyzerApp
     from runbook_lib.embedded.s3control.responses import BatchOperationsApp
 
     faults = faults or Faults()
-    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults))
+    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults),
+                     AccessAnalyzerApp())
     app.request_log = RequestLog() if record_requests else None
     try:
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
