@@ -174,10 +174,11 @@ def _object_list(ctx: RunContext) -> dict[str, Any]:
     if ctx.plan is not None and ctx.ledger.state.sample is None:
         # Phase 00 draws the sample; until it has, a plan can name neither the manifest's key nor its ETag.
         later = known_after("00")
+        later_key = f"{params.job.manifest_prefix}/samples/{later}.csv"
         return {"Manifest": {
             "Spec": {"Format": reports.RETRY_MANIFEST_FORMAT, "Fields": list(sampling.MANIFEST_FIELDS)},
-            "Location": {"ObjectArn": aws_facts.object_arn(params.report_bucket, f"{params.job.manifest_prefix}/samples/"
-                                                           f"{later}.csv", params.partition), "ETag": later},
+            "Location": {"ObjectArn": aws_facts.object_arn(params.report_bucket, later_key, params.partition),
+                         "ETag": later},
         }}
     record = _sample_record(ctx)
     key = sampling.manifest_key(ctx, record.manifest_sha256)
