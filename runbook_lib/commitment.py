@@ -283,6 +283,19 @@ def locked_copy_commitment(ctx: RunContext, as_of: datetime | None = None) -> Co
     return commitment
 
 
+def planned_commitment(ctx: RunContext, as_of: datetime | None = None) -> Commitment:
+    """Return the whole scope's commitment for a plan: the same figures as phase 00, recorded nowhere.
+
+    Reads every version of the vault, as phase 00 does; draws no sample (phase 00 draws it and keeps
+    it in the run folder, which a plan leaves alone), so a sample drill's plan shows the upper bound.
+    """
+    moment = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    storage_class = ctx.params.job.replica_storage_class
+    _, in_scope = vault_in_scope(ctx)
+    scope = commitment_of(in_scope, storage_class, moment, "the whole scope")
+    return Commitment(moment.isoformat(timespec="seconds"), storage_class, scope)
+
+
 def require_purpose(ctx: RunContext, commitment: Commitment) -> None:
     """Record what kind of run this is; on a real account without run.purpose, raise PurposeRequired.
 

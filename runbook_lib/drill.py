@@ -195,7 +195,7 @@ def plan_command(args: argparse.Namespace) -> int:
     load_params(args.params)  # every parameter problem before any AWS call
     phases = select_phases(args.from_phase, args.to_phase)
     with hold_run_lock(args.out):  # no plan of a world a running phase is changing
-        run_plan = plan.make_plan(plan.open_plan(args.params, args.out), phases)
+        run_plan = plan.make_plan(plan.open_plan(args.params, args.out), phases, with_commitment=True)
         document, text = plan.write_plan(args.out, run_plan)
     print(run_plan.render(), end="")
     print(f"plan: {document} (readable: {text}); digest {run_plan.digest}")

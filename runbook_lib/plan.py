@@ -35,6 +35,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from runbook_lib import analyzer, batch_job, cleanup, notifications, provision
+from runbook_lib import commitment as commitment_module
 from runbook_lib.accounts import error_code, open_sessions
 from runbook_lib.call_log import CallLog
 from runbook_lib.context import RunContext
@@ -161,6 +162,8 @@ class RunPlan:
     phases: list[PhasePlan]
     made: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     checks: list[analyzer.PolicyCheck] = field(default_factory=list)
+    # The locked-copy commitment (planned with phase 00): a figure to decide with, not part of the digest.
+    commitment: commitment_module.Commitment | None = None
 
     @property
     def digest(self) -> str:
@@ -201,7 +204,8 @@ class RunPlan:
         """Return the plan as plain JSON-ready data, digest included."""
         return {"version": _VERSION, "run_id": self.run_id, "params_file": self.params_file, "made": self.made,
                 "digest": self.digest, "counts": self.counts(), "phases": [p.as_dict() for p in self.phases],
-                "policy_checks": [c.as_row() for c in self.checks]}
+                "policy_checks": [c.as_row() for c in self.checks],
+                "commitment": self.commitment.as_record() if self.commitment is not None else None}
 
     def render(self) -> str:
         """Return the plan as text a change board reads: per phase its steps, then each write with its document."""
@@ -269,11 +273,19 @@ def plan_phases(ctx: RunContext, phases: Sequence[str]) -> RunPlan:
     return RunPlan(ctx.params.run_id, str(ctx.ledger.state.params_file or ""), planned)
 
 
-def make_plan(ctx: RunContext, phases: Sequence[str], check_policies: bool = True) -> RunPlan:
-    """Return the plan of the phases, with IAM Access Analyzer's results on every policy it would write."""
+def make_plan(
+    ctx: RunContext, phases: Sequence[str], check_policies: bool = True, with_commitment: bool = False,
+) -> RunPlan:
+    """Return the plan of the phases, with IAM Access Analyzer's results on every policy it would write.
+
+    `with_commitment` adds the locked-copy commitment when phase 00 is planned (`runbook plan`; the
+    notebook of phase 00 shows it in a cell of its own, so its plan cell does not read the vault twice).
+    """
     run_plan = plan_phases(ctx, phases)
     if check_policies:
         run_plan.checks = analyzer.check_writes(ctx, run_plan.writes())
+    if with_commitment and any(phase.startswith("00") for phase in phases):
+        run_plan.commitment = commitment_module.planned_commitment(ctx)
     return run_plan
 
 
@@ -472,6 +484,10 @@ def _render(run_plan: RunPlan) -> str:
             lines.append("  calls it would make:")
             for write in phase.writes:
                 lines += _render_write(write)
+        lines.append("")
+    if run_plan.commitment is not None:
+        lines.append("What the recovered copies would commit the recovery account to (Object Lock keeps them):")
+        lines += [f"  {line}" for line in run_plan.commitment.lines()]
         lines.append("")
     if run_plan.checks:
         lines.append("IAM Access Analyzer on the policies the plan would write:")

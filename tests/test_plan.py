@@ -21,7 +21,7 @@ import pytest
 from botocore.stub import Stubber
 from runbook_fixtures import DRILL_PARAMS, PROVISION_ORDER, CtxFactory, Drill, write_requests
 
-from runbook_lib import analyzer, cli, guide, plan, policies
+from runbook_lib import analyzer, cli, commitment, guide, plan, policies
 from runbook_lib.accounts import APP_ID, AccountSessions, Identity
 from runbook_lib.context import RunContext
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
@@ -94,6 +94,13 @@ def test_a_plan_of_a_fresh_world_lists_every_phase_s_creations_and_writes_nothin
     assert {c["check"] for c in checks} == {"ValidatePolicy", "CheckNoNewAccess", "CheckAccessNotGranted"}
     assert not [c for c in checks if c["severity"] in ("ERROR", "SECURITY_WARNING", "FAIL")]
     assert "Phase 06_batch_replication" in (out / plan.PLAN_TEXT).read_text()
+    # The locked-copy commitment, before anything is created: the figures phase 00 shows.
+    shown = commitment.locked_copy_commitment(make_ctx("phase-00")).as_record()["scope"]
+    planned = document["commitment"]["scope"]
+    assert planned["versions"] > 0 and (planned["versions"], planned["bytes"]) == (shown["versions"], shown["bytes"])
+    assert [(m["mode"], m["versions"], m["bytes"]) for m in planned["modes"]] == [
+        (m["mode"], m["versions"], m["bytes"]) for m in shown["modes"]]
+    assert "would commit the recovery account to" in (out / plan.PLAN_TEXT).read_text()
     # Nothing was created, and nothing but reads (and Access Analyzer's checks) reached the backend.
     runbook = [r for r in served.served() if f"app/{APP_ID}" in r.user_agent]
     assert runbook and write_requests(runbook) == []
