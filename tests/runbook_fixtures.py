@@ -10,8 +10,9 @@ How the moto state is shared, and kept apart:
   across accounts, so seeding the vault twice in one process fails (the vault bucket, its key and
   the operator roles already exist). `drill` therefore resets moto (POST /moto-api/reset) before it
   seeds, and again when the module is done, so each test module starts from the same seeded vault
-  and leaves nothing behind for the next one. A module using these fixtures marks itself as one
-  `xdist_group`, so under pytest-xdist its tests run in one worker process, one after the other.
+  and leaves nothing behind for the next one. `make test` runs pytest-xdist with
+  `--dist loadfile`, so a module's tests run in one worker process, one after the other (the
+  modules' `xdist_group` marks say the same for `--dist loadgroup`).
 - Tests of one module share that backend, so each test gets its own resource names: `make_ctx`
   suffixes the run id and every name the run creates (recovery bucket, key alias, report bucket,
   role, policy, topic, rule) with a counter. Tests that change settings of the vault bucket or of
