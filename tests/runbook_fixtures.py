@@ -45,10 +45,10 @@ import botocore.session
 import pytest
 import yaml
 
-from runbook_lib import notifications, provision
+from runbook_lib import notifications, proof, provision
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
-from runbook_lib.embedded.request_ids import ServedRequest
+from runbook_lib.embedded.request_ids import RequestLog, ServedRequest
 from runbook_lib.embedded.seed import GroundTruth, seed_vault
 from runbook_lib.embedded.server import (
     RECOVERY_ACCOUNT,
@@ -268,6 +268,27 @@ class CtxFactory:
     def __call__(self, run: str = "run", *, params: dict[str, Any] | None = None, **overrides: Any) -> RunContext:
         """Return `open_run(params, folder/run)`; the same run name re-opens the same run."""
         return open_run(self.params_file(run, params=params, **overrides), self.folder / run, create=True)
+
+
+@pytest.fixture
+def served(aws_env: Drill) -> Iterator[RequestLog]:
+    """Record every request the module's backend answers during the test."""
+    log = RequestLog()
+    aws_env.backend.app.request_log = log
+    yield log
+    aws_env.backend.app.request_log = None
+
+
+def verify_in_process(ctx: RunContext, *, confirm_job: bool = True) -> dict[str, Any]:
+    """Run phase 07 in-process as its notebook does; return the verdict with its counts."""
+    proof.begin_verification(ctx)
+    manifest = proof.load_job_manifest(ctx)
+    report = proof.load_job_reports(ctx)
+    vault = proof.snapshot_vault(ctx, subscribers=[])
+    recovery = proof.snapshot_recovery(ctx, subscribers=[])
+    comparison = proof.compare_buckets(ctx, vault, recovery, manifest, report)
+    comparison, rounds = proof.retry_failures(ctx, comparison, vault, manifest, confirm_job)
+    return proof.conclude(ctx, comparison, rounds, report)
 
 
 @pytest.fixture

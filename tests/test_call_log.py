@@ -6,7 +6,6 @@ import base64
 import json
 import multiprocessing
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,6 @@ from runbook_lib.embedded.server import RECOVERY_ACCOUNT, VAULT_ACCOUNT
 from runbook_lib.errors import CallLogError
 
 pytestmark = pytest.mark.xdist_group("call-log")
-
-
-@pytest.fixture
-def served(aws_env: Drill) -> Iterator[RequestLog]:
-    """Record every request the module's backend answers during the test."""
-    log = RequestLog()
-    aws_env.backend.app.request_log = log
-    yield log
-    aws_env.backend.app.request_log = None
 
 
 def _runbook_requests(log: RequestLog) -> list[ServedRequest]:

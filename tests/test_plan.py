@@ -12,7 +12,6 @@ import copy
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ from runbook_lib.planning import Plan, PlannedWrite
 from runbook_lib.run_state import RunState
 
 pytestmark = pytest.mark.xdist_group("runbook-plan")
-
-@pytest.fixture
-def served(aws_env: Drill) -> Iterator[RequestLog]:
-    """Record every request the module's backend answers during the test."""
-    log = RequestLog()
-    aws_env.backend.app.request_log = log
-    yield log
-    aws_env.backend.app.request_log = None
-
 
 def steps_of(document: dict[str, Any], phase: str) -> list[tuple[str, str]]:
     """Return (action, resource) of each step of one phase of a plan document."""

@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from runbook_fixtures import PROVISION_ORDER
+from runbook_fixtures import PROVISION_ORDER, verify_in_process
 
-from runbook_lib import batch_job, commitment, evidence, proof
+from runbook_lib import batch_job, commitment, evidence
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
@@ -96,18 +96,6 @@ def provision_and_replicate(ctx: RunContext) -> dict[str, Any]:
     return batch_job.follow_job(ctx, job_id)
 
 
-def verify(ctx: RunContext) -> dict[str, Any]:
-    """Run phase 07 in-process as its notebook does; return the verdict with its counts."""
-    proof.begin_verification(ctx)
-    manifest = proof.load_job_manifest(ctx)
-    report = proof.load_job_reports(ctx)
-    vault = proof.snapshot_vault(ctx, subscribers=[])
-    recovery = proof.snapshot_recovery(ctx, subscribers=[])
-    comparison = proof.compare_buckets(ctx, vault, recovery, manifest, report)
-    comparison, rounds = proof.retry_failures(ctx, comparison, vault, manifest, True)
-    return proof.conclude(ctx, comparison, rounds, report)
-
-
 def drawn(ctx: RunContext) -> set[tuple[str, str]]:
     versions = pd.read_csv(ctx.ledger.run_dir / "sample" / "versions.csv", keep_default_na=False, dtype=str)
     return set(zip(versions["key"], versions["version_id"], strict=True))
@@ -125,7 +113,7 @@ def test_a_sample_drill_recovers_exactly_its_sample_retries_and_passes(world: Wo
 
     request = batch_job.replication_job_request(ctx)
     final = provision_and_replicate(ctx)
-    verdict = verify(ctx)
+    verdict = verify_in_process(ctx)
 
     # The job was given the sample as a CSV manifest, exactly as a user-supplied one is given to S3.
     assert "ManifestGenerator" not in request
@@ -172,13 +160,13 @@ def test_a_damaged_sample_copy_or_an_edited_manifest_fails_reverification(world:
     ctx = world.ctx(sample=SAMPLE)
     preflight(ctx)
     provision_and_replicate(ctx)
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
     truth = {(v.key, v.version_id): v for v in world.truth.versions}
     held = next(truth[pair] for pair in sorted(drawn(ctx)) if truth[pair].object_lock_legal_hold_status == "ON")
     world.client("s3", "recovery").put_object_legal_hold(
         Bucket=RECOVERY, Key=held.key, VersionId=held.version_id, LegalHold={"Status": "OFF"})
 
-    damaged = verify(ctx)
+    damaged = verify_in_process(ctx)
 
     assert damaged["verdict"] == "FAIL" and damaged["legal_hold_mismatches"] == 1
     details = pd.read_csv(ctx.ledger.run_dir / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
@@ -188,12 +176,12 @@ def test_a_damaged_sample_copy_or_an_edited_manifest_fails_reverification(world:
     # Put the hold back: it passes again; then edit the manifest the job read: it fails on that alone.
     world.client("s3", "recovery").put_object_legal_hold(
         Bucket=RECOVERY, Key=held.key, VersionId=held.version_id, LegalHold={"Status": "ON"})
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
     uploaded = ctx.ledger.state.sample.uploaded  # type: ignore[union-attr]
     assert uploaded is not None
     world.client("s3").put_object(Bucket=REPORTS, Key=uploaded["key"], Body=b"vault-golden-copies,x,y\n")
 
-    edited = verify(ctx)
+    edited = verify_in_process(ctx)
 
     assert edited["verdict"] == "FAIL"
     assert any("but the job was created with ETag" in finding for finding in edited["findings"])
