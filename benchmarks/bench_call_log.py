@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_snapshot import Server, _wait_until_seeded
+from benchmarks.bench_snapshot import seeded_backend
 
 __all__ = ["main"]
 
@@ -35,24 +31,6 @@ ROUNDS = 3
 WORKERS = 16
 GOAL = 1.15
 _ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def _backend(versions: int, folder: Path) -> Iterator[Server]:
-    """Run `runbook backend` seeded with `versions` versions, without latency, in a child process."""
-    config_file = folder / "aws-config"
-    command = [sys.executable, "-m", "runbook_lib.cli", "backend", "--port", "0", "--objects", str(versions),
-               "--config-file", str(config_file)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=_ROOT)
-    try:
-        yield _wait_until_seeded(process, config_file)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _clients(config_file: Path, log_file: Path) -> tuple[Any, Any]:
@@ -98,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      "AWS_EC2_METADATA_DISABLED")}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-call-log-") as folder, \
-                _backend(args.versions, Path(folder)) as server:
+                seeded_backend(args.versions, Path(folder)) as server:
             log_file = Path(folder) / "calls.jsonl"
             plain, logged = _clients(server.config_file, log_file)
             before = len(read_calls(log_file))
