@@ -124,11 +124,11 @@ def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict
     number = recovery_attempt(ctx) if attempt is None else attempt
     purpose = "recovery" if number == 1 else f"recovery-attempt-{number}"
     suffix = "" if number == 1 else f", attempt {number}"
-    what = f"Recover {params.vault.bucket} into {params.recovery.bucket}"
+    what = f"Recover {params.pair.vault_bucket} into {params.pair.recovery_bucket}"
     if job.sample is not None:
         drawn: object = (known_after("00") if ctx.plan is not None and ctx.ledger.state.sample is None
                          else _sample_record(ctx).drawn)
-        what = f"Sample drill: {drawn} versions of {params.vault.bucket} into {params.recovery.bucket}"
+        what = f"Sample drill: {drawn} versions of {params.pair.vault_bucket} into {params.pair.recovery_bucket}"
     return {
         "AccountId": params.vault.account_id,
         "ConfirmationRequired": bool(job.confirmation_required),

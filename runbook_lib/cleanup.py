@@ -328,7 +328,7 @@ def planned_cleanup(ctx: RunContext) -> list[PlannedCleanup]:
                 record_action, record_calls = ("remove", calls[:1]) if none_before else ("restore", calls[1:])
             planned.append(PlannedCleanup(label, identifier, record_action, why,
                                           "recovery" if recovery_side else "vault", record_calls))
-    recovery_bucket = ctx.params.recovery.bucket
+    recovery_bucket = ctx.params.pair.recovery_bucket
     if ctx.ledger.was_created("s3_bucket", recovery_bucket) or ctx.ledger.was_created(
             "bucket_policy_statements", recovery_bucket):
         planned.append(PlannedCleanup("recovery bucket policy", recovery_bucket, "restore",
@@ -359,7 +359,7 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
             actions.append(handlers[kind](ctx, record))
             ctx.ledger.forget_created(kind, record["id"])
             handled_now.add(record["id"])
-    recovery_bucket = ctx.params.recovery.bucket
+    recovery_bucket = ctx.params.pair.recovery_bucket
     created_bucket = ctx.ledger.was_created("s3_bucket", recovery_bucket)
     if created_bucket or ctx.ledger.was_created("bucket_policy_statements", recovery_bucket):
         # Fixed Sids of earlier versions are the run's only in a bucket the run created.

@@ -253,7 +253,7 @@ def commitment_of(versions: pd.DataFrame, storage_class: str, as_of: datetime, l
 
 def vault_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return the vault's snapshot (every version and delete marker) and its versions inside the job's scope."""
-    vault = snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.vault.bucket,
+    vault = snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.pair.vault_bucket,
                                      workers=ctx.params.verification.head_workers,
                                      subscribers=[snapshot.progress_printer("vault")])
     reasons = scope_from_params(ctx.params.job).reasons(vault)

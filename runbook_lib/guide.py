@@ -245,7 +245,7 @@ def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
         return
     summary = job.get("ProgressSummary", {})
     what = (f"{summary.get('TotalNumberOfTasks', '?')} object versions "
-            f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket} "
+            f"from {ctx.params.pair.vault_bucket} to {ctx.params.pair.recovery_bucket} "
             f"(the vault's {scope_from_params(ctx.params.job).describe()})")
     if confirm_job:
         batch_job.confirm_job(ctx, job_id, "confirmed by parameter confirm_job")

@@ -74,7 +74,7 @@ def check_vault_bucket(ctx: RunContext) -> list[Check]:
     """Return the vault bucket checks: exists, region, versioning, Object Lock, default encryption key."""
     s3 = ctx.vault("s3")
     params = ctx.params
-    bucket = params.vault.bucket
+    bucket = params.pair.vault_bucket
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
@@ -115,7 +115,7 @@ def check_vault_bucket(ctx: RunContext) -> list[Check]:
 
 
 def _same_key(ctx: RunContext, key: str) -> bool:
-    wanted = ctx.params.vault.kms_key_arn
+    wanted = ctx.params.pair.vault_kms_key_arn
     if not key:
         return False
     if key == wanted or wanted.endswith("/" + key):
@@ -129,7 +129,7 @@ def _same_key(ctx: RunContext, key: str) -> bool:
 def check_vault_key(ctx: RunContext) -> list[Check]:
     """Return the vault KMS key checks: it exists, is enabled, symmetric, and its policy is readable."""
     kms = ctx.vault("kms")
-    arn = ctx.params.vault.kms_key_arn
+    arn = ctx.params.pair.vault_kms_key_arn
     try:
         metadata = kms.describe_key(KeyId=arn)["KeyMetadata"]
     except ClientError as error:
@@ -155,7 +155,7 @@ def check_names_free(ctx: RunContext) -> list[Check]:
     params = ctx.params
     checks = []
     for label, client, bucket, owner in (
-        ("recovery bucket name", ctx.recovery("s3"), params.recovery.bucket, params.recovery.account_id),
+        ("recovery bucket name", ctx.recovery("s3"), params.pair.recovery_bucket, params.recovery.account_id),
         ("report bucket name", ctx.vault("s3"), params.report_bucket, params.vault.account_id),
     ):
         own = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
@@ -207,7 +207,7 @@ class Estimate:
 def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) -> Estimate:
     """Return counts and bytes of the vault's versions, the share matching the job filter, cost and time."""
     s3 = ctx.vault("s3")
-    bucket = ctx.params.vault.bucket
+    bucket = ctx.params.pair.vault_bucket
     scope = scope_from_params(ctx.params.job)
     versions: list[tuple[str, str, int]] = []
     candidates: list[tuple[str, str, int]] = []

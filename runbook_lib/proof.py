@@ -166,14 +166,14 @@ def check_job_outputs(ctx: RunContext, manifest: pd.DataFrame | None, report: pd
 
 def snapshot_vault(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
     """Return the state of every version in the vault bucket."""
-    return snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.vault.bucket,
+    return snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.pair.vault_bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("vault")])
 
 
 def snapshot_recovery(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
     """Return the state of every version in the recovery bucket."""
-    return snapshot.snapshot_bucket(ctx.recovery("s3"), ctx.params.recovery.bucket,
+    return snapshot.snapshot_bucket(ctx.recovery("s3"), ctx.params.pair.recovery_bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("recovery")])
 
@@ -221,7 +221,7 @@ def _start_round(
     why = {"task failed": int(chosen[verify.TASK_FAILED].sum()),
            "missing": int((chosen[verify.MISSING_IN_RECOVERY] & ~chosen[verify.TASK_FAILED]).sum())}
     key = f"{ctx.params.job.report_prefix}/retries/{ctx.params.run_id}-round-{number}.csv"
-    body = reports.retry_manifest_csv(candidates.assign(bucket=ctx.params.vault.bucket))
+    body = reports.retry_manifest_csv(candidates.assign(bucket=ctx.params.pair.vault_bucket))
     etag = ctx.vault("s3").put_object(Bucket=ctx.params.report_bucket, Key=key, Body=body,
                                       ServerSideEncryption="AES256")["ETag"].strip('"')
     job_id, _ = batch_job.create_retry_job(ctx, key, etag, number)

@@ -204,7 +204,7 @@ def _create_recovery_key(ctx: RunContext, kms: Any, policy: dict[str, Any]) -> s
         ctx.plan.intend("recovery", "kms", "CreateAlias", alias, {"AliasName": alias, "TargetKeyId": arn})
         return arn
     created = kms.create_key(
-        Description=f"Recovery of {params.vault.bucket} into {params.recovery.bucket} (run {params.run_id})",
+        Description=f"Recovery of {params.pair.vault_bucket} into {params.pair.recovery_bucket} (run {params.run_id})",
         KeyUsage="ENCRYPT_DECRYPT",
         KeySpec="SYMMETRIC_DEFAULT",
         Policy=policies.to_json(policy),
@@ -416,7 +416,7 @@ def ensure_recovery_bucket(ctx: RunContext) -> list[Outcome]:
         "encryption": {"algorithm": "aws:kms", "key": key_arn, "bucket_key": True},
         "object_lock": "Enabled",
     }
-    return _ensure_bucket(ctx, ctx.recovery("s3"), "recovery", "recovery bucket", params.recovery.bucket,
+    return _ensure_bucket(ctx, ctx.recovery("s3"), "recovery", "recovery bucket", params.pair.recovery_bucket,
                           params.recovery_region, params.recovery.account_id, wanted)
 
 
@@ -440,8 +440,8 @@ def ensure_report_bucket(ctx: RunContext) -> list[Outcome]:
 def _role_policy_document(ctx: RunContext) -> dict[str, Any]:
     params = ctx.params
     return policies.batch_role_policy(
-        vault_bucket=params.vault.bucket, recovery_bucket=params.recovery.bucket,
-        report_bucket=params.report_bucket, vault_key_arn=params.vault.kms_key_arn,
+        vault_bucket=params.pair.vault_bucket, recovery_bucket=params.pair.recovery_bucket,
+        report_bucket=params.report_bucket, vault_key_arn=params.pair.vault_kms_key_arn,
         recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         region=params.region, recovery_region=params.recovery_region,
     )
@@ -557,7 +557,7 @@ def _trust_policy_document(ctx: RunContext) -> dict[str, Any]:
     """Return the role's trust policy for this run's vault account and bucket."""
     params = ctx.params
     return policies.batch_role_trust_policy(
-        vault_account_id=params.vault.account_id, vault_bucket=params.vault.bucket, region=params.region)
+        vault_account_id=params.vault.account_id, vault_bucket=params.pair.vault_bucket, region=params.region)
 
 
 # ---------------------------------------------------------------------------------- grants
@@ -612,11 +612,11 @@ def ensure_vault_key_grants(ctx: RunContext) -> Outcome:
     """Return the outcome of adding the run's statement to the vault key policy, keeping all others (seed step 4)."""
     kms = ctx.vault("kms")
     params = ctx.params
-    key = params.vault.kms_key_arn
+    key = params.pair.vault_kms_key_arn
     current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     ctx.ledger.capture_original("vault_key_policy", current)
     added = policies.vault_key_policy_statements(
-        batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
+        batch_role_arn=params.batch_role_arn, vault_bucket=params.pair.vault_bucket, region=params.region,
         run_id=params.run_id,
     )
     # Statements an earlier version of the runbook added for this run under fixed Sids give way.
@@ -647,7 +647,7 @@ def ensure_recovery_key_grants(ctx: RunContext) -> Outcome:
     else:
         current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     added = policies.recovery_key_statements(
-        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+        batch_role_arn=params.batch_role_arn, recovery_bucket=params.pair.recovery_bucket,
         recovery_region=params.recovery_region, run_id=params.run_id,
     )
     # A key this run created may still carry the whole-vault-account grant earlier versions gave it.
@@ -673,7 +673,7 @@ def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
     """
     s3 = ctx.recovery("s3")
     params = ctx.params
-    bucket = params.recovery.bucket
+    bucket = params.pair.recovery_bucket
     whole = _recovery_bucket_policy_document(ctx)
     current = None if ctx.plan is not None and ctx.plan.creates(bucket) else _bucket_policy(s3, bucket)
     created_bucket = ctx.ledger.was_created("s3_bucket", bucket)
@@ -712,7 +712,7 @@ def _bucket_policy(s3: Any, bucket: str) -> Any:
 def _recovery_bucket_policy_document(ctx: RunContext) -> dict[str, Any]:
     params = ctx.params
     return policies.recovery_bucket_policy(
-        recovery_bucket=params.recovery.bucket, batch_role_arn=params.batch_role_arn, run_id=params.run_id,
+        recovery_bucket=params.pair.recovery_bucket, batch_role_arn=params.batch_role_arn, run_id=params.run_id,
         partition=aws_facts.partition_of(params.recovery_region),
     )
 
@@ -748,7 +748,7 @@ def replication_document(ctx: RunContext) -> dict[str, Any]:
     """Return the replication configuration the run puts on the vault bucket (cleanup compares with it)."""
     params = ctx.params
     return policies.replication_configuration(
-        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+        batch_role_arn=params.batch_role_arn, recovery_bucket=params.pair.recovery_bucket,
         recovery_account_id=params.recovery.account_id,
         recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         partition=aws_facts.partition_of(params.recovery_region),
@@ -760,7 +760,7 @@ def ensure_replication_rule(ctx: RunContext) -> Outcome:
     """Return the outcome of the vault bucket's replication configuration (seed step 6)."""
     s3 = ctx.vault("s3")
     params = ctx.params
-    bucket = params.vault.bucket
+    bucket = params.pair.vault_bucket
     wanted = replication_document(ctx)
     current = current_replication(s3, bucket)
     ctx.ledger.capture_original("vault_replication_configuration", current)
@@ -792,7 +792,7 @@ def ensure_replication_rule(ctx: RunContext) -> Outcome:
 def ensure_vault_eventbridge(ctx: RunContext) -> Outcome:
     """Return the outcome of turning on EventBridge delivery for the vault bucket, keeping other notifications."""
     s3 = ctx.vault("s3")
-    bucket = ctx.params.vault.bucket
+    bucket = ctx.params.pair.vault_bucket
     current = without_metadata(s3.get_bucket_notification_configuration(Bucket=bucket))
     ctx.ledger.capture_original("vault_notification_configuration", current)
     if "EventBridgeConfiguration" in current:
@@ -937,11 +937,11 @@ def documents(ctx: RunContext) -> dict[str, Any]:
         "recovery_key_policy": policies.recovery_key_policy(
             recovery_account_id=params.recovery.account_id, partition=aws_facts.partition_of(params.recovery_region)),
         "recovery_key_statements": policies.recovery_key_statements(
-            batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+            batch_role_arn=params.batch_role_arn, recovery_bucket=params.pair.recovery_bucket,
             recovery_region=params.recovery_region, run_id=params.run_id),
         "batch_role_trust_policy": _trust_policy_document(ctx),
         "vault_key_policy_statements": policies.vault_key_policy_statements(
-            batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
+            batch_role_arn=params.batch_role_arn, vault_bucket=params.pair.vault_bucket, region=params.region,
             run_id=params.run_id),
         "recovery_bucket_policy": _recovery_bucket_policy_document(ctx),
         "job_status_event_pattern": policies.job_status_event_pattern(vault_account_id=params.vault.account_id),

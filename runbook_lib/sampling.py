@@ -296,7 +296,7 @@ def draw_for_run(ctx: RunContext, vault: pd.DataFrame, in_scope: pd.DataFrame) -
         drawn = draw(stratify(vault, in_scope), count=settings.count, fraction=settings.fraction, seed=settings.seed)
     except ParameterError as error:
         raise ParameterError(error.problems, source=str(ctx.ledger.state.params_file or "parameters")) from None
-    body = sample_manifest(ctx.params.vault.bucket, drawn.versions)
+    body = sample_manifest(ctx.params.pair.vault_bucket, drawn.versions)
     sha256 = hashlib.sha256(body).hexdigest()
     folder = ctx.ledger.run_dir
     (folder / MANIFEST_FILE).parent.mkdir(parents=True, exist_ok=True)
