@@ -82,12 +82,12 @@ def _record_verdict(ctx: RunContext, verdict: Verdict, reason: str | None = None
 def _recovery_job_ids(ctx: RunContext) -> list[str]:
     """Return the recovery job of every attempt, oldest first (the last is the current one)."""
     batch_job.current_job_id(ctx)  # explains that phase 06 must run first when there is no job
-    return [job.job_id for job in ctx.ledger.state.recovery_jobs()]
+    return [job.job_id for job in ctx.ledger.state.recovery_jobs(ctx.bucket)]
 
 
 def _rounds(ctx: RunContext) -> list[RetryRound]:
     """Return the retry rounds recorded in the run state, oldest first (copies: change them through _save_round)."""
-    return [r.model_copy() for r in ctx.ledger.state.retry_rounds]
+    return [r.model_copy() for r in ctx.ledger.state.rounds_of(ctx.bucket)]
 
 
 def job_ids(ctx: RunContext) -> list[str]:
@@ -202,8 +202,9 @@ def compare_buckets(
 
 def _save_round(ctx: RunContext, record: RetryRound) -> None:
     """Record a round in the run state, replacing its earlier record."""
-    rounds = [r for r in _rounds(ctx) if r.round != record.round]
-    ctx.ledger.state.retry_rounds = sorted([*rounds, record], key=lambda r: r.round)
+    record.bucket = ctx.bucket
+    kept = [r for r in ctx.ledger.state.retry_rounds if (r.bucket, r.round) != (ctx.bucket, record.round)]
+    ctx.ledger.state.retry_rounds = sorted([*kept, record], key=lambda r: (r.bucket or "", r.round))
     ctx.ledger.save()
 
 
@@ -319,7 +320,7 @@ def _write_verdict(
     """Write the detail CSVs and summary.json with `verdict`, record the verdict, and return the summary's path."""
     # A kernel whose run state was overtaken (a newer verification ran elsewhere) writes no evidence at all.
     ctx.ledger.ensure_current()
-    current = ctx.ledger.state.current_recovery_job()
+    current = ctx.ledger.state.current_recovery_job(ctx.bucket)
     first_id = current.job_id if current else None
     first_job = (current.final if current else None) or {}
     failed_first: list[dict[str, Any]] = []
@@ -360,7 +361,7 @@ def sample_record(ctx: RunContext) -> dict[str, Any] | None:
     sample = sampling.sample_summary(ctx)
     if sample is None:
         return None
-    current = ctx.ledger.state.current_recovery_job()
+    current = ctx.ledger.state.current_recovery_job(ctx.bucket)
     sample["throughput"] = throughput.extrapolate(current, int(sample["population"])) if current else None
     return sample
 
@@ -371,7 +372,7 @@ def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
     The moment the job was confirmed is one of them (status "Confirmed", no task done yet), so a
     plot can start where replication could start, and not at the wait for an operator.
     """
-    current = ctx.ledger.state.current_recovery_job()
+    current = ctx.ledger.state.current_recovery_job(ctx.bucket)
     if current is None:
         return []
     points = [point.model_dump() for point in current.progress]
@@ -386,4 +387,4 @@ def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
 def _attempt_summaries(ctx: RunContext) -> list[dict[str, Any]]:
     """Return each recovery attempt's job, token and how it ended, for the summary."""
     return [{"attempt": job.attempt, "job_id": job.job_id, "token": job.token, "created": job.created,
-             "ended": job.ended} for job in ctx.ledger.state.recovery_jobs()]
+             "ended": job.ended} for job in ctx.ledger.state.recovery_jobs(ctx.bucket)]

@@ -290,7 +290,7 @@ def draw_for_run(ctx: RunContext, vault: pd.DataFrame, in_scope: pd.DataFrame) -
     if settings is None:
         raise ValueError("draw_for_run needs job.sample in the parameters")
     earlier = ctx.ledger.state.sample
-    if earlier is not None and ctx.ledger.state.recovery_jobs():
+    if earlier is not None and ctx.ledger.state.recovery_jobs(ctx.bucket):
         return _kept(ctx, earlier, vault)
     try:
         drawn = draw(stratify(vault, in_scope), count=settings.count, fraction=settings.fraction, seed=settings.seed)
