@@ -38,7 +38,10 @@ __all__ = [
     "create_retry_job",
     "current_job_id",
     "describe_job",
+    "ended_message",
+    "finish_job",
     "follow_job",
+    "observe",
     "recovery_attempt",
     "replication_job_request",
     "retry_job_request",
@@ -387,10 +390,7 @@ def wait_for_status(
     history = list(record.progress) if record is not None else []
     while True:
         job = describe_job(ctx, job_id)
-        seen = _observe(job)
-        if not history or (history[-1].status, history[-1].succeeded, history[-1].failed) != (
-                seen.status, seen.succeeded, seen.failed):
-            history.append(seen)
+        observe(job, history)
         for subscriber in subscribers:
             subscriber.on_progress(job)
         done = job["Status"] in wanted or job["Status"] in TERMINAL
@@ -441,16 +441,37 @@ def follow_job(
             "(runbook run ... --from 06 --confirm-job)."
         )
     job = wait_for_status(ctx, job_id, TERMINAL, subscribers)
+    finish_job(ctx, job)
+    if job["Status"] != "Complete":
+        raise JobEndedError(_ended_message(job), job_id, str(job["Status"]))
+    return job
+
+
+def finish_job(ctx: RunContext, job: dict[str, Any], progress: Sequence[ProgressPoint] | None = None) -> None:
+    """Record a job that has ended: its summary, how it ended, its observations, and its outputs pinned."""
+    job_id = str(job["JobId"])
     record = ctx.ledger.state.job(job_id)
     if record is not None:
+        if progress is not None:
+            record.progress = list(progress)
         record.final = summarise_job(job)
         record.ended = str(job["Status"])
         ctx.ledger.save_job(record)
     if pins.pinned(ctx, job_id) is None:
         pins.pin_job_outputs(ctx, job)
-    if job["Status"] != "Complete":
-        raise JobEndedError(_ended_message(job), job_id, str(job["Status"]))
-    return job
+
+
+def observe(job: dict[str, Any], history: list[ProgressPoint]) -> None:
+    """Add a job's status and counters to its observations when they changed since the last one."""
+    seen = _observe(job)
+    if not history or (history[-1].status, history[-1].succeeded, history[-1].failed) != (
+            seen.status, seen.succeeded, seen.failed):
+        history.append(seen)
+
+
+def ended_message(job: dict[str, Any]) -> str:
+    """Return what an operator needs to know about a job that ended without completing."""
+    return _ended_message(job)
 
 
 def _ended_message(job: dict[str, Any]) -> str:
