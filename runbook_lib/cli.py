@@ -40,6 +40,18 @@ def _add_objects_option(parser: argparse.ArgumentParser, default: int | None, he
                         action=_DeprecatedAlias, replacement="--objects", help="deprecated spelling of --objects")
 
 
+def _bucket_count(text: str) -> int:
+    """Return `--buckets`'s value: a whole number of vault buckets from 1 to 20."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of vault buckets from 1 to 20, got {text!r}") from None
+    if not 1 <= count <= 20:
+        raise argparse.ArgumentTypeError(f"expected a whole number of vault buckets from 1 to 20, got {count}")
+    return count
+
+
 def sample_size(text: str) -> dict[str, int | float]:
     """Return `--sample`'s value as job.sample's size: a whole number is a count, a decimal up to 1 a fraction."""
     try:
@@ -90,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parameter set (default parameters/drill.yaml)")
     drill.add_argument("--random-seed", type=int, default=1, metavar="N",
                        help="seed that makes the drill's vault repeatable (default 1)")
+    drill.add_argument("--buckets", type=_bucket_count, default=1, metavar="N",
+                       help="vault buckets to seed, each with --objects versions, and recover together (default 1)")
     drill.add_argument("--sample", type=sample_size, default=None, metavar="N",
                        help="a sample drill: recover N versions drawn from the scope (or a fraction such as 0.1)")
     drill.add_argument("--sample-seed", type=int, default=1, metavar="N",

@@ -276,7 +276,8 @@ def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob], confirm_
     if _headless():
         raise ConfirmationRequired(
             f"{subject} {verb} ready to replicate {what} and {'waits' if len(waiting) == 1 else 'wait'} for "
-            f"confirmation. Review the {'job' if len(waiting) == 1 else 'plan'} above, then re-run with confirm_job=True (runbook run --params FILE "
+            f"confirmation. Review the {'job' if len(waiting) == 1 else 'plan'} above, then re-run with "
+            "confirm_job=True (runbook run --params FILE "
             "--out DIR --from 06 --confirm-job, or papermill -p confirm_job True)."
         )
     import ipywidgets as widgets
@@ -328,8 +329,9 @@ class _JobsWidget(bucket_jobs.JobsProgress):
             finished = int(summary.get("NumberOfTasksSucceeded", 0)) + int(summary.get("NumberOfTasksFailed", 0))
             bar.max, bar.value = tasks or 1, finished
             bar.bar_style = {"Failed": "danger", "Complete": "success"}.get(str(job.get("Status")), "")
-            label.value = f"{job.get('Status', '?')}: {finished:,}/{tasks:,} ({int(summary.get('NumberOfTasksFailed', 0)):,} failed)"
-            total, done, failed = total + tasks, done + finished, failed + int(summary.get("NumberOfTasksFailed", 0))
+            failures = int(summary.get("NumberOfTasksFailed", 0))
+            label.value = f"{job.get('Status', '?')}: {finished:,}/{tasks:,} ({failures:,} failed)"
+            total, done, failed = total + tasks, done + finished, failed + failures
         self.total[0].max, self.total[0].value = total or 1, done
         self.total[1].value = f"{done:,}/{total:,} ({failed:,} failed)"
 

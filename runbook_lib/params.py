@@ -38,9 +38,9 @@ from runbook_lib.param_checks import (
     KeyConstraint,
     KmsKeyAlias,
     KmsKeyArn,
+    ObjectLockToken,
     OptionalBucketName,
     OptionalKmsKeyArn,
-    ObjectLockToken,
     OptionalRegion,
     PolicyName,
     PollSeconds,
@@ -98,7 +98,7 @@ class _Section(BaseModel):
 
 
 class VaultBucket(_Section):
-    """One vault bucket of a recovery that spans many: its key, and optionally its scope, priority and recovery bucket."""
+    """One vault bucket of a recovery over many: its key, and optionally its scope, priority and recovery bucket."""
 
     bucket: BucketName = Field(description="a vault bucket holding golden copies")
     kms_key_arn: KmsKeyArn = Field(description="the ARN of the KMS key that encrypts this vault bucket")

@@ -236,7 +236,7 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
 
 
 def _bucket_figures(ctx: RunContext, sample_size: int, seed: int) -> tuple[int, int, int, int, int, int, int]:
-    """Return one vault bucket's versions, delete markers, bytes, sampled, sampled eligible, eligible versions and bytes."""
+    """Return one vault bucket's versions, markers, bytes, sampled, sampled eligible, eligible versions and bytes."""
     s3 = ctx.vault("s3")
     bucket = ctx.params.pair.vault_bucket
     scope = scope_from_params(ctx.params.job)

@@ -306,9 +306,14 @@ def snapshot_overview(vault: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFra
 
 
 def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryRound],
-             first_report: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Write summary.json and the detail CSVs for the run, and return the verdict with its counts."""
-    path = _write_verdict(ctx, "PASS" if comparison.verdict == "PASS" else "FAIL", comparison, rounds, first_report)
+             first_report: pd.DataFrame | None = None, buckets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write summary.json and the detail CSVs for the run, and return the verdict with its counts.
+
+    `buckets` is each vault bucket's verdict and counts (`bucket_checks.bucket_rows`), kept in the
+    summary as `buckets`.
+    """
+    path = _write_verdict(ctx, "PASS" if comparison.verdict == "PASS" else "FAIL", comparison, rounds, first_report,
+                          buckets=buckets)
     return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts,
             "findings": list(comparison.findings)}
 
@@ -316,6 +321,7 @@ def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryR
 def _write_verdict(
     ctx: RunContext, verdict: Verdict, comparison: verify.Comparison, rounds: list[RetryRound],
     first_report: pd.DataFrame | None = None, waiting: dict[str, Any] | None = None,
+    buckets: list[dict[str, Any]] | None = None,
 ) -> Any:
     """Write the detail CSVs and summary.json with `verdict`, record the verdict, and return the summary's path."""
     # A kernel whose run state was overtaken (a newer verification ran elsewhere) writes no evidence at all.
@@ -332,7 +338,8 @@ def _write_verdict(
                if count and name not in verify.NOT_PROBLEMS}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
-    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment}
+    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment,
+                             "buckets": buckets or []}
     sample = sample_record(ctx)
     if sample is not None:
         extra["sample"] = sample
@@ -346,6 +353,7 @@ def _write_verdict(
         content_checks=dict(comparison.content_checks),
         content_basis=verify.describe_content_checks(comparison.content_checks), **extra,
     )
+
     _record_verdict(ctx, verdict, "; ".join(comparison.findings) or None)
     return path
 
@@ -385,6 +393,8 @@ def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
 
 
 def _attempt_summaries(ctx: RunContext) -> list[dict[str, Any]]:
-    """Return each recovery attempt's job, token and how it ended, for the summary."""
-    return [{"attempt": job.attempt, "job_id": job.job_id, "token": job.token, "created": job.created,
-             "ended": job.ended} for job in ctx.ledger.state.recovery_jobs(ctx.bucket)]
+    """Return each recovery attempt's job, token and how it ended (per vault bucket of many), for the summary."""
+    views = ctx.pair_contexts() if ctx.bucket is None else [ctx]
+    return [{**({"vault_bucket": view.bucket} if view.bucket else {}), "attempt": job.attempt, "job_id": job.job_id,
+             "token": job.token, "created": job.created, "ended": job.ended}
+            for view in views for job in ctx.ledger.state.recovery_jobs(view.bucket)]

@@ -224,7 +224,9 @@ def test_a_migrated_folder_is_written_back_in_the_current_shape(tmp_path: Path) 
     assert open_ledger(tmp_path).state == ledger.state
 
 
-def test_a_version_2_run_folder_loads_as_the_current_version_without_a_commitment_kind_or_sample(tmp_path: Path) -> None:
+def test_a_version_2_run_folder_loads_as_the_latest_version_without_a_commitment_kind_or_sample(
+    tmp_path: Path,
+) -> None:
     # The release before sample drills wrote version 2: the same fields, none of the three new ones.
     (tmp_path / LEDGER_FILE).write_text((DATA / "ledger-unversioned.json").read_text())
     version_2 = open_ledger(tmp_path).state.model_dump(mode="json", exclude={"commitment", "kind", "sample"})

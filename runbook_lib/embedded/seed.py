@@ -54,14 +54,14 @@ __all__ = [
     "VAULT_BUCKET",
     "VAULT_KEY_ALIAS",
     "VAULT_KEY_ID",
-    "seed_vaults",
-    "vault_bucket_name",
-    "vault_key_arn",
-    "vault_key_id",
     "GroundTruth",
     "SeededVersion",
     "content_digest",
     "seed_vault",
+    "seed_vaults",
+    "vault_bucket_name",
+    "vault_key_arn",
+    "vault_key_id",
 ]
 
 PRODUCTION_ACCOUNT = "333333333333"
@@ -336,7 +336,8 @@ def seed_vaults(endpoint: str, buckets: int, versions: int = 300, random_seed: i
         raise BackendError(f"a vault needs at least one bucket, got {buckets}")
     truths = [seed_vault(endpoint, versions, random_seed)]
     for index in range(1, buckets):
-        _setup_vault_bucket(endpoint, vault_bucket_name(index), vault_key_id(index), f"alias/{vault_bucket_name(index)}")
+        name = vault_bucket_name(index)
+        _setup_vault_bucket(endpoint, name, vault_key_id(index), f"alias/{name}")
         truths.append(_seed_bucket(endpoint, vault_bucket_name(index), vault_key_arn(index), versions,
                                    random_seed + 1000 * index))
     return truths
