@@ -82,6 +82,8 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
                        help="latency added to every request, to model AWS round trips")
     group.add_argument("--fault-seed", type=int, default=0, metavar="N",
                        help="seed that makes the injected faults repeatable")
+    group.add_argument("--fail-bucket", action="append", default=[], metavar="BUCKET",
+                       help="a vault bucket every replication task of which fails, retries too (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +166,7 @@ def _faults(args: argparse.Namespace) -> object:
     from runbook_lib.embedded.faults import Faults
 
     return Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
-                  latency_ms=args.latency_ms, seed=args.fault_seed)
+                  latency_ms=args.latency_ms, seed=args.fault_seed, fail_buckets=tuple(args.fail_bucket))
 
 
 def _serve_backend(args: argparse.Namespace) -> int:

@@ -259,7 +259,8 @@ def run_drill(args: argparse.Namespace) -> int:
     params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
                                     buckets)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
-                    latency_ms=args.latency_ms, seed=args.fault_seed)
+                    latency_ms=args.latency_ms, seed=args.fault_seed,
+                    fail_buckets=tuple(getattr(args, "fail_bucket", None) or ()))
     started = time.monotonic()
     with start_backend(faults=faults, config_file=out / "aws-config") as backend:
         backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
