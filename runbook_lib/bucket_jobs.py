@@ -131,6 +131,11 @@ def follow_jobs(
         if not pending:
             break
         if time.monotonic() > deadline:
+            for one in pending:  # what was seen so far stays in the run state, as for one job
+                record = one.job.ctx.ledger.state.job(one.job.job_id)
+                if record is not None:
+                    record.progress = list(one.history)
+                    one.job.ctx.ledger.save_job(record)
             waiting = ", ".join(f"{one.job.vault_bucket} ({one.latest['Status']})" for one in pending)
             raise JobError(f"jobs still running after {limit:.0f} s: {waiting}; re-run this cell to keep following "
                            "them, or raise job.timeout_minutes")

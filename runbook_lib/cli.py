@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--port", type=int, default=5055, metavar="P", help="port on 127.0.0.1 (0 picks a free one)")
     _add_objects_option(backend, None, "seed a realistic vault of N object versions (default: no vault)")
     backend.add_argument("--random-seed", type=int, default=1, metavar="N", help="seed of the vault's randomness")
+    backend.add_argument("--buckets", type=_bucket_count, default=1, metavar="N",
+                         help="with --objects: vault buckets to seed, each with its own key (default 1)")
     backend.add_argument("--config-file", type=Path, default=None, metavar="PATH",
                          help="where to write the AWS config file (default: a temporary folder)")
     backend.add_argument("--truth-file", type=Path, default=None, metavar="PATH",
@@ -170,7 +172,8 @@ def _faults(args: argparse.Namespace) -> object:
 
 
 def _serve_backend(args: argparse.Namespace) -> int:
-    from runbook_lib.embedded.seed import seed_vault
+    from runbook_lib.drill import write_ground_truth
+    from runbook_lib.embedded.seed import seed_vaults
     from runbook_lib.embedded.server import (
         RECOVERY_PROFILE,
         VAULT_PROFILE,
@@ -184,15 +187,16 @@ def _serve_backend(args: argparse.Namespace) -> int:
     print(f"  profiles: {VAULT_PROFILE} (vault), {RECOVERY_PROFILE} (recovery)")
     if args.objects:
         try:
-            truth = seed_vault(backend.endpoint, args.objects, args.random_seed)
+            truths = seed_vaults(backend.endpoint, args.buckets, args.objects, args.random_seed)
         except BaseException:
             backend.stop()  # the port must not stay taken by a backend whose vault is half-built
             raise
-        counts = truth.counts()
-        print(f"seeded vault bucket {truth.vault_bucket}: {counts['source_versions']} versions, "
-              f"{counts['expected']} expected to recover")
+        for truth in truths:
+            counts = truth.counts()
+            print(f"seeded vault bucket {truth.vault_bucket}: {counts['source_versions']} versions, "
+                  f"{counts['expected']} expected to recover")
         if args.truth_file:
-            truth.write(args.truth_file)
+            write_ground_truth(args.truth_file, truths)
             print(f"ground truth: {args.truth_file}")
     print("press Ctrl-C to stop", flush=True)
     stop = threading.Event()

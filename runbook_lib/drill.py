@@ -26,6 +26,7 @@ __all__ = [
     "run_phases",
     "run_phases_command",
     "select_phases",
+    "write_ground_truth",
 ]
 
 log = logging.getLogger("runbook")
@@ -265,7 +266,7 @@ def run_drill(args: argparse.Namespace) -> int:
     with start_backend(faults=faults, config_file=out / "aws-config") as backend:
         backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
         truths = seed_vaults(backend.endpoint, buckets, args.objects, args.random_seed)
-        _write_ground_truth(out, truths)
+        write_ground_truth(out / GROUND_TRUTH, truths)
         counted = [truth.counts() for truth in truths]
         where = "vault" if buckets == 1 else f"{buckets} vault buckets"
         print(f"embedded AWS at {backend.endpoint}; {where} seeded with "
@@ -290,9 +291,9 @@ DRILL_PARAMS_COPY = "parameters.yaml"
 GROUND_TRUTH = "ground_truth.json"
 
 
-def _write_ground_truth(out: Path, truths: list[Any]) -> Path:
-    """Write what the seeder put in the vault: one bucket's ground truth, or `{"buckets": [...]}` for many."""
-    path = out / GROUND_TRUTH
+def write_ground_truth(path: Path, truths: list[Any]) -> Path:
+    """Write what the seeder put in the vault to `path`: one bucket's ground truth, or `{"buckets": [...]}` for many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if len(truths) == 1:
         return Path(truths[0].write(path))
     documents = [json.loads(truth.to_json()) for truth in truths]

@@ -212,7 +212,15 @@ def show_checks(checks: Sequence[Check]) -> None:
 
 
 def show_scope(ctx: RunContext) -> None:
-    """Show in words which vault versions this recovery copies and verification expects."""
+    """Show in words which vault versions this recovery copies and verification expects (per vault bucket of many)."""
+    views = ctx.pair_contexts()
+    if len(views) > 1:
+        print(f"This recovery copies, and verification expects, exactly these versions of {len(views)} vault buckets:")
+        for view in views:
+            pair = view.params.pair
+            print(f"  {pair.vault_bucket} -> {pair.recovery_bucket}: the vault's "
+                  f"{scope_from_params(view.params.job).describe()} (job priority {pair.priority})")
+        return
     described = scope_from_params(ctx.params.job).describe()
     sample = ctx.ledger.state.sample if ctx.params.job.sample is not None else None
     if sample is None:
