@@ -34,8 +34,6 @@ from runbook_lib.errors import UsageError
 from runbook_lib.params import load_params
 from runbook_lib.run_state import recovery_purpose
 
-pytestmark = pytest.mark.xdist_group("many_buckets")
-
 BUCKETS = 3
 VERSIONS = 20
 FAILING = vault_bucket_name(1)
@@ -123,10 +121,22 @@ def recover_in_process(ctx: RunContext) -> Recovery:
 @pytest.fixture(scope="module")
 def recovered(world: World) -> Recovery:
     """Recover the three buckets once for the module."""
-    return recover_in_process(world.ctx("recovery"))
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in world.backend.environ().items():
+            patch.setenv(name, value)
+        return recover_in_process(world.ctx("recovery"))
 
 
-def test_the_plan_lists_every_buckets_creations_and_writes_nothing(world: World) -> None:
+@pytest.fixture
+def reach(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
+    """Point this test's AWS config at the module's backend (conftest cleared it) and return the world."""
+    for name, value in world.backend.environ().items():
+        monkeypatch.setenv(name, value)
+    return world
+
+
+def test_the_plan_lists_every_buckets_creations_and_writes_nothing(reach: World) -> None:
+    world = reach
     ctx = plan.open_plan(world.params_file, world.folder / "planned")
     run_plan = plan.make_plan(ctx, [f"0{n}" for n in range(1, 7)])
 
@@ -142,7 +152,8 @@ def test_the_plan_lists_every_buckets_creations_and_writes_nothing(world: World)
     assert names.isdisjoint(pair.recovery_bucket for pair in pairs)  # the plan created nothing
 
 
-def test_one_job_per_bucket_with_its_priority_all_confirmed_together(world: World, recovered: Recovery) -> None:
+def test_one_job_per_bucket_with_its_priority_all_confirmed_together(reach: World, recovered: Recovery) -> None:
+    world = reach
     ctx = recovered.ctx
     state = ctx.ledger.state
     for pair in load_params(world.params_file).bucket_pairs:
@@ -157,7 +168,8 @@ def test_one_job_per_bucket_with_its_priority_all_confirmed_together(world: Worl
     assert [row["versions"] for row in rows] == [truth.counts()["expected"] for truth in world.truths]
 
 
-def test_a_bucket_whose_job_fails_fails_the_recovery_and_is_named(world: World, recovered: Recovery) -> None:
+def test_a_bucket_whose_job_fails_fails_the_recovery_and_is_named(reach: World, recovered: Recovery) -> None:
+    world = reach
     ctx, verdict = recovered.ctx, recovered.verdict
     summary = json.loads((ctx.ledger.run_dir / "summary.json").read_text())
 
@@ -179,7 +191,8 @@ def test_a_bucket_whose_job_fails_fails_the_recovery_and_is_named(world: World, 
     assert set(failed["vault_bucket"]) == {FAILING}
 
 
-def test_cleanup_restores_every_vault_bucket(recovered: Recovery, world: World) -> None:
+def test_cleanup_restores_every_vault_bucket(reach: World, recovered: Recovery) -> None:
+    world = reach
     ctx = recovered.ctx
     actions = cleanup.clean_up(ctx)
     replication = {a.identifier: a.action for a in actions if a.resource == "vault replication configuration"}
