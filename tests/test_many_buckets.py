@@ -75,6 +75,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             reset_moto(backend.endpoint)
             truths = seed_vaults(backend.endpoint, BUCKETS, VERSIONS, random_seed=4)
             params_file = _drill_parameters(DRILL_PARAMS, None, 1, folder, BUCKETS)
+            data = yaml.safe_load(params_file.read_text())
+            data["verification"]["max_retry_rounds"] = 1  # one round shows the failing bucket stays failed
+            params_file.write_text(yaml.safe_dump(data, sort_keys=False))
             yield World(backend, truths, params_file, folder)
         finally:
             try:
