@@ -104,7 +104,8 @@ class PolicyCheck:
 def _policy_name(ctx: RunContext, write: PlannedWrite) -> str:
     """Return what a policy write is about, in the words the phases use."""
     if write.service == "kms":
-        key = "vault KMS key policy" if write.identifier == ctx.params.vault.kms_key_arn else "recovery KMS key policy"
+        vault_keys = {pair.vault_kms_key_arn for pair in ctx.all_params.bucket_pairs}
+        key = "vault KMS key policy" if write.identifier in vault_keys else "recovery KMS key policy"
         return f"{key} as created" if write.operation == "CreateKey" else key
     return {
         "iam.CreatePolicy": "Batch Replication role policy",
@@ -121,7 +122,7 @@ def _grants_to_the_role(ctx: RunContext, write: PlannedWrite) -> bool:
     """Return whether the write is one of the resource policies the run changes to let its role in."""
     if write.service == "kms":
         return True  # the vault key and the recovery key
-    return write.service == "s3" and write.identifier == ctx.params.recovery.bucket
+    return write.service == "s3" and write.identifier in {pair.recovery_bucket for pair in ctx.all_params.bucket_pairs}
 
 
 def reference_policy(ctx: RunContext, found: Any) -> dict[str, Any]:

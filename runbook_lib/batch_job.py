@@ -38,7 +38,10 @@ __all__ = [
     "create_retry_job",
     "current_job_id",
     "describe_job",
+    "ended_message",
+    "finish_job",
     "follow_job",
+    "observe",
     "recovery_attempt",
     "replication_job_request",
     "retry_job_request",
@@ -124,17 +127,17 @@ def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict
     number = recovery_attempt(ctx) if attempt is None else attempt
     purpose = "recovery" if number == 1 else f"recovery-attempt-{number}"
     suffix = "" if number == 1 else f", attempt {number}"
-    what = f"Recover {params.vault.bucket} into {params.recovery.bucket}"
+    what = f"Recover {params.pair.vault_bucket} into {params.pair.recovery_bucket}"
     if job.sample is not None:
         drawn: object = (known_after("00") if ctx.plan is not None and ctx.ledger.state.sample is None
                          else _sample_record(ctx).drawn)
-        what = f"Sample drill: {drawn} versions of {params.vault.bucket} into {params.recovery.bucket}"
+        what = f"Sample drill: {drawn} versions of {params.pair.vault_bucket} into {params.pair.recovery_bucket}"
     return {
         "AccountId": params.vault.account_id,
         "ConfirmationRequired": bool(job.confirmation_required),
         "Operation": {"S3ReplicateObject": {}},
         "Report": _report(ctx),
-        "ClientRequestToken": client_request_token(params.run_id, purpose),
+        "ClientRequestToken": client_request_token(params.run_id, f"{purpose}/{ctx.bucket}" if ctx.bucket else purpose),
         "Priority": int(job.priority),
         "RoleArn": params.batch_role_arn,
         "Description": f"{what} ({params.run_id}{suffix})"[:256],
@@ -199,10 +202,11 @@ def retry_job_request(ctx: RunContext, manifest_key: str, manifest_etag: str, ro
         "ConfirmationRequired": bool(params.job.confirmation_required),
         "Operation": {"S3ReplicateObject": {}},
         "Report": _report(ctx),
-        "ClientRequestToken": client_request_token(params.run_id, f"retry-{round_number}"),
+        "ClientRequestToken": client_request_token(params.run_id, retry_purpose(round_number, ctx.bucket)),
         "Priority": int(params.job.priority),
         "RoleArn": params.batch_role_arn,
-        "Description": f"Retry round {round_number} of {params.run_id}"[:256],
+        "Description": f"Retry round {round_number} of {params.run_id}"
+                       f"{f' ({ctx.bucket})' if ctx.bucket else ''}"[:256],
         "Manifest": {
             "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
             "Location": {
@@ -242,8 +246,8 @@ def create_job(ctx: RunContext, request: dict[str, Any], purpose: str, attempt: 
         ctx.plan.intend("vault", "s3control", "CreateJob", job_id, request, creates=True)
     else:
         job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
-    ctx.ledger.save_job(JobRecord(purpose=purpose, job_id=job_id, token=request["ClientRequestToken"],
-                                  attempt=attempt, created=now()))
+    ctx.ledger.save_job(JobRecord(purpose=purpose, job_id=job_id, bucket=ctx.bucket,
+                                  token=request["ClientRequestToken"], attempt=attempt, created=now()))
     ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
     return job_id, True
 
@@ -268,7 +272,7 @@ def _ended_without_completing(job: dict[str, Any] | None) -> str | None:
 
 def recovery_attempt(ctx: RunContext) -> int:
     """Return the attempt number the recovery job is at: a new one after a job that failed or was cancelled."""
-    latest = ctx.ledger.state.current_recovery_job()
+    latest = ctx.ledger.state.current_recovery_job(ctx.bucket)
     if latest is None:
         return 1
     number = latest.attempt or 1
@@ -281,7 +285,7 @@ def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
     When the latest attempt's job ended Failed or Cancelled (or S3 no longer knows it), a new
     attempt with a new request token is created, and waits for confirmation like the first.
     """
-    latest = ctx.ledger.state.current_recovery_job()
+    latest = ctx.ledger.state.current_recovery_job(ctx.bucket)
     job = _describe_if_known(ctx, latest.job_id) if latest is not None else None
     ended = _ended_without_completing(job) if latest is not None else None
     if latest is not None and job is not None and ended is None:
@@ -296,7 +300,7 @@ def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
     number = (latest.attempt or 1) + 1 if latest is not None else 1
     if ctx.params.job.sample is not None and not (ctx.plan is not None and ctx.ledger.state.sample is None):
         sampling.upload_manifest(ctx)  # the job reads it while it prepares; its ETag goes into the request
-    return create_job(ctx, replication_job_request(ctx, number), recovery_purpose(number), attempt=number)
+    return create_job(ctx, replication_job_request(ctx, number), recovery_purpose(number, ctx.bucket), attempt=number)
 
 
 def _check_same_scope(ctx: RunContext, job: dict[str, Any]) -> None:
@@ -350,7 +354,7 @@ def _canonical_filter(manifest_filter: dict[str, Any]) -> str:
 
 def current_job_id(ctx: RunContext) -> str:
     """Return the current recovery job's id, or explain that phase 06 must create it first."""
-    latest = ctx.ledger.state.current_recovery_job()
+    latest = ctx.ledger.state.current_recovery_job(ctx.bucket)
     if latest is None:
         raise RunStateError("the run has no recovery job yet; run phase 06_batch_replication first",
                             str(ctx.ledger.run_dir))
@@ -360,7 +364,7 @@ def current_job_id(ctx: RunContext) -> str:
 def create_retry_job(ctx: RunContext, manifest_key: str, manifest_etag: str, round_number: int) -> tuple[str, bool]:
     """Return the id of the follow-up job of a retry round and whether it was created now."""
     return create_job(ctx, retry_job_request(ctx, manifest_key, manifest_etag, round_number),
-                      retry_purpose(round_number))
+                      retry_purpose(round_number, ctx.bucket))
 
 
 def describe_job(ctx: RunContext, job_id: str) -> dict[str, Any]:
@@ -386,10 +390,7 @@ def wait_for_status(
     history = list(record.progress) if record is not None else []
     while True:
         job = describe_job(ctx, job_id)
-        seen = _observe(job)
-        if not history or (history[-1].status, history[-1].succeeded, history[-1].failed) != (
-                seen.status, seen.succeeded, seen.failed):
-            history.append(seen)
+        observe(job, history)
         for subscriber in subscribers:
             subscriber.on_progress(job)
         done = job["Status"] in wanted or job["Status"] in TERMINAL
@@ -440,16 +441,37 @@ def follow_job(
             "(runbook run ... --from 06 --confirm-job)."
         )
     job = wait_for_status(ctx, job_id, TERMINAL, subscribers)
+    finish_job(ctx, job)
+    if job["Status"] != "Complete":
+        raise JobEndedError(_ended_message(job), job_id, str(job["Status"]))
+    return job
+
+
+def finish_job(ctx: RunContext, job: dict[str, Any], progress: Sequence[ProgressPoint] | None = None) -> None:
+    """Record a job that has ended: its summary, how it ended, its observations, and its outputs pinned."""
+    job_id = str(job["JobId"])
     record = ctx.ledger.state.job(job_id)
     if record is not None:
+        if progress is not None:
+            record.progress = list(progress)
         record.final = summarise_job(job)
         record.ended = str(job["Status"])
         ctx.ledger.save_job(record)
     if pins.pinned(ctx, job_id) is None:
         pins.pin_job_outputs(ctx, job)
-    if job["Status"] != "Complete":
-        raise JobEndedError(_ended_message(job), job_id, str(job["Status"]))
-    return job
+
+
+def observe(job: dict[str, Any], history: list[ProgressPoint]) -> None:
+    """Add a job's status and counters to its observations when they changed since the last one."""
+    seen = _observe(job)
+    if not history or (history[-1].status, history[-1].succeeded, history[-1].failed) != (
+            seen.status, seen.succeeded, seen.failed):
+        history.append(seen)
+
+
+def ended_message(job: dict[str, Any]) -> str:
+    """Return what an operator needs to know about a job that ended without completing."""
+    return _ended_message(job)
 
 
 def _ended_message(job: dict[str, Any]) -> str:

@@ -112,8 +112,8 @@ def _notifications(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
         if not _gone(error):
             raise
         return CleanupAction(label, bucket, "already gone", "the bucket no longer exists")
-    original = ctx.ledger.original("vault_notification_configuration") if ctx.ledger.has_original(
-        "vault_notification_configuration") else {}
+    name = ctx.original_name("vault_notification_configuration", bucket)
+    original = ctx.ledger.original(name) if ctx.ledger.has_original(name) else {}
     # The run only ever adds EventBridgeConfiguration (and records it only when it was not there).
     others_now: dict[str, Any] = {k: v for k, v in current.items() if k != "EventBridgeConfiguration"}
     others_before = {k: v for k, v in (original or {}).items() if k != "EventBridgeConfiguration"}
@@ -141,12 +141,12 @@ def _replication(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
         return CleanupAction(label, bucket, "already gone", "the bucket no longer exists")
     if current is None:
         return CleanupAction(label, bucket, "already gone", "someone removed it since the run put it")
-    put_by_run = provision.replication_document(ctx)
+    put_by_run = provision.replication_document(ctx.pair_context(bucket))
     if not provision.replication_matches(current, put_by_run):
         return CleanupAction(label, bucket, "kept",
                              "it changed since the run put it: left as found, nothing overwritten; review it",
                              {"found": current, "put_by_run": put_by_run})
-    original = ctx.ledger.original("vault_replication_configuration")
+    original = ctx.ledger.original(ctx.original_name("vault_replication_configuration", bucket))
     if original is None:
         s3.delete_bucket_replication(Bucket=bucket)
         return CleanupAction(label, bucket, "removed",
@@ -192,7 +192,8 @@ def _key_statements(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     reduced = _remove_own_statements(ctx, kms, record["id"], current, legacy)
     if recovery_side:
         return CleanupAction(label, record["id"], "restored", "the run's statements removed; other statements kept")
-    before = ctx.ledger.original("vault_key_policy") if ctx.ledger.has_original("vault_key_policy") else None
+    name = ctx.original_name("vault_key_policy", record["id"])
+    before = ctx.ledger.original(name) if ctx.ledger.has_original(name) else None
     drift = _statement_drift(before, reduced)
     kept = ("identical to the captured original" if drift is None
             else "statements changed by others since the run started were kept")
@@ -322,18 +323,20 @@ def planned_cleanup(ctx: RunContext) -> list[PlannedCleanup]:
                 label = ("recovery " if recovery_side else "vault ") + resource
             identifier = record.get("arn", record["id"]) if kind == "sqs_queue" else record["id"]
             record_action, record_calls = action, calls
-            if kind == "replication_configuration" and ctx.ledger.has_original("vault_replication_configuration"):
+            original = ctx.original_name("vault_replication_configuration", record["id"])
+            if kind == "replication_configuration" and ctx.ledger.has_original(original):
                 # The vault had none before the run: cleanup removes the run's; else puts the original back.
-                none_before = ctx.ledger.original("vault_replication_configuration") is None
+                none_before = ctx.ledger.original(original) is None
                 record_action, record_calls = ("remove", calls[:1]) if none_before else ("restore", calls[1:])
             planned.append(PlannedCleanup(label, identifier, record_action, why,
                                           "recovery" if recovery_side else "vault", record_calls))
-    recovery_bucket = ctx.params.recovery.bucket
-    if ctx.ledger.was_created("s3_bucket", recovery_bucket) or ctx.ledger.was_created(
-            "bucket_policy_statements", recovery_bucket):
-        planned.append(PlannedCleanup("recovery bucket policy", recovery_bucket, "restore",
-                                      "the run's statements removed (the policy too, when nothing else is in it)",
-                                      "recovery", ("s3.PutBucketPolicy", "s3.DeleteBucketPolicy")))
+    for pair in ctx.all_params.bucket_pairs:
+        recovery_bucket = pair.recovery_bucket
+        if ctx.ledger.was_created("s3_bucket", recovery_bucket) or ctx.ledger.was_created(
+                "bucket_policy_statements", recovery_bucket):
+            planned.append(PlannedCleanup("recovery bucket policy", recovery_bucket, "restore",
+                                          "the run's statements removed (the policy too, when nothing else is in it)",
+                                          "recovery", ("s3.PutBucketPolicy", "s3.DeleteBucketPolicy")))
     for record in ctx.ledger.created("kms_key"):
         planned.append(PlannedCleanup("recovery KMS key", record["id"], "keep",
                                       "it encrypts the recovered data; the vault account's access to it is removed",
@@ -359,12 +362,13 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
             actions.append(handlers[kind](ctx, record))
             ctx.ledger.forget_created(kind, record["id"])
             handled_now.add(record["id"])
-    recovery_bucket = ctx.params.recovery.bucket
-    created_bucket = ctx.ledger.was_created("s3_bucket", recovery_bucket)
-    if created_bucket or ctx.ledger.was_created("bucket_policy_statements", recovery_bucket):
-        # Fixed Sids of earlier versions are the run's only in a bucket the run created.
-        legacy = list(policies.LEGACY_RECOVERY_BUCKET_SIDS) if created_bucket else []
-        actions.append(_recovery_bucket_policy(ctx, recovery_bucket, legacy))
+    for pair in ctx.all_params.bucket_pairs:
+        recovery_bucket = pair.recovery_bucket
+        created_bucket = ctx.ledger.was_created("s3_bucket", recovery_bucket)
+        if created_bucket or ctx.ledger.was_created("bucket_policy_statements", recovery_bucket):
+            # Fixed Sids of earlier versions are the run's only in a bucket the run created.
+            legacy = list(policies.LEGACY_RECOVERY_BUCKET_SIDS) if created_bucket else []
+            actions.append(_recovery_bucket_policy(ctx, recovery_bucket, legacy))
     for record in ctx.ledger.created("kms_key"):
         actions.append(_recovery_key_policy(ctx, record))
     for kind, why in _KEPT.items():

@@ -40,6 +40,18 @@ def _add_objects_option(parser: argparse.ArgumentParser, default: int | None, he
                         action=_DeprecatedAlias, replacement="--objects", help="deprecated spelling of --objects")
 
 
+def _bucket_count(text: str) -> int:
+    """Return `--buckets`'s value: a whole number of vault buckets from 1 to 20."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of vault buckets from 1 to 20, got {text!r}") from None
+    if not 1 <= count <= 20:
+        raise argparse.ArgumentTypeError(f"expected a whole number of vault buckets from 1 to 20, got {count}")
+    return count
+
+
 def sample_size(text: str) -> dict[str, int | float]:
     """Return `--sample`'s value as job.sample's size: a whole number is a count, a decimal up to 1 a fraction."""
     try:
@@ -70,6 +82,8 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
                        help="latency added to every request, to model AWS round trips")
     group.add_argument("--fault-seed", type=int, default=0, metavar="N",
                        help="seed that makes the injected faults repeatable")
+    group.add_argument("--fail-bucket", action="append", default=[], metavar="BUCKET",
+                       help="a vault bucket every replication task of which fails, retries too (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parameter set (default parameters/drill.yaml)")
     drill.add_argument("--random-seed", type=int, default=1, metavar="N",
                        help="seed that makes the drill's vault repeatable (default 1)")
+    drill.add_argument("--buckets", type=_bucket_count, default=1, metavar="N",
+                       help="vault buckets to seed, each with --objects versions, and recover together (default 1)")
     drill.add_argument("--sample", type=sample_size, default=None, metavar="N",
                        help="a sample drill: recover N versions drawn from the scope (or a fraction such as 0.1)")
     drill.add_argument("--sample-seed", type=int, default=1, metavar="N",
@@ -118,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--port", type=int, default=5055, metavar="P", help="port on 127.0.0.1 (0 picks a free one)")
     _add_objects_option(backend, None, "seed a realistic vault of N object versions (default: no vault)")
     backend.add_argument("--random-seed", type=int, default=1, metavar="N", help="seed of the vault's randomness")
+    backend.add_argument("--buckets", type=_bucket_count, default=1, metavar="N",
+                         help="with --objects: vault buckets to seed, each with its own key (default 1)")
     backend.add_argument("--config-file", type=Path, default=None, metavar="PATH",
                          help="where to write the AWS config file (default: a temporary folder)")
     backend.add_argument("--truth-file", type=Path, default=None, metavar="PATH",
@@ -150,11 +168,12 @@ def _faults(args: argparse.Namespace) -> object:
     from runbook_lib.embedded.faults import Faults
 
     return Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
-                  latency_ms=args.latency_ms, seed=args.fault_seed)
+                  latency_ms=args.latency_ms, seed=args.fault_seed, fail_buckets=tuple(args.fail_bucket))
 
 
 def _serve_backend(args: argparse.Namespace) -> int:
-    from runbook_lib.embedded.seed import seed_vault
+    from runbook_lib.drill import write_ground_truth
+    from runbook_lib.embedded.seed import seed_vaults
     from runbook_lib.embedded.server import (
         RECOVERY_PROFILE,
         VAULT_PROFILE,
@@ -168,15 +187,16 @@ def _serve_backend(args: argparse.Namespace) -> int:
     print(f"  profiles: {VAULT_PROFILE} (vault), {RECOVERY_PROFILE} (recovery)")
     if args.objects:
         try:
-            truth = seed_vault(backend.endpoint, args.objects, args.random_seed)
+            truths = seed_vaults(backend.endpoint, args.buckets, args.objects, args.random_seed)
         except BaseException:
             backend.stop()  # the port must not stay taken by a backend whose vault is half-built
             raise
-        counts = truth.counts()
-        print(f"seeded vault bucket {truth.vault_bucket}: {counts['source_versions']} versions, "
-              f"{counts['expected']} expected to recover")
+        for truth in truths:
+            counts = truth.counts()
+            print(f"seeded vault bucket {truth.vault_bucket}: {counts['source_versions']} versions, "
+                  f"{counts['expected']} expected to recover")
         if args.truth_file:
-            truth.write(args.truth_file)
+            write_ground_truth(args.truth_file, truths)
             print(f"ground truth: {args.truth_file}")
     print("press Ctrl-C to stop", flush=True)
     stop = threading.Event()

@@ -252,8 +252,21 @@ def commitment_of(versions: pd.DataFrame, storage_class: str, as_of: datetime, l
 
 
 def vault_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return the vault's snapshot (every version and delete marker) and its versions inside the job's scope."""
-    vault = snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.vault.bucket,
+    """Return the vault's snapshot (every version and delete marker) and its versions inside the job's scope.
+
+    A run over many vault buckets gives every bucket's versions together, each bucket in its own scope.
+    """
+    views = ctx.pair_contexts()
+    if len(views) == 1:
+        return _bucket_in_scope(views[0])
+    parts = [_bucket_in_scope(view) for view in views]
+    return (pd.concat([vault for vault, _ in parts], ignore_index=True),
+            pd.concat([in_scope for _, in_scope in parts], ignore_index=True))
+
+
+def _bucket_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return one vault bucket's snapshot and its versions inside its pair's scope."""
+    vault = snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.pair.vault_bucket,
                                      workers=ctx.params.verification.head_workers,
                                      subscribers=[snapshot.progress_printer("vault")])
     reasons = scope_from_params(ctx.params.job).reasons(vault)

@@ -60,6 +60,10 @@ class RunContext:
     call_log: CallLog | None = None
     # Set on a planning context: writes are recorded here instead of being made.
     plan: Plan | None = None
+    # Set on the view of one vault bucket of a run over many (see `pair_contexts`): that bucket,
+    # which names its jobs and retry rounds in the run state, and the run's whole parameter set.
+    bucket: str | None = None
+    run_params: RunbookParams | None = None
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @overload
@@ -107,7 +111,50 @@ class RunContext:
         """Return a planning context on the same sessions and clients: a fresh Plan, a ledger copy never saved."""
         return RunContext(params=self.params, ledger=self.ledger.planning_copy(), sessions=self.sessions,
                           phase=phase or self.phase, client_factory=self.client_factory, call_log=self.call_log,
-                          plan=Plan(), _clients=self._clients)
+                          plan=Plan(), bucket=self.bucket, run_params=self.run_params, _clients=self._clients)
+
+    @property
+    def all_params(self) -> RunbookParams:
+        """Return the run's whole parameter set (every bucket pair), also from the view of one pair."""
+        return self.run_params or self.params
+
+    @property
+    def many_buckets(self) -> bool:
+        """Whether the run recovers more than one vault bucket."""
+        return len(self.all_params.bucket_pairs) > 1
+
+    def original_name(self, base: str, identifier: str) -> str:
+        """Return the name a configuration's original is captured under: per bucket or key when the run has many."""
+        return f"{base}@{identifier}" if self.many_buckets else base
+
+    def pair_context(self, vault_bucket: str) -> RunContext:
+        """Return the context of the bucket pair whose vault bucket is `vault_bucket` (this one for one bucket)."""
+        found = [view for view in self.pair_contexts() if view.params.pair.vault_bucket == vault_bucket]
+        if not found:
+            raise ValueError(f"{vault_bucket} is not a vault bucket of this run's parameters")
+        return found[0]
+
+    def pair_contexts(self) -> list[RunContext]:
+        """Return one context per bucket pair: the whole run's for one bucket, else a view of each pair.
+
+        A view's parameters are the one-bucket form for its pair (so every step written for one
+        bucket acts on that pair), its manifests and reports go under a prefix of its vault bucket,
+        and it shares this context's ledger, sessions, clients and plan.
+        """
+        whole = self.all_params
+        if len(whole.bucket_pairs) == 1:
+            return [self]
+        views = []
+        for pair in whole.bucket_pairs:
+            params = whole.for_pair(pair)
+            job = params.job.model_copy(update={
+                "report_prefix": f"{whole.job.report_prefix}/{pair.vault_bucket}",
+                "manifest_prefix": f"{whole.job.manifest_prefix}/{pair.vault_bucket}"})
+            views.append(RunContext(
+                params=params.model_copy(update={"job": job}), ledger=self.ledger, sessions=self.sessions,
+                phase=self.phase, client_factory=self.client_factory, call_log=self.call_log, plan=self.plan,
+                bucket=pair.vault_bucket, run_params=whole, _clients=self._clients))
+        return views
 
     @property
     def tags(self) -> dict[str, str]:

@@ -26,6 +26,7 @@ __all__ = [
     "run_phases",
     "run_phases_command",
     "select_phases",
+    "write_ground_truth",
 ]
 
 log = logging.getLogger("runbook")
@@ -241,28 +242,36 @@ def _default_out() -> Path:
 def run_drill(args: argparse.Namespace) -> int:
     """`runbook drill`: embedded backend, seeded vault, every phase headlessly, summary; 0 only when verified."""
     from runbook_lib.embedded.faults import Faults
-    from runbook_lib.embedded.seed import seed_vault
+    from runbook_lib.embedded.seed import seed_vaults
     from runbook_lib.embedded.server import start_backend
     from runbook_lib.params import load_params
 
     params_file = Path(args.params) if args.params else DRILL_PARAMS
     load_params(params_file)
+    buckets = int(getattr(args, "buckets", 1) or 1)
+    if buckets > 1 and getattr(args, "sample", None) is not None:
+        raise UsageError("--sample draws from one vault bucket; a drill with --buckets N > 1 recovers every bucket "
+                         "in full (drop --sample, or --buckets)")
     out = (Path(args.out) if args.out else _default_out()).resolve()
     if out.exists() and any(out.iterdir()):
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out)
+    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
+                                    buckets)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
-                    latency_ms=args.latency_ms, seed=args.fault_seed)
+                    latency_ms=args.latency_ms, seed=args.fault_seed,
+                    fail_buckets=tuple(getattr(args, "fail_bucket", None) or ()))
     started = time.monotonic()
     with start_backend(faults=faults, config_file=out / "aws-config") as backend:
         backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
-        truth = seed_vault(backend.endpoint, args.objects, args.random_seed)
-        truth.write(out / "ground_truth.json")
-        counts = truth.counts()
-        print(f"embedded AWS at {backend.endpoint}; vault seeded with {counts['source_versions']} versions "
-              f"({counts['expected']} expected to recover)", flush=True)
+        truths = seed_vaults(backend.endpoint, buckets, args.objects, args.random_seed)
+        write_ground_truth(out / GROUND_TRUTH, truths)
+        counted = [truth.counts() for truth in truths]
+        where = "vault" if buckets == 1 else f"{buckets} vault buckets"
+        print(f"embedded AWS at {backend.endpoint}; {where} seeded with "
+              f"{sum(c['source_versions'] for c in counted)} versions "
+              f"({sum(c['expected'] for c in counted)} expected to recover)", flush=True)
         phases = phase_names()
         missing = [p for p in ("07_verify",) if p not in phases]
         try:
@@ -279,7 +288,41 @@ def run_drill(args: argparse.Namespace) -> int:
 DRILL_PARAMS_COPY = "parameters.yaml"
 
 
-def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path) -> Path:
+GROUND_TRUTH = "ground_truth.json"
+
+
+def write_ground_truth(path: Path, truths: list[Any]) -> Path:
+    """Write what the seeder put in the vault to `path`: one bucket's ground truth, or `{"buckets": [...]}` for many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(truths) == 1:
+        return Path(truths[0].write(path))
+    documents = [json.loads(truth.to_json()) for truth in truths]
+    path.write_text(json.dumps({"buckets": documents}, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def _many_buckets(data: dict[str, Any], buckets: int) -> None:
+    """Make parameters in the one-bucket form name the drill's `buckets` seeded vault buckets instead.
+
+    The first keeps its recovery bucket; the others are named by recovery.bucket_name_pattern.
+    """
+    from runbook_lib.embedded.seed import vault_bucket_name, vault_key_arn
+
+    vault, recovery = data.get("vault"), data.get("recovery")
+    if not isinstance(vault, dict) or not isinstance(recovery, dict) or "buckets" in vault:
+        raise UsageError("--buckets N > 1 needs parameters in the one-bucket form (vault.bucket, recovery.bucket); "
+                         "the drill names its seeded buckets itself")
+    first_recovery = recovery.pop("bucket", None)
+    vault.pop("bucket", None)
+    vault.pop("kms_key_arn", None)
+    vault["buckets"] = [{"bucket": vault_bucket_name(i), "kms_key_arn": vault_key_arn(i),
+                         **({"recovery_bucket": first_recovery} if i == 0 and first_recovery else {})}
+                        for i in range(buckets)]
+    recovery["bucket_name_pattern"] = "{vault_bucket}-recovered"
+
+
+def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path,
+                      buckets: int = 1) -> Path:
     """Write the parameters the drill runs with into the run folder, check them, and return their path.
 
     A drill always runs on the embedded backend it starts, so its parameters say so
@@ -301,6 +344,9 @@ def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, 
             if isinstance(job, dict):
                 job["sample"] = {**sample, "seed": seed}
                 changes.append("job.sample set by runbook drill --sample")
+        if buckets > 1:
+            _many_buckets(data, buckets)
+            changes.append(f"vault.buckets: the {buckets} seeded vault buckets (runbook drill --buckets)")
     written = out / DRILL_PARAMS_COPY
     header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
     written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

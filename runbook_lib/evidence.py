@@ -254,6 +254,23 @@ def _rate_text(value: float | None) -> str:
     return "no bound" if value is None else f"{value:,.2f}"
 
 
+def _buckets_text(buckets: list[dict[str, Any]] | None) -> str:
+    """Return the per-bucket table of a recovery over many vault buckets (nothing for one bucket)."""
+    if not buckets or len(buckets) < 2:
+        return ""
+    lines = ["\n\n**Each vault bucket** (the recovery passes only when every bucket passes):\n",
+             "| vault bucket | recovery bucket | verdict | expected | recovered | missing | extra | failed tasks "
+             "| retry rounds | findings |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in buckets:
+        findings = "; ".join(str(f) for f in row.get("findings") or []) or "none"
+        lines.append(f"| `{row.get('vault_bucket')}` | `{row.get('recovery_bucket')}` | **{row.get('verdict')}** "
+                     f"| {row.get('expected', 0):,} | {row.get('recovered', 0):,} | {row.get('missing', 0):,} "
+                     f"| {row.get('extra', 0):,} | {row.get('failed_tasks', 0):,} | {row.get('retry_rounds', 0)} "
+                     f"| {findings.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
 def _sample_text(sample: dict[str, Any] | None) -> str:
     """Return the evidence's paragraph on a sample drill: what was drawn, how, and the extrapolated time."""
     if not sample:
@@ -318,6 +335,7 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             intro += f"\n\nScope: {document['scope'].get('description')}."
         if document.get("content_basis"):
             intro += f"\n\n{document['content_basis']}"
+        intro += _buckets_text(document.get("buckets"))
         intro += _sample_text(document.get("sample"))
         intro += _commitment_text(document.get("commitment"))
         for finding in document.get("findings") or []:

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import analyzer, batch_job, evidence, kernel_record, lab, plan, proof
+from runbook_lib import analyzer, batch_job, bucket_jobs, evidence, kernel_record, lab, plan, proof
+from runbook_lib.bucket_jobs import BucketJob
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
 from runbook_lib.errors import ConfirmationRequired, NotVerifiedError
@@ -211,7 +212,15 @@ def show_checks(checks: Sequence[Check]) -> None:
 
 
 def show_scope(ctx: RunContext) -> None:
-    """Show in words which vault versions this recovery copies and verification expects."""
+    """Show in words which vault versions this recovery copies and verification expects (per vault bucket of many)."""
+    views = ctx.pair_contexts()
+    if len(views) > 1:
+        print(f"This recovery copies, and verification expects, exactly these versions of {len(views)} vault buckets:")
+        for view in views:
+            pair = view.params.pair
+            print(f"  {pair.vault_bucket} -> {pair.recovery_bucket}: the vault's "
+                  f"{scope_from_params(view.params.job).describe()} (job priority {pair.priority})")
+        return
     described = scope_from_params(ctx.params.job).describe()
     sample = ctx.ledger.state.sample if ctx.params.job.sample is not None else None
     if sample is None:
@@ -232,49 +241,128 @@ def _headless() -> bool:
     return os.environ.get(HEADLESS_ENV) == "1" or "ipykernel" not in sys.modules
 
 
-def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
-    """Confirm the job when `confirm_job` is set; otherwise show a Confirm button, or stop headless.
+def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob], confirm_job: bool) -> None:
+    """Confirm the run's jobs when `confirm_job` is set; otherwise show one Confirm button for all, or stop headless.
 
-    In JupyterLab the cell shows the button and then stops Run All on purpose, with a short note
-    instead of a traceback (ConfirmationRequired renders itself so), since following the job before
-    anyone confirmed it would only wait.
+    `jobs` is one job id, or the jobs of every vault bucket (`bucket_jobs.create_jobs`). In
+    JupyterLab the cell shows the button and then stops Run All on purpose, with a short note
+    instead of a traceback (ConfirmationRequired renders itself so), since following the jobs before
+    anyone confirmed them would only wait.
     """
-    job = batch_job.describe_job(ctx, job_id)
-    if job["Status"] != "Suspended":
-        print(f"job {job_id} is {job['Status']}; no confirmation needed")
+    listed = [(ctx, jobs)] if isinstance(jobs, str) else [(job.ctx, job.job_id) for job in jobs]
+    waiting = []
+    for job_ctx, job_id in listed:
+        job = batch_job.describe_job(job_ctx, job_id)
+        if job["Status"] != "Suspended":
+            print(f"job {job_id} is {job['Status']}; no confirmation needed")
+            continue
+        summary = job.get("ProgressSummary", {})
+        waiting.append((job_ctx, job_id, int(summary.get("TotalNumberOfTasks", 0) or 0),
+                        summary.get("TotalNumberOfTasks", "?")))
+    if not waiting:
         return
-    summary = job.get("ProgressSummary", {})
-    what = (f"{summary.get('TotalNumberOfTasks', '?')} object versions "
-            f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket} "
-            f"(the vault's {scope_from_params(ctx.params.job).describe()})")
+    texts = [f"{shown} object versions from {c.params.pair.vault_bucket} to {c.params.pair.recovery_bucket} "
+             f"(the vault's {scope_from_params(c.params.job).describe()})" for c, _, _, shown in waiting]
+    ids = ", ".join(job_id for _, job_id, _, _ in waiting)
+    if len(waiting) == 1:
+        what, subject = texts[0], f"job {ids}"
+    else:
+        total = sum(count for _, _, count, _ in waiting)
+        what = f"{total} object versions in {len(waiting)} jobs: " + "; ".join(texts)
+        subject = f"jobs {ids}"
+
+    def confirm_all(reason: str) -> None:
+        for job_ctx, job_id, _, _ in waiting:
+            batch_job.confirm_job(job_ctx, job_id, reason)
+
     if confirm_job:
-        batch_job.confirm_job(ctx, job_id, "confirmed by parameter confirm_job")
-        print(f"✔ job {job_id} confirmed by parameter confirm_job: it will replicate {what}")
+        confirm_all("confirmed by parameter confirm_job")
+        print(f"✔ {subject} confirmed by parameter confirm_job: {'it' if len(waiting) == 1 else 'they'} will "
+              f"replicate {what}")
         return
+    verb = "is" if len(waiting) == 1 else "are"
     if _headless():
         raise ConfirmationRequired(
-            f"job {job_id} is ready to replicate {what} and waits for confirmation. Review the job above, then "
-            "re-run with confirm_job=True (runbook run --params FILE --out DIR --from 06 --confirm-job, "
-            "or papermill -p confirm_job True)."
+            f"{subject} {verb} ready to replicate {what} and {'waits' if len(waiting) == 1 else 'wait'} for "
+            f"confirmation. Review the {'job' if len(waiting) == 1 else 'plan'} above, then re-run with "
+            "confirm_job=True (runbook run --params FILE "
+            "--out DIR --from 06 --confirm-job, or papermill -p confirm_job True)."
         )
     import ipywidgets as widgets
 
-    button = widgets.Button(description="Confirm and run the job", button_style="danger", icon="play",
-                            layout=widgets.Layout(width="max-content"), tooltip=f"confirm job {job_id}")
-    status = widgets.HTML(value=f"Job <code>{html.escape(job_id)}</code> will replicate {html.escape(what)}.")
+    label = "Confirm and run the job" if len(waiting) == 1 else f"Confirm and run all {len(waiting)} jobs"
+    button = widgets.Button(description=label, button_style="danger", icon="play",
+                            layout=widgets.Layout(width="max-content"), tooltip=f"confirm {subject}")
+    status = widgets.HTML(value=f"{html.escape(subject[0].upper() + subject[1:])} will replicate {html.escape(what)}."
+                          if len(waiting) > 1 else
+                          f"Job <code>{html.escape(ids)}</code> will replicate {html.escape(what)}.")
 
     def on_click(_: Any) -> None:
-        batch_job.confirm_job(ctx, job_id, "confirmed in JupyterLab")
+        confirm_all("confirmed in JupyterLab")
         button.disabled = True
-        status.value = (f"✔ Job <code>{html.escape(job_id)}</code> confirmed. <b>Next: Run ▸ Run Selected Cell "
+        shown = f"Job <code>{html.escape(ids)}</code>" if len(waiting) == 1 else f"All {len(waiting)} jobs"
+        status.value = (f"✔ {shown} confirmed. <b>Next: Run ▸ Run Selected Cell "
                         "and All Below</b> follows it to the end from this cell.")
 
     button.on_click(on_click)
     _display(widgets.VBox([status, button]))
     raise ConfirmationRequired(
-        f"job {job_id} waits for your confirmation. Review it above and press Confirm; then choose "
-        "Run ▸ Run Selected Cell and All Below to follow it to the end."
+        f"{subject} {'waits' if len(waiting) == 1 else 'wait'} for your confirmation. Review it above and press "
+        "Confirm; then choose Run ▸ Run Selected Cell and All Below to follow it to the end."
     )
+
+
+class _JobsWidget(bucket_jobs.JobsProgress):
+    """One progress bar per vault bucket's job and one for all of them, fed by the jobs' follower."""
+
+    def __init__(self, jobs: Sequence[BucketJob]) -> None:
+        import ipywidgets as widgets
+
+        self.bars = {job.job_id: (widgets.IntProgress(value=0, min=0, max=1, description=job.vault_bucket[:20]),
+                                  widgets.Label(value="waiting", layout=widgets.Layout(width="auto")))
+                     for job in jobs}
+        self.total = (widgets.IntProgress(value=0, min=0, max=1, description="all jobs"),
+                      widgets.Label(value="waiting", layout=widgets.Layout(width="auto")))
+        rows = [widgets.HBox(list(pair)) for pair in self.bars.values()]
+        if len(jobs) > 1:
+            rows.append(widgets.HBox(list(self.total)))
+        _display(widgets.VBox(rows))
+
+    def on_jobs(self, jobs: Sequence[BucketJob], described: dict[str, dict[str, Any]]) -> None:
+        total = done = failed = 0
+        for job_id, (bar, label) in self.bars.items():
+            job = described.get(job_id) or {}
+            summary = job.get("ProgressSummary", {})
+            tasks = int(summary.get("TotalNumberOfTasks", 0))
+            finished = int(summary.get("NumberOfTasksSucceeded", 0)) + int(summary.get("NumberOfTasksFailed", 0))
+            bar.max, bar.value = tasks or 1, finished
+            bar.bar_style = {"Failed": "danger", "Complete": "success"}.get(str(job.get("Status")), "")
+            failures = int(summary.get("NumberOfTasksFailed", 0))
+            label.value = f"{job.get('Status', '?')}: {finished:,}/{tasks:,} ({failures:,} failed)"
+            total, done, failed = total + tasks, done + finished, failed + failures
+        self.total[0].max, self.total[0].value = total or 1, done
+        self.total[1].value = f"{done:,}/{total:,} ({failed:,} failed)"
+
+
+class _JobsLog(bucket_jobs.JobsProgress):
+    """Log lines for headless runs: each job's status changes, and the total now and then."""
+
+    def __init__(self, every_seconds: float) -> None:
+        self.every_seconds = every_seconds
+        self.lines: dict[str, batch_job.LogProgress] = {}
+
+    def on_jobs(self, jobs: Sequence[BucketJob], described: dict[str, dict[str, Any]]) -> None:
+        for job in jobs:
+            if described.get(job.job_id):
+                self.lines.setdefault(job.job_id, batch_job.LogProgress(self.every_seconds)).on_progress(
+                    described[job.job_id])
+
+
+def jobs_progress(jobs: Sequence[BucketJob]) -> list[bucket_jobs.JobsProgress]:
+    """Return per-bucket progress bars and a total in Jupyter, and log lines when headless."""
+    if _headless():
+        return [_JobsLog(every_seconds=5.0)]
+    return [_JobsWidget(jobs), _JobsLog(every_seconds=30.0)]
 
 
 class _WidgetProgress:

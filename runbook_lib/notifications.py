@@ -8,6 +8,7 @@ and keeps every event it read in the ledger as evidence.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -109,8 +110,11 @@ def _queue_owned(ctx: RunContext, sqs: Any, url: str) -> bool:
     return bool(tags.get(RUN_ID_TAG) == ctx.params.run_id)
 
 
-def received_job_events(ctx: RunContext, job_id: str | None = None) -> pd.DataFrame:
-    """Return the job status events the topic delivered so far (read from the audit queue, kept in the ledger)."""
+def received_job_events(ctx: RunContext, job_id: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """Return the job status events the topic delivered so far (read from the audit queue, kept in the ledger).
+
+    `job_id` keeps one job's events, or those of several (the jobs of a run over many vault buckets).
+    """
     url = ctx.ledger.state.resources.audit_queue_url
     events: list[dict[str, Any]] = list(ctx.ledger.state.job_events)
     if url:
@@ -126,7 +130,8 @@ def received_job_events(ctx: RunContext, job_id: str | None = None) -> pd.DataFr
         ctx.ledger.save()
     frame = pd.DataFrame(events, columns=["time", "event", "job_id", "status", "failure_codes"])
     if job_id is not None:
-        frame = frame[frame["job_id"] == job_id]
+        wanted = [job_id] if isinstance(job_id, str) else list(job_id)
+        frame = frame[frame["job_id"].isin(wanted)]
     return frame.reset_index(drop=True)
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "KmsKeyAlias",
     "KmsKeyArn",
     "ObjectLockToken",
+    "OptionalBucketName",
+    "OptionalKmsKeyArn",
     "OptionalRegion",
     "PolicyName",
     "PollSeconds",
@@ -51,6 +53,7 @@ __all__ = [
     "StorageClassName",
     "Tags",
     "TopicName",
+    "bucket_rule_failures",
     "whole_number",
 ]
 
@@ -149,7 +152,7 @@ def _account_id(value: object) -> str:
     return value
 
 
-def _bucket_rule_failures(name: str) -> list[str]:
+def bucket_rule_failures(name: str) -> list[str]:
     """Return one phrase per S3 bucket naming rule the name breaks (empty when it is valid)."""
     # Each phrase completes "an S3 bucket name ...", so several read as one sentence.
     failures = []
@@ -179,7 +182,7 @@ def _bucket_rule_failures(name: str) -> list[str]:
 def _bucket_name(value: object) -> str:
     """Return the value when it follows every S3 bucket naming rule."""
     name = _text(value, "an S3 bucket name (text)")
-    failures = _bucket_rule_failures(name)
+    failures = bucket_rule_failures(name)
     if failures:
         _reject("an S3 bucket name " + "; ".join(failures))
     return name
@@ -372,7 +375,9 @@ OptionalRegion = Annotated[str | None, BeforeValidator(_optional(_region))]
 ProfileName = Annotated[str, BeforeValidator(_profile)]
 AccountId = Annotated[str, BeforeValidator(_account_id)]
 BucketName = Annotated[str, BeforeValidator(_bucket_name)]
+OptionalBucketName = Annotated[str | None, BeforeValidator(_optional(_bucket_name))]
 KmsKeyArn = Annotated[str, BeforeValidator(_kms_key_arn)]
+OptionalKmsKeyArn = Annotated[str | None, BeforeValidator(_optional(_kms_key_arn))]
 KmsKeyAlias = Annotated[str, BeforeValidator(_kms_key_alias)]
 EmailAddress = Annotated[str, BeforeValidator(_email)]
 RoleName = Annotated[str, BeforeValidator(_role_name)]

@@ -27,6 +27,7 @@ from pydantic import (
 
 from runbook_lib import aws_facts
 from runbook_lib.aws_facts import RUN_ID_TAG, partition_of
+from runbook_lib.bucket_pairs import BucketPair, pair_problems, pairs_of
 from runbook_lib.errors import ParameterError, ParameterProblem
 from runbook_lib.param_checks import (
     AccountId,
@@ -38,6 +39,8 @@ from runbook_lib.param_checks import (
     KmsKeyAlias,
     KmsKeyArn,
     ObjectLockToken,
+    OptionalBucketName,
+    OptionalKmsKeyArn,
     OptionalRegion,
     PolicyName,
     PollSeconds,
@@ -66,6 +69,7 @@ __all__ = [
     "MISSING",
     "REPLICATION_STATUSES",
     "STORAGE_CLASSES",
+    "BucketPair",
     "JobSettings",
     "RecoveryAccount",
     "ReplicationStatus",
@@ -74,6 +78,7 @@ __all__ = [
     "SampleSettings",
     "StorageClass",
     "VaultAccount",
+    "VaultBucket",
     "VerificationSettings",
     "load_params",
     "parse_params",
@@ -92,15 +97,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VaultBucket(_Section):
+    """One vault bucket of a recovery over many: its key, and optionally its scope, priority and recovery bucket."""
+
+    bucket: BucketName = Field(description="a vault bucket holding golden copies")
+    kms_key_arn: KmsKeyArn = Field(description="the ARN of the KMS key that encrypts this vault bucket")
+    key_prefix: KeyConstraint = Field(
+        default=None, description="only keys starting with this text (null: job.key_prefix)")
+    priority: Annotated[int | None, whole_number(0, 2147483647, "a whole number from 0 to 2147483647")] = Field(
+        default=None, description="this bucket's job priority (null: job.priority)")
+    recovery_bucket: OptionalBucketName = Field(
+        default=None, description="the recovery bucket for this vault bucket (null: recovery.bucket_name_pattern)")
+
+
 class VaultAccount(_Section):
-    """The isolated account that holds the Object Lock vault bucket (the source)."""
+    """The isolated account that holds the Object Lock vault bucket or buckets (the source)."""
 
     profile: ProfileName = Field(description="the AWS profile that reaches the vault account")
     account_id: AccountId = Field(description="the vault account's 12-digit id")
-    bucket: BucketName = Field(description="the vault bucket holding the golden copies")
-    kms_key_arn: KmsKeyArn = Field(
-        description="the ARN of the KMS key that encrypts the vault bucket"
+    bucket: OptionalBucketName = Field(
+        default=None, description="the vault bucket holding the golden copies (one-bucket form)")
+    kms_key_arn: OptionalKmsKeyArn = Field(
+        default=None, description="the ARN of the KMS key that encrypts the vault bucket (one-bucket form)"
     )
+    buckets: list[VaultBucket] | None = Field(
+        default=None, description="the vault buckets of a recovery that spans many (instead of bucket)")
 
 
 class RecoveryAccount(_Section):
@@ -111,7 +132,10 @@ class RecoveryAccount(_Section):
     region: OptionalRegion = Field(
         default=None, description="the recovery bucket's region; null means the vault region"
     )
-    bucket: BucketName = Field(description="the recovery bucket the run creates")
+    bucket: OptionalBucketName = Field(
+        default=None, description="the recovery bucket the run creates (one-bucket form)")
+    bucket_name_pattern: str | None = Field(
+        default=None, description="how recovery buckets are named from vault buckets, with {vault_bucket}")
     kms_key_alias: KmsKeyAlias = Field(
         description="the alias of the KMS key the run creates for the recovery bucket"
     )
@@ -277,14 +301,36 @@ class RunbookParams(_Section):
         return {**self.tags, RUN_ID_TAG: self.run_id}
 
     @property
+    def bucket_pairs(self) -> tuple[BucketPair, ...]:
+        """Every vault bucket with its key, scope, priority and recovery bucket (one pair in the one-bucket form)."""
+        return pairs_of({path: _attribute(self, path) for path in _PAIR_FIELDS})
+
+    @property
+    def pair(self) -> BucketPair:
+        """The one bucket pair of these parameters; an error for parameters that name many (act per pair)."""
+        pairs = self.bucket_pairs
+        if len(pairs) != 1:
+            raise ValueError(f"these parameters name {len(pairs)} vault buckets: call this step once per bucket "
+                             "pair (RunbookParams.for_pair)")
+        return pairs[0]
+
+    def for_pair(self, pair: BucketPair) -> RunbookParams:
+        """Return these parameters in the one-bucket form for one of their pairs (a step that acts on one pair)."""
+        vault = self.vault.model_copy(update={
+            "bucket": pair.vault_bucket, "kms_key_arn": pair.vault_kms_key_arn, "buckets": None})
+        recovery = self.recovery.model_copy(update={"bucket": pair.recovery_bucket, "bucket_name_pattern": None})
+        job = self.job.model_copy(update={"key_prefix": pair.key_prefix, "priority": pair.priority})
+        return self.model_copy(update={"vault": vault, "recovery": recovery, "job": job})
+
+    @property
     def vault_bucket_arn(self) -> str:
-        """The vault bucket's ARN."""
-        return aws_facts.bucket_arn(self.vault.bucket, self.partition)
+        """The vault bucket's ARN (one-bucket parameters)."""
+        return aws_facts.bucket_arn(self.pair.vault_bucket, self.partition)
 
     @property
     def recovery_bucket_arn(self) -> str:
-        """The recovery bucket's ARN."""
-        return aws_facts.bucket_arn(self.recovery.bucket, partition_of(self.recovery_region))
+        """The recovery bucket's ARN (one-bucket parameters)."""
+        return aws_facts.bucket_arn(self.pair.recovery_bucket, partition_of(self.recovery_region))
 
     @property
     def report_bucket_arn(self) -> str:
@@ -321,17 +367,26 @@ _CROSS_FIELDS = (
     "vault.account_id",
     "vault.bucket",
     "vault.kms_key_arn",
+    "vault.buckets",
     "recovery.profile",
     "recovery.account_id",
     "recovery.region",
     "recovery.bucket",
+    "recovery.bucket_name_pattern",
     "report_bucket",
+    "job.key_prefix",
+    "job.priority",
     "job.created_after",
     "job.created_before",
     "job.sample",
     "run.purpose",
     "run.backend",
 )
+
+
+# The parameters that make the bucket pairs.
+_PAIR_FIELDS = ("vault.bucket", "vault.kms_key_arn", "vault.buckets", "recovery.bucket",
+                "recovery.bucket_name_pattern", "job.key_prefix", "job.priority")
 
 
 def _attribute(params: BaseModel, path: str) -> object:
@@ -370,9 +425,10 @@ def _cross_field_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
     problems = [
         ParameterProblem(field, values[field], expected)
         for field, other, expected in _MUST_DIFFER
-        if field in values and other in values and values[field] == values[other]
+        if values.get(field) is not None and values.get(other) is not None and values[field] == values[other]
     ]
     problems += _key_location_problems(values)
+    problems += pair_problems(values)
     problems += _region_problems(values)
     problems += _time_window_problems(values)
     problems += _sample_problems(values)
@@ -382,7 +438,7 @@ def _cross_field_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
 
 def _key_location_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
     """Return problems when the vault key is not in the vault account and the vault region."""
-    if not all(path in values for path in ("vault.kms_key_arn", "vault.account_id", "region")):
+    if not all(values.get(path) is not None for path in ("vault.kms_key_arn", "vault.account_id", "region")):
         return []
     arn, account, region = values["vault.kms_key_arn"], values["vault.account_id"], values["region"]
     _, _, _, key_region, key_account, _ = arn.split(":", 5)
@@ -432,6 +488,11 @@ def _sample_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
         problems.append(ParameterProblem(
             "job.sample.count", MISSING,
             "a number of versions to draw (or job.sample.fraction, a share of the versions in scope)"))
+    if values.get("vault.buckets"):
+        problems.append(ParameterProblem(
+            "job.sample", sample.model_dump(),
+            "null when vault.buckets names many buckets: a sample drill draws from one vault bucket "
+            "(run it with the one-bucket form, once per bucket)"))
     if values.get("run.purpose") == "recovery":
         problems.append(ParameterProblem(
             "job.sample", sample.model_dump(),

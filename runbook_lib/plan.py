@@ -90,14 +90,16 @@ def _recovery_job(ctx: RunContext) -> list[Outcome]:
 
 
 # The steps each phase notebook runs, in the notebooks' order (tests keep the two in step).
+# A step of one bucket pair runs for every pair of a run over many vault buckets (`provision.each_pair`).
+_each_pair = provision.each_pair
 PHASE_STEPS: dict[str, tuple[Step, ...]] = {
-    "01": (provision.ensure_recovery_key, provision.ensure_recovery_bucket),
+    "01": (provision.ensure_recovery_key, _each_pair(provision.ensure_recovery_bucket)),
     "02": (provision.ensure_report_bucket, provision.ensure_batch_policy, provision.ensure_batch_role),
-    "03": (provision.ensure_vault_key_grants, provision.ensure_recovery_key_grants,
-           provision.ensure_recovery_bucket_policy),
-    "04": (provision.ensure_replication_rule, provision.ensure_vault_eventbridge),
+    "03": (_each_pair(provision.ensure_vault_key_grants), provision.ensure_recovery_key_grants,
+           _each_pair(provision.ensure_recovery_bucket_policy)),
+    "04": (_each_pair(provision.ensure_replication_rule), _each_pair(provision.ensure_vault_eventbridge)),
     "05": (provision.ensure_notification_topic, notifications.ensure_audit_queue, provision.ensure_job_status_rule),
-    "06": (_recovery_job,),
+    "06": (_each_pair(_recovery_job),),
 }
 
 # What each phase does, in words, above its steps.

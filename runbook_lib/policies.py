@@ -276,27 +276,43 @@ def _policy(statements: list[Document], policy_id: str | None = None) -> Documen
     return document
 
 
-def _kms_via_s3(region: str, bucket: str) -> Document:
-    """Return a condition limiting a key to S3 in one region, acting for one bucket.
+# One bucket (or key) name, or several: a run over many vault buckets grants for all of them at once.
+Names = str | Sequence[str]
+
+
+def _listed(names: Names) -> list[str]:
+    """Return one name or several as a list."""
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _named(field: str, names: Names, kind: str) -> list[tuple[str, object, str]]:
+    """Return the `_check` arguments of one name or of each of several (none: one empty name, refused)."""
+    listed = _listed(names) or [""]
+    if len(listed) == 1:
+        return [(field, listed[0], kind)]
+    return [(f"{field}[{i}]", name, kind) for i, name in enumerate(listed)]
+
+
+def _kms_via_s3(region: str, bucket: Names) -> Document:
+    """Return a condition limiting a key to S3 in one region, acting for one bucket (or any of several).
 
     With an S3 Bucket Key the encryption context is the bucket ARN; without one it is the
     object ARN, so both forms are allowed.
     """
     partition = partition_of(region)
+    arns = [arn for name in _listed(bucket) for arn in (bucket_arn(name, partition), objects_arn(name, partition))]
     return {
         "StringEquals": {"kms:ViaService": kms_via_service("s3", region)},
-        "StringLike": {
-            "kms:EncryptionContext:aws:s3:arn": [bucket_arn(bucket, partition), objects_arn(bucket, partition)],
-        },
+        "StringLike": {"kms:EncryptionContext:aws:s3:arn": arns},
     }
 
 
 def batch_role_policy(
     *,
-    vault_bucket: str,
-    recovery_bucket: str,
+    vault_bucket: Names,
+    recovery_bucket: Names,
     report_bucket: str,
-    vault_key_arn: str,
+    vault_key_arn: Names,
     recovery_key_arn: str,
     region: str,
     recovery_region: str | None = None,
@@ -307,13 +323,14 @@ def batch_role_policy(
     it holds the job's permissions (generate and save the manifest, write the report, start
     replication) and the replication permissions (read versions with their lock state, write
     replicas).
-    Every statement names its resource; object-level actions are granted on objects only.
+    Every statement names its resource; object-level actions are granted on objects only. A run
+    over many vault buckets gives each name as a list: one role serves every bucket's job.
     """
     checks = [
-        ("vault_bucket", vault_bucket, "bucket"),
-        ("recovery_bucket", recovery_bucket, "bucket"),
+        *_named("vault_bucket", vault_bucket, "bucket"),
+        *_named("recovery_bucket", recovery_bucket, "bucket"),
         ("report_bucket", report_bucket, "bucket"),
-        ("vault_key_arn", vault_key_arn, "key_arn"),
+        *_named("vault_key_arn", vault_key_arn, "key_arn"),
         ("recovery_key_arn", recovery_key_arn, "key_arn"),
         ("region", region, "region"),
     ]
@@ -327,7 +344,7 @@ def batch_role_policy(
             _statement(
                 "DecryptVaultObjects",
                 ["kms:Decrypt"],
-                vault_key_arn,
+                _listed(vault_key_arn),
                 condition=_kms_via_s3(region, vault_bucket),
             ),
             _statement(
@@ -337,12 +354,14 @@ def batch_role_policy(
                 recovery_key_arn,
                 condition=_kms_via_s3(target_region, recovery_bucket),
             ),
-            _statement("ReadVaultBucket", _VAULT_BUCKET_ACTIONS, bucket_arn(vault_bucket, partition)),
-            _statement("ReadVaultObjectVersions", _VAULT_OBJECT_ACTIONS, objects_arn(vault_bucket, partition)),
+            _statement("ReadVaultBucket", _VAULT_BUCKET_ACTIONS,
+                       [bucket_arn(name, partition) for name in _listed(vault_bucket)]),
+            _statement("ReadVaultObjectVersions", _VAULT_OBJECT_ACTIONS,
+                       [objects_arn(name, partition) for name in _listed(vault_bucket)]),
             _statement(
                 "ReplicateIntoRecoveryBucket",
                 RECOVERY_BUCKET_OBJECT_ACTIONS,
-                objects_arn(recovery_bucket, target_partition),
+                [objects_arn(name, target_partition) for name in _listed(recovery_bucket)],
             ),
             _statement("ReadManifests", _REPORT_READ_ACTIONS, objects_arn(report_bucket, partition)),
             _statement("WriteManifestAndReport", _REPORT_WRITE_ACTIONS, objects_arn(report_bucket, partition)),
@@ -350,7 +369,7 @@ def batch_role_policy(
     )
 
 
-def batch_role_trust_policy(*, vault_account_id: str, vault_bucket: str, region: str) -> Document:
+def batch_role_trust_policy(*, vault_account_id: str, vault_bucket: Names, region: str) -> Document:
     """Return the role's trust policy: S3 Batch Operations may assume it, and S3 replication for the vault bucket only.
 
     S3 documents that replication assumes its role with `aws:SourceAccount` (the source bucket's
@@ -359,8 +378,9 @@ def batch_role_trust_policy(*, vault_account_id: str, vault_bucket: str, region:
     documents no such keys for Batch Operations, and a condition on a key the request lacks never
     holds, so its statement carries none (docs/aws-facts.md has the sources).
     """
-    _check([("vault_account_id", vault_account_id, "account"), ("vault_bucket", vault_bucket, "bucket"),
+    _check([("vault_account_id", vault_account_id, "account"), *_named("vault_bucket", vault_bucket, "bucket"),
             ("region", region, "region")])
+    source_arns = [bucket_arn(name, partition_of(region)) for name in _listed(vault_bucket)]
     batch_operations: Document = {
         "Sid": "S3BatchOperationsAssumeRole",
         "Effect": "Allow",
@@ -374,7 +394,7 @@ def batch_role_trust_policy(*, vault_account_id: str, vault_bucket: str, region:
         "Action": "sts:AssumeRole",
         "Condition": {"StringEquals": {
             "aws:SourceAccount": vault_account_id,
-            "aws:SourceArn": bucket_arn(vault_bucket, partition_of(region)),
+            "aws:SourceArn": source_arns[0] if len(source_arns) == 1 else source_arns,
         }},
     }
     return _policy([batch_operations, replication])
@@ -404,7 +424,7 @@ def sid_run_id(sid: object) -> str | None:
 
 
 def vault_key_policy_statements(
-    *, batch_role_arn: str, vault_bucket: str, region: str, run_id: str
+    *, batch_role_arn: str, vault_bucket: Names, region: str, run_id: str
 ) -> list[Document]:
     """Return the statement the run adds to the vault key's policy: the role decrypts vault objects.
 
@@ -419,7 +439,7 @@ def vault_key_policy_statements(
     _check(
         [
             ("batch_role_arn", batch_role_arn, "role_arn"),
-            ("vault_bucket", vault_bucket, "bucket"),
+            *_named("vault_bucket", vault_bucket, "bucket"),
             ("region", region, "region"),
         ]
     )
@@ -535,7 +555,7 @@ def recovery_key_policy(*, recovery_account_id: str, partition: str) -> Document
 
 
 def recovery_key_statements(
-    *, batch_role_arn: str, recovery_bucket: str, recovery_region: str, run_id: str
+    *, batch_role_arn: str, recovery_bucket: Names, recovery_region: str, run_id: str
 ) -> list[Document]:
     """Return the statement the run adds to the recovery key's policy: the role encrypts replicas.
 
@@ -546,7 +566,7 @@ def recovery_key_statements(
     _check(
         [
             ("batch_role_arn", batch_role_arn, "role_arn"),
-            ("recovery_bucket", recovery_bucket, "bucket"),
+            *_named("recovery_bucket", recovery_bucket, "bucket"),
             ("recovery_region", recovery_region, "region"),
         ]
     )

@@ -71,10 +71,15 @@ def identity_checks(ctx: RunContext) -> list[Check]:
 
 
 def check_vault_bucket(ctx: RunContext) -> list[Check]:
+    """Return the checks of every vault bucket of the run: versioning, Object Lock, encryption."""
+    return [check for view in ctx.pair_contexts() for check in _check_vault_bucket(view)]
+
+
+def _check_vault_bucket(ctx: RunContext) -> list[Check]:
     """Return the vault bucket checks: exists, region, versioning, Object Lock, default encryption key."""
     s3 = ctx.vault("s3")
     params = ctx.params
-    bucket = params.vault.bucket
+    bucket = params.pair.vault_bucket
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
@@ -115,7 +120,7 @@ def check_vault_bucket(ctx: RunContext) -> list[Check]:
 
 
 def _same_key(ctx: RunContext, key: str) -> bool:
-    wanted = ctx.params.vault.kms_key_arn
+    wanted = ctx.params.pair.vault_kms_key_arn
     if not key:
         return False
     if key == wanted or wanted.endswith("/" + key):
@@ -127,9 +132,14 @@ def _same_key(ctx: RunContext, key: str) -> bool:
 
 
 def check_vault_key(ctx: RunContext) -> list[Check]:
+    """Return the checks of every vault bucket's KMS key."""
+    return [check for view in ctx.pair_contexts() for check in _check_vault_key(view)]
+
+
+def _check_vault_key(ctx: RunContext) -> list[Check]:
     """Return the vault KMS key checks: it exists, is enabled, symmetric, and its policy is readable."""
     kms = ctx.vault("kms")
-    arn = ctx.params.vault.kms_key_arn
+    arn = ctx.params.pair.vault_kms_key_arn
     try:
         metadata = kms.describe_key(KeyId=arn)["KeyMetadata"]
     except ClientError as error:
@@ -154,8 +164,10 @@ def check_names_free(ctx: RunContext) -> list[Check]:
     """Return checks that the recovery and report bucket names are free or already this run's."""
     params = ctx.params
     checks = []
+    names = [("recovery bucket name", ctx.recovery("s3"), pair.recovery_bucket, params.recovery.account_id)
+             for pair in ctx.all_params.bucket_pairs]
     for label, client, bucket, owner in (
-        ("recovery bucket name", ctx.recovery("s3"), params.recovery.bucket, params.recovery.account_id),
+        *names,
         ("report bucket name", ctx.vault("s3"), params.report_bucket, params.vault.account_id),
     ):
         own = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
@@ -205,9 +217,28 @@ class Estimate:
 
 
 def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) -> Estimate:
-    """Return counts and bytes of the vault's versions, the share matching the job filter, cost and time."""
+    """Return counts and bytes of the vault's versions, the share matching the job filter, cost and time.
+
+    A run over many vault buckets sums its buckets' figures; each bucket's job is one more job to pay for.
+    """
+    parts = [_bucket_figures(view, sample_size, seed) for view in ctx.pair_contexts()]
+    versions, markers, total_bytes, sampled, eligible, eligible_versions, eligible_bytes = (
+        sum(part[i] for part in parts) for i in range(7))
+    cost = (len(parts) * PRICE_PER_BATCH_JOB + eligible_versions / 1e6 * PRICE_PER_MILLION_BATCH_OBJECTS
+            + eligible_versions / 1e3 * PRICE_PER_THOUSAND_PUTS
+            + 2 * eligible_versions / 1e4 * PRICE_PER_TEN_THOUSAND_KMS_REQUESTS)
+    minutes = (ASSUMED_PREPARING_SECONDS + eligible_versions / ASSUMED_TASKS_PER_SECOND) / 60
+    estimate = Estimate(versions, markers, total_bytes, sampled, eligible, eligible_versions,
+                        eligible_bytes, round(cost, 2), round(minutes, 1))
+    ctx.ledger.state.estimate = asdict(estimate)
+    ctx.ledger.save()
+    return estimate
+
+
+def _bucket_figures(ctx: RunContext, sample_size: int, seed: int) -> tuple[int, int, int, int, int, int, int]:
+    """Return one vault bucket's versions, markers, bytes, sampled, sampled eligible, eligible versions and bytes."""
     s3 = ctx.vault("s3")
-    bucket = ctx.params.vault.bucket
+    bucket = ctx.params.pair.vault_bucket
     scope = scope_from_params(ctx.params.job)
     versions: list[tuple[str, str, int]] = []
     candidates: list[tuple[str, str, int]] = []
@@ -231,12 +262,4 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
     share = eligible / len(sample) if sample else 0.0
     eligible_versions = round(len(candidates) * share)
     eligible_bytes = round(sum(size for _, _, size in candidates) * share)
-    cost = (PRICE_PER_BATCH_JOB + eligible_versions / 1e6 * PRICE_PER_MILLION_BATCH_OBJECTS
-            + eligible_versions / 1e3 * PRICE_PER_THOUSAND_PUTS
-            + 2 * eligible_versions / 1e4 * PRICE_PER_TEN_THOUSAND_KMS_REQUESTS)
-    minutes = (ASSUMED_PREPARING_SECONDS + eligible_versions / ASSUMED_TASKS_PER_SECOND) / 60
-    estimate = Estimate(len(versions), markers, total_bytes, len(sample), eligible, eligible_versions,
-                        eligible_bytes, round(cost, 2), round(minutes, 1))
-    ctx.ledger.state.estimate = asdict(estimate)
-    ctx.ledger.save()
-    return estimate
+    return len(versions), markers, total_bytes, len(sample), eligible, eligible_versions, eligible_bytes

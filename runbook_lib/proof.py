@@ -82,12 +82,12 @@ def _record_verdict(ctx: RunContext, verdict: Verdict, reason: str | None = None
 def _recovery_job_ids(ctx: RunContext) -> list[str]:
     """Return the recovery job of every attempt, oldest first (the last is the current one)."""
     batch_job.current_job_id(ctx)  # explains that phase 06 must run first when there is no job
-    return [job.job_id for job in ctx.ledger.state.recovery_jobs()]
+    return [job.job_id for job in ctx.ledger.state.recovery_jobs(ctx.bucket)]
 
 
 def _rounds(ctx: RunContext) -> list[RetryRound]:
     """Return the retry rounds recorded in the run state, oldest first (copies: change them through _save_round)."""
-    return [r.model_copy() for r in ctx.ledger.state.retry_rounds]
+    return [r.model_copy() for r in ctx.ledger.state.rounds_of(ctx.bucket)]
 
 
 def job_ids(ctx: RunContext) -> list[str]:
@@ -166,14 +166,14 @@ def check_job_outputs(ctx: RunContext, manifest: pd.DataFrame | None, report: pd
 
 def snapshot_vault(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
     """Return the state of every version in the vault bucket."""
-    return snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.vault.bucket,
+    return snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.pair.vault_bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("vault")])
 
 
 def snapshot_recovery(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
     """Return the state of every version in the recovery bucket."""
-    return snapshot.snapshot_bucket(ctx.recovery("s3"), ctx.params.recovery.bucket,
+    return snapshot.snapshot_bucket(ctx.recovery("s3"), ctx.params.pair.recovery_bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("recovery")])
 
@@ -202,8 +202,9 @@ def compare_buckets(
 
 def _save_round(ctx: RunContext, record: RetryRound) -> None:
     """Record a round in the run state, replacing its earlier record."""
-    rounds = [r for r in _rounds(ctx) if r.round != record.round]
-    ctx.ledger.state.retry_rounds = sorted([*rounds, record], key=lambda r: r.round)
+    record.bucket = ctx.bucket
+    kept = [r for r in ctx.ledger.state.retry_rounds if (r.bucket, r.round) != (ctx.bucket, record.round)]
+    ctx.ledger.state.retry_rounds = sorted([*kept, record], key=lambda r: (r.bucket or "", r.round))
     ctx.ledger.save()
 
 
@@ -221,7 +222,7 @@ def _start_round(
     why = {"task failed": int(chosen[verify.TASK_FAILED].sum()),
            "missing": int((chosen[verify.MISSING_IN_RECOVERY] & ~chosen[verify.TASK_FAILED]).sum())}
     key = f"{ctx.params.job.report_prefix}/retries/{ctx.params.run_id}-round-{number}.csv"
-    body = reports.retry_manifest_csv(candidates.assign(bucket=ctx.params.vault.bucket))
+    body = reports.retry_manifest_csv(candidates.assign(bucket=ctx.params.pair.vault_bucket))
     etag = ctx.vault("s3").put_object(Bucket=ctx.params.report_bucket, Key=key, Body=body,
                                       ServerSideEncryption="AES256")["ETag"].strip('"')
     job_id, _ = batch_job.create_retry_job(ctx, key, etag, number)
@@ -305,9 +306,14 @@ def snapshot_overview(vault: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFra
 
 
 def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryRound],
-             first_report: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Write summary.json and the detail CSVs for the run, and return the verdict with its counts."""
-    path = _write_verdict(ctx, "PASS" if comparison.verdict == "PASS" else "FAIL", comparison, rounds, first_report)
+             first_report: pd.DataFrame | None = None, buckets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write summary.json and the detail CSVs for the run, and return the verdict with its counts.
+
+    `buckets` is each vault bucket's verdict and counts (`bucket_checks.bucket_rows`), kept in the
+    summary as `buckets`.
+    """
+    path = _write_verdict(ctx, "PASS" if comparison.verdict == "PASS" else "FAIL", comparison, rounds, first_report,
+                          buckets=buckets)
     return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts,
             "findings": list(comparison.findings)}
 
@@ -315,11 +321,12 @@ def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryR
 def _write_verdict(
     ctx: RunContext, verdict: Verdict, comparison: verify.Comparison, rounds: list[RetryRound],
     first_report: pd.DataFrame | None = None, waiting: dict[str, Any] | None = None,
+    buckets: list[dict[str, Any]] | None = None,
 ) -> Any:
     """Write the detail CSVs and summary.json with `verdict`, record the verdict, and return the summary's path."""
     # A kernel whose run state was overtaken (a newer verification ran elsewhere) writes no evidence at all.
     ctx.ledger.ensure_current()
-    current = ctx.ledger.state.current_recovery_job()
+    current = ctx.ledger.state.current_recovery_job(ctx.bucket)
     first_id = current.job_id if current else None
     first_job = (current.final if current else None) or {}
     failed_first: list[dict[str, Any]] = []
@@ -331,7 +338,8 @@ def _write_verdict(
                if count and name not in verify.NOT_PROBLEMS}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
-    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment}
+    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment,
+                             "buckets": buckets or []}
     sample = sample_record(ctx)
     if sample is not None:
         extra["sample"] = sample
@@ -345,6 +353,7 @@ def _write_verdict(
         content_checks=dict(comparison.content_checks),
         content_basis=verify.describe_content_checks(comparison.content_checks), **extra,
     )
+
     _record_verdict(ctx, verdict, "; ".join(comparison.findings) or None)
     return path
 
@@ -360,7 +369,7 @@ def sample_record(ctx: RunContext) -> dict[str, Any] | None:
     sample = sampling.sample_summary(ctx)
     if sample is None:
         return None
-    current = ctx.ledger.state.current_recovery_job()
+    current = ctx.ledger.state.current_recovery_job(ctx.bucket)
     sample["throughput"] = throughput.extrapolate(current, int(sample["population"])) if current else None
     return sample
 
@@ -371,7 +380,7 @@ def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
     The moment the job was confirmed is one of them (status "Confirmed", no task done yet), so a
     plot can start where replication could start, and not at the wait for an operator.
     """
-    current = ctx.ledger.state.current_recovery_job()
+    current = ctx.ledger.state.current_recovery_job(ctx.bucket)
     if current is None:
         return []
     points = [point.model_dump() for point in current.progress]
@@ -384,6 +393,8 @@ def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
 
 
 def _attempt_summaries(ctx: RunContext) -> list[dict[str, Any]]:
-    """Return each recovery attempt's job, token and how it ended, for the summary."""
-    return [{"attempt": job.attempt, "job_id": job.job_id, "token": job.token, "created": job.created,
-             "ended": job.ended} for job in ctx.ledger.state.recovery_jobs()]
+    """Return each recovery attempt's job, token and how it ended (per vault bucket of many), for the summary."""
+    views = ctx.pair_contexts() if ctx.bucket is None else [ctx]
+    return [{**({"vault_bucket": view.bucket} if view.bucket else {}), "attempt": job.attempt, "job_id": job.job_id,
+             "token": job.token, "created": job.created, "ended": job.ended}
+            for view in views for job in ctx.ledger.state.recovery_jobs(view.bucket)]

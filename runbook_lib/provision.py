@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -43,6 +43,7 @@ __all__ = [
     "Outcome",
     "current_replication",
     "documents",
+    "each_pair",
     "ensure_batch_policy",
     "ensure_batch_role",
     "ensure_job_status_rule",
@@ -55,6 +56,7 @@ __all__ = [
     "ensure_report_bucket",
     "ensure_vault_eventbridge",
     "ensure_vault_key_grants",
+    "for_each_pair",
     "put_naming_new_principal",
     "raise_on_drift",
     "replication_document",
@@ -193,6 +195,14 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
     return Outcome("recovery KMS key", arn, "unchanged")
 
 
+def _recovery_key_description(ctx: RunContext) -> str:
+    """Return the recovery key's description: which vault bucket (or how many) it recovers, and the run."""
+    pairs = ctx.all_params.bucket_pairs
+    what = (f"{pairs[0].vault_bucket} into {pairs[0].recovery_bucket}" if len(pairs) == 1
+            else f"{len(pairs)} vault buckets into their recovery buckets")
+    return f"Recovery of {what} (run {ctx.params.run_id})"
+
+
 def _create_recovery_key(ctx: RunContext, kms: Any, policy: dict[str, Any]) -> str:
     """Return the ARN of the recovery key created with its alias (planning: the ARN it will have, id unknown)."""
     params = ctx.params
@@ -204,7 +214,7 @@ def _create_recovery_key(ctx: RunContext, kms: Any, policy: dict[str, Any]) -> s
         ctx.plan.intend("recovery", "kms", "CreateAlias", alias, {"AliasName": alias, "TargetKeyId": arn})
         return arn
     created = kms.create_key(
-        Description=f"Recovery of {params.vault.bucket} into {params.recovery.bucket} (run {params.run_id})",
+        Description=_recovery_key_description(ctx),
         KeyUsage="ENCRYPT_DECRYPT",
         KeySpec="SYMMETRIC_DEFAULT",
         Policy=policies.to_json(policy),
@@ -416,7 +426,7 @@ def ensure_recovery_bucket(ctx: RunContext) -> list[Outcome]:
         "encryption": {"algorithm": "aws:kms", "key": key_arn, "bucket_key": True},
         "object_lock": "Enabled",
     }
-    return _ensure_bucket(ctx, ctx.recovery("s3"), "recovery", "recovery bucket", params.recovery.bucket,
+    return _ensure_bucket(ctx, ctx.recovery("s3"), "recovery", "recovery bucket", params.pair.recovery_bucket,
                           params.recovery_region, params.recovery.account_id, wanted)
 
 
@@ -437,11 +447,17 @@ def ensure_report_bucket(ctx: RunContext) -> list[Outcome]:
 # --------------------------------------------------------------------------------- IAM
 
 
+def _distinct(names: Iterable[str]) -> list[str]:
+    """Return names in first-seen order, each once."""
+    return list(dict.fromkeys(names))
+
+
 def _role_policy_document(ctx: RunContext) -> dict[str, Any]:
-    params = ctx.params
+    """Return the role's policy: one role serves the job of every vault bucket of the run."""
+    params, pairs = ctx.params, ctx.all_params.bucket_pairs
     return policies.batch_role_policy(
-        vault_bucket=params.vault.bucket, recovery_bucket=params.recovery.bucket,
-        report_bucket=params.report_bucket, vault_key_arn=params.vault.kms_key_arn,
+        vault_bucket=[p.vault_bucket for p in pairs], recovery_bucket=[p.recovery_bucket for p in pairs],
+        report_bucket=params.report_bucket, vault_key_arn=_distinct(p.vault_kms_key_arn for p in pairs),
         recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         region=params.region, recovery_region=params.recovery_region,
     )
@@ -557,7 +573,8 @@ def _trust_policy_document(ctx: RunContext) -> dict[str, Any]:
     """Return the role's trust policy for this run's vault account and bucket."""
     params = ctx.params
     return policies.batch_role_trust_policy(
-        vault_account_id=params.vault.account_id, vault_bucket=params.vault.bucket, region=params.region)
+        vault_account_id=params.vault.account_id,
+        vault_bucket=[p.vault_bucket for p in ctx.all_params.bucket_pairs], region=params.region)
 
 
 # ---------------------------------------------------------------------------------- grants
@@ -608,17 +625,22 @@ def _merge_grants(
     return merged, change
 
 
+def _vault_key_statements(ctx: RunContext, key: str) -> list[dict[str, Any]]:
+    """Return the run's statements for one vault key: decrypt for every vault bucket that key encrypts."""
+    params = ctx.params
+    buckets = [p.vault_bucket for p in ctx.all_params.bucket_pairs if p.vault_kms_key_arn == key]
+    return policies.vault_key_policy_statements(
+        batch_role_arn=params.batch_role_arn, vault_bucket=buckets, region=params.region, run_id=params.run_id)
+
+
 def ensure_vault_key_grants(ctx: RunContext) -> Outcome:
     """Return the outcome of adding the run's statement to the vault key policy, keeping all others (seed step 4)."""
     kms = ctx.vault("kms")
     params = ctx.params
-    key = params.vault.kms_key_arn
+    key = params.pair.vault_kms_key_arn
     current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
-    ctx.ledger.capture_original("vault_key_policy", current)
-    added = policies.vault_key_policy_statements(
-        batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
-        run_id=params.run_id,
-    )
+    ctx.ledger.capture_original(ctx.original_name("vault_key_policy", key), current)
+    added = _vault_key_statements(ctx, key)
     # Statements an earlier version of the runbook added for this run under fixed Sids give way.
     legacy = [sid for sid in _recorded_sids(ctx, "kms_key_statements", key) if sid in policies.LEGACY_VAULT_KEY_SIDS]
     merged, change = _merge_grants(ctx, current, added, legacy)
@@ -647,7 +669,7 @@ def ensure_recovery_key_grants(ctx: RunContext) -> Outcome:
     else:
         current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     added = policies.recovery_key_statements(
-        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+        batch_role_arn=params.batch_role_arn, recovery_bucket=[p.recovery_bucket for p in ctx.all_params.bucket_pairs],
         recovery_region=params.recovery_region, run_id=params.run_id,
     )
     # A key this run created may still carry the whole-vault-account grant earlier versions gave it.
@@ -673,7 +695,7 @@ def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
     """
     s3 = ctx.recovery("s3")
     params = ctx.params
-    bucket = params.recovery.bucket
+    bucket = params.pair.recovery_bucket
     whole = _recovery_bucket_policy_document(ctx)
     current = None if ctx.plan is not None and ctx.plan.creates(bucket) else _bucket_policy(s3, bucket)
     created_bucket = ctx.ledger.was_created("s3_bucket", bucket)
@@ -712,7 +734,7 @@ def _bucket_policy(s3: Any, bucket: str) -> Any:
 def _recovery_bucket_policy_document(ctx: RunContext) -> dict[str, Any]:
     params = ctx.params
     return policies.recovery_bucket_policy(
-        recovery_bucket=params.recovery.bucket, batch_role_arn=params.batch_role_arn, run_id=params.run_id,
+        recovery_bucket=params.pair.recovery_bucket, batch_role_arn=params.batch_role_arn, run_id=params.run_id,
         partition=aws_facts.partition_of(params.recovery_region),
     )
 
@@ -748,7 +770,7 @@ def replication_document(ctx: RunContext) -> dict[str, Any]:
     """Return the replication configuration the run puts on the vault bucket (cleanup compares with it)."""
     params = ctx.params
     return policies.replication_configuration(
-        batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+        batch_role_arn=params.batch_role_arn, recovery_bucket=params.pair.recovery_bucket,
         recovery_account_id=params.recovery.account_id,
         recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         partition=aws_facts.partition_of(params.recovery_region),
@@ -760,13 +782,13 @@ def ensure_replication_rule(ctx: RunContext) -> Outcome:
     """Return the outcome of the vault bucket's replication configuration (seed step 6)."""
     s3 = ctx.vault("s3")
     params = ctx.params
-    bucket = params.vault.bucket
+    bucket = params.pair.vault_bucket
     wanted = replication_document(ctx)
     current = current_replication(s3, bucket)
-    ctx.ledger.capture_original("vault_replication_configuration", current)
+    ctx.ledger.capture_original(ctx.original_name("vault_replication_configuration", bucket), current)
     if current is not None and replication_matches(current, wanted):
         return Outcome("vault replication configuration", bucket, "unchanged")
-    original = ctx.ledger.original("vault_replication_configuration")
+    original = ctx.ledger.original(ctx.original_name("vault_replication_configuration", bucket))
     ours = ctx.ledger.was_created("replication_configuration", bucket)
     if current is not None and not ours:
         return Outcome(
@@ -792,9 +814,9 @@ def ensure_replication_rule(ctx: RunContext) -> Outcome:
 def ensure_vault_eventbridge(ctx: RunContext) -> Outcome:
     """Return the outcome of turning on EventBridge delivery for the vault bucket, keeping other notifications."""
     s3 = ctx.vault("s3")
-    bucket = ctx.params.vault.bucket
+    bucket = ctx.params.pair.vault_bucket
     current = without_metadata(s3.get_bucket_notification_configuration(Bucket=bucket))
-    ctx.ledger.capture_original("vault_notification_configuration", current)
+    ctx.ledger.capture_original(ctx.original_name("vault_notification_configuration", bucket), current)
     if "EventBridgeConfiguration" in current:
         return Outcome("vault bucket EventBridge notifications", bucket, "unchanged")
     wanted = {**current, "EventBridgeConfiguration": {}}
@@ -930,23 +952,53 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
 
 
 def documents(ctx: RunContext) -> dict[str, Any]:
-    """Return every JSON document the run applies, built from the parameters (for display and review)."""
+    """Return every JSON document the run applies, built from the parameters (for display and review).
+
+    For a run over many vault buckets, the documents of one bucket pair (its vault key's
+    statements, its recovery bucket policy, its replication configuration) map each vault bucket to
+    its own.
+    """
     params = ctx.params
     recovery_key_arn = ctx.ledger.state.resources.recovery_key_arn
+    views = ctx.pair_contexts()
+
+    def per_pair(build: Callable[[RunContext], Any]) -> Any:
+        if len(views) == 1 and views[0] is ctx:
+            return build(ctx)
+        return {view.params.pair.vault_bucket: build(view) for view in views}
+
     built: dict[str, Any] = {
         "recovery_key_policy": policies.recovery_key_policy(
             recovery_account_id=params.recovery.account_id, partition=aws_facts.partition_of(params.recovery_region)),
         "recovery_key_statements": policies.recovery_key_statements(
-            batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
+            batch_role_arn=params.batch_role_arn,
+            recovery_bucket=[p.recovery_bucket for p in ctx.all_params.bucket_pairs],
             recovery_region=params.recovery_region, run_id=params.run_id),
         "batch_role_trust_policy": _trust_policy_document(ctx),
-        "vault_key_policy_statements": policies.vault_key_policy_statements(
-            batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
-            run_id=params.run_id),
-        "recovery_bucket_policy": _recovery_bucket_policy_document(ctx),
+        "vault_key_policy_statements": per_pair(lambda view: _vault_key_statements(
+            view, view.params.pair.vault_kms_key_arn)),
+        "recovery_bucket_policy": per_pair(_recovery_bucket_policy_document),
         "job_status_event_pattern": policies.job_status_event_pattern(vault_account_id=params.vault.account_id),
     }
     if recovery_key_arn:
         built["batch_role_policy"] = _role_policy_document(ctx)
-        built["replication_configuration"] = replication_document(ctx)
+        built["replication_configuration"] = per_pair(replication_document)
     return built
+
+
+def each_pair(step: Callable[[RunContext], Outcome | list[Outcome]]) -> Callable[[RunContext], list[Outcome]]:
+    """Return a step that runs `step` for every bucket pair of the run and returns all their outcomes."""
+    def every_pair(ctx: RunContext) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for view in ctx.pair_contexts():
+            done = step(view)
+            outcomes += done if isinstance(done, list) else [done]
+        return outcomes
+    every_pair.__name__ = getattr(step, "__name__", "step")
+    every_pair.__doc__ = step.__doc__
+    return every_pair
+
+
+def for_each_pair(ctx: RunContext, step: Callable[[RunContext], Outcome | list[Outcome]]) -> list[Outcome]:
+    """Return the outcomes of `step` run for every bucket pair of the run (once for one bucket)."""
+    return each_pair(step)(ctx)

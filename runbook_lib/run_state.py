@@ -25,7 +25,12 @@ created in two AWS accounts. Every field has one owner that writes it:
 
 Run folders written before this schema existed (no `schema_version`) load through
 `migrate_unversioned`, which maps every key they could hold and refuses anything else. Version 2
-had no commitment, kind or sample: it loads as version 3 without them (`migrate_v2`).
+had no commitment, kind or sample: it loads without them (`migrate_v2`). Version 3 had one vault
+bucket per run: its jobs and retry rounds load as the jobs of that one bucket (`migrate_v3`).
+
+A run over many vault buckets records one recovery job per vault bucket: each job and retry round
+names its vault bucket (`bucket`), and its purpose ends with "@<vault bucket>" ("recovery-1@sales").
+A one-bucket run leaves `bucket` empty, as version 3 did.
 """
 
 from __future__ import annotations
@@ -56,11 +61,12 @@ __all__ = [
     "load_state",
     "migrate_unversioned",
     "migrate_v2",
+    "migrate_v3",
     "recovery_purpose",
     "retry_purpose",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PhaseStatus = Literal["running", "ok", "failed"]
 Verdict = Literal["PASS", "FAIL", "INCOMPLETE"]
 
@@ -113,6 +119,7 @@ class JobRecord(_Record):
 
     purpose: str
     job_id: str
+    bucket: str | None = None
     token: str | None = None
     attempt: int | None = None
     created: str | None = None
@@ -129,6 +136,7 @@ class RetryRoundRecord(_Record):
     round: int
     versions: int
     job_id: str
+    bucket: str | None = None
     status: str
     succeeded: int = 0
     failed: int = 0
@@ -184,7 +192,7 @@ class SampleRecord(_Record):
 class RunState(_Record):
     """Everything one run records; see the module docstring for who writes what."""
 
-    schema_version: Literal[3] = 3
+    schema_version: Literal[4] = 4
     # Counts the writes: a writer whose copy is older than the file's was overtaken (see ledger.save).
     revision: int = 0
     run_id: str | None = None
@@ -206,29 +214,33 @@ class RunState(_Record):
     cleanup: list[dict[str, Any]] = Field(default_factory=list)
     verdict: VerdictRecord | None = None
 
-    def recovery_jobs(self) -> list[JobRecord]:
-        """Return the recovery job of every attempt, oldest first."""
-        found = [job for job in self.jobs.values() if job.purpose.startswith("recovery-")]
+    def recovery_jobs(self, bucket: str | None = None) -> list[JobRecord]:
+        """Return the recovery job of every attempt for one vault bucket (None: a one-bucket run), oldest first."""
+        found = [job for job in self.jobs.values() if job.purpose.startswith("recovery-") and job.bucket == bucket]
         return sorted(found, key=lambda job: job.attempt or 0)
 
-    def current_recovery_job(self) -> JobRecord | None:
-        """Return the latest attempt's recovery job, or None before phase 06 created one."""
-        attempts = self.recovery_jobs()
+    def current_recovery_job(self, bucket: str | None = None) -> JobRecord | None:
+        """Return the latest attempt's recovery job of one vault bucket, or None before phase 06 created one."""
+        attempts = self.recovery_jobs(bucket)
         return attempts[-1] if attempts else None
+
+    def rounds_of(self, bucket: str | None = None) -> list[RetryRoundRecord]:
+        """Return the retry rounds over one vault bucket's versions (None: a one-bucket run), in order."""
+        return [record for record in self.retry_rounds if record.bucket == bucket]
 
     def job(self, job_id: str) -> JobRecord | None:
         """Return the record of a job by its id."""
         return next((job for job in self.jobs.values() if job.job_id == job_id), None)
 
 
-def recovery_purpose(attempt: int) -> str:
-    """Return the key under which an attempt's recovery job is recorded."""
-    return f"recovery-{attempt}"
+def recovery_purpose(attempt: int, bucket: str | None = None) -> str:
+    """Return the key under which an attempt's recovery job (of one vault bucket of many) is recorded."""
+    return f"recovery-{attempt}" + (f"@{bucket}" if bucket else "")
 
 
-def retry_purpose(round_number: int) -> str:
-    """Return the key under which a retry round's job is recorded."""
-    return f"retry-{round_number}"
+def retry_purpose(round_number: int, bucket: str | None = None) -> str:
+    """Return the key under which a retry round's job (of one vault bucket of many) is recorded."""
+    return f"retry-{round_number}" + (f"@{bucket}" if bucket else "")
 
 
 def load_state(data: object, source: str) -> RunState:
@@ -240,11 +252,13 @@ def load_state(data: object, source: str) -> RunState:
     if version is None:
         data = migrate_unversioned(data, source)
     elif version == 2:
-        data = migrate_v2(data)
+        data = migrate_v3(migrate_v2(data))
+    elif version == 3:
+        data = migrate_v3(data)
     elif version != SCHEMA_VERSION:
         raise RunStateError(
             f"{source} has run-state schema version {version!r}; this runbook reads version {SCHEMA_VERSION} "
-            "(and migrates version 2 and folders written before versions existed). Use the runbook release that "
+            "(and migrates versions 2 and 3 and folders written before versions existed). Use the runbook release that "
             "wrote it.",
             source)
     try:
@@ -257,7 +271,12 @@ def load_state(data: object, source: str) -> RunState:
 
 def migrate_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Return a version 2 run state as version 3: the same fields; commitment, kind and sample start empty."""
-    return {**data, "schema_version": SCHEMA_VERSION}
+    return {**data, "schema_version": 3}
+
+
+def migrate_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Return a version 3 run state as version 4: one vault bucket, so its jobs and rounds name none."""
+    return {**data, "schema_version": 4}
 
 
 # Keys of the old `values` dictionary built at run time, and where each now lives.

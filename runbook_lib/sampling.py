@@ -290,13 +290,13 @@ def draw_for_run(ctx: RunContext, vault: pd.DataFrame, in_scope: pd.DataFrame) -
     if settings is None:
         raise ValueError("draw_for_run needs job.sample in the parameters")
     earlier = ctx.ledger.state.sample
-    if earlier is not None and ctx.ledger.state.recovery_jobs():
+    if earlier is not None and ctx.ledger.state.recovery_jobs(ctx.bucket):
         return _kept(ctx, earlier, vault)
     try:
         drawn = draw(stratify(vault, in_scope), count=settings.count, fraction=settings.fraction, seed=settings.seed)
     except ParameterError as error:
         raise ParameterError(error.problems, source=str(ctx.ledger.state.params_file or "parameters")) from None
-    body = sample_manifest(ctx.params.vault.bucket, drawn.versions)
+    body = sample_manifest(ctx.params.pair.vault_bucket, drawn.versions)
     sha256 = hashlib.sha256(body).hexdigest()
     folder = ctx.ledger.run_dir
     (folder / MANIFEST_FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from runbook_lib import batch_job, evidence, guide
+from runbook_lib import batch_job, bucket_jobs, evidence, guide
 from runbook_lib.drill import DRILL_PARAMS
 from runbook_lib.errors import ConfirmationRequired, NotVerifiedError, PreflightError
 from runbook_lib.ledger import open_ledger
@@ -158,6 +158,34 @@ def test_the_gate_headless_stops_with_how_to_confirm(monkeypatch: pytest.MonkeyP
     guide.confirmation_gate(_gate_context(monkeypatch, confirmed), "j-1", confirm_job=True)
 
     assert shown == [] and confirmed == ["confirmed by parameter confirm_job"]
+
+
+def test_one_gate_confirms_every_buckets_job_with_one_button(
+    monkeypatch: pytest.MonkeyPatch, shown: list[Any],
+) -> None:
+    params = load_params(DRILL_PARAMS)
+    tasks = {"j-1": 19, "j-2": 7, "j-3": 4}
+    monkeypatch.setattr(batch_job, "describe_job", lambda ctx, job_id: {
+        "JobId": job_id, "Status": "Suspended", "ProgressSummary": {"TotalNumberOfTasks": tasks[job_id]}})
+    confirmed: list[str] = []
+    monkeypatch.setattr(batch_job, "confirm_job", lambda ctx, job_id, reason: confirmed.append(job_id))
+    monkeypatch.setattr(guide, "_headless", lambda: False)
+    jobs = []
+    for index, job_id in enumerate(tasks):
+        pair = params.bucket_pairs[0]
+        view = params.for_pair(type(pair)(f"vault-{index}", pair.vault_kms_key_arn, f"restored-{index}", None, 10))
+        jobs.append(bucket_jobs.BucketJob(SimpleNamespace(params=view), job_id, True))  # type: ignore[arg-type]
+
+    with pytest.raises(ConfirmationRequired, match="jobs j-1, j-2, j-3 wait for your confirmation"):
+        guide.confirmation_gate(SimpleNamespace(params=params), jobs, confirm_job=False)  # type: ignore[arg-type]
+
+    (box,) = shown
+    status, button = box.children
+    assert button.description == "Confirm and run all 3 jobs" and confirmed == []
+    assert "30 object versions in 3 jobs" in status.value
+    assert all(f"from vault-{i} to restored-{i}" in status.value for i in range(3))
+    button.click()
+    assert confirmed == ["j-1", "j-2", "j-3"] and button.disabled
 
 
 def test_a_finished_phase_is_finished_in_summary_json_too(

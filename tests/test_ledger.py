@@ -224,20 +224,44 @@ def test_a_migrated_folder_is_written_back_in_the_current_shape(tmp_path: Path) 
     assert open_ledger(tmp_path).state == ledger.state
 
 
-def test_a_version_2_run_folder_loads_as_version_3_without_a_commitment_kind_or_sample(tmp_path: Path) -> None:
+def test_a_version_2_run_folder_loads_as_the_latest_version_without_a_commitment_kind_or_sample(
+    tmp_path: Path,
+) -> None:
     # The release before sample drills wrote version 2: the same fields, none of the three new ones.
     (tmp_path / LEDGER_FILE).write_text((DATA / "ledger-unversioned.json").read_text())
     version_2 = open_ledger(tmp_path).state.model_dump(mode="json", exclude={"commitment", "kind", "sample"})
     version_2["schema_version"] = 2
+    for job in version_2["jobs"].values():
+        del job["bucket"]
     (tmp_path / LEDGER_FILE).write_text(json.dumps(version_2))
 
     migrated = open_ledger(tmp_path)
 
-    assert migrated.state.schema_version == SCHEMA_VERSION == 3
+    assert migrated.state.schema_version == SCHEMA_VERSION == 4
     assert (migrated.state.commitment, migrated.state.kind, migrated.state.sample) == (None, None, None)
     assert migrated.state.current_recovery_job() is not None
     migrated.save()
-    assert on_disk(tmp_path)["schema_version"] == 3
+    assert on_disk(tmp_path)["schema_version"] == 4
+
+
+def test_a_version_3_run_folder_loads_as_one_bucket_whose_jobs_name_no_bucket(tmp_path: Path) -> None:
+    # Version 3 had one vault bucket per run: no job or retry round named its bucket.
+    (tmp_path / LEDGER_FILE).write_text((DATA / "ledger-unversioned.json").read_text())
+    version_3 = open_ledger(tmp_path).state.model_dump(mode="json")
+    version_3["schema_version"] = 3
+    for job in version_3["jobs"].values():
+        del job["bucket"]
+    for record in version_3["retry_rounds"]:
+        del record["bucket"]
+    (tmp_path / LEDGER_FILE).write_text(json.dumps(version_3))
+
+    migrated = open_ledger(tmp_path)
+
+    assert migrated.state.schema_version == 4
+    current = migrated.state.current_recovery_job()
+    assert current is not None and current.bucket is None
+    assert migrated.state.current_recovery_job("another-bucket") is None
+    assert len(migrated.state.rounds_of(None)) == len(version_3["retry_rounds"])
 
 
 @pytest.mark.parametrize(("document", "says"), [

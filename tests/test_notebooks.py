@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import pandas as pd
 import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from runbook_lib.drill import DRILL_PARAMS, NOTEBOOKS_DIR, phase_names
-from runbook_lib.embedded.seed import seed_vault
+from runbook_lib.drill import DRILL_PARAMS, NOTEBOOKS_DIR, _drill_parameters, phase_names
+from runbook_lib.embedded.seed import seed_vault, seed_vaults
 from runbook_lib.embedded.server import EmbeddedBackend, start_backend
 from runbook_lib.guide import HEADLESS_ENV
 
@@ -48,19 +49,19 @@ def _reset_moto(endpoint: str) -> None:
         answer.read()
 
 
-def parameters_for(phase: str, run_dir: Path) -> dict[str, Any]:
+def parameters_for(phase: str, run_dir: Path, params_file: Path = DRILL_PARAMS) -> dict[str, Any]:
     """Return the papermill parameters a phase's copy gets: absolute paths, and the confirmation."""
-    parameters: dict[str, Any] = {"params_file": str(DRILL_PARAMS.resolve()), "run_dir": str(run_dir.resolve())}
+    parameters: dict[str, Any] = {"params_file": str(params_file.resolve()), "run_dir": str(run_dir.resolve())}
     if phase.startswith(CONFIRMING_PHASES):
         parameters["confirm_job"] = True
     return parameters
 
 
-def parameterized_copy(phase: str, run_dir: Path) -> nbformat.NotebookNode:
+def parameterized_copy(phase: str, run_dir: Path, params_file: Path = DRILL_PARAMS) -> nbformat.NotebookNode:
     """Return the phase notebook with its parameters injected exactly as papermill injects them."""
     # Loaded as papermill loads it (its loader adds the metadata its parameterizer expects).
     notebook = load_notebook_node(str(NOTEBOOKS_DIR / f"{phase}.ipynb"))
-    return parameterize_notebook(notebook, parameters_for(phase, run_dir))
+    return parameterize_notebook(notebook, parameters_for(phase, run_dir, params_file))
 
 
 @dataclass(frozen=True)
@@ -210,3 +211,60 @@ def test_verification_passes_again_after_the_full_run(full_run: NbvalRun, worksp
     assert again.returncode == 0, again.output[-6000:]
     assert again.outcomes("07_verify.ipynb") == ["passed"] * code_cell_count(workspace.copy_of("07_verify"))
     assert json.loads((workspace.run_dir / "summary.json").read_text())["verdict"] == "PASS"
+
+
+# --------------------------------------------------------------------------- three vault buckets
+
+BUCKETS = 3
+VERSIONS_PER_BUCKET = 20  # the fewest a seeded bucket holds: kernels, not versions, set the time
+
+
+@pytest.fixture(scope="module")
+def three_buckets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, list[Any]]]:
+    """Seed three vault buckets on a backend of their own; write every phase's copy with parameters naming all three.
+
+    Runs after the one-bucket tests of this module, which need their backend no more: moto's state
+    is process-global, so this fixture's reset ends theirs.
+    """
+    root = tmp_path_factory.mktemp("nbval-three")
+    folder, run_dir = root / "notebooks", root / "run"
+    folder.mkdir()
+    (folder / "pytest.ini").write_text("[pytest]\n")
+    params_file = _drill_parameters(DRILL_PARAMS, None, 1, root, BUCKETS)
+    for phase in PHASES:
+        nbformat.write(parameterized_copy(phase, run_dir, params_file), folder / f"{phase}.ipynb")
+    backend = start_backend(config_file=root / "aws-config")
+    try:
+        _reset_moto(backend.endpoint)
+        truths = seed_vaults(backend.endpoint, BUCKETS, VERSIONS_PER_BUCKET, random_seed=2)
+        yield Workspace(folder, run_dir, backend), truths
+    finally:
+        try:
+            _reset_moto(backend.endpoint)
+        finally:
+            backend.stop()
+
+
+def test_every_notebook_passes_nbval_with_three_buckets_and_each_equals_its_ground_truth(
+    three_buckets: tuple[Workspace, list[Any]],
+) -> None:
+    workspace, truths = three_buckets
+    copies = sorted(workspace.copy_of(phase) for phase in PHASES)
+    run = run_nbval(copies, workspace.folder, workspace.backend, "three-buckets.xml")
+
+    assert run.returncode == 0, run.output[-6000:]
+    for phase in PHASES:
+        assert run.outcomes(f"{phase}.ipynb") == ["passed"] * code_cell_count(workspace.copy_of(phase)), phase
+    summary = json.loads((workspace.run_dir / "summary.json").read_text())
+    assert summary["verdict"] == "PASS"
+    buckets = [(row["vault_bucket"], row["verdict"], row["expected"], row["recovered"]) for row in summary["buckets"]]
+    expected = [truth.counts()["expected"] for truth in truths]
+    assert buckets == [(t.vault_bucket, "PASS", count, count) for t, count in zip(truths, expected, strict=True)]
+    assert summary["counts"]["recovered"] == summary["counts"]["expected"] == sum(expected)
+    assert len(summary["job_attempts"]) == BUCKETS
+    versions = pd.read_csv(workspace.run_dir / "details" / "all_versions.csv", dtype=str, keep_default_na=False)
+    recovered = versions[versions["category"] == "recovered_identical"]
+    for truth in truths:
+        mine = recovered[recovered["vault_bucket"] == truth.vault_bucket]
+        assert set(zip(mine["key"], mine["version_id"], strict=True)) == {
+            (v.key, v.version_id) for v in truth.expected_versions()}

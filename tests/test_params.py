@@ -314,7 +314,7 @@ BAD_SETS = [
      "tags: got None; expected a mapping of tag keys to values ({} for none)"),
     # whole sections of the wrong shape
     (mutated(vault="drill-vault"),
-     "vault: got 'drill-vault'; expected a mapping with the keys: profile, account_id, bucket, kms_key_arn"),
+     "vault: got 'drill-vault'; expected a mapping with the keys: profile, account_id, bucket, kms_key_arn, buckets"),
     (mutated(job=None),
      f"job: got None; expected a mapping with the keys: {JOB_KEYS}"),
 ]
@@ -375,8 +375,8 @@ def test_unknown_key_at_top_level_lists_every_allowed_key() -> None:
 @pytest.mark.parametrize(
     ("section", "key", "allowed"),
     [
-        ("vault", "bukcet", "profile, account_id, bucket, kms_key_arn"),
-        ("recovery", "kms_key_arn", "profile, account_id, region, bucket, kms_key_alias"),
+        ("vault", "bukcet", "profile, account_id, bucket, kms_key_arn, buckets"),
+        ("recovery", "kms_key_arn", "profile, account_id, region, bucket, bucket_name_pattern, kms_key_alias"),
         ("job", "poll_interval", JOB_KEYS),
         ("verification", "retries", "max_retry_rounds, head_workers"),
     ],
@@ -392,12 +392,13 @@ def test_missing_required_parameter_says_what_it_is() -> None:
         ParameterProblem(
             "vault.bucket",
             MISSING,
-            "a value: this parameter is required (the vault bucket holding the golden copies)",
+            "a value: the one-bucket form names vault.bucket, vault.kms_key_arn and recovery.bucket "
+            "(or give vault.buckets, a list)",
         )
     ]
     assert str(problems[0]) == (
-        "vault.bucket: got nothing; expected a value: this parameter is required "
-        "(the vault bucket holding the golden copies)"
+        "vault.bucket: got nothing; expected a value: the one-bucket form names vault.bucket, "
+        "vault.kms_key_arn and recovery.bucket (or give vault.buckets, a list)"
     )
 
 
@@ -640,3 +641,83 @@ def test_valid_data_is_not_changed_by_parsing() -> None:
     before = copy.deepcopy(data)
     parse_params(data, "test.yaml")
     assert data == before
+
+
+# --------------------------------------------------------------------------- many vault buckets
+
+OTHER_KEY_ARN = "arn:aws:kms:us-east-1:111111111111:key/0b6d7c1e-2f0e-4e55-9d7e-3f1b1c2d3e4f"
+
+
+def many_buckets(*entries: dict[str, Any], pattern: str | None = "{vault_bucket}-recovered") -> dict[str, Any]:
+    """Return the valid set in the many-bucket form with the given vault.buckets entries."""
+    data = mutated(vault__bucket=DELETE, vault__kms_key_arn=DELETE, recovery__bucket=DELETE)
+    data["vault"]["buckets"] = list(entries)
+    data["recovery"]["bucket_name_pattern"] = pattern
+    return data
+
+
+def test_one_bucket_form_is_one_pair_with_the_job_scope_and_priority() -> None:
+    params = parse_params(mutated(job__key_prefix="finance/", job__priority=7))
+    (pair,) = params.bucket_pairs
+    assert (pair.vault_bucket, pair.recovery_bucket, pair.vault_kms_key_arn) == (
+        "vault-golden-copies", "recovery-golden-copies", KEY_ARN)
+    assert (pair.key_prefix, pair.priority) == ("finance/", 7)
+    assert params.pair == pair
+
+
+def test_many_buckets_name_recovery_buckets_by_pattern_unless_given() -> None:
+    params = parse_params(many_buckets(
+        {"bucket": "vault-a", "kms_key_arn": KEY_ARN},
+        {"bucket": "vault-b", "kms_key_arn": OTHER_KEY_ARN, "key_prefix": "hr/", "priority": 30,
+         "recovery_bucket": "hr-restored"},
+    ))
+    pairs = params.bucket_pairs
+    assert [(p.vault_bucket, p.recovery_bucket, p.vault_kms_key_arn, p.key_prefix, p.priority) for p in pairs] == [
+        ("vault-a", "vault-a-recovered", KEY_ARN, None, 10),
+        ("vault-b", "hr-restored", OTHER_KEY_ARN, "hr/", 30),
+    ]
+    with pytest.raises(ValueError, match="2 vault buckets"):
+        _ = params.pair
+    one = params.for_pair(pairs[1])
+    assert (one.vault.bucket, one.vault.kms_key_arn, one.recovery.bucket) == ("vault-b", OTHER_KEY_ARN, "hr-restored")
+    assert (one.job.key_prefix, one.job.priority, one.pair) == ("hr/", 30, pairs[1])
+
+
+def test_many_buckets_report_every_clash_at_once() -> None:
+    problems = problems_of(many_buckets(
+        {"bucket": "vault-a", "kms_key_arn": KEY_ARN},
+        {"bucket": "vault-a", "kms_key_arn": KEY_ARN, "recovery_bucket": "vault-c"},
+        {"bucket": "vault-c", "kms_key_arn": KEY_ARN, "recovery_bucket": "vault-batch-reports"},
+        {"bucket": "vault-d", "kms_key_arn": KEY_ARN, "recovery_bucket": "vault-a-recovered"},
+    ))
+    found = {(p.field, p.value) for p in problems}
+    assert ("vault.buckets.0.bucket", "vault-a") in found  # listed twice
+    assert ("vault.buckets.1.recovery_bucket", "vault-c") in found  # a vault bucket
+    assert ("vault.buckets.2.recovery_bucket", "vault-batch-reports") in found  # the report bucket
+    assert ("vault.buckets.0.recovery_bucket", "vault-a-recovered") in found  # shared with vault-d
+    assert ("vault.buckets.3.recovery_bucket", "vault-a-recovered") in found
+
+
+def test_many_buckets_check_the_pattern_and_the_names_it_gives() -> None:
+    problems = problems_of(many_buckets({"bucket": "vault-a", "kms_key_arn": KEY_ARN}, pattern="{bucket}-copy"))
+    assert [(p.field, "{vault_bucket} exactly once" in p.expected) for p in problems] == [
+        ("recovery.bucket_name_pattern", True)]
+    problems = problems_of(many_buckets({"bucket": "vault-a", "kms_key_arn": KEY_ARN}, pattern="{vault_bucket}_X"))
+    assert [p.field for p in problems] == ["vault.buckets.0.recovery_bucket"]
+    assert problems[0].value == "vault-a_X" and "lowercase letters" in problems[0].expected
+    problems = problems_of(many_buckets({"bucket": "vault-a", "kms_key_arn": KEY_ARN}, pattern=None))
+    assert [p.field for p in problems] == ["recovery.bucket_name_pattern"]
+    assert "vault.buckets.0 has no recovery_bucket" in problems[0].expected
+
+
+def test_many_buckets_refuse_mixed_forms_prefix_twice_foreign_keys_and_samples() -> None:
+    data = many_buckets(
+        {"bucket": "vault-a", "kms_key_arn": KEY_ARN.replace("111111111111", "333333333333"), "key_prefix": "a/"},
+        {"bucket": "vault-b", "kms_key_arn": KEY_ARN},
+    )
+    data["vault"]["bucket"] = "vault-golden-copies"
+    data["job"].update(key_prefix="all/", sample={"count": 10, "seed": 1})
+    fields = sorted(p.field for p in problems_of(data))
+    assert fields == ["job.sample", "vault.bucket", "vault.buckets.0.key_prefix", "vault.buckets.0.kms_key_arn"]
+    invalid = many_buckets({"bucket": "Vault_B", "kms_key_arn": KEY_ARN})
+    assert [p.field for p in problems_of(invalid)] == ["vault.buckets.0.bucket"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
 from runbook_lib import aws_facts, policies, provision
+from runbook_lib.context import RunContext
 from runbook_lib.ledger import Ledger
 from runbook_lib.params import RunbookParams, load_params
 
@@ -45,7 +45,7 @@ def test_every_document_uses_the_partition_of_its_region(
     recovery_key = aws_facts.kms_key_arn(region, params.recovery.account_id, "1234abcd-12ab-34cd-56ef-1234567890ab")
     ledger = Ledger(tmp_path)  # what phase 01 left: the recovery key's ARN
     ledger.set_resource("recovery_key_arn", recovery_key)
-    ctx: Any = SimpleNamespace(params=params, ledger=ledger)
+    ctx: Any = RunContext(params=params, ledger=ledger, sessions=None)  # type: ignore[arg-type]  # no AWS call
     built = provision.documents(ctx)
     topic = aws_facts.sns_topic_arn(region, params.vault.account_id, params.notification_topic_name)
     built["sns_topic_policy"] = policies.sns_topic_policy(

@@ -328,15 +328,15 @@ def test_each_notebook_shows_its_plan_before_any_step_and_runs_the_steps_the_pla
     start = next(i for i, cell in enumerate(cells) if "guide.start_phase(" in cell)
     assert cells[start + 1].splitlines()[-1] == "guide.show_plan(ctx)"
     called = [name for cell in cells for name in
-              re.findall(r"(?:provision|notifications|batch_job)\.(ensure_\w+|create_replication_job)",
+              re.findall(r"(?:provision|notifications|batch_job|bucket_jobs)\.(ensure_\w+|create_replication_job|create_jobs)",
                                        cell)]
     before_plan = [name for cell in cells[: start + 1] for name in
-                   re.findall(r"\.(ensure_\w+|create_replication_job|clean_up)\(", cell)]
+                   re.findall(r"\.(ensure_\w+|create_replication_job|create_jobs|clean_up)\(", cell)]
     assert before_plan == []
     steps = plan.PHASE_STEPS.get(phase[:2], ())
     planned = [step.__name__ for step in steps if step.__name__.startswith("ensure_")]
     assert [name for name in called if name.startswith("ensure_")] == planned
-    assert ("create_replication_job" in called) == phase.startswith("06")
+    assert ("create_jobs" in called) == phase.startswith("06")
 
 
 def test_a_finding_in_a_statement_kept_as_found_is_shown_and_stops_nothing(

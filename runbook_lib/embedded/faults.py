@@ -21,6 +21,9 @@ class Faults:
     throttle_rate: float = 0.0
     latency_ms: float = 0.0
     seed: int = 0
+    # Vault buckets whose every replication task fails, first attempt and retries alike: a bucket
+    # whose copies cannot be written (its job completes with failed tasks, which no retry fixes).
+    fail_buckets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("task_failure_rate", "throttle_rate"):

@@ -26,6 +26,7 @@ import json
 import random
 import string
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,10 @@ __all__ = [
     "SeededVersion",
     "content_digest",
     "seed_vault",
+    "seed_vaults",
+    "vault_bucket_name",
+    "vault_key_arn",
+    "vault_key_id",
 ]
 
 PRODUCTION_ACCOUNT = "333333333333"
@@ -267,23 +272,29 @@ def _setup_accounts(endpoint: str) -> None:
         _call(iam.put_role_policy, RoleName=OPERATOR_ROLE_NAME, PolicyName="administrator",
               PolicyDocument=admin_policy)
 
-    kms = client("kms", VAULT_ACCOUNT)
-    key_id = _call(kms.create_key, Description="Vault golden copies (SSE-KMS with Bucket Key)")["KeyMetadata"]["KeyId"]
-    _pin_key_id(key_id, VAULT_KEY_ID)
-    _call(kms.create_alias, AliasName=VAULT_KEY_ALIAS, TargetKeyId=VAULT_KEY_ID)
+    _setup_vault_bucket(endpoint, VAULT_BUCKET, VAULT_KEY_ID, VAULT_KEY_ALIAS)
 
-    s3 = client("s3", VAULT_ACCOUNT)
-    _call(s3.create_bucket, Bucket=VAULT_BUCKET, ObjectLockEnabledForBucket=True)
+
+def _setup_vault_bucket(endpoint: str, bucket: str, key_id: str, alias: str) -> None:
+    """Create one vault bucket with its own KMS key (a pinned id), Object Lock and the vault's settings."""
+    kms = _operator_client(endpoint, "kms", VAULT_ACCOUNT)
+    created = _call(kms.create_key, Description=f"Vault golden copies of {bucket} (SSE-KMS with Bucket Key)")
+    _pin_key_id(created["KeyMetadata"]["KeyId"], key_id)
+    _call(kms.create_alias, AliasName=alias, TargetKeyId=key_id)
+    key_arn = aws_facts.kms_key_arn(REGION, VAULT_ACCOUNT, key_id)
+
+    s3 = _operator_client(endpoint, "s3", VAULT_ACCOUNT)
+    _call(s3.create_bucket, Bucket=bucket, ObjectLockEnabledForBucket=True)
     _call(s3.put_bucket_ownership_controls,
-          Bucket=VAULT_BUCKET, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
-    _call(s3.put_public_access_block, Bucket=VAULT_BUCKET, PublicAccessBlockConfiguration={
+          Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    _call(s3.put_public_access_block, Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
     })
-    _call(s3.put_bucket_encryption, Bucket=VAULT_BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": VAULT_KEY_ARN},
+    _call(s3.put_bucket_encryption, Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
         "BucketKeyEnabled": True,
     }]})
-    _call(s3.put_object_lock_configuration, Bucket=VAULT_BUCKET, ObjectLockConfiguration={
+    _call(s3.put_object_lock_configuration, Bucket=bucket, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled",
         "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": DEFAULT_RETENTION_DAYS}},
     })
@@ -300,23 +311,60 @@ def _pin_key_id(created_id: str, wanted_id: str) -> None:
     backend.keys[wanted_id] = key
 
 
+def vault_bucket_name(index: int) -> str:
+    """Return the name of the seeded vault bucket number `index` (0 is the one-bucket drill's)."""
+    return VAULT_BUCKET if index == 0 else f"{VAULT_BUCKET}-{index + 1}"
+
+
+def vault_key_id(index: int) -> str:
+    """Return the pinned key id of the seeded vault bucket number `index`: each bucket has its own key."""
+    return VAULT_KEY_ID if index == 0 else str(uuid.uuid5(uuid.UUID(VAULT_KEY_ID), vault_bucket_name(index)))
+
+
+def vault_key_arn(index: int) -> str:
+    """Return the ARN of the seeded vault bucket number `index`'s key."""
+    return aws_facts.kms_key_arn(REGION, VAULT_ACCOUNT, vault_key_id(index))
+
+
+def seed_vaults(endpoint: str, buckets: int, versions: int = 300, random_seed: int = 1) -> list[GroundTruth]:
+    """Seed `buckets` vault buckets of `versions` versions each, each with its own key; return their ground truths.
+
+    The first bucket is exactly `seed_vault`'s; the others are named `vault_bucket_name(i)` and
+    drawn from seeds of their own, so each bucket holds other keys and versions.
+    """
+    if buckets < 1:
+        raise BackendError(f"a vault needs at least one bucket, got {buckets}")
+    truths = [seed_vault(endpoint, versions, random_seed)]
+    for index in range(1, buckets):
+        name = vault_bucket_name(index)
+        _setup_vault_bucket(endpoint, name, vault_key_id(index), f"alias/{name}")
+        truths.append(_seed_bucket(endpoint, vault_bucket_name(index), vault_key_arn(index), versions,
+                                   random_seed + 1000 * index))
+    return truths
+
+
 def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> GroundTruth:
     """Build the vault account's world in the running backend and return its ground truth."""
     if versions < 20:
         raise BackendError(f"a realistic vault needs at least 20 versions, got {versions}")
-    from moto.s3.models import FakeDeleteMarker
-
     if moto_state.bucket_owner(VAULT_BUCKET) is not None:
         raise BackendError(
             f"this backend already holds a vault ({VAULT_BUCKET}); seed a freshly started backend, "
             "or reset it first (POST /moto-api/reset) if losing its state is intended"
         )
     _setup_accounts(endpoint)
+    return _seed_bucket(endpoint, VAULT_BUCKET, VAULT_KEY_ARN, versions, random_seed)
+
+
+def _seed_bucket(endpoint: str, bucket_name: str, key_arn: str, versions: int, random_seed: int) -> GroundTruth:
+    """Write a realistic history of versions into one vault bucket and return its ground truth."""
+    from moto.s3.models import FakeDeleteMarker
+
     rng = random.Random(random_seed)
     backend = moto_state.s3_backend(VAULT_ACCOUNT)
-    bucket = backend.get_bucket(VAULT_BUCKET)
+    bucket = backend.get_bucket(bucket_name)
     now = utc_now().replace(microsecond=0)
-    truth = GroundTruth(VAULT_ACCOUNT, RECOVERY_ACCOUNT, REGION, VAULT_BUCKET, VAULT_KEY_ARN, random_seed)
+    truth = GroundTruth(VAULT_ACCOUNT, RECOVERY_ACCOUNT, REGION, bucket_name, key_arn, random_seed)
 
     key_count = max(5, round(versions / 2.4))
     names = _key_names(rng, key_count)
@@ -352,7 +400,7 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
                 continue
             written.append(_put_version(
                 backend, bucket, rng, name, moment, now, large_budget, archived_budget,
-                trait_of.get(object_index), uploader,
+                trait_of.get(object_index), uploader, key_arn,
             ))
             object_index += 1
             stored, outcome = written[-1][1], written[-1][2]
@@ -374,6 +422,7 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
 def _put_version(
     backend: Any, bucket: Any, rng: random.Random, name: str, moment: datetime, now: datetime,
     large_budget: int, archived_budget: int, trait: str | None = None, uploader: Any = None,
+    key_arn: str = VAULT_KEY_ARN,
 ) -> tuple[str, Any, str]:
     """Write one object version with a realistic mix of lock, hold, size and provenance.
 
@@ -428,12 +477,13 @@ def _put_version(
     if part_sizes:
         # Uploaded like a large golden copy: the vault's default SSE-KMS, the lock given at creation.
         storage = standard
-        stored = _upload_in_parts(backend, uploader, name, body, part_sizes, checksum, mode, until, hold)
+        stored = _upload_in_parts(backend, uploader, bucket.name, name, body, part_sizes, checksum, mode, until,
+                                  hold)
     else:
         stored = backend.put_object(
-            VAULT_BUCKET, name, body, storage=storage,
+            bucket.name, name, body, storage=storage,
             encryption="AES256" if sse_s3 else "aws:kms",
-            kms_key_id=None if sse_s3 else VAULT_KEY_ARN,
+            kms_key_id=None if sse_s3 else key_arn,
             bucket_key_enabled=None if sse_s3 else True,
             lock_mode=mode, lock_legal_status=hold,
             lock_until=until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None,
@@ -453,7 +503,7 @@ def _put_version(
 
 
 def _upload_in_parts(
-    backend: Any, s3: Any, name: str, body: bytes, part_sizes: tuple[int, ...], checksum: str | None,
+    backend: Any, s3: Any, bucket_name: str, name: str, body: bytes, part_sizes: tuple[int, ...], checksum: str | None,
     mode: str | None, until: datetime | None, hold: str | None,
 ) -> Any:
     """Upload `body` in parts through the API, the lock given to CreateMultipartUpload; return the stored version."""
@@ -466,18 +516,18 @@ def _upload_in_parts(
         lock["ObjectLockLegalHoldStatus"] = hold
     if checksum:
         lock["ChecksumAlgorithm"] = checksum
-    upload = _call(s3.create_multipart_upload, Bucket=VAULT_BUCKET, Key=name, **lock)["UploadId"]
+    upload = _call(s3.create_multipart_upload, Bucket=bucket_name, Key=name, **lock)["UploadId"]
     parts, start = [], 0
     for number, part_size in enumerate(part_sizes, start=1):
         extra = {"ChecksumAlgorithm": checksum} if checksum else {}
-        answer = _call(s3.upload_part, Bucket=VAULT_BUCKET, Key=name, UploadId=upload, PartNumber=number,
+        answer = _call(s3.upload_part, Bucket=bucket_name, Key=name, UploadId=upload, PartNumber=number,
                        Body=body[start:start + part_size], **extra)
         parts.append({"PartNumber": number, "ETag": answer["ETag"],
                       **({f"Checksum{checksum}": answer[f"Checksum{checksum}"]} if checksum else {})})
         start += part_size
-    version = _call(s3.complete_multipart_upload, Bucket=VAULT_BUCKET, Key=name, UploadId=upload,
+    version = _call(s3.complete_multipart_upload, Bucket=bucket_name, Key=name, UploadId=upload,
                     MultipartUpload={"Parts": parts})["VersionId"]
-    bucket = backend.get_bucket(VAULT_BUCKET)
+    bucket = backend.get_bucket(bucket_name)
     return next(v for v in moto_state.versions_of(bucket, name) if str(v.version_id) == str(version))
 
 

@@ -25,6 +25,7 @@ Choices we made where AWS's behaviour is not documented (UNCONFIRMED) or where w
 | 1,000-task / 50 % rule | FailureCode `TaskFailureThresholdExceeded`; the report is still written |
 | a task without a version id | failed, 400 `InvalidRequest`; an empty version field: failed, 500 `SrcObjectNotFound`, VersionId `\\N` |
 | injected transient fault (`Faults.task_failure_rate`) | failed, 500 `InternalError` (S3's code for a retryable internal error; the replication failure codes AWS lists are all permanent), no replica, source marked FAILED through `replication.mark_source_failed`; drawn from a generator seeded by `Faults.seed` and the job's creation order, and only a version's first attempt in this store can fault, so a retry job succeeds |
+| a bucket that cannot be recovered (`Faults.fail_buckets`) | every task over a version of that vault bucket fails as an injected fault does, retries too |
 | FailureReasons on a job that failed | kept when it fails; a Complete job never has any |
 | job events | JobCreated at creation, JobStatusChanged on every later transition; statusChangeReason holds the UpdateJobStatus reason when there is one |
 | Suspended for more than 30 days | not modelled: the job waits for as long as the backend runs |
@@ -282,7 +283,7 @@ class JobRunner:
             return TaskOutcome(entry, False, 500, "SrcObjectNotFound", "Object versionID is invalid")
         attempt = (entry.bucket, entry.key, entry.version_id)
         first_attempt = self.store.record_attempt(attempt)
-        if faulted and first_attempt:
+        if (faulted and first_attempt) or entry.bucket in self.store.faults.fail_buckets:
             return self._transient_fault(entry, functions)
         account = moto_state.bucket_owner(entry.bucket) or job.account
         try:
