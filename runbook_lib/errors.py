@@ -44,6 +44,7 @@ __all__ = [
     "CallLogError",
     "ConfirmationRequired",
     "DriftError",
+    "HistoryError",
     "InvalidArguments",
     "JobEndedError",
     "JobError",
@@ -264,6 +265,18 @@ class CallLogError(RunStateError):
     def __init__(self, message: str, path: str = "") -> None:
         self.path = path
         super().__init__(message, str(Path(path).parent) if path else "")
+
+
+class HistoryError(RunbookError):
+    """The drill and recovery history has records that cannot be read, or cannot be appended to.
+
+    `path` names the history file and `problems` holds one text per bad line, each naming its line.
+    """
+
+    def __init__(self, message: str, path: str = "", problems: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(message)
 
 
 class PhaseError(RunbookError):

@@ -34,6 +34,7 @@ from runbook_lib.param_checks import (
     BucketName,
     EmailAddress,
     Flag,
+    HistoryFile,
     KeyConstraint,
     KmsKeyAlias,
     KmsKeyArn,
@@ -66,6 +67,7 @@ __all__ = [
     "MISSING",
     "REPLICATION_STATUSES",
     "STORAGE_CLASSES",
+    "HistorySettings",
     "JobSettings",
     "RecoveryAccount",
     "ReplicationStatus",
@@ -202,6 +204,16 @@ class VerificationSettings(_Section):
     )
 
 
+class HistorySettings(_Section):
+    """Where every verdict of every run is appended, for the trend over drills and recoveries."""
+
+    file: HistoryFile = Field(
+        default=None,
+        description="the history file (JSON Lines); relative to the parameter file's folder; "
+                    "null: history.jsonl in the folder that holds the run folder",
+    )
+
+
 class RunbookParams(_Section):
     """One parameter set: both accounts, their buckets and keys, and how the job runs."""
 
@@ -240,6 +252,9 @@ class RunbookParams(_Section):
     )
     tags: Tags = Field(
         default_factory=dict, description="tags for every resource the run creates"
+    )
+    history: HistorySettings = Field(
+        default_factory=HistorySettings, description="the drill and recovery history"
     )
 
     @model_validator(mode="wrap")
