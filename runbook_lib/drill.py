@@ -370,7 +370,15 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
           f"drill total {seconds:.1f} s")
     _report_sample(summary.get("sample"))
     print(f"evidence: {out / 'evidence.html'}")
+    _report_history(summary)
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
+
+
+def _report_history(summary: dict[str, Any]) -> None:
+    """Print where the verdict was recorded and how to see the trend."""
+    identity = summary.get("identity") or {}
+    if identity.get("history_file"):
+        print(f"history: {identity['history_file']} (runbook history --file {identity['history_file']})")
 
 
 def _report_sample(sample: dict[str, Any] | None) -> None:

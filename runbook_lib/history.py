@@ -121,7 +121,7 @@ def library_versions(embedded: bool) -> dict[str, str | None]:
 
 def parameters_digest(params: RunbookParams) -> str:
     """Return the SHA-256 of the parameters as loaded (comments and layout aside; a secret token only masked)."""
-    text = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(params.redacted(), sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -438,13 +438,14 @@ def plot_trend(records: list[dict[str, Any]], title: str = "Recovery time and ve
         for position, record, value in zip(positions, records, seconds, strict=True):
             axes.annotate(str(record.get("verdict")), (position, value), textcoords="offset points",
                           xytext=(0, 6), ha="center", fontsize=7)
-        labels = [str(r.get("verdict_written") or r.get("recorded") or "")[:10] for r in records]
+        labels = [str(r.get("verdict_written") or r.get("recorded") or "")[:16].replace("T", " ") for r in records]
         axes.set_xticks(positions, labels, rotation=30, ha="right", fontsize=7)
-        axes.set_ylim(bottom=0)
+        axes.set_ylim(0, max(max(seconds) * 1.25, 1.0))
+        axes.set_xlim(0.5, len(records) + 0.5)
     else:
         axes.text(0.5, 0.5, "no record in the history yet", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(title)
-    axes.set_xlabel("run (date the verdict was written); green PASS, red FAIL")
+    axes.set_xlabel("run (when the verdict was written, UTC); green PASS, red FAIL")
     axes.set_ylabel("recovery time (s)")
     figure.tight_layout()
     plt.close(figure)
