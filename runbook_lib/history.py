@@ -4,8 +4,9 @@
 
 - an analyst opens it without a converter: `pandas.read_json(path, lines=True)` (nested fields
   flattened with `pandas.json_normalize`) and DuckDB's `read_json_auto(path)` read it as it is;
-- a record is appended with one `O_APPEND` write of one whole line, so two runs finishing at the same
-  moment never interleave, and nothing already written is ever rewritten (a columnar file such as
+- a record is appended with one `O_APPEND` write of one whole line (under an advisory lock, so the
+  check for a line cut short and the write are one step), so two runs finishing at the same moment
+  never interleave, and nothing already written is ever rewritten (a columnar file such as
   Parquet would have to be rewritten to grow, which a crash could leave half-done);
 - each line stands alone: a damaged line costs that record only, and the reader names it;
 - records hold nested values (counts by category, buckets, library versions) that CSV cannot.
@@ -28,6 +29,7 @@ verification waiting for a confirmation (INCOMPLETE) has reached no verdict and 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -234,13 +236,16 @@ def append_record(path: str | Path, record: dict[str, Any]) -> Path:
         raise HistoryError(f"cannot append to the history {target}: {error.strerror or error}; "
                            "set history.file to a file you may write", str(target)) from error
     try:
+        # The lock makes the look at the last byte and the write one step for every runbook appending
+        # here; the single O_APPEND write keeps each line whole even for a writer that takes no lock.
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         if os.fstat(descriptor).st_size and not _ends_with_newline(target):
             line = "\n" + line
         os.write(descriptor, line.encode("utf-8"))
     except OSError as error:
         raise HistoryError(f"cannot append to the history {target}: {error.strerror or error}", str(target)) from error
     finally:
-        os.close(descriptor)
+        os.close(descriptor)  # closing releases the lock
     return target
 
 
