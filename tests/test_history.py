@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from runbook_lib import cli, drill, evidence, history, reconciliation
+from runbook_lib import cli, drill, evidence, history, proof, reconciliation
 from runbook_lib.drill import DRILL_PARAMS
-from runbook_lib.errors import ParameterError, PhaseError
+from runbook_lib.errors import HistoryError, ParameterError, PhaseError
 from runbook_lib.ledger import Ledger
 from runbook_lib.params import load_params, parse_params
 from runbook_lib.run_state import PhaseRecord
@@ -262,3 +262,20 @@ def test_a_verification_stopped_on_an_error_is_recorded_as_fail_once(tmp_path: P
     assert [r["verdict"] for r in records] == ["FAIL"]
     assert "SnapshotError" in records[0]["reason"]
     assert "Reconciliation of the recovery: <span" in (folder / "reconciliation.html").read_text()
+
+
+def test_a_history_that_cannot_be_written_is_reported_and_changes_no_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _run_folder(tmp_path)
+    path, identity = _summary(folder, "PASS")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    identity = {**identity, "history_file": str(tmp_path / "taken" / "history.jsonl")}
+
+    with pytest.raises(HistoryError, match=r"cannot append to the history .*taken/history\.jsonl"):
+        history.record_verdict(path, identity)
+    proof.keep_verdict_record(folder, path, identity)
+
+    assert "warning: the verdict was not added to the history" in capsys.readouterr().out
+    assert json.loads(path.read_text())["verdict"] == "PASS"
+    assert (folder / "reconciliation.html").exists()
