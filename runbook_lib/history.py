@@ -42,7 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbook_lib import __version__
+from runbook_lib import __version__, reconciliation
 from runbook_lib.errors import HistoryError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 
@@ -336,7 +336,10 @@ def _seconds(value: Any) -> str:
 
 
 def _differing(record: dict[str, Any]) -> int:
-    """Return the versions in scope that were not recovered identical (expected minus recovered)."""
+    """Return the versions in a category of difference; without categories, expected minus recovered."""
+    categories = record.get("categories")
+    if isinstance(categories, dict) and categories:
+        return reconciliation.differing_versions(categories)
     versions = record.get("versions") or {}
     expected, recovered = versions.get("expected"), versions.get("recovered")
     if isinstance(expected, int) and isinstance(recovered, int):
@@ -373,8 +376,9 @@ def trend_lines(history: History) -> list[str]:
     """Return the trend, one line per record in file order, under a header.
 
     Each line: when the verdict was written, run id, purpose and backend, verdict, versions recovered
-    of expected, versions differing, recovery time, and what changed since the previous record; a
-    record of a run folder already recorded is marked as its re-verification.
+    of expected, versions in a category of difference (extras included), recovery time, and what
+    changed since the previous record; a record of a run folder already recorded is marked as its
+    re-verification.
     """
     rows = [("time (UTC)", "run", "purpose", "verdict", "recovered/expected", "differing", "recovery",
              "differences")]

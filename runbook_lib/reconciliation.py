@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECONCILIATION_FILE", "Figures", "figures", "markdown", "remove_reconciliation", "write_reconciliation"]
+__all__ = [
+    "RECONCILIATION_FILE",
+    "Figures",
+    "differing_versions",
+    "figures",
+    "markdown",
+    "remove_reconciliation",
+    "write_reconciliation",
+]
 
 RECONCILIATION_FILE = "reconciliation.html"
 
@@ -61,6 +69,16 @@ class Figures:
     archived: list[tuple[str, Any]] = field(default_factory=list)
 
 
+def _is_difference(category: str) -> bool:
+    """Whether a category is a difference: neither recovered nor left out by design."""
+    return not category.startswith("recovered") and category not in _OUT_OF_SCOPE
+
+
+def differing_versions(categories: dict[str, Any]) -> int:
+    """Return the versions in a category of difference (missing, failed, extra, differing fields, ...)."""
+    return sum(n for name, n in categories.items() if _is_difference(name) and _as_int(n))
+
+
 def _why(category: str) -> str:
     return _WHY.get(category, category.replace("_", " "))
 
@@ -85,8 +103,7 @@ def figures(summary: dict[str, Any]) -> Figures:
     categories = {name: n for name, n in (summary.get("categories") or {}).items() if _as_int(n)}
     expected, recovered = _as_int(counts.get("expected")), _as_int(counts.get("recovered"))
     volume = summary.get("bytes") or {}
-    differing = [(name, n, _why(name)) for name, n in categories.items()
-                 if not name.startswith("recovered") and name not in _OUT_OF_SCOPE]
+    differing = [(name, n, _why(name)) for name, n in categories.items() if _is_difference(name)]
     left_out = [(name, n, _why(name)) for name, n in categories.items() if name in _OUT_OF_SCOPE]
     return Figures(
         verdict=str(summary.get("verdict")),

@@ -152,6 +152,8 @@ def test_runbook_history_prints_one_line_per_record_and_marks_a_reverification(
     assert header.split()[:4] == ["time", "(UTC)", "run", "purpose"]
     assert [line.split()[4] for line in lines] == ["PASS", "FAIL", "PASS"]
     assert all("drill/embedded" in line and "96/100" in line and "10.0 s" in line for line in lines)
+    # Differing: the versions in a category of difference, the extra one included (1 + 1 + 1 + 1 + 1).
+    assert [line.split()[6] for line in lines] == ["5", "5", "5"]
     assert "re-verification of the run of line 1" in lines[1] and "re-verification" not in lines[2]
 
 
@@ -279,3 +281,18 @@ def test_a_history_that_cannot_be_written_is_reported_and_changes_no_verdict(
     assert "warning: the verdict was not added to the history" in capsys.readouterr().out
     assert json.loads(path.read_text())["verdict"] == "PASS"
     assert (folder / "reconciliation.html").exists()
+
+
+def test_a_drill_keeps_a_relative_history_file_where_the_original_parameter_file_names_it(tmp_path: Path) -> None:
+    data = yaml.safe_load(DRILL_PARAMS.read_text())
+    data["history"] = {"file": "drills.jsonl"}
+    (tmp_path / "config").mkdir()
+    original = tmp_path / "config" / "drill.yaml"
+    original.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    out.mkdir()
+
+    copy = drill._drill_parameters(original, None, 1, out)
+
+    params = load_params(copy)
+    assert history.history_file(params, copy, out) == tmp_path / "config" / "drills.jsonl"
