@@ -23,6 +23,7 @@
     ├── RunStateError               the run folder's state is missing or unreadable
     │   ├── RunLockedError          another process is running phases in the same run folder
     │   └── CallLogError            the run folder's record of AWS calls cannot be written
+    ├── HistoryError                the drill and recovery history has bad lines, or cannot be appended to
     └── PhaseError                  a phase notebook failed while running headlessly
 
 Each message says what went wrong and what to do about it, and each error carries the context that
