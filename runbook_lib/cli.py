@@ -161,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     evidence = commands.add_parser("evidence", help="build evidence.html from a run folder, headless or lab")
     evidence.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
+
+    history = commands.add_parser(
+        "history", help="the trend of every recorded drill and recovery verdict",
+        description="One line per recorded verdict: time, run, purpose, verdict, versions, recovery time and "
+                    "what changed. Reads history.file of --params, else runs/history.jsonl in this folder.")
+    history.add_argument("--params", type=Path, default=None, metavar="FILE",
+                         help="parameter set whose history.file to read (relative to that file's folder)")
+    history.add_argument("--file", type=Path, default=None, metavar="PATH",
+                         help="read this history file instead (a run without history.file appends next to "
+                              "its run folder)")
     return parser
 
 
@@ -229,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             return lab.run_lab(args)
         if args.command == "evidence":
             return _build_evidence(args.run_dir)
+        if args.command == "history":
+            from runbook_lib import history
+
+            return history.show_history(args.params, args.file)
         from runbook_lib import drill as drill_module
 
         if args.command == "drill":

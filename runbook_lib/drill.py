@@ -102,17 +102,47 @@ def _exit_code_for(error: PhaseError) -> int:
     return EXIT_BAD_INPUT if error.is_bad_input else EXIT_FAIL
 
 
-def _settle_verification(run_dir: Path, error: PhaseError) -> None:
-    """After a failed phase, make sure no INCOMPLETE verdict hides a verification that stopped on an error."""
+def _settle_verification(run_dir: Path, error: PhaseError, params_file: Path) -> None:
+    """After a failed phase, make sure no INCOMPLETE verdict hides a verification that stopped on an error.
+
+    A verdict that becomes FAIL here is a verdict like any other: it is reconciled and appended to
+    the history (a FAIL that phase 07 reached itself was recorded when it was written).
+    """
     from runbook_lib import evidence
 
     if error.phase.startswith("07") and not error.awaits_confirmation:
+        before = _summary_verdict(run_dir)
         verdict = evidence.settle_unfinished_verification(run_dir, str(error))
         if verdict == "FAIL" and (run_dir / LEDGER_FILE).exists():
             # The run state says what the summary says: a verification that stopped proved nothing.
             ledger = open_ledger(run_dir)
             ledger.state.verdict = VerdictRecord(verdict="FAIL", at=now(), reason=f"verification stopped: {error}")
             ledger.save()
+            if before != "FAIL":
+                _keep_settled_verdict(run_dir, params_file)
+
+
+def _summary_verdict(run_dir: Path) -> str | None:
+    """Return the verdict summary.json gives now (None when there is none)."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    verdict = json.loads(path.read_text(encoding="utf-8")).get("verdict")
+    return str(verdict) if verdict else None
+
+
+def _keep_settled_verdict(run_dir: Path, params_file: Path) -> None:
+    """Reconcile a verdict settled to FAIL and append it to the history."""
+    from runbook_lib import history, proof
+    from runbook_lib.errors import RunbookError
+    from runbook_lib.params import load_params
+
+    try:
+        identity = history.run_identity(load_params(params_file), params_file, run_dir)
+    except RunbookError as problem:
+        print(f"warning: the FAIL verdict was not added to the history: {problem}", file=sys.stderr)
+        return
+    proof.keep_verdict_record(run_dir, run_dir / "summary.json", identity)
 
 
 def run_phases(
@@ -221,7 +251,7 @@ def run_phases_command(args: argparse.Namespace) -> int:
     try:
         results = run_phases(args.params, args.out, phases, confirm_job=args.confirm_job)
     except PhaseError as error:
-        _settle_verification(Path(args.out), error)
+        _settle_verification(Path(args.out), error, Path(args.params))
         _keep_evidence(Path(args.out))
         if error.awaits_confirmation:
             print(f"waiting for confirmation: {error}", file=sys.stderr)
@@ -278,7 +308,7 @@ def run_drill(args: argparse.Namespace) -> int:
             results = run_phases(params_file, out, phases, confirm_job=True, extra_env=backend.environ())
         except PhaseError as error:
             print(f"drill failed: {error}", file=sys.stderr)
-            _settle_verification(out, error)
+            _settle_verification(out, error, params_file)
             _keep_evidence(out)
             return _exit_code_for(error)
     seconds = time.monotonic() - started
@@ -339,6 +369,11 @@ def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, 
         run = data.setdefault("run", {})
         if isinstance(run, dict):
             run["backend"] = "embedded"
+        past = data.get("history")
+        if isinstance(past, dict) and isinstance(past.get("file"), str) and not Path(past["file"]).is_absolute():
+            # The copy lives in the run folder; the history stays where the original parameter file names it.
+            past["file"] = str((params_file.resolve().parent / past["file"]).resolve())
+            changes.append("history.file made absolute, from the folder of the original parameter file")
         if sample is not None:
             job = data.setdefault("job", {})
             if isinstance(job, dict):
@@ -381,7 +416,15 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
           f"drill total {seconds:.1f} s")
     _report_sample(summary.get("sample"))
     print(f"evidence: {out / 'evidence.html'}")
+    _report_history(summary)
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
+
+
+def _report_history(summary: dict[str, Any]) -> None:
+    """Print where the verdict was recorded and how to see the trend."""
+    identity = summary.get("identity") or {}
+    if identity.get("history_file"):
+        print(f"history: {identity['history_file']} (runbook history --file {identity['history_file']})")
 
 
 def _report_sample(sample: dict[str, Any] | None) -> None:

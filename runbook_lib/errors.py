@@ -23,6 +23,7 @@
     ├── RunStateError               the run folder's state is missing or unreadable
     │   ├── RunLockedError          another process is running phases in the same run folder
     │   └── CallLogError            the run folder's record of AWS calls cannot be written
+    ├── HistoryError                the drill and recovery history has bad lines, or cannot be appended to
     └── PhaseError                  a phase notebook failed while running headlessly
 
 Each message says what went wrong and what to do about it, and each error carries the context that
@@ -44,6 +45,7 @@ __all__ = [
     "CallLogError",
     "ConfirmationRequired",
     "DriftError",
+    "HistoryError",
     "InvalidArguments",
     "JobEndedError",
     "JobError",
@@ -264,6 +266,18 @@ class CallLogError(RunStateError):
     def __init__(self, message: str, path: str = "") -> None:
         self.path = path
         super().__init__(message, str(Path(path).parent) if path else "")
+
+
+class HistoryError(RunbookError):
+    """The drill and recovery history has records that cannot be read, or cannot be appended to.
+
+    `path` names the history file and `problems` holds one text per bad line, each naming its line.
+    """
+
+    def __init__(self, message: str, path: str = "", problems: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(message)
 
 
 class PhaseError(RunbookError):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log, plan, prices
+from runbook_lib import call_log, history, plan, prices, reconciliation
 from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 from runbook_lib.run_lock import lock_for_phase, release_phase_lock
@@ -82,6 +82,7 @@ def withdraw_verdict(
         extra["run"] = run
     path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
+    reconciliation.remove_reconciliation(folder)
     _clear_details(folder)
     return path
 
@@ -315,6 +316,34 @@ def _commitment_text(commitment: dict[str, Any] | None) -> str:
             f"{commitment['prices']['as_of']}): " + "; ".join(parts) + ".")
 
 
+def _auditor_cells(document: dict[str, Any]) -> list[Any]:
+    """Return the evidence's reconciliation and the history's trend plot, for a summary that holds a verdict."""
+    import base64
+    import io
+
+    import nbformat
+
+    identity = document.get("identity")
+    if document.get("verdict") not in ("PASS", "FAIL") or not isinstance(identity, dict):
+        return []
+    cells = [nbformat.v4.new_markdown_cell(reconciliation.markdown(document, identity))]
+    if not identity.get("history_file"):
+        return cells
+    source = history.read_history(identity["history_file"])
+    buffer = io.BytesIO()
+    history.plot_trend(source.records).savefig(buffer, format="png", dpi=90)
+    lines = history.trend_lines(source)
+    text = (f"## The trend over runs\n\nEvery verdict recorded in `{source.path}` ({len(source.records)} "
+            "record(s)), oldest first: recovery time (phases 00-06 and retries) and verdict.\n\n"
+            "![Recovery time and verdict of each run in the history](attachment:trend.png)\n\n")
+    text += "```text\n" + "\n".join(lines[:1] + lines[-30:] if len(lines) > 31 else lines) + "\n```"
+    if source.problems:
+        text += "\n\nLines of the history that could not be read: " + "; ".join(source.problems[:5])
+    cell = nbformat.v4.new_markdown_cell(text)
+    cell["attachments"] = {"trend.png": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii")}}
+    return [*cells, cell]
+
+
 def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") -> Path:
     """Write evidence.html: every executed phase notebook of the run, in order, as one document."""
     import nbformat
@@ -324,6 +353,7 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
     combined = nbformat.v4.new_notebook()
     combined.metadata["title"] = title
     summary = folder / _SUMMARY
+    document: dict[str, Any] = {}
     intro = f"# {title}\n\nRun folder: `{folder.name}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}."
     if summary.exists():
         document = json.loads(summary.read_text(encoding="utf-8"))
@@ -349,6 +379,7 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
     intro += f"\n\n{plan.describe(folder)}"
     intro += f"\n\n{call_log.describe(folder)}"
     combined.cells.append(nbformat.v4.new_markdown_cell(intro))
+    combined.cells.extend(_auditor_cells(document))
     plan_text = folder / plan.PLAN_TEXT
     if plan_text.exists():
         # The plan as reviewed, before the notebooks that carried it out.

@@ -27,6 +27,7 @@ __all__ = [
     "BucketName",
     "EmailAddress",
     "Flag",
+    "HistoryFile",
     "KeyConstraint",
     "KmsKeyAlias",
     "KmsKeyArn",
@@ -247,6 +248,14 @@ def _prefix(value: object) -> str:
     return prefix
 
 
+def _history_file(value: object) -> str:
+    """Return the path of a JSON Lines history file: text ending in .jsonl, without NUL characters."""
+    path = _text(value, "a file path ending in .jsonl, or null for history.jsonl next to the run folder")
+    if not path.endswith(".jsonl") or "\x00" in path:
+        _reject("a file path ending in .jsonl (JSON Lines), or null for history.jsonl next to the run folder")
+    return path
+
+
 def _key_constraint(value: object) -> str:
     """Return a key-name constraint of the job's manifest filter: 1 to 1024 characters."""
     text = _text(value, "a piece of key name (text), or null for none")
@@ -387,6 +396,7 @@ RuleName = Annotated[str, BeforeValidator(_rule_name)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Prefix = Annotated[str, BeforeValidator(_prefix)]
 KeyConstraint = Annotated[str | None, BeforeValidator(_optional(_key_constraint))]
+HistoryFile = Annotated[str | None, BeforeValidator(_optional(_history_file))]
 ReplicationStatuses = Annotated[list[ReplicationStatus], BeforeValidator(_replication_statuses)]
 StorageClassName = Annotated[StorageClass, BeforeValidator(_storage_class)]
 AwareDatetime = Annotated[datetime | None, BeforeValidator(_optional(_aware_datetime))]

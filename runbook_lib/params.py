@@ -35,6 +35,7 @@ from runbook_lib.param_checks import (
     BucketName,
     EmailAddress,
     Flag,
+    HistoryFile,
     KeyConstraint,
     KmsKeyAlias,
     KmsKeyArn,
@@ -70,6 +71,7 @@ __all__ = [
     "REPLICATION_STATUSES",
     "STORAGE_CLASSES",
     "BucketPair",
+    "HistorySettings",
     "JobSettings",
     "RecoveryAccount",
     "ReplicationStatus",
@@ -226,6 +228,16 @@ class VerificationSettings(_Section):
     )
 
 
+class HistorySettings(_Section):
+    """Where every verdict of every run is appended, for the trend over drills and recoveries."""
+
+    file: HistoryFile = Field(
+        default=None,
+        description="the history file (JSON Lines); relative to the parameter file's folder; "
+                    "null: history.jsonl in the folder that holds the run folder",
+    )
+
+
 class RunbookParams(_Section):
     """One parameter set: both accounts, their buckets and keys, and how the job runs."""
 
@@ -264,6 +276,9 @@ class RunbookParams(_Section):
     )
     tags: Tags = Field(
         default_factory=dict, description="tags for every resource the run creates"
+    )
+    history: HistorySettings = Field(
+        default_factory=HistorySettings, description="the drill and recovery history"
     )
 
     @model_validator(mode="wrap")

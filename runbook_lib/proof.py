@@ -11,16 +11,29 @@ comparison so far and what waits, then stops.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, pins, reports, run_kind, sampling, snapshot, throughput, verify
+from runbook_lib import (
+    batch_job,
+    evidence,
+    history,
+    pins,
+    reconciliation,
+    reports,
+    run_kind,
+    sampling,
+    snapshot,
+    throughput,
+    verify,
+)
 from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
-from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
+from runbook_lib.errors import ConfirmationRequired, HistoryError, JobEndedError, ReportError
 from runbook_lib.ledger import now
 from runbook_lib.run_state import RetryRoundRecord, Verdict, VerdictRecord
 from runbook_lib.scope import JobScope, scope_from_params
@@ -33,6 +46,7 @@ __all__ = [
     "conclude",
     "job_ids",
     "job_scope",
+    "keep_verdict_record",
     "load_job_manifest",
     "load_job_reports",
     "progress_history",
@@ -48,6 +62,8 @@ __all__ = [
 
 # One follow-up job over the versions that were not recovered (its record in the run state).
 RetryRound = RetryRoundRecord
+
+log = logging.getLogger("runbook.proof")
 
 
 def job_scope(ctx: RunContext) -> JobScope:
@@ -338,7 +354,9 @@ def _write_verdict(
                if count and name not in verify.NOT_PROBLEMS}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
+    identity = history.run_identity(ctx.params, ctx.ledger.state.params_file or "", ctx.ledger.run_dir)
     extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment,
+                             "identity": identity, "bytes": _bytes(comparison.details),
                              "buckets": buckets or []}
     sample = sample_record(ctx)
     if sample is not None:
@@ -355,7 +373,36 @@ def _write_verdict(
     )
 
     _record_verdict(ctx, verdict, "; ".join(comparison.findings) or None)
+    if waiting is None:
+        keep_verdict_record(ctx.ledger.run_dir, path, identity)
     return path
+
+
+def keep_verdict_record(run_dir: Any, summary_path: Any, identity: dict[str, Any]) -> None:
+    """Write the run's reconciliation page and append the verdict to the history.
+
+    A history that cannot be written (a read-only folder, say) is reported, and changes no verdict:
+    the verification's result stands in summary.json and the run folder either way.
+    """
+    reconciliation.write_reconciliation(run_dir, identity)
+    try:
+        appended = history.record_verdict(summary_path, identity)
+    except HistoryError as error:
+        log.warning("%s", error)
+        print(f"warning: the verdict was not added to the history: {error}")
+        return
+    if appended is not None:
+        print(f"history: one record appended to {appended}")
+
+
+def _bytes(details: pd.DataFrame) -> dict[str, int]:
+    """Return the bytes of the versions expected and of those recovered identical, as the vault has them."""
+    if details.empty or "vault_size" not in details.columns:
+        return {"expected": 0, "recovered": 0}
+    sizes = pd.to_numeric(details["vault_size"], errors="coerce").fillna(0)
+    expected = details["expected"].astype(bool)
+    recovered = details["category"].astype(str).str.startswith("recovered")
+    return {"expected": int(sizes[expected].sum()), "recovered": int(sizes[expected & recovered].sum())}
 
 
 def run_record(ctx: RunContext) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from runbook_fixtures import backend_secrets, write_requests
 
-from runbook_lib import cli
+from runbook_lib import cli, history
 from runbook_lib.accounts import APP_ID
 from runbook_lib.call_log import read_calls
 from runbook_lib.drill import DRILL_PARAMS, phase_names, run_phases
@@ -76,6 +76,15 @@ def test_drill_passes_and_its_counts_equal_the_ground_truth(
     # Every phase's calls are in the run folder's call log, which the evidence links.
     assert {call["phase"] for call in read_calls(out)} == set(phase_names())
     assert 'href="calls.jsonl"' in html
+    # The verdict is in the history next to the run folders, and reconciled for an auditor.
+    records = history.read_history(tmp_path / "runs" / "history.jsonl").records
+    assert [(r["verdict"], r["run_folder"], r["counts"]) for r in records] == [
+        ("PASS", str(out.resolve()), summary["counts"])]
+    assert records[0]["recovery_seconds"] == summary["recovery_seconds"]
+    assert set(records[0]["phase_seconds"]) == {p for p in phase_names() if p < "07"}
+    page = (out / "reconciliation.html").read_text()
+    assert f"<td>recovered identical</td><td>{summary['counts']['recovered']:,}</td>" in page
+    assert "Reconciliation: PASS" in html and "The trend over runs" in html
 
 
 def test_drill_with_failed_tasks_passes_after_a_retry_round(tmp_path: Path) -> None:
@@ -205,6 +214,12 @@ class TestAfterAVerifiedDrill:
 
         summary = _summary(run_dir)
         assert summary["verdict"] == "FAIL"
+        # A second verification of the same run folder is a second record, marked as such in the trend.
+        past = history.read_history(run_dir.parent / "history.jsonl")
+        assert [(r["verdict"], r["run_folder"]) for r in past.records] == [
+            ("PASS", str(run_dir.resolve())), ("FAIL", str(run_dir.resolve()))]
+        assert past.records[1]["counts"] == summary["counts"]
+        assert "re-verification of the run of line 1" in history.trend_lines(past)[2]
         details = pd.read_csv(run_dir / "details" / "all_versions.csv", keep_default_na=False)
         damaged = details[details["category"] != "recovered_identical"]
         damaged = damaged[damaged["category"] != "not_expected"]

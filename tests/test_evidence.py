@@ -132,6 +132,7 @@ def test_a_verification_waiting_for_confirmation_stays_incomplete(tmp_path: Path
 def test_withdrawing_writes_incomplete_before_removing_the_old_evidence(tmp_path: Path) -> None:
     evidence.write_summary(tmp_path, "PASS", {"expected": 1})
     (tmp_path / "evidence.html").write_text("Verdict: PASS")
+    (tmp_path / "reconciliation.html").write_text("Reconciliation: PASS")
     (tmp_path / "details").mkdir()
     (tmp_path / "details" / "legal_hold_differs.csv").write_text("key\n")
 
@@ -140,3 +141,4 @@ def test_withdrawing_writes_incomplete_before_removing_the_old_evidence(tmp_path
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["verdict"] == "INCOMPLETE" and "earlier verdict PASS is withdrawn" in summary["reason"]
     assert not (tmp_path / "evidence.html").exists() and not list((tmp_path / "details").glob("*.csv"))
+    assert not (tmp_path / "reconciliation.html").exists()

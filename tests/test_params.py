@@ -24,7 +24,7 @@ DELETE = object()
 TOP_LEVEL_KEYS = (
     "run_id, run, region, allow_cross_region, vault, recovery, report_bucket, batch_role_name, "
     "batch_policy_name, object_lock_token, notification_email, notification_topic_name, "
-    "event_rule_name, job, verification, tags"
+    "event_rule_name, job, verification, tags, history"
 )
 JOB_KEYS = (
     "replication_statuses, created_after, created_before, key_prefix, key_suffix, key_substring, "
