@@ -136,6 +136,18 @@ def is_allowed(
     resource_is_kms_key: bool = False,
 ) -> Decision:
     """Return AWS's verdict on the request given the principal's policies and the resource's."""
+    if not caches_enabled():
+        return _decide(request, identity_policies, resource_policy, resource_is_kms_key)
+    return _decisions.decide(request, tuple(identity_policies), resource_policy, resource_is_kms_key)
+
+
+def _decide(
+    request: Request,
+    identity_policies: Sequence[Mapping[str, object]],
+    resource_policy: Mapping[str, object] | None,
+    resource_is_kms_key: bool,
+) -> Decision:
+    """Return AWS's verdict on the request, reading every statement that may apply."""
     context = _LowercaseContext(request.context)
     identity = [m for p in identity_policies for m in _matching_statements(p, request, context)]
     resource = _matching_statements(resource_policy, request, context) if resource_policy else []
@@ -530,6 +542,57 @@ class _StatementCache:
 
 
 _cache = _StatementCache()
+
+
+class _DecisionCache:
+    """Verdicts on requests asked before, word for word, of the very same documents.
+
+    Per task, the bucket-level request and the KMS requests (their encryption context names the
+    bucket when it uses a Bucket Key) are the same for every version: their verdict is kept. A
+    request naming an object is new each time and simply evaluated (through the statement cache).
+    """
+
+    def __init__(self) -> None:
+        self._verdicts: dict[tuple[object, ...], tuple[tuple[object, ...], Decision]] = {}
+
+    def decide(
+        self,
+        request: Request,
+        identity_policies: tuple[Mapping[str, object], ...],
+        resource_policy: Mapping[str, object] | None,
+        resource_is_kms_key: bool,
+    ) -> Decision:
+        """Return the verdict on the request, reused when the same request met the same documents."""
+        documents = (*identity_policies, resource_policy)
+        asked = (request.principal_arn, request.principal_account, request.action, request.resource,
+                 request.resource_account, request.service_principal, resource_is_kms_key, *map(id, documents))
+        key: tuple[object, ...]
+        try:
+            key = (*asked, tuple(request.context.items()))
+            known = self._verdicts.get(key)
+        except TypeError:  # a list value: a context is usually text only
+            try:
+                key = (*asked, _frozen(request.context))
+                known = self._verdicts.get(key)
+            except TypeError:  # neither text nor a list of texts
+                return _decide(request, identity_policies, resource_policy, resource_is_kms_key)
+        # The entry holds the documents, so their ids cannot be reused while it exists; a tuple
+        # compares its items by identity first, so the very same documents compare at once.
+        if known is not None and known[0] == documents:
+            return known[1]
+        decision = _decide(request, identity_policies, resource_policy, resource_is_kms_key)
+        if len(self._verdicts) >= _CACHE_LIMIT:
+            self._verdicts.clear()
+        self._verdicts[key] = (documents, decision)
+        return decision
+
+
+def _frozen(context: Mapping[str, ContextValue]) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """Return a request context as a hashable value."""
+    return tuple((key, value if isinstance(value, str) else tuple(value)) for key, value in context.items())
+
+
+_decisions = _DecisionCache()
 
 
 class _LowercaseContext(Mapping[str, list[str]]):
