@@ -303,6 +303,15 @@ def _put_recovery_bucket_policy(clients: Clients, setup: Setup, document: Docume
     clients.recovery_s3.put_bucket_policy(Bucket=setup.recovery_bucket, Policy=policies.to_json(document))
 
 
+def _put_replication(clients: Clients, setup: Setup, document: Documents) -> None:
+    clients.vault_s3.put_bucket_replication(Bucket=setup.vault_bucket, ReplicationConfiguration=document)
+
+
+def _rules_disabled(setup: Setup, documents: Documents) -> None:
+    for rule in documents["replication"]["Rules"]:
+        rule["Status"] = "Disabled"
+
+
 def _other_account_trust(setup: Setup, documents: Documents) -> Documents:
     return policies.batch_role_trust_policy(vault_account_id="333333333333", vault_bucket=setup.vault_bucket,
                                             region=REGION)
@@ -318,6 +327,7 @@ EDITS_BETWEEN_TASKS = {
                             _drop("recovery_key", "kms:Encrypt", "RoleEncrypts"), "DstPutObjectNotPermitted"),
     "recovery bucket policy": ("recovery_bucket", _put_recovery_bucket_policy,
                                _drop("recovery_bucket", "s3:ReplicateObject"), "DstPutObjectNotPermitted"),
+    "replication configuration": ("replication", _put_replication, _rules_disabled, "SrcObjectNotEligible"),
 }
 
 

@@ -13,6 +13,11 @@ fails. It follows AWS's documented evaluation logic, narrowed to what the recove
   the account grant the action (the account-root statement), and an external account needs
   the key policy to name it or its role as well as its own identity policy.
 
+A job asks the same questions for every version, so what a document says to one caller and action
+is kept, and so is the verdict on a request asked again word for word (see "the statement cache"
+below): both are keyed by the document objects, so give an edited policy as a new document, never
+change one in place.
+
 Not modelled: SCPs, RCPs, permission boundaries, policies passed to AssumeRole, ACLs, policy variables and
 the Date, IP address and Binary condition operators (a policy that uses them is refused).
 """
