@@ -278,3 +278,79 @@ def test_each_narrowed_grant_is_needed(clients: Clients, missing: str) -> None:
 
     assert (result.succeeded, result.error_code) == (False, code), result.message
     assert _recovered(clients, setup) == []
+
+
+def _put_role_policy(clients: Clients, setup: Setup, document: Documents) -> None:
+    clients.vault_iam.put_role_policy(RoleName=setup.role_name, PolicyName="batch-replication",
+                                      PolicyDocument=policies.to_json(document))
+
+
+def _put_trust(clients: Clients, setup: Setup, document: Documents) -> None:
+    clients.vault_iam.update_assume_role_policy(RoleName=setup.role_name, PolicyDocument=policies.to_json(document))
+
+
+def _put_vault_key_policy(clients: Clients, setup: Setup, document: Documents) -> None:
+    clients.vault_kms.put_key_policy(KeyId=setup.vault_key_arn, PolicyName="default",
+                                     Policy=policies.to_json(document))
+
+
+def _put_recovery_key_policy(clients: Clients, setup: Setup, document: Documents) -> None:
+    clients.recovery_kms.put_key_policy(KeyId=setup.recovery_key_arn, PolicyName="default",
+                                        Policy=policies.to_json(document))
+
+
+def _put_recovery_bucket_policy(clients: Clients, setup: Setup, document: Documents) -> None:
+    clients.recovery_s3.put_bucket_policy(Bucket=setup.recovery_bucket, Policy=policies.to_json(document))
+
+
+def _put_replication(clients: Clients, setup: Setup, document: Documents) -> None:
+    clients.vault_s3.put_bucket_replication(Bucket=setup.vault_bucket, ReplicationConfiguration=document)
+
+
+def _rules_disabled(setup: Setup, documents: Documents) -> None:
+    for rule in documents["replication"]["Rules"]:
+        rule["Status"] = "Disabled"
+
+
+def _other_account_trust(setup: Setup, documents: Documents) -> Documents:
+    return policies.batch_role_trust_policy(vault_account_id="333333333333", vault_bucket=setup.vault_bucket,
+                                            region=REGION)
+
+
+# (the document edited between two tasks, how it is put, the edit, the failure code it causes)
+EDITS_BETWEEN_TASKS = {
+    "role policy": ("role", _put_role_policy, _drop("role", "s3:ReplicateObject"), "DstPutObjectNotPermitted"),
+    "trust policy": ("trust", _put_trust, None, "AssumeRoleNotPermitted"),
+    "vault key policy": ("vault_key", _put_vault_key_policy, _drop("vault_key", "kms:Decrypt", "RoleDecrypts"),
+                         "SrcGetObjectNotPermitted"),
+    "recovery key policy": ("recovery_key", _put_recovery_key_policy,
+                            _drop("recovery_key", "kms:Encrypt", "RoleEncrypts"), "DstPutObjectNotPermitted"),
+    "recovery bucket policy": ("recovery_bucket", _put_recovery_bucket_policy,
+                               _drop("recovery_bucket", "s3:ReplicateObject"), "DstPutObjectNotPermitted"),
+    "replication configuration": ("replication", _put_replication, _rules_disabled, "SrcObjectNotEligible"),
+}
+
+
+@pytest.mark.parametrize("edited", list(EDITS_BETWEEN_TASKS))
+def test_a_policy_edited_between_two_tasks_decides_the_next_task(clients: Clients, edited: str) -> None:
+    # The backend keeps what tasks read (policy statements, the assumed roles) for the next task;
+    # an edit made through the API in between must still decide that next task, both ways.
+    name, put, change, code = EDITS_BETWEEN_TASKS[edited]
+    setup, versions = _build(clients)
+    granted = setup.documents()
+    edited_documents = copy.deepcopy(granted)
+    if change is None:
+        edited_documents[name] = _other_account_trust(setup, granted)
+    else:
+        change(setup, edited_documents)
+
+    before = _replicate(setup, versions, "plain")
+    put(clients, setup, edited_documents[name])
+    while_edited = _replicate(setup, versions, "plain")
+    put(clients, setup, granted[name])
+    restored = _replicate(setup, versions, "plain")
+
+    assert (before.succeeded, before.error_code) == (True, ""), before.message
+    assert (while_edited.succeeded, while_edited.error_code) == (False, code), while_edited.message
+    assert (restored.succeeded, restored.error_code) == (True, ""), restored.message
+    assert _recovered(clients, setup) == [versions["plain"]]

@@ -13,6 +13,11 @@ fails. It follows AWS's documented evaluation logic, narrowed to what the recove
   the account grant the action (the account-root statement), and an external account needs
   the key policy to name it or its role as well as its own identity policy.
 
+A job asks the same questions for every version, so what a document says to one caller and action
+is kept, and so is the verdict on a request asked again word for word (see "the statement cache"
+below): both are keyed by the document objects, so give an edited policy as a new document, never
+change one in place.
+
 Not modelled: SCPs, RCPs, permission boundaries, policies passed to AssumeRole, ACLs, policy variables and
 the Date, IP address and Binary condition operators (a policy that uses them is refused).
 """
@@ -20,12 +25,13 @@ the Date, IP address and Binary condition operators (a policy that uses them is 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from runbook_lib import aws_facts
+from runbook_lib.embedded.task_caches import caches_enabled
 from runbook_lib.errors import BackendError
 
 __all__ = [
@@ -82,7 +88,7 @@ _ACCOUNT_ID = re.compile(r"^\d{12}$")
 
 def evaluate(policy: Mapping[str, object], request: Request) -> Effect:
     """Return what one policy document says about the request: Allow, Deny or NotApplicable."""
-    matches = _matching_statements(policy, request, _lowercase_keys(request.context))
+    matches = _matching_statements(policy, request, _LowercaseContext(request.context))
     if any(m.effect == "Deny" for m in matches):
         return "Deny"
     if any(m.effect == "Allow" for m in matches):
@@ -135,7 +141,19 @@ def is_allowed(
     resource_is_kms_key: bool = False,
 ) -> Decision:
     """Return AWS's verdict on the request given the principal's policies and the resource's."""
-    context = _lowercase_keys(request.context)
+    if not caches_enabled():
+        return _decide(request, identity_policies, resource_policy, resource_is_kms_key)
+    return _decisions.decide(request, tuple(identity_policies), resource_policy, resource_is_kms_key)
+
+
+def _decide(
+    request: Request,
+    identity_policies: Sequence[Mapping[str, object]],
+    resource_policy: Mapping[str, object] | None,
+    resource_is_kms_key: bool,
+) -> Decision:
+    """Return AWS's verdict on the request, reading every statement that may apply."""
+    context = _LowercaseContext(request.context)
     identity = [m for p in identity_policies for m in _matching_statements(p, request, context)]
     resource = _matching_statements(resource_policy, request, context) if resource_policy else []
     subject = f"{request.action} on {request.resource} by {request.principal_arn}"
@@ -284,6 +302,15 @@ def _matching_statements(
     policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
 ) -> list[_Match]:
     """Return every statement of the policy that applies to the request."""
+    if caches_enabled():
+        return _cache.matching(policy, request, context)
+    return _matching_statements_uncached(policy, request, context)
+
+
+def _matching_statements_uncached(
+    policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
+) -> list[_Match]:
+    """Return every statement of the policy that applies to the request, reading it from scratch."""
     matches: list[_Match] = []
     for index, statement in enumerate(_as_list(policy.get("Statement")), start=1):
         if not isinstance(statement, Mapping):
@@ -391,6 +418,213 @@ def _glob(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
     body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
     return re.compile(body, flags)
+
+
+# --- the statement cache ----------------------------------------------------------------------
+#
+# A job asks the same few questions for each of its tasks: the same roles, actions and policies;
+# only the object changes (its ARN, and the encryption context naming it). Whether a statement's
+# Effect is valid, its Principal names the caller and its Action covers the action depends only on
+# the document, the caller and the action, so that is worked out once per (document, caller,
+# action) and kept. The Resource and the Condition are still tested on every request, so a verdict
+# is the one a fresh reading gives. Entries are keyed by the document object: moto_state hands out
+# one parsed document per stored text, so a policy edited in the backend is a new document and the
+# very next request reads it. A document must therefore not be changed in place once evaluated.
+
+_CACHE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A statement whose Principal and Action cover one caller and action: what is left to test."""
+
+    match: _Match
+    resource_pattern: re.Pattern[str] | None  # None: no pattern can match
+    resource_negated: bool
+    resource_given: bool  # False for trust policies: the role itself is the resource
+    conditions: tuple[tuple[str, str, tuple[str, ...]], ...] | None  # None: read the raw block
+    raw_condition: object
+
+    def applies(self, resource: str, context: Mapping[str, list[str]]) -> bool:
+        """Return True when the statement's Resource and Condition cover this request."""
+        if self.resource_given:
+            hit = self.resource_pattern is not None and self.resource_pattern.fullmatch(resource) is not None
+            if hit == self.resource_negated:
+                return False
+        if self.conditions is None:
+            return _conditions_hold(self.raw_condition, context, self.match.label)
+        for operator, key, expected in self.conditions:
+            values = context.get(key)
+            if not _condition_holds_for(operator, tuple(values) if values else (), expected, self.match.label):
+                return False
+        return True
+
+
+@lru_cache(maxsize=8192)
+def _condition_holds_for(operator: str, values: tuple[str, ...], expected: tuple[str, ...], label: str) -> bool:
+    """Return `_condition_holds` for hashable arguments, remembered: most values repeat for every task."""
+    return _condition_holds(operator, list(values) or None, list(expected), label)
+
+
+def _candidates(policy: Mapping[str, object], request: Request) -> tuple[_Candidate, ...]:
+    """Return the statements whose Effect, Principal and Action cover the caller and action, in order.
+
+    Checks and errors are those of `_matching_statements_uncached`, up to the Resource.
+    """
+    candidates: list[_Candidate] = []
+    for index, statement in enumerate(_as_list(policy.get("Statement")), start=1):
+        if not isinstance(statement, Mapping):
+            raise BackendError(f"statement {index} of a policy is not a JSON object: {statement!r}")
+        sid = statement.get("Sid")
+        label = f'Sid "{sid}"' if sid else f"statement #{index}"
+        effect = statement.get("Effect")
+        if effect not in ("Allow", "Deny"):
+            raise BackendError(f"{label} has Effect {effect!r}; expected 'Allow' or 'Deny'")
+        via = _principal_match(statement, request)
+        if via is None or not _action_matches(statement, request.action, label):
+            continue
+        candidates.append(_Candidate(
+            _Match(effect, label, via), *_resource_test(statement), *_condition_test(statement.get("Condition")),
+        ))
+    return tuple(candidates)
+
+
+def _resource_test(statement: Mapping[str, object]) -> tuple[re.Pattern[str] | None, bool, bool]:
+    """Return one regex for the statement's Resource (or NotResource) patterns, whether negated, whether given."""
+    for element, negated in (("Resource", False), ("NotResource", True)):
+        if element in statement:
+            patterns = [_glob(p).pattern for p in _strings(statement[element])]
+            combined = re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL) if patterns else None
+            return combined, negated, True
+    return None, False, False
+
+
+def _condition_test(condition: object) -> tuple[tuple[tuple[str, str, tuple[str, ...]], ...] | None, object]:
+    """Return a Condition block as (operator, lowercased key, expected values); None when malformed."""
+    if condition is None:
+        return (), None
+    if not isinstance(condition, Mapping) or not all(isinstance(keys, Mapping) for keys in condition.values()):
+        return None, condition  # `_conditions_hold` raises the error on the first request
+    tests = tuple(
+        (str(operator), str(key).lower(), tuple(_strings(expected)))
+        for operator, keys in condition.items()
+        for key, expected in keys.items()
+    )
+    return tests, condition
+
+
+# principal ARN, principal account, service principal, action
+_Caller = tuple[str, str, str | None, str]
+
+
+class _StatementCache:
+    """The candidates of each (document, caller, action) seen."""
+
+    def __init__(self) -> None:
+        self._plans: dict[int, tuple[Mapping[str, object], dict[_Caller, tuple[_Candidate, ...]]]] = {}
+
+    def matching(
+        self, policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
+    ) -> list[_Match]:
+        """Return every statement of the policy that applies to the request."""
+        entry = self._plans.get(id(policy))
+        if entry is None or entry[0] is not policy:
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            # The entry holds the document, so its id cannot be reused while the entry exists.
+            entry = (policy, {})
+            self._plans[id(policy)] = entry
+        plans = entry[1]
+        caller: _Caller = (request.principal_arn, request.principal_account, request.service_principal, request.action)
+        candidates = plans.get(caller)
+        if candidates is None:
+            candidates = _candidates(policy, request)
+            if len(plans) >= _CACHE_LIMIT:
+                plans.clear()
+            plans[caller] = candidates
+        resource = request.resource
+        return [c.match for c in candidates if c.applies(resource, context)]
+
+
+_cache = _StatementCache()
+
+
+class _DecisionCache:
+    """Verdicts on requests asked before, word for word, of the very same documents.
+
+    Per task, the bucket-level request and the KMS requests (their encryption context names the
+    bucket when it uses a Bucket Key) are the same for every version: their verdict is kept. A
+    request naming an object is new each time and simply evaluated (through the statement cache).
+    """
+
+    def __init__(self) -> None:
+        self._verdicts: dict[tuple[object, ...], tuple[tuple[object, ...], Decision]] = {}
+
+    def decide(
+        self,
+        request: Request,
+        identity_policies: tuple[Mapping[str, object], ...],
+        resource_policy: Mapping[str, object] | None,
+        resource_is_kms_key: bool,
+    ) -> Decision:
+        """Return the verdict on the request, reused when the same request met the same documents."""
+        documents = (*identity_policies, resource_policy)
+        asked = (request.principal_arn, request.principal_account, request.action, request.resource,
+                 request.resource_account, request.service_principal, resource_is_kms_key, *map(id, documents))
+        key: tuple[object, ...]
+        try:
+            key = (*asked, tuple(request.context.items()))
+            known = self._verdicts.get(key)
+        except TypeError:  # a list value: a context is usually text only
+            try:
+                key = (*asked, _frozen(request.context))
+                known = self._verdicts.get(key)
+            except TypeError:  # neither text nor a list of texts
+                return _decide(request, identity_policies, resource_policy, resource_is_kms_key)
+        # The entry holds the documents, so their ids cannot be reused while it exists; a tuple
+        # compares its items by identity first, so the very same documents compare at once.
+        if known is not None and known[0] == documents:
+            return known[1]
+        decision = _decide(request, identity_policies, resource_policy, resource_is_kms_key)
+        if len(self._verdicts) >= _CACHE_LIMIT:
+            self._verdicts.clear()
+        self._verdicts[key] = (documents, decision)
+        return decision
+
+
+def _frozen(context: Mapping[str, ContextValue]) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """Return a request context as a hashable value."""
+    return tuple((key, value if isinstance(value, str) else tuple(value)) for key, value in context.items())
+
+
+_decisions = _DecisionCache()
+
+
+class _LowercaseContext(Mapping[str, list[str]]):
+    """The request context keyed case-insensitively; a value is turned into strings only when a Condition reads it."""
+
+    def __init__(self, given: Mapping[str, ContextValue]) -> None:
+        self._given = given
+        self._keys: dict[str, ContextValue] | None = None
+
+    def _lowered(self) -> dict[str, ContextValue]:
+        if self._keys is None:
+            self._keys = {key.lower(): value for key, value in self._given.items()}
+        return self._keys
+
+    def __getitem__(self, key: str) -> list[str]:
+        return _strings(self._lowered()[key])
+
+    def get(self, key: str, default: object = None) -> Any:
+        """Return the values of a lowercased key, or `default` when the request has none."""
+        lowered = self._lowered()
+        return _strings(lowered[key]) if key in lowered else default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lowered())
+
+    def __len__(self) -> int:
+        return len(self._lowered())
 
 
 # --- conditions -----------------------------------------------------------------------------

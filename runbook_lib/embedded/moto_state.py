@@ -35,6 +35,7 @@ __all__ = [
     "policy_document",
     "s3_backend",
     "sns_backend",
+    "stored_identity_policies",
     "tag_version",
     "version_tags",
     "versions_of",
@@ -130,13 +131,18 @@ def iam_role(role_arn: str) -> Any:
 
 def identity_policies(role: Any) -> list[dict[str, Any]]:
     """Return the role's inline policies and the default version of each attached managed policy."""
+    documents = (policy_document(text) for text in stored_identity_policies(role))
+    return [document for document in documents if document is not None]
+
+
+def stored_identity_policies(role: Any) -> tuple[Any, ...]:
+    """Return the role's identity policies as moto stores them (text), inline ones first: cheap to compare."""
     stored = list(role.policies.values())
     for policy in list(role.managed_policies.values()):
         default = next((v for v in policy.versions if v.is_default), None)
         if default is not None:
             stored.append(default.document)
-    documents = (policy_document(text) for text in stored)
-    return [document for document in documents if document is not None]
+    return tuple(stored)
 
 
 def policy_document(stored: Any) -> dict[str, Any] | None:

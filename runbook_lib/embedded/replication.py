@@ -117,7 +117,8 @@ from runbook_lib import aws_facts
 from runbook_lib.embedded import moto_state
 from runbook_lib.embedded.iam_eval import Decision, Request, can_assume, is_allowed, service_source_context
 from runbook_lib.embedded.moto_state import PARTITION, is_delete_marker
-from runbook_lib.embedded.replication_rules import KMS_ENCRYPTIONS, applicable_rules, normalised
+from runbook_lib.embedded.replication_rules import KMS_ENCRYPTIONS, applicable_rules, stored_configuration
+from runbook_lib.embedded.task_caches import caches_enabled
 from runbook_lib.embedded.utc import as_utc, utc_now
 
 __all__ = [
@@ -213,7 +214,7 @@ def _source_side(source_account: str, bucket_name: str, version_id: str) -> tupl
             f"Source bucket {bucket_name} does not exist in account {source_account}.",
             marks_failed=False,
         )
-    config = normalised(getattr(bucket, "replication", None))
+    config = stored_configuration(bucket)
     if config is None:
         raise _TaskFailed(
             "SrcBucketReplicationConfigMissing",
@@ -272,6 +273,12 @@ class _Role:
     context: Mapping[str, str | list[str]] = field(default_factory=dict)
 
 
+# Roles assumed so far, per (role ARN, service, source bucket, its account): the role object, its
+# stored trust and identity policies, and the result. Reused only while all three are the very
+# objects moto holds, so an edited trust or identity policy is read again on the next task.
+_assumed: dict[tuple[str, str, str, str], tuple[Any, Any, tuple[Any, ...], _Role]] = {}
+
+
 def _assume(
     role_arn: str, service: str, source_bucket: Any, label: str, *, marks_failed: bool = False
 ) -> _Role:
@@ -284,6 +291,23 @@ def _assume(
             f"S3 cannot assume {label} {role_arn}: no such role in account {account or '?'}.",
             marks_failed=marks_failed,
         )
+    stored_trust, stored_policies = role.assume_role_policy_document, moto_state.stored_identity_policies(role)
+    memo = (role_arn, service, source_bucket.name, source_bucket.account_id)
+    known = _assumed.get(memo) if caches_enabled() else None
+    if known is not None and known[0] is role and known[1] is stored_trust and known[2] == stored_policies:
+        return known[3]
+    assumed = _assume_afresh(role, account, service, source_bucket, label, marks_failed=marks_failed)
+    if len(_assumed) >= 64:
+        _assumed.clear()
+    _assumed[memo] = (role, stored_trust, stored_policies, assumed)
+    return assumed
+
+
+def _assume_afresh(
+    role: Any, account: str, service: str, source_bucket: Any, label: str, *, marks_failed: bool
+) -> _Role:
+    """Return the role as `service` assumes it, reading its trust and identity policies."""
+    role_arn = role.arn
     trust = moto_state.policy_document(role.assume_role_policy_document)
     source_context = service_source_context(
         service, source_bucket=source_bucket.name, source_account=source_bucket.account_id)

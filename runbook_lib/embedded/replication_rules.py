@@ -23,6 +23,7 @@ from typing import Any
 from runbook_lib import aws_facts
 from runbook_lib.embedded import moto_state
 from runbook_lib.embedded.moto_state import is_delete_marker
+from runbook_lib.embedded.task_caches import caches_enabled
 
 __all__ = [
     "KMS_ENCRYPTIONS",
@@ -30,6 +31,7 @@ __all__ = [
     "eligible_for_replication",
     "normalised",
     "replication_configuration",
+    "stored_configuration",
 ]
 
 KMS_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
@@ -51,6 +53,27 @@ def replication_configuration(source_account: str, bucket_name: str) -> dict[str
     if bucket is None:
         return None
     return normalised(getattr(bucket, "replication", None))
+
+
+# The last configurations normalised, by the identity of moto's stored object: moto replaces that
+# object when a configuration is put or deleted, so a changed configuration is read afresh.
+_NORMALISED_LIMIT = 64
+_normalised: dict[int, tuple[Mapping[str, Any], dict[str, Any] | None]] = {}
+
+
+def stored_configuration(bucket: Any) -> dict[str, Any] | None:
+    """Return the bucket's configuration as `normalised` gives it, shared between tasks: read it, never modify it."""
+    stored = getattr(bucket, "replication", None)
+    if not stored or not caches_enabled():
+        return normalised(stored)
+    entry = _normalised.get(id(stored))
+    if entry is None or entry[0] is not stored:
+        if len(_normalised) >= _NORMALISED_LIMIT:
+            _normalised.clear()
+        # The entry holds the stored object, so its id cannot be reused while the entry exists.
+        entry = (stored, normalised(stored))
+        _normalised[id(stored)] = entry
+    return entry[1]
 
 
 def normalised(stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -129,7 +152,7 @@ def eligible_for_replication(source_account: str, bucket_name: str, version: Any
     bucket = moto_state.owned_bucket(source_account, bucket_name)
     if bucket is None:
         return False
-    config = normalised(getattr(bucket, "replication", None))
+    config = stored_configuration(bucket)
     if config is None:
         return False
     return bool(applicable_rules(config, version, moto_state.version_tags(bucket, version)))
