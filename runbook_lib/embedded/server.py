@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -124,6 +125,7 @@ class EmbeddedBackend:
     _server: Any = field(repr=False)
     _thread: threading.Thread = field(repr=False)
     app: BackendApp = field(repr=False)
+    _own_config_dir: Path | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -155,6 +157,8 @@ class EmbeddedBackend:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+        if self._own_config_dir is not None:
+            shutil.rmtree(self._own_config_dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedBackend:
         return self
@@ -270,7 +274,8 @@ def start_backend(
     # Absolute, because clients (kernels, the AWS CLI) may run in another working directory.
     config_path = (Path(config_file) if config_file else _default_config_path(actual_port)).resolve()
     write_aws_config(config_path, f"http://{host}:{actual_port}")
-    backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app)
+    own_dir = None if config_file else config_path.parent
+    backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app, own_dir)
     log.info("embedded AWS listening on %s (config %s)", backend.endpoint, config_path)
     return backend
 
