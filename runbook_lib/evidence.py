@@ -180,8 +180,8 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     figure, axes = plt.subplots(figsize=(8, 0.45 * max(3, len(shown)) + 1))
     names = list(shown)
     # Green: recovered; grey: correctly left out by the job's filter or the sample; red: everything that needs a look.
-    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n in ("not_expected", "not_sampled")
-               else "#c62828" for n in names]
+    left_out = ("not_expected", "not_sampled", "after_as_of")
+    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n in left_out else "#c62828" for n in names]
     axes.barh(names, [shown[n] for n in names], color=colours)
     for index, name in enumerate(names):
         axes.text(shown[name], index, f" {shown[name]:,}", va="center")
