@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log, plan, prices
+from runbook_lib import call_log, current_view, plan, prices
 from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 from runbook_lib.run_lock import lock_for_phase, release_phase_lock
@@ -64,6 +64,7 @@ def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
 def withdraw_verdict(
     run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None,
     reason: str = "verification started and has not concluded", *, run: dict[str, Any] | None = None,
+    as_of: str | None = None,
 ) -> Path:
     """Write summary.json saying INCOMPLETE, then remove the detail CSVs and evidence.html of any earlier verdict.
 
@@ -80,6 +81,8 @@ def withdraw_verdict(
         extra["scope"] = scope
     if run is not None:
         extra["run"] = run
+    # Present in every summary, so scripts can rely on them: the point in time, and no current view yet.
+    extra.update(as_of=as_of, current_view=None)
     path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
     _clear_details(folder)
@@ -316,6 +319,11 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             intro += f"\n\nThis run is {document['run'].get('description')}."
         if document.get("scope"):
             intro += f"\n\nScope: {document['scope'].get('description')}."
+        if document.get("as_of"):
+            intro += (f"\n\nPoint in time: {document['as_of']}. Versions created at or after it are out of "
+                      "scope (`after_as_of`): never expected, never recovered.")
+        if document.get("current_view"):
+            intro += f"\n\n{current_view.describe(document['current_view'])}"
         if document.get("content_basis"):
             intro += f"\n\n{document['content_basis']}"
         intro += _sample_text(document.get("sample"))

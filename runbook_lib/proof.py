@@ -11,13 +11,25 @@ comparison so far and what waits, then stops.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, pins, reports, run_kind, sampling, snapshot, throughput, verify
+from runbook_lib import (
+    batch_job,
+    current_view,
+    evidence,
+    pins,
+    reports,
+    run_kind,
+    sampling,
+    snapshot,
+    throughput,
+    verify,
+)
 from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
@@ -43,6 +55,7 @@ __all__ = [
     "snapshot_overview",
     "snapshot_recovery",
     "snapshot_vault",
+    "with_current_view",
     "withdraw_verdict",
 ]
 
@@ -68,7 +81,8 @@ def withdraw_verdict(ctx: RunContext, reason: str) -> str | None:
     """
     ctx.ledger.ensure_current()
     previous = ctx.ledger.state.verdict.verdict if ctx.ledger.state.verdict else None
-    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record(), reason, run=run_record(ctx))
+    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record(), reason, run=run_record(ctx),
+                              as_of=job_scope(ctx).as_record()["as_of"])
     _record_verdict(ctx, "INCOMPLETE", reason)
     return previous
 
@@ -192,12 +206,34 @@ def compare_buckets(
     For a sample drill, only the run's sample (read back from the run folder) is expected; versions
     in scope but not drawn are "not sampled", and any of them in the recovery bucket is extra.
     """
-    return verify.compare(
+    comparison = verify.compare(
         vault, recovery, scope=job_scope(ctx), manifest=manifest,
         report=None if report is None else _latest_per_version(report),
         findings=check_job_outputs(ctx, manifest, report),
         sample=sampling.drawn_versions(ctx) if ctx.params.job.sample is not None else None,
     )
+    return with_current_view(comparison, vault, recovery, job_scope(ctx), ctx.params.verification.current_view,
+                             sampled=ctx.params.job.sample is not None)
+
+
+def with_current_view(
+    comparison: verify.Comparison, vault: pd.DataFrame, recovery: pd.DataFrame, scope: JobScope, setting: str,
+    *, sampled: bool = False,
+) -> verify.Comparison:
+    """Return the comparison with what applications will read in one bucket pair; a failing view is a finding.
+
+    Under `verification.current_view` (`setting`), a difference that fails the verdict becomes one
+    finding naming the keys' reasons, so the verdict is FAIL as for any other finding.
+    """
+    details = comparison.details
+    expected = details.loc[details["expected"].to_numpy(bool), ["key", "version_id"]]
+    view = current_view.compare_current(vault, recovery, scope, expected, setting=setting, sampled=sampled)
+    finding = view.finding()
+    if finding is None:
+        return dataclasses.replace(comparison, current_view=view)
+    counts = {**comparison.counts, "findings": comparison.counts["findings"] + 1}
+    return dataclasses.replace(comparison, verdict="FAIL", counts=counts, findings=(*comparison.findings, finding),
+                               current_view=view)
 
 
 def _save_round(ctx: RunContext, record: RetryRound) -> None:
@@ -330,8 +366,13 @@ def _write_verdict(
     details = {name: comparison.category(name) for name, count in categories.items()
                if count and name not in verify.NOT_PROBLEMS}
     details["all_versions"] = comparison.details
+    view = comparison.current_view
+    if view is not None:
+        details["current_view"] = view.rows
     evidence.write_details(ctx.ledger.run_dir, details)
-    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment}
+    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment,
+                             "as_of": job_scope(ctx).as_record()["as_of"],
+                             "current_view": view.as_record() if view is not None else None}
     sample = sample_record(ctx)
     if sample is not None:
         extra["sample"] = sample

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -77,11 +77,14 @@ from runbook_lib.errors import InvalidArguments, ParameterProblem, ReportError
 from runbook_lib.scope import AFTER_AS_OF as AFTER_AS_OF_REASON
 from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
 
+if TYPE_CHECKING:
+    from runbook_lib.current_view import CurrentView
+
 __all__ = [
+    "AFTER_AS_OF",
     "CATEGORIES",
     "CONTENT_DIFFERS",
     "COUNT_KEYS",
-    "AFTER_AS_OF",
     "ELIGIBLE_NOT_IN_MANIFEST",
     "EXTRA_IN_RECOVERY",
     "IN_MANIFEST_NOT_ELIGIBLE",
@@ -203,6 +206,8 @@ class Comparison:
     findings: tuple[str, ...] = ()
     # How content was compared: versions in both buckets, multipart ETags, checksums (not) compared.
     content_checks: dict[str, int] = field(default_factory=dict)
+    # What applications will read, key by key (runbook_lib.current_view), once the caller has compared it.
+    current_view: CurrentView | None = field(default=None, repr=False)
 
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
