@@ -252,7 +252,9 @@ def run_drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out)
+    as_of = getattr(args, "as_of", None)
+    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
+                                    as_of)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed)
     started = time.monotonic()
@@ -263,6 +265,7 @@ def run_drill(args: argparse.Namespace) -> int:
         counts = truth.counts()
         print(f"embedded AWS at {backend.endpoint}; vault seeded with {counts['source_versions']} versions "
               f"({counts['expected']} expected to recover)", flush=True)
+        _report_history(truth, as_of)
         phases = phase_names()
         missing = [p for p in ("07_verify",) if p not in phases]
         try:
@@ -279,12 +282,27 @@ def run_drill(args: argparse.Namespace) -> int:
 DRILL_PARAMS_COPY = "parameters.yaml"
 
 
-def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path) -> Path:
+def _report_history(truth: Any, as_of: datetime | None) -> None:
+    """Print the seeded history's range and, with a point in time, how many versions fall on each side of it."""
+    from runbook_lib.embedded.seed_history import HISTORY_END, HISTORY_START
+
+    print(f"seeded history: {HISTORY_START:%Y-%m-%d} to {HISTORY_END:%Y-%m-%d} (UTC)", flush=True)
+    if as_of is None:
+        return
+    created = [datetime.fromisoformat(v.last_modified) for v in truth.versions]
+    before = sum(moment < as_of for moment in created)
+    print(f"recovering as of {as_of:%Y-%m-%dT%H:%M:%SZ}: {before} versions created before it, "
+          f"{len(created) - before} at or after it (never recovered)", flush=True)
+
+
+def _drill_parameters(
+    params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path, as_of: datetime | None = None,
+) -> Path:
     """Write the parameters the drill runs with into the run folder, check them, and return their path.
 
     A drill always runs on the embedded backend it starts, so its parameters say so
     (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
-    sets job.sample.
+    sets job.sample, `--as-of` recover_as_of.
     """
     import yaml
 
@@ -301,6 +319,9 @@ def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, 
             if isinstance(job, dict):
                 job["sample"] = {**sample, "seed": seed}
                 changes.append("job.sample set by runbook drill --sample")
+        if as_of is not None:
+            data["recover_as_of"] = as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
+            changes.append("recover_as_of set by runbook drill --as-of")
     written = out / DRILL_PARAMS_COPY
     header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
     written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
