@@ -77,10 +77,11 @@ def select_as_of(versions: pd.DataFrame, scope: JobScope) -> AsOfSelection | Non
     after = (created >= pd.Timestamp(scope.as_of)).to_numpy(bool)
     markers = versions["is_delete_marker"].astype(bool).to_numpy()
     # Every part of the scope a listing can tell: creation window, key constraints, archived storage.
-    listed = [scope.listed_in_scope(str(key), moment.to_pydatetime(), storage)
-              for key, moment, storage in zip(versions["key"], created, versions["storage_class"], strict=True)]
+    storage = [None if pd.isna(value) else str(value) for value in versions["storage_class"]]
+    listed = [scope.listed_in_scope(str(key), moment.to_pydatetime(), storage_class)
+              for key, moment, storage_class in zip(versions["key"], created, storage, strict=True)]
     candidate = pd.Series(listed, dtype=bool).to_numpy() & ~markers
-    sizes = versions["size"].astype("int64").to_numpy()
+    sizes = pd.to_numeric(versions["size"]).fillna(0).astype("int64").to_numpy()
     keys = versions["key"].astype(str)
     keys_before = set(keys[~after])
     keys_after = set(keys[after])
