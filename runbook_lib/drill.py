@@ -355,6 +355,11 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
     print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; "
           f"drill total {seconds:.1f} s")
     _report_sample(summary.get("sample"))
+    view = summary.get("current_view")
+    if view:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in view["by_reason"].items() if count)
+        print(f"current view: {view['differing']} of {view['keys']} keys read differently from the vault"
+              + (f" ({reasons})" if reasons else "") + f"; {view['unexplained']} without a documented reason")
     print(f"evidence: {out / 'evidence.html'}")
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
 
