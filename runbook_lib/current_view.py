@@ -154,10 +154,10 @@ def compare_current(
     rows = every_key.merge(vault_side, on="key", how="left").merge(recovery_side, on="key", how="outer")
     rows = rows.sort_values("key", kind="stable")
     rows = rows.reset_index(drop=True)
-    in_recovery = set(zip(recovery["key"].astype(str), recovery["version_id"].astype(str), strict=True))
-    wanted = set(zip(expected["key"].astype(str), expected["version_id"].astype(str), strict=True))
+    rows["_in_recovery"] = _holds(rows, recovery)
+    rows["_expected"] = _holds(rows, expected)
     rows["same"] = _same(rows)
-    rows["reason"] = _reasons(rows, scope, in_recovery, wanted, sampled)
+    rows["reason"] = _reasons(rows, scope, sampled)
     return CurrentView(setting, scope.as_of, rows[[
         "key", "same", "reason", "vault_reads", "vault_version_id", "vault_last_modified",
         "recovery_reads", "recovery_version_id", "recovery_last_modified",
@@ -200,7 +200,6 @@ def _vault_reads(vault: pd.DataFrame, as_of: datetime | None) -> pd.DataFrame:
         "vault_version_id": chosen["version_id"].astype(str).to_numpy(),
         "vault_reads": np.where(_flag(chosen["is_delete_marker"]), DELETE_MARKER, OBJECT),
         "vault_last_modified": chosen["created"].to_numpy(),
-        "_vault_row": chosen["position"].to_numpy(),
         "_vault_storage_class": chosen["storage_class"].to_numpy(),
         "_vault_replication_status": chosen["replication_status"].to_numpy(),
     })
@@ -236,33 +235,31 @@ def _same(rows: pd.DataFrame) -> np.ndarray:
     return np.asarray((vault_object & recovery_object & same_version) | (~vault_object & ~recovery_object), dtype=bool)
 
 
-def _reasons(
-    rows: pd.DataFrame, scope: JobScope, in_recovery: set[tuple[str, str]], wanted: set[tuple[str, str]],
-    sampled: bool,
-) -> np.ndarray:
-    """Return per key the reason its two GETs differ ("" where they agree)."""
-    reason = np.full(len(rows), "", dtype=object)
-    scope_reasons = _scope_reasons(rows, scope)
-    for index, row in enumerate(rows.itertuples(index=False)):
-        if row.same:
-            continue
-        pair = (str(row.key), str(row.vault_version_id))
-        newer_in_recovery = (row.recovery_reads == OBJECT and row.vault_reads != NO_VERSION
-                             and row.recovery_last_modified > row.vault_last_modified)
-        if row.vault_reads == NO_VERSION or newer_in_recovery:
-            reason[index] = EXTRA
-        elif row.vault_reads == DELETE_MARKER:
-            reason[index] = DELETE_MARKER_NOT_REPLICATED
-        elif pair in wanted:
-            reason[index] = ORDERING if pair in in_recovery else MISSING
-        elif scope_reasons[index].startswith("archived"):
-            reason[index] = ARCHIVED
-        elif scope_reasons[index] != IN_SCOPE:
-            reason[index] = OUTSIDE_SCOPE
-        else:
-            # In scope, yet not expected: only a sample drill leaves such a version out.
-            reason[index] = NOT_SAMPLED if sampled else MISSING
-    return reason
+def _holds(rows: pd.DataFrame, versions: pd.DataFrame) -> np.ndarray:
+    """Return where the version the vault served for a key is among `versions` (key, version_id)."""
+    listed = pd.DataFrame({"key": versions["key"].astype(str).to_numpy(),
+                           "vault_version_id": versions["version_id"].astype(str).to_numpy()}).drop_duplicates()
+    found = rows[["key", "vault_version_id"]].merge(listed, how="left", on=["key", "vault_version_id"], indicator=True)
+    return np.asarray((found["_merge"] == "both").to_numpy(bool), dtype=bool)
+
+
+def _reasons(rows: pd.DataFrame, scope: JobScope, sampled: bool) -> np.ndarray:
+    """Return per key the reason its two GETs differ ("" where they agree); the first that applies is given."""
+    outside = _scope_reasons(rows, scope)
+    vault_reads, recovery_reads = rows["vault_reads"].to_numpy(), rows["recovery_reads"].to_numpy()
+    later = (rows["recovery_last_modified"] > rows["vault_last_modified"]).fillna(False).to_numpy(bool)
+    expected, in_recovery = rows["_expected"].to_numpy(bool), rows["_in_recovery"].to_numpy(bool)
+    nothing_then = vault_reads == NO_VERSION
+    newer_in_recovery = (recovery_reads == OBJECT) & ~nothing_then & later
+    archived = np.array([str(reason).startswith("archived") for reason in outside], dtype=bool)
+    reason = np.select(
+        [rows["same"].to_numpy(bool), nothing_then | newer_in_recovery, vault_reads == DELETE_MARKER,
+         expected & in_recovery, expected, archived, outside != IN_SCOPE],
+        ["", EXTRA, DELETE_MARKER_NOT_REPLICATED, ORDERING, MISSING, ARCHIVED, OUTSIDE_SCOPE],
+        # In scope, yet not expected: only a sample drill leaves such a version out.
+        default=NOT_SAMPLED if sampled else MISSING,
+    )
+    return np.asarray(reason, dtype=object)
 
 
 def _scope_reasons(rows: pd.DataFrame, scope: JobScope) -> np.ndarray:
