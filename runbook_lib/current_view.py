@@ -30,6 +30,7 @@ default) fails on an unexplained one; `fail_any` fails on any difference.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runbook_lib import columnar
 from runbook_lib.scope import IN_SCOPE, JobScope
 
 __all__ = [
@@ -72,8 +74,8 @@ SETTINGS: tuple[str, ...] = ("report", "fail_unexplained", "fail_any")
 OBJECT = "object"
 DELETE_MARKER = "delete marker (404)"
 NO_VERSION = "no version (404)"
+_READS = (OBJECT, DELETE_MARKER, NO_VERSION)
 
-_COLUMNS = ["key", "version_id", "is_delete_marker", "last_modified", "storage_class", "replication_status"]
 
 
 @dataclass(frozen=True)
@@ -147,21 +149,73 @@ def compare_current(
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, not {setting!r}")
-    vault_side = _vault_reads(vault, scope.as_of)
-    recovery_side = _recovery_reads(recovery)
-    # Every key the vault holds, those it did not hold yet at the point in time included (they read 404).
-    every_key = pd.DataFrame({"key": pd.unique(vault["key"].astype(str))})
-    rows = every_key.merge(vault_side, on="key", how="left").merge(recovery_side, on="key", how="outer")
-    rows = rows.sort_values("key", kind="stable")
-    rows = rows.reset_index(drop=True)
-    rows["_in_recovery"] = _holds(rows, recovery)
-    rows["_expected"] = _holds(rows, expected)
-    rows["same"] = _same(rows)
-    rows["reason"] = _reasons(rows, scope, sampled)
-    return CurrentView(setting, scope.as_of, rows[[
-        "key", "same", "reason", "vault_reads", "vault_version_id", "vault_last_modified",
-        "recovery_reads", "recovery_version_id", "recovery_last_modified",
-    ]])
+    # Keys and version ids as integer codes shared by the three inputs: every step below is numeric.
+    key_text, key_first, (vault_key, recovery_key, expected_key) = _codes(
+        vault["key"], recovery["key"], expected["key"])
+    version_text, version_first, (vault_version, recovery_version, expected_version) = _codes(
+        vault["version_id"], recovery["version_id"], expected["version_id"])
+    width = max(len(version_first), 1)
+    vault_time, vault_known = _nanos(vault["last_modified"])
+    recovery_time, _ = _nanos(recovery["last_modified"])
+    vault_marker, recovery_marker = _flag(vault["is_delete_marker"]), _flag(recovery["is_delete_marker"])
+
+    # The vault's answer per key: its newest entry created before the point in time, or its current one.
+    candidates = np.arange(len(vault))
+    if scope.as_of is not None:
+        candidates = candidates[vault_known & (vault_time < pd.Timestamp(scope.as_of).value)]
+        vault_rank = np.zeros(len(vault), dtype=bool)
+    else:
+        vault_rank = _latest(vault)
+    vault_row = _newest_per_key(candidates, vault_key, vault_rank, vault_time, len(key_first))
+    recovery_row = _newest_per_key(np.arange(len(recovery)), recovery_key, _latest(recovery), recovery_time,
+                                   len(key_first))
+    # Every key the vault or the recovery bucket holds; a key the vault did not hold yet reads 404.
+    present = np.zeros(len(key_first), dtype=bool)
+    present[vault_key] = True
+    present[recovery_key] = True
+    keys = np.flatnonzero(present)
+    v_row, r_row = vault_row[keys], recovery_row[keys]
+    v_has, r_has = v_row >= 0, r_row >= 0
+    v_object = v_has & ~vault_marker[np.maximum(v_row, 0)]
+    r_object = r_has & ~recovery_marker[np.maximum(r_row, 0)]
+    v_version = np.where(v_has, vault_version[np.maximum(v_row, 0)], -1)
+    r_version = np.where(r_has, recovery_version[np.maximum(r_row, 0)], -1)
+    v_time = np.where(v_has, vault_time[np.maximum(v_row, 0)], 0)
+    r_time = np.where(r_has, recovery_time[np.maximum(r_row, 0)], 0)
+    served = keys.astype(np.int64) * width + v_version
+    in_recovery = v_has & _among(served, recovery_key.astype(np.int64) * width + recovery_version)
+    wanted = v_has & _among(served, expected_key.astype(np.int64) * width + expected_version)
+    same = (v_object & r_object & (v_version == r_version)) | (~v_object & ~r_object)
+
+    # Why the vault's version is outside the scope, asked only of the keys whose GETs differ.
+    outside = np.full(len(keys), IN_SCOPE, dtype=object)
+    ask = v_has & ~same
+    if ask.any():
+        outside[ask] = scope.reasons(vault.iloc[v_row[ask]].reset_index(drop=True)).to_numpy()
+    archived = np.zeros(len(keys), dtype=bool)
+    archived[ask] = [str(why).startswith("archived") for why in outside[ask]]
+    choices = ("", EXTRA, DELETE_MARKER_NOT_REPLICATED, ORDERING, MISSING, ARCHIVED, OUTSIDE_SCOPE,
+               NOT_SAMPLED if sampled else MISSING)
+    reason = np.select(
+        [same, ~v_has | (r_object & (r_time > v_time)), ~v_object, wanted & in_recovery, wanted, archived,
+         outside != IN_SCOPE],
+        list(range(7)),
+        # In scope, yet not expected: only a sample drill leaves such a version out.
+        default=7,
+    )
+    # Keys in order of first appearance: the vault's listing order, then keys only the recovery holds.
+    rows = pd.DataFrame({
+        "key": _names(key_text, key_first, keys),
+        "same": same,
+        "reason": _labels(reason, choices),
+        "vault_reads": _labels(np.where(v_object, 0, np.where(v_has, 1, 2)), _READS),
+        "vault_version_id": _names(version_text, version_first, v_version),
+        "vault_last_modified": _times(v_time, v_has),
+        "recovery_reads": _labels(np.where(r_object, 0, np.where(r_has, 1, 2)), _READS),
+        "recovery_version_id": _names(version_text, version_first, r_version),
+        "recovery_last_modified": _times(r_time, r_has),
+    })
+    return CurrentView(setting, scope.as_of, rows)
 
 
 def describe(record: dict[str, Any] | None) -> str:
@@ -178,104 +232,74 @@ def describe(record: dict[str, Any] | None) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- each side's GET
+# --------------------------------------------------------------------------- numeric helpers
 
 
-def _vault_reads(vault: pd.DataFrame, as_of: datetime | None) -> pd.DataFrame:
-    """Return per key the vault's entry a GET returned: the current one, or the newest created before `as_of`."""
-    frame = vault[_COLUMNS].copy()
-    frame["position"] = np.arange(len(frame))
-    frame["created"] = pd.to_datetime(frame["last_modified"], utc=True)
-    if as_of is not None:
-        frame = frame[(frame["created"] < pd.Timestamp(as_of)).fillna(False).to_numpy(bool)]
-        newest_first = frame.sort_values(["key", "created", "position"], ascending=[True, False, True], kind="stable")
-    else:
-        frame["latest"] = vault["is_latest"].astype("boolean").fillna(False).to_numpy(bool) if "is_latest" in vault \
-            else False
-        newest_first = frame.sort_values(["key", "latest", "created", "position"],
-                                         ascending=[True, False, False, True], kind="stable")
-    chosen = newest_first.drop_duplicates("key", keep="first")
-    return pd.DataFrame({
-        "key": chosen["key"].astype(str).to_numpy(),
-        "vault_version_id": chosen["version_id"].astype(str).to_numpy(),
-        "vault_reads": np.where(_flag(chosen["is_delete_marker"]), DELETE_MARKER, OBJECT),
-        "vault_last_modified": chosen["created"].to_numpy(),
-        "_vault_storage_class": chosen["storage_class"].to_numpy(),
-        "_vault_replication_status": chosen["replication_status"].to_numpy(),
-    })
+def _codes(*columns: pd.Series) -> tuple[pd.Series, np.ndarray, list[np.ndarray]]:
+    """Return text columns concatenated (arrow strings), the first position of each distinct value, and codes."""
+    combined = pd.concat([columnar.text(column).reset_index(drop=True) for column in columns], ignore_index=True)
+    codes, count = columnar.factorize_text(combined)
+    first = np.full(count, len(combined), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(combined), dtype=np.int64))
+    ends = np.cumsum([0, *(len(column) for column in columns)])
+    return combined, first, [codes[start:end] for start, end in itertools.pairwise(ends)]
 
 
-def _recovery_reads(recovery: pd.DataFrame) -> pd.DataFrame:
-    """Return per key the recovery bucket's current entry (the one its listing marks latest)."""
-    frame = recovery[["key", "version_id", "is_delete_marker", "last_modified"]].copy()
-    frame["position"] = np.arange(len(frame))
-    frame["created"] = pd.to_datetime(frame["last_modified"], utc=True)
-    frame["latest"] = recovery["is_latest"].astype("boolean").fillna(False).to_numpy(bool) \
-        if "is_latest" in recovery else False
-    chosen = frame.sort_values(["key", "latest", "created", "position"], ascending=[True, False, False, True],
-                               kind="stable").drop_duplicates("key", keep="first")
-    return pd.DataFrame({
-        "key": chosen["key"].astype(str).to_numpy(),
-        "recovery_version_id": chosen["version_id"].astype(str).to_numpy(),
-        "recovery_reads": np.where(_flag(chosen["is_delete_marker"]), DELETE_MARKER, OBJECT),
-        "recovery_last_modified": chosen["created"].to_numpy(),
-    })
+def _nanos(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return times as nanoseconds since the epoch (UTC), and where they are known."""
+    moments = pd.to_datetime(column, utc=True)
+    known = ~moments.isna().to_numpy(bool)
+    nanos = moments.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    # An unknown time counts as the oldest (its negation must not wrap around).
+    return np.where(known, nanos, np.iinfo(np.int64).min + 1), known
 
 
-# --------------------------------------------------------------------------- the comparison
+def _latest(snapshot: pd.DataFrame) -> np.ndarray:
+    """Return where a snapshot's listing marks the entry as its key's current one (all False without the column)."""
+    if "is_latest" not in snapshot.columns:
+        return np.zeros(len(snapshot), dtype=bool)
+    return _flag(snapshot["is_latest"])
 
 
-def _same(rows: pd.DataFrame) -> np.ndarray:
-    """Return where both GETs read the same: the same object version, or a 404 on both sides."""
-    rows["vault_reads"] = rows["vault_reads"].fillna(NO_VERSION)
-    rows["recovery_reads"] = rows["recovery_reads"].fillna(NO_VERSION)
-    vault_object = (rows["vault_reads"] == OBJECT).to_numpy(bool)
-    recovery_object = (rows["recovery_reads"] == OBJECT).to_numpy(bool)
-    same_version = (rows["vault_version_id"] == rows["recovery_version_id"]).fillna(False).to_numpy(bool)
-    return np.asarray((vault_object & recovery_object & same_version) | (~vault_object & ~recovery_object), dtype=bool)
+def _newest_per_key(rows: np.ndarray, key: np.ndarray, latest: np.ndarray, moment: np.ndarray, keys: int) -> np.ndarray:
+    """Return per key code the row a GET reads among `rows`: latest, else newest, else listed first (-1: none)."""
+    chosen = np.full(keys, -1, dtype=np.int64)
+    if len(rows) == 0:
+        return chosen
+    # lexsort sorts by its last key first: key, then latest before not, then newest, then listing order.
+    order = rows[np.lexsort((rows, -moment[rows], ~latest[rows], key[rows]))]
+    first = np.r_[True, key[order][1:] != key[order][:-1]]
+    chosen[key[order][first]] = order[first]
+    return chosen
 
 
-def _holds(rows: pd.DataFrame, versions: pd.DataFrame) -> np.ndarray:
-    """Return where the version the vault served for a key is among `versions` (key, version_id)."""
-    listed = pd.DataFrame({"key": versions["key"].astype(str).to_numpy(),
-                           "vault_version_id": versions["version_id"].astype(str).to_numpy()}).drop_duplicates()
-    found = rows[["key", "vault_version_id"]].merge(listed, how="left", on=["key", "vault_version_id"], indicator=True)
-    return np.asarray((found["_merge"] == "both").to_numpy(bool), dtype=bool)
+def _among(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Return where each value is in `pool` (a sorted search: no hash table as large as the pool)."""
+    ordered = np.sort(pool)
+    found = np.searchsorted(ordered, values)
+    hit = np.zeros(len(values), dtype=bool)
+    inside = found < len(ordered)
+    hit[inside] = ordered[found[inside]] == values[inside]
+    return hit
 
 
-def _reasons(rows: pd.DataFrame, scope: JobScope, sampled: bool) -> np.ndarray:
-    """Return per key the reason its two GETs differ ("" where they agree); the first that applies is given."""
-    outside = _scope_reasons(rows, scope)
-    vault_reads, recovery_reads = rows["vault_reads"].to_numpy(), rows["recovery_reads"].to_numpy()
-    later = (rows["recovery_last_modified"] > rows["vault_last_modified"]).fillna(False).to_numpy(bool)
-    expected, in_recovery = rows["_expected"].to_numpy(bool), rows["_in_recovery"].to_numpy(bool)
-    nothing_then = vault_reads == NO_VERSION
-    newer_in_recovery = (recovery_reads == OBJECT) & ~nothing_then & later
-    archived = np.array([str(reason).startswith("archived") for reason in outside], dtype=bool)
-    reason = np.select(
-        [rows["same"].to_numpy(bool), nothing_then | newer_in_recovery, vault_reads == DELETE_MARKER,
-         expected & in_recovery, expected, archived, outside != IN_SCOPE],
-        ["", EXTRA, DELETE_MARKER_NOT_REPLICATED, ORDERING, MISSING, ARCHIVED, OUTSIDE_SCOPE],
-        # In scope, yet not expected: only a sample drill leaves such a version out.
-        default=NOT_SAMPLED if sampled else MISSING,
-    )
-    return np.asarray(reason, dtype=object)
+def _labels(codes: np.ndarray, names: tuple[str, ...]) -> pd.Categorical:
+    """Return codes (positions in `names`) as a categorical of their names; repeated names share a category."""
+    categories = list(dict.fromkeys(names))
+    mapping = np.array([categories.index(name) for name in names])
+    return pd.Categorical.from_codes(mapping[codes], categories=categories)
 
 
-def _scope_reasons(rows: pd.DataFrame, scope: JobScope) -> np.ndarray:
-    """Return why each key's vault version is outside the scope ("" inside, or where the vault read nothing)."""
-    frame = pd.DataFrame({
-        "key": rows["key"].astype(str),
-        "is_delete_marker": rows["vault_reads"] == DELETE_MARKER,
-        "storage_class": rows["_vault_storage_class"],
-        "replication_status": rows["_vault_replication_status"],
-        "last_modified": rows["vault_last_modified"],
-    })
-    known = (rows["vault_reads"] != NO_VERSION).to_numpy(bool)
-    reasons = np.full(len(rows), IN_SCOPE, dtype=object)
-    if known.any():
-        reasons[known] = scope.reasons(frame[known].reset_index(drop=True)).to_numpy()
-    return reasons
+def _names(combined: pd.Series, first: np.ndarray, codes: np.ndarray) -> pd.Series:
+    """Return the text of codes (missing where the code is -1), as arrow strings."""
+    values = combined.take(first[np.maximum(codes, 0)]).reset_index(drop=True)
+    return values.where(pd.Series(codes >= 0), pd.NA)
+
+
+def _times(nanos: np.ndarray, known: np.ndarray) -> pd.Series:
+    """Return nanoseconds since the epoch as UTC times (NaT where unknown)."""
+    moments = np.where(known, nanos, np.iinfo(np.int64).min).view("datetime64[ns]")  # the minimum is NaT
+    return pd.Series(moments).dt.tz_localize("UTC")
 
 
 def _flag(column: pd.Series) -> np.ndarray:
