@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import proof, verify
+from runbook_lib import current_view, proof, verify
 from runbook_lib.context import RunContext
 from runbook_lib.run_state import RetryRoundRecord
 
@@ -130,7 +130,9 @@ def combine(checks: Sequence[BucketCheck]) -> verify.Comparison:
     findings += tuple(f"{bucket}: the bucket's verdict is {dict(comparisons)[bucket].verdict}" for bucket in failing
                       if not dict(comparisons)[bucket].findings)
     verdict = "PASS" if not failing else "FAIL"
-    return verify.Comparison(verdict, counts, _bucket_first(details), findings, content)
+    view = current_view.combine_views([(bucket, c.current_view) for bucket, c in comparisons
+                                       if c.current_view is not None])
+    return verify.Comparison(verdict, counts, _bucket_first(details), findings, content, current_view=view)
 
 
 def bucket_rows(checks: Sequence[BucketCheck]) -> list[dict[str, Any]]:

@@ -86,7 +86,7 @@ def plan_rows(jobs: Sequence[BucketJob], described: dict[str, dict[str, Any]]) -
                      "job": job.job_id, "status": described[job.job_id]["Status"],
                      "versions": int(summary.get("TotalNumberOfTasks", 0)),
                      "priority": int(job.ctx.params.job.priority),
-                     "scope": scope_from_params(job.ctx.params.job).describe()})
+                     "scope": scope_from_params(job.ctx.params).describe()})
     return rows
 
 

@@ -8,11 +8,12 @@ import logging
 import signal
 import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 from runbook_lib.errors import RunbookError
 
-__all__ = ["build_parser", "main", "sample_size"]
+__all__ = ["build_parser", "drill_as_of", "main", "sample_size"]
 
 log = logging.getLogger("runbook")
 
@@ -50,6 +51,25 @@ def _bucket_count(text: str) -> int:
     if not 1 <= count <= 20:
         raise argparse.ArgumentTypeError(f"expected a whole number of vault buckets from 1 to 20, got {count}")
     return count
+
+
+def drill_as_of(text: str) -> datetime:
+    """Return `--as-of`'s value: an ISO 8601 time with a timezone inside the seeded vault's history."""
+    from runbook_lib.embedded.seed_history import AS_OF_EARLIEST, AS_OF_LATEST
+
+    window = f"{AS_OF_EARLIEST:%Y-%m-%dT%H:%M:%SZ} to {AS_OF_LATEST:%Y-%m-%dT%H:%M:%SZ}"
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time with a timezone, such as 2025-01-01T00:00:00Z, not {text!r}")
+    moment = moment.astimezone(timezone.utc)
+    if not AS_OF_EARLIEST <= moment <= AS_OF_LATEST:
+        raise argparse.ArgumentTypeError(
+            f"expected a time inside the drill vault's seeded history, from {window} (UTC), not {text!r}")
+    return moment
 
 
 def sample_size(text: str) -> dict[str, int | float]:
@@ -108,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vault buckets to seed, each with --objects versions, and recover together (default 1)")
     drill.add_argument("--sample", type=sample_size, default=None, metavar="N",
                        help="a sample drill: recover N versions drawn from the scope (or a fraction such as 0.1)")
+    drill.add_argument("--as-of", type=drill_as_of, default=None, metavar="TIME",
+                       help="recover the vault as of TIME (ISO 8601 UTC, inside the seeded history: "
+                            "2024-01-02T00:00:00Z to 2025-12-30T00:00:00Z)")
     drill.add_argument("--sample-seed", type=int, default=1, metavar="N",
                        help="seed that makes the sample's random draw repeatable (default 1)")
     _add_fault_options(drill)

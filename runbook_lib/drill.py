@@ -287,8 +287,9 @@ def run_drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
+    as_of = getattr(args, "as_of", None)
     params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
-                                    buckets)
+                                    buckets, as_of)
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed,
                     fail_buckets=tuple(getattr(args, "fail_bucket", None) or ()))
@@ -302,6 +303,7 @@ def run_drill(args: argparse.Namespace) -> int:
         print(f"embedded AWS at {backend.endpoint}; {where} seeded with "
               f"{sum(c['source_versions'] for c in counted)} versions "
               f"({sum(c['expected'] for c in counted)} expected to recover)", flush=True)
+        _report_seeded_history(truths, as_of)
         phases = phase_names()
         missing = [p for p in ("07_verify",) if p not in phases]
         try:
@@ -351,13 +353,28 @@ def _many_buckets(data: dict[str, Any], buckets: int) -> None:
     recovery["bucket_name_pattern"] = "{vault_bucket}-recovered"
 
 
-def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path,
-                      buckets: int = 1) -> Path:
+def _report_seeded_history(truths: list[Any], as_of: datetime | None) -> None:
+    """Print the seeded history's range and, with a point in time, how many versions fall on each side of it."""
+    from runbook_lib.embedded.seed_history import HISTORY_END, HISTORY_START
+
+    print(f"seeded history: {HISTORY_START:%Y-%m-%d} to {HISTORY_END:%Y-%m-%d} (UTC)", flush=True)
+    if as_of is None:
+        return
+    created = [datetime.fromisoformat(v.last_modified) for truth in truths for v in truth.versions]
+    before = sum(moment < as_of for moment in created)
+    print(f"recovering as of {as_of:%Y-%m-%dT%H:%M:%SZ}: {before} versions created before it, "
+          f"{len(created) - before} at or after it (never recovered)", flush=True)
+
+
+def _drill_parameters(
+    params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path, buckets: int = 1,
+    as_of: datetime | None = None,
+) -> Path:
     """Write the parameters the drill runs with into the run folder, check them, and return their path.
 
     A drill always runs on the embedded backend it starts, so its parameters say so
     (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
-    sets job.sample.
+    sets job.sample, `--as-of` recover_as_of.
     """
     import yaml
 
@@ -382,6 +399,9 @@ def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, 
         if buckets > 1:
             _many_buckets(data, buckets)
             changes.append(f"vault.buckets: the {buckets} seeded vault buckets (runbook drill --buckets)")
+        if as_of is not None:
+            data["recover_as_of"] = as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
+            changes.append("recover_as_of set by runbook drill --as-of")
     written = out / DRILL_PARAMS_COPY
     header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
     written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -415,6 +435,11 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
     print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; "
           f"drill total {seconds:.1f} s")
     _report_sample(summary.get("sample"))
+    view = summary.get("current_view")
+    if view:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in view["by_reason"].items() if count)
+        print(f"current view: {view['differing']} of {view['keys']} keys read differently from the vault"
+              + (f" ({reasons})" if reasons else "") + f"; {view['unexplained']} without a documented reason")
     print(f"evidence: {out / 'evidence.html'}")
     _report_history(summary)
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log, history, plan, prices, reconciliation
+from runbook_lib import call_log, current_view, history, plan, prices, reconciliation
 from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 from runbook_lib.run_lock import lock_for_phase, release_phase_lock
@@ -64,6 +64,7 @@ def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
 def withdraw_verdict(
     run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None,
     reason: str = "verification started and has not concluded", *, run: dict[str, Any] | None = None,
+    as_of: str | None = None,
 ) -> Path:
     """Write summary.json saying INCOMPLETE, then remove the detail CSVs and evidence.html of any earlier verdict.
 
@@ -80,6 +81,8 @@ def withdraw_verdict(
         extra["scope"] = scope
     if run is not None:
         extra["run"] = run
+    # Present in every summary, so scripts can rely on them: the point in time, and no current view yet.
+    extra.update(as_of=as_of, current_view=None)
     path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
     reconciliation.remove_reconciliation(folder)
@@ -181,8 +184,8 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     figure, axes = plt.subplots(figsize=(8, 0.45 * max(3, len(shown)) + 1))
     names = list(shown)
     # Green: recovered; grey: correctly left out by the job's filter or the sample; red: everything that needs a look.
-    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n in ("not_expected", "not_sampled")
-               else "#c62828" for n in names]
+    left_out = ("not_expected", "not_sampled", "after_as_of")
+    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n in left_out else "#c62828" for n in names]
     axes.barh(names, [shown[n] for n in names], color=colours)
     for index, name in enumerate(names):
         axes.text(shown[name], index, f" {shown[name]:,}", va="center")
@@ -363,6 +366,11 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             intro += f"\n\nThis run is {document['run'].get('description')}."
         if document.get("scope"):
             intro += f"\n\nScope: {document['scope'].get('description')}."
+        if document.get("as_of"):
+            intro += (f"\n\nPoint in time: {document['as_of']}. Versions created at or after it are out of "
+                      "scope (`after_as_of`): never expected, never recovered.")
+        if document.get("current_view"):
+            intro += f"\n\n{current_view.describe(document['current_view'])}"
         if document.get("content_basis"):
             intro += f"\n\n{document['content_basis']}"
         intro += _buckets_text(document.get("buckets"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import analyzer, batch_job, bucket_jobs, evidence, kernel_record, lab, plan, proof
+from runbook_lib import analyzer, batch_job, bucket_jobs, evidence, kernel_record, lab, plan, point_in_time, proof
 from runbook_lib.bucket_jobs import BucketJob
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
@@ -219,9 +219,9 @@ def show_scope(ctx: RunContext) -> None:
         for view in views:
             pair = view.params.pair
             print(f"  {pair.vault_bucket} -> {pair.recovery_bucket}: the vault's "
-                  f"{scope_from_params(view.params.job).describe()} (job priority {pair.priority})")
+                  f"{scope_from_params(view.params).describe()} (job priority {pair.priority})")
         return
-    described = scope_from_params(ctx.params.job).describe()
+    described = scope_from_params(ctx.params).describe()
     sample = ctx.ledger.state.sample if ctx.params.job.sample is not None else None
     if sample is None:
         drawn_later = "; job.sample is set, so phase 00 draws a sample of them" if ctx.params.job.sample else ""
@@ -229,6 +229,41 @@ def show_scope(ctx: RunContext) -> None:
         return
     print(f"This sample drill copies, and verification expects, exactly the {sample.drawn:,} versions drawn at random "
           f"(seed {sample.seed}) from the vault's {described}; the others are not sampled.")
+
+
+def show_point_in_time(ctx: RunContext) -> None:
+    """Show what the point in time (recover_as_of) selects in the vault bucket, or that the latest state is copied."""
+    if ctx.params.recover_as_of is None:
+        print("No point in time (recover_as_of is null): the job copies the vault's versions as they are now.")
+        return
+    for view in ctx.pair_contexts():
+        scope = scope_from_params(view.params)
+        bucket = view.params.pair.vault_bucket
+        selection = point_in_time.select_as_of(point_in_time.list_versions(view.vault("s3"), bucket), scope)
+        assert selection is not None
+        print(f"{bucket}, recovered as of {selection.as_of}: versions created at or after it are never copied, "
+              "never expected.")
+        show_rows(selection.rows())
+
+
+def show_current_view(comparison: Any, keys_shown: int = 20) -> None:
+    """Show what applications will read: keys whose GET differs from the vault's, counted by reason, then the keys."""
+    view = comparison.current_view
+    if view is None:
+        print("no current view was compared")
+        return
+    record = view.as_record()
+    moment = f"as of {record['as_of']}" if record["as_of"] else "now"
+    print(f"{record['keys']:,} keys: a GET without a version id returns the vault's version ({moment}) for "
+          f"{record['same']:,}, another answer for {record['differing']:,}; {record['unexplained']:,} without a "
+          f"documented reason; verification.current_view is {record['setting']}"
+          + (": this fails the verdict" if record["fails_verdict"] else ""))
+    show_rows(view.reason_table())
+    differences = view.differences()
+    if not differences.empty:
+        print(f"the keys that differ (first {min(keys_shown, len(differences))} of {len(differences):,}; "
+              "details/current_view.csv lists every key)")
+        show_rows(differences.head(keys_shown))
 
 
 def show_json(title: str, document: Any) -> None:
@@ -262,7 +297,7 @@ def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob], confirm_
     if not waiting:
         return
     texts = [f"{shown} object versions from {c.params.pair.vault_bucket} to {c.params.pair.recovery_bucket} "
-             f"(the vault's {scope_from_params(c.params.job).describe()})" for c, _, _, shown in waiting]
+             f"(the vault's {scope_from_params(c.params).describe()})" for c, _, _, shown in waiting]
     ids = ", ".join(job_id for _, job_id, _, _ in waiting)
     if len(waiting) == 1:
         what, subject = texts[0], f"job {ids}"

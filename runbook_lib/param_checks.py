@@ -25,6 +25,7 @@ __all__ = [
     "AccountId",
     "AwareDatetime",
     "BucketName",
+    "CurrentViewSetting",
     "EmailAddress",
     "Flag",
     "HistoryFile",
@@ -316,6 +317,14 @@ def _run_backend(value: object) -> str:
     return str(value)
 
 
+def _current_view(value: object) -> str:
+    """Return how differences in what applications would read count: reported, or failing the verdict."""
+    if value not in ("report", "fail_unexplained", "fail_any"):
+        _reject("report (differences are shown only), fail_unexplained (a difference without a documented "
+                "reason fails the verdict) or fail_any (every difference fails it)")
+    return str(value)
+
+
 def _sample_fraction(value: object) -> float:
     """Return a share of the versions in scope to draw: a number greater than 0 and at most 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -404,6 +413,9 @@ PollSeconds = Annotated[float, BeforeValidator(_poll_seconds)]
 ObjectLockToken = Annotated[SecretStr | None, BeforeValidator(_optional(_object_lock_token))]
 RunPurpose = Annotated[Literal["drill", "recovery"] | None, BeforeValidator(_optional(_run_purpose))]
 RunBackend = Annotated[Literal["aws", "embedded"], BeforeValidator(_run_backend)]
+CurrentViewSetting = Annotated[
+    Literal["report", "fail_unexplained", "fail_any"], BeforeValidator(_current_view)
+]
 _sample_count = _whole_number(1, 100_000_000, "a whole number of versions from 1 to 100000000")
 SampleCount = Annotated[int | None, BeforeValidator(_optional(_sample_count))]
 SampleFraction = Annotated[float | None, BeforeValidator(_optional(_sample_fraction))]

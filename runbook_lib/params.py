@@ -12,6 +12,7 @@ between fields run once, in `RunbookParams`'s validator, whether or not every fi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,7 @@ from runbook_lib.param_checks import (
     AccountId,
     AwareDatetime,
     BucketName,
+    CurrentViewSetting,
     EmailAddress,
     Flag,
     HistoryFile,
@@ -226,6 +228,11 @@ class VerificationSettings(_Section):
     head_workers: Annotated[int, whole_number(1, 128, "a whole number from 1 to 128")] = Field(
         default=16, description="parallel requests when reading object versions"
     )
+    current_view: CurrentViewSetting = Field(
+        default="fail_unexplained",
+        description="whether keys an application would read differently fail the verdict: "
+                    "report, fail_unexplained or fail_any",
+    )
 
 
 class HistorySettings(_Section):
@@ -246,6 +253,11 @@ class RunbookParams(_Section):
     region: Region = Field(description="the vault bucket's region")
     allow_cross_region: Flag = Field(
         default=False, description="whether the recovery bucket may be in another region"
+    )
+    recover_as_of: AwareDatetime = Field(
+        default=None,
+        description="the point in time to recover (ISO 8601 with a timezone): only versions created before it; "
+                    "null recovers the latest state",
     )
     vault: VaultAccount = Field(description="the vault account and its bucket")
     recovery: RecoveryAccount = Field(description="the recovery account and its bucket")
@@ -393,6 +405,7 @@ _CROSS_FIELDS = (
     "job.priority",
     "job.created_after",
     "job.created_before",
+    "recover_as_of",
     "job.sample",
     "run.purpose",
     "run.backend",
@@ -445,6 +458,7 @@ def _cross_field_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
     problems += _key_location_problems(values)
     problems += pair_problems(values)
     problems += _region_problems(values)
+    problems += _as_of_problems(values)
     problems += _time_window_problems(values)
     problems += _sample_problems(values)
     problems += _purpose_problems(values)
@@ -480,12 +494,31 @@ def _region_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
     return [ParameterProblem("recovery.region", recovery_region, expected)]
 
 
+def _as_of_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
+    """Return problems when the point in time is in the future or disagrees with job.created_before."""
+    as_of, before = values.get("recover_as_of"), values.get("job.created_before")
+    if as_of is None:
+        return []
+    problems = []
+    if as_of > datetime.now(timezone.utc):
+        problems.append(ParameterProblem(
+            "recover_as_of", as_of.isoformat(),
+            "a time that has passed (the point in time whose state is recovered), or null for the latest state"))
+    if before is not None and before != as_of:
+        problems.append(ParameterProblem(
+            "job.created_before", before.isoformat(),
+            f"null, or the same time as recover_as_of ({as_of.isoformat()}): the point in time is the job's "
+            "CreatedBefore; drop job.created_before"))
+    return problems
+
+
 def _time_window_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
     """Return a problem when the creation-time window of the job is empty."""
-    after, before = values.get("job.created_after"), values.get("job.created_before")
+    limit = "recover_as_of" if values.get("recover_as_of") is not None else "job.created_before"
+    after, before = values.get("job.created_after"), values.get(limit)
     if after is None or before is None or after < before:
         return []
-    expected = f"a time before job.created_before ({before.isoformat()})"
+    expected = f"a time before {limit} ({before.isoformat()})"
     return [ParameterProblem("job.created_after", after.isoformat(), expected)]
 
 

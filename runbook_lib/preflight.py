@@ -239,7 +239,7 @@ def _bucket_figures(ctx: RunContext, sample_size: int, seed: int) -> tuple[int, 
     """Return one vault bucket's versions, markers, bytes, sampled, sampled eligible, eligible versions and bytes."""
     s3 = ctx.vault("s3")
     bucket = ctx.params.pair.vault_bucket
-    scope = scope_from_params(ctx.params.job)
+    scope = scope_from_params(ctx.params)
     versions: list[tuple[str, str, int]] = []
     candidates: list[tuple[str, str, int]] = []
     markers = 0

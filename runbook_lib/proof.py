@@ -11,6 +11,7 @@ comparison so far and what waits, then stops.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import datetime
@@ -20,6 +21,7 @@ import pandas as pd
 
 from runbook_lib import (
     batch_job,
+    current_view,
     evidence,
     history,
     pins,
@@ -57,6 +59,7 @@ __all__ = [
     "snapshot_overview",
     "snapshot_recovery",
     "snapshot_vault",
+    "with_current_view",
     "withdraw_verdict",
 ]
 
@@ -68,7 +71,7 @@ log = logging.getLogger("runbook.proof")
 
 def job_scope(ctx: RunContext) -> JobScope:
     """Return the job's scope: what the recovery copies, and so what verification expects."""
-    return scope_from_params(ctx.params.job)
+    return scope_from_params(ctx.params)
 
 
 def begin_verification(ctx: RunContext) -> str | None:
@@ -84,7 +87,8 @@ def withdraw_verdict(ctx: RunContext, reason: str) -> str | None:
     """
     ctx.ledger.ensure_current()
     previous = ctx.ledger.state.verdict.verdict if ctx.ledger.state.verdict else None
-    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record(), reason, run=run_record(ctx))
+    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record(), reason, run=run_record(ctx),
+                              as_of=job_scope(ctx).as_record()["as_of"])
     _record_verdict(ctx, "INCOMPLETE", reason)
     return previous
 
@@ -208,12 +212,34 @@ def compare_buckets(
     For a sample drill, only the run's sample (read back from the run folder) is expected; versions
     in scope but not drawn are "not sampled", and any of them in the recovery bucket is extra.
     """
-    return verify.compare(
+    comparison = verify.compare(
         vault, recovery, scope=job_scope(ctx), manifest=manifest,
         report=None if report is None else _latest_per_version(report),
         findings=check_job_outputs(ctx, manifest, report),
         sample=sampling.drawn_versions(ctx) if ctx.params.job.sample is not None else None,
     )
+    return with_current_view(comparison, vault, recovery, job_scope(ctx), ctx.params.verification.current_view,
+                             sampled=ctx.params.job.sample is not None)
+
+
+def with_current_view(
+    comparison: verify.Comparison, vault: pd.DataFrame, recovery: pd.DataFrame, scope: JobScope, setting: str,
+    *, sampled: bool = False,
+) -> verify.Comparison:
+    """Return the comparison with what applications will read in one bucket pair; a failing view is a finding.
+
+    Under `verification.current_view` (`setting`), a difference that fails the verdict becomes one
+    finding naming the keys' reasons, so the verdict is FAIL as for any other finding.
+    """
+    details = comparison.details
+    expected = details.loc[details["expected"].to_numpy(bool), ["key", "version_id"]]
+    view = current_view.compare_current(vault, recovery, scope, expected, setting=setting, sampled=sampled)
+    finding = view.finding()
+    if finding is None:
+        return dataclasses.replace(comparison, current_view=view)
+    counts = {**comparison.counts, "findings": comparison.counts["findings"] + 1}
+    return dataclasses.replace(comparison, verdict="FAIL", counts=counts, findings=(*comparison.findings, finding),
+                               current_view=view)
 
 
 def _save_round(ctx: RunContext, record: RetryRound) -> None:
@@ -353,11 +379,16 @@ def _write_verdict(
     details = {name: comparison.category(name) for name, count in categories.items()
                if count and name not in verify.NOT_PROBLEMS}
     details["all_versions"] = comparison.details
+    view = comparison.current_view
+    if view is not None:
+        details["current_view"] = view.rows
     evidence.write_details(ctx.ledger.run_dir, details)
     identity = history.run_identity(ctx.params, ctx.ledger.state.params_file or "", ctx.ledger.run_dir)
     extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment,
                              "identity": identity, "bytes": _bytes(comparison.details),
-                             "buckets": buckets or []}
+                             "buckets": buckets or [],
+                             "as_of": job_scope(ctx).as_record()["as_of"],
+                             "current_view": view.as_record() if view is not None else None}
     sample = sample_record(ctx)
     if sample is not None:
         extra["sample"] = sample

@@ -13,7 +13,9 @@ A version is in scope when every one of these holds:
   Replication can copy them);
 - it was created at or after `created_after` and before `created_before` (a half-open window, as
   the embedded backend applies S3's `CreatedAfter` / `CreatedBefore`; "created" is the version's
-  last-modified time, which a replica keeps from its source);
+  last-modified time, which a replica keeps from its source); a point in time to recover
+  (`as_of`, the parameter `recover_as_of`) is the window's `created_before`, and a version created
+  at or after it is "after the point in time" (verification's `after_as_of`);
 - its key starts with `key_prefix`, ends with `key_suffix` and contains `key_substring`, where
   given (S3's `KeyNameConstraint`; each list takes one string);
 - its replication status is one of `replication_statuses` ("NONE" when it has none).
@@ -36,6 +38,7 @@ from runbook_lib.aws_facts import ARCHIVED_STORAGE_CLASSES, REPLICATION_STATUS_F
 from runbook_lib.errors import ScopeError
 
 __all__ = [
+    "AFTER_AS_OF",
     "IN_SCOPE",
     "STATUS_UNREADABLE",
     "JobScope",
@@ -44,6 +47,8 @@ __all__ = [
 
 # The reason given for a version that is in scope.
 IN_SCOPE = ""
+# How the reason given for a version created at or after the point in time begins.
+AFTER_AS_OF = "created at or after the point in time"
 # The reason given for a version whose replication status could not be read (its HEAD failed).
 STATUS_UNREADABLE = "replication status unreadable"
 
@@ -58,6 +63,8 @@ class JobScope:
     key_prefix: str | None = None
     key_suffix: str | None = None
     key_substring: str | None = None
+    # The point in time to recover: the effective created_before, named as such in words and reasons.
+    as_of: datetime | None = None
 
     def __post_init__(self) -> None:
         # Kept in the order given: the job request shows them as the operator wrote them.
@@ -68,12 +75,17 @@ class JobScope:
                 f"not {list(statuses)}"
             )
         object.__setattr__(self, "replication_statuses", statuses)
-        for name in ("created_after", "created_before"):
+        for name in ("created_after", "created_before", "as_of"):
             moment = getattr(self, name)
             if moment is not None:
                 if moment.utcoffset() is None:
                     raise ValueError(f"{name} must carry a timezone")
                 object.__setattr__(self, name, moment.astimezone(timezone.utc))
+        if self.as_of is not None:
+            if self.created_before not in (None, self.as_of):
+                raise ValueError("created_before must be None or equal to as_of: the point in time is the "
+                                 "scope's created_before")
+            object.__setattr__(self, "created_before", self.as_of)
 
     # ------------------------------------------------------------------ the job request
 
@@ -108,7 +120,9 @@ class JobScope:
         parts = ["object versions (not delete markers, not archived in GLACIER or DEEP_ARCHIVE)"]
         if self.created_after is not None:
             parts.append(f"created at or after {_iso(self.created_after)}")
-        if self.created_before is not None:
+        if self.as_of is not None:
+            parts.append(f"created before the point in time {_iso(self.as_of)}")
+        elif self.created_before is not None:
             parts.append(f"created before {_iso(self.created_before)}")
         keys = [
             f"{what} {value!r}"
@@ -131,6 +145,7 @@ class JobScope:
             "replication_statuses": sorted(self.replication_statuses),
             "created_after": _iso(self.created_after) if self.created_after else None,
             "created_before": _iso(self.created_before) if self.created_before else None,
+            "as_of": _iso(self.as_of) if self.as_of else None,
             "key_prefix": self.key_prefix,
             "key_suffix": self.key_suffix,
             "key_substring": self.key_substring,
@@ -160,8 +175,9 @@ class JobScope:
                 mark((created < pd.Timestamp(self.created_after)).fillna(False).to_numpy(bool),
                      f"created before {_iso(self.created_after)}")
             if self.created_before is not None:
+                after = AFTER_AS_OF if self.as_of is not None else "created at or after"
                 mark((created >= pd.Timestamp(self.created_before)).fillna(False).to_numpy(bool),
-                     f"created at or after {_iso(self.created_before)}")
+                     f"{after} {_iso(self.created_before)}")
         keys = versions["key"].astype("string")
         if self.key_prefix is not None:
             mark(~_true(keys.str.startswith(self.key_prefix)), f"key does not start with {self.key_prefix!r}")
@@ -215,12 +231,14 @@ class JobScope:
             )
 
 
-def scope_from_params(job: Any) -> JobScope:
-    """Return the scope the parameters' `job` section defines."""
+def scope_from_params(params: Any) -> JobScope:
+    """Return the scope the parameters define: their `job` section, as of the point in time `recover_as_of`."""
+    job, as_of = params.job, params.recover_as_of
     return JobScope(
         replication_statuses=tuple(job.replication_statuses),
         created_after=job.created_after,
         created_before=job.created_before,
+        as_of=as_of,
         key_prefix=job.key_prefix,
         key_suffix=job.key_suffix,
         key_substring=job.key_substring,

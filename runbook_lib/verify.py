@@ -18,6 +18,8 @@ and most explanatory first):
     not_in_report             a manifest lists it and it is expected, yet no completion report has its task
     recovered_identical       expected and identical in the recovery bucket
     not_sampled               a sample drill: in scope but not drawn, and (correctly) absent from the recovery bucket
+    after_as_of               created at or after the point in time to recover, and (correctly) absent from the
+                              recovery bucket
     not_expected              outside the job's scope and (correctly) absent from the recovery bucket
 
 Which versions are expected comes from the vault's own state and the job's scope (`scope.JobScope`:
@@ -65,16 +67,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from runbook_lib import aws_facts, columnar
 from runbook_lib.errors import InvalidArguments, ParameterProblem, ReportError
+from runbook_lib.scope import AFTER_AS_OF as AFTER_AS_OF_REASON
 from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
 
+if TYPE_CHECKING:
+    from runbook_lib.current_view import CurrentView
+
 __all__ = [
+    "AFTER_AS_OF",
     "CATEGORIES",
     "CONTENT_DIFFERS",
     "COUNT_KEYS",
@@ -113,6 +120,7 @@ IN_MANIFEST_NOT_ELIGIBLE = "in_manifest_not_eligible"
 NOT_IN_REPORT = "not_in_report"
 RECOVERED_IDENTICAL = "recovered_identical"
 NOT_SAMPLED = "not_sampled"
+AFTER_AS_OF = "after_as_of"
 NOT_EXPECTED = "not_expected"
 
 # Precedence order: a row's category is the first of these whose check holds.
@@ -130,10 +138,11 @@ CATEGORIES: tuple[str, ...] = (
     NOT_IN_REPORT,
     RECOVERED_IDENTICAL,
     NOT_SAMPLED,
+    AFTER_AS_OF,
     NOT_EXPECTED,
 )
 # The categories that are not a problem: nothing about them needs a look.
-NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, NOT_EXPECTED)
+NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, AFTER_AS_OF, NOT_EXPECTED)
 
 COUNT_KEYS: tuple[str, ...] = (
     "source_versions",
@@ -151,6 +160,7 @@ COUNT_KEYS: tuple[str, ...] = (
     "not_in_report",
     "findings",
     "not_sampled",
+    "after_as_of",
 )
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
@@ -196,6 +206,8 @@ class Comparison:
     findings: tuple[str, ...] = ()
     # How content was compared: versions in both buckets, multipart ETags, checksums (not) compared.
     content_checks: dict[str, int] = field(default_factory=dict)
+    # What applications will read, key by key (runbook_lib.current_view), once the caller has compared it.
+    current_view: CurrentView | None = field(default=None, repr=False)
 
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
@@ -530,6 +542,7 @@ def _checks(
         NOT_IN_REPORT: expected & in_manifest & ~in_report if has_report else none,
         RECOVERED_IDENTICAL: expected & identical,
         NOT_SAMPLED: (in_expected_scope | status_unknown_anywhere) & ~in_sample & ~in_recovery,
+        AFTER_AS_OF: in_vault & ~expected & ~in_recovery & _after_as_of(reasons, reason_names),
         NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
         "content_compared": both & ~_flag(vault["is_delete_marker"]),
         "multipart_etag": both & _multipart(vault["etag"]),
@@ -560,6 +573,12 @@ def _checksums_comparable(
         vault["checksum_algorithm"], recovery["checksum_algorithm"])
     not_compared = both & (shown(vault) | shown(recovery)) & ~compared
     return compared, not_compared
+
+
+def _after_as_of(reasons: np.ndarray, reason_names: list[str]) -> np.ndarray:
+    """Return where a vault version is outside the scope because it was created at or after the point in time."""
+    codes = [i for i, name in enumerate(reason_names) if name.startswith(AFTER_AS_OF_REASON)]
+    return np.asarray(np.isin(reasons, codes), dtype=bool)
 
 
 # Reasons starting with this put a version outside the scope for its replication status alone.
@@ -651,4 +670,5 @@ def _counts(source_versions: int, checks: dict[str, np.ndarray], findings: int) 
         "not_in_report": total(NOT_IN_REPORT),
         "findings": findings,
         "not_sampled": total(NOT_SAMPLED),
+        "after_as_of": total(AFTER_AS_OF),
     }

@@ -1,6 +1,8 @@
-"""The `runbook` command's options: --objects N, --seed N kept as its deprecated spelling, and --sample."""
+"""The `runbook` command's options: --objects N, --seed N kept as its deprecated spelling, --sample and --as-of."""
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import pytest
 
@@ -60,3 +62,25 @@ def test_a_sample_that_is_neither_is_bad_input(given: str, capsys: pytest.Captur
         build_parser().parse_args(["drill", "--sample", given])
     assert stopped.value.code == 2
     assert "--sample" in capsys.readouterr().err
+
+
+def test_as_of_takes_a_utc_time_inside_the_seeded_history() -> None:
+    args = build_parser().parse_args(["drill", "--as-of", "2025-01-01T01:00:00+01:00"])
+    assert args.as_of == datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert build_parser().parse_args(["drill"]).as_of is None
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    ("2025-01-01", "with a timezone"),
+    ("yesterday", "with a timezone"),
+    ("2023-06-01T00:00:00Z", "inside the drill vault's seeded history, from 2024-01-02T00:00:00Z to 2025-12-30"),
+    ("2025-12-30T00:00:01Z", "inside the drill vault's seeded history"),
+])
+def test_an_as_of_outside_the_history_or_without_a_timezone_is_bad_input(
+    given: str, said: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["drill", "--as-of", given])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "--as-of" in error and said in error

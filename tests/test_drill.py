@@ -307,3 +307,65 @@ def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
     assert summary["run"]["backend"] == "embedded"
     printed = capsys.readouterr().out
     assert "sample: 50 of" in printed and "every one drawn" in printed and "extrapolated to the whole scope" in printed
+
+
+AS_OF = "2025-01-01T00:00:00Z"
+
+
+def _current_view_from_truth(truth: dict[str, Any], as_of: datetime) -> dict[str, str]:
+    """Return per key the reason a GET differs between the buckets ("" when it does not), from the seed alone."""
+    created = {(v["key"], v["version_id"]): datetime.fromisoformat(v["last_modified"]) for v in truth["versions"]}
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for v in truth["versions"]:
+        by_key.setdefault(v["key"], []).append(v)
+    reasons = {}
+    for key, versions in by_key.items():
+        then = [v for v in versions if created[(key, v["version_id"])] < as_of]
+        vault = max(then, key=lambda v: created[(key, v["version_id"])]) if then else None
+        kept = [v for v in then if v["expected_outcome"] == RECOVER]
+        recovered = max(kept, key=lambda v: created[(key, v["version_id"])]) if kept else None
+        if vault is None or vault["is_delete_marker"]:
+            reasons[key] = "" if recovered is None else "delete_marker_not_replicated"
+        elif recovered is not None and recovered["version_id"] == vault["version_id"]:
+            reasons[key] = ""
+        else:
+            reasons[key] = {"skip_archived": "archived", "skip_not_replica": "outside_scope"}[vault["expected_outcome"]]
+    return reasons
+
+
+def test_a_drill_as_of_a_time_recovers_nothing_later_and_explains_every_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "as-of"
+    as_of = datetime.fromisoformat(AS_OF.replace("Z", "+00:00"))
+
+    status = cli.main(["drill", "--objects", "60", "--as-of", AS_OF, "--out", str(out)])
+
+    assert status == 0
+    summary, truth = _summary(out), json.loads((out / "ground_truth.json").read_text())
+    created = {(v["key"], v["version_id"]): datetime.fromisoformat(v["last_modified"]) for v in truth["versions"]}
+    wanted = {pair for v in truth["versions"] if v["expected_outcome"] == RECOVER
+              and created[pair := (v["key"], v["version_id"])] < as_of}
+    later_objects = [v for v in truth["versions"] if created[(v["key"], v["version_id"])] >= as_of
+                     and not v["is_delete_marker"] and v["storage_class"] not in ("GLACIER", "DEEP_ARCHIVE")]
+    assert summary["verdict"] == "PASS" and summary["as_of"] == AS_OF
+    assert summary["counts"]["expected"] == summary["counts"]["recovered"] == len(wanted)
+    assert summary["counts"]["after_as_of"] == len(later_objects) > 0
+    # The recovery bucket holds exactly the versions created before the point in time: none later.
+    details = pd.read_csv(out / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
+    recovered = details[details["in_recovery"] == "True"]
+    assert set(zip(recovered["key"], recovered["version_id"], strict=True)) == wanted
+    assert all(created[pair] < as_of for pair in wanted)
+    # What applications will read, key by key, as computed from the seed alone.
+    view = pd.read_csv(out / "details" / "current_view.csv", keep_default_na=False, dtype=str)
+    expected_view = _current_view_from_truth(truth, as_of)
+    assert dict(zip(view["key"], view["reason"], strict=True)) == expected_view
+    assert set(view.loc[view["reason"] == "", "same"]) == {"True"}
+    by_reason = Counter(reason for reason in expected_view.values() if reason)
+    assert {k: v for k, v in summary["current_view"]["by_reason"].items() if v} == dict(by_reason)
+    assert by_reason["delete_marker_not_replicated"] > 0 and summary["current_view"]["fails_verdict"] is False
+    html = (out / "evidence.html").read_text()
+    assert f"Point in time: {AS_OF}" in html and "What applications will read" in html
+    assert "recover_as_of set by runbook drill --as-of" in (out / "parameters.yaml").read_text()
+    printed = capsys.readouterr().out
+    assert "seeded history: 2024-01-01 to 2025-12-31" in printed and f"recovering as of {AS_OF}" in printed

@@ -22,7 +22,7 @@ TOKEN = "olt-SECRET-4f2a9c"
 DELETE = object()
 
 TOP_LEVEL_KEYS = (
-    "run_id, run, region, allow_cross_region, vault, recovery, report_bucket, batch_role_name, "
+    "run_id, run, region, allow_cross_region, recover_as_of, vault, recovery, report_bucket, batch_role_name, "
     "batch_policy_name, object_lock_token, notification_email, notification_topic_name, "
     "event_rule_name, job, verification, tags, history"
 )
@@ -378,7 +378,7 @@ def test_unknown_key_at_top_level_lists_every_allowed_key() -> None:
         ("vault", "bukcet", "profile, account_id, bucket, kms_key_arn, buckets"),
         ("recovery", "kms_key_arn", "profile, account_id, region, bucket, bucket_name_pattern, kms_key_alias"),
         ("job", "poll_interval", JOB_KEYS),
-        ("verification", "retries", "max_retry_rounds, head_workers"),
+        ("verification", "retries", "max_retry_rounds, head_workers, current_view"),
     ],
 )
 def test_unknown_nested_key_lists_the_keys_of_its_section(section: str, key: str, allowed: str) -> None:

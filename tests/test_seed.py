@@ -23,6 +23,7 @@ from runbook_lib.embedded.seed import (
     content_digest,
     seed_vault,
 )
+from runbook_lib.embedded.seed_history import AS_OF_EARLIEST, AS_OF_LATEST, HISTORY_END, HISTORY_START
 from runbook_lib.embedded.server import VAULT_PROFILE, EmbeddedBackend, start_backend
 from runbook_lib.errors import BackendError
 
@@ -90,6 +91,34 @@ def test_seeded_vault_holds_every_case(versions: int, random_seed: int, backend:
     assert {v.key for v in truth.expected_versions()} and all(
         v.expected_outcome == "recover" for v in truth.expected_versions()
     )
+    _assert_history_brackets_every_point_in_time(truth)
+
+
+# Points in time a drill may recover as of: both ends of the window, and times in between.
+POINTS_IN_TIME = (AS_OF_EARLIEST, datetime(2024, 7, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, tzinfo=timezone.utc),
+                  datetime(2025, 8, 15, 12, tzinfo=timezone.utc), AS_OF_LATEST)
+
+
+def _assert_history_brackets_every_point_in_time(truth: GroundTruth) -> None:
+    """Every version lies in the seeded history; any point in time of the window has each case on both sides."""
+    created = {(v.key, v.version_id): datetime.fromisoformat(v.last_modified) for v in truth.versions}
+    assert all(HISTORY_START <= moment <= HISTORY_END for moment in created.values())
+    assert json.loads(truth.to_json())["history"]["as_of_earliest"] == AS_OF_EARLIEST.isoformat()
+    for point in POINTS_IN_TIME:
+        before = [v for v in truth.versions if created[(v.key, v.version_id)] < point]
+        after = [v for v in truth.versions if created[(v.key, v.version_id)] >= point]
+        for side in (before, after):
+            assert any(v.is_delete_marker for v in side) and any(not v.is_delete_marker for v in side), point
+        assert any(v.expected_outcome == "recover" for v in before), point
+        # A key whose current version is later than the point, and that a recovery as of it brings back older.
+        current_later = {v.key for v in after if v.is_latest and not v.is_delete_marker}
+        recovered_then = {v.key for v in before if v.expected_outcome == "recover"}
+        assert current_later & recovered_then, point
+        # Each key's versions keep their order: the latest is the newest created.
+        for v in truth.versions:
+            if v.is_latest:
+                assert all(created[(w.key, w.version_id)] < created[(v.key, v.version_id)]
+                           for w in truth.versions if w.key == v.key and w is not v)
 
 
 def test_the_same_seed_gives_the_same_vault(backend: EmbeddedBackend) -> None:

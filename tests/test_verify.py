@@ -219,6 +219,7 @@ def test_several_versions_per_key_are_matched_by_version_id() -> None:
         "source_versions": 5, "expected": 4, "recovered": 2, "missing": 1, "extra": 0, "content_mismatches": 0,
         "retention_mismatches": 0, "legal_hold_mismatches": 1, "failed_tasks": 0, "unknown": 0,
         "not_in_manifest": 0, "manifest_not_eligible": 0, "not_in_report": 0, "findings": 0, "not_sampled": 0,
+        "after_as_of": 0,
     }
 
 

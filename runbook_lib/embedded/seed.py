@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError
 
 from runbook_lib import aws_facts
 from runbook_lib.accounts import error_code, is_throttling, retry_throttled
-from runbook_lib.embedded import moto_state
+from runbook_lib.embedded import moto_state, seed_history
 from runbook_lib.embedded.moto_state import PARTITION
 from runbook_lib.embedded.server import OPERATOR_ACCOUNT, RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 from runbook_lib.embedded.utc import as_utc, utc_now
@@ -173,6 +173,13 @@ class GroundTruth:
             "vault_bucket": self.vault_bucket,
             "vault_key_arn": self.vault_key_arn,
             "random_seed": self.random_seed,
+            # The seeded history, and the points in time a drill may recover as of (see seed_history).
+            "history": {
+                "start": seed_history.HISTORY_START.isoformat(),
+                "end": seed_history.HISTORY_END.isoformat(),
+                "as_of_earliest": seed_history.AS_OF_EARLIEST.isoformat(),
+                "as_of_latest": seed_history.AS_OF_LATEST.isoformat(),
+            },
             "counts": self.counts(),
             "versions": [asdict(v) for v in self.versions],
         }
@@ -373,11 +380,15 @@ def _seed_bucket(endpoint: str, bucket_name: str, key_arn: str, versions: int, r
         plan[rng.randrange(key_count)] += 1
     large_budget = 3 if versions >= MULTI_MEGABYTE_FROM else 1
     archived_budget = max(1, versions // 150)
+    # Three keys with two versions or more at least (the history's edges need them; see seed_history).
+    while sum(count >= 2 for count in plan) < 3:
+        plan[plan.index(max(plan))] -= 1
+        plan[plan.index(1)] += 1
     # A delete marker is the newest entry of about one key in twelve (never the key's only version),
-    # and of at least one key.
+    # and of at least two keys.
     marker_keys = {i for i, count in enumerate(plan) if count >= 2 and rng.random() < 0.08}
-    if not marker_keys:
-        marker_keys.add(rng.choice([i for i, count in enumerate(plan) if count >= 2]))
+    while len(marker_keys) < 2:
+        marker_keys.add(rng.choice([i for i, count in enumerate(plan) if count >= 2 and i not in marker_keys]))
     traits = list(REQUIRED_TRAITS) + (["multi_megabyte"] if versions >= MULTI_MEGABYTE_FROM else [])
     traits += list(MULTIPART_OBJECTS) if versions >= MULTIPART_FROM else []
     uploader = _operator_client(endpoint, "s3", VAULT_ACCOUNT) if versions >= MULTIPART_FROM else None
@@ -409,6 +420,8 @@ def _seed_bucket(endpoint: str, bucket_name: str, key_arn: str, versions: int, r
             if outcome == SKIP_ARCHIVED:
                 archived_budget -= 1
 
+    # Creation times in the fixed history a point in time is chosen from, each key's order kept.
+    seed_history.place_in_history(written, RECOVER)
     latest: dict[str, Any] = {}
     for name, stored, _ in written:
         previous = latest.get(name)
