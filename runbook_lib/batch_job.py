@@ -303,7 +303,7 @@ def _check_same_scope(ctx: RunContext, job: dict[str, Any]) -> None:
     """Raise ScopeError when the run's job was created with another filter or sample than the parameters now give."""
     _check_same_sample(ctx, job)
     created = job.get("ManifestGenerator", {}).get("S3JobManifestGenerator", {}).get("Filter")
-    wanted = scope_from_params(ctx.params.job).manifest_filter()
+    wanted = scope_from_params(ctx.params.job, ctx.params.restore).manifest_filter()
     if created is not None and _canonical_filter(created) != _canonical_filter(wanted):
         raise ScopeError(
             f"the run's recovery job {job['JobId']} was created with the filter {_canonical_filter(created)}, but the "

@@ -256,7 +256,7 @@ def vault_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
     vault = snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.vault.bucket,
                                      workers=ctx.params.verification.head_workers,
                                      subscribers=[snapshot.progress_printer("vault")])
-    reasons = scope_from_params(ctx.params.job).reasons(vault)
+    reasons = scope_from_params(ctx.params.job, ctx.params.restore).reasons(vault)
     return vault, vault[(reasons == IN_SCOPE).to_numpy(bool)].reset_index(drop=True)
 
 

@@ -212,7 +212,7 @@ def show_checks(checks: Sequence[Check]) -> None:
 
 def show_scope(ctx: RunContext) -> None:
     """Show in words which vault versions this recovery copies and verification expects."""
-    described = scope_from_params(ctx.params.job).describe()
+    described = scope_from_params(ctx.params.job, ctx.params.restore).describe()
     sample = ctx.ledger.state.sample if ctx.params.job.sample is not None else None
     if sample is None:
         drawn_later = "; job.sample is set, so phase 00 draws a sample of them" if ctx.params.job.sample else ""
@@ -246,7 +246,7 @@ def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
     summary = job.get("ProgressSummary", {})
     what = (f"{summary.get('TotalNumberOfTasks', '?')} object versions "
             f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket} "
-            f"(the vault's {scope_from_params(ctx.params.job).describe()})")
+            f"(the vault's {scope_from_params(ctx.params.job, ctx.params.restore).describe()})")
     if confirm_job:
         batch_job.confirm_job(ctx, job_id, "confirmed by parameter confirm_job")
         print(f"✔ job {job_id} confirmed by parameter confirm_job: it will replicate {what}")

@@ -41,6 +41,7 @@ __all__ = [
     "ReplicationStatuses",
     "RoleName",
     "RuleName",
+    "RestoreTier",
     "RunBackend",
     "RunId",
     "RunPurpose",
@@ -304,6 +305,13 @@ def _run_backend(value: object) -> str:
     return str(value)
 
 
+def _restore_tier(value: object) -> str:
+    """Return the retrieval tier of the restore job: Batch Operations restores take BULK or STANDARD only."""
+    if value not in aws_facts.BATCH_RESTORE_TIERS:
+        _reject(f"one of {', '.join(aws_facts.BATCH_RESTORE_TIERS)} (Batch Operations restore jobs offer no other tier)")
+    return str(value)
+
+
 def _sample_fraction(value: object) -> float:
     """Return a share of the versions in scope to draw: a number greater than 0 and at most 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -389,6 +397,7 @@ PollSeconds = Annotated[float, BeforeValidator(_poll_seconds)]
 ObjectLockToken = Annotated[SecretStr | None, BeforeValidator(_optional(_object_lock_token))]
 RunPurpose = Annotated[Literal["drill", "recovery"] | None, BeforeValidator(_optional(_run_purpose))]
 RunBackend = Annotated[Literal["aws", "embedded"], BeforeValidator(_run_backend)]
+RestoreTier = Annotated[Literal["BULK", "STANDARD"], BeforeValidator(_restore_tier)]
 _sample_count = _whole_number(1, 100_000_000, "a whole number of versions from 1 to 100000000")
 SampleCount = Annotated[int | None, BeforeValidator(_optional(_sample_count))]
 SampleFraction = Annotated[float | None, BeforeValidator(_optional(_sample_fraction))]

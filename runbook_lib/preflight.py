@@ -208,7 +208,7 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
     """Return counts and bytes of the vault's versions, the share matching the job filter, cost and time."""
     s3 = ctx.vault("s3")
     bucket = ctx.params.vault.bucket
-    scope = scope_from_params(ctx.params.job)
+    scope = scope_from_params(ctx.params.job, ctx.params.restore)
     versions: list[tuple[str, str, int]] = []
     candidates: list[tuple[str, str, int]] = []
     markers = 0

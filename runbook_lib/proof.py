@@ -52,7 +52,7 @@ RetryRound = RetryRoundRecord
 
 def job_scope(ctx: RunContext) -> JobScope:
     """Return the job's scope: what the recovery copies, and so what verification expects."""
-    return scope_from_params(ctx.params.job)
+    return scope_from_params(ctx.params.job, ctx.params.restore)
 
 
 def begin_verification(ctx: RunContext) -> str | None:

@@ -18,6 +18,9 @@ and most explanatory first):
     not_in_report             a manifest lists it and it is expected, yet no completion report has its task
     recovered_identical       expected and identical in the recovery bucket
     not_sampled               a sample drill: in scope but not drawn, and (correctly) absent from the recovery bucket
+    archived_not_recovered    archived (GLACIER, DEEP_ARCHIVE) and otherwise in scope, but the run did not restore
+                              archived versions (restore.archived false), so it was not recovered: reported, never
+                              counted as recovered, never a failure by itself
     not_expected              outside the job's scope and (correctly) absent from the recovery bucket
 
 Which versions are expected comes from the vault's own state and the job's scope (`scope.JobScope`:
@@ -72,9 +75,10 @@ import pandas as pd
 
 from runbook_lib import aws_facts, columnar
 from runbook_lib.errors import InvalidArguments, ParameterProblem, ReportError
-from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
+from runbook_lib.scope import ARCHIVED, IN_SCOPE, STATUS_UNREADABLE, JobScope
 
 __all__ = [
+    "ARCHIVED_NOT_RECOVERED",
     "CATEGORIES",
     "CONTENT_DIFFERS",
     "COUNT_KEYS",
@@ -113,6 +117,7 @@ IN_MANIFEST_NOT_ELIGIBLE = "in_manifest_not_eligible"
 NOT_IN_REPORT = "not_in_report"
 RECOVERED_IDENTICAL = "recovered_identical"
 NOT_SAMPLED = "not_sampled"
+ARCHIVED_NOT_RECOVERED = "archived_not_recovered"
 NOT_EXPECTED = "not_expected"
 
 # Precedence order: a row's category is the first of these whose check holds.
@@ -130,10 +135,11 @@ CATEGORIES: tuple[str, ...] = (
     NOT_IN_REPORT,
     RECOVERED_IDENTICAL,
     NOT_SAMPLED,
+    ARCHIVED_NOT_RECOVERED,
     NOT_EXPECTED,
 )
 # The categories that are not a problem: nothing about them needs a look.
-NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, NOT_EXPECTED)
+NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, ARCHIVED_NOT_RECOVERED, NOT_EXPECTED)
 
 COUNT_KEYS: tuple[str, ...] = (
     "source_versions",
@@ -151,6 +157,7 @@ COUNT_KEYS: tuple[str, ...] = (
     "not_in_report",
     "findings",
     "not_sampled",
+    "archived_not_recovered",
 )
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
@@ -530,6 +537,9 @@ def _checks(
         NOT_IN_REPORT: expected & in_manifest & ~in_report if has_report else none,
         RECOVERED_IDENTICAL: expected & identical,
         NOT_SAMPLED: (in_expected_scope | status_unknown_anywhere) & ~in_sample & ~in_recovery,
+        # Archived and otherwise in scope, left archived because the run has no restore step.
+        ARCHIVED_NOT_RECOVERED: in_vault & (reasons == reason_names.index(ARCHIVED) if ARCHIVED in reason_names
+                                            else none) & ~in_recovery,
         NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
         "content_compared": both & ~_flag(vault["is_delete_marker"]),
         "multipart_etag": both & _multipart(vault["etag"]),
@@ -651,4 +661,5 @@ def _counts(source_versions: int, checks: dict[str, np.ndarray], findings: int) 
         "not_in_report": total(NOT_IN_REPORT),
         "findings": findings,
         "not_sampled": total(NOT_SAMPLED),
+        "archived_not_recovered": total(ARCHIVED_NOT_RECOVERED),
     }
