@@ -444,6 +444,7 @@ def _role_policy_document(ctx: RunContext) -> dict[str, Any]:
         report_bucket=params.report_bucket, vault_key_arn=params.vault.kms_key_arn,
         recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         region=params.region, recovery_region=params.recovery_region,
+        restore_archived=params.restore.archived,
     )
 
 
