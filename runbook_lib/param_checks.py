@@ -39,9 +39,9 @@ __all__ = [
     "Region",
     "ReplicationStatus",
     "ReplicationStatuses",
+    "RestoreTier",
     "RoleName",
     "RuleName",
-    "RestoreTier",
     "RunBackend",
     "RunId",
     "RunPurpose",
@@ -308,7 +308,8 @@ def _run_backend(value: object) -> str:
 def _restore_tier(value: object) -> str:
     """Return the retrieval tier of the restore job: Batch Operations restores take BULK or STANDARD only."""
     if value not in aws_facts.BATCH_RESTORE_TIERS:
-        _reject(f"one of {', '.join(aws_facts.BATCH_RESTORE_TIERS)} (Batch Operations restore jobs offer no other tier)")
+        tiers = ", ".join(aws_facts.BATCH_RESTORE_TIERS)
+        _reject(f"one of {tiers} (Batch Operations restore jobs offer no other tier)")
     return str(value)
 
 

@@ -190,7 +190,7 @@ class JobScope:
     def archived(versions: pd.DataFrame) -> np.ndarray:
         """Return where a snapshot row is an object version in an archived storage class."""
         storage = versions["storage_class"].astype("string").str.upper()
-        return _isin(storage, ARCHIVED_STORAGE_CLASSES) & ~_true(versions["is_delete_marker"])
+        return np.asarray(_isin(storage, ARCHIVED_STORAGE_CLASSES) & ~_true(versions["is_delete_marker"]), dtype=bool)
 
     def listed_in_scope(self, key: str, last_modified: datetime | None, storage_class: str | None) -> bool:
         """Return whether a listed version passes every part of the scope that a listing can tell."""

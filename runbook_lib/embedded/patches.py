@@ -486,7 +486,7 @@ def _restore_object(self: S3Response, body: bytes, bucket_name: str, query: dict
 
 def _error_body(code: str, message: str) -> str:
     """Return an S3 error document."""
-    return xmltodict.unparse({"Error": {"Code": code, "Message": message, "RequestId": "embedded"}})
+    return str(xmltodict.unparse({"Error": {"Code": code, "Message": message, "RequestId": "embedded"}}))
 
 
 def _wrap_key_response_post(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,12 +14,14 @@ Choices we made where AWS's behaviour is not documented (UNCONFIRMED) or where w
 
 | topic | what the emulator does |
 |---|---|
-| how long a restore takes | `restore_seconds` for every tier (a backend option, 1 s by default for drills); on AWS, minutes to hours by tier and class (docs/aws-facts.md) |
-| restore requested while one runs | 409 `RestoreAlreadyInProgress` (the RestoreObject API documents this code) |
-| restore of a copy already restored | 200, the expiry moves to the new request's days (AWS documents that it can be extended) |
-| restore of a version that is not archived | 403 `InvalidObjectState` |
-| Batch Operations restore task: success | `succeeded,200,,Successful` (the message observed on restore job reports) |
-| Batch Operations restore task: refused | 403 `AccessDenied` when the job role may not s3:RestoreObject; the RestoreObject codes above otherwise |
+| how long a restore takes | `restore_seconds`, for every tier (a backend option, 1 s by default |
+| | for drills); on AWS, minutes to hours by tier and class (docs/aws-facts.md) |
+| restore asked while one runs | 409 `RestoreAlreadyInProgress` (a code the RestoreObject API lists) |
+| restore of a restored copy | 200, the expiry moves to the new request's days |
+| restore of a version not archived | 403 `InvalidObjectState` |
+| restore task that succeeds | `succeeded,200,,Successful` (the message seen on restore job reports) |
+| restore task refused | 403 `AccessDenied` when the job role may not s3:RestoreObject; |
+| | otherwise RestoreObject's codes above |
 | an expired restored copy | the header disappears and the version is unreadable again |
 """
 
