@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import analyzer, batch_job, evidence, kernel_record, lab, plan, proof
+from runbook_lib import analyzer, batch_job, evidence, kernel_record, lab, plan, proof, restore_job
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
 from runbook_lib.errors import ConfirmationRequired, NotVerifiedError
@@ -35,6 +35,7 @@ __all__ = [
     "default_run_dir",
     "finish_phase",
     "progress_subscribers",
+    "restore_gate",
     "show_checks",
     "show_findings",
     "show_json",
@@ -232,28 +233,45 @@ def _headless() -> bool:
     return os.environ.get(HEADLESS_ENV) == "1" or "ipykernel" not in sys.modules
 
 
-def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
+def restore_gate(ctx: RunContext, vault_bucket: str, confirm_job: bool) -> None:
+    """Confirm the restore job of archived versions like the replication job (same parameter, same button)."""
+    job_id = restore_job.current_restore_job_id(ctx, vault_bucket)
+    if not ctx.params.restore.archived or job_id is None:
+        print("no restore job: " + ("nothing archived in scope waits for a restore" if ctx.params.restore.archived
+                                    else "restore.archived is false, archived versions stay archived"))
+        return
+    job = batch_job.wait_for_status(ctx, job_id, {"Suspended", "Ready", "Active"})
+    tasks = job.get("ProgressSummary", {}).get("TotalNumberOfTasks", "?")
+    restore = ctx.params.restore
+    confirmation_gate(ctx, job_id, confirm_job, what=(
+        f"{tasks} archived versions of {vault_bucket} ({restore.tier} tier, readable for "
+        f"{restore.expiration_days} days)"), verb="restore")
+
+
+def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool, *, what: str | None = None,
+                      verb: str = "replicate") -> None:
     """Confirm the job when `confirm_job` is set; otherwise show a Confirm button, or stop headless.
 
     In JupyterLab the cell shows the button and then stops Run All on purpose, with a short note
     instead of a traceback (ConfirmationRequired renders itself so), since following the job before
-    anyone confirmed it would only wait.
+    anyone confirmed it would only wait. `what` and `verb` say what the job does (the replication
+    job unless given).
     """
     job = batch_job.describe_job(ctx, job_id)
     if job["Status"] != "Suspended":
         print(f"job {job_id} is {job['Status']}; no confirmation needed")
         return
     summary = job.get("ProgressSummary", {})
-    what = (f"{summary.get('TotalNumberOfTasks', '?')} object versions "
-            f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket} "
-            f"(the vault's {scope_from_params(ctx.params.job, ctx.params.restore).describe()})")
+    what = what or (f"{summary.get('TotalNumberOfTasks', '?')} object versions "
+                    f"from {ctx.params.vault.bucket} to {ctx.params.recovery.bucket} "
+                    f"(the vault's {scope_from_params(ctx.params.job, ctx.params.restore).describe()})")
     if confirm_job:
         batch_job.confirm_job(ctx, job_id, "confirmed by parameter confirm_job")
-        print(f"✔ job {job_id} confirmed by parameter confirm_job: it will replicate {what}")
+        print(f"✔ job {job_id} confirmed by parameter confirm_job: it will {verb} {what}")
         return
     if _headless():
         raise ConfirmationRequired(
-            f"job {job_id} is ready to replicate {what} and waits for confirmation. Review the job above, then "
+            f"job {job_id} is ready to {verb} {what} and waits for confirmation. Review the job above, then "
             "re-run with confirm_job=True (runbook run --params FILE --out DIR --from 06 --confirm-job, "
             "or papermill -p confirm_job True)."
         )
@@ -261,7 +279,7 @@ def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
 
     button = widgets.Button(description="Confirm and run the job", button_style="danger", icon="play",
                             layout=widgets.Layout(width="max-content"), tooltip=f"confirm job {job_id}")
-    status = widgets.HTML(value=f"Job <code>{html.escape(job_id)}</code> will replicate {html.escape(what)}.")
+    status = widgets.HTML(value=f"Job <code>{html.escape(job_id)}</code> will {verb} {html.escape(what)}.")
 
     def on_click(_: Any) -> None:
         batch_job.confirm_job(ctx, job_id, "confirmed in JupyterLab")
@@ -365,13 +383,25 @@ _VERDICT_COLOURS = {"PASS": ("#2e7d32", "#e8f5e9"), "FAIL": ("#c62828", "#ffebee
 _VERDICT_MARKS = {"PASS": "✔ PASS", "FAIL": "✘ FAIL", "INCOMPLETE": "… INCOMPLETE"}
 # Counts shown on the panel whatever their value; any other count is shown when it is not zero.
 _KEY_COUNTS = ("source_versions", "expected", "recovered")
-_NOT_COUNTS = ("verdict", "summary_file", "findings")
+_NOT_COUNTS = ("verdict", "summary_file", "findings", "archived")
 
 
 def _verdict_counts(verdict: dict[str, Any]) -> dict[str, int]:
     """Return the counts worth showing on the verdict panel: the key ones, then every problem that occurred."""
     counts = {k: int(v) for k, v in verdict.items() if k not in _NOT_COUNTS and isinstance(v, int)}
     return {k: v for k, v in counts.items() if k in _KEY_COUNTS or v}
+
+
+def _archived_line(verdict: dict[str, Any]) -> str | None:
+    """Return the verdict panel's plain sentence on archived versions left archived, or None when there are none."""
+    archived = verdict.get("archived") or {}
+    missing = int(archived.get("not_recovered") or 0)
+    if not missing:
+        return None
+    if archived.get("step"):
+        return f"{missing:,} archived version(s) in scope were restored but not recovered identical"
+    return (f"{missing:,} archived version(s) in scope were NOT recovered: they are in GLACIER or DEEP_ARCHIVE and "
+            "restore.archived is false (details/archived_not_recovered.csv); this is not counted as recovered")
 
 
 def _verdict_panel(verdict: dict[str, Any], headline: str) -> str:
@@ -384,6 +414,9 @@ def _verdict_panel(verdict: dict[str, Any], headline: str) -> str:
         f'<div>{html.escape(key.replace("_", " "))}</div></div>'
         for key, value in _verdict_counts(verdict).items())
     findings = "".join(f"<li>{html.escape(str(f))}</li>" for f in verdict.get("findings") or [])
+    archived = _archived_line(verdict)
+    if archived:
+        findings += f'<li style="color:#8a6d00">⚠ {html.escape(archived)}</li>'
     return (
         f'<div class="runbook-verdict" data-verdict="{html.escape(name)}" style="border:3px solid {border};'
         f'background:{background};border-radius:6px;padding:0.8em 1.2em;margin:0.5em 0">'
@@ -404,6 +437,9 @@ def show_verdict(verdict: dict[str, Any]) -> None:
     lines = [f"{_VERDICT_MARKS.get(name, name)}: {headline}"]
     lines += [f"  ✘ {finding}" for finding in verdict.get("findings") or []]
     lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in _verdict_counts(verdict).items()))
+    archived = _archived_line(verdict)
+    if archived:
+        lines.append(f"  ⚠ {archived}")
     lines.append(f"summary: {verdict.get('summary_file')}")
     if _rich_output():
         _display_raw({"text/html": _verdict_panel(verdict, headline), "text/plain": "\n".join(lines)})

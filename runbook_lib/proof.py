@@ -17,7 +17,18 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, pins, reports, run_kind, sampling, snapshot, throughput, verify
+from runbook_lib import (
+    batch_job,
+    evidence,
+    pins,
+    reports,
+    restore_job,
+    run_kind,
+    sampling,
+    snapshot,
+    throughput,
+    verify,
+)
 from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
@@ -309,7 +320,8 @@ def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryR
     """Write summary.json and the detail CSVs for the run, and return the verdict with its counts."""
     path = _write_verdict(ctx, "PASS" if comparison.verdict == "PASS" else "FAIL", comparison, rounds, first_report)
     return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts,
-            "findings": list(comparison.findings)}
+            "findings": list(comparison.findings),
+            "archived": restore_job.archived_summary(ctx, comparison.details, ctx.params.vault.bucket)}
 
 
 def _write_verdict(
@@ -328,10 +340,11 @@ def _write_verdict(
         failed_first = failed[["key", "version_id", "error_code", "result_message"]].astype(str).to_dict("records")
     categories = comparison.counts_by_category()
     details = {name: comparison.category(name) for name, count in categories.items()
-               if count and name not in verify.NOT_PROBLEMS}
+               if count and (name not in verify.NOT_PROBLEMS or name == verify.ARCHIVED_NOT_RECOVERED)}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
-    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment}
+    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment,
+                             "archived": restore_job.archived_summary(ctx, comparison.details, ctx.params.vault.bucket)}
     sample = sample_record(ctx)
     if sample is not None:
         extra["sample"] = sample

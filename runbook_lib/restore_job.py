@@ -47,6 +47,7 @@ __all__ = [
     "archived_versions",
     "create_restore_job",
     "current_restore_job_id",
+    "describe",
     "finish_restore",
     "restore_job_request",
     "restore_state",
@@ -353,3 +354,17 @@ def archived_summary(ctx: RunContext, details: pd.DataFrame, vault_bucket: str) 
         "expiration_days": ctx.params.restore.expiration_days if step else None,
         "restore_jobs": list(record.job_ids) if step and record is not None else [],
     }
+
+
+def describe(record: RestoreRecord | None, step_on: bool) -> str:
+    """Return where one vault bucket's restore stands, in one sentence for phase 06."""
+    if not step_on:
+        return ("restore.archived is false: archived versions (GLACIER, DEEP_ARCHIVE) stay archived; verification "
+                "reports those in scope as archived_not_recovered")
+    if record is None:
+        return "the restore step has not run for this bucket yet"
+    jobs = ", ".join(record.job_ids) or "none needed"
+    done = f"; all restored at {record.finished}" if record.finished else ""
+    return (f"{record.vault_bucket}: {record.archived_in_scope} archived versions in scope, {record.restored} "
+            f"restored, {record.requested} asked in the latest attempt (restore jobs: {jobs}; {record.tier} tier, "
+            f"{record.expiration_days} days){done}")
