@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a sample drill: recover N versions drawn from the scope (or a fraction such as 0.1)")
     drill.add_argument("--sample-seed", type=int, default=1, metavar="N",
                        help="seed that makes the sample's random draw repeatable (default 1)")
+    drill.add_argument("--restore-archived", action="store_true",
+                       help="restore the vault's archived versions in scope before replicating them "
+                            "(restore.archived: true)")
     _add_fault_options(drill)
 
     run = commands.add_parser("run", help="run phases against what the parameters name (AWS or embedded)")

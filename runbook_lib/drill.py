@@ -252,7 +252,8 @@ def run_drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out)
+    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
+                                    restore_archived=bool(getattr(args, "restore_archived", False)))
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed)
     started = time.monotonic()
@@ -260,9 +261,12 @@ def run_drill(args: argparse.Namespace) -> int:
         backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
         truth = seed_vault(backend.endpoint, args.objects, args.random_seed)
         truth.write(out / "ground_truth.json")
-        counts = truth.counts()
+        counts = truth.counts(restore_archived=bool(getattr(args, "restore_archived", False)))
         print(f"embedded AWS at {backend.endpoint}; vault seeded with {counts['source_versions']} versions "
-              f"({counts['expected']} expected to recover)", flush=True)
+              f"({counts['expected']} expected to recover, {counts['archived']} of them archived)"
+              if getattr(args, "restore_archived", False) else
+              f"embedded AWS at {backend.endpoint}; vault seeded with {counts['source_versions']} versions "
+              f"({counts['expected']} expected to recover; {counts['archived']} archived, left archived)", flush=True)
         phases = phase_names()
         missing = [p for p in ("07_verify",) if p not in phases]
         try:
@@ -279,12 +283,14 @@ def run_drill(args: argparse.Namespace) -> int:
 DRILL_PARAMS_COPY = "parameters.yaml"
 
 
-def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path) -> Path:
+def _drill_parameters(
+    params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path, *, restore_archived: bool = False,
+) -> Path:
     """Write the parameters the drill runs with into the run folder, check them, and return their path.
 
     A drill always runs on the embedded backend it starts, so its parameters say so
     (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
-    sets job.sample.
+    sets job.sample; `--restore-archived` sets restore.archived.
     """
     import yaml
 
@@ -301,6 +307,11 @@ def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, 
             if isinstance(job, dict):
                 job["sample"] = {**sample, "seed": seed}
                 changes.append("job.sample set by runbook drill --sample")
+        if restore_archived:
+            restore = data.setdefault("restore", {})
+            if isinstance(restore, dict):
+                restore["archived"] = True
+                changes.append("restore.archived: true (runbook drill --restore-archived)")
     written = out / DRILL_PARAMS_COPY
     header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
     written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -334,8 +345,21 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
     print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; "
           f"drill total {seconds:.1f} s")
     _report_sample(summary.get("sample"))
+    _report_archived(summary.get("archived"))
     print(f"evidence: {out / 'evidence.html'}")
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
+
+
+def _report_archived(archived: dict[str, Any] | None) -> None:
+    """Print what became of the archived versions in scope: restored and recovered, or left archived."""
+    if not archived or not archived.get("in_scope"):
+        return
+    if archived.get("step"):
+        print(f"archived versions in scope: {archived['in_scope']}, restored {archived['restored']}, "
+              f"recovered {archived['recovered']}, not recovered {archived['not_recovered']}")
+    else:
+        print(f"archived versions in scope NOT recovered: {archived['not_recovered']} (restore.archived is false; "
+              "runbook drill --restore-archived restores them)")
 
 
 def _report_sample(sample: dict[str, Any] | None) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 from botocore.exceptions import ClientError
 
-from runbook_lib import aws_facts, batch_job, reports
+from runbook_lib import aws_facts, batch_job, prices, reports
 from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import JobEndedError, RestoreError
@@ -48,6 +48,8 @@ __all__ = [
     "create_restore_job",
     "current_restore_job_id",
     "describe",
+    "estimate_restore",
+    "estimate_rows",
     "finish_restore",
     "restore_job_request",
     "restore_state",
@@ -368,3 +370,74 @@ def describe(record: RestoreRecord | None, step_on: bool) -> str:
     return (f"{record.vault_bucket}: {record.archived_in_scope} archived versions in scope, {record.restored} "
             f"restored, {record.requested} asked in the latest attempt (restore jobs: {jobs}; {record.tier} tier, "
             f"{record.expiration_days} days){done}")
+
+
+# ------------------------------------------------------------------ phase 00's estimate
+
+
+def estimate_restore(ctx: RunContext, vault_bucket: str, scope: JobScope) -> dict[str, Any]:
+    """Return what restoring the vault bucket's archived versions in scope would cost and take, per storage class.
+
+    Counted exactly (a listing, then one HEAD per archived candidate), priced with `prices.RESTORE`
+    at the tier `restore.tier` and, for comparison, the other tier; restored copies are stored at
+    STANDARD's rate for `restore.expiration_days`. Shown whether the step is on or off, so the
+    operator sees what leaving it off leaves out.
+    """
+    versions = archived_versions(ctx, vault_bucket, scope)
+    days = int(ctx.params.restore.expiration_days)
+    chosen = ctx.params.restore.tier
+    rows = []
+    totals: dict[str, dict[str, float]] = {tier: {"usd": 0.0, "hours": 0.0} for tier in aws_facts.BATCH_RESTORE_TIERS}
+    for storage, group in versions.groupby("storage_class") if not versions.empty else []:
+        count, size = len(group), int(group["size"].sum())
+        gigabytes = size / prices.BYTES_PER_GB
+        for tier in aws_facts.BATCH_RESTORE_TIERS:
+            price = prices.RESTORE[(str(storage), tier)]
+            usd = (gigabytes * price.usd_per_gb + count / 1000 * price.usd_per_thousand_requests
+                   + gigabytes * prices.STORAGE["STANDARD"].usd_per_gb_month * days / prices.DAYS_PER_MONTH)
+            totals[tier]["usd"] += usd
+            totals[tier]["hours"] = max(totals[tier]["hours"], price.typical_hours)
+            rows.append({"storage_class": str(storage), "tier": tier, "versions": count, "bytes": size,
+                         "usd": round(usd, 2), "typical_hours": price.typical_hours,
+                         "prices_confirmed": price.confirmed, "chosen": tier == chosen})
+    job_usd = prices.PRICE_PER_BATCH_JOB + len(versions) / 1e6 * prices.PRICE_PER_MILLION_BATCH_OBJECTS
+    estimate = {
+        "vault_bucket": vault_bucket,
+        "step": bool(ctx.params.restore.archived),
+        "tier": chosen,
+        "expiration_days": days,
+        "versions": len(versions),
+        "bytes": int(versions["size"].sum()) if not versions.empty else 0,
+        "by_class": rows,
+        "usd": round(totals[chosen]["usd"] + (job_usd if len(versions) else 0.0), 2),
+        "typical_hours": totals[chosen]["hours"],
+        "other_tier": {tier: {"usd": round(total["usd"] + (job_usd if len(versions) else 0.0), 2),
+                              "typical_hours": total["hours"]}
+                       for tier, total in totals.items() if tier != chosen},
+        "prices": {"source": prices.SOURCE, "as_of": prices.AS_OF},
+    }
+    if ctx.ledger.state.estimate is not None:
+        ctx.ledger.state.estimate.setdefault("restore", {})[vault_bucket] = estimate
+        ctx.ledger.save()
+    return estimate
+
+
+def estimate_rows(estimate: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the restore estimate as a two-column table for phase 00, next to the replication estimate."""
+    if not estimate["versions"]:
+        return [{"quantity": "archived versions in scope (GLACIER, DEEP_ARCHIVE)", "value": "0: nothing to restore"}]
+    other = ", ".join(f"{tier}: USD {figures['usd']:,.2f}, about {figures['typical_hours']:g} h"
+                      for tier, figures in estimate["other_tier"].items())
+    state = "on" if estimate["step"] else "OFF: they stay archived and are reported as archived, not recovered"
+    unconfirmed = any(not row["prices_confirmed"] for row in estimate["by_class"] if row["chosen"])
+    return [
+        {"quantity": "archived versions in scope (GLACIER, DEEP_ARCHIVE)",
+         "value": f"{estimate['versions']:,} ({estimate['bytes']:,} bytes)"},
+        {"quantity": "restore step (restore.archived)", "value": state},
+        {"quantity": f"restore cost at {estimate['tier']} (USD, list prices, copies kept "
+                     f"{estimate['expiration_days']} days)",
+         "value": f"{estimate['usd']:,.2f}" + (" (some rates UNCONFIRMED)" if unconfirmed else "")},
+        {"quantity": "restore time (typical, before the replication job can start)",
+         "value": f"about {estimate['typical_hours']:g} hours on AWS"},
+        {"quantity": "the other tier", "value": other},
+    ]
