@@ -34,7 +34,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runbook_lib import analyzer, batch_job, cleanup, notifications, proof, provision, restore_job
+from runbook_lib import analyzer, batch_job, cleanup, notifications, provision, restore_job
 from runbook_lib import commitment as commitment_module
 from runbook_lib.accounts import error_code, open_sessions
 from runbook_lib.call_log import CallLog
@@ -45,6 +45,7 @@ from runbook_lib.params import load_params
 from runbook_lib.planning import Plan, PlannedWrite, known_after
 from runbook_lib.provision import Outcome
 from runbook_lib.run_state import RunState
+from runbook_lib.scope import scope_from_params
 
 __all__ = [
     "PHASE_STEPS",
@@ -96,7 +97,7 @@ def _restore_job(ctx: RunContext) -> list[Outcome]:
         return [Outcome("restore of archived versions", params.vault.bucket, "unchanged",
                         note="restore.archived is false: archived versions stay archived and are reported")]
     before = restore_job.current_restore_job_id(ctx, params.vault.bucket)
-    record = restore_job.create_restore_job(ctx, params.vault.bucket, proof.job_scope(ctx))
+    record = restore_job.create_restore_job(ctx, params.vault.bucket, scope_from_params(params.job, params.restore))
     job_id = restore_job.current_restore_job_id(ctx, params.vault.bucket)
     if record is None or job_id is None:
         return [Outcome("restore of archived versions", params.vault.bucket, "unchanged",
