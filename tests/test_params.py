@@ -298,7 +298,8 @@ BAD_SETS = [
     # restore
     (mutated(restore__archived="yes"), "restore.archived: got 'yes'; expected true or false"),
     (mutated(restore__tier="EXPEDITED"),
-     "restore.tier: got 'EXPEDITED'; expected one of BULK, STANDARD (Batch Operations restore jobs offer no other tier)"),
+     "restore.tier: got 'EXPEDITED'; expected one of BULK, STANDARD "
+     "(Batch Operations restore jobs offer no other tier)"),
     (mutated(restore__expiration_days=0),
      "restore.expiration_days: got 0; expected a whole number of days from 1 to 365"),
     # tags

@@ -89,7 +89,8 @@ def test_a_restore_job_whose_role_may_not_restore_stops_phase_06(aws_env: Drill,
     with pytest.raises(RestoreError, match=r"AccessDenied.*s3:RestoreObject") as stopped:
         restore(ctx)
 
-    assert f"{len(archived_truth(aws_env))} of {len(archived_truth(aws_env))} restore tasks failed" in str(stopped.value)
+    archived = len(archived_truth(aws_env))
+    assert f"{archived} of {archived} restore tasks failed" in str(stopped.value)
     assert ctx.ledger.state.current_recovery_job() is None  # nothing was replicated
     cleanup.clean_up(ctx)
 
