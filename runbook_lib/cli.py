@@ -40,6 +40,17 @@ def _add_objects_option(parser: argparse.ArgumentParser, default: int | None, he
                         action=_DeprecatedAlias, replacement="--objects", help="deprecated spelling of --objects")
 
 
+def _seconds(text: str) -> float:
+    """Return a number of seconds of at least 0, or refuse the argument naming what is expected."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds of 0 or more, got {text!r}")
+    return value
+
+
 def sample_size(text: str) -> dict[str, int | float]:
     """Return `--sample`'s value as job.sample's size: a whole number is a count, a decimal up to 1 a fraction."""
     try:
@@ -123,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--random-seed", type=int, default=1, metavar="N", help="seed of the vault's randomness")
     backend.add_argument("--config-file", type=Path, default=None, metavar="PATH",
                          help="where to write the AWS config file (default: a temporary folder)")
+    backend.add_argument("--restore-seconds", type=_seconds, default=1.0, metavar="S",
+                         help="how long restoring an archived version takes in the backend (default 1)")
     backend.add_argument("--truth-file", type=Path, default=None, metavar="PATH",
                          help="where to write the seeded vault's ground truth (JSON)")
     _add_fault_options(backend)
@@ -164,7 +177,8 @@ def _serve_backend(args: argparse.Namespace) -> int:
         start_backend,
     )
 
-    backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args))  # type: ignore[arg-type]
+    backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args),  # type: ignore[arg-type]
+                            restore_seconds=args.restore_seconds)
     print(f"embedded AWS listening on {backend.endpoint}")
     print(f"AWS config file: {backend.config_file}")
     print(f"  export AWS_CONFIG_FILE={backend.config_file}")
