@@ -375,6 +375,16 @@ def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
             _display(table)
     if not shown:
         print("✔ no mismatches: every expected version is in the recovery bucket, identical")
+    archived = comparison.counts_by_category().get(verify.ARCHIVED_NOT_RECOVERED, 0)
+    if archived:
+        # Not a mismatch (the restore step was off), but never left unsaid.
+        print(f"{verify.ARCHIVED_NOT_RECOVERED}: {archived:,} archived version(s) in scope left archived "
+              "(restore.archived is false), not in the recovery bucket and not counted as recovered")
+        table = comparison.category(verify.ARCHIVED_NOT_RECOVERED).head(rows_per_category)
+        if _rich_output():
+            _display(_table(table).set_properties(**{"background-color": "#fff3cd"}))
+        else:
+            _display(table)
 
 
 # Border and background of the verdict panel: PASS green, FAIL red, INCOMPLETE amber.

@@ -59,6 +59,7 @@ def test_without_the_step_archived_versions_are_reported_and_never_recovered(
     archived = archived_truth(aws_env)
     assert archived, "the seeded vault must hold an archived replica in scope"
     ctx = make_ctx("off", params=FAST)
+    estimate = restore_job.estimate_restore(ctx, ctx.params.vault.bucket, proof.job_scope(ctx))
     for ensure in PROVISION_ORDER:
         ensure(ctx)
     assert restore(ctx) is None
@@ -78,6 +79,23 @@ def test_without_the_step_archived_versions_are_reported_and_never_recovered(
     assert not archived & recovered(aws_env, ctx)
     assert "NOT recovered" in (guide._archived_line(verdict) or "")
     cleanup.clean_up(ctx)  # phase 08: the vault's replication rule goes, for the next run on this vault
+
+    # Phase 00 showed what leaving the step off leaves out, and what restoring it would cost.
+    sizes = {(v.key, v.version_id): (v.size, v.storage_class) for v in aws_env.truth.archived_versions()}
+    assert (estimate["step"], estimate["versions"]) == (False, len(archived))
+    assert estimate["bytes"] == sum(size for size, _ in sizes.values())
+    chosen = [row for row in estimate["by_class"] if row["chosen"]]
+    assert {(row["storage_class"], row["tier"]) for row in chosen} == {(c, "STANDARD") for _, c in sizes.values()}
+    gigabytes = estimate["bytes"] / 2**30
+    deep = sum(1 for _, c in sizes.values() if c == "DEEP_ARCHIVE")
+    glacier = len(sizes) - deep
+    # Per GB and per request by class, the restored copies' STANDARD storage for 7 days, the job's fees.
+    retrieval = sum(size / 2**30 * (0.02 if c == "DEEP_ARCHIVE" else 0.01) for size, c in sizes.values())
+    expected_usd = (retrieval + deep / 1000 * 0.10 + glacier / 1000 * 0.05 + gigabytes * 0.023 * 7 / (365.25 / 12)
+                    + 0.25 + len(sizes) / 1e6)
+    assert estimate["usd"] == pytest.approx(expected_usd, abs=0.01)
+    assert estimate["typical_hours"] == (12 if deep else 5)
+    assert "OFF" in restore_job.estimate_rows(estimate)[1]["value"]
 
 
 def test_a_restore_job_whose_role_may_not_restore_stops_phase_06(aws_env: Drill, make_ctx: CtxFactory) -> None:
