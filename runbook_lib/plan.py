@@ -94,8 +94,7 @@ def _restore_job(ctx: RunContext) -> list[Outcome]:
     """Return the outcomes of phase 06's restore step: the restore job of archived versions, and its confirmation."""
     params = ctx.params
     if not params.restore.archived:
-        return [Outcome("restore of archived versions", params.vault.bucket, "unchanged",
-                        note="restore.archived is false: archived versions stay archived and are reported")]
+        return []  # no restore step: archived versions stay archived, and verification reports them
     before = restore_job.current_restore_job_id(ctx, params.vault.bucket)
     record = restore_job.create_restore_job(ctx, params.vault.bucket, scope_from_params(params.job, params.restore))
     job_id = restore_job.current_restore_job_id(ctx, params.vault.bucket)
