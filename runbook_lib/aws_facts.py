@@ -13,6 +13,7 @@ __all__ = [
     "AFTER_CONFIRMATION_JOB_STATUSES",
     "ARCHIVED_STORAGE_CLASSES",
     "BATCH_OPERATIONS_SERVICE_PRINCIPAL",
+    "BATCH_RESTORE_TIERS",
     "COMMERCIAL_PARTITION",
     "DEFAULT_STORAGE_CLASS",
     "JOB_STATUSES",
@@ -97,6 +98,8 @@ StorageClass = Literal[
 STORAGE_CLASSES: tuple[str, ...] = get_args(StorageClass)
 # Versions in these classes must be restored before Batch Replication can copy them.
 ARCHIVED_STORAGE_CLASSES: frozenset[str] = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+# The retrieval tiers a Batch Operations restore job (S3InitiateRestoreObject) accepts: no Expedited.
+BATCH_RESTORE_TIERS: tuple[str, ...] = ("BULK", "STANDARD")
 
 
 def partition_of(region: str) -> str:

@@ -70,6 +70,15 @@ def drill_as_of(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"expected a time inside the drill vault's seeded history, from {window} (UTC), not {text!r}")
     return moment
+def _seconds(text: str) -> float:
+    """Return a number of seconds of at least 0, or refuse the argument naming what is expected."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds of 0 or more, got {text!r}")
+    return value
 
 
 def sample_size(text: str) -> dict[str, int | float]:
@@ -133,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "2024-01-02T00:00:00Z to 2025-12-30T00:00:00Z)")
     drill.add_argument("--sample-seed", type=int, default=1, metavar="N",
                        help="seed that makes the sample's random draw repeatable (default 1)")
+    drill.add_argument("--restore-archived", action="store_true",
+                       help="restore the vault's archived versions in scope before replicating them "
+                            "(restore.archived: true)")
     _add_fault_options(drill)
 
     run = commands.add_parser("run", help="run phases against what the parameters name (AWS or embedded)")
@@ -161,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --objects: vault buckets to seed, each with its own key (default 1)")
     backend.add_argument("--config-file", type=Path, default=None, metavar="PATH",
                          help="where to write the AWS config file (default: a temporary folder)")
+    backend.add_argument("--restore-seconds", type=_seconds, default=1.0, metavar="S",
+                         help="how long restoring an archived version takes in the backend (default 1)")
     backend.add_argument("--truth-file", type=Path, default=None, metavar="PATH",
                          help="where to write the seeded vault's ground truth (JSON)")
     _add_fault_options(backend)
@@ -213,7 +227,8 @@ def _serve_backend(args: argparse.Namespace) -> int:
         start_backend,
     )
 
-    backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args))  # type: ignore[arg-type]
+    backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args),  # type: ignore[arg-type]
+                            restore_seconds=args.restore_seconds)
     print(f"embedded AWS listening on {backend.endpoint}")
     print(f"AWS config file: {backend.config_file}")
     print(f"  export AWS_CONFIG_FILE={backend.config_file}")

@@ -289,7 +289,7 @@ def run_drill(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     as_of = getattr(args, "as_of", None)
     params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
-                                    buckets, as_of)
+                                    buckets, as_of, restore_archived=bool(getattr(args, "restore_archived", False)))
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed,
                     fail_buckets=tuple(getattr(args, "fail_bucket", None) or ()))
@@ -298,7 +298,8 @@ def run_drill(args: argparse.Namespace) -> int:
         backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
         truths = seed_vaults(backend.endpoint, buckets, args.objects, args.random_seed)
         write_ground_truth(out / GROUND_TRUTH, truths)
-        counted = [truth.counts() for truth in truths]
+        counted = [truth.counts(restore_archived=bool(getattr(args, "restore_archived", False)))
+                   for truth in truths]
         where = "vault" if buckets == 1 else f"{buckets} vault buckets"
         print(f"embedded AWS at {backend.endpoint}; {where} seeded with "
               f"{sum(c['source_versions'] for c in counted)} versions "
@@ -369,12 +370,13 @@ def _report_seeded_history(truths: list[Any], as_of: datetime | None) -> None:
 def _drill_parameters(
     params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path, buckets: int = 1,
     as_of: datetime | None = None,
+    *, restore_archived: bool = False,
 ) -> Path:
     """Write the parameters the drill runs with into the run folder, check them, and return their path.
 
     A drill always runs on the embedded backend it starts, so its parameters say so
     (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
-    sets job.sample, `--as-of` recover_as_of.
+    sets job.sample, `--as-of` recover_as_of, `--restore-archived` restore.archived.
     """
     import yaml
 
@@ -402,6 +404,11 @@ def _drill_parameters(
         if as_of is not None:
             data["recover_as_of"] = as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
             changes.append("recover_as_of set by runbook drill --as-of")
+        if restore_archived:
+            restore = data.setdefault("restore", {})
+            if isinstance(restore, dict):
+                restore["archived"] = True
+                changes.append("restore.archived: true (runbook drill --restore-archived)")
     written = out / DRILL_PARAMS_COPY
     header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
     written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -440,6 +447,7 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
         reasons = ", ".join(f"{reason} {count}" for reason, count in view["by_reason"].items() if count)
         print(f"current view: {view['differing']} of {view['keys']} keys read differently from the vault"
               + (f" ({reasons})" if reasons else "") + f"; {view['unexplained']} without a documented reason")
+    _report_archived(summary.get("archived"))
     print(f"evidence: {out / 'evidence.html'}")
     _report_history(summary)
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
@@ -450,6 +458,16 @@ def _report_history(summary: dict[str, Any]) -> None:
     identity = summary.get("identity") or {}
     if identity.get("history_file"):
         print(f"history: {identity['history_file']} (runbook history --file {identity['history_file']})")
+def _report_archived(archived: dict[str, Any] | None) -> None:
+    """Print what became of the archived versions in scope: restored and recovered, or left archived."""
+    if not archived or not archived.get("in_scope"):
+        return
+    if archived.get("step"):
+        print(f"archived versions in scope: {archived['in_scope']}, restored {archived['restored']}, "
+              f"recovered {archived['recovered']}, not recovered {archived['not_recovered']}")
+    else:
+        print(f"archived versions in scope NOT recovered: {archived['not_recovered']} (restore.archived is false; "
+              "runbook drill --restore-archived restores them)")
 
 
 def _report_sample(sample: dict[str, Any] | None) -> None:

@@ -236,6 +236,10 @@ class NotVerifiedError(RunbookError):
         super().__init__(message)
 
 
+class RestoreError(JobError):
+    """The restore of archived versions before the replication job failed, or has not finished in time."""
+
+
 class ScopeError(RunbookError):
     """A version outside the job's scope was about to be copied into the recovery account."""
 

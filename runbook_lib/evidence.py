@@ -22,6 +22,7 @@ from runbook_lib.run_lock import lock_for_phase, release_phase_lock
 __all__ = [
     "RECOVERY_PHASES",
     "VERDICTS",
+    "archived_text",
     "build_evidence",
     "export_html",
     "phase_timings",
@@ -148,6 +149,7 @@ def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **e
         "recovery_seconds": round(recovery_seconds, 2),
         **extra,
     }
+    document.setdefault("archived", None)  # always present, so scripts can rely on it
     reviewed = plan.reviewed_plan(folder)
     if reviewed is not None:
         document.setdefault("plan", reviewed)
@@ -275,6 +277,21 @@ def _buckets_text(buckets: list[dict[str, Any]] | None) -> str:
     return "\n".join(lines)
 
 
+def archived_text(archived: dict[str, Any] | None) -> str:
+    """Return, in words, what became of the archived versions in scope (GLACIER, DEEP_ARCHIVE); "" when none."""
+    if not archived or not archived.get("in_scope"):
+        return ""
+    if archived.get("step"):
+        return (f"\n\n**Archived versions.** {archived['in_scope']:,} archived versions were in scope; the restore "
+                f"step restored {archived['restored']:,} ({archived.get('tier')} tier, readable for "
+                f"{archived.get('expiration_days')} days) and {archived['recovered']:,} were recovered identical"
+                + (f"; {archived['not_recovered']:,} were not." if archived["not_recovered"] else ".") + "\n")
+    return (f"\n\n**Archived, not recovered: {archived['not_recovered']:,} version(s).** They match the scope but "
+            "are archived in GLACIER or DEEP_ARCHIVE, and the run did not restore them (restore.archived is false). "
+            "They are not in the recovery bucket and are not counted as recovered; details/"
+            "archived_not_recovered.csv lists them. Set restore.archived: true to recover them.\n")
+
+
 def _sample_text(sample: dict[str, Any] | None) -> str:
     """Return the evidence's paragraph on a sample drill: what was drawn, how, and the extrapolated time."""
     if not sample:
@@ -374,6 +391,7 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
         if document.get("content_basis"):
             intro += f"\n\n{document['content_basis']}"
         intro += _buckets_text(document.get("buckets"))
+        intro += archived_text(document.get("archived"))
         intro += _sample_text(document.get("sample"))
         intro += _commitment_text(document.get("commitment"))
         for finding in document.get("findings") or []:

@@ -12,13 +12,24 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from runbook_lib import analyzer, batch_job, bucket_jobs, evidence, kernel_record, lab, plan, point_in_time, proof
+from runbook_lib import (
+    analyzer,
+    batch_job,
+    bucket_jobs,
+    evidence,
+    kernel_record,
+    lab,
+    plan,
+    point_in_time,
+    proof,
+    restore_job,
+)
 from runbook_lib.bucket_jobs import BucketJob
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
@@ -36,6 +47,7 @@ __all__ = [
     "default_run_dir",
     "finish_phase",
     "progress_subscribers",
+    "restore_gate",
     "show_checks",
     "show_findings",
     "show_json",
@@ -276,15 +288,42 @@ def _headless() -> bool:
     return os.environ.get(HEADLESS_ENV) == "1" or "ipykernel" not in sys.modules
 
 
-def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob], confirm_job: bool) -> None:
+def restore_gate(ctx: RunContext, confirm_job: bool) -> None:
+    """Confirm every vault bucket's restore job like the replication jobs (same parameter, one button for all)."""
+    restore = ctx.params.restore
+    if not restore.archived:
+        print("no restore job: restore.archived is false, archived versions stay archived")
+        return
+    jobs = []
+    for view in ctx.pair_contexts():
+        bucket = view.params.pair.vault_bucket
+        job_id = restore_job.current_restore_job_id(view, bucket)
+        if job_id is None:
+            print(f"{bucket}: no restore job, nothing archived in scope waits for a restore")
+            continue
+        batch_job.wait_for_status(view, job_id, {"Suspended", "Ready", "Active"})
+        jobs.append((view, job_id))
+
+    def described(job_ctx: RunContext, shown: object) -> str:
+        return (f"{shown} archived versions of {job_ctx.params.pair.vault_bucket} ({restore.tier} tier, readable for "
+                f"{restore.expiration_days} days)")
+
+    confirmation_gate(ctx, jobs, confirm_job, describe=described, verb="restore")
+
+
+def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob] | Sequence[tuple[RunContext, str]],
+                      confirm_job: bool, *, describe: Callable[[RunContext, object], str] | None = None,
+                      verb: str = "replicate") -> None:
     """Confirm the run's jobs when `confirm_job` is set; otherwise show one Confirm button for all, or stop headless.
 
-    `jobs` is one job id, or the jobs of every vault bucket (`bucket_jobs.create_jobs`). In
+    `jobs` is one job id, the jobs of every vault bucket (`bucket_jobs.create_jobs`), or (context,
+    job id) pairs. `describe` and `verb` say what a job does (the replication job unless given). In
     JupyterLab the cell shows the button and then stops Run All on purpose, with a short note
     instead of a traceback (ConfirmationRequired renders itself so), since following the jobs before
     anyone confirmed them would only wait.
     """
-    listed = [(ctx, jobs)] if isinstance(jobs, str) else [(job.ctx, job.job_id) for job in jobs]
+    listed = ([(ctx, jobs)] if isinstance(jobs, str) else
+              [(job.ctx, job.job_id) if isinstance(job, BucketJob) else job for job in jobs])
     waiting = []
     for job_ctx, job_id in listed:
         job = batch_job.describe_job(job_ctx, job_id)
@@ -296,14 +335,18 @@ def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob], confirm_
                         summary.get("TotalNumberOfTasks", "?")))
     if not waiting:
         return
-    texts = [f"{shown} object versions from {c.params.pair.vault_bucket} to {c.params.pair.recovery_bucket} "
-             f"(the vault's {scope_from_params(c.params).describe()})" for c, _, _, shown in waiting]
+    def replicates(job_ctx: RunContext, shown: object) -> str:
+        pair = job_ctx.params.pair
+        return (f"{shown} object versions from {pair.vault_bucket} to {pair.recovery_bucket} "
+                f"(the vault's {scope_from_params(job_ctx.params).describe()})")
+
+    texts = [(describe or replicates)(c, shown) for c, _, _, shown in waiting]
     ids = ", ".join(job_id for _, job_id, _, _ in waiting)
     if len(waiting) == 1:
         what, subject = texts[0], f"job {ids}"
     else:
         total = sum(count for _, _, count, _ in waiting)
-        what = f"{total} object versions in {len(waiting)} jobs: " + "; ".join(texts)
+        what = f"{total} versions in {len(waiting)} jobs: " + "; ".join(texts)
         subject = f"jobs {ids}"
 
     def confirm_all(reason: str) -> None:
@@ -313,12 +356,12 @@ def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob], confirm_
     if confirm_job:
         confirm_all("confirmed by parameter confirm_job")
         print(f"✔ {subject} confirmed by parameter confirm_job: {'it' if len(waiting) == 1 else 'they'} will "
-              f"replicate {what}")
+              f"{verb} {what}")
         return
-    verb = "is" if len(waiting) == 1 else "are"
+    being = "is" if len(waiting) == 1 else "are"
     if _headless():
         raise ConfirmationRequired(
-            f"{subject} {verb} ready to replicate {what} and {'waits' if len(waiting) == 1 else 'wait'} for "
+            f"{subject} {being} ready to {verb} {what} and {'waits' if len(waiting) == 1 else 'wait'} for "
             f"confirmation. Review the {'job' if len(waiting) == 1 else 'plan'} above, then re-run with "
             "confirm_job=True (runbook run --params FILE "
             "--out DIR --from 06 --confirm-job, or papermill -p confirm_job True)."
@@ -328,9 +371,9 @@ def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob], confirm_
     label = "Confirm and run the job" if len(waiting) == 1 else f"Confirm and run all {len(waiting)} jobs"
     button = widgets.Button(description=label, button_style="danger", icon="play",
                             layout=widgets.Layout(width="max-content"), tooltip=f"confirm {subject}")
-    status = widgets.HTML(value=f"{html.escape(subject[0].upper() + subject[1:])} will replicate {html.escape(what)}."
+    status = widgets.HTML(value=f"{html.escape(subject[0].upper() + subject[1:])} will {verb} {html.escape(what)}."
                           if len(waiting) > 1 else
-                          f"Job <code>{html.escape(ids)}</code> will replicate {html.escape(what)}.")
+                          f"Job <code>{html.escape(ids)}</code> will {verb} {html.escape(what)}.")
 
     def on_click(_: Any) -> None:
         confirm_all("confirmed in JupyterLab")
@@ -480,6 +523,16 @@ def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
             _display(table)
     if not shown:
         print("✔ no mismatches: every expected version is in the recovery bucket, identical")
+    archived = comparison.counts_by_category().get(verify.ARCHIVED_NOT_RECOVERED, 0)
+    if archived:
+        # Not a mismatch (the restore step was off), but never left unsaid.
+        print(f"{verify.ARCHIVED_NOT_RECOVERED}: {archived:,} archived version(s) in scope left archived "
+              "(restore.archived is false), not in the recovery bucket and not counted as recovered")
+        table = comparison.category(verify.ARCHIVED_NOT_RECOVERED).head(rows_per_category)
+        if _rich_output():
+            _display(_table(table).set_properties(**{"background-color": "#fff3cd"}))
+        else:
+            _display(table)
 
 
 # Border and background of the verdict panel: PASS green, FAIL red, INCOMPLETE amber.
@@ -488,13 +541,25 @@ _VERDICT_COLOURS = {"PASS": ("#2e7d32", "#e8f5e9"), "FAIL": ("#c62828", "#ffebee
 _VERDICT_MARKS = {"PASS": "✔ PASS", "FAIL": "✘ FAIL", "INCOMPLETE": "… INCOMPLETE"}
 # Counts shown on the panel whatever their value; any other count is shown when it is not zero.
 _KEY_COUNTS = ("source_versions", "expected", "recovered")
-_NOT_COUNTS = ("verdict", "summary_file", "findings")
+_NOT_COUNTS = ("verdict", "summary_file", "findings", "archived")
 
 
 def _verdict_counts(verdict: dict[str, Any]) -> dict[str, int]:
     """Return the counts worth showing on the verdict panel: the key ones, then every problem that occurred."""
     counts = {k: int(v) for k, v in verdict.items() if k not in _NOT_COUNTS and isinstance(v, int)}
     return {k: v for k, v in counts.items() if k in _KEY_COUNTS or v}
+
+
+def _archived_line(verdict: dict[str, Any]) -> str | None:
+    """Return the verdict panel's plain sentence on archived versions left archived, or None when there are none."""
+    archived = verdict.get("archived") or {}
+    missing = int(archived.get("not_recovered") or 0)
+    if not missing:
+        return None
+    if archived.get("step"):
+        return f"{missing:,} archived version(s) in scope were restored but not recovered identical"
+    return (f"{missing:,} archived version(s) in scope were NOT recovered: they are in GLACIER or DEEP_ARCHIVE and "
+            "restore.archived is false (details/archived_not_recovered.csv); this is not counted as recovered")
 
 
 def _verdict_panel(verdict: dict[str, Any], headline: str) -> str:
@@ -507,6 +572,9 @@ def _verdict_panel(verdict: dict[str, Any], headline: str) -> str:
         f'<div>{html.escape(key.replace("_", " "))}</div></div>'
         for key, value in _verdict_counts(verdict).items())
     findings = "".join(f"<li>{html.escape(str(f))}</li>" for f in verdict.get("findings") or [])
+    archived = _archived_line(verdict)
+    if archived:
+        findings += f'<li style="color:#8a6d00">⚠ {html.escape(archived)}</li>'
     return (
         f'<div class="runbook-verdict" data-verdict="{html.escape(name)}" style="border:3px solid {border};'
         f'background:{background};border-radius:6px;padding:0.8em 1.2em;margin:0.5em 0">'
@@ -527,6 +595,9 @@ def show_verdict(verdict: dict[str, Any]) -> None:
     lines = [f"{_VERDICT_MARKS.get(name, name)}: {headline}"]
     lines += [f"  ✘ {finding}" for finding in verdict.get("findings") or []]
     lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in _verdict_counts(verdict).items()))
+    archived = _archived_line(verdict)
+    if archived:
+        lines.append(f"  ⚠ {archived}")
     lines.append(f"summary: {verdict.get('summary_file')}")
     if _rich_output():
         _display_raw({"text/html": _verdict_panel(verdict, headline), "text/plain": "\n".join(lines)})

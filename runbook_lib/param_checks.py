@@ -43,6 +43,7 @@ __all__ = [
     "Region",
     "ReplicationStatus",
     "ReplicationStatuses",
+    "RestoreTier",
     "RoleName",
     "RuleName",
     "RunBackend",
@@ -325,6 +326,14 @@ def _current_view(value: object) -> str:
     return str(value)
 
 
+def _restore_tier(value: object) -> str:
+    """Return the retrieval tier of the restore job: Batch Operations restores take BULK or STANDARD only."""
+    if value not in aws_facts.BATCH_RESTORE_TIERS:
+        tiers = ", ".join(aws_facts.BATCH_RESTORE_TIERS)
+        _reject(f"one of {tiers} (Batch Operations restore jobs offer no other tier)")
+    return str(value)
+
+
 def _sample_fraction(value: object) -> float:
     """Return a share of the versions in scope to draw: a number greater than 0 and at most 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -416,6 +425,7 @@ RunBackend = Annotated[Literal["aws", "embedded"], BeforeValidator(_run_backend)
 CurrentViewSetting = Annotated[
     Literal["report", "fail_unexplained", "fail_any"], BeforeValidator(_current_view)
 ]
+RestoreTier = Annotated[Literal["BULK", "STANDARD"], BeforeValidator(_restore_tier)]
 _sample_count = _whole_number(1, 100_000_000, "a whole number of versions from 1 to 100000000")
 SampleCount = Annotated[int | None, BeforeValidator(_optional(_sample_count))]
 SampleFraction = Annotated[float | None, BeforeValidator(_optional(_sample_fraction))]

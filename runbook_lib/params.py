@@ -52,6 +52,7 @@ from runbook_lib.param_checks import (
     Region,
     ReplicationStatus,
     ReplicationStatuses,
+    RestoreTier,
     RoleName,
     RuleName,
     RunBackend,
@@ -77,6 +78,7 @@ __all__ = [
     "JobSettings",
     "RecoveryAccount",
     "ReplicationStatus",
+    "RestoreSettings",
     "RunSettings",
     "RunbookParams",
     "SampleSettings",
@@ -219,6 +221,21 @@ class JobSettings(_Section):
     )
 
 
+class RestoreSettings(_Section):
+    """The optional restore of archived golden copies (GLACIER, DEEP_ARCHIVE) before the replication job."""
+
+    archived: Flag = Field(
+        default=False,
+        description="true restores the archived versions in scope with a Batch Operations job, so they are recovered",
+    )
+    tier: RestoreTier = Field(
+        default="STANDARD", description="the retrieval tier: STANDARD (faster) or BULK (cheaper, slower)"
+    )
+    expiration_days: Annotated[int, whole_number(1, 365, "a whole number of days from 1 to 365")] = Field(
+        default=7, description="how many days each restored copy stays readable; long enough for replication"
+    )
+
+
 class VerificationSettings(_Section):
     """How the recovered copy is compared with the vault."""
 
@@ -283,6 +300,9 @@ class RunbookParams(_Section):
         default="s3-batch-replication-job-status", description="the EventBridge rule for job status"
     )
     job: JobSettings = Field(default_factory=JobSettings, description="the Batch Replication job")
+    restore: RestoreSettings = Field(
+        default_factory=RestoreSettings, description="the restore of archived versions before the job"
+    )
     verification: VerificationSettings = Field(
         default_factory=VerificationSettings, description="the verification of the recovered copy"
     )

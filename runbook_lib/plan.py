@@ -34,7 +34,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runbook_lib import analyzer, batch_job, cleanup, notifications, provision
+from runbook_lib import analyzer, batch_job, cleanup, notifications, provision, restore_job
 from runbook_lib import commitment as commitment_module
 from runbook_lib.accounts import error_code, open_sessions
 from runbook_lib.call_log import CallLog
@@ -45,6 +45,7 @@ from runbook_lib.params import load_params
 from runbook_lib.planning import Plan, PlannedWrite, known_after
 from runbook_lib.provision import Outcome
 from runbook_lib.run_state import RunState
+from runbook_lib.scope import scope_from_params
 
 __all__ = [
     "PHASE_STEPS",
@@ -89,6 +90,32 @@ def _recovery_job(ctx: RunContext) -> list[Outcome]:
     return outcomes
 
 
+def _restore_job(ctx: RunContext) -> list[Outcome]:
+    """Return the outcomes of phase 06's restore step: the restore job of archived versions, and its confirmation."""
+    params = ctx.params
+    if not params.restore.archived:
+        return []  # no restore step: archived versions stay archived, and verification reports them
+    bucket = params.pair.vault_bucket
+    before = restore_job.current_restore_job_id(ctx, bucket)
+    record = restore_job.create_restore_job(ctx, bucket, scope_from_params(params))
+    job_id = restore_job.current_restore_job_id(ctx, bucket)
+    if record is None or job_id is None:
+        return [Outcome("restore of archived versions", bucket, "unchanged",
+                        note="no archived version in scope waits for a restore")]
+    created = job_id != before
+    outcomes = [Outcome("restore job of archived versions", job_id, "created" if created else "unchanged",
+                        note=(f"{record.requested} archived versions, {params.restore.tier} tier, "
+                              f"{params.restore.expiration_days} days") if created else "the run's restore job, found")]
+    waits = bool(params.job.confirmation_required) if created else (
+        batch_job.describe_job(ctx, job_id)["Status"] == "Suspended")
+    if waits:
+        assert ctx.plan is not None
+        ctx.plan.intend("vault", "s3control", "UpdateJobStatus", job_id, {"RequestedJobStatus": "Ready"})
+        outcomes.append(Outcome("restore job confirmation", job_id, "updated",
+                                note="only when the operator confirms (the button, or --confirm-job)"))
+    return outcomes
+
+
 # The steps each phase notebook runs, in the notebooks' order (tests keep the two in step).
 # A step of one bucket pair runs for every pair of a run over many vault buckets (`provision.each_pair`).
 _each_pair = provision.each_pair
@@ -99,7 +126,7 @@ PHASE_STEPS: dict[str, tuple[Step, ...]] = {
            _each_pair(provision.ensure_recovery_bucket_policy)),
     "04": (_each_pair(provision.ensure_replication_rule), _each_pair(provision.ensure_vault_eventbridge)),
     "05": (provision.ensure_notification_topic, notifications.ensure_audit_queue, provision.ensure_job_status_rule),
-    "06": (_each_pair(_recovery_job),),
+    "06": (_each_pair(_restore_job), _each_pair(_recovery_job)),
 }
 
 # What each phase does, in words, above its steps.
@@ -110,7 +137,9 @@ PHASE_SUMMARIES: dict[str, str] = {
     "03": "both accounts: the role's statements in the vault key, recovery key and recovery bucket policies",
     "04": "vault account: the vault bucket's replication configuration and EventBridge delivery",
     "05": "vault account: the job status topic, its audit queue and the EventBridge rule",
-    "06": "vault account: the Batch Replication job, which replicates nothing before it is confirmed",
+    "06": ("vault account: with restore.archived, the restore job of archived versions in scope (a CSV manifest put "
+           "in the report bucket, then CreateJob); the Batch Replication job; neither does anything before it is "
+           "confirmed"),
     "07": ("reads both buckets, the manifest and the reports; writes the verdict and evidence into the run folder "
            "only. Versions whose task failed are retried by a follow-up job (a CSV manifest put in the report "
            "bucket, then CreateJob), each behind the same confirmation"),

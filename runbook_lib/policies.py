@@ -43,6 +43,7 @@ __all__ = [
     "RECOVERY_KEY_ROLE_ACTIONS",
     "REPLICATION_ROLE_ACTIONS",
     "REPLICA_STORAGE_CLASSES",
+    "RESTORE_ACTIONS",
     "SEED_ROLE_ACTIONS",
     "TERMINAL_JOB_STATUSES",
     "VAULT_KEY_ROLE_ACTIONS",
@@ -152,6 +153,8 @@ _VAULT_OBJECT_ACTIONS = (
     "s3:InitiateReplication",
 )
 _REPORT_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
+# The restore job (S3InitiateRestoreObject) asks S3 to restore each archived version as the role.
+RESTORE_ACTIONS = ("s3:RestoreObject",)
 _REPORT_WRITE_ACTIONS = ("s3:PutObject",)
 
 # What the role does in the recovery bucket: write replicas, their tags, and make the recovery
@@ -316,13 +319,16 @@ def batch_role_policy(
     recovery_key_arn: str,
     region: str,
     recovery_region: str | None = None,
+    restore_archived: bool = False,
 ) -> Document:
     """Return the Batch Replication role's policy: the method's grants plus what the job needs.
 
     The role is both the Batch Operations job role and the replication configuration's role, so
     it holds the job's permissions (generate and save the manifest, write the report, start
     replication) and the replication permissions (read versions with their lock state, write
-    replicas).
+    replicas). With `restore_archived` (the restore step, `restore.archived`) it may also restore
+    archived versions of the vault buckets, which the restore job does as this role; without it,
+    it may not.
     Every statement names its resource; object-level actions are granted on objects only. A run
     over many vault buckets gives each name as a list: one role serves every bucket's job.
     """
@@ -365,6 +371,8 @@ def batch_role_policy(
             ),
             _statement("ReadManifests", _REPORT_READ_ACTIONS, objects_arn(report_bucket, partition)),
             _statement("WriteManifestAndReport", _REPORT_WRITE_ACTIONS, objects_arn(report_bucket, partition)),
+            *([_statement("RestoreArchivedVaultVersions", RESTORE_ACTIONS, objects_arn(vault_bucket, partition))]
+              if restore_archived else []),
         ]
     )
 

@@ -25,6 +25,22 @@ reads move to cheaper tiers after 30 and 90 days, so the figure is an upper boun
 128 KiB or more also pay 0.0025 USD per 1,000 objects a month for monitoring; smaller ones are
 not monitored and stay at the Frequent Access rate. Minimum storage durations (30, 90, 180 days)
 are left out: locked copies stay longer than that.
+
+Restoring archived versions (the restore step, `restore.archived`), per storage class and tier:
+
+| class, tier | USD per GB retrieved | USD per 1,000 restore requests | typically finishes within |
+|---|---|---|---|
+| GLACIER, STANDARD | 0.01 | 0.05 | 3-5 hours |
+| GLACIER, BULK | 0 | 0 | 5-12 hours |
+| DEEP_ARCHIVE, STANDARD | 0.02 | 0.10 | 12 hours |
+| DEEP_ARCHIVE, BULK | 0.0025 | 0.025 | 48 hours |
+
+The times and the free Bulk tier of GLACIER are from the S3 User Guide (Archive retrieval
+options); GLACIER STANDARD's rates from AWS's knowledge-center worked example of retrieval costs;
+DEEP_ARCHIVE's rates are the pricing page's as we last read them and are UNCONFIRMED. Each
+restored copy is also stored, at STANDARD's rate, for the days it stays readable, besides its
+archived original (S3 User Guide, restoring an archived object). The restore job itself is a
+Batch Operations job (per job and per object, as below).
 """
 
 from __future__ import annotations
@@ -42,8 +58,10 @@ __all__ = [
     "PRICE_PER_TEN_THOUSAND_KMS_REQUESTS",
     "PRICE_PER_THOUSAND_PUTS",
     "REGION",
+    "RESTORE",
     "SOURCE",
     "STORAGE",
+    "RestorePrice",
     "StoragePrice",
     "monthly_storage_usd",
     "monthly_storage_usd_each",
@@ -82,6 +100,23 @@ STORAGE: dict[str, StoragePrice] = {
     "GLACIER": StoragePrice(0.0036, overhead_bytes=32 * _KIB, standard_overhead_bytes=8 * _KIB),
     "DEEP_ARCHIVE": StoragePrice(0.00099, overhead_bytes=32 * _KIB, standard_overhead_bytes=8 * _KIB),
     "REDUCED_REDUNDANCY": StoragePrice(0.024),
+}
+
+@dataclass(frozen=True)
+class RestorePrice:
+    """What restoring from one archived class with one tier costs, and how long it typically takes."""
+
+    usd_per_gb: float
+    usd_per_thousand_requests: float
+    typical_hours: float
+    confirmed: bool
+
+
+RESTORE: dict[tuple[str, str], RestorePrice] = {
+    ("GLACIER", "STANDARD"): RestorePrice(0.01, 0.05, 5, True),
+    ("GLACIER", "BULK"): RestorePrice(0.0, 0.0, 12, True),
+    ("DEEP_ARCHIVE", "STANDARD"): RestorePrice(0.02, 0.10, 12, False),
+    ("DEEP_ARCHIVE", "BULK"): RestorePrice(0.0025, 0.025, 48, False),
 }
 
 # Batch Operations, requests and KMS, for the recovery's own cost (phase 00's estimate).

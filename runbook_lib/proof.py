@@ -27,6 +27,7 @@ from runbook_lib import (
     pins,
     reconciliation,
     reports,
+    restore_job,
     run_kind,
     sampling,
     snapshot,
@@ -357,7 +358,8 @@ def conclude(ctx: RunContext, comparison: verify.Comparison, rounds: list[RetryR
     path = _write_verdict(ctx, "PASS" if comparison.verdict == "PASS" else "FAIL", comparison, rounds, first_report,
                           buckets=buckets)
     return {"verdict": comparison.verdict, "summary_file": str(path), **comparison.counts,
-            "findings": list(comparison.findings)}
+            "findings": list(comparison.findings),
+            "archived": restore_job.run_archived_summary(ctx, comparison.details)}
 
 
 def _write_verdict(
@@ -377,7 +379,7 @@ def _write_verdict(
         failed_first = failed[["key", "version_id", "error_code", "result_message"]].astype(str).to_dict("records")
     categories = comparison.counts_by_category()
     details = {name: comparison.category(name) for name, count in categories.items()
-               if count and name not in verify.NOT_PROBLEMS}
+               if count and (name not in verify.NOT_PROBLEMS or name == verify.ARCHIVED_NOT_RECOVERED)}
     details["all_versions"] = comparison.details
     view = comparison.current_view
     if view is not None:
@@ -388,7 +390,8 @@ def _write_verdict(
                              "identity": identity, "bytes": _bytes(comparison.details),
                              "buckets": buckets or [],
                              "as_of": job_scope(ctx).as_record()["as_of"],
-                             "current_view": view.as_record() if view is not None else None}
+                             "current_view": view.as_record() if view is not None else None,
+                             "archived": restore_job.run_archived_summary(ctx, comparison.details)}
     sample = sample_record(ctx)
     if sample is not None:
         extra["sample"] = sample

@@ -460,6 +460,7 @@ def _role_policy_document(ctx: RunContext) -> dict[str, Any]:
         report_bucket=params.report_bucket, vault_key_arn=_distinct(p.vault_kms_key_arn for p in pairs),
         recovery_key_arn=ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket"),
         region=params.region, recovery_region=params.recovery_region,
+        restore_archived=params.restore.archived,
     )
 
 

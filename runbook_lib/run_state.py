@@ -19,6 +19,7 @@ created in two AWS accounts. Every field has one owner that writes it:
     jobs                           batch_job / pins: every Batch Operations job by purpose
                                    ("recovery-1", "recovery-2" after a failed attempt, "retry-1", ...)
     retry_rounds                   proof: each follow-up job over versions not recovered
+    restores                       restore_job: per vault bucket, the restore of its archived versions in scope
     job_events                     notifications: job status events the audit queue received
     cleanup                        cleanup: what phase 08 did
     verdict                        proof: PASS, FAIL or INCOMPLETE, with when and why
@@ -51,6 +52,7 @@ __all__ = [
     "PhaseRecord",
     "PhaseStatus",
     "ProgressPoint",
+    "RestoreRecord",
     "RetryRoundRecord",
     "RunKindRecord",
     "RunResources",
@@ -63,6 +65,7 @@ __all__ = [
     "migrate_v2",
     "migrate_v3",
     "recovery_purpose",
+    "restore_purpose",
     "retry_purpose",
 ]
 
@@ -189,6 +192,21 @@ class SampleRecord(_Record):
     uploaded: dict[str, str] | None = None
 
 
+class RestoreRecord(_Record):
+    """The restore of one vault bucket's archived versions in scope, before its replication job (see `restore_job`)."""
+
+    vault_bucket: str
+    archived_in_scope: int = 0
+    requested: int = 0
+    manifest_key: str | None = None
+    manifest_etag: str | None = None
+    job_ids: list[str] = Field(default_factory=list)
+    restored: int = 0
+    tier: str | None = None
+    expiration_days: int | None = None
+    finished: str | None = None
+
+
 class RunState(_Record):
     """Everything one run records; see the module docstring for who writes what."""
 
@@ -210,6 +228,7 @@ class RunState(_Record):
     sample: SampleRecord | None = None
     jobs: dict[str, JobRecord] = Field(default_factory=dict)
     retry_rounds: list[RetryRoundRecord] = Field(default_factory=list)
+    restores: dict[str, RestoreRecord] = Field(default_factory=dict)
     job_events: list[dict[str, Any]] = Field(default_factory=list)
     cleanup: list[dict[str, Any]] = Field(default_factory=list)
     verdict: VerdictRecord | None = None
@@ -236,6 +255,11 @@ class RunState(_Record):
 def recovery_purpose(attempt: int, bucket: str | None = None) -> str:
     """Return the key under which an attempt's recovery job (of one vault bucket of many) is recorded."""
     return f"recovery-{attempt}" + (f"@{bucket}" if bucket else "")
+
+
+def restore_purpose(vault_bucket: str, attempt: int) -> str:
+    """Return the key under which an attempt's restore job for one vault bucket is recorded."""
+    return f"restore-{vault_bucket}-{attempt}"
 
 
 def retry_purpose(round_number: int, bucket: str | None = None) -> str:

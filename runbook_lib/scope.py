@@ -10,7 +10,8 @@ A version is in scope when every one of these holds:
 
 - it is an object version, not a delete marker (the replication rule does not replicate markers);
 - its storage class is not archived (GLACIER and DEEP_ARCHIVE must be restored before Batch
-  Replication can copy them);
+  Replication can copy them), unless the run restores archived versions first
+  (`restore.archived`, `include_archived` here): then they are in scope like any other;
 - it was created at or after `created_after` and before `created_before` (a half-open window, as
   the embedded backend applies S3's `CreatedAfter` / `CreatedBefore`; "created" is the version's
   last-modified time, which a replica keeps from its source); a point in time to recover
@@ -39,6 +40,7 @@ from runbook_lib.errors import ScopeError
 
 __all__ = [
     "AFTER_AS_OF",
+    "ARCHIVED",
     "IN_SCOPE",
     "STATUS_UNREADABLE",
     "JobScope",
@@ -49,6 +51,8 @@ __all__ = [
 IN_SCOPE = ""
 # How the reason given for a version created at or after the point in time begins.
 AFTER_AS_OF = "created at or after the point in time"
+# The reason given for an archived version that is otherwise in scope, when the run does not restore it.
+ARCHIVED = "archived (needs a restore first)"
 # The reason given for a version whose replication status could not be read (its HEAD failed).
 STATUS_UNREADABLE = "replication status unreadable"
 
@@ -65,6 +69,7 @@ class JobScope:
     key_substring: str | None = None
     # The point in time to recover: the effective created_before, named as such in words and reasons.
     as_of: datetime | None = None
+    include_archived: bool = False
 
     def __post_init__(self) -> None:
         # Kept in the order given: the job request shows them as the operator wrote them.
@@ -117,7 +122,9 @@ class JobScope:
     def describe(self) -> str:
         """Return the scope as one sentence an operator can check against the incident."""
         statuses = " or ".join(sorted(self.replication_statuses))
-        parts = ["object versions (not delete markers, not archived in GLACIER or DEEP_ARCHIVE)"]
+        parts = ["object versions (not delete markers, archived ones in GLACIER or DEEP_ARCHIVE once restored)"
+                 if self.include_archived else
+                 "object versions (not delete markers, not archived in GLACIER or DEEP_ARCHIVE)"]
         if self.created_after is not None:
             parts.append(f"created at or after {_iso(self.created_after)}")
         if self.as_of is not None:
@@ -149,6 +156,7 @@ class JobScope:
             "key_prefix": self.key_prefix,
             "key_suffix": self.key_suffix,
             "key_substring": self.key_substring,
+            "include_archived": self.include_archived,
         }
 
     # ------------------------------------------------------------------ per version
@@ -157,7 +165,9 @@ class JobScope:
         """Return, per snapshot row, why it is outside the scope ("" when it is inside).
 
         Needs the snapshot columns key, is_delete_marker, storage_class, replication_status and
-        (with a creation window) last_modified. The first reason that applies is given.
+        (with a creation window) last_modified. The first reason that applies is given; being
+        archived comes last, so ARCHIVED marks exactly the archived versions that are otherwise in
+        scope (the ones a restore would bring into it).
         """
         reason = np.full(len(versions), IN_SCOPE, dtype=object)
 
@@ -165,8 +175,6 @@ class JobScope:
             reason[(reason == IN_SCOPE) & outside] = why
 
         mark(_true(versions["is_delete_marker"]), "delete marker (not replicated)")
-        storage = versions["storage_class"].astype("string").str.upper()
-        mark(_isin(storage, ARCHIVED_STORAGE_CLASSES), "archived (needs a restore first)")
         if self.created_after is not None or self.created_before is not None:
             created = pd.to_datetime(versions["last_modified"], utc=True)
             unknown_time = created.isna().to_numpy()
@@ -190,11 +198,19 @@ class JobScope:
         mark(_isin(statuses, ("UNKNOWN",)), STATUS_UNREADABLE)
         mark(~_isin(statuses, self.replication_statuses),
              "replication status not in " + "/".join(sorted(self.replication_statuses)))
+        if not self.include_archived:
+            mark(self.archived(versions), ARCHIVED)
         return pd.Series(reason, index=versions.index, dtype=object)
+
+    @staticmethod
+    def archived(versions: pd.DataFrame) -> np.ndarray:
+        """Return where a snapshot row is an object version in an archived storage class."""
+        storage = versions["storage_class"].astype("string").str.upper()
+        return np.asarray(_isin(storage, ARCHIVED_STORAGE_CLASSES) & ~_true(versions["is_delete_marker"]), dtype=bool)
 
     def listed_in_scope(self, key: str, last_modified: datetime | None, storage_class: str | None) -> bool:
         """Return whether a listed version passes every part of the scope that a listing can tell."""
-        if (storage_class or "STANDARD").upper() in ARCHIVED_STORAGE_CLASSES:
+        if not self.include_archived and (storage_class or "STANDARD").upper() in ARCHIVED_STORAGE_CLASSES:
             return False
         if self.created_after is not None or self.created_before is not None:
             if last_modified is None:
@@ -232,9 +248,10 @@ class JobScope:
 
 
 def scope_from_params(params: Any) -> JobScope:
-    """Return the scope the parameters define: their `job` section, as of the point in time `recover_as_of`."""
-    job, as_of = params.job, params.recover_as_of
+    """Return the scope the parameters define: `job`, as of `recover_as_of`, archived in with `restore.archived`."""
+    job, as_of, restore = params.job, params.recover_as_of, params.restore
     return JobScope(
+        include_archived=bool(restore is not None and restore.archived),
         replication_statuses=tuple(job.replication_statuses),
         created_after=job.created_after,
         created_before=job.created_before,

@@ -20,6 +20,9 @@ and most explanatory first):
     not_sampled               a sample drill: in scope but not drawn, and (correctly) absent from the recovery bucket
     after_as_of               created at or after the point in time to recover, and (correctly) absent from the
                               recovery bucket
+    archived_not_recovered    archived (GLACIER, DEEP_ARCHIVE) and otherwise in scope, but the run did not restore
+                              archived versions (restore.archived false), so it was not recovered: reported, never
+                              counted as recovered, never a failure by itself
     not_expected              outside the job's scope and (correctly) absent from the recovery bucket
 
 Which versions are expected comes from the vault's own state and the job's scope (`scope.JobScope`:
@@ -75,13 +78,14 @@ import pandas as pd
 from runbook_lib import aws_facts, columnar
 from runbook_lib.errors import InvalidArguments, ParameterProblem, ReportError
 from runbook_lib.scope import AFTER_AS_OF as AFTER_AS_OF_REASON
-from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
+from runbook_lib.scope import ARCHIVED, IN_SCOPE, STATUS_UNREADABLE, JobScope
 
 if TYPE_CHECKING:
     from runbook_lib.current_view import CurrentView
 
 __all__ = [
     "AFTER_AS_OF",
+    "ARCHIVED_NOT_RECOVERED",
     "CATEGORIES",
     "CONTENT_DIFFERS",
     "COUNT_KEYS",
@@ -121,6 +125,7 @@ NOT_IN_REPORT = "not_in_report"
 RECOVERED_IDENTICAL = "recovered_identical"
 NOT_SAMPLED = "not_sampled"
 AFTER_AS_OF = "after_as_of"
+ARCHIVED_NOT_RECOVERED = "archived_not_recovered"
 NOT_EXPECTED = "not_expected"
 
 # Precedence order: a row's category is the first of these whose check holds.
@@ -139,10 +144,11 @@ CATEGORIES: tuple[str, ...] = (
     RECOVERED_IDENTICAL,
     NOT_SAMPLED,
     AFTER_AS_OF,
+    ARCHIVED_NOT_RECOVERED,
     NOT_EXPECTED,
 )
 # The categories that are not a problem: nothing about them needs a look.
-NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, AFTER_AS_OF, NOT_EXPECTED)
+NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, AFTER_AS_OF, ARCHIVED_NOT_RECOVERED, NOT_EXPECTED)
 
 COUNT_KEYS: tuple[str, ...] = (
     "source_versions",
@@ -161,6 +167,7 @@ COUNT_KEYS: tuple[str, ...] = (
     "findings",
     "not_sampled",
     "after_as_of",
+    "archived_not_recovered",
 )
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
@@ -543,6 +550,9 @@ def _checks(
         RECOVERED_IDENTICAL: expected & identical,
         NOT_SAMPLED: (in_expected_scope | status_unknown_anywhere) & ~in_sample & ~in_recovery,
         AFTER_AS_OF: in_vault & ~expected & ~in_recovery & _after_as_of(reasons, reason_names),
+        # Archived and otherwise in scope, left archived because the run has no restore step.
+        ARCHIVED_NOT_RECOVERED: in_vault & (reasons == reason_names.index(ARCHIVED) if ARCHIVED in reason_names
+                                            else none) & ~in_recovery,
         NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
         "content_compared": both & ~_flag(vault["is_delete_marker"]),
         "multipart_etag": both & _multipart(vault["etag"]),
@@ -671,4 +681,5 @@ def _counts(source_versions: int, checks: dict[str, np.ndarray], findings: int) 
         "findings": findings,
         "not_sampled": total(NOT_SAMPLED),
         "after_as_of": total(AFTER_AS_OF),
+        "archived_not_recovered": total(ARCHIVED_NOT_RECOVERED),
     }

@@ -233,7 +233,11 @@ INVALID_REQUESTS = [
         MatchAnyObjectEncryption=[{"SSES3": {}}, {"NOTSSE": {}}])),
      "MatchAnyObjectEncryption takes at most 1 item(s), got 2"),
     ("operation", _break(lambda r: r.update(Operation={"S3PutObjectTagging": {"TagSet": []}})),
-     "Operation S3PutObjectTagging is not supported: the embedded backend runs S3ReplicateObject jobs only"),
+     "Operation S3PutObjectTagging is not supported: the embedded backend runs S3ReplicateObject (Batch "
+     "Replication) and S3InitiateRestoreObject (restore) jobs only"),
+    ("restore-days", _break(lambda r: r.update(Operation={"S3InitiateRestoreObject": {
+        "ExpirationInDays": 0, "GlacierJobTier": "BULK"}})),
+     "Operation.S3InitiateRestoreObject.ExpirationInDays 0 must be 1 or greater"),
     ("fields", _break(lambda r: (r.pop("ManifestGenerator"), r.update(Manifest={
         "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Key", "Bucket"]},
         "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "abc"}}))),

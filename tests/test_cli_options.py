@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,19 @@ def test_an_as_of_outside_the_history_or_without_a_timezone_is_bad_input(
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert "--as-of" in error and said in error
+
+
+def test_restore_archived_turns_the_restore_step_on_in_the_drills_parameters(tmp_path: Path) -> None:
+    from runbook_lib.drill import DRILL_PARAMS, _drill_parameters
+    from runbook_lib.params import load_params
+
+    args = build_parser().parse_args(["drill", "--restore-archived", "--objects", "60"])
+    written = _drill_parameters(DRILL_PARAMS, None, 1, tmp_path, restore_archived=args.restore_archived)
+    (tmp_path / "plain").mkdir()
+    plain = _drill_parameters(DRILL_PARAMS, None, 1, tmp_path / "plain")
+
+    assert args.restore_archived is True
+    assert load_params(written).restore.archived is True
+    assert "restore.archived: true (runbook drill --restore-archived)" in written.read_text().splitlines()[0]
+    assert load_params(plain).restore.archived is False
+    assert build_parser().parse_args(["drill"]).restore_archived is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -569,3 +570,73 @@ def test_lock_headers_on_a_multipart_upload_to_a_bucket_without_object_lock_are_
 
     assert refused.value.response["Error"]["Code"] == "InvalidRequest"
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# --------------------------------------------------------------------- RestoreObject and x-amz-restore
+
+
+@pytest.fixture
+def quick_restores() -> Iterator[float]:
+    """Restores take 0.4 s in this backend during the test (the drill default is restored after)."""
+    from runbook_lib.embedded import restore
+
+    before = restore.restore_seconds()
+    restore.configure(0.4)
+    yield 0.4
+    restore.configure(before)
+
+
+def archived_history(s3: Any) -> tuple[str, str, str]:
+    """A versioned bucket whose key has an archived older version and a STANDARD newer one."""
+    bucket = unique("restore")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    archived = s3.put_object(Bucket=bucket, Key="cold.bin", Body=b"archived", StorageClass="GLACIER")["VersionId"]
+    current = s3.put_object(Bucket=bucket, Key="cold.bin", Body=b"current")["VersionId"]
+    return bucket, archived, current
+
+
+def test_restoring_an_archived_version_shows_ongoing_then_finished_with_a_midnight_expiry(
+    s3: Any, quick_restores: float,
+) -> None:
+    bucket, archived, current = archived_history(s3)
+    with pytest.raises(ClientError) as refused:
+        s3.get_object(Bucket=bucket, Key="cold.bin", VersionId=archived)
+    assert refused.value.response["Error"]["Code"] == "InvalidObjectState"
+    assert "Restore" not in s3.head_object(Bucket=bucket, Key="cold.bin", VersionId=archived)
+
+    answer = s3.restore_object(Bucket=bucket, Key="cold.bin", VersionId=archived,
+                               RestoreRequest={"Days": 2, "GlacierJobParameters": {"Tier": "Bulk"}})
+
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert s3.head_object(Bucket=bucket, Key="cold.bin", VersionId=archived)["Restore"] == 'ongoing-request="true"'
+    with pytest.raises(ClientError) as still_archived:
+        s3.get_object(Bucket=bucket, Key="cold.bin", VersionId=archived)
+    assert still_archived.value.response["Error"]["Code"] == "InvalidObjectState"
+    with pytest.raises(ClientError) as again:
+        s3.restore_object(Bucket=bucket, Key="cold.bin", VersionId=archived, RestoreRequest={"Days": 2})
+    assert again.value.response["Error"]["Code"] == "RestoreAlreadyInProgress"
+    # moto restores the key's latest version whatever versionId says; the current version is untouched.
+    assert "Restore" not in s3.head_object(Bucket=bucket, Key="cold.bin", VersionId=current)
+
+    time_after_restore = datetime.now(timezone.utc)
+    time.sleep(quick_restores + 0.2)
+    head = s3.head_object(Bucket=bucket, Key="cold.bin", VersionId=archived)
+    ongoing, expiry = head["Restore"].split(", ", 1)
+    assert ongoing == 'ongoing-request="false"'
+    expiry_date = datetime.strptime(expiry, 'expiry-date="%a, %d %b %Y %H:%M:%S GMT"').replace(tzinfo=timezone.utc)
+    # Completion plus the days, rounded up to the next midnight UTC.
+    assert (expiry_date.hour, expiry_date.minute, expiry_date.second) == (0, 0, 0)
+    assert timedelta(days=2) < expiry_date - time_after_restore <= timedelta(days=3, seconds=5)
+    assert head["StorageClass"] == "GLACIER"  # a restore makes a temporary copy; the version stays archived
+    assert s3.get_object(Bucket=bucket, Key="cold.bin", VersionId=archived)["Body"].read() == b"archived"
+
+
+def test_a_version_that_is_not_archived_cannot_be_restored(s3: Any) -> None:
+    bucket, _, current = archived_history(s3)
+
+    with pytest.raises(ClientError) as refused:
+        s3.restore_object(Bucket=bucket, Key="cold.bin", VersionId=current, RestoreRequest={"Days": 1})
+
+    assert refused.value.response["Error"]["Code"] == "InvalidObjectState"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403

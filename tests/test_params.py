@@ -24,7 +24,7 @@ DELETE = object()
 TOP_LEVEL_KEYS = (
     "run_id, run, region, allow_cross_region, recover_as_of, vault, recovery, report_bucket, batch_role_name, "
     "batch_policy_name, object_lock_token, notification_email, notification_topic_name, "
-    "event_rule_name, job, verification, tags, history"
+    "event_rule_name, job, restore, verification, tags, history"
 )
 JOB_KEYS = (
     "replication_statuses, created_after, created_before, key_prefix, key_suffix, key_substring, "
@@ -295,6 +295,13 @@ BAD_SETS = [
      "verification.max_retry_rounds: got 11; expected a whole number from 0 to 10"),
     (mutated(verification__head_workers=0),
      "verification.head_workers: got 0; expected a whole number from 1 to 128"),
+    # restore
+    (mutated(restore__archived="yes"), "restore.archived: got 'yes'; expected true or false"),
+    (mutated(restore__tier="EXPEDITED"),
+     "restore.tier: got 'EXPEDITED'; expected one of BULK, STANDARD "
+     "(Batch Operations restore jobs offer no other tier)"),
+    (mutated(restore__expiration_days=0),
+     "restore.expiration_days: got 0; expected a whole number of days from 1 to 365"),
     # tags
     (mutated(tags={"aws:cost-center": "ops"}),
      "tags.aws:cost-center: got 'aws:cost-center'; expected a tag key not starting with 'aws:', "

@@ -881,3 +881,16 @@ def test_the_role_may_read_a_sample_manifest_in_the_report_bucket_and_no_other_o
     decision = iam_eval.is_allowed(request, identity_policies=[role_policy()])
 
     assert decision.allowed is allowed, decision.reason
+
+
+def test_the_role_may_restore_archived_vault_versions_only_with_the_restore_step() -> None:
+    without, with_step = role_policy(), policies.batch_role_policy(
+        vault_bucket=VAULT_BUCKET, recovery_bucket=RECOVERY_BUCKET, report_bucket=REPORT_BUCKET,
+        vault_key_arn=VAULT_KEY, recovery_key_arn=RECOVERY_KEY, region="us-east-1", restore_archived=True)
+
+    assert not any(allowing(without, "s3:RestoreObject", resource) for resource in RESOURCES.values())
+    granted = [where for where, resource in RESOURCES.items() if allowing(with_step, "s3:RestoreObject", resource)]
+    assert granted == ["vault-object"]  # the vault's objects, nothing in the recovery or report bucket
+    assert [s for s in with_step["Statement"] if s not in without["Statement"]] == [{
+        "Sid": "RestoreArchivedVaultVersions", "Effect": "Allow", "Action": "s3:RestoreObject",
+        "Resource": f"arn:aws:s3:::{VAULT_BUCKET}/*"}]

@@ -26,6 +26,10 @@ moto upgrade changes that source, so the patch is reviewed instead of silently d
 |                               | we keep the headers on the upload and give the object its lock on           |
 |                               | completion, as PutObject does; lock headers on a bucket without Object      |
 |                               | Lock are refused (InvalidRequest), as on PutObject                          |
+| RestoreObject and             | restores the key's latest version whatever versionId says, finishes at once |
+| x-amz-restore                 | (or on moto's own state-manager clock), never answers 409 for a restore in  |
+|                               | progress; we restore the addressed version through `restore` (a configurable|
+|                               | delay, AWS's expiry rounding) and send its x-amz-restore header instead      |
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
 
 from runbook_lib import aws_facts
-from runbook_lib.embedded import iam_eval, moto_state
+from runbook_lib.embedded import iam_eval, moto_state, restore
 from runbook_lib.embedded.moto_state import PARTITION
 from runbook_lib.embedded.utc import iso_millis, iso_seconds
 from runbook_lib.errors import BackendError
@@ -71,6 +75,8 @@ PATCHED_SOURCES: dict[str, str] = {
     "moto.s3.responses.S3Response.get_object": "dc26b46ecc3efe1cb5652f2ac283ba4ed40f4b98a5a4801ba6c309e20f25931c",
     "moto.s3.responses.S3Response._key_response_post": "2233819724e1ac943065b077aa8dc693807d463a1708dbedcd6dbc45152b47ec",  # noqa: E501
     "moto.s3.models.S3Backend.complete_multipart_upload": "f16c9a08e5db3f4fddba3a9dcb82f0ed5889e482cff8106c47d7cc7c04309748",  # noqa: E501
+    "moto.s3.models.S3Backend.restore_object": "c70a0707979b8c5d461583924af8f7ff74408e7e69aa9cb97febec23ededdae6",
+    "moto.s3.models.FakeKey.restore": "a67a777b8d69c449176e517c3f1df81e4749a03c5b17180f093c03063076bfae",
 }
 
 _applied = False
@@ -360,6 +366,11 @@ def _wrap_response_dict(original: property) -> property:
             headers["x-amz-object-lock-retain-until-date"] = normalise_retain_until(
                 headers["x-amz-object-lock-retain-until-date"]
             )
+        # moto's own restore state never changes (we answer RestoreObject); ours decides the header.
+        headers.pop("x-amz-restore", None)
+        restore_header = restore.restore_header(self)
+        if restore_header is not None:
+            headers["x-amz-restore"] = restore_header
         return headers
 
     return property(response_dict)
@@ -453,10 +464,37 @@ def _requested_lock(self: S3Response) -> tuple[str | None, str | None, str | Non
     )
 
 
+def _restore_object(self: S3Response, body: bytes, bucket_name: str, query: dict[str, Any], key_name: str) -> Any:
+    """Answer RestoreObject for the addressed version (the latest without versionId), as S3 does."""
+    self._set_action("KEY", "POST", query)
+    self._authenticate_and_authorize_s3_action(bucket_name=bucket_name, key_name=key_name)
+    self.data["Action"] = "RestoreObject"
+    version_id = (query.get("versionId") or [None])[0]
+    key = self.backend.get_object(bucket_name, key_name, version_id=version_id)
+    if key is None:
+        return 404, {}, _error_body("NoSuchVersion" if version_id else "NoSuchKey",
+                                    "The specified version does not exist." if version_id
+                                    else "The specified key does not exist.")
+    request = (xmltodict.parse(body) if body else {}).get("RestoreRequest") or {}
+    tier = (request.get("GlacierJobParameters") or {}).get("Tier") or request.get("Tier") or "Standard"
+    try:
+        status = restore.request_restore(key, int(request.get("Days") or 0), str(tier).upper())
+    except restore.RestoreRefused as refused:
+        return refused.status, {}, _error_body(refused.code, refused.message)
+    return status, {}, ""
+
+
+def _error_body(code: str, message: str) -> str:
+    """Return an S3 error document."""
+    return str(xmltodict.unparse({"Error": {"Code": code, "Message": message, "RequestId": "embedded"}}))
+
+
 def _wrap_key_response_post(original: Callable[..., Any]) -> Callable[..., Any]:
     def _key_response_post(
         self: S3Response, request: Any, body: bytes, bucket_name: str, query: dict[str, Any], key_name: str
     ) -> Any:
+        if "restore" in query:
+            return _restore_object(self, body, bucket_name, query, key_name)
         if not (body == b"" and "uploads" in query):
             return original(self, request, body, bucket_name, query, key_name)
         mode, until, hold = _requested_lock(self)

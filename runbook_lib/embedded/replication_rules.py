@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runbook_lib import aws_facts
-from runbook_lib.embedded import moto_state
+from runbook_lib.embedded import moto_state, restore
 from runbook_lib.embedded.moto_state import is_delete_marker
 from runbook_lib.embedded.task_caches import caches_enabled
 
@@ -147,7 +147,7 @@ def eligible_for_replication(source_account: str, bucket_name: str, version: Any
     `version` is a moto FakeKey or FakeDeleteMarker of the bucket. For each destination the
     Enabled rule of highest priority whose filter matches applies; the version is eligible when
     that rule accepts it (SSE-KMS objects need SseKmsEncryptedObjects Enabled, delete markers need
-    DeleteMarkerReplication Enabled, archived storage classes never replicate).
+    DeleteMarkerReplication Enabled, archived storage classes only while a restored copy is readable).
     """
     bucket = moto_state.owned_bucket(source_account, bucket_name)
     if bucket is None:
@@ -196,8 +196,8 @@ def _rule_accepts(rule: Mapping[str, Any], version: Any) -> bool:
         if "Filter" not in rule:
             return True  # legacy rules replicate delete markers
         return _enabled(rule["DeleteMarkerReplication"])
-    if version.storage_class in aws_facts.ARCHIVED_STORAGE_CLASSES:
-        return False
+    if version.storage_class in aws_facts.ARCHIVED_STORAGE_CLASSES and not restore.is_restored(version):
+        return False  # an archived version replicates only while a restored copy of it is readable
     if version.encryption in KMS_ENCRYPTIONS:
         return _enabled(rule["SourceSelectionCriteria"].get("SseKmsEncryptedObjects"))
     return True

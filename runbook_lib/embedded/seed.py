@@ -148,21 +148,32 @@ class GroundTruth:
     random_seed: int
     versions: list[SeededVersion] = field(default_factory=list)
 
-    def counts(self) -> dict[str, int]:
-        """Return the number of versions per expected outcome, plus totals."""
+    def counts(self, restore_archived: bool = False) -> dict[str, int]:
+        """Return the number of versions per expected outcome, plus totals.
+
+        With `restore_archived` (a run with the restore step), the archived replicas are expected too.
+        """
         by_outcome = Counter(v.expected_outcome for v in self.versions)
+        archived = by_outcome[SKIP_ARCHIVED]
         return {
             "source_versions": len(self.versions),
             "objects": sum(1 for v in self.versions if not v.is_delete_marker),
             "delete_markers": sum(1 for v in self.versions if v.is_delete_marker),
             "keys": len({v.key for v in self.versions}),
-            "expected": by_outcome[RECOVER],
-            **{outcome: by_outcome[outcome] for outcome in (SKIP_NOT_REPLICA, SKIP_DELETE_MARKER, SKIP_ARCHIVED)},
+            "expected": by_outcome[RECOVER] + (archived if restore_archived else 0),
+            **{outcome: by_outcome[outcome] for outcome in (SKIP_NOT_REPLICA, SKIP_DELETE_MARKER)},
+            SKIP_ARCHIVED: 0 if restore_archived else archived,
+            "archived": archived,
         }
 
-    def expected_versions(self) -> list[SeededVersion]:
-        """Return the versions a complete recovery must bring back."""
-        return [v for v in self.versions if v.expected_outcome == RECOVER]
+    def expected_versions(self, restore_archived: bool = False) -> list[SeededVersion]:
+        """Return the versions a complete recovery must bring back (archived replicas too with the restore step)."""
+        wanted = {RECOVER, SKIP_ARCHIVED} if restore_archived else {RECOVER}
+        return [v for v in self.versions if v.expected_outcome in wanted]
+
+    def archived_versions(self) -> list[SeededVersion]:
+        """Return the archived replicas: recovered only by a run with the restore step."""
+        return [v for v in self.versions if v.expected_outcome == SKIP_ARCHIVED]
 
     def to_json(self) -> str:
         """Return the ground truth as JSON (counts first, then every version)."""
@@ -485,7 +496,9 @@ def _put_version(
         replica, archived = True, False  # golden copies the recovery must bring back
     # The tiering draw happens only for a version that is not archived, which keeps seeds reproducible.
     standard = aws_facts.DEFAULT_STORAGE_CLASS
-    storage = "GLACIER" if archived else ("INTELLIGENT_TIERING" if rng.random() < 0.2 else standard)
+    # The required archived version is in DEEP_ARCHIVE, the others drawn at random in GLACIER.
+    archive_class = "DEEP_ARCHIVE" if trait == "archived" else "GLACIER"
+    storage = archive_class if archived else ("INTELLIGENT_TIERING" if rng.random() < 0.2 else standard)
     sse_s3 = rng.random() < 0.05
     if part_sizes:
         # Uploaded like a large golden copy: the vault's default SSE-KMS, the lock given at creation.

@@ -235,10 +235,12 @@ def start_backend(
     faults: Faults | None = None,
     host: str = "127.0.0.1",
     record_requests: bool = False,
+    restore_seconds: float | None = None,
 ) -> EmbeddedBackend:
     """Start the embedded backend in a background thread and return a handle to it.
 
     With `record_requests`, it keeps a log of every request it answers (`served_requests`).
+    `restore_seconds` sets how long restoring an archived version takes (default 1 s, see `restore`).
     """
     if host not in ("127.0.0.1", "localhost"):
         raise BackendError(f"the embedded backend listens on 127.0.0.1 only, not {host!r}")
@@ -257,6 +259,10 @@ def start_backend(
     from runbook_lib.embedded import patches
 
     patches.apply_all()
+    if restore_seconds is not None:
+        from runbook_lib.embedded import restore
+
+        restore.configure(restore_seconds)
     from runbook_lib.embedded.access_analyzer.responses import AccessAnalyzerApp
     from runbook_lib.embedded.s3control.responses import BatchOperationsApp
 

@@ -9,7 +9,8 @@ Each job created in the `models.JobStore` gets a `JobRunner` in its own daemon t
 
 Preparing reads the supplied manifest or generates one from the source bucket's versions (and
 saves it when asked, see `manifest_gen`); Active runs every task through the store's
-`TaskFunctions` (by default the replication emulation, `replication.replicate_task`); the
+`TaskFunctions` (by default the replication emulation, `replication.replicate_task`), or for an
+S3InitiateRestoreObject job through `restore.restore_task`; the
 completion report and the job status events are written as AWS writes them. Transitional statuses
 last at least the store's `min_state_seconds`, and its `tasks_per_second` paces the tasks, so a
 watcher sees a job move and its counters grow. The runner changes a job only while holding the
@@ -24,6 +25,7 @@ Choices we made where AWS's behaviour is not documented (UNCONFIRMED) or where w
 | empty generated manifest | FailureCode `InvalidManifestContent` (third-party claim), reason as AWS documents it |
 | 1,000-task / 50 % rule | FailureCode `TaskFailureThresholdExceeded`; the report is still written |
 | a task without a version id | failed, 400 `InvalidRequest`; an empty version field: failed, 500 `SrcObjectNotFound`, VersionId `\\N` |
+| injected transient fault on a restore job | none: faults are injected into replication tasks only |
 | injected transient fault (`Faults.task_failure_rate`) | failed, 500 `InternalError` (S3's code for a retryable internal error; the replication failure codes AWS lists are all permanent), no replica, source marked FAILED through `replication.mark_source_failed`; drawn from a generator seeded by `Faults.seed` and the job's creation order, and only a version's first attempt in this store can fault, so a retry job succeeds |
 | a bucket that cannot be recovered (`Faults.fail_buckets`) | every task over a version of that vault bucket fails as an injected fault does, retries too |
 | FailureReasons on a job that failed | kept when it fails; a Complete job never has any |
@@ -42,9 +44,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib import aws_facts
-from runbook_lib.embedded import job_events, manifest_gen, moto_state, replication, replication_rules
+from runbook_lib.embedded import job_events, manifest_gen, moto_state, replication, replication_rules, restore
 from runbook_lib.embedded.manifest_gen import ManifestEntry, ReportRow
 from runbook_lib.embedded.s3control.exceptions import JobFailure
+from runbook_lib.embedded.s3control.validation import RESTORE_OPERATION
 from runbook_lib.embedded.utc import utc_now
 
 if TYPE_CHECKING:  # the store starts runners, so the runner may know it only by name
@@ -275,12 +278,15 @@ class JobRunner:
         return True
 
     def _run_task(self, entry: ManifestEntry, faulted: bool, functions: TaskFunctions) -> TaskOutcome:
-        """Return the outcome of one task: replicate the version, or fail it as S3 would."""
+        """Return the outcome of one task: replicate (or restore) the version, or fail it as S3 would."""
         job = self.job
         if entry.version_id is None:
             return TaskOutcome(entry, False, 400, "InvalidRequest", "Task failed due to missing VersionId")
         if entry.version_id == "":
             return TaskOutcome(entry, False, 500, "SrcObjectNotFound", "Object versionID is invalid")
+        restore_request = (job.request.get("Operation") or {}).get(RESTORE_OPERATION)
+        if restore_request is not None:
+            return self._restore_task(entry, restore_request)
         attempt = (entry.bucket, entry.key, entry.version_id)
         first_attempt = self.store.record_attempt(attempt)
         if (faulted and first_attempt) or entry.bucket in self.store.faults.fail_buckets:
@@ -294,6 +300,18 @@ class JobRunner:
         return TaskOutcome(
             entry, bool(result.succeeded), int(result.http_status), str(result.error_code or ""), str(result.message)
         )
+
+    def _restore_task(self, entry: ManifestEntry, operation: dict[str, Any]) -> TaskOutcome:
+        """Return the outcome of one S3InitiateRestoreObject task (injected faults are for replication only)."""
+        job = self.job
+        account = moto_state.bucket_owner(entry.bucket) or job.account
+        try:
+            result = restore.restore_task(account, entry.bucket, entry.key, str(entry.version_id), job.role_arn,
+                                          operation)
+        except Exception as error:  # the restore emulation must not take the whole job down
+            log.exception("restore task %s of job %s raised", entry, job.job_id)
+            return TaskOutcome(entry, False, 500, "InternalError", f"The embedded backend failed on this task: {error}")
+        return TaskOutcome(entry, result.succeeded, result.http_status, result.error_code, result.message)
 
     @staticmethod
     def _transient_fault(entry: ManifestEntry, functions: TaskFunctions) -> TaskOutcome:

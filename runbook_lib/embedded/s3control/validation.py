@@ -2,7 +2,8 @@
 
 The model (checked in `responses`) knows required members, enums, lengths and patterns; it does
 not know that a job takes exactly one of Manifest and ManifestGenerator, that the emulator runs
-S3ReplicateObject only, or which manifest fields go together. Each violation is an InvalidRequest
+S3ReplicateObject (Batch Replication) and S3InitiateRestoreObject (restore) jobs only, or which
+manifest fields go together. Each violation is an InvalidRequest
 whose message names the member and what is expected.
 """
 
@@ -14,9 +15,11 @@ from runbook_lib import aws_facts
 from runbook_lib.embedded.moto_state import PARTITION
 from runbook_lib.embedded.s3control.exceptions import InvalidRequest
 
-__all__ = ["SUPPORTED_OPERATION", "validate_job_request"]
+__all__ = ["RESTORE_OPERATION", "SUPPORTED_OPERATION", "SUPPORTED_OPERATIONS", "validate_job_request"]
 
 SUPPORTED_OPERATION = "S3ReplicateObject"
+RESTORE_OPERATION = "S3InitiateRestoreObject"
+SUPPORTED_OPERATIONS = (SUPPORTED_OPERATION, RESTORE_OPERATION)
 # Spelled from the builders, so messages show the ARN form the backend accepts.
 _BUCKET_ARN_FORM = aws_facts.bucket_arn("<bucket-name>", PARTITION)
 _OBJECT_ARN_FORM = aws_facts.object_arn("<bucket>", "<key>", PARTITION)
@@ -37,11 +40,14 @@ def validate_job_request(request: dict[str, Any]) -> None:
     if len(operation) != 1:
         raise InvalidRequest(
             "Operation must name exactly one operation, for Batch Replication {\"S3ReplicateObject\": {}}.")
-    if SUPPORTED_OPERATION not in operation:
+    name = next(iter(operation))
+    if name not in SUPPORTED_OPERATIONS:
         raise InvalidRequest(
-            f"Operation {next(iter(operation))} is not supported: the embedded backend runs "
-            f"S3ReplicateObject jobs only (Batch Replication)."
+            f"Operation {name} is not supported: the embedded backend runs S3ReplicateObject (Batch "
+            "Replication) and S3InitiateRestoreObject (restore) jobs only."
         )
+    if name == RESTORE_OPERATION:
+        _validate_restore(operation[name] or {})
     has_manifest, has_generator = "Manifest" in request, "ManifestGenerator" in request
     if has_manifest == has_generator:
         raise InvalidRequest("Give exactly one of Manifest and ManifestGenerator: the job needs one list of objects.")
@@ -50,6 +56,14 @@ def validate_job_request(request: dict[str, Any]) -> None:
     else:
         _validate_manifest(request["Manifest"])
     _validate_report(request["Report"])
+
+
+def _validate_restore(restore: dict[str, Any]) -> None:
+    days = restore.get("ExpirationInDays")
+    if days is not None and int(days) < 1:
+        raise InvalidRequest(
+            f"Operation.S3InitiateRestoreObject.ExpirationInDays {days} must be 1 or greater for GLACIER and "
+            "DEEP_ARCHIVE objects.")
 
 
 def _validate_generator(generator: dict[str, Any]) -> None:
