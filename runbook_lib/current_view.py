@@ -139,6 +139,13 @@ class CurrentView:
                              for reason, count in self.counts_by_reason().items()])
 
 
+def _pick(values: np.ndarray, rows: np.ndarray, has: np.ndarray, fill: object) -> np.ndarray:
+    """Return values[rows] where `has`, else `fill` (an empty bucket has no row to look up)."""
+    out = np.full(len(rows), fill, dtype=values.dtype)
+    out[has] = values[rows[has]]
+    return out
+
+
 def combine_views(views: Sequence[tuple[str, CurrentView]]) -> CurrentView | None:
     """Return one view of many bucket pairs: every pair's keys, each row naming its vault bucket."""
     if not views:
@@ -188,12 +195,12 @@ def compare_current(
     keys = np.flatnonzero(present)
     v_row, r_row = vault_row[keys], recovery_row[keys]
     v_has, r_has = v_row >= 0, r_row >= 0
-    v_object = v_has & ~vault_marker[np.maximum(v_row, 0)]
-    r_object = r_has & ~recovery_marker[np.maximum(r_row, 0)]
-    v_version = np.where(v_has, vault_version[np.maximum(v_row, 0)], -1)
-    r_version = np.where(r_has, recovery_version[np.maximum(r_row, 0)], -1)
-    v_time = np.where(v_has, vault_time[np.maximum(v_row, 0)], 0)
-    r_time = np.where(r_has, recovery_time[np.maximum(r_row, 0)], 0)
+    v_object = v_has & ~_pick(vault_marker, v_row, v_has, True)
+    r_object = r_has & ~_pick(recovery_marker, r_row, r_has, True)
+    v_version = _pick(vault_version, v_row, v_has, -1)
+    r_version = _pick(recovery_version, r_row, r_has, -1)
+    v_time = _pick(vault_time, v_row, v_has, 0)
+    r_time = _pick(recovery_time, r_row, r_has, 0)
     served = keys.astype(np.int64) * width + v_version
     in_recovery = v_has & _among(served, recovery_key.astype(np.int64) * width + recovery_version)
     wanted = v_has & _among(served, expected_key.astype(np.int64) * width + expected_version)

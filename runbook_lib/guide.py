@@ -346,7 +346,7 @@ def confirmation_gate(ctx: RunContext, jobs: str | Sequence[BucketJob] | Sequenc
         what, subject = texts[0], f"job {ids}"
     else:
         total = sum(count for _, _, count, _ in waiting)
-        what = f"{total} versions in {len(waiting)} jobs: " + "; ".join(texts)
+        what = f"{total} object versions in {len(waiting)} jobs: " + "; ".join(texts)
         subject = f"jobs {ids}"
 
     def confirm_all(reason: str) -> None:

@@ -371,7 +371,8 @@ def batch_role_policy(
             ),
             _statement("ReadManifests", _REPORT_READ_ACTIONS, objects_arn(report_bucket, partition)),
             _statement("WriteManifestAndReport", _REPORT_WRITE_ACTIONS, objects_arn(report_bucket, partition)),
-            *([_statement("RestoreArchivedVaultVersions", RESTORE_ACTIONS, objects_arn(vault_bucket, partition))]
+            *([_statement("RestoreArchivedVaultVersions", RESTORE_ACTIONS,
+                                    [objects_arn(name, partition) for name in _listed(vault_bucket)])]
               if restore_archived else []),
         ]
     )
