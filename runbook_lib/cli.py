@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where to write the AWS config file (default: a temporary folder)")
     backend.add_argument("--truth-file", type=Path, default=None, metavar="PATH",
                          help="where to write the seeded vault's ground truth (JSON)")
+    backend.add_argument("--inventory-every", type=float, default=None, metavar="SECONDS",
+                         help="deliver every S3 Inventory report again this often (default: once per "
+                              "configuration, when it is put or changed)")
     _add_fault_options(backend)
 
     lab = commands.add_parser("lab", help="the embedded backend plus JupyterLab on the notebooks")
@@ -113,7 +116,8 @@ def _serve_backend(args: argparse.Namespace) -> int:
         start_backend,
     )
 
-    backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args))  # type: ignore[arg-type]
+    backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args),  # type: ignore[arg-type]
+                            inventory_every=args.inventory_every)
     print(f"embedded AWS listening on {backend.endpoint}")
     print(f"AWS config file: {backend.config_file}")
     print(f"  export AWS_CONFIG_FILE={backend.config_file}")

@@ -107,6 +107,7 @@ class EmbeddedBackend:
     _server: Any = field(repr=False)
     _thread: threading.Thread = field(repr=False)
     app: BackendApp = field(repr=False)
+    inventory: Any = field(default=None, repr=False)  # the InventoryScheduler delivering S3 Inventory reports
 
     @property
     def endpoint(self) -> str:
@@ -129,8 +130,16 @@ class EmbeddedBackend:
         with urllib.request.urlopen(request, timeout=30) as answer:
             answer.read()
 
+    def deliver_inventory(self, bucket: str, config_id: str) -> Any:
+        """Deliver one S3 Inventory report of `bucket` for that configuration now, as S3 does daily."""
+        from runbook_lib.embedded import inventory
+
+        return inventory.deliver(bucket, config_id)
+
     def stop(self) -> None:
         """Stop serving and release the port."""
+        if self.inventory is not None:
+            self.inventory.stop()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -196,8 +205,13 @@ def start_backend(
     config_file: Path | str | None = None,
     faults: Faults | None = None,
     host: str = "127.0.0.1",
+    inventory_every: float | None = None,
 ) -> EmbeddedBackend:
-    """Start the embedded backend in a background thread and return a handle to it."""
+    """Start the embedded backend in a background thread and return a handle to it.
+
+    S3 Inventory reports are delivered for each enabled configuration when it is put or changed,
+    and again every `inventory_every` seconds when that is given (AWS: daily or weekly).
+    """
     if host not in ("127.0.0.1", "localhost"):
         raise BackendError(f"the embedded backend listens on 127.0.0.1 only, not {host!r}")
     if port and not _port_is_free(host, port):
@@ -229,7 +243,11 @@ def start_backend(
     # Absolute, because clients (kernels, the AWS CLI) may run in another working directory.
     config_path = (Path(config_file) if config_file else _default_config_path(actual_port)).resolve()
     write_aws_config(config_path, f"http://{host}:{actual_port}")
-    backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app)
+    from runbook_lib.embedded.inventory import InventoryScheduler
+
+    scheduler = InventoryScheduler(every=inventory_every)
+    scheduler.start()
+    backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app, scheduler)
     log.info("embedded AWS listening on %s (config %s)", backend.endpoint, config_path)
     return backend
 
