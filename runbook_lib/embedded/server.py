@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib import aws_facts
+from runbook_lib.embedded.athena import urls as athena_urls
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.moto_state import PARTITION
 from runbook_lib.embedded.s3control import urls
@@ -57,11 +58,15 @@ _SLOW_DOWN = (
 
 
 class BackendApp:
-    """WSGI middleware: S3 Batch Operations job calls to our emulator, everything else to moto."""
+    """WSGI middleware: S3 Batch Operations job calls and Athena query calls to our emulators, the rest to moto."""
 
-    def __init__(self, moto_app: Callable[..., Any], faults: Faults, jobs_app: Callable[..., Any] | None) -> None:
+    def __init__(
+        self, moto_app: Callable[..., Any], faults: Faults, jobs_app: Callable[..., Any] | None,
+        athena_app: Callable[..., Any] | None = None,
+    ) -> None:
         self.moto_app = moto_app
         self.jobs_app = jobs_app
+        self.athena_app = athena_app
         self.faults = faults
         self._random = random.Random(faults.seed)
         self._random_lock = threading.Lock()
@@ -81,6 +86,8 @@ class BackendApp:
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             self.reset_jobs()
         target = self.jobs_app if urls.is_jobs_path(path) and self.jobs_app is not None else self.moto_app
+        if self.athena_app is not None and athena_urls.is_athena_query_call(environ):
+            target = self.athena_app
         answer: Iterable[bytes] = target(environ, start_response)
         return answer
 
@@ -89,6 +96,9 @@ class BackendApp:
         store = getattr(self.jobs_app, "store", None)
         if store is not None:
             store.forget_all()
+        forget = getattr(self.athena_app, "forget_all", None)
+        if forget is not None:
+            forget()
 
     @staticmethod
     def _is_s3(environ: dict[str, Any]) -> bool:
@@ -229,10 +239,12 @@ def start_backend(
     from runbook_lib.embedded import patches
 
     patches.apply_all()
+    from runbook_lib.embedded.athena.responses import AthenaApp
     from runbook_lib.embedded.s3control.responses import BatchOperationsApp
 
     faults = faults or Faults()
-    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults))
+    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults),
+                     AthenaApp())
     try:
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     except OSError as error:
