@@ -78,6 +78,7 @@ __all__ = [
     "Comparison",
     "compare",
     "retry_candidates",
+    "verdict_of",
 ]
 
 TASK_FAILED = "task_failed"
@@ -219,12 +220,17 @@ def compare(
     details = _details(rows, values, checks, report is not None, aligned_reasons, reason_names)
     listed = tuple(findings)
     counts = _counts(len(vault), checks, len(listed))
+    return Comparison(verdict_of(counts), counts, details, listed)
+
+
+def verdict_of(counts: dict[str, int]) -> str:
+    """Return PASS or FAIL for comparison counts (COUNT_KEYS): the one verdict rule of every method."""
     passed = (
         counts["expected"] > 0
         and counts["recovered"] == counts["expected"]
         and all(counts[name] == 0 for name in _MUST_BE_ZERO)
     )
-    return Comparison("PASS" if passed else "FAIL", counts, details, listed)
+    return "PASS" if passed else "FAIL"
 
 
 # Counts that must all be zero for a PASS: each is a version (or a job fact) that contradicts the proof.

@@ -186,8 +186,9 @@ class AthenaCatalog:
     def _drop(self, statement: exp.Drop, database: str) -> None:
         kind = str(statement.args.get("kind") or "").upper()
         exists = bool(statement.args.get("exists"))
+        targets = list(statement.args.get("tables") or [statement.this])
         if kind in ("DATABASE", "SCHEMA"):
-            name = statement.this.name.lower()
+            name = targets[0].name.lower()
             with self._lock:
                 if name not in self.databases and not exists:
                     raise QueryError("SCHEMA_NOT_FOUND", f"Database {name} does not exist.")
@@ -199,14 +200,14 @@ class AthenaCatalog:
             return
         if kind not in ("TABLE", "VIEW"):
             raise QueryError("NOT_SUPPORTED", f"DROP {kind} is not supported here")
-        schema = (statement.this.db or database).lower()
-        key = (schema, statement.this.name.lower())
-        with self._lock:
-            if key not in self.tables:
-                if exists:
-                    return
-                raise QueryError("TABLE_NOT_FOUND", f"Table {key[0]}.{key[1]} does not exist.")
-            del self.tables[key]
+        for target in targets:
+            key = ((target.db or database).lower(), target.name.lower())
+            with self._lock:
+                if key not in self.tables:
+                    if exists:
+                        continue
+                    raise QueryError("TABLE_NOT_FOUND", f"Table {key[0]}.{key[1]} does not exist.")
+                del self.tables[key]
 
 
 def _column(definition: exp.ColumnDef) -> Column:

@@ -1,0 +1,194 @@
+"""Phase 07 by inventory: the buckets' states from S3 Inventory reports, compared in SQL.
+
+`verification.method` chooses how phase 07 reads the buckets: `head` lists and HEADs every
+version (exact and immediate; about $0.40 per million versions on AWS and hours at 10^8), while
+`inventory` reads the daily S3 Inventory reports of both buckets and compares them with one SQL
+text on DuckDB or Athena (`verification.engine`); `auto` takes inventory from
+`verification.auto_inventory_from` vault versions on (phase 00's count).
+
+Inventory is a rolling, eventually consistent snapshot, so the proof it gives is held to rules:
+
+- a report started before the jobs ended cannot show what they did: verification stops with
+  InventoryNotReady (so, no verdict but FAIL/INCOMPLETE) until a newer report is delivered;
+- a report that does not match its checksums, or lacks a field the comparison needs, is refused;
+- every version the comparison finds wrong is read again with HEAD, and so is a random sample of
+  `verification.head_sample` versions it found identical; any disagreement between HEAD and the
+  inventory becomes a finding, which fails the verdict, and the evidence states the sample.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from botocore.exceptions import ClientError
+
+from runbook_lib import batch_job, inventory_compare, inventory_reports, inventory_setup, verify
+from runbook_lib.context import RunContext
+from runbook_lib.inventory_compare import AthenaSettings
+from runbook_lib.inventory_reports import InventoryReport
+from runbook_lib.scope import scope_from_params
+
+__all__ = [
+    "InventoryPair",
+    "athena_settings",
+    "compare",
+    "head_check",
+    "jobs_ended",
+    "locate_reports",
+    "method",
+    "prepare",
+]
+
+
+@dataclass(frozen=True)
+class InventoryPair:
+    """The two reports one comparison reads."""
+
+    vault: InventoryReport
+    recovery: InventoryReport
+
+    def as_record(self) -> dict[str, Any]:
+        """Return which reports were read, for the evidence."""
+        return {side: {"manifest": f"s3://{r.bucket}/{r.manifest_key}", "created": r.created.isoformat(),
+                       "files": len(r.files)} for side, r in (("vault", self.vault), ("recovery", self.recovery))}
+
+
+def method(ctx: RunContext) -> str:
+    """Return head or inventory: the parameter, or for auto the choice phase 00's version count makes."""
+    chosen = str(ctx.params.verification.method)
+    if chosen != "auto":
+        return chosen
+    versions = int((ctx.ledger.state.estimate or {}).get("versions", 0))
+    return "inventory" if versions >= ctx.params.verification.auto_inventory_from else "head"
+
+
+def prepare(ctx: RunContext) -> list[Any]:
+    """Make sure both buckets report an inventory into the report bucket; return the outcomes."""
+    return [inventory_setup.ensure_inventory_destination(ctx), *inventory_setup.ensure_inventory_configurations(ctx)]
+
+
+def jobs_ended(ctx: RunContext) -> datetime | None:
+    """Return when the last of the run's jobs (attempts and finished retry rounds) ended."""
+    from runbook_lib import proof
+
+    ended = []
+    for job_id in proof.job_ids(ctx):
+        terminated = batch_job.describe_job(ctx, job_id).get("TerminationDate")
+        if isinstance(terminated, datetime):
+            ended.append(terminated)
+    return max(ended) if ended else None
+
+
+def locate_reports(ctx: RunContext) -> InventoryPair:
+    """Return both buckets' newest reports, checked and started after the jobs ended (else InventoryNotReady)."""
+    vault_at, recovery_at = inventory_setup.inventory_locations(ctx)
+    s3 = ctx.vault("s3")
+    ended = jobs_ended(ctx)
+    found = []
+    for location in (vault_at, recovery_at):
+        report = inventory_reports.latest_report(s3, location.bucket, location.prefix, location.source_bucket,
+                                                 location.config_id)
+        inventory_reports.check_fresh(report, ended, "the run's last job")
+        found.append(report)
+    return InventoryPair(found[0], found[1])
+
+
+def athena_settings(ctx: RunContext) -> AthenaSettings:
+    """Return where the Athena engine works for this run (vault account, report bucket)."""
+    params = ctx.params
+    staging = f"{params.job.report_prefix}/verification/{params.run_id}"
+    output = params.verification.athena_output_location or f"s3://{params.report_bucket}/{staging}/athena-results/"
+    return AthenaSettings(
+        athena=ctx.vault("athena"), s3=ctx.vault("s3"), workgroup=params.verification.athena_workgroup,
+        output_location=output, database=params.verification.athena_database, staging_bucket=params.report_bucket,
+        staging_prefix=staging, table_prefix=params.run_id.replace("-", "_"),
+    )
+
+
+def compare(
+    ctx: RunContext, pair: InventoryPair, manifest: pd.DataFrame, report: pd.DataFrame, findings: list[str],
+    engine: str | None = None,
+) -> verify.Comparison:
+    """Return the comparison of both buckets' inventories with the manifest and the latest task per version."""
+    chosen = engine or str(ctx.params.verification.engine)
+    latest = report.drop_duplicates(subset=["key", "version_id"], keep="last").reset_index(drop=True)
+    return inventory_compare.compare_inventories(
+        ctx.vault("s3"), pair.vault, pair.recovery, scope=scope_from_params(ctx.params.job), manifest=manifest,
+        report=latest, findings=findings, engine=chosen,
+        athena=athena_settings(ctx) if chosen == "athena" else None,
+    )
+
+
+_HEAD_FIELDS = (("size", "ContentLength"), ("etag", "ETag"), ("object_lock_mode", "ObjectLockMode"),
+                ("object_lock_retain_until_date", "ObjectLockRetainUntilDate"),
+                ("object_lock_legal_hold_status", "ObjectLockLegalHoldStatus"))
+
+
+def head_check(ctx: RunContext, comparison: verify.Comparison, sample: int | None = None,
+               seed: int = 0) -> tuple[verify.Comparison, dict[str, Any]]:
+    """Return the comparison with a finding per version HEAD reads otherwise than the inventory, and what was read.
+
+    Every version the comparison found wrong is read again, and `sample` (default
+    `verification.head_sample`) randomly chosen versions it found recovered identical.
+    """
+    size = ctx.params.verification.head_sample if sample is None else sample
+    details = comparison.details
+    wrong = details[~details["category"].isin([verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED])]
+    identical = details[details["category"] == verify.RECOVERED_IDENTICAL]
+    chosen = sorted(random.Random(seed).sample(range(len(identical)), min(size, len(identical))))
+    picked = pd.concat([wrong, identical.iloc[chosen]])
+    findings = list(comparison.findings)
+    disagreements = 0
+    for row in picked.itertuples(index=False):
+        for side in ("vault", "recovery"):
+            if not getattr(row, f"in_{side}"):
+                continue
+            problem = _head_disagrees(ctx, side, str(row.key), str(row.version_id), row)
+            if problem:
+                disagreements += 1
+                findings.append(problem)
+    record = {"mismatches_rechecked": len(wrong), "sampled_identical": len(chosen),
+              "sample_size_asked": size, "disagreements": disagreements}
+    if disagreements == 0:
+        return comparison, record
+    counts = dict(comparison.counts, findings=len(findings))
+    return verify.Comparison(verify.verdict_of(counts), counts, details, tuple(findings)), record
+
+
+def _head_disagrees(ctx: RunContext, side: str, key: str, version_id: str, row: Any) -> str:
+    """Return why HEAD disagrees with the inventory about one version ("" when it agrees)."""
+    s3 = ctx.vault("s3") if side == "vault" else ctx.recovery("s3")
+    bucket = ctx.params.vault.bucket if side == "vault" else ctx.params.recovery.bucket
+    if bool(getattr(row, f"{side}_is_delete_marker")):
+        return ""  # a delete marker has no HEAD of its own; the listing is what the inventory reflects
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        return f"HEAD of s3://{bucket}/{key} version {version_id} answers {code}, but the {side} inventory lists it"
+    differences = []
+    for column, field in _HEAD_FIELDS:
+        listed = getattr(row, f"{side}_{column}")
+        read = head.get(field)
+        if column == "etag":
+            read, listed = str(read or "").strip('"'), str(listed or "").strip('"')
+        elif column == "object_lock_retain_until_date":
+            read = pd.Timestamp(read).floor("s") if read is not None else None
+            listed = None if pd.isna(listed) else pd.Timestamp(listed).floor("s")
+        elif column == "object_lock_legal_hold_status":
+            read = str(read or "OFF").upper()
+            listed = str(listed or "OFF").upper()
+        elif column == "object_lock_mode":
+            read = str(read).upper() if read else None
+            listed = None if pd.isna(listed) else str(listed).upper()
+        else:
+            listed = None if pd.isna(listed) else int(listed)
+        if read != listed:
+            differences.append(f"{column} {listed!r} in the inventory, {read!r} by HEAD")
+    if not differences:
+        return ""
+    return f"s3://{bucket}/{key} version {version_id} changed since its inventory: " + "; ".join(differences)

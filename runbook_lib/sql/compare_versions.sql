@@ -1,0 +1,228 @@
+-- The per-version comparison of runbook_lib.verify, in Athena's SQL (Trino). DuckDB runs it after
+-- sqlglot translates it. One row per (key, version id) seen in the vault inventory, the recovery
+-- inventory or the manifest, with every check, the category (first that holds, in verify's
+-- precedence order), the scope reason and both sides' normalised values.
+--
+-- {vault_inventory} and {recovery_inventory} are S3 Inventory rows (Parquet or ORC columns:
+-- key, version_id, is_delete_marker, size, last_modified_date, e_tag, storage_class,
+-- replication_status, object_lock_mode, object_lock_retain_until_date,
+-- object_lock_legal_hold_status); {manifest} has key, version_id; {report} has key, version_id,
+-- task_status, http_status, error_code, result_message (one row per version: its latest task).
+-- Every other {name} is a literal rendered by runbook_lib.inventory_sql.
+WITH
+vault AS (
+    SELECT
+        key,
+        coalesce(nullif(version_id, ''), 'null') AS version_id,
+        coalesce(is_delete_marker, false) AS is_delete_marker,
+        last_modified_date AS last_modified,
+        CASE WHEN coalesce(is_delete_marker, false) THEN coalesce(size, 0) ELSE size END AS size,
+        nullif(e_tag, '') AS etag,
+        nullif(storage_class, '') AS raw_storage_class,
+        upper(coalesce(nullif(storage_class, ''), 'STANDARD')) AS storage_class,
+        upper(coalesce(nullif(replication_status, ''), 'NONE')) AS replication_status,
+        upper(nullif(object_lock_mode, '')) AS object_lock_mode,
+        date_trunc('second', object_lock_retain_until_date) AS object_lock_retain_until_date,
+        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS object_lock_legal_hold_status
+    FROM {vault_inventory}
+),
+recovery AS (
+    SELECT
+        key,
+        coalesce(nullif(version_id, ''), 'null') AS version_id,
+        coalesce(is_delete_marker, false) AS is_delete_marker,
+        CASE WHEN coalesce(is_delete_marker, false) THEN coalesce(size, 0) ELSE size END AS size,
+        nullif(e_tag, '') AS etag,
+        upper(coalesce(nullif(storage_class, ''), 'STANDARD')) AS storage_class,
+        upper(coalesce(nullif(replication_status, ''), 'NONE')) AS replication_status,
+        upper(nullif(object_lock_mode, '')) AS object_lock_mode,
+        date_trunc('second', object_lock_retain_until_date) AS object_lock_retain_until_date,
+        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS object_lock_legal_hold_status
+    FROM {recovery_inventory}
+),
+listed AS (
+    SELECT DISTINCT key, version_id FROM {manifest}
+),
+outcomes AS (
+    SELECT key, version_id, task_status, http_status, error_code, result_message
+    FROM {report}
+    WHERE version_id IS NOT NULL AND version_id <> ''
+),
+scoped AS (
+    SELECT
+        v.*,
+        CASE
+            WHEN v.is_delete_marker THEN 'delete marker (not replicated)'
+            WHEN upper(v.raw_storage_class) IN ('GLACIER', 'DEEP_ARCHIVE') THEN 'archived (needs a restore first)'
+            WHEN {has_window} AND v.last_modified IS NULL THEN 'creation time unknown'
+            WHEN {has_after} AND v.last_modified < {created_after} THEN {reason_after}
+            WHEN {has_before} AND v.last_modified >= {created_before} THEN {reason_before}
+            WHEN {has_prefix} AND NOT starts_with(v.key, {key_prefix}) THEN {reason_prefix}
+            WHEN {has_suffix} AND NOT (length(v.key) >= length({key_suffix})
+                 AND substr(v.key, length(v.key) - length({key_suffix}) + 1) = {key_suffix}) THEN {reason_suffix}
+            WHEN {has_substring} AND strpos(v.key, {key_substring}) = 0 THEN {reason_substring}
+            WHEN v.replication_status = 'UNKNOWN' THEN {reason_unreadable}
+            WHEN v.replication_status NOT IN ({statuses}) THEN {reason_status}
+            ELSE ''
+        END AS scope
+    FROM vault v
+),
+everything AS (
+    SELECT key, version_id FROM vault
+    UNION
+    SELECT key, version_id FROM recovery
+    UNION
+    SELECT key, version_id FROM listed
+),
+joined AS (
+    SELECT
+        e.key,
+        e.version_id,
+        v.scope,
+        v.key IS NOT NULL AS in_vault,
+        r.key IS NOT NULL AS in_recovery,
+        m.key IS NOT NULL AS in_manifest,
+        o.key IS NOT NULL AS in_report,
+        o.task_status,
+        o.http_status,
+        o.error_code,
+        o.result_message,
+        v.is_delete_marker AS vault_is_delete_marker,
+        v.size AS vault_size,
+        v.etag AS vault_etag,
+        v.storage_class AS vault_storage_class,
+        v.replication_status AS vault_replication_status,
+        v.object_lock_mode AS vault_object_lock_mode,
+        v.object_lock_retain_until_date AS vault_object_lock_retain_until_date,
+        v.object_lock_legal_hold_status AS vault_object_lock_legal_hold_status,
+        r.is_delete_marker AS recovery_is_delete_marker,
+        r.size AS recovery_size,
+        r.etag AS recovery_etag,
+        r.storage_class AS recovery_storage_class,
+        r.replication_status AS recovery_replication_status,
+        r.object_lock_mode AS recovery_object_lock_mode,
+        r.object_lock_retain_until_date AS recovery_object_lock_retain_until_date,
+        r.object_lock_legal_hold_status AS recovery_object_lock_legal_hold_status
+    FROM everything e
+    LEFT JOIN scoped v ON v.key = e.key AND v.version_id = e.version_id
+    LEFT JOIN recovery r ON r.key = e.key AND r.version_id = e.version_id
+    LEFT JOIN listed m ON m.key = e.key AND m.version_id = e.version_id
+    LEFT JOIN outcomes o ON o.key = e.key AND o.version_id = e.version_id
+),
+states AS (
+    SELECT
+        j.*,
+        in_vault AND coalesce(scope = '', false) AS in_scope,
+        in_vault AND coalesce(scope = {reason_status} AND vault_replication_status = 'FAILED', false)
+            AS failed_status,
+        in_vault AND in_recovery AS both_sides
+    FROM joined j
+),
+judged AS (
+    SELECT
+        s.*,
+        in_scope OR (failed_status AND {failed_replica_possible} AND in_report) AS expected,
+        in_vault AND (coalesce(scope = {reason_unreadable}, false)
+            OR (failed_status AND {failed_replica_possible} AND NOT in_report)) AS status_unknown,
+        both_sides AND coalesce(vault_object_lock_mode = 'UNKNOWN' OR recovery_object_lock_mode = 'UNKNOWN', false)
+            AS retention_unknown,
+        both_sides AND coalesce(vault_object_lock_legal_hold_status = 'UNKNOWN'
+            OR recovery_object_lock_legal_hold_status = 'UNKNOWN', false) AS hold_unknown,
+        both_sides AND (vault_size IS DISTINCT FROM recovery_size
+            OR trim(BOTH '"' FROM vault_etag) IS DISTINCT FROM trim(BOTH '"' FROM recovery_etag)
+            OR vault_is_delete_marker <> recovery_is_delete_marker) AS content_differs
+    FROM states s
+),
+checked AS (
+    SELECT
+        j.*,
+        both_sides AND NOT retention_unknown
+            AND vault_object_lock_mode IS DISTINCT FROM recovery_object_lock_mode AS lock_mode_differs,
+        both_sides AND NOT retention_unknown
+            AND vault_object_lock_retain_until_date IS DISTINCT FROM recovery_object_lock_retain_until_date
+            AS retain_until_differs,
+        both_sides AND NOT hold_unknown
+            AND vault_object_lock_legal_hold_status IS DISTINCT FROM recovery_object_lock_legal_hold_status
+            AS legal_hold_differs,
+        retention_unknown OR hold_unknown OR status_unknown AS unknown_unreadable
+    FROM judged j
+),
+identical AS (
+    SELECT
+        c.*,
+        both_sides AND NOT content_differs AND NOT lock_mode_differs AND NOT retain_until_differs
+            AND NOT legal_hold_differs AND NOT unknown_unreadable AS identical
+    FROM checked c
+),
+flagged AS (
+    SELECT
+        i.*,
+        in_report AND coalesce(task_status = 'failed', false) AND NOT identical AS task_failed,
+        expected AND NOT in_recovery AS missing_in_recovery,
+        in_recovery AND NOT expected AND NOT status_unknown AS extra_in_recovery,
+        expected AND NOT in_manifest AS eligible_not_in_manifest,
+        in_manifest AND NOT expected AND NOT status_unknown AS in_manifest_not_eligible,
+        expected AND in_manifest AND NOT in_report AS not_in_report,
+        expected AND identical AS recovered_identical,
+        NOT expected AND NOT in_recovery AND NOT status_unknown AS not_expected
+    FROM identical i
+)
+SELECT
+    key,
+    version_id,
+    CASE
+        WHEN task_failed THEN 'task_failed'
+        WHEN missing_in_recovery THEN 'missing_in_recovery'
+        WHEN extra_in_recovery THEN 'extra_in_recovery'
+        WHEN content_differs THEN 'content_differs'
+        WHEN lock_mode_differs THEN 'lock_mode_differs'
+        WHEN retain_until_differs THEN 'retain_until_differs'
+        WHEN legal_hold_differs THEN 'legal_hold_differs'
+        WHEN unknown_unreadable THEN 'unknown_unreadable'
+        WHEN eligible_not_in_manifest THEN 'eligible_not_in_manifest'
+        WHEN in_manifest_not_eligible THEN 'in_manifest_not_eligible'
+        WHEN not_in_report THEN 'not_in_report'
+        WHEN recovered_identical THEN 'recovered_identical'
+        ELSE 'not_expected'
+    END AS category,
+    scope,
+    in_vault,
+    in_recovery,
+    in_manifest,
+    in_report,
+    expected,
+    identical,
+    task_failed,
+    missing_in_recovery,
+    extra_in_recovery,
+    content_differs,
+    lock_mode_differs,
+    retain_until_differs,
+    legal_hold_differs,
+    unknown_unreadable,
+    eligible_not_in_manifest,
+    in_manifest_not_eligible,
+    not_in_report,
+    recovered_identical,
+    not_expected,
+    vault_is_delete_marker,
+    vault_size,
+    vault_etag,
+    vault_storage_class,
+    vault_replication_status,
+    vault_object_lock_mode,
+    vault_object_lock_retain_until_date,
+    vault_object_lock_legal_hold_status,
+    recovery_is_delete_marker,
+    recovery_size,
+    recovery_etag,
+    recovery_storage_class,
+    recovery_replication_status,
+    recovery_object_lock_mode,
+    recovery_object_lock_retain_until_date,
+    recovery_object_lock_legal_hold_status,
+    task_status,
+    http_status,
+    CASE WHEN task_status = 'failed' THEN error_code END AS error_code,
+    CASE WHEN task_status = 'failed' THEN result_message END AS result_message
+FROM flagged

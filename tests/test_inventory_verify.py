@@ -1,0 +1,222 @@
+"""Both methods, both engines, one verdict: HEAD + pandas, inventory + DuckDB, inventory + Athena on one damaged drill.
+
+The module runs one recovery (80 seeded versions, a quarter of first tasks failing, no retry),
+then damages the recovery bucket as an attacker or an accident would: a recovered version
+deleted, a retention extended, a legal hold set, an object put that the vault never held. Every
+method and engine must find the same versions in the same categories, with the same values,
+counts and verdict. Then the inventory's own failure modes: a report older than the job, a
+manifest or data file that does not match its checksum, no report at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from runbook_fixtures import PROVISION_ORDER
+
+from runbook_lib import batch_job, inventory_proof, inventory_reports, proof, verify
+from runbook_lib.accounts import make_client, session_for
+from runbook_lib.context import RunContext, open_run
+from runbook_lib.drill import DRILL_PARAMS
+from runbook_lib.embedded import inventory
+from runbook_lib.embedded.faults import Faults
+from runbook_lib.embedded.seed import seed_vault
+from runbook_lib.embedded.server import RECOVERY_PROFILE, REGION, EmbeddedBackend, start_backend
+from runbook_lib.errors import ReportError
+from runbook_lib.inventory_reports import InventoryNotReady
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("inventory-verify")]
+
+RECOVERY = "recovery-golden-copies"
+
+
+def _canonical(details: pd.DataFrame) -> list[dict[str, Any]]:
+    """Return the detail rows as plain values in (key, version id) order: what a reader of the CSV sees."""
+    rows = []
+    frame = details.sort_values(["key", "version_id"], kind="stable").reset_index(drop=True)
+    for record in frame.to_dict("records"):
+        row = {}
+        for name, value in record.items():
+            if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+                row[name] = None
+            elif isinstance(value, pd.Timestamp):
+                row[name] = value.tz_convert("UTC").isoformat()
+            elif hasattr(value, "item"):
+                row[name] = value.item()
+            else:
+                row[name] = value if isinstance(value, (bool, int, float)) else str(value)
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[EmbeddedBackend]:
+    with start_backend(faults=Faults(task_failure_rate=0.25, seed=11)) as running:
+        yield running
+        running.reset()
+
+
+@pytest.fixture(scope="module")
+def damaged(backend: EmbeddedBackend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One recovery with failed tasks, then a damaged recovery bucket; the inputs every method reads."""
+    folder = tmp_path_factory.mktemp("inventory-verify")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in backend.environ().items():
+            patch.setenv(name, value)
+        backend.reset()
+        seed_vault(backend.endpoint, 80, random_seed=5)
+        params = yaml.safe_load(DRILL_PARAMS.read_text())
+        params["job"]["poll_seconds"] = 0.05
+        params["verification"]["head_sample"] = 20
+        params_file = folder / "params.yaml"
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        ctx = open_run(params_file, folder / "run", create=True)
+        for ensure in PROVISION_ORDER:
+            ensure(ctx)
+        job_id, _ = batch_job.create_replication_job(ctx)
+        batch_job.wait_for_status(ctx, job_id, {"Suspended", "Ready", "Active"})
+        batch_job.confirm_job(ctx, job_id, "confirmed by the test")
+        batch_job.follow_job(ctx, job_id)
+        damage = _damage(make_client(session_for(RECOVERY_PROFILE, REGION), "s3", region_name=REGION))
+        manifest = proof.load_job_manifest(ctx)
+        report = proof.load_job_reports(ctx)
+        findings = proof.check_job_outputs(ctx, manifest, report)
+        yield {"ctx": ctx, "manifest": manifest, "report": report, "findings": findings, "damage": damage,
+               "backend": backend}
+
+
+def _damage(s3: Any) -> dict[str, tuple[str, str]]:
+    """Damage four recovered versions, each in one way, and return which."""
+    versions = [v for page in s3.get_paginator("list_object_versions").paginate(Bucket=RECOVERY)
+                for v in page.get("Versions", [])]
+    heads = {(v["Key"], v["VersionId"]): s3.head_object(Bucket=RECOVERY, Key=v["Key"], VersionId=v["VersionId"])
+             for v in versions}
+    unlocked = [k for k, h in heads.items() if not h.get("ObjectLockMode")
+                and h.get("ObjectLockLegalHoldStatus") != "ON"]
+    governed = [k for k, h in heads.items() if h.get("ObjectLockMode") == "GOVERNANCE" and k not in unlocked]
+    no_hold = [k for k, h in heads.items() if h.get("ObjectLockLegalHoldStatus") != "ON" and k not in unlocked[:1]
+               and k not in governed[:1]]
+    deleted, extended, held = unlocked[0], governed[0], no_hold[0]
+    s3.delete_object(Bucket=RECOVERY, Key=deleted[0], VersionId=deleted[1])
+    until = heads[extended]["ObjectLockRetainUntilDate"] + timedelta(days=30)
+    s3.put_object_retention(Bucket=RECOVERY, Key=extended[0], VersionId=extended[1],
+                            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
+    s3.put_object_legal_hold(Bucket=RECOVERY, Key=held[0], VersionId=held[1], LegalHold={"Status": "ON"})
+    extra = s3.put_object(Bucket=RECOVERY, Key="planted/not-from-the-vault.txt", Body=b"planted")
+    return {"deleted": deleted, "extended": extended, "held": held,
+            "extra": ("planted/not-from-the-vault.txt", extra["VersionId"])}
+
+
+@pytest.fixture(scope="module")
+def compared(damaged: dict[str, Any]) -> dict[str, verify.Comparison]:
+    """The same damaged recovery, verified by HEAD + pandas, inventory + DuckDB and inventory + Athena."""
+    ctx: RunContext = damaged["ctx"]
+    head = proof.compare_buckets(ctx, proof.snapshot_vault(ctx, []), proof.snapshot_recovery(ctx, []),
+                                 damaged["manifest"], damaged["report"])
+    outcomes = inventory_proof.prepare(ctx)
+    assert {o.status for o in outcomes} <= {"created", "updated"}
+    assert {o.status for o in inventory_proof.prepare(ctx)} == {"unchanged"}
+    config_id = f"{ctx.params.run_id}-verification"
+    for bucket in (ctx.params.vault.bucket, ctx.params.recovery.bucket):
+        delivered = damaged["backend"].deliver_inventory(bucket, config_id)
+        assert not delivered.skipped, delivered.skipped
+    pair = inventory_proof.locate_reports(ctx)
+    args = (ctx, pair, damaged["manifest"], damaged["report"], damaged["findings"])
+    return {"head": head, "duckdb": inventory_proof.compare(*args, engine="duckdb"),
+            "athena": inventory_proof.compare(*args, engine="athena")}
+
+
+def test_every_method_and_engine_gives_the_same_details_counts_and_verdict(
+    compared: dict[str, verify.Comparison],
+) -> None:
+    head = compared["head"]
+    assert head.verdict == "FAIL"
+    for name in ("duckdb", "athena"):
+        other = compared[name]
+        assert other.verdict == head.verdict, name
+        assert other.counts == head.counts, name
+        assert other.findings == head.findings, name
+        assert other.counts_by_category() == head.counts_by_category(), name
+        assert list(other.details.columns) == list(head.details.columns), name
+        assert _canonical(other.details) == _canonical(head.details), name
+
+
+def test_the_damage_is_found_where_it_was_done(compared: dict[str, verify.Comparison],
+                                               damaged: dict[str, Any]) -> None:
+    for name, comparison in compared.items():
+        details = comparison.details.set_index(["key", "version_id"])
+        damage = damaged["damage"]
+        assert details.loc[damage["deleted"], "category"] in (verify.MISSING_IN_RECOVERY, verify.TASK_FAILED), name
+        assert details.loc[damage["extended"], verify.RETAIN_UNTIL_DIFFERS], name
+        assert details.loc[damage["held"], verify.LEGAL_HOLD_DIFFERS], name
+        assert details.loc[damage["extra"], "category"] == verify.EXTRA_IN_RECOVERY, name
+        assert comparison.counts["failed_tasks"] > 0, name
+
+
+def test_head_recheck_confirms_the_inventory_or_adds_findings(compared: dict[str, verify.Comparison],
+                                                              damaged: dict[str, Any]) -> None:
+    checked, record = inventory_proof.head_check(damaged["ctx"], compared["duckdb"])
+    assert record["sampled_identical"] == 20 and record["mismatches_rechecked"] > 0
+    assert record["disagreements"] == 0 and checked.findings == compared["duckdb"].findings
+    # A change after the report was taken is caught by the re-check, never passed.
+    s3 = damaged["ctx"].recovery("s3")
+    identical = compared["duckdb"].category(verify.RECOVERED_IDENTICAL)
+    key, version_id = identical.iloc[0]["key"], identical.iloc[0]["version_id"]
+    s3.put_object_legal_hold(Bucket=RECOVERY, Key=key, VersionId=version_id, LegalHold={"Status": "ON"})
+    try:
+        changed, record = inventory_proof.head_check(damaged["ctx"], compared["duckdb"], sample=10**6)
+        assert record["disagreements"] == 1 and changed.verdict == "FAIL"
+        assert any(key in finding and "object_lock_legal_hold_status" in finding for finding in changed.findings)
+    finally:
+        s3.put_object_legal_hold(Bucket=RECOVERY, Key=key, VersionId=version_id, LegalHold={"Status": "OFF"})
+
+
+def test_a_report_older_than_the_job_cannot_be_used(damaged: dict[str, Any]) -> None:
+    ctx: RunContext = damaged["ctx"]
+    ended = inventory_proof.jobs_ended(ctx)
+    assert ended is not None
+    s3 = damaged["ctx"].recovery("s3")
+    config = s3.get_bucket_inventory_configuration(Bucket=RECOVERY, Id=f"{ctx.params.run_id}-verification")
+    stale_config = dict(config["InventoryConfiguration"], Id="stale")
+    s3.put_bucket_inventory_configuration(Bucket=RECOVERY, Id="stale", InventoryConfiguration=stale_config)
+    inventory.deliver(RECOVERY, "stale", now=ended - timedelta(hours=2))
+    report = inventory_reports.latest_report(ctx.vault("s3"), ctx.params.report_bucket,
+                                             ctx.params.verification.inventory_prefix, RECOVERY, "stale")
+    with pytest.raises(InventoryNotReady, match="before the run's last job ended"):
+        inventory_reports.check_fresh(report, ended, "the run's last job")
+
+
+def test_a_missing_report_cannot_be_used(damaged: dict[str, Any]) -> None:
+    ctx: RunContext = damaged["ctx"]
+    with pytest.raises(InventoryNotReady, match="up to 48 hours"):
+        inventory_reports.latest_report(ctx.vault("s3"), ctx.params.report_bucket, "nothing-here", RECOVERY, "none")
+
+
+def test_a_report_that_does_not_match_its_checksums_is_refused(damaged: dict[str, Any], tmp_path: Path) -> None:
+    ctx: RunContext = damaged["ctx"]
+    s3 = ctx.vault("s3")
+    pair = inventory_proof.locate_reports(ctx)
+    # A data file changed after S3 wrote it: its MD5 no longer matches the manifest.
+    key = pair.recovery.files[0][0]
+    original = s3.get_object(Bucket=ctx.params.report_bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=ctx.params.report_bucket, Key=key, Body=original + b"tampered")
+    try:
+        with pytest.raises(ReportError, match="MD5"):
+            inventory_reports.download_files(s3, pair.recovery, tmp_path)
+        with pytest.raises(ReportError):
+            inventory_reports.verify_files(s3, pair.recovery)
+    finally:
+        s3.put_object(Bucket=ctx.params.report_bucket, Key=key, Body=original)
+    # The manifest itself changed: it no longer matches manifest.checksum.
+    body = json.loads(s3.get_object(Bucket=ctx.params.report_bucket, Key=pair.recovery.manifest_key)["Body"].read())
+    body["files"] = body["files"][:0]
+    s3.put_object(Bucket=ctx.params.report_bucket, Key=pair.recovery.manifest_key, Body=json.dumps(body).encode())
+    with pytest.raises(ReportError, match=r"manifest\.checksum"):
+        inventory_proof.locate_reports(ctx)
