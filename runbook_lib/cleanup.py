@@ -263,6 +263,20 @@ def _policy(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     return CleanupAction("IAM policy", record["id"], "removed", "the role that used it is removed")
 
 
+def _inventory_configuration(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
+    """Delete an inventory configuration the run made for verification (its delivered reports stay as evidence)."""
+    bucket, _, config_id = str(record["id"]).partition("/")
+    s3 = ctx.vault("s3") if record.get("side") == "vault" else ctx.recovery("s3")
+    try:
+        s3.delete_bucket_inventory_configuration(Bucket=bucket, Id=config_id)
+    except ClientError as error:
+        if not _gone(error) and error_code(error) not in ("NoSuchConfiguration", "NoSuchInventoryConfig"):
+            raise
+        return CleanupAction("inventory configuration", record["id"], "already gone", "not found")
+    return CleanupAction("inventory configuration", record["id"], "removed",
+                         "made for verification; no more daily reports (those delivered stay in the report bucket)")
+
+
 _KEPT = {
     "s3_bucket": "holds recovered data or evidence; buckets and their object versions are never removed",
     "batch_job": "AWS keeps finished jobs for 90 days; they cannot be deleted",
@@ -270,7 +284,7 @@ _KEPT = {
 
 # Removal order: what depends on something goes first.
 _ORDER = ("event_rule", "sqs_queue", "sns_topic", "eventbridge_notifications", "replication_configuration",
-          "kms_key_statements", "iam_role", "iam_policy")
+          "kms_key_statements", "iam_role", "iam_policy", "inventory_configuration")
 
 
 def clean_up(ctx: RunContext) -> list[CleanupAction]:
@@ -279,6 +293,7 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
         "event_rule": _event_rule, "sqs_queue": _queue, "sns_topic": _topic,
         "eventbridge_notifications": _notifications, "replication_configuration": _replication,
         "kms_key_statements": _key_statements, "iam_role": _role, "iam_policy": _policy,
+        "inventory_configuration": _inventory_configuration,
     }
     actions: list[CleanupAction] = []
     handled_now: set[str] = set()

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parameter set (default parameters/drill.yaml)")
     drill.add_argument("--random-seed", type=int, default=1, metavar="N",
                        help="seed that makes the drill's vault repeatable (default 1)")
+    drill.add_argument("--verify", choices=("head", "inventory", "auto"), default=None,
+                       help="how phase 07 reads the buckets (default: the parameters' verification.method)")
+    drill.add_argument("--engine", choices=("duckdb", "athena"), default=None,
+                       help="where inventory verification's SQL runs (default: verification.engine)")
     _add_fault_options(drill)
 
     run = commands.add_parser("run", help="run phases against what the parameters name (AWS or embedded)")

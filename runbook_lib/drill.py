@@ -225,6 +225,7 @@ def run_drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
+    params_file = _verification_override(params_file, out, getattr(args, "verify", None), getattr(args, "engine", None))
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed)
     started = time.monotonic()
@@ -246,6 +247,25 @@ def run_drill(args: argparse.Namespace) -> int:
             return _exit_code_for(error)
     seconds = time.monotonic() - started
     return _report_drill(out, results, seconds, missing)
+
+
+def _verification_override(params_file: Path, out: Path, method: str | None, engine: str | None) -> Path:
+    """Return the parameters to drill with: `params_file`, or a copy in the run folder with --verify / --engine."""
+    if method is None and engine is None:
+        return params_file
+    import yaml
+
+    params = yaml.safe_load(params_file.read_text())
+    verification = params.setdefault("verification", {})
+    if method is not None:
+        verification["method"] = method
+        # The embedded backend delivers a new configuration's first report at once; wait for it.
+        verification.setdefault("inventory_wait_minutes", 30)
+    if engine is not None:
+        verification["engine"] = engine
+    copy = out / "params.yaml"
+    copy.write_text(yaml.safe_dump(params, sort_keys=False))
+    return copy
 
 
 def _keep_evidence(run_dir: Path) -> None:

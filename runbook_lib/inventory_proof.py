@@ -41,6 +41,9 @@ __all__ = [
     "locate_reports",
     "method",
     "prepare",
+    "snapshot",
+    "verify_from_inventory",
+    "wait_for_reports",
 ]
 
 
@@ -73,10 +76,11 @@ def prepare(ctx: RunContext) -> list[Any]:
 
 def jobs_ended(ctx: RunContext) -> datetime | None:
     """Return when the last of the run's jobs (attempts and finished retry rounds) ended."""
-    from runbook_lib import proof
-
+    state = ctx.ledger.state
+    job_ids = [job.job_id for job in state.recovery_jobs()]
+    job_ids += [r.job_id for r in state.retry_rounds if r.job_id and r.finished]
     ended = []
-    for job_id in proof.job_ids(ctx):
+    for job_id in job_ids:
         terminated = batch_job.describe_job(ctx, job_id).get("TerminationDate")
         if isinstance(terminated, datetime):
             ended.append(terminated)
@@ -192,3 +196,69 @@ def _head_disagrees(ctx: RunContext, side: str, key: str, version_id: str, row: 
     if not differences:
         return ""
     return f"s3://{bucket}/{key} version {version_id} changed since its inventory: " + "; ".join(differences)
+
+
+# --------------------------------------------------------------------------- phase 07's steps
+
+
+def wait_for_reports(ctx: RunContext, poll_seconds: float = 2.0) -> InventoryPair:
+    """Return both buckets' fresh reports, waiting up to `verification.inventory_wait_minutes` for them."""
+    import time
+
+    deadline = time.monotonic() + 60 * ctx.params.verification.inventory_wait_minutes
+    while True:
+        try:
+            return locate_reports(ctx)
+        except inventory_reports.InventoryNotReady:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(poll_seconds)
+
+
+def snapshot(ctx: RunContext, side: str) -> pd.DataFrame:
+    """Return one bucket's versions as its fresh inventory lists them, in `snapshot`'s columns."""
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.orc as orc
+    import pyarrow.parquet as pq
+
+    prepare(ctx)
+    pair = wait_for_reports(ctx)
+    report = pair.vault if side == "vault" else pair.recovery
+    with tempfile.TemporaryDirectory(prefix="inventory-") as folder:
+        files = inventory_reports.download_files(ctx.vault("s3"), report, Path(folder))
+        reader = pq.read_table if report.file_format == "Parquet" else orc.read_table
+        table = pa.concat_tables([reader(str(path)) for path in files], promote_options="default")
+    rows = table.select(list(inventory_reports.REQUIRED_COLUMNS)).to_pandas()
+    markers = rows["is_delete_marker"].fillna(False).astype(bool)
+    frame = pd.DataFrame({
+        "key": rows["key"].astype("string"),
+        "version_id": rows["version_id"].astype("string").fillna("null").replace("", "null"),
+        "is_latest": pd.array([pd.NA] * len(rows), dtype="boolean"),
+        "is_delete_marker": markers.to_numpy(),
+        "size": pd.array(rows["size"].where(~markers, 0), dtype="Int64"),
+        "etag": rows["e_tag"].astype("string"),
+        "last_modified": pd.to_datetime(rows["last_modified_date"], utc=True),
+        "storage_class": rows["storage_class"].astype("string"),
+        "replication_status": rows["replication_status"].astype("string").replace("", pd.NA),
+        "encryption": pd.array([pd.NA] * len(rows), dtype="string"),
+        "kms_key": pd.array([pd.NA] * len(rows), dtype="string"),
+        "object_lock_mode": rows["object_lock_mode"].astype("string").str.upper(),
+        "object_lock_retain_until_date": pd.to_datetime(rows["object_lock_retain_until_date"], utc=True),
+        "object_lock_legal_hold_status": rows["object_lock_legal_hold_status"].astype("string").str.upper(),
+    })
+    return frame.sort_values(["key", "last_modified"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def verify_from_inventory(
+    ctx: RunContext, manifest: pd.DataFrame, report: pd.DataFrame, findings: list[str],
+) -> verify.Comparison:
+    """Return phase 07's comparison by inventory: SQL on the configured engine, then the HEAD re-check."""
+    pair = wait_for_reports(ctx)
+    compared = compare(ctx, pair, manifest, report, findings)
+    checked, record = head_check(ctx, compared)
+    evidence = {"method": "inventory", "engine": str(ctx.params.verification.engine),
+                "reports": pair.as_record(), "head_check": record}
+    return verify.Comparison(checked.verdict, checked.counts, checked.details, checked.findings, evidence)

@@ -196,6 +196,9 @@ class VerificationSettings(_Section):
     athena_database: AthenaDatabase = Field(
         default="vault_recovery_verification", description="Athena database for the comparison's tables"
     )
+    inventory_wait_minutes: Annotated[int, whole_number(0, 2880, "a whole number of minutes from 0 to 2880")] = Field(
+        default=0, description="how long phase 07 waits for inventory reports newer than the jobs"
+    )
     athena_output_location: S3Url = Field(
         default=None, description="s3:// URL for Athena results (default: under the report prefix)"
     )

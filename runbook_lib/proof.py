@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, pins, reports, snapshot, verify
+from runbook_lib import batch_job, evidence, inventory_proof, pins, reports, snapshot, verify
 from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
@@ -155,14 +155,18 @@ def check_job_outputs(ctx: RunContext, manifest: pd.DataFrame | None, report: pd
 
 
 def snapshot_vault(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
-    """Return the state of every version in the vault bucket."""
+    """Return the state of every version in the vault bucket (from its inventory with verification.method inventory)."""
+    if inventory_proof.method(ctx) == "inventory":
+        return inventory_proof.snapshot(ctx, "vault")
     return snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.vault.bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("vault")])
 
 
 def snapshot_recovery(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
-    """Return the state of every version in the recovery bucket."""
+    """Return the state of every version in the recovery bucket (from its inventory with method inventory)."""
+    if inventory_proof.method(ctx) == "inventory":
+        return inventory_proof.snapshot(ctx, "recovery")
     return snapshot.snapshot_bucket(ctx.recovery("s3"), ctx.params.recovery.bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("recovery")])
@@ -177,7 +181,13 @@ def compare_buckets(
     ctx: RunContext, vault: pd.DataFrame, recovery: pd.DataFrame, manifest: pd.DataFrame | None,
     report: pd.DataFrame | None,
 ) -> verify.Comparison:
-    """Return the per-version comparison of both buckets within the job's scope, with the jobs' findings."""
+    """Return the per-version comparison of both buckets within the job's scope, with the jobs' findings.
+
+    With verification.method inventory the comparison runs in SQL on both buckets' inventory reports
+    (`inventory_proof`), the same reports `vault` and `recovery` were read from.
+    """
+    if inventory_proof.method(ctx) == "inventory" and manifest is not None and report is not None:
+        return inventory_proof.verify_from_inventory(ctx, manifest, report, check_job_outputs(ctx, manifest, report))
     return verify.compare(
         vault, recovery, scope=job_scope(ctx), manifest=manifest,
         report=None if report is None else _latest_per_version(report),
@@ -316,7 +326,7 @@ def _write_verdict(
                if count and name not in (verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED)}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"verification": comparison.evidence or {"method": "head"}}
     if waiting is not None:
         extra["waiting"] = waiting
     path = evidence.write_summary(

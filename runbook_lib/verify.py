@@ -168,6 +168,8 @@ class Comparison:
     counts: dict[str, int]
     details: pd.DataFrame = field(repr=False)
     findings: tuple[str, ...] = ()
+    # How the buckets were read, for the evidence: method, engine, reports, HEAD re-check ({} for HEAD).
+    evidence: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""

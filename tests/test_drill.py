@@ -130,3 +130,28 @@ def test_damage_after_a_drill_fails_reverification_with_exactly_those_versions(t
     assert summary["counts"]["retention_mismatches"] == 1
     assert summary["counts"]["legal_hold_mismatches"] == 1
     assert summary["counts"]["missing"] == 1
+
+
+def test_drill_verified_from_inventory_on_athena_passes_with_the_same_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "inventory"
+
+    status = cli.main(["drill", "--objects", "100", "--verify", "inventory", "--engine", "athena",
+                       "--out", "runs/inventory"])
+
+    assert status == 0
+    truth = json.loads((out / "ground_truth.json").read_text())
+    summary = _summary(out)
+    assert summary["verdict"] == "PASS"
+    assert summary["counts"]["source_versions"] == truth["counts"]["source_versions"]
+    assert summary["counts"]["recovered"] == summary["counts"]["expected"] == truth["counts"]["expected"]
+    verification = summary["verification"]
+    assert verification["method"] == "inventory" and verification["engine"] == "athena"
+    assert verification["head_check"]["disagreements"] == 0 and verification["head_check"]["sampled_identical"] > 0
+    assert verification["reports"]["vault"]["manifest"].endswith("/manifest.json")
+    # Cleanup removed the inventory configurations the run made; the reports stay as evidence.
+    ledger = json.loads((out / "ledger.json").read_text())
+    removed = [r for r in ledger["cleanup"] if r["resource"] == "inventory configuration"]
+    assert len(removed) == 2 and {r["action"] for r in removed} == {"removed"}

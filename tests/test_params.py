@@ -380,7 +380,7 @@ def test_unknown_key_at_top_level_lists_every_allowed_key() -> None:
         ("job", "poll_interval", JOB_KEYS),
         ("verification", "retries", "max_retry_rounds, head_workers, method, engine, auto_inventory_from, "
          "inventory_prefix, vault_inventory_id, head_sample, athena_workgroup, athena_database, "
-         "athena_output_location"),
+         "inventory_wait_minutes, athena_output_location"),
     ],
 )
 def test_unknown_nested_key_lists_the_keys_of_its_section(section: str, key: str, allowed: str) -> None:
