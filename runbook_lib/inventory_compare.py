@@ -130,8 +130,10 @@ def _run_duckdb(
             con.register("report_rows", report)
             tables = {"vault_inventory": "vault_inventory", "recovery_inventory": "recovery_inventory",
                       "manifest": "manifest_rows", "report": "report_rows"}
-            details = con.sql(inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, tables))).to_arrow_table()
-            row = con.execute(inventory_sql.to_duckdb(inventory_sql.count_sql(scope, tables))).fetchone()
+            compare = inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, tables))
+            con.execute(f"CREATE TEMP TABLE compared AS {compare}")
+            details = con.sql("SELECT * FROM compared").to_arrow_table()
+            row = con.execute(inventory_sql.to_duckdb(inventory_sql.count_sql(scope, tables, "compared"))).fetchone()
         finally:
             con.close()
     finally:

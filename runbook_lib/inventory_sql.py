@@ -99,10 +99,14 @@ def compare_sql(scope: JobScope, tables: dict[str, str]) -> str:
     return _fill(_text("compare_versions.sql"), {**tables, **_scope_values(scope)})
 
 
-def count_sql(scope: JobScope, tables: dict[str, str]) -> str:
-    """Return the summary counts over the comparison, in Athena's SQL."""
-    details = compare_sql(scope, tables)
-    return _fill(_text("count_versions.sql"), {**tables, "details": details})
+def count_sql(scope: JobScope, tables: dict[str, str], details: str | None = None) -> str:
+    """Return the summary counts over the comparison, in Athena's SQL.
+
+    `details` names a table that already holds compare_sql's rows (the comparison then runs once);
+    without it the counts compute the comparison themselves.
+    """
+    source = compare_sql(scope, tables) if details is None else f"SELECT * FROM {details}"
+    return _fill(_text("count_versions.sql"), {**tables, "details": source})
 
 
 def to_duckdb(text: str) -> str:

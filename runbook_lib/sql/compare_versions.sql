@@ -10,34 +10,53 @@
 -- task_status, http_status, error_code, result_message (one row per version: its latest task).
 -- Every other {name} is a literal rendered by runbook_lib.inventory_sql.
 WITH
-vault AS (
+vault_rows AS (
     SELECT
         key,
         coalesce(nullif(version_id, ''), 'null') AS version_id,
-        coalesce(is_delete_marker, false) AS is_delete_marker,
+        coalesce(is_delete_marker, false) AS vault_is_delete_marker,
         last_modified_date AS last_modified,
-        CASE WHEN coalesce(is_delete_marker, false) THEN coalesce(size, 0) ELSE size END AS size,
-        nullif(e_tag, '') AS etag,
+        CASE WHEN coalesce(is_delete_marker, false) THEN coalesce(size, 0) ELSE size END AS vault_size,
+        nullif(e_tag, '') AS vault_etag,
         nullif(storage_class, '') AS raw_storage_class,
-        upper(coalesce(nullif(storage_class, ''), 'STANDARD')) AS storage_class,
-        upper(coalesce(nullif(replication_status, ''), 'NONE')) AS replication_status,
-        upper(nullif(object_lock_mode, '')) AS object_lock_mode,
-        date_trunc('second', object_lock_retain_until_date) AS object_lock_retain_until_date,
-        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS object_lock_legal_hold_status
+        upper(coalesce(nullif(storage_class, ''), 'STANDARD')) AS vault_storage_class,
+        upper(coalesce(nullif(replication_status, ''), 'NONE')) AS vault_replication_status,
+        upper(nullif(object_lock_mode, '')) AS vault_object_lock_mode,
+        date_trunc('second', object_lock_retain_until_date) AS vault_object_lock_retain_until_date,
+        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS vault_object_lock_legal_hold_status
     FROM {vault_inventory}
+),
+vault AS (
+    SELECT
+        v.*,
+        CASE
+            WHEN v.vault_is_delete_marker THEN 'delete marker (not replicated)'
+            WHEN upper(v.raw_storage_class) IN ('GLACIER', 'DEEP_ARCHIVE') THEN 'archived (needs a restore first)'
+            WHEN {has_window} AND v.last_modified IS NULL THEN 'creation time unknown'
+            WHEN {has_after} AND v.last_modified < {created_after} THEN {reason_after}
+            WHEN {has_before} AND v.last_modified >= {created_before} THEN {reason_before}
+            WHEN {has_prefix} AND NOT starts_with(v.key, {key_prefix}) THEN {reason_prefix}
+            WHEN {has_suffix} AND NOT (length(v.key) >= length({key_suffix})
+                 AND substr(v.key, length(v.key) - length({key_suffix}) + 1) = {key_suffix}) THEN {reason_suffix}
+            WHEN {has_substring} AND strpos(v.key, {key_substring}) = 0 THEN {reason_substring}
+            WHEN v.vault_replication_status = 'UNKNOWN' THEN {reason_unreadable}
+            WHEN v.vault_replication_status NOT IN ({statuses}) THEN {reason_status}
+            ELSE ''
+        END AS scope
+    FROM vault_rows v
 ),
 recovery AS (
     SELECT
         key,
         coalesce(nullif(version_id, ''), 'null') AS version_id,
-        coalesce(is_delete_marker, false) AS is_delete_marker,
-        CASE WHEN coalesce(is_delete_marker, false) THEN coalesce(size, 0) ELSE size END AS size,
-        nullif(e_tag, '') AS etag,
-        upper(coalesce(nullif(storage_class, ''), 'STANDARD')) AS storage_class,
-        upper(coalesce(nullif(replication_status, ''), 'NONE')) AS replication_status,
-        upper(nullif(object_lock_mode, '')) AS object_lock_mode,
-        date_trunc('second', object_lock_retain_until_date) AS object_lock_retain_until_date,
-        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS object_lock_legal_hold_status
+        coalesce(is_delete_marker, false) AS recovery_is_delete_marker,
+        CASE WHEN coalesce(is_delete_marker, false) THEN coalesce(size, 0) ELSE size END AS recovery_size,
+        nullif(e_tag, '') AS recovery_etag,
+        upper(coalesce(nullif(storage_class, ''), 'STANDARD')) AS recovery_storage_class,
+        upper(coalesce(nullif(replication_status, ''), 'NONE')) AS recovery_replication_status,
+        upper(nullif(object_lock_mode, '')) AS recovery_object_lock_mode,
+        date_trunc('second', object_lock_retain_until_date) AS recovery_object_lock_retain_until_date,
+        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS recovery_object_lock_legal_hold_status
     FROM {recovery_inventory}
 ),
 listed AS (
@@ -48,66 +67,47 @@ outcomes AS (
     FROM {report}
     WHERE version_id IS NOT NULL AND version_id <> ''
 ),
-scoped AS (
+sides AS (
     SELECT
-        v.*,
-        CASE
-            WHEN v.is_delete_marker THEN 'delete marker (not replicated)'
-            WHEN upper(v.raw_storage_class) IN ('GLACIER', 'DEEP_ARCHIVE') THEN 'archived (needs a restore first)'
-            WHEN {has_window} AND v.last_modified IS NULL THEN 'creation time unknown'
-            WHEN {has_after} AND v.last_modified < {created_after} THEN {reason_after}
-            WHEN {has_before} AND v.last_modified >= {created_before} THEN {reason_before}
-            WHEN {has_prefix} AND NOT starts_with(v.key, {key_prefix}) THEN {reason_prefix}
-            WHEN {has_suffix} AND NOT (length(v.key) >= length({key_suffix})
-                 AND substr(v.key, length(v.key) - length({key_suffix}) + 1) = {key_suffix}) THEN {reason_suffix}
-            WHEN {has_substring} AND strpos(v.key, {key_substring}) = 0 THEN {reason_substring}
-            WHEN v.replication_status = 'UNKNOWN' THEN {reason_unreadable}
-            WHEN v.replication_status NOT IN ({statuses}) THEN {reason_status}
-            ELSE ''
-        END AS scope
+        coalesce(v.key, r.key) AS key,
+        coalesce(v.version_id, r.version_id) AS version_id,
+        v.key IS NOT NULL AS in_vault,
+        r.key IS NOT NULL AS in_recovery,
+        v.scope,
+        v.vault_is_delete_marker, v.vault_size, v.vault_etag, v.vault_storage_class, v.vault_replication_status,
+        v.vault_object_lock_mode, v.vault_object_lock_retain_until_date, v.vault_object_lock_legal_hold_status,
+        r.recovery_is_delete_marker, r.recovery_size, r.recovery_etag, r.recovery_storage_class,
+        r.recovery_replication_status, r.recovery_object_lock_mode, r.recovery_object_lock_retain_until_date,
+        r.recovery_object_lock_legal_hold_status
     FROM vault v
-),
-everything AS (
-    SELECT key, version_id FROM vault
-    UNION
-    SELECT key, version_id FROM recovery
-    UNION
-    SELECT key, version_id FROM listed
+    FULL OUTER JOIN recovery r ON r.key = v.key AND r.version_id = v.version_id
 ),
 joined AS (
     SELECT
-        e.key,
-        e.version_id,
-        v.scope,
-        v.key IS NOT NULL AS in_vault,
-        r.key IS NOT NULL AS in_recovery,
+        coalesce(s.key, m.key) AS key,
+        coalesce(s.version_id, m.version_id) AS version_id,
+        s.scope,
+        coalesce(s.in_vault, false) AS in_vault,
+        coalesce(s.in_recovery, false) AS in_recovery,
         m.key IS NOT NULL AS in_manifest,
+        s.vault_is_delete_marker, s.vault_size, s.vault_etag, s.vault_storage_class, s.vault_replication_status,
+        s.vault_object_lock_mode, s.vault_object_lock_retain_until_date, s.vault_object_lock_legal_hold_status,
+        s.recovery_is_delete_marker, s.recovery_size, s.recovery_etag, s.recovery_storage_class,
+        s.recovery_replication_status, s.recovery_object_lock_mode, s.recovery_object_lock_retain_until_date,
+        s.recovery_object_lock_legal_hold_status
+    FROM sides s
+    FULL OUTER JOIN listed m ON m.key = s.key AND m.version_id = s.version_id
+),
+reported AS (
+    SELECT
+        j.*,
         o.key IS NOT NULL AS in_report,
         o.task_status,
         o.http_status,
         o.error_code,
-        o.result_message,
-        v.is_delete_marker AS vault_is_delete_marker,
-        v.size AS vault_size,
-        v.etag AS vault_etag,
-        v.storage_class AS vault_storage_class,
-        v.replication_status AS vault_replication_status,
-        v.object_lock_mode AS vault_object_lock_mode,
-        v.object_lock_retain_until_date AS vault_object_lock_retain_until_date,
-        v.object_lock_legal_hold_status AS vault_object_lock_legal_hold_status,
-        r.is_delete_marker AS recovery_is_delete_marker,
-        r.size AS recovery_size,
-        r.etag AS recovery_etag,
-        r.storage_class AS recovery_storage_class,
-        r.replication_status AS recovery_replication_status,
-        r.object_lock_mode AS recovery_object_lock_mode,
-        r.object_lock_retain_until_date AS recovery_object_lock_retain_until_date,
-        r.object_lock_legal_hold_status AS recovery_object_lock_legal_hold_status
-    FROM everything e
-    LEFT JOIN scoped v ON v.key = e.key AND v.version_id = e.version_id
-    LEFT JOIN recovery r ON r.key = e.key AND r.version_id = e.version_id
-    LEFT JOIN listed m ON m.key = e.key AND m.version_id = e.version_id
-    LEFT JOIN outcomes o ON o.key = e.key AND o.version_id = e.version_id
+        o.result_message
+    FROM joined j
+    LEFT JOIN outcomes o ON o.key = j.key AND o.version_id = j.version_id
 ),
 states AS (
     SELECT
@@ -116,7 +116,7 @@ states AS (
         in_vault AND coalesce(scope = {reason_status} AND vault_replication_status = 'FAILED', false)
             AS failed_status,
         in_vault AND in_recovery AS both_sides
-    FROM joined j
+    FROM reported j
 ),
 judged AS (
     SELECT
