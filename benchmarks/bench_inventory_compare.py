@@ -37,65 +37,59 @@ __all__ = ["main", "write_inventories"]
 GOAL_RATIO = 0.2
 GOAL_DUCKDB_BYTES = 2e9
 DUCKDB_MEMORY_LIMIT = "1500MB"
-_CHUNK = 2_000_000
 
 
-def _chunk(start: int, stop: int, seed: int) -> dict[str, pa.Table]:
-    """Return rows [start, stop) of the vault inventory, and of the recovery inventory, manifest, report."""
-    rng = np.random.default_rng(seed + start)
-    n = stop - start
-    index = np.arange(start, stop)
-    kind = rng.choice(4, size=n, p=[0.95, 0.02, 0.02, 0.01])  # replica, not replica, delete marker, archived
-    marker = kind == 2
-    keys = pa.array([f"data/{i % 1000:03d}/object-{i // 2:09d}.bin" for i in index.tolist()])
-    versions = pa.array([f"{v:032x}" for v in rng.integers(0, 2**63, size=n).tolist()])
-    etags = pa.array([f"{e:032x}" for e in rng.integers(0, 2**63, size=n).tolist()])
-    sizes = np.where(marker, 0, rng.integers(1, 10**9, n))
-    modified = np.datetime64("2026-01-01T00:00:00", "ms") + (index * 1000).astype("timedelta64[ms]")
-    retain = np.datetime64("2027-01-01T00:00:00", "ms") + rng.integers(0, 10**10, n).astype("timedelta64[ms]")
-    mode = np.where(index % 3 == 0, "GOVERNANCE", "COMPLIANCE")
-    hold = np.where(index % 7 == 0, "On", "Off")
-    status = np.where(kind == 1, "COMPLETED", "REPLICA")
-    storage = np.where(kind == 3, "GLACIER", "STANDARD")
-    vault = pa.table({
-        "bucket": pa.array(["vault"] * n), "key": keys, "version_id": versions,
-        "is_latest": pa.array(index % 2 == 1), "is_delete_marker": pa.array(marker),
-        "size": pa.array(np.where(marker, None, sizes).tolist(), pa.int64()),
-        "last_modified_date": pa.array(modified, pa.timestamp("ms", tz="UTC")),
-        "e_tag": pa.array(np.where(marker, None, np.asarray(etags.to_pylist(), dtype=object)).tolist(), pa.string()),
-        "storage_class": pa.array(np.where(marker, None, storage).tolist(), pa.string()),
-        "replication_status": pa.array(np.where(marker, None, status).tolist(), pa.string()),
-        "object_lock_mode": pa.array(np.where(marker, None, mode).tolist(), pa.string()),
-        "object_lock_retain_until_date": pa.array(np.where(marker, None, retain).tolist(),
-                                                  pa.timestamp("ms", tz="UTC")),
-        "object_lock_legal_hold_status": pa.array(np.where(marker, None, hold).tolist(), pa.string()),
-    })
-    expected = pa.array(kind == 0)
-    recovered = vault.filter(expected)
-    manifest = recovered.select(["bucket", "key", "version_id"])
-    report = pa.table({
-        "key": recovered["key"], "version_id": recovered["version_id"],
-        "task_status": pa.array(["succeeded"] * recovered.num_rows),
-        "http_status": pa.array([200] * recovered.num_rows, pa.int32()),
-        "error_code": pa.nulls(recovered.num_rows, pa.string()),
-        "result_message": pa.array(["success"] * recovered.num_rows),
-    })
-    return {"vault": vault, "recovery": recovered, "manifest": manifest, "report": report}
+_VAULT_SQL = """
+SELECT
+    'vault' AS bucket,
+    'data/' || lpad(CAST(i % 1000 AS VARCHAR), 3, '0') || '/object-' || lpad(CAST(i // 2 AS VARCHAR), 10, '0')
+        || '.bin' AS key,
+    md5(CAST(i AS VARCHAR) || '-version') AS version_id,
+    i % 2 = 1 AS is_latest,
+    kind = 2 AS is_delete_marker,
+    CASE WHEN kind = 2 THEN NULL ELSE 1 + CAST(hash(i, 'size') % 1000000000 AS BIGINT) END AS size,
+    CAST(make_timestamp(1767225600000000 + i * 1000000) AS TIMESTAMPTZ) AS last_modified_date,
+    CASE WHEN kind = 2 THEN NULL ELSE md5(CAST(i AS VARCHAR) || '-etag') END AS e_tag,
+    CASE WHEN kind = 2 THEN NULL WHEN kind = 3 THEN 'GLACIER' ELSE 'STANDARD' END AS storage_class,
+    CASE WHEN kind = 2 THEN NULL WHEN kind = 1 THEN 'COMPLETED' ELSE 'REPLICA' END AS replication_status,
+    CASE WHEN kind = 2 THEN NULL WHEN i % 3 = 0 THEN 'GOVERNANCE' ELSE 'COMPLIANCE' END AS object_lock_mode,
+    CASE WHEN kind = 2 THEN NULL
+         ELSE CAST(make_timestamp(1798761600000000 + CAST(hash(i, 'retain') % 10000000000 AS BIGINT) * 1000)
+              AS TIMESTAMPTZ) END
+        AS object_lock_retain_until_date,
+    CASE WHEN kind = 2 THEN NULL WHEN i % 7 = 0 THEN 'On' ELSE 'Off' END AS object_lock_legal_hold_status
+FROM (
+    SELECT range AS i,
+           CASE WHEN hash(range, 'kind') % 100 < 95 THEN 0 WHEN hash(range, 'kind') % 100 < 97 THEN 1
+                WHEN hash(range, 'kind') % 100 < 99 THEN 2 ELSE 3 END AS kind
+    FROM range({versions})
+)
+"""
 
 
-def write_inventories(folder: Path, versions: int, seed: int = 1) -> dict[str, Path]:
-    """Write the synthetic vault and recovery inventories, manifest and report as Parquet; return their paths."""
+def write_inventories(folder: Path, versions: int, threads: int = 2) -> dict[str, Path]:
+    """Write synthetic vault and recovery inventories, manifest and report as Parquet; return their paths.
+
+    95 % of the vault's versions are replicas under Object Lock (recovered, listed, succeeded), the
+    rest non-replicas, delete markers and archived versions; values are derived from the row number
+    by hashing, so the same N always gives the same files. DuckDB writes them, in bounded memory.
+    """
+    import duckdb
+
     paths = {name: folder / f"{name}.parquet" for name in ("vault", "recovery", "manifest", "report")}
-    writers: dict[str, pq.ParquetWriter] = {}
+    con = duckdb.connect(config={"threads": threads, "memory_limit": "2GB", "temp_directory": str(folder / "gen")})
     try:
-        for start in range(0, versions, _CHUNK):
-            for name, table in _chunk(start, min(versions, start + _CHUNK), seed).items():
-                if name not in writers:
-                    writers[name] = pq.ParquetWriter(paths[name], table.schema, compression="snappy")
-                writers[name].write_table(table)
+        con.execute("SET TimeZone='UTC'")
+        con.execute(f"COPY ({_VAULT_SQL.format(versions=int(versions))}) TO '{paths['vault']}' (FORMAT parquet)")
+        recovered = (f"FROM read_parquet('{paths['vault']}') WHERE replication_status = 'REPLICA' "
+                     "AND storage_class = 'STANDARD'")
+        con.execute(f"COPY (SELECT * {recovered}) TO '{paths['recovery']}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT bucket, key, version_id {recovered}) TO '{paths['manifest']}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT key, version_id, 'succeeded' AS task_status, 200::INTEGER AS http_status, "
+                    f"NULL::VARCHAR AS error_code, 'success' AS result_message {recovered}) "
+                    f"TO '{paths['report']}' (FORMAT parquet)")
     finally:
-        for writer in writers.values():
-            writer.close()
+        con.close()
     return paths
 
 
