@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 INVENTORY_VERSION = "2016-11-30"
-ROWS_PER_FILE = 1_000_000
+ROWS_PER_FILE = 250_000
 # The order AWS writes fields in, whatever order the configuration lists them.
 FIELD_ORDER: tuple[str, ...] = (
     "Bucket", "Key", "VersionId", "IsLatest", "IsDeleteMarker", "Size", "LastModifiedDate", "ETag",
