@@ -183,3 +183,23 @@ def test_partition_projection_reads_only_the_partition_asked_for(aws_env: Drill,
     assert none["Statistics"]["DataScannedInBytes"] == 0 < one["Statistics"]["DataScannedInBytes"]
     listed = athena.list_query_executions(WorkGroup="primary")["QueryExecutionIds"]
     assert none["QueryExecutionId"] in listed
+
+
+def test_views_and_drops_change_the_catalog(aws_env: Drill, reports: dict[str, Any]) -> None:
+    athena = reports["athena"]
+    created = _run(athena, "CREATE OR REPLACE VIEW locked AS SELECT key, version_id FROM vault_parquet "
+                           "WHERE object_lock_mode IS NOT NULL")
+    assert created["Status"]["State"] == "SUCCEEDED", created["Status"]
+    counted = _run(athena, "SELECT count(*) FROM inventory.locked")
+    locked = sum(1 for row in _rows(athena, _run(athena, "SELECT object_lock_mode FROM vault_parquet")
+                                    ["QueryExecutionId"])[1:] if row[0] is not None)
+    assert _rows(athena, counted["QueryExecutionId"])[1] == [str(locked)]
+    assert _run(athena, "DROP VIEW locked")["Status"]["State"] == "SUCCEEDED"
+    assert _run(athena, "DROP TABLE IF EXISTS `inventory`.`never_made`")["Status"]["State"] == "SUCCEEDED"
+    copy = _run(athena, "CREATE EXTERNAL TABLE doomed (key string) STORED AS PARQUET "
+                        f"LOCATION 's3://{DESTINATION}/nothing/'")
+    assert copy["Status"]["State"] == "SUCCEEDED"
+    assert _rows(athena, _run(athena, "SELECT count(*) FROM doomed")["QueryExecutionId"])[1] == ["0"]
+    assert _run(athena, "DROP TABLE `inventory`.`doomed`")["Status"]["State"] == "SUCCEEDED"
+    gone = _run(athena, "SELECT * FROM doomed")
+    assert gone["Status"]["StateChangeReason"].startswith("TABLE_NOT_FOUND")
