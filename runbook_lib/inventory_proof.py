@@ -19,6 +19,7 @@ Inventory is a rolling, eventually consistent snapshot, so the proof it gives is
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,15 +147,15 @@ def head_check(ctx: RunContext, comparison: verify.Comparison, sample: int | Non
     chosen = sorted(random.Random(seed).sample(range(len(identical)), min(size, len(identical))))
     picked = pd.concat([wrong, identical.iloc[chosen]])
     findings = list(comparison.findings)
-    disagreements = 0
-    for row in picked.itertuples(index=False):
-        for side in ("vault", "recovery"):
-            if not getattr(row, f"in_{side}"):
-                continue
-            problem = _head_disagrees(ctx, side, str(row.key), str(row.version_id), row)
-            if problem:
-                disagreements += 1
-                findings.append(problem)
+    reads = [(side, row) for row in picked.itertuples(index=False) for side in ("vault", "recovery")
+             if getattr(row, f"in_{side}")]
+    # The clients are made before the pool starts: boto3 clients are thread-safe, their creation is not.
+    ctx.vault("s3"), ctx.recovery("s3")
+    with ThreadPoolExecutor(max_workers=ctx.params.verification.head_workers) as pool:
+        problems = list(pool.map(lambda read: _head_disagrees(ctx, read[0], str(read[1].key),
+                                                              str(read[1].version_id), read[1]), reads))
+    disagreements = sum(1 for problem in problems if problem)
+    findings += [problem for problem in problems if problem]
     record = {"mismatches_rechecked": len(wrong), "sampled_identical": len(chosen),
               "sample_size_asked": size, "disagreements": disagreements}
     if disagreements == 0:
