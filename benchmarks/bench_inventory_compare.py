@@ -99,13 +99,13 @@ def _scope() -> Any:
     return JobScope(replication_statuses=("REPLICA",))
 
 
-def _run_duckdb(paths: dict[str, Path], workdir: Path) -> dict[str, Any]:
+def _run_duckdb(paths: dict[str, Path], workdir: Path, memory_limit: str = DUCKDB_MEMORY_LIMIT) -> dict[str, Any]:
     import duckdb
 
     from runbook_lib import inventory_sql
 
     started = time.perf_counter()
-    con = duckdb.connect(config={"threads": 2, "memory_limit": DUCKDB_MEMORY_LIMIT,
+    con = duckdb.connect(config={"threads": 2, "memory_limit": memory_limit,
                                  "temp_directory": str(workdir / "spill"), "preserve_insertion_order": False})
     con.execute("SET TimeZone='UTC'")
     for name in ("vault", "recovery"):
@@ -159,18 +159,18 @@ def _run_pandas(paths: dict[str, Path]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "counts": counts}
 
 
-def _child(engine: str, folder: Path) -> int:
+def _child(engine: str, folder: Path, memory_limit: str) -> int:
     paths = {name: folder / f"{name}.parquet" for name in ("vault", "recovery", "manifest", "report")}
     work = Path(tempfile.mkdtemp(prefix=f"bench-{engine}-", dir=folder))
-    result = _run_duckdb(paths, work) if engine == "duckdb" else _run_pandas(paths)
+    result = _run_duckdb(paths, work, memory_limit) if engine == "duckdb" else _run_pandas(paths)
     result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(result))
     return 0
 
 
-def _measure(engine: str, folder: Path) -> dict[str, Any] | None:
+def _measure(engine: str, folder: Path, memory_limit: str) -> dict[str, Any] | None:
     done = subprocess.run([sys.executable, "-m", "benchmarks.bench_inventory_compare", "--child", engine,
-                           "--folder", str(folder)], capture_output=True, text=True)
+                           "--folder", str(folder), "--memory-limit", memory_limit], capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         print(f"{engine}: did not finish (exit {done.returncode}): {' | '.join(tail)}")
@@ -183,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_inventory_compare")
     parser.add_argument("--versions", type=int, default=1_000_000)
     parser.add_argument("--engines", nargs="+", default=["duckdb", "pandas"], choices=["duckdb", "pandas"])
+    parser.add_argument("--memory-limit", default=DUCKDB_MEMORY_LIMIT,
+                        help="DuckDB's memory limit (default 1500MB; the 10^8 goal allows 8 GB)")
     parser.add_argument("--child", choices=["duckdb", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     if args.child:
-        return _child(args.child, args.folder)
+        return _child(args.child, args.folder, args.memory_limit)
     with tempfile.TemporaryDirectory(prefix="bench-inventory-") as name:
         folder = Path(name)
         started = time.perf_counter()
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(p.stat().st_size for p in folder.glob("*.parquet"))
         print(f"{args.versions:,} vault versions: Parquet written in {time.perf_counter() - started:,.1f} s "
               f"({size / 1e6:,.0f} MB)")
-        results = {engine: _measure(engine, folder) for engine in args.engines}
+        results = {engine: _measure(engine, folder, args.memory_limit) for engine in args.engines}
     for engine, result in results.items():
         if result is not None:
             print(f"{engine:>7}: {result['seconds']:8.1f} s, peak {result['peak_bytes'] / 1e9:5.2f} GB")
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
               f"duckdb/pandas time {ratio:.2f}x (goal <= {GOAL_RATIO}x at 10^7)")
     if duck is not None:
         met = duck["peak_bytes"] <= GOAL_DUCKDB_BYTES
-        print(f"duckdb peak {duck['peak_bytes'] / 1e9:.2f} GB ({'within' if met else 'over'} the 2 GB goal)")
+        print(f"duckdb peak {duck['peak_bytes'] / 1e9:.2f} GB ({'within' if met else 'over'} the 2 GB goal at 10^7; "
+              "8 GB and 15 minutes at 10^8)")
     return 0 if duck is not None else 1
 
 
