@@ -111,9 +111,11 @@ def _run_duckdb(paths: dict[str, Path], workdir: Path, memory_limit: str = DUCKD
     for name in ("vault", "recovery"):
         con.execute(f"CREATE VIEW {name}_inventory AS SELECT * REPLACE (CAST(last_modified_date AS TIMESTAMP) "
                     "AS last_modified_date, CAST(object_lock_retain_until_date AS TIMESTAMP) AS "
-                    f"object_lock_retain_until_date) FROM read_parquet('{paths[name]}')")
+                    f"object_lock_retain_until_date), CAST(NULL AS VARCHAR) AS checksum_algorithm "
+                    f"FROM read_parquet('{paths[name]}')")
     tables = {"vault_inventory": "vault_inventory", "recovery_inventory": "recovery_inventory",
-              "manifest": f"read_parquet('{paths['manifest']}')", "report": f"read_parquet('{paths['report']}')"}
+              "manifest": f"read_parquet('{paths['manifest']}')", "report": f"read_parquet('{paths['report']}')",
+              "sample": "(SELECT CAST(NULL AS VARCHAR) AS key, CAST(NULL AS VARCHAR) AS version_id WHERE false)"}
     scope = _scope()
     details = workdir / "all_versions.parquet"
     con.execute("CREATE TEMP TABLE compared AS " + inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, tables)))

@@ -23,6 +23,7 @@ Goals: (b) / (a) >= 10, and (a)'s throughput >= 0.7 of (c)'s, i.e. (c) / (a) in 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import random
@@ -100,13 +101,11 @@ def _wait_until_seeded(process: subprocess.Popen[str], config_file: Path) -> Ser
 
 
 @contextmanager
-def _backend(versions: int, folder: Path) -> Iterator[Server]:
-    """Run `runbook backend` seeded with `versions` versions and 20 ms latency in a child process."""
+def seeded_backend(versions: int, folder: Path, *options: str) -> Iterator[Server]:
+    """Run `runbook backend` seeded with `versions` versions (and its `options`) in a child process."""
     config_file = folder / "aws-config"
-    command = [
-        sys.executable, "-m", "runbook_lib.cli", "backend", "--port", "0", "--objects", str(versions),
-        "--random-seed", str(RANDOM_SEED), "--latency-ms", str(LATENCY_MS), "--config-file", str(config_file),
-    ]
+    command = [sys.executable, "-m", "runbook_lib.cli", "backend", "--port", "0", "--objects", str(versions),
+               *options, "--config-file", str(config_file)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=_ROOT)
     try:
         yield _wait_until_seeded(process, config_file)
@@ -117,6 +116,11 @@ def _backend(versions: int, folder: Path) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _backend(versions: int, folder: Path) -> contextlib.AbstractContextManager[Server]:
+    """Run `runbook backend` seeded with `versions` versions and 20 ms latency in a child process."""
+    return seeded_backend(versions, folder, "--random-seed", str(RANDOM_SEED), "--latency-ms", str(LATENCY_MS))
 
 
 def _vault_client(config_file: Path) -> Any:

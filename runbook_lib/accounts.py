@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -16,9 +16,13 @@ from botocore.config import Config
 
 from runbook_lib.errors import AccountMismatchError, ProfileNotFoundError
 
+if TYPE_CHECKING:
+    from runbook_lib.call_log import CallLog
+
 _Answer = TypeVar("_Answer")
 
 __all__ = [
+    "APP_ID",
     "THROTTLING_CODES",
     "AccountSessions",
     "Identity",
@@ -36,6 +40,9 @@ __all__ = [
 
 # Parallel HEADs and the Batch Replication watcher share one pool per client.
 MAX_POOL_CONNECTIONS = 64
+# Sent in the User-Agent of every request (as `app/<id>`), so CloudTrail's userAgent shows which
+# calls the runbook made.
+APP_ID = "s3-vault-recovery-runbook"
 
 
 def client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
@@ -45,7 +52,7 @@ def client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
         max_pool_connections=max_pool_connections,
         connect_timeout=10,
         read_timeout=60,
-        user_agent_appid="s3-vault-recovery-runbook",  # type: ignore[call-arg]  # botocore has it; its stubs lag
+        user_agent_appid=APP_ID,  # type: ignore[call-arg]  # botocore has it; its stubs lag
     )
 
 
@@ -136,13 +143,16 @@ def _is_local(endpoint: str | None) -> bool:
 def session_for(profile: str, region: str | None = None) -> boto3.Session:
     """Return a boto3 session for a named profile, with a clear error when the profile is unknown."""
     try:
-        return boto3.Session(profile_name=profile, region_name=region)
+        session = boto3.Session(profile_name=profile, region_name=region)
     except botocore.exceptions.ProfileNotFound as error:
         raise ProfileNotFoundError(
             f"AWS profile {profile!r} is not configured. Add it to your AWS config file "
             "(or set AWS_CONFIG_FILE to the file the embedded backend wrote), then run again.",
             profile,
         ) from error
+    # Also on the clients botocore makes for itself, such as the one that assumes the profile's role.
+    session._session.set_config_variable("user_agent_appid", APP_ID)
+    return session
 
 
 @dataclass(frozen=True)
@@ -184,10 +194,16 @@ class AccountSessions:
     recovery_identity: Identity
 
 
-def open_sessions(params: Any) -> AccountSessions:
-    """Return verified sessions for the vault and recovery accounts the parameters name."""
+def open_sessions(params: Any, call_log: CallLog | None = None) -> AccountSessions:
+    """Return verified sessions for the vault and recovery accounts the parameters name.
+
+    With a call log, every call the sessions make is recorded in it, the identity checks included.
+    """
     vault = session_for(params.vault.profile, params.region)
     recovery = session_for(params.recovery.profile, params.recovery_region)
+    if call_log is not None:
+        call_log.attach(vault, side="vault", account=params.vault.account_id)
+        call_log.attach(recovery, side="recovery", account=params.recovery.account_id)
     vault_identity = verify_identity(vault, params.vault.account_id, "vault")
     recovery_identity = verify_identity(recovery, params.recovery.account_id, "recovery")
     if vault_identity.account == recovery_identity.account:

@@ -34,6 +34,7 @@ __all__ = [
     "bucket_arn",
     "bucket_name_of_arn",
     "dns_suffix",
+    "event_rule_arn",
     "iam_policy_arn",
     "iam_role_arn",
     "kms_key_arn",
@@ -43,6 +44,7 @@ __all__ = [
     "partition_of",
     "sns_topic_arn",
     "split_s3_object_arn",
+    "sqs_queue_arn",
 ]
 
 # The partition of every commercial Region, and the only one moto (so the embedded backend) serves.
@@ -184,3 +186,13 @@ def sns_topic_arn(region: str, account_id: str, name: str) -> str:
 def batch_job_arn(region: str, account_id: str, job_id: str) -> str:
     """Return an S3 Batch Operations job's ARN, in the partition of its Region."""
     return f"arn:{partition_of(region)}:s3:{region}:{account_id}:job/{job_id}"
+
+
+def sqs_queue_arn(region: str, account_id: str, name: str) -> str:
+    """Return an SQS queue's ARN, in the partition of its Region."""
+    return f"arn:{partition_of(region)}:sqs:{region}:{account_id}:{name}"
+
+
+def event_rule_arn(region: str, account_id: str, name: str) -> str:
+    """Return the ARN of an EventBridge rule on the default event bus, in the partition of its Region."""
+    return f"arn:{partition_of(region)}:events:{region}:{account_id}:rule/{name}"

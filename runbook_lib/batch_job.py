@@ -17,13 +17,14 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from runbook_lib import aws_facts, pins
+from runbook_lib import aws_facts, pins, reports, sampling
 from runbook_lib.accounts import error_code
 from runbook_lib.aws_facts import AFTER_CONFIRMATION_JOB_STATUSES, TERMINAL_JOB_STATUSES, UNSUCCESSFUL_END_STATUSES
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, JobError, RunStateError, ScopeError
 from runbook_lib.ledger import now
-from runbook_lib.run_state import JobRecord, ProgressPoint, recovery_purpose, retry_purpose
+from runbook_lib.planning import known_after
+from runbook_lib.run_state import JobRecord, ProgressPoint, SampleRecord, recovery_purpose, retry_purpose
 from runbook_lib.scope import scope_from_params
 
 __all__ = [
@@ -111,6 +112,9 @@ def _report(ctx: RunContext, scope: str = "AllTasks") -> dict[str, Any]:
 def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict[str, Any]:
     """Return the CreateJob request of seed step 7: a manifest generated from the job's scope.
 
+    For a sample drill (`job.sample`) the job reads the run's sample manifest instead, a CSV of
+    Bucket, Key and VersionId that phase 00 drew and `create_replication_job` uploads.
+
     Each attempt has its own request token: a re-run finds the attempt's job, and a new attempt
     (after a job ended Failed or Cancelled) creates a new one. Without `attempt`, the attempt the
     next `create_replication_job` would use.
@@ -120,6 +124,11 @@ def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict
     number = recovery_attempt(ctx) if attempt is None else attempt
     purpose = "recovery" if number == 1 else f"recovery-attempt-{number}"
     suffix = "" if number == 1 else f", attempt {number}"
+    what = f"Recover {params.vault.bucket} into {params.recovery.bucket}"
+    if job.sample is not None:
+        drawn: object = (known_after("00") if ctx.plan is not None and ctx.ledger.state.sample is None
+                         else _sample_record(ctx).drawn)
+        what = f"Sample drill: {drawn} versions of {params.vault.bucket} into {params.recovery.bucket}"
     return {
         "AccountId": params.vault.account_id,
         "ConfirmationRequired": bool(job.confirmation_required),
@@ -128,8 +137,26 @@ def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict
         "ClientRequestToken": client_request_token(params.run_id, purpose),
         "Priority": int(job.priority),
         "RoleArn": params.batch_role_arn,
-        "Description": f"Recover {params.vault.bucket} into {params.recovery.bucket} ({params.run_id}{suffix})"[:256],
-        "ManifestGenerator": {
+        "Description": f"{what} ({params.run_id}{suffix})"[:256],
+        **_object_list(ctx),
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted(ctx.tags.items())],
+    }
+
+
+def _sample_record(ctx: RunContext) -> SampleRecord:
+    """Return the run's sample, or explain that phase 00 draws it."""
+    record = ctx.ledger.state.sample
+    if record is None:
+        raise RunStateError("job.sample is set but the run has drawn no sample yet; phase 00 draws it: run phase 00 "
+                            "(or run it again after changing job.sample)", str(ctx.ledger.run_dir))
+    return record
+
+
+def _object_list(ctx: RunContext) -> dict[str, Any]:
+    """Return the job's list of versions: S3's manifest generator on the scope, or the run's sample manifest."""
+    params = ctx.params
+    if params.job.sample is None:
+        return {"ManifestGenerator": {
             "S3JobManifestGenerator": {
                 "ExpectedBucketOwner": params.vault.account_id,
                 "SourceBucket": params.vault_bucket_arn,
@@ -137,15 +164,31 @@ def replication_job_request(ctx: RunContext, attempt: int | None = None) -> dict
                 "ManifestOutputLocation": {
                     "ExpectedManifestBucketOwner": params.vault.account_id,
                     "Bucket": params.report_bucket_arn,
-                    "ManifestPrefix": job.manifest_prefix,
+                    "ManifestPrefix": params.job.manifest_prefix,
                     "ManifestEncryption": {"SSES3": {}},
                     "ManifestFormat": "S3InventoryReport_CSV_20211130",
                 },
-                "Filter": scope_from_params(job).manifest_filter(),
+                "Filter": scope_from_params(params.job).manifest_filter(),
             }
-        },
-        "Tags": [{"Key": k, "Value": v} for k, v in sorted(ctx.tags.items())],
-    }
+        }}
+    if ctx.plan is not None and ctx.ledger.state.sample is None:
+        # Phase 00 draws the sample; until it has, a plan can name neither the manifest's key nor its ETag.
+        later = known_after("00")
+        later_key = f"{params.job.manifest_prefix}/samples/{later}.csv"
+        return {"Manifest": {
+            "Spec": {"Format": reports.RETRY_MANIFEST_FORMAT, "Fields": list(sampling.MANIFEST_FIELDS)},
+            "Location": {"ObjectArn": aws_facts.object_arn(params.report_bucket, later_key, params.partition),
+                         "ETag": later},
+        }}
+    record = _sample_record(ctx)
+    key = sampling.manifest_key(ctx, record.manifest_sha256)
+    uploaded = record.uploaded if record.uploaded and record.uploaded.get("key") == key else None
+    # Before the upload, the ETag S3 will give it: the MD5 of a single-part object stored with SSE-S3.
+    etag = uploaded["etag"] if uploaded else record.manifest_md5
+    return {"Manifest": {
+        "Spec": {"Format": reports.RETRY_MANIFEST_FORMAT, "Fields": list(sampling.MANIFEST_FIELDS)},
+        "Location": {"ObjectArn": aws_facts.object_arn(params.report_bucket, key, params.partition), "ETag": etag},
+    }}
 
 
 def retry_job_request(ctx: RunContext, manifest_key: str, manifest_etag: str, round_number: int) -> dict[str, Any]:
@@ -193,7 +236,12 @@ def create_job(ctx: RunContext, request: dict[str, Any], purpose: str, attempt: 
     known = _known_job(ctx, purpose)
     if known is not None:
         return known.job_id, False
-    job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
+    if ctx.plan is not None:
+        # S3 chooses the job id; the plan shows the request the job is created with.
+        job_id = f"{purpose} ({known_after(ctx.phase[:2] if ctx.phase else '06')})"
+        ctx.plan.intend("vault", "s3control", "CreateJob", job_id, request, creates=True)
+    else:
+        job_id = str(ctx.vault("s3control").create_job(**request)["JobId"])
     ctx.ledger.save_job(JobRecord(purpose=purpose, job_id=job_id, token=request["ClientRequestToken"],
                                   attempt=attempt, created=now()))
     ctx.ledger.record_created("batch_job", job_id, account=request["AccountId"], token=request["ClientRequestToken"])
@@ -246,11 +294,14 @@ def create_replication_job(ctx: RunContext) -> tuple[str, bool]:
             # An attempt cancelled or failed where no phase followed it: pin what it left before moving on.
             pins.pin_job_outputs(ctx, job)
     number = (latest.attempt or 1) + 1 if latest is not None else 1
+    if ctx.params.job.sample is not None and not (ctx.plan is not None and ctx.ledger.state.sample is None):
+        sampling.upload_manifest(ctx)  # the job reads it while it prepares; its ETag goes into the request
     return create_job(ctx, replication_job_request(ctx, number), recovery_purpose(number), attempt=number)
 
 
 def _check_same_scope(ctx: RunContext, job: dict[str, Any]) -> None:
-    """Raise ScopeError when the run's job was created with another filter than the parameters now give."""
+    """Raise ScopeError when the run's job was created with another filter or sample than the parameters now give."""
+    _check_same_sample(ctx, job)
     created = job.get("ManifestGenerator", {}).get("S3JobManifestGenerator", {}).get("Filter")
     wanted = scope_from_params(ctx.params.job).manifest_filter()
     if created is not None and _canonical_filter(created) != _canonical_filter(wanted):
@@ -258,6 +309,27 @@ def _check_same_scope(ctx: RunContext, job: dict[str, Any]) -> None:
             f"the run's recovery job {job['JobId']} was created with the filter {_canonical_filter(created)}, but the "
             f"parameters now give {_canonical_filter(wanted)}. A run has one scope, and its evidence speaks of it: "
             "put the parameters back, or recover the new scope as a new run (a new run_id and run folder)."
+        )
+
+
+def _check_same_sample(ctx: RunContext, job: dict[str, Any]) -> None:
+    """Raise ScopeError when the job was given another sample (or the whole scope) than the parameters now ask for."""
+    given = job.get("Manifest", {}).get("Location")
+    if ctx.params.job.sample is None:
+        if given is not None:
+            raise ScopeError(
+                f"the run's recovery job {job['JobId']} copies a sample ({given.get('ObjectArn')}), but job.sample is "
+                "now null (the whole scope). A run has one scope: put job.sample back, or recover the whole scope "
+                "as a new run (a new run_id and run folder)."
+            )
+        return
+    wanted = _object_list(ctx)["Manifest"]["Location"]
+    if given is None or given.get("ObjectArn") != wanted["ObjectArn"]:
+        raise ScopeError(
+            f"the run's recovery job {job['JobId']} was created with "
+            f"{'the manifest ' + str(given.get('ObjectArn')) if given else 'the whole scope'}, but the run's sample "
+            f"is {wanted['ObjectArn']}. A run has one sample: put the parameters back, or draw the new sample as a "
+            "new run (a new run_id and run folder)."
         )
 
 

@@ -26,7 +26,7 @@ from runbook_lib.context import RunContext
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import NotificationConfigurationTypeDef
 
-__all__ = ["CleanupAction", "clean_up"]
+__all__ = ["CleanupAction", "PlannedCleanup", "clean_up", "planned_cleanup"]
 
 
 @dataclass(frozen=True)
@@ -285,6 +285,81 @@ _KEPT = {
 # Removal order: what depends on something goes first.
 _ORDER = ("event_rule", "sqs_queue", "sns_topic", "eventbridge_notifications", "replication_configuration",
           "kms_key_statements", "iam_role", "iam_policy", "inventory_configuration")
+
+
+# What cleanup does with each kind of record, as the plan of phase 08 shows it beforehand:
+# (resource, action, the calls it makes, why).
+_PLANNED: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "event_rule": ("EventBridge rule", "remove", ("events.RemoveTargets", "events.DeleteRule"),
+                   "job status notifications are no longer needed"),
+    "sqs_queue": ("audit queue", "remove", ("sqs.DeleteQueue",), "the events it received are kept in the ledger"),
+    "sns_topic": ("SNS topic", "remove", ("sns.DeleteTopic",), "its subscriptions go with it"),
+    "eventbridge_notifications": ("vault bucket notifications", "restore",
+                                  ("s3.PutBucketNotificationConfiguration",),
+                                  "the run's EventBridge delivery turned off; other settings kept"),
+    "replication_configuration": ("vault replication configuration", "restore",
+                                  ("s3.DeleteBucketReplication", "s3.PutBucketReplication"),
+                                  "removed, or put back as captured before the run; left as found if it changed since"),
+    "kms_key_statements": ("KMS key policy", "restore", ("kms.PutKeyPolicy",),
+                           "the run's statements removed; other statements kept"),
+    "iam_role": ("IAM role", "remove", ("iam.DetachRolePolicy", "iam.DeleteRole"), "the replication job is finished"),
+    "iam_policy": ("IAM policy", "remove", ("iam.DeletePolicyVersion", "iam.DeletePolicy"),
+                   "the role that used it is removed"),
+    "inventory_configuration": ("inventory configuration", "remove", ("s3.DeleteBucketInventoryConfiguration",),
+                                "made for verification; the reports delivered stay in the report bucket"),
+}
+
+
+@dataclass(frozen=True)
+class PlannedCleanup:
+    """What cleanup would do with one resource, and the calls it would make (the plan of phase 08)."""
+
+    resource: str
+    identifier: str
+    action: str  # remove | restore | keep
+    why: str
+    side: str  # vault | recovery
+    calls: tuple[str, ...]  # service.Operation
+
+
+def planned_cleanup(ctx: RunContext) -> list[PlannedCleanup]:
+    """Return what clean_up would do with every resource the run recorded, in its order, reading nothing.
+
+    It follows the ledger alone: a resource someone else changed or removed meanwhile is found
+    when cleanup runs, and reported then (kept as found, or already gone).
+    """
+    planned: list[PlannedCleanup] = []
+    for kind in _ORDER:
+        resource, action, calls, why = _PLANNED[kind]
+        for record in ctx.ledger.created(kind):
+            recovery_side = (kind in ("kms_key_statements", "inventory_configuration")
+                             and record.get("side") == "recovery")
+            label = resource
+            if kind == "kms_key_statements":
+                label = ("recovery " if recovery_side else "vault ") + resource
+            identifier = record.get("arn", record["id"]) if kind == "sqs_queue" else record["id"]
+            record_action, record_calls = action, calls
+            if kind == "replication_configuration" and ctx.ledger.has_original("vault_replication_configuration"):
+                # The vault had none before the run: cleanup removes the run's; else puts the original back.
+                none_before = ctx.ledger.original("vault_replication_configuration") is None
+                record_action, record_calls = ("remove", calls[:1]) if none_before else ("restore", calls[1:])
+            planned.append(PlannedCleanup(label, identifier, record_action, why,
+                                          "recovery" if recovery_side else "vault", record_calls))
+    recovery_bucket = ctx.params.recovery.bucket
+    if ctx.ledger.was_created("s3_bucket", recovery_bucket) or ctx.ledger.was_created(
+            "bucket_policy_statements", recovery_bucket):
+        planned.append(PlannedCleanup("recovery bucket policy", recovery_bucket, "restore",
+                                      "the run's statements removed (the policy too, when nothing else is in it)",
+                                      "recovery", ("s3.PutBucketPolicy", "s3.DeleteBucketPolicy")))
+    for record in ctx.ledger.created("kms_key"):
+        planned.append(PlannedCleanup("recovery KMS key", record["id"], "keep",
+                                      "it encrypts the recovered data; the vault account's access to it is removed",
+                                      "recovery", ("kms.PutKeyPolicy",)))
+    for kind, why in _KEPT.items():
+        for record in ctx.ledger.created(kind):
+            side = "recovery" if record.get("account") == ctx.params.recovery.account_id else "vault"
+            planned.append(PlannedCleanup(kind.replace("_", " "), record["id"], "keep", why, side, ()))
+    return planned
 
 
 def clean_up(ctx: RunContext) -> list[CleanupAction]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runbook_lib.errors import RunbookError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "sample_size"]
 
 log = logging.getLogger("runbook")
 
@@ -38,6 +38,26 @@ def _add_objects_option(parser: argparse.ArgumentParser, default: int | None, he
     # SUPPRESS as default: the alias must not overwrite --objects' default with its own.
     parser.add_argument("--seed", dest="objects", type=int, default=argparse.SUPPRESS, metavar="N",
                         action=_DeprecatedAlias, replacement="--objects", help="deprecated spelling of --objects")
+
+
+def sample_size(text: str) -> dict[str, int | float]:
+    """Return `--sample`'s value as job.sample's size: a whole number is a count, a decimal up to 1 a fraction."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = None
+    if count is not None:
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"expected a number of versions of 1 or more, or a fraction, not {text}")
+        return {"count": count}
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = -1.0
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of versions (such as 50) or a fraction of the scope (such as 0.1), not {text!r}")
+    return {"fraction": fraction}
 
 
 def _add_fault_options(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how phase 07 reads the buckets (default: the parameters' verification.method)")
     drill.add_argument("--engine", choices=("duckdb", "athena"), default=None,
                        help="where inventory verification's SQL runs (default: verification.engine)")
+    drill.add_argument("--sample", type=sample_size, default=None, metavar="N",
+                       help="a sample drill: recover N versions drawn from the scope (or a fraction such as 0.1)")
+    drill.add_argument("--sample-seed", type=int, default=1, metavar="N",
+                       help="seed that makes the sample's random draw repeatable (default 1)")
     _add_fault_options(drill)
 
     run = commands.add_parser("run", help="run phases against what the parameters name (AWS or embedded)")
@@ -84,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--to", dest="to_phase", default=None, metavar="PHASE", help="last phase to run")
     run.add_argument("--confirm-job", action="store_true",
                      help="confirm the Batch Replication job when it awaits confirmation")
+    run.add_argument("--plan", type=Path, default=None, metavar="FILE",
+                     help="a plan made by runbook plan: refuse to start unless the run would do exactly that")
+
+    plan = commands.add_parser("plan", help="every change each phase would make, changing nothing")
+    plan.add_argument("--params", type=Path, required=True, metavar="FILE", help="parameter set (YAML)")
+    plan.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="run folder: plan.json and plan.txt go there (its run state is read, never changed)")
+    plan.add_argument("--from", dest="from_phase", default=None, metavar="PHASE", help="first phase to plan")
+    plan.add_argument("--to", dest="to_phase", default=None, metavar="PHASE", help="last phase to plan")
 
     backend = commands.add_parser("backend", help="serve the embedded AWS in the foreground")
     backend.add_argument("--port", type=int, default=5055, metavar="P", help="port on 127.0.0.1 (0 picks a free one)")
@@ -98,10 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
                               "configuration, when it is put or changed)")
     _add_fault_options(backend)
 
-    lab = commands.add_parser("lab", help="the embedded backend plus JupyterLab on the notebooks")
-    lab.add_argument("--port", type=int, default=5055, metavar="P", help="backend port on 127.0.0.1")
-    _add_objects_option(lab, 300, "object versions to seed in the lab's vault (default 300)")
-    lab.add_argument("--lab-port", type=int, default=8888, metavar="P", help="JupyterLab port")
+    lab = commands.add_parser(
+        "lab", help="JupyterLab on the notebooks: the embedded drill world, or the accounts of --params",
+        description="JupyterLab on a run folder. Without --params: the embedded backend with a seeded vault "
+                    "(a drill). With --params: the accounts the file names; no embedded backend is started.")
+    lab.add_argument("--params", type=Path, default=None, metavar="FILE",
+                     help="parameter set naming the accounts to work on (default: a drill on the embedded backend)")
+    lab.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="run folder (default: a new runs/lab-<time> for each session)")
+    lab.add_argument("--port", type=int, default=5055, metavar="P",
+                     help="embedded backend port on 127.0.0.1, without --params (0 picks a free one)")
+    _add_objects_option(lab, 300, "object versions to seed in the embedded vault, without --params (default 300)")
+    lab.add_argument("--lab-port", type=int, default=8888, metavar="P", help="JupyterLab port (0 picks a free one)")
+    lab.add_argument("--no-browser", action="store_true",
+                     help="do not open a browser (the default where there is no display)")
+    lab.add_argument("--keep-kernels", action="store_true",
+                     help="keep each notebook's kernel running after its phase finishes")
+
+    evidence = commands.add_parser("evidence", help="build evidence.html from a run folder, headless or lab")
+    evidence.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
     return parser
 
 
@@ -147,6 +195,14 @@ def _serve_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_evidence(run_dir: Path) -> int:
+    """`runbook evidence RUN_DIR`: evidence.html from the run folder's executed notebooks, headless or lab."""
+    from runbook_lib import evidence
+
+    print(f"evidence: {evidence.build_evidence(run_dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `runbook` command and return its exit status."""
     args = build_parser().parse_args(argv)
@@ -155,14 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "backend":
             return _serve_backend(args)
+        if args.command == "lab":
+            from runbook_lib import lab
+
+            return lab.run_lab(args)
+        if args.command == "evidence":
+            return _build_evidence(args.run_dir)
         from runbook_lib import drill as drill_module
 
         if args.command == "drill":
             return drill_module.run_drill(args)
         if args.command == "run":
             return drill_module.run_phases_command(args)
-        if args.command == "lab":
-            return drill_module.run_lab(args)
+        if args.command == "plan":
+            return drill_module.plan_command(args)
     except RunbookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,8 +1,12 @@
 """What every phase starts from: the validated parameters, two verified sessions, the ledger, and its phase.
 
+Every call the context's sessions make is recorded in the run folder's call log (`call_log`).
 Clients come from a client factory (botocore's, through `accounts.make_client`, unless another is
 given), so a unit test can hand the context clients wrapped in botocore's Stubber and need no
 HTTP server.
+
+A context that carries a `Plan` is a planning context (`runbook_lib.planning`): the phases' steps
+read as usual and record each write in the plan instead of making it.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import boto3
 
 from runbook_lib.accounts import AccountSessions, make_client, open_sessions
+from runbook_lib.call_log import CallLog
 from runbook_lib.ledger import Ledger, open_ledger
 from runbook_lib.params import RunbookParams, load_params
+from runbook_lib.planning import Plan
+from runbook_lib.run_kind import require_declared_purpose
 
 if TYPE_CHECKING:  # the stubs type every AWS call the runbook makes; at run time clients are boto3's own
+    from mypy_boto3_accessanalyzer import AccessAnalyzerClient
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_iam import IAMClient
     from mypy_boto3_kms import KMSClient
@@ -48,6 +56,10 @@ class RunContext:
     sessions: AccountSessions
     phase: str | None = None
     client_factory: ClientFactory = _default_factory
+    # Where every call of this context's sessions is recorded (None: nowhere, as in unit tests).
+    call_log: CallLog | None = None
+    # Set on a planning context: writes are recorded here instead of being made.
+    plan: Plan | None = None
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @overload
@@ -67,6 +79,8 @@ class RunContext:
     @overload
     def vault(self, service: Literal["events"]) -> EventBridgeClient: ...
     @overload
+    def vault(self, service: Literal["accessanalyzer"]) -> AccessAnalyzerClient: ...
+    @overload
     def vault(self, service: Literal["athena"]) -> Any: ...  # inventory verification's Athena engine
     def vault(self, service: str) -> Any:
         """Return a client of the vault account (one per service, shared by the phase)."""
@@ -78,6 +92,8 @@ class RunContext:
     def recovery(self, service: Literal["kms"]) -> KMSClient: ...
     @overload
     def recovery(self, service: Literal["sts"]) -> STSClient: ...
+    @overload
+    def recovery(self, service: Literal["accessanalyzer"]) -> AccessAnalyzerClient: ...
     def recovery(self, service: str) -> Any:
         """Return a client of the recovery account (one per service, shared by the phase)."""
         return self._client("recovery", service)
@@ -88,6 +104,12 @@ class RunContext:
             region = self.params.region if side == "vault" else self.params.recovery_region
             self._clients[(side, service)] = self.client_factory(session, service, region)
         return self._clients[(side, service)]
+
+    def planning_copy(self, phase: str | None = None) -> RunContext:
+        """Return a planning context on the same sessions and clients: a fresh Plan, a ledger copy never saved."""
+        return RunContext(params=self.params, ledger=self.ledger.planning_copy(), sessions=self.sessions,
+                          phase=phase or self.phase, client_factory=self.client_factory, call_log=self.call_log,
+                          plan=Plan(), _clients=self._clients)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -102,10 +124,14 @@ def open_run(
     """Return a phase's context: validated parameters, both verified accounts, and the run folder's ledger.
 
     `create` lets a new run start (phase 00); without it the folder must hold a ledger (RunStateError).
+    Phases 01-07 refuse to open a real account's run whose parameters leave run.purpose open.
     """
     params = load_params(params_file)
-    sessions = open_sessions(params)
+    require_declared_purpose(params, phase, str(params_file))
+    # Calls are recorded from the first one on: the identity checks are made in the operator's name too.
+    call_log = CallLog.in_run_folder(run_dir, params.run_id, phase)
+    sessions = open_sessions(params, call_log)
     ledger = open_ledger(run_dir, create=create)
     ledger.bind(params.run_id, str(params_file))
     return RunContext(params=params, ledger=ledger, sessions=sessions, phase=phase,
-                      client_factory=client_factory or _default_factory)
+                      client_factory=client_factory or _default_factory, call_log=call_log)

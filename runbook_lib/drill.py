@@ -1,4 +1,4 @@
-"""Running phase notebooks headlessly with papermill: `runbook run`, `runbook drill` and `runbook lab`."""
+"""Running phase notebooks headlessly with papermill: `runbook run` and `runbook drill`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +23,6 @@ __all__ = [
     "PhaseResult",
     "phase_names",
     "run_drill",
-    "run_lab",
     "run_phases",
     "run_phases_command",
     "select_phases",
@@ -94,8 +91,14 @@ EXIT_WAITING = 3
 
 
 def _exit_code_for(error: PhaseError) -> int:
-    """Return 3 when the phase stopped only to wait for a confirmation, else 1."""
-    return EXIT_WAITING if error.awaits_confirmation else EXIT_FAIL
+    """Return 3 when the phase stopped only to wait for a confirmation, 2 when it stopped on the parameters, else 1.
+
+    A phase stops on the parameters before it changes anything: phase 00 on a real account whose
+    parameters leave run.purpose open, or a job.sample too small to cover the vault's strata.
+    """
+    if error.awaits_confirmation:
+        return EXIT_WAITING
+    return EXIT_BAD_INPUT if error.is_bad_input else EXIT_FAIL
 
 
 def _settle_verification(run_dir: Path, error: PhaseError) -> None:
@@ -184,12 +187,36 @@ def _record_failed_phase(run_dir: Path, phase: str, failure: PhaseError) -> None
     ledger.end_phase(phase, "failed", str(failure).splitlines()[0])
 
 
+def plan_command(args: argparse.Namespace) -> int:
+    """`runbook plan`: write what each phase would do into the run folder; 1 when the run would stop, else 0."""
+    from runbook_lib import plan
+    from runbook_lib.params import load_params
+
+    load_params(args.params)  # every parameter problem before any AWS call
+    phases = select_phases(args.from_phase, args.to_phase)
+    with hold_run_lock(args.out):  # no plan of a world a running phase is changing
+        run_plan = plan.make_plan(plan.open_plan(args.params, args.out), phases, with_commitment=True)
+        document, text = plan.write_plan(args.out, run_plan)
+    print(run_plan.render(), end="")
+    print(f"plan: {document} (readable: {text}); digest {run_plan.digest}")
+    if run_plan.blocking():
+        print("the run would stop: see the drift, errors or Access Analyzer results above", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_PASS
+
+
 def run_phases_command(args: argparse.Namespace) -> int:
-    """`runbook run`: the selected phases against whatever the parameters name."""
+    """`runbook run`: the selected phases against whatever the parameters name (with --plan, only as reviewed)."""
     from runbook_lib.params import load_params
 
     load_params(args.params)  # every parameter problem before any kernel starts
     phases = select_phases(args.from_phase, args.to_phase)
+    if getattr(args, "plan", None) is not None:
+        from runbook_lib import plan
+
+        with hold_run_lock(args.out):
+            checked = plan.check_plan(args.params, args.out, phases, args.plan)
+        print(f"plan {args.plan} matches what the run would do now ({checked.digest})")
     try:
         results = run_phases(args.params, args.out, phases, confirm_job=args.confirm_job)
     except PhaseError as error:
@@ -225,7 +252,8 @@ def run_drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run folder {out} is not empty; a drill starts from a fresh backend, so give it a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    params_file = _verification_override(params_file, out, getattr(args, "verify", None), getattr(args, "engine", None))
+    params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
+                                    getattr(args, "verify", None), getattr(args, "engine", None))
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed)
     started = time.monotonic()
@@ -252,23 +280,46 @@ def run_drill(args: argparse.Namespace) -> int:
     return _report_drill(out, results, seconds, missing)
 
 
-def _verification_override(params_file: Path, out: Path, method: str | None, engine: str | None) -> Path:
-    """Return the parameters to drill with: `params_file`, or a copy in the run folder with --verify / --engine."""
-    if method is None and engine is None:
-        return params_file
+DRILL_PARAMS_COPY = "parameters.yaml"
+
+
+def _drill_parameters(params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path,
+                      method: str | None = None, engine: str | None = None) -> Path:
+    """Write the parameters the drill runs with into the run folder, check them, and return their path.
+
+    A drill always runs on the embedded backend it starts, so its parameters say so
+    (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
+    sets job.sample, `--verify` verification.method and `--engine` verification.engine.
+    """
     import yaml
 
-    params = yaml.safe_load(params_file.read_text())
-    verification = params.setdefault("verification", {})
-    if method is not None:
-        verification["method"] = method
-        # The embedded backend delivers a new configuration's first report at once; wait for it.
-        verification.setdefault("inventory_wait_minutes", 30)
-    if engine is not None:
-        verification["engine"] = engine
-    copy = out / "params.yaml"
-    copy.write_text(yaml.safe_dump(params, sort_keys=False))
-    return copy
+    from runbook_lib.params import load_params
+
+    data = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    changes = ["run.backend: embedded (runbook drill starts the embedded backend)"]
+    if isinstance(data, dict):
+        run = data.setdefault("run", {})
+        if isinstance(run, dict):
+            run["backend"] = "embedded"
+        if sample is not None:
+            job = data.setdefault("job", {})
+            if isinstance(job, dict):
+                job["sample"] = {**sample, "seed": seed}
+                changes.append("job.sample set by runbook drill --sample")
+        verification = data.setdefault("verification", {}) if (method or engine) else None
+        if isinstance(verification, dict) and method is not None:
+            verification["method"] = method
+            # The embedded backend delivers a new configuration's first report at once; wait for it.
+            verification.setdefault("inventory_wait_minutes", 30)
+            changes.append("verification.method set by runbook drill --verify")
+        if isinstance(verification, dict) and engine is not None:
+            verification["engine"] = engine
+            changes.append("verification.engine set by runbook drill --engine")
+    written = out / DRILL_PARAMS_COPY
+    header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
+    written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    load_params(written)
+    return written
 
 
 def _keep_evidence(run_dir: Path) -> None:
@@ -296,24 +347,22 @@ def _report_drill(out: Path, results: list[PhaseResult], seconds: float, missing
     print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"recovery time (phases 00-06 and retries): {summary.get('recovery_seconds', 0):.1f} s; "
           f"drill total {seconds:.1f} s")
+    _report_sample(summary.get("sample"))
     print(f"evidence: {out / 'evidence.html'}")
     return EXIT_PASS if summary.get("verdict") == "PASS" else EXIT_FAIL
 
 
-def run_lab(args: argparse.Namespace) -> int:
-    """`runbook lab`: the embedded backend with a seeded vault, and JupyterLab on the notebooks."""
-    from runbook_lib.embedded.seed import seed_vault
-    from runbook_lib.embedded.server import start_backend
+def _report_sample(sample: dict[str, Any] | None) -> None:
+    """Print what a sample drill drew and the job time it extrapolates to the whole scope."""
+    if not sample:
+        return
+    covered = all(row["drawn"] > 0 for row in sample["strata"])
+    print(f"sample: {sample['drawn']} of {sample['population']} versions in scope, seed {sample['seed']}, "
+          f"{len(sample['strata'])} strata" + (", every one drawn" if covered else ""))
+    speed = sample.get("throughput")
+    if speed:
+        seconds = speed["whole_scope"]["seconds"]
+        high = "no bound" if seconds["high"] is None else f"{seconds['high']:.1f} s"
+        print(f"job time extrapolated to the whole scope: about {seconds['estimate']} s "
+              f"(95 %: {seconds['low']} s to {high}) from {speed['tasks']} tasks")
 
-    jupyter = shutil.which("jupyter") or str(Path(sys.executable).parent / "jupyter")
-    with start_backend(port=args.port) as backend:
-        truth = seed_vault(backend.endpoint, args.objects)
-        print(f"embedded AWS at {backend.endpoint}; vault seeded with {truth.counts()['source_versions']} versions")
-        env = {**os.environ, **backend.environ()}
-        command = [jupyter, "lab", f"--port={args.lab_port}", "--ip=127.0.0.1", f"--notebook-dir={NOTEBOOKS_DIR}"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            command.append("--allow-root")  # containers and CI machines often run as root
-        try:
-            return subprocess.call(command, env=env)
-        except KeyboardInterrupt:
-            return 0

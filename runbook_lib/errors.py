@@ -2,12 +2,15 @@
 
     RunbookError                    anything the runbook reports to its user
     ├── ParameterError              the parameter set is invalid (lists every problem at once)
+    │   └── PurposeRequired         a real account's parameters do not say drill or recovery (run.purpose)
     ├── UsageError                  the command's arguments cannot be carried out (phase names, run folder)
     ├── ProfileNotFoundError        a profile the parameters name is not in the AWS config file
     ├── AccountMismatchError        a profile reaches another account than the parameters name
     ├── BackendError                the embedded backend could not start or answer
     ├── ThrottlingError             AWS kept answering "slow down" after every retry
     ├── PreflightError              a precondition of the recovery does not hold
+    ├── PlanError                   a reviewed plan does not match what the run would do now
+    ├── PolicyCheckError            IAM Access Analyzer stops a policy before it is written
     ├── ProvisionError              a resource could not be created or is in an unsafe state
     │   └── DriftError              a resource exists but differs from what the run wants
     ├── JobError                    the Batch Replication job failed, was cancelled or is stuck
@@ -18,7 +21,8 @@
     ├── ScopeError                  a version outside the job's scope was about to be copied
     ├── NotVerifiedError            verification concluded FAIL: the recovery is not proven complete
     ├── RunStateError               the run folder's state is missing or unreadable
-    │   └── RunLockedError          another process is running phases in the same run folder
+    │   ├── RunLockedError          another process is running phases in the same run folder
+    │   └── CallLogError            the run folder's record of AWS calls cannot be written
     └── PhaseError                  a phase notebook failed while running headlessly
 
 Each message says what went wrong and what to do about it, and each error carries the context that
@@ -32,10 +36,12 @@ TypeError. `InvalidArguments`, a ValueError, lists every bad argument of one cal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "AccountMismatchError",
     "BackendError",
+    "CallLogError",
     "ConfirmationRequired",
     "DriftError",
     "InvalidArguments",
@@ -45,9 +51,12 @@ __all__ = [
     "ParameterError",
     "ParameterProblem",
     "PhaseError",
+    "PlanError",
+    "PolicyCheckError",
     "PreflightError",
     "ProfileNotFoundError",
     "ProvisionError",
+    "PurposeRequired",
     "ReportError",
     "RunLockedError",
     "RunStateError",
@@ -86,6 +95,27 @@ class ParameterError(RunbookError):
         super().__init__(
             f"{source} has {len(self.problems)} {noun}; fix them and run again:\n{lines}"
         )
+
+
+class PurposeRequired(ParameterError):
+    """On a real account the parameters must say whether the run is a drill or a recovery.
+
+    Phase 00 raises it after showing the locked-copy commitment; `commitment` holds those figures
+    as lines of text, so the stop itself says what the operator is about to commit to.
+    """
+
+    def __init__(self, commitment: list[str], source: str = "parameters") -> None:
+        self.commitment = list(commitment)
+        problem = ParameterProblem(
+            "run.purpose", None,
+            "drill or recovery: these parameters reach a real account (run.backend: aws), where every copy "
+            "keeps its Object Lock retention and nobody can delete a COMPLIANCE copy before its date",
+        )
+        super().__init__([problem], source=source)
+        figures = "\n".join(f"    {line}" for line in self.commitment)
+        self.args = (f"{self.args[0]}\n  What the recovery account would be committed to:\n{figures}\n"
+                     "  Set run.purpose in the parameter file (drill for a rehearsal, recovery for the real "
+                     "thing), then run phase 00 again. Nothing was changed in any account.",)
 
 
 class InvalidArguments(ValueError):
@@ -130,6 +160,29 @@ class PreflightError(RunbookError):
     """A precondition of the recovery does not hold; nothing has been changed."""
 
 
+class PlanError(RunbookError):
+    """A plan file cannot be used for this run: another run, other phases, or the world changed since.
+
+    `differences` lists the steps that differ between the plan reviewed and the plan made now.
+    """
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        self.differences = list(differences or [])
+        super().__init__(message)
+
+
+class PolicyCheckError(RunbookError):
+    """IAM Access Analyzer reports an error, a security warning or new access in a policy the run would write.
+
+    `policy` names the policy (the first one that stops the run), `code` the finding's issue code or result.
+    """
+
+    def __init__(self, message: str, policy: str = "", code: str = "") -> None:
+        self.policy = policy
+        self.code = code
+        super().__init__(message)
+
+
 class ProvisionError(RunbookError):
     """A resource could not be provisioned, or exists in a state the run must not touch."""
 
@@ -157,6 +210,10 @@ class JobEndedError(JobError):
 
 class ConfirmationRequired(JobError):
     """The job is ready and waits for an operator's confirmation before it replicates anything."""
+
+    def _render_traceback_(self) -> list[str]:
+        """Return what IPython shows instead of a traceback: stopping here is the gate at work, not a fault."""
+        return ["\x1b[1;33mPaused at the confirmation gate (by design, not an error).\x1b[0m", str(self)]
 
 
 class SnapshotError(RunbookError):
@@ -201,6 +258,14 @@ class RunLockedError(RunStateError):
         super().__init__(message, run_dir)
 
 
+class CallLogError(RunStateError):
+    """A line could not be appended to the run folder's call log; `path` names the file."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message, str(Path(path).parent) if path else "")
+
+
 class PhaseError(RunbookError):
     """A phase notebook failed when run headlessly; carries what papermill reports about the failing cell.
 
@@ -234,3 +299,8 @@ class PhaseError(RunbookError):
     def awaits_confirmation(self) -> bool:
         """Whether the phase stopped only because a job waits for an operator's confirmation."""
         return self.error_name == ConfirmationRequired.__name__
+
+    @property
+    def is_bad_input(self) -> bool:
+        """Whether the phase stopped on the parameters (exit code 2) before changing anything."""
+        return self.error_name in (ParameterError.__name__, PurposeRequired.__name__)

@@ -14,11 +14,15 @@ from typing import Any
 
 import pandas as pd
 
+from runbook_lib import call_log, plan, prices
+from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
+from runbook_lib.run_lock import lock_for_phase, release_phase_lock
 
 __all__ = [
     "RECOVERY_PHASES",
     "VERDICTS",
+    "build_evidence",
     "export_html",
     "phase_timings",
     "plot_categories",
@@ -59,7 +63,7 @@ def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def withdraw_verdict(
     run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None,
-    reason: str = "verification started and has not concluded",
+    reason: str = "verification started and has not concluded", *, run: dict[str, Any] | None = None,
 ) -> Path:
     """Write summary.json saying INCOMPLETE, then remove the detail CSVs and evidence.html of any earlier verdict.
 
@@ -74,6 +78,8 @@ def withdraw_verdict(
     extra: dict[str, Any] = {"reason": reason}
     if scope is not None:
         extra["scope"] = scope
+    if run is not None:
+        extra["run"] = run
     path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
     _clear_details(folder)
@@ -123,7 +129,7 @@ def _recovery_wall_time(phases: list[dict[str, Any]]) -> float:
 
 
 def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **extra: Any) -> Path:
-    """Write summary.json (verdict, counts, phases with their seconds, recovery time, extras) and return its path."""
+    """Write summary.json (verdict, counts, phase seconds, recovery time, plan reviewed, extras); return its path."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
     folder = Path(run_dir)
@@ -138,6 +144,9 @@ def write_summary(run_dir: str | Path, verdict: str, counts: dict[str, int], **e
         "recovery_seconds": round(recovery_seconds, 2),
         **extra,
     }
+    reviewed = plan.reviewed_plan(folder)
+    if reviewed is not None:
+        document.setdefault("plan", reviewed)
     path = folder / _SUMMARY
     _write_atomically(path, json.dumps(document, indent=2, default=str))
     return path
@@ -170,9 +179,9 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     shown = {k: v for k, v in counts.items() if v}
     figure, axes = plt.subplots(figsize=(8, 0.45 * max(3, len(shown)) + 1))
     names = list(shown)
-    # Green: recovered; grey: correctly left out by the job's filter; red: everything that needs a look.
-    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n == "not_expected" else "#c62828"
-               for n in names]
+    # Green: recovered; grey: correctly left out by the job's filter or the sample; red: everything that needs a look.
+    colours = ["#2e7d32" if n.startswith("recovered") else "#9e9e9e" if n in ("not_expected", "not_sampled")
+               else "#c62828" for n in names]
     axes.barh(names, [shown[n] for n in names], color=colours)
     for index, name in enumerate(names):
         axes.text(shown[name], index, f" {shown[name]:,}", va="center")
@@ -184,22 +193,37 @@ def plot_categories(counts: dict[str, int], title: str = "Object versions by ver
     return figure
 
 
+# Statuses of a job that nobody has confirmed yet: waiting for an operator is not replication.
+_BEFORE_CONFIRMATION = ("New", "Preparing", "Suspended")
+# The unit of the progress plot's time axis, by how long the job ran: (longer than seconds, unit, seconds per unit).
+_TIME_UNITS = ((3 * 3600, "hours", 3600), (600, "minutes", 60), (0, "seconds", 1))
+
+
 def plot_progress(history: list[dict[str, Any]], title: str = "Batch Replication job progress") -> Any:
-    """Return a plot of tasks succeeded and failed over time, from the watcher's observations."""
-    import matplotlib.dates as mdates
+    """Return a plot of tasks succeeded and failed over time since the job's confirmation.
+
+    Observations of the job before it was confirmed are left out: in a quick run the wait for the
+    analyst's click would otherwise fill the plot, and replication show as a spike at its edge.
+    """
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 3.5))
-    if history:
-        frame = pd.DataFrame(history)
-        frame["at"] = pd.to_datetime(frame["at"], utc=True)
-        axes.step(frame["at"], frame["succeeded"], where="post", label="succeeded", color="#2e7d32")
-        axes.step(frame["at"], frame["failed"], where="post", label="failed", color="#c62828")
+    frame = pd.DataFrame(history)
+    if "status" in frame.columns:
+        frame = frame[~frame["status"].isin(_BEFORE_CONFIRMATION)]
+    if not frame.empty:
+        moments = pd.to_datetime(frame["at"], utc=True)
+        elapsed = (moments - moments.min()).dt.total_seconds()
+        unit, per_unit = next((name, size) for longer, name, size in _TIME_UNITS if elapsed.max() > longer
+                              or longer == 0)
+        axes.step(elapsed / per_unit, frame["succeeded"], where="post", label="succeeded", color="#2e7d32", marker="o")
+        axes.step(elapsed / per_unit, frame["failed"], where="post", label="failed", color="#c62828", marker="o")
         axes.legend()
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+        axes.set_xlabel(f"{unit} since the job was confirmed ({moments.min():%Y-%m-%d %H:%M:%S} UTC)")
+    else:
+        axes.text(0.5, 0.5, "the job has not been confirmed", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(title)
     axes.set_ylabel("tasks")
-    figure.autofmt_xdate()
     figure.tight_layout()
     plt.close(figure)
     return figure
@@ -216,6 +240,64 @@ def refresh_phases(run_dir: str | Path) -> Path | None:
     return path
 
 
+def _seconds_text(value: float | None) -> str:
+    """Return a duration for the evidence: "12.3 s", "2 h 5 min", or "no bound"."""
+    if value is None:
+        return "no bound"
+    if value < 120:
+        return f"{value:,.1f} s"
+    minutes = value / 60
+    return f"{minutes:,.1f} min" if minutes < 120 else f"{int(minutes // 60)} h {int(minutes % 60)} min"
+
+
+def _rate_text(value: float | None) -> str:
+    return "no bound" if value is None else f"{value:,.2f}"
+
+
+def _sample_text(sample: dict[str, Any] | None) -> str:
+    """Return the evidence's paragraph on a sample drill: what was drawn, how, and the extrapolated time."""
+    if not sample:
+        return ""
+    size = f"count {sample['count']}" if sample.get("count") is not None else f"fraction {sample.get('fraction')}"
+    text = (f"\n\n**This was a sample drill.** {sample['drawn']:,} of the {sample['population']:,} versions in "
+            f"scope were drawn at random ({size}, seed {sample['seed']}), stratified by retention mode, legal hold "
+            f"and size band, with every stratum and feature covered first ({sample['minimum']} draws), the rest in "
+            "proportion to each stratum. Versions in scope that were not drawn are *not sampled*: not expected, "
+            "not counted as recovered.\n\n| stratum | in scope | drawn |\n|---|---|---|\n")
+    text += "".join(f"| {row['stratum']} | {row['in_scope']:,} | {row['drawn']:,} |\n" for row in sample["strata"])
+    text += "\n| feature | in scope | drawn |\n|---|---|---|\n"
+    text += "".join(f"| {row['feature']} | {row['in_scope']:,} | {row['drawn']:,} |\n" for row in sample["coverage"])
+    speed = sample.get("throughput")
+    if speed:
+        rate, whole = speed["tasks_per_second"], speed["whole_scope"]
+        text += (f"\n**Extrapolated to the whole scope** ({whole['versions']:,} versions): the job would run "
+                 f"about {_seconds_text(whole['seconds']['estimate'])} "
+                 f"(95 %: {_seconds_text(whole['seconds']['low'])} to {_seconds_text(whole['seconds']['high'])}), "
+                 f"at {_rate_text(rate['estimate'])} tasks per second (95 %: {_rate_text(rate['low'])} to "
+                 f"{_rate_text(rate['high'])}), measured on {speed['tasks']:,} tasks in "
+                 f"{speed['active_seconds']['low']:,.2f} to {speed['active_seconds']['high']:,.2f} s active. "
+                 f"Method: {speed['method']}\n")
+    return text
+
+
+def _commitment_text(commitment: dict[str, Any] | None) -> str:
+    """Return the evidence's paragraph on the locked copies the run committed the recovery account to."""
+    if not commitment:
+        return ""
+    copies = commitment.get("sample") or commitment["scope"]
+    parts = []
+    for mode in copies["modes"]:
+        until = (mode["latest_retain_until"] or "")[:10] or "-"
+        parts.append(f"{mode['mode']} {mode['versions']:,} copies ({mode['bytes']:,} bytes) until {until} at the "
+                     f"latest, USD {prices.usd(mode['cost_usd'])}")
+    holds = copies["legal_holds"]
+    parts.append(f"legal hold ON {holds['versions']:,} copies ({holds['bytes']:,} bytes), no end date, "
+                 f"USD {prices.usd(holds['usd_per_month'])} a month while held")
+    return (f"\n\nLocked copies this run commits the recovery account to ({copies['label']}, "
+            f"{commitment['storage_class']}, as of {commitment['as_of']}, {commitment['prices']['source']} "
+            f"{commitment['prices']['as_of']}): " + "; ".join(parts) + ".")
+
+
 def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") -> Path:
     """Write evidence.html: every executed phase notebook of the run, in order, as one document."""
     import nbformat
@@ -230,8 +312,14 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
         document = json.loads(summary.read_text(encoding="utf-8"))
         counts = ", ".join(f"{k}: {v}" for k, v in document.get("counts", {}).items())
         intro += f"\n\n**Verdict: {document.get('verdict')}**. {counts}."
+        if document.get("run"):
+            intro += f"\n\nThis run is {document['run'].get('description')}."
         if document.get("scope"):
             intro += f"\n\nScope: {document['scope'].get('description')}."
+        if document.get("content_basis"):
+            intro += f"\n\n{document['content_basis']}"
+        intro += _sample_text(document.get("sample"))
+        intro += _commitment_text(document.get("commitment"))
         for finding in document.get("findings") or []:
             intro += f"\n\n- Finding: {finding}"
         if document.get("reason"):
@@ -240,7 +328,14 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
             waiting = document["waiting"]
             intro += (f"\n\nWaiting for confirmation: {waiting.get('what')} (job {waiting.get('job_id')}); "
                       f"{waiting.get('how')}.")
+    intro += f"\n\n{plan.describe(folder)}"
+    intro += f"\n\n{call_log.describe(folder)}"
     combined.cells.append(nbformat.v4.new_markdown_cell(intro))
+    plan_text = folder / plan.PLAN_TEXT
+    if plan_text.exists():
+        # The plan as reviewed, before the notebooks that carried it out.
+        combined.cells.append(nbformat.v4.new_markdown_cell(
+            f"## The plan reviewed before the changes\n\n```text\n{plan_text.read_text(encoding='utf-8')}```"))
     for path in sorted((folder / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         combined.cells.append(nbformat.v4.new_markdown_cell(f"---\n\n*Executed notebook `{path.name}`*"))
@@ -255,6 +350,51 @@ def export_html(run_dir: str | Path, title: str = "S3 vault recovery evidence") 
     body, _ = exporter.from_notebook_node(combined)
     body = body.replace('alt="No description has been provided for this image"',
                         'alt="Chart from the executed phase notebook; its title names what it shows"')
-    target = folder / "evidence.html"
-    target.write_text(body, encoding="utf-8")
+    target = folder / _HTML
+    _write_atomically(target, body)
+    return target
+
+
+def _summary_text(folder: Path) -> str | None:
+    path = folder / _SUMMARY
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _refresh_phases_unless_running(folder: Path) -> None:
+    """Bring summary.json's phase timings up to date, unless a phase runs in another process right now.
+
+    That phase's kernel updates them itself when it finishes; writing the summary beside it could
+    put back a verdict it has just withdrawn.
+    """
+    try:
+        took = lock_for_phase(folder)
+    except RunLockedError:
+        return
+    try:
+        refresh_phases(folder)
+    finally:
+        if took:
+            release_phase_lock(folder)
+
+
+def build_evidence(run_dir: str | Path, attempts: int = 3) -> Path:
+    """Write evidence.html from the run folder as it is now, and return its path; safe while a phase runs.
+
+    If summary.json changes while the document is built (phase 07 withdrawing a verdict, say), it
+    is built again, so evidence.html is never headed by a verdict the summary no longer gives.
+    """
+    folder = Path(run_dir)
+    if not (folder / LEDGER_FILE).exists():
+        raise RunStateError(
+            f"{folder} has no {LEDGER_FILE}: it is not the folder of a started run, so there is no evidence to build",
+            str(folder))
+    _refresh_phases_unless_running(folder)
+    for _ in range(attempts):
+        before = _summary_text(folder)
+        target = export_html(folder)
+        if _summary_text(folder) == before:
+            break
     return target

@@ -7,6 +7,7 @@ notebooks stay free of branching logic.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -17,8 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, proof
+from runbook_lib import analyzer, batch_job, evidence, kernel_record, lab, plan, proof
 from runbook_lib.context import RunContext, open_run
+from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
 from runbook_lib.errors import ConfirmationRequired, NotVerifiedError
 from runbook_lib.evidence import RECOVERY_PHASES
 from runbook_lib.ledger import starts_run
@@ -38,6 +40,7 @@ __all__ = [
     "show_json",
     "show_mismatches",
     "show_outcomes",
+    "show_plan",
     "show_rows",
     "show_scope",
     "show_verdict",
@@ -47,7 +50,8 @@ __all__ = [
 # Set by `runbook run` and `runbook drill` in the kernel's environment: no one can press a button.
 HEADLESS_ENV = "RUNBOOK_HEADLESS"
 
-_STATUS_COLOURS = {"created": "#d4edda", "unchanged": "#e2e3e5", "updated": "#fff3cd", "drift": "#f8d7da"}
+_STATUS_COLOURS = {"created": "#d4edda", "unchanged": "#e2e3e5", "updated": "#fff3cd", "drift": "#f8d7da",
+                   "✔": "#d4edda", "✘": "#f8d7da"}
 
 
 def _display(obj: Any) -> None:
@@ -57,6 +61,13 @@ def _display(obj: Any) -> None:
         display(obj)
     except ImportError:  # pragma: no cover - IPython ships with the kernel
         print(obj)
+
+
+def _display_raw(bundle: dict[str, str]) -> None:
+    """Display a mime bundle as it is (one output, several renderings)."""
+    from IPython.display import display
+
+    display(bundle, raw=True)
 
 
 def default_run_dir(phase_hint: str = "") -> str:
@@ -74,6 +85,7 @@ def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
                         stream=sys.stdout, force=True)
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    pd.set_option("display.max_colwidth", None)  # advice and reasons in full, in plain-text tables too
     took_lock = lock_for_phase(run_dir)
     try:
         ctx = open_run(params_file, run_dir, create=starts_run(phase), phase=phase)
@@ -81,22 +93,40 @@ def start_phase(params_file: str, run_dir: str, phase: str) -> RunContext:
         if took_lock:
             release_phase_lock(run_dir)  # a phase that never started must not keep other kernels out
         raise
+    if not _headless():
+        # papermill writes the executed notebook of a headless run; in JupyterLab the kernel does.
+        kernel_record.record_phase(ctx.ledger.run_dir, phase, NOTEBOOKS_DIR / f"{phase}.ipynb")
     ctx.ledger.start_phase(phase)
     verdict = ctx.ledger.state.verdict
     if phase[:2] in RECOVERY_PHASES and verdict is not None and verdict.verdict != "INCOMPLETE":
         # This phase may change what was recovered: the last verdict speaks of a world that may be gone.
         proof.withdraw_verdict(ctx, f"phase {phase} ran after the last verification; run phase 07 again")
+    evidence.refresh_phases(ctx.ledger.run_dir)
     print(f"run {ctx.params.run_id}: vault {ctx.params.vault.account_id} ({ctx.sessions.vault_identity.arn}), "
           f"recovery {ctx.params.recovery.account_id} ({ctx.sessions.recovery_identity.arn})")
     return ctx
 
 
 def finish_phase(ctx: RunContext) -> None:
-    """Mark the context's phase complete in the ledger (with its seconds) and say so."""
+    """Mark the context's phase complete in the ledger and summary.json (with its seconds), and say what comes next.
+
+    In a lab session the notebook's kernel then shuts down: the phase has nothing left to do, and
+    its outputs stay on the page and in the run folder's notebooks/ (the kernel wrote them there).
+    """
     phase = _phase_of(ctx)
     record = ctx.ledger.end_phase(phase, "ok")
+    evidence.refresh_phases(ctx.ledger.run_dir)  # summary.json never shows a finished phase as running
     release_phase_lock(ctx.ledger.run_dir)
     print(f"✔ phase {phase} complete in {record.seconds or 0:.1f} s")
+    if _headless():
+        return
+    later = [name for name in phase_names() if name > phase]
+    if later:
+        print(f"Next: open {later[0]}.ipynb.")
+    if phase[:2] >= "07":
+        print(f"evidence.html: run `runbook evidence {ctx.ledger.run_dir}` (runbook lab also builds it when it stops).")
+    if lab.shut_down_own_kernel():
+        print("This notebook's kernel shuts down now; its outputs stay here and in the run folder.")
 
 
 def _phase_of(ctx: RunContext) -> str:
@@ -106,10 +136,37 @@ def _phase_of(ctx: RunContext) -> str:
     return ctx.phase
 
 
-def _styled(frame: pd.DataFrame, column: str) -> Any:
-    if "ipykernel" not in sys.modules:
+def _rich_output() -> bool:
+    """Return whether outputs are rendered as HTML (JupyterLab, and the executed notebooks of headless runs)."""
+    return "ipykernel" in sys.modules
+
+
+# Long text wraps inside its cell instead of widening the table; the index says nothing to an analyst.
+_WRAPPING = [
+    {"selector": "td", "props": [("white-space", "pre-wrap"), ("text-align", "left"), ("vertical-align", "top"),
+                                 ("max-width", "40em"), ("overflow-wrap", "break-word")]},
+    {"selector": "th", "props": [("text-align", "left"), ("vertical-align", "bottom")]},
+]
+# A one-row table wider than this is shown as field / value rows, so it never needs sideways scrolling.
+_WIDE_ROW_COLUMNS = 5
+
+
+def _table(frame: pd.DataFrame) -> Any:
+    """Return a table for display: every cell's full text, wrapped, without the index; one wide row stands upright."""
+    if len(frame) == 1 and len(frame.columns) > _WIDE_ROW_COLUMNS:
+        frame = pd.DataFrame({"field": [str(c) for c in frame.columns],
+                              "value": [str(v) for v in frame.iloc[0].tolist()]})
+    if not _rich_output():
         return frame
-    return frame.style.map(lambda v: f"background-color: {_STATUS_COLOURS.get(v, '')}", subset=[column])
+    return frame.style.hide(axis="index").set_table_styles(_WRAPPING)
+
+
+def _styled(frame: pd.DataFrame, column: str) -> Any:
+    """Return a table for display with `column`'s statuses in their colours."""
+    table = _table(frame)
+    if not _rich_output() or column not in table.data.columns:
+        return table
+    return table.map(lambda v: f"background-color: {_STATUS_COLOURS.get(v, '')}", subset=[column])
 
 
 def show_outcomes(ctx: RunContext, outcomes: Sequence[Outcome]) -> None:
@@ -125,16 +182,44 @@ def show_outcomes(ctx: RunContext, outcomes: Sequence[Outcome]) -> None:
     raise_on_drift(list(outcomes))
 
 
+def show_plan(ctx: RunContext) -> None:
+    """Show what this phase would change, before it changes anything (phase 00: every phase of the run).
+
+    The plan is made by the phase's own steps, writing nothing; IAM Access Analyzer checks every
+    policy it would write, and an error, a security warning or new access for someone outside the
+    two accounts stops the phase here (PolicyCheckError). Drift the plan foresees is shown, and
+    stops the phase at the step that meets it.
+    """
+    phase = _phase_of(ctx)
+    phases = phase_names() if starts_run(phase) else [phase]
+    run_plan = plan.make_plan(ctx, phases)
+    print(run_plan.render())
+    analyzer.raise_on_blocking(run_plan.checks)
+
+
 def show_checks(checks: Sequence[Check]) -> None:
-    """Show each precondition with a ✔ or ✘, and stop if any does not hold."""
-    _display(pd.DataFrame([c.as_row() for c in checks]))
+    """Show each precondition with a ✔ or ✘ (advice only where something must be done), and stop if any fails."""
+    rows = [c.as_row() for c in checks]
+    for check, row in zip(checks, rows, strict=True):
+        if check.ok:
+            row["what to do"] = ""  # nothing to do about a check that holds
+    frame = pd.DataFrame(rows)
+    if "what to do" in frame.columns and not frame["what to do"].astype(bool).any():
+        frame = frame.drop(columns="what to do")
+    _display(_styled(frame, "result"))
     raise_on_failures(list(checks))
 
 
 def show_scope(ctx: RunContext) -> None:
     """Show in words which vault versions this recovery copies and verification expects."""
     described = scope_from_params(ctx.params.job).describe()
-    print(f"This recovery copies, and verification expects, exactly the vault's {described}.")
+    sample = ctx.ledger.state.sample if ctx.params.job.sample is not None else None
+    if sample is None:
+        drawn_later = "; job.sample is set, so phase 00 draws a sample of them" if ctx.params.job.sample else ""
+        print(f"This recovery copies, and verification expects, exactly the vault's {described}{drawn_later}.")
+        return
+    print(f"This sample drill copies, and verification expects, exactly the {sample.drawn:,} versions drawn at random "
+          f"(seed {sample.seed}) from the vault's {described}; the others are not sampled.")
 
 
 def show_json(title: str, document: Any) -> None:
@@ -148,7 +233,12 @@ def _headless() -> bool:
 
 
 def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
-    """Confirm the job when `confirm_job` is set; otherwise show a Confirm button, or stop headless."""
+    """Confirm the job when `confirm_job` is set; otherwise show a Confirm button, or stop headless.
+
+    In JupyterLab the cell shows the button and then stops Run All on purpose, with a short note
+    instead of a traceback (ConfirmationRequired renders itself so), since following the job before
+    anyone confirmed it would only wait.
+    """
     job = batch_job.describe_job(ctx, job_id)
     if job["Status"] != "Suspended":
         print(f"job {job_id} is {job['Status']}; no confirmation needed")
@@ -169,16 +259,22 @@ def confirmation_gate(ctx: RunContext, job_id: str, confirm_job: bool) -> None:
         )
     import ipywidgets as widgets
 
-    button = widgets.Button(description="Confirm and run the job", button_style="danger", icon="play")
-    status = widgets.Label(value=f"Job {job_id} will replicate {what}.")
+    button = widgets.Button(description="Confirm and run the job", button_style="danger", icon="play",
+                            layout=widgets.Layout(width="max-content"), tooltip=f"confirm job {job_id}")
+    status = widgets.HTML(value=f"Job <code>{html.escape(job_id)}</code> will replicate {html.escape(what)}.")
 
     def on_click(_: Any) -> None:
         batch_job.confirm_job(ctx, job_id, "confirmed in JupyterLab")
         button.disabled = True
-        status.value = f"✔ confirmed; run the next cell to follow job {job_id}"
+        status.value = (f"✔ Job <code>{html.escape(job_id)}</code> confirmed. <b>Next: Run ▸ Run Selected Cell "
+                        "and All Below</b> follows it to the end from this cell.")
 
     button.on_click(on_click)
     _display(widgets.VBox([status, button]))
+    raise ConfirmationRequired(
+        f"job {job_id} waits for your confirmation. Review it above and press Confirm; then choose "
+        "Run ▸ Run Selected Cell and All Below to follow it to the end."
+    )
 
 
 class _WidgetProgress:
@@ -188,7 +284,7 @@ class _WidgetProgress:
         import ipywidgets as widgets
 
         self.bar = widgets.IntProgress(value=0, min=0, max=1, description="tasks")
-        self.label = widgets.Label(value="waiting for the job")
+        self.label = widgets.Label(value="waiting for the job", layout=widgets.Layout(width="auto"))
         _display(widgets.HBox([self.bar, self.label]))
 
     def on_progress(self, job: dict[str, Any]) -> None:
@@ -209,11 +305,15 @@ def progress_subscribers() -> list[batch_job.ProgressSubscriber]:
 
 
 def show_rows(rows: Any, title: str = "") -> None:
-    """Show a table: a DataFrame, dict rows, or objects with `as_row()` / dataclasses (outcomes, actions, rounds)."""
+    """Show a table: a DataFrame, dict rows, or objects with `as_row()` / dataclasses (outcomes, actions, rounds).
+
+    An empty table is left out: the title (when there is one) says there is nothing to show.
+    """
     if title:
         print(title)
     if isinstance(rows, pd.DataFrame):
-        _display(rows)
+        if not rows.empty:
+            _display(_table(rows))
         return
     plain = []
     for row in rows:
@@ -224,7 +324,10 @@ def show_rows(rows: Any, title: str = "") -> None:
         elif hasattr(row, "__dataclass_fields__"):
             row = dict(row.__dict__)
         plain.append(row)
-    _display(pd.DataFrame(plain))
+    if plain:
+        _display(_table(pd.DataFrame(plain)))
+    elif not title:
+        print("nothing to show")
 
 
 def show_findings(findings: Sequence[str]) -> None:
@@ -243,34 +346,72 @@ def show_mismatches(comparison: Any, rows_per_category: int = 10) -> None:
 
     shown = False
     for name, count in comparison.counts_by_category().items():
-        if not count or name in (verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED):
+        if not count or name in verify.NOT_PROBLEMS:
             continue
         shown = True
         print(f"{name}: {count:,} version(s)")
         table = comparison.category(name).head(rows_per_category)
-        if "ipykernel" in sys.modules:
-            _display(table.style.set_properties(**{"background-color": "#f8d7da"}))
+        if _rich_output():
+            _display(_table(table).set_properties(**{"background-color": "#f8d7da"}))
         else:
             _display(table)
     if not shown:
         print("✔ no mismatches: every expected version is in the recovery bucket, identical")
 
 
+# Border and background of the verdict panel: PASS green, FAIL red, INCOMPLETE amber.
+_VERDICT_COLOURS = {"PASS": ("#2e7d32", "#e8f5e9"), "FAIL": ("#c62828", "#ffebee"),
+                    "INCOMPLETE": ("#ef6c00", "#fff8e1")}
+_VERDICT_MARKS = {"PASS": "✔ PASS", "FAIL": "✘ FAIL", "INCOMPLETE": "… INCOMPLETE"}
+# Counts shown on the panel whatever their value; any other count is shown when it is not zero.
+_KEY_COUNTS = ("source_versions", "expected", "recovered")
+_NOT_COUNTS = ("verdict", "summary_file", "findings")
+
+
+def _verdict_counts(verdict: dict[str, Any]) -> dict[str, int]:
+    """Return the counts worth showing on the verdict panel: the key ones, then every problem that occurred."""
+    counts = {k: int(v) for k, v in verdict.items() if k not in _NOT_COUNTS and isinstance(v, int)}
+    return {k: v for k, v in counts.items() if k in _KEY_COUNTS or v}
+
+
+def _verdict_panel(verdict: dict[str, Any], headline: str) -> str:
+    """Return the verdict as an HTML panel that stands out, with its key counts and findings."""
+    name = str(verdict["verdict"])
+    border, background = _VERDICT_COLOURS.get(name, ("#616161", "#f5f5f5"))
+    mark, summary = _VERDICT_MARKS.get(name, name), str(verdict.get("summary_file"))
+    counts = "".join(
+        f'<div style="margin-right:1.5em"><div style="font-size:1.4em;font-weight:bold">{value:,}</div>'
+        f'<div>{html.escape(key.replace("_", " "))}</div></div>'
+        for key, value in _verdict_counts(verdict).items())
+    findings = "".join(f"<li>{html.escape(str(f))}</li>" for f in verdict.get("findings") or [])
+    return (
+        f'<div class="runbook-verdict" data-verdict="{html.escape(name)}" style="border:3px solid {border};'
+        f'background:{background};border-radius:6px;padding:0.8em 1.2em;margin:0.5em 0">'
+        f'<div style="font-size:2em;font-weight:bold;color:{border}">{html.escape(mark)}</div>'
+        f'<div style="font-size:1.1em;margin:0.3em 0 0.6em 0">{html.escape(headline)}</div>'
+        f'<div style="display:flex;flex-wrap:wrap">{counts}</div>'
+        + (f'<ul style="color:{border}">{findings}</ul>' if findings else "")
+        + f'<div style="margin-top:0.6em;font-size:0.9em">summary: <code>{html.escape(summary)}</code></div>'
+        "</div>"
+    )
+
+
 def show_verdict(verdict: dict[str, Any]) -> None:
-    """Show the verdict in large type with its counts and findings, and stop the phase when it is not PASS."""
-    marks = {"PASS": "✔ PASS", "FAIL": "✘ FAIL", "INCOMPLETE": "… INCOMPLETE"}
-    mark = marks.get(verdict["verdict"], verdict["verdict"])
-    print(f"{mark}: {verdict.get('recovered', 0):,} of {verdict.get('expected', 0):,} "
-          "expected versions recovered identical")
-    findings = verdict.get("findings") or []
-    for finding in findings:
-        print(f"  ✘ {finding}")
-    shown = {k: v for k, v in verdict.items() if k not in ("verdict", "summary_file", "findings")}
-    _display(pd.DataFrame([shown]))
-    print(f"summary: {verdict.get('summary_file')}")
-    if verdict["verdict"] != "PASS":
+    """Show the verdict in a panel with its key counts and findings, and stop the phase when it is not PASS."""
+    name = str(verdict["verdict"])
+    headline = (f"{verdict.get('recovered', 0):,} of {verdict.get('expected', 0):,} expected versions "
+                "recovered identical")
+    lines = [f"{_VERDICT_MARKS.get(name, name)}: {headline}"]
+    lines += [f"  ✘ {finding}" for finding in verdict.get("findings") or []]
+    lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in _verdict_counts(verdict).items()))
+    lines.append(f"summary: {verdict.get('summary_file')}")
+    if _rich_output():
+        _display_raw({"text/html": _verdict_panel(verdict, headline), "text/plain": "\n".join(lines)})
+    else:
+        print("\n".join(lines))
+    if name != "PASS":
         raise NotVerifiedError(
             "the recovery is NOT verified complete; the findings above, the mismatch tables and details/*.csv "
             "in the run folder list every version and every job fact that disagrees",
-            verdict["verdict"], verdict.get("summary_file"),
+            name, verdict.get("summary_file"),
         )

@@ -47,9 +47,10 @@ _CHECKS = (
     verify.MISSING_IN_RECOVERY, verify.EXTRA_IN_RECOVERY, verify.CONTENT_DIFFERS, verify.LOCK_MODE_DIFFERS,
     verify.RETAIN_UNTIL_DIFFERS, verify.LEGAL_HOLD_DIFFERS, verify.UNKNOWN_UNREADABLE,
     verify.ELIGIBLE_NOT_IN_MANIFEST, verify.IN_MANIFEST_NOT_ELIGIBLE, verify.NOT_IN_REPORT,
+    *verify.CONTENT_CHECKS,
 )
 _SHOWN = ("is_delete_marker", "size", "etag", "storage_class", "replication_status", "object_lock_mode",
-          "object_lock_retain_until_date", "object_lock_legal_hold_status")
+          "object_lock_retain_until_date", "object_lock_legal_hold_status", "checksum_algorithm", "checksum")
 _OUTCOMES = ("task_status", "http_status", "error_code", "result_message")
 _COUNTS = (*[k for k in verify.COUNT_KEYS if k != "findings"], "vault_duplicates", "recovery_duplicates")
 # Inventory columns as Athena tables declare them (AWS's DDL for Parquet and ORC inventories).
@@ -57,8 +58,10 @@ _INVENTORY_TYPES = {
     "key": "string", "version_id": "string", "is_delete_marker": "boolean", "size": "bigint",
     "last_modified_date": "timestamp", "e_tag": "string", "storage_class": "string", "replication_status": "string",
     "object_lock_mode": "string", "object_lock_retain_until_date": "timestamp",
-    "object_lock_legal_hold_status": "string",
+    "object_lock_legal_hold_status": "string", "checksum_algorithm": "string",
 }
+# Inventory columns a report may lack: the comparison reads them as NULL.
+_OPTIONAL_COLUMNS = ("checksum_algorithm",)
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,12 @@ def compare_inventories(
     findings: list[str],
     engine: str = "duckdb",
     athena: AthenaSettings | None = None,
+    sample: pd.DataFrame | None = None,
 ) -> verify.Comparison:
-    """Return the comparison of the two inventory reports, the manifest and the (latest per version) report rows."""
+    """Return the comparison of the two inventory reports, the manifest and the (latest per version) report rows.
+
+    `sample` (key, version_id) is a sample drill's draw: then only those versions are expected.
+    """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     manifest_rows = pd.DataFrame({"key": manifest["key"].astype("string"),
@@ -100,21 +107,34 @@ def compare_inventories(
         "error_code": report["error_code"].astype("string"),
         "result_message": report["result_message"].astype("string"),
     })
+    drawn = sample if sample is not None else pd.DataFrame({"key": [], "version_id": []})
+    sample_rows = pd.DataFrame({"key": drawn["key"].astype("string"),
+                                "version_id": drawn["version_id"].astype("string")})
+    inputs = Inputs(manifest_rows, report_rows, sample_rows, sample is not None)
     if engine == "athena":
         if athena is None:
             raise ValueError("the athena engine needs AthenaSettings")
-        details, counts = _run_athena(athena, vault, recovery, scope, manifest_rows, report_rows)
+        details, counts = _run_athena(athena, vault, recovery, scope, inputs)
     else:
-        details, counts = _run_duckdb(s3, vault, recovery, scope, manifest_rows, report_rows)
-    return _comparison(details, counts, findings)
+        details, counts = _run_duckdb(s3, vault, recovery, scope, inputs)
+    return _comparison(details, counts, findings, inputs.has_sample)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The rows the comparison reads besides the inventories: manifest, latest task per version, sample."""
+
+    manifest: pd.DataFrame
+    report: pd.DataFrame
+    sample: pd.DataFrame
+    has_sample: bool
 
 
 # --------------------------------------------------------------------------- DuckDB
 
 
 def _run_duckdb(
-    s3: Any, vault: InventoryReport, recovery: InventoryReport, scope: JobScope,
-    manifest: pd.DataFrame, report: pd.DataFrame,
+    s3: Any, vault: InventoryReport, recovery: InventoryReport, scope: JobScope, inputs: Inputs,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     import duckdb
 
@@ -126,11 +146,12 @@ def _run_duckdb(
             for name, source in (("vault_inventory", vault), ("recovery_inventory", recovery)):
                 files = inventory_reports.download_files(s3, source, workdir / name)
                 _inventory_view(con, name, source, files)
-            con.register("manifest_rows", manifest)
-            con.register("report_rows", report)
+            con.register("manifest_rows", inputs.manifest)
+            con.register("report_rows", inputs.report)
+            con.register("sample_rows", inputs.sample)
             tables = {"vault_inventory": "vault_inventory", "recovery_inventory": "recovery_inventory",
-                      "manifest": "manifest_rows", "report": "report_rows"}
-            compare = inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, tables))
+                      "manifest": "manifest_rows", "report": "report_rows", "sample": "sample_rows"}
+            compare = inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, tables, inputs.has_sample))
             con.execute(f"CREATE TEMP TABLE compared AS {compare}")
             details = con.sql("SELECT * FROM compared").to_arrow_table()
             row = con.execute(inventory_sql.to_duckdb(inventory_sql.count_sql(scope, tables, "compared"))).fetchone()
@@ -146,8 +167,9 @@ def _run_duckdb(
 def _inventory_view(con: Any, name: str, report: InventoryReport, files: list[Path]) -> None:
     """Create a view of the inventory columns the comparison reads, times as UTC timestamps."""
     columns = ", ".join(
-        f'CAST("{c}" AS TIMESTAMP) AS "{c}"' if _INVENTORY_TYPES[c] == "timestamp" else f'"{c}"'
-        for c in inventory_reports.REQUIRED_COLUMNS)
+        [f'CAST("{c}" AS TIMESTAMP) AS "{c}"' if _INVENTORY_TYPES[c] == "timestamp" else f'"{c}"'
+         for c in inventory_reports.REQUIRED_COLUMNS]
+        + [f'"{c}"' if c in report.columns else f'CAST(NULL AS VARCHAR) AS "{c}"' for c in _OPTIONAL_COLUMNS])
     if report.file_format == "Parquet":
         listed = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
         source = f"read_parquet([{listed}], union_by_name=true)"
@@ -177,6 +199,14 @@ def _athena_inventory_table(settings: AthenaSettings, table: str, report: Invent
         "'projection.dt.format'='yyyy-MM-dd-HH-mm', 'projection.dt.range'='2022-01-01-00-00,NOW', "
         "'projection.dt.interval'='1', 'projection.dt.interval.unit'='MINUTES')"
     )
+
+
+def _athena_inventory_rows(database: str, table: str, report: InventoryReport) -> str:
+    """Return the rows of one report's partition, NULL for an optional column the report lacks."""
+    columns = ", ".join([f'"{c}"' for c in inventory_reports.REQUIRED_COLUMNS]
+                        + [f'"{c}"' if c in report.columns else f'CAST(NULL AS varchar) AS "{c}"'
+                           for c in _OPTIONAL_COLUMNS])
+    return f'(SELECT {columns} FROM "{database}"."{table}" WHERE dt = \'{report.dt}\')'
 
 
 def _stage(settings: AthenaSettings, name: str, frame: pd.DataFrame, columns: dict[str, str]) -> str:
@@ -221,8 +251,7 @@ def _result_table(settings: AthenaSettings, execution: dict[str, Any], types: di
 
 
 def _run_athena(
-    settings: AthenaSettings, vault: InventoryReport, recovery: InventoryReport, scope: JobScope,
-    manifest: pd.DataFrame, report: pd.DataFrame,
+    settings: AthenaSettings, vault: InventoryReport, recovery: InventoryReport, scope: JobScope, inputs: Inputs,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     for source in (vault, recovery):
         inventory_reports.verify_files(settings.s3, source)
@@ -231,25 +260,27 @@ def _run_athena(
     statements = [
         _athena_inventory_table(settings, f"{prefix}_vault_inventory", vault),
         _athena_inventory_table(settings, f"{prefix}_recovery_inventory", recovery),
-        _stage(settings, "manifest", manifest, {"key": "string", "version_id": "string"}),
-        _stage(settings, "report", report, {"key": "string", "version_id": "string", "task_status": "string",
-                                            "http_status": "int", "error_code": "string",
-                                            "result_message": "string"}),
+        _stage(settings, "manifest", inputs.manifest, {"key": "string", "version_id": "string"}),
+        _stage(settings, "report", inputs.report, {"key": "string", "version_id": "string", "task_status": "string",
+                                                   "http_status": "int", "error_code": "string",
+                                                   "result_message": "string"}),
+        _stage(settings, "sample", inputs.sample, {"key": "string", "version_id": "string"}),
     ]
-    for name in ("vault_inventory", "recovery_inventory", "manifest", "report"):
+    for name in ("vault_inventory", "recovery_inventory", "manifest", "report", "sample"):
         _query(settings, f"DROP TABLE IF EXISTS `{settings.database}`.`{prefix}_{name}`")
     for statement in statements:
         _query(settings, statement)
     database = settings.database
     tables = {
-        "vault_inventory": f'(SELECT * FROM "{database}"."{prefix}_vault_inventory" WHERE dt = \'{vault.dt}\')',
-        "recovery_inventory": f'(SELECT * FROM "{database}"."{prefix}_recovery_inventory" '
-                              f"WHERE dt = '{recovery.dt}')",
+        "vault_inventory": _athena_inventory_rows(database, f"{prefix}_vault_inventory", vault),
+        "recovery_inventory": _athena_inventory_rows(database, f"{prefix}_recovery_inventory", recovery),
         "manifest": f'"{database}"."{prefix}_manifest"',
         "report": f'"{database}"."{prefix}_report"',
+        "sample": f'"{database}"."{prefix}_sample"',
     }
-    details = _result_table(settings, _query(settings, inventory_sql.compare_sql(scope, tables)), _DETAIL_TYPES)
-    counted = _result_table(settings, _query(settings, inventory_sql.count_sql(scope, tables)),
+    compare = inventory_sql.compare_sql(scope, tables, inputs.has_sample)
+    details = _result_table(settings, _query(settings, compare), _DETAIL_TYPES)
+    counted = _result_table(settings, _query(settings, inventory_sql.count_sql(scope, tables, None, inputs.has_sample)),
                             dict.fromkeys(_COUNTS, pa.int64()))
     counts = {name: int(counted.column(name)[0].as_py()) for name in _COUNTS}
     return _as_table(details).to_pandas(types_mapper=_pandas_type), counts
@@ -259,11 +290,13 @@ def _run_athena(
 
 _DETAIL_TYPES: dict[str, pa.DataType] = {
     "key": pa.string(), "version_id": pa.string(), "category": pa.string(), "scope": pa.string(),
-    **dict.fromkeys((*_CHECKS, verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED), pa.bool_()),
+    **dict.fromkeys((*_CHECKS, "in_sample", verify.RECOVERED_IDENTICAL, verify.NOT_SAMPLED, verify.NOT_EXPECTED),
+                    pa.bool_()),
     **{f"{side}_{name}": kind for side in ("vault", "recovery") for name, kind in (
         ("is_delete_marker", pa.bool_()), ("size", pa.int64()), ("etag", pa.string()),
         ("storage_class", pa.string()), ("replication_status", pa.string()), ("object_lock_mode", pa.string()),
-        ("object_lock_retain_until_date", pa.timestamp("ms")), ("object_lock_legal_hold_status", pa.string()))},
+        ("object_lock_retain_until_date", pa.timestamp("ms")), ("object_lock_legal_hold_status", pa.string()),
+        ("checksum_algorithm", pa.string()), ("checksum", pa.string()))},
     "task_status": pa.string(), "http_status": pa.int32(), "error_code": pa.string(), "result_message": pa.string(),
 }
 
@@ -295,7 +328,8 @@ def _pandas_type(kind: pa.DataType) -> Any:
     return None
 
 
-def _comparison(details: pd.DataFrame, counts: dict[str, int], findings: list[str]) -> verify.Comparison:
+def _comparison(details: pd.DataFrame, counts: dict[str, int], findings: list[str],
+                has_sample: bool = False) -> verify.Comparison:
     """Return the verify.Comparison the SQL computed: details in verify's columns, counts, verdict."""
     for side in ("vault", "recovery"):
         if counts.pop(f"{side}_duplicates"):
@@ -306,7 +340,7 @@ def _comparison(details: pd.DataFrame, counts: dict[str, int], findings: list[st
         "category": pd.Categorical(details["category"].astype(str), categories=list(verify.CATEGORIES)),
         "scope": pd.Categorical(details["scope"]),
     }
-    for name in _CHECKS:
+    for name in (*_CHECKS, "in_sample") if has_sample else _CHECKS:
         frame[name] = details[name].to_numpy(dtype=bool, na_value=False)
     for side in ("vault", "recovery"):
         for name in _SHOWN:
@@ -320,5 +354,6 @@ def _comparison(details: pd.DataFrame, counts: dict[str, int], findings: list[st
     ordered = table.sort_values(["key", "version_id"], kind="stable").reset_index(drop=True)
     counts["findings"] = len(findings)
     counted = {name: int(counts[name]) for name in verify.COUNT_KEYS}
-    return verify.Comparison(verify.verdict_of(counted), counted, ordered, tuple(findings))
+    content_checks = {name: int(ordered[name].sum()) for name in verify.CONTENT_CHECKS}
+    return verify.Comparison(verify.verdict_of(counted), counted, ordered, tuple(findings), content_checks)
 

@@ -14,6 +14,13 @@ Inventory is a rolling, eventually consistent snapshot, so the proof it gives is
 - every version the comparison finds wrong is read again with HEAD, and so is a random sample of
   `verification.head_sample` versions it found identical; any disagreement between HEAD and the
   inventory becomes a finding, which fails the verdict, and the evidence states the sample.
+
+Content is compared as the HEAD method compares it (size, ETag as it is, multipart ETags
+included), with one difference the evidence states: an inventory lists a version's checksum
+algorithm (ChecksumAlgorithm) but not the checksum. The SQL therefore compares no additional
+checksum; the HEAD re-check reads the checksums of the versions it reads on both sides and
+compares those of one algorithm (a difference is a finding). A sample drill's comparison expects
+only the drawn versions, as the HEAD method does.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 import pandas as pd
 from botocore.exceptions import ClientError
 
-from runbook_lib import batch_job, inventory_compare, inventory_reports, inventory_setup, verify
+from runbook_lib import batch_job, inventory_compare, inventory_reports, inventory_setup, sampling, verify
 from runbook_lib.context import RunContext
 from runbook_lib.inventory_compare import AthenaSettings
 from runbook_lib.inventory_reports import InventoryReport
@@ -37,12 +44,14 @@ __all__ = [
     "InventoryPair",
     "athena_settings",
     "compare",
+    "content_note",
     "head_check",
     "jobs_ended",
     "locate_reports",
     "method",
     "prepare",
     "snapshot",
+    "snapshot_checksum",
     "verify_from_inventory",
     "wait_for_reports",
 ]
@@ -125,6 +134,7 @@ def compare(
         ctx.vault("s3"), pair.vault, pair.recovery, scope=scope_from_params(ctx.params.job), manifest=manifest,
         report=latest, findings=findings, engine=chosen,
         athena=athena_settings(ctx) if chosen == "athena" else None,
+        sample=sampling.drawn_versions(ctx) if ctx.params.job.sample is not None else None,
     )
 
 
@@ -138,11 +148,13 @@ def head_check(ctx: RunContext, comparison: verify.Comparison, sample: int | Non
     """Return the comparison with a finding per version HEAD reads otherwise than the inventory, and what was read.
 
     Every version the comparison found wrong is read again, and `sample` (default
-    `verification.head_sample`) randomly chosen versions it found recovered identical.
+    `verification.head_sample`) randomly chosen versions it found recovered identical. HEAD asks for
+    checksums too: where both sides show one of the same algorithm they are compared (the inventory
+    lists no checksum), and `content_checks` counts them as compared.
     """
     size = ctx.params.verification.head_sample if sample is None else sample
     details = comparison.details
-    wrong = details[~details["category"].isin([verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED])]
+    wrong = details[~details["category"].isin(verify.NOT_PROBLEMS)]
     identical = details[details["category"] == verify.RECOVERED_IDENTICAL]
     chosen = sorted(random.Random(seed).sample(range(len(identical)), min(size, len(identical))))
     picked = pd.concat([wrong, identical.iloc[chosen]])
@@ -152,29 +164,76 @@ def head_check(ctx: RunContext, comparison: verify.Comparison, sample: int | Non
     # The clients are made before the pool starts: boto3 clients are thread-safe, their creation is not.
     ctx.vault("s3"), ctx.recovery("s3")
     with ThreadPoolExecutor(max_workers=ctx.params.verification.head_workers) as pool:
-        problems = list(pool.map(lambda read: _head_disagrees(ctx, read[0], str(read[1].key),
-                                                              str(read[1].version_id), read[1]), reads))
-    disagreements = sum(1 for problem in problems if problem)
-    findings += [problem for problem in problems if problem]
+        answers = list(pool.map(lambda read: _head_disagrees(ctx, read[0], str(read[1].key),
+                                                             str(read[1].version_id), read[1]), reads))
+    problems = [problem for problem, _ in answers if problem]
+    checksums = {(str(row.key), str(row.version_id), side): checksum
+                 for (side, row), (_, checksum) in zip(reads, answers, strict=True)}
+    already = {(str(row.key), str(row.version_id)) for row in picked.itertuples(index=False)
+               if bool(getattr(row, verify.CONTENT_DIFFERS))}
+    compared, differing = _compare_checksums(checksums, already)
+    problems += differing
+    disagreements = len(problems)
+    findings += problems
     record = {"mismatches_rechecked": len(wrong), "sampled_identical": len(chosen),
-              "sample_size_asked": size, "disagreements": disagreements}
-    if disagreements == 0:
-        return comparison, record
+              "sample_size_asked": size, "disagreements": disagreements, "checksums_compared": compared,
+              "checksums_differing": len(differing)}
+    content_checks = dict(comparison.content_checks)
+    if content_checks:
+        moved = min(compared, content_checks.get("checksum_not_compared", 0))
+        content_checks["checksum_compared"] = content_checks.get("checksum_compared", 0) + moved
+        content_checks["checksum_not_compared"] = content_checks.get("checksum_not_compared", 0) - moved
     counts = dict(comparison.counts, findings=len(findings))
-    return verify.Comparison(verify.verdict_of(counts), counts, details, tuple(findings)), record
+    checked = verify.Comparison(verify.verdict_of(counts), counts, details, tuple(findings), content_checks,
+                                comparison.evidence)
+    return checked, record
 
 
-def _head_disagrees(ctx: RunContext, side: str, key: str, version_id: str, row: Any) -> str:
-    """Return why HEAD disagrees with the inventory about one version ("" when it agrees)."""
+def _compare_checksums(
+    read: dict[tuple[str, str, str], tuple[str, str] | None], already: set[tuple[str, str]]
+) -> tuple[int, list[str]]:
+    """Return for how many versions HEAD read one algorithm's checksum on both sides, and a finding per difference.
+
+    A version whose content the inventory already found different is counted, but no finding repeats it.
+    """
+    compared, differing = 0, []
+    for (key, version_id, side), vault_checksum in read.items():
+        recovery_checksum = read.get((key, version_id, "recovery"))
+        if side != "vault" or vault_checksum is None or recovery_checksum is None:
+            continue
+        if vault_checksum[0] != recovery_checksum[0]:
+            continue  # different algorithms cannot be compared; the ETag decides
+        compared += 1
+        if vault_checksum[1] != recovery_checksum[1] and (key, version_id) not in already:
+            differing.append(f"{key} version {version_id}: its {vault_checksum[0]} checksum differs between the "
+                             "vault and the recovery bucket (read by HEAD): the content differs")
+    return compared, differing
+
+
+def _head_disagrees(ctx: RunContext, side: str, key: str, version_id: str,
+                    row: Any) -> tuple[str, tuple[str, str] | None]:
+    """Return why HEAD disagrees with the inventory about one version ("" when it agrees), and the checksum it read."""
     s3 = ctx.vault("s3") if side == "vault" else ctx.recovery("s3")
     bucket = ctx.params.vault.bucket if side == "vault" else ctx.params.recovery.bucket
     if bool(getattr(row, f"{side}_is_delete_marker")):
-        return ""  # a delete marker has no HEAD of its own; the listing is what the inventory reflects
+        return "", None  # a delete marker has no HEAD of its own; the listing is what the inventory reflects
+    head: Any
     try:
-        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED")
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
-        return f"HEAD of s3://{bucket}/{key} version {version_id} answers {code}, but the {side} inventory lists it"
+        if code in ("AccessDenied", "403"):
+            # SSE-KMS objects need kms:Decrypt to show a checksum: ask again without one.
+            try:
+                head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+            except ClientError:
+                head = None
+        else:
+            head = None
+        if head is None:
+            return (f"HEAD of s3://{bucket}/{key} version {version_id} answers {code}, but the {side} inventory "
+                    "lists it"), None
+    checksum = snapshot_checksum(head)
     differences = []
     for column, field in _HEAD_FIELDS:
         listed = getattr(row, f"{side}_{column}")
@@ -195,8 +254,16 @@ def _head_disagrees(ctx: RunContext, side: str, key: str, version_id: str, row: 
         if read != listed:
             differences.append(f"{column} {listed!r} in the inventory, {read!r} by HEAD")
     if not differences:
-        return ""
-    return f"s3://{bucket}/{key} version {version_id} changed since its inventory: " + "; ".join(differences)
+        return "", checksum
+    return (f"s3://{bucket}/{key} version {version_id} changed since its inventory: " + "; ".join(differences),
+            checksum)
+
+
+def snapshot_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
+    """Return the (algorithm, value) of the additional checksum a HEAD answer shows, None when it shows none."""
+    found = sorted((name, value) for name, value in head.items()
+                   if name.startswith("Checksum") and name not in ("ChecksumType", "ChecksumMode") and value)
+    return (found[0][0].removeprefix("Checksum").upper(), str(found[0][1])) if found else None
 
 
 # --------------------------------------------------------------------------- phase 07's steps
@@ -253,6 +320,16 @@ def snapshot(ctx: RunContext, side: str) -> pd.DataFrame:
     return frame.sort_values(["key", "last_modified"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
+def content_note(content_checks: dict[str, int], record: dict[str, Any]) -> str:
+    """Return, for the evidence, which content checks an inventory allowed and which the HEAD re-check added."""
+    listed = content_checks.get("checksum_not_compared", 0) + content_checks.get("checksum_compared", 0)
+    return (f"Read from S3 Inventory: sizes, ETags (multipart ones as they are) and delete markers were compared "
+            f"for every version. An inventory lists each version's checksum algorithm but not the checksum, so "
+            f"the additional checksums of the {listed:,} versions showing one were not compared in SQL; the HEAD "
+            f"re-check read and compared those of {record.get('checksums_compared', 0):,} versions "
+            f"({record.get('checksums_differing', 0):,} differing where the inventory showed the same content).")
+
+
 def verify_from_inventory(
     ctx: RunContext, manifest: pd.DataFrame, report: pd.DataFrame, findings: list[str],
 ) -> verify.Comparison:
@@ -261,5 +338,7 @@ def verify_from_inventory(
     compared = compare(ctx, pair, manifest, report, findings)
     checked, record = head_check(ctx, compared)
     evidence = {"method": "inventory", "engine": str(ctx.params.verification.engine),
-                "reports": pair.as_record(), "head_check": record}
-    return verify.Comparison(checked.verdict, checked.counts, checked.details, checked.findings, evidence)
+                "reports": pair.as_record(), "head_check": record,
+                "content_note": content_note(compared.content_checks, record)}
+    return verify.Comparison(checked.verdict, checked.counts, checked.details, checked.findings,
+                             checked.content_checks, evidence)

@@ -24,7 +24,7 @@ __all__ = ["TABLES", "compare_sql", "count_sql", "literal", "to_duckdb"]
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 # The table expressions each engine binds.
-TABLES = ("vault_inventory", "recovery_inventory", "manifest", "report")
+TABLES = ("vault_inventory", "recovery_inventory", "manifest", "report", "sample")
 
 
 def _text(name: str) -> str:
@@ -92,20 +92,23 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(value, text)
 
 
-def compare_sql(scope: JobScope, tables: dict[str, str]) -> str:
-    """Return the per-version comparison in Athena's SQL, for this scope and these table expressions."""
+def compare_sql(scope: JobScope, tables: dict[str, str], has_sample: bool = False) -> str:
+    """Return the per-version comparison in Athena's SQL, for this scope and these table expressions.
+
+    With `has_sample` (a sample drill) only the versions the `sample` table lists are expected.
+    """
     if set(tables) != set(TABLES):
         raise ValueError(f"compare_sql needs table expressions for exactly {', '.join(TABLES)}")
-    return _fill(_text("compare_versions.sql"), {**tables, **_scope_values(scope)})
+    return _fill(_text("compare_versions.sql"), {**tables, **_scope_values(scope), "has_sample": literal(has_sample)})
 
 
-def count_sql(scope: JobScope, tables: dict[str, str], details: str | None = None) -> str:
+def count_sql(scope: JobScope, tables: dict[str, str], details: str | None = None, has_sample: bool = False) -> str:
     """Return the summary counts over the comparison, in Athena's SQL.
 
     `details` names a table that already holds compare_sql's rows (the comparison then runs once);
     without it the counts compute the comparison themselves.
     """
-    source = compare_sql(scope, tables) if details is None else f"SELECT * FROM {details}"
+    source = compare_sql(scope, tables, has_sample) if details is None else f"SELECT * FROM {details}"
     return _fill(_text("count_versions.sql"), {**tables, "details": source})
 
 

@@ -45,6 +45,8 @@ class Ledger:
 
     run_dir: Path
     state: RunState = field(default_factory=RunState)
+    # A planning copy: changes stay in memory and are never written (see `planning_copy`).
+    in_memory: bool = False
 
     @property
     def path(self) -> Path:
@@ -56,7 +58,10 @@ class Ledger:
 
         Refuses (RunStateError) when the file was written by someone else since this copy was read:
         a second kernel or process would otherwise put back an older state, an older verdict included.
+        A planning copy keeps its changes in memory and writes nothing.
         """
+        if self.in_memory:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ensure_current()
         self.state.revision += 1
@@ -70,6 +75,10 @@ class Ledger:
             Path(temporary).unlink(missing_ok=True)
             self.state.revision -= 1
             raise
+
+    def planning_copy(self) -> Ledger:
+        """Return a copy of the run state whose changes stay in memory: what a plan records is never saved."""
+        return Ledger(self.run_dir, self.state.model_copy(deep=True), in_memory=True)
 
     def ensure_current(self) -> None:
         """Raise RunStateError when another process or kernel wrote the run state since this copy was read."""

@@ -13,9 +13,11 @@ from typing import Any
 import pandas as pd
 from botocore.exceptions import ClientError
 
+from runbook_lib import aws_facts
 from runbook_lib.accounts import error_code
 from runbook_lib.aws_facts import RUN_ID_TAG
 from runbook_lib.context import RunContext
+from runbook_lib.planning import known_after
 from runbook_lib.provision import Outcome
 
 __all__ = ["ensure_audit_queue", "received_job_events"]
@@ -48,10 +50,15 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
     except ClientError as error:
         if "NonExistentQueue" not in error_code(error):
             raise
-        url = sqs.create_queue(QueueName=name, tags=dict(ctx.tags),
-                               Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
+        url = _create_queue(ctx, sqs, name)
         created = True
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "Policy"])["Attributes"]
+    if ctx.plan is not None and ctx.plan.creates(url):
+        # A queue this plan would create has no policy yet; its ARN follows from its name.
+        attributes: dict[str, str] = {
+            "QueueArn": aws_facts.sqs_queue_arn(params.region, params.vault.account_id, name)}
+    else:
+        answer = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "Policy"])["Attributes"]
+        attributes = {str(name): value for name, value in answer.items()}
     arn = attributes["QueueArn"]
     if created:
         ctx.ledger.record_created("sqs_queue", url, arn=arn)
@@ -64,16 +71,35 @@ def ensure_audit_queue(ctx: RunContext) -> Outcome:
     current = json.loads(attributes["Policy"]) if attributes.get("Policy") else None
     if current != wanted:
         # Re-runs must not write when nothing changed, so the policy is compared first.
-        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(wanted)})
+        if ctx.plan is not None:
+            ctx.plan.intend("vault", "sqs", "SetQueueAttributes", arn, wanted, found=current)
+        else:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(wanted)})
         differences["queue_policy"] = {"found": current, "wanted": wanted}
-    subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
+    subscriptions = [] if ctx.plan is not None and ctx.plan.creates(topic_arn) else (
+        sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", []))
     if not any(s["Protocol"] == "sqs" and s["Endpoint"] == arn for s in subscriptions):
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        subscription = {"Protocol": "sqs", "Endpoint": arn, "Attributes": {"RawMessageDelivery": "true"}}
+        if ctx.plan is not None:
+            ctx.plan.intend("vault", "sns", "Subscribe", topic_arn, subscription)
+        else:
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
         differences["subscribed"] = topic_arn
     if created:
         return Outcome("audit queue", arn, "created", note="subscribed to the topic")
     return Outcome("audit queue", arn, "updated" if differences else "unchanged", differences or None,
                    note="subscribed to the topic")
+
+
+def _create_queue(ctx: RunContext, sqs: Any, name: str) -> str:
+    """Return the URL of the audit queue created now (planning: a stand-in, SQS gives the URL)."""
+    attributes = {"MessageRetentionPeriod": str(14 * 24 * 3600)}
+    if ctx.plan is not None:
+        url = f"{name} ({known_after('05')})"
+        ctx.plan.intend("vault", "sqs", "CreateQueue", url, {"QueueName": name, "Attributes": attributes},
+                        creates=True)
+        return url
+    return str(sqs.create_queue(QueueName=name, tags=dict(ctx.tags), Attributes=attributes)["QueueUrl"])
 
 
 def _queue_owned(ctx: RunContext, sqs: Any, url: str) -> bool:

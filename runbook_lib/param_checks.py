@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Literal, NoReturn, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BeforeValidator, SecretStr
@@ -41,7 +41,12 @@ __all__ = [
     "ReplicationStatuses",
     "RoleName",
     "RuleName",
+    "RunBackend",
     "RunId",
+    "RunPurpose",
+    "SampleCount",
+    "SampleFraction",
+    "SampleSeed",
     "StorageClass",
     "StorageClassName",
     "Tags",
@@ -110,15 +115,20 @@ def _optional(check: Callable[[object], _T]) -> Callable[[object], _T | None]:
     return check_unless_null
 
 
-def whole_number(low: int, high: int, expected: str) -> BeforeValidator:
-    """Return a validator for an int in [low, high]; YAML's true/false are not numbers here."""
+def _whole_number(low: int, high: int, expected: str) -> Callable[[object], int]:
+    """Return a check accepting an int in [low, high]; YAML's true/false are not numbers here."""
 
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             _reject(expected)
         return value
 
-    return BeforeValidator(check)
+    return check
+
+
+def whole_number(low: int, high: int, expected: str) -> BeforeValidator:
+    """Return a validator for an int in [low, high]; YAML's true/false are not numbers here."""
+    return BeforeValidator(_whole_number(low, high, expected))
 
 
 def _flag(value: object) -> bool:
@@ -290,6 +300,27 @@ def _aware_datetime(value: object) -> datetime:
     return value
 
 
+def _run_purpose(value: object) -> str:
+    """Return what the run is for: a drill (a rehearsal) or a recovery (the real thing)."""
+    if value not in ("drill", "recovery"):
+        _reject("drill or recovery (or null on the embedded backend, where every run is a drill)")
+    return str(value)
+
+
+def _run_backend(value: object) -> str:
+    """Return which AWS the parameters reach: real accounts, or the runbook's embedded backend."""
+    if value not in ("aws", "embedded"):
+        _reject("aws for real accounts, or embedded for the runbook's own embedded backend")
+    return str(value)
+
+
+def _sample_fraction(value: object) -> float:
+    """Return a share of the versions in scope to draw: a number greater than 0 and at most 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        _reject("a share of the versions in scope greater than 0 and at most 1, such as 0.02 for 2 %")
+    return float(value)
+
+
 def _object_lock_token(value: object) -> SecretStr:
     """Return the Object Lock token wrapped so that printing the parameters never shows it."""
     if not isinstance(value, str) or not value.strip():
@@ -366,6 +397,14 @@ StorageClassName = Annotated[StorageClass, BeforeValidator(_storage_class)]
 AwareDatetime = Annotated[datetime | None, BeforeValidator(_optional(_aware_datetime))]
 PollSeconds = Annotated[float, BeforeValidator(_poll_seconds)]
 ObjectLockToken = Annotated[SecretStr | None, BeforeValidator(_optional(_object_lock_token))]
+RunPurpose = Annotated[Literal["drill", "recovery"] | None, BeforeValidator(_optional(_run_purpose))]
+RunBackend = Annotated[Literal["aws", "embedded"], BeforeValidator(_run_backend)]
+_sample_count = _whole_number(1, 100_000_000, "a whole number of versions from 1 to 100000000")
+SampleCount = Annotated[int | None, BeforeValidator(_optional(_sample_count))]
+SampleFraction = Annotated[float | None, BeforeValidator(_optional(_sample_fraction))]
+SampleSeed = Annotated[
+    int, whole_number(0, 2**31 - 1, "a whole number from 0 to 2147483647 that makes the draw repeatable")
+]
 TagKey = Annotated[str, BeforeValidator(_tag_key)]
 TagValue = Annotated[str, BeforeValidator(_tag_value)]
 Tags = Annotated[dict[TagKey, TagValue], AfterValidator(_tag_count)]

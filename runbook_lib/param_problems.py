@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from difflib import get_close_matches
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -83,11 +83,19 @@ def _model_at(root: type[BaseModel], location: tuple[str | int, ...]) -> type[Ba
     model = root
     for name in location:
         field = model.model_fields.get(str(name))
-        section = field.annotation if field is not None else None
-        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+        section = _section_of(field.annotation) if field is not None else None
+        if section is None:
             return None
         model = section
     return model
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """Return the section model an annotation names, also inside "Section | None" (an optional section)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _may_hold_token(field: str) -> bool:

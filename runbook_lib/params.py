@@ -51,8 +51,13 @@ from runbook_lib.param_checks import (
     ReplicationStatuses,
     RoleName,
     RuleName,
+    RunBackend,
     RunId,
+    RunPurpose,
     S3Url,
+    SampleCount,
+    SampleFraction,
+    SampleSeed,
     StorageClass,
     StorageClassName,
     Tags,
@@ -70,7 +75,9 @@ __all__ = [
     "JobSettings",
     "RecoveryAccount",
     "ReplicationStatus",
+    "RunSettings",
     "RunbookParams",
+    "SampleSettings",
     "StorageClass",
     "VaultAccount",
     "VerificationSettings",
@@ -121,6 +128,27 @@ def _replicas_only() -> list[ReplicationStatus]:
     return ["REPLICA"]
 
 
+class RunSettings(_Section):
+    """What the run is for, and which AWS its profiles reach."""
+
+    purpose: RunPurpose = Field(
+        default=None,
+        description="drill or recovery; on a real account phase 00 stops until it is set",
+    )
+    backend: RunBackend = Field(
+        default="aws",
+        description="aws for real accounts; embedded only for the runbook's embedded backend",
+    )
+
+
+class SampleSettings(_Section):
+    """A sample drill: how many of the versions in scope to draw (a count or a fraction), and the seed."""
+
+    count: SampleCount = Field(default=None, description="how many versions in scope to draw")
+    fraction: SampleFraction = Field(default=None, description="the share of the versions in scope to draw")
+    seed: SampleSeed = Field(description="the seed that makes the random draw repeatable")
+
+
 class JobSettings(_Section):
     """How the Batch Replication job is built and watched."""
 
@@ -164,6 +192,9 @@ class JobSettings(_Section):
     timeout_minutes: Annotated[
         int, whole_number(1, 10080, "a whole number of minutes from 1 to 10080 (one week)")
     ] = Field(default=720, description="how long to wait for the job before giving up")
+    sample: SampleSettings | None = Field(
+        default=None, description="null copies the whole scope; a count or fraction and a seed copy a sample"
+    )
 
 
 class VerificationSettings(_Section):
@@ -208,6 +239,7 @@ class RunbookParams(_Section):
     """One parameter set: both accounts, their buckets and keys, and how the job runs."""
 
     run_id: RunId = Field(description="names this run and tags every resource it creates")
+    run: RunSettings = Field(default_factory=RunSettings, description="what the run is for, and where")
     region: Region = Field(description="the vault bucket's region")
     allow_cross_region: Flag = Field(
         default=False, description="whether the recovery bucket may be in another region"
@@ -329,6 +361,9 @@ _CROSS_FIELDS = (
     "report_bucket",
     "job.created_after",
     "job.created_before",
+    "job.sample",
+    "run.purpose",
+    "run.backend",
 )
 
 
@@ -373,6 +408,8 @@ def _cross_field_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
     problems += _key_location_problems(values)
     problems += _region_problems(values)
     problems += _time_window_problems(values)
+    problems += _sample_problems(values)
+    problems += _purpose_problems(values)
     return problems
 
 
@@ -412,6 +449,35 @@ def _time_window_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
         return []
     expected = f"a time before job.created_before ({before.isoformat()})"
     return [ParameterProblem("job.created_after", after.isoformat(), expected)]
+
+
+def _sample_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
+    """Return a problem when a sample gives both or neither of count and fraction, or is asked of a recovery."""
+    sample = values.get("job.sample")
+    if sample is None:
+        return []
+    problems = []
+    if sample.count is not None and sample.fraction is not None:
+        problems.append(ParameterProblem(
+            "job.sample.fraction", sample.fraction,
+            f"null when job.sample.count is given ({sample.count}): a sample has one size, a count or a fraction"))
+    if sample.count is None and sample.fraction is None:
+        problems.append(ParameterProblem(
+            "job.sample.count", MISSING,
+            "a number of versions to draw (or job.sample.fraction, a share of the versions in scope)"))
+    if values.get("run.purpose") == "recovery":
+        problems.append(ParameterProblem(
+            "job.sample", sample.model_dump(),
+            "null: a recovery copies the whole scope; a sample is for drills (run.purpose: drill)"))
+    return problems
+
+
+def _purpose_problems(values: Mapping[str, Any]) -> list[ParameterProblem]:
+    """Return a problem when a run on the embedded backend claims to be a recovery."""
+    if values.get("run.backend") == "embedded" and values.get("run.purpose") == "recovery":
+        return [ParameterProblem(
+            "run.purpose", "recovery", "drill (or null): a run on the embedded backend is always a drill")]
+    return []
 
 
 def parse_params(data: object, source: str = "parameters") -> RunbookParams:

@@ -10,6 +10,9 @@ change stand against that:
 - the ETags of every manifest and report object as the run saw them the moment the job finished
   (`pin_job_outputs`, kept in the run state).
 
+A job given its manifest (a sample drill's, or a retry round's CSV) is checked the same way: the
+manifest object must still have the ETag the job was given, which S3 keeps in DescribeJob.
+
 `check_job_outputs` compares all of them with what verification is about to read; each
 disagreement is a finding, and any finding fails the verdict.
 """
@@ -47,8 +50,14 @@ def pin_job_outputs(ctx: RunContext, job: dict[str, Any]) -> dict[str, Any]:
         **_counters(job),
         "pinned_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "generated_manifest": None,
+        "supplied_manifest": None,
         "report": None,
     }
+    given = job.get("Manifest", {}).get("Location", {})
+    if given.get("ObjectArn"):
+        bucket, key = split_s3_object_arn(given["ObjectArn"])
+        pin["supplied_manifest"] = {"bucket": bucket, "key": key, "etag_given_to_s3": _bare(given.get("ETag")),
+                                    "etag": _etag(ctx.vault("s3"), bucket, key), "file_etags": {}}
     location = job.get("GeneratedManifestDescriptor", {}).get("Location", {})
     if location.get("ObjectArn"):
         bucket, key = split_s3_object_arn(location["ObjectArn"])
@@ -103,6 +112,15 @@ def check_job_outputs(
             findings.append(f"job {job_id}: the generated manifest s3://{manifest['bucket']}/{manifest['key']} "
                             f"has ETag {current or '(missing)'}, but S3 recorded {recorded} when it wrote it")
         findings += _changed_since_pinned(s3, job_id, "generated manifest", manifest)
+    supplied = pin.get("supplied_manifest")
+    if supplied:
+        current = _etag(s3, supplied["bucket"], supplied["key"])
+        # Asked of S3 now: the ETag the job was created with, as DescribeJob tells it.
+        given = _bare(job.get("Manifest", {}).get("Location", {}).get("ETag")) or supplied.get("etag_given_to_s3")
+        if given and current != given:
+            findings.append(f"job {job_id}: its manifest s3://{supplied['bucket']}/{supplied['key']} has ETag "
+                            f"{current or '(missing)'}, but the job was created with ETag {given}")
+        findings += _changed_since_pinned(s3, job_id, "manifest", supplied)
     if manifest_rows is not None and manifest_rows != int(pin["total"]):
         findings.append(f"job {job_id}: its manifest lists {manifest_rows} versions, but S3 counted "
                         f"{pin['total']} tasks")

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runbook_lib.aws_facts import (
+    BATCH_OPERATIONS_SERVICE_PRINCIPAL,
+    S3_SERVICE_PRINCIPAL,
     TERMINAL_JOB_STATUSES,
     account_root_arn,
     bucket_arn,
@@ -182,7 +184,7 @@ _RECOVERY_KEY_ROLE = "RoleEncryptsReplicas"
 _RECOVERY_BUCKET_REPLICAS = "RoleWritesReplicas"
 _RECOVERY_BUCKET_VERSIONING = "RoleReadsVersioning"
 
-BATCH_ROLE_SERVICE_PRINCIPALS = ("batchoperations.s3.amazonaws.com", "s3.amazonaws.com")
+BATCH_ROLE_SERVICE_PRINCIPALS = (BATCH_OPERATIONS_SERVICE_PRINCIPAL, S3_SERVICE_PRINCIPAL)
 
 # Storage classes a replication rule may name for its replicas: the parameter model's list.
 REPLICA_STORAGE_CLASSES = STORAGE_CLASSES
@@ -349,24 +351,34 @@ def batch_role_policy(
     )
 
 
-def batch_role_trust_policy(*, vault_account_id: str | None = None) -> Document:
-    """Return the role's trust policy: S3 Batch Operations and S3 replication may assume it.
+def batch_role_trust_policy(*, vault_account_id: str, vault_bucket: str, region: str) -> Document:
+    """Return the role's trust policy: S3 Batch Operations may assume it, and S3 replication for the vault bucket only.
 
-    With the vault account given, an `aws:SourceAccount` condition is added as a confused-deputy
-    guard. AWS does not document that these two services send that key when assuming the role,
-    and a missing key fails the condition closed, so the runbook provisions the role without it.
+    S3 documents that replication assumes its role with `aws:SourceAccount` (the source bucket's
+    owner) and `aws:SourceArn` (the source bucket's ARN), so that statement carries both as a
+    confused-deputy guard: S3 acting for any other bucket or account cannot use the role. AWS
+    documents no such keys for Batch Operations, and a condition on a key the request lacks never
+    holds, so its statement carries none (docs/aws-facts.md has the sources).
     """
-    if vault_account_id is not None:
-        _check([("vault_account_id", vault_account_id, "account")])
-    statement: Document = {
-        "Sid": "S3BatchOperationsAndReplicationAssumeRole",
+    _check([("vault_account_id", vault_account_id, "account"), ("vault_bucket", vault_bucket, "bucket"),
+            ("region", region, "region")])
+    batch_operations: Document = {
+        "Sid": "S3BatchOperationsAssumeRole",
         "Effect": "Allow",
-        "Principal": {"Service": list(BATCH_ROLE_SERVICE_PRINCIPALS)},
+        "Principal": {"Service": BATCH_OPERATIONS_SERVICE_PRINCIPAL},
         "Action": "sts:AssumeRole",
     }
-    if vault_account_id is not None:
-        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": vault_account_id}}
-    return _policy([statement])
+    replication: Document = {
+        "Sid": "S3ReplicationAssumeRoleForVaultBucket",
+        "Effect": "Allow",
+        "Principal": {"Service": S3_SERVICE_PRINCIPAL},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {
+            "aws:SourceAccount": vault_account_id,
+            "aws:SourceArn": bucket_arn(vault_bucket, partition_of(region)),
+        }},
+    }
+    return _policy([batch_operations, replication])
 
 
 def run_sid(name: str, run_id: str) -> str:

@@ -11,6 +11,12 @@ from botocore.exceptions import ClientError
 from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import PreflightError
+from runbook_lib.prices import (
+    PRICE_PER_BATCH_JOB,
+    PRICE_PER_MILLION_BATCH_OBJECTS,
+    PRICE_PER_TEN_THOUSAND_KMS_REQUESTS,
+    PRICE_PER_THOUSAND_PUTS,
+)
 from runbook_lib.scope import scope_from_params
 from runbook_lib.verification_costs import VerificationCosts, verification_costs
 
@@ -25,11 +31,6 @@ __all__ = [
     "raise_on_failures",
 ]
 
-# List prices (USD, us-east-1) used for the estimate; check the S3 and KMS pricing pages for yours.
-PRICE_PER_BATCH_JOB = 0.25
-PRICE_PER_MILLION_BATCH_OBJECTS = 1.00
-PRICE_PER_THOUSAND_PUTS = 0.005
-PRICE_PER_TEN_THOUSAND_KMS_REQUESTS = 0.03
 # A planning assumption, not an AWS figure: Batch Replication commonly sustains thousands of
 # objects per second per job after preparing; we assume a conservative rate.
 ASSUMED_TASKS_PER_SECOND = 500.0

@@ -12,11 +12,23 @@ comparison so far and what waits, then stops.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from runbook_lib import batch_job, evidence, inventory_proof, pins, reports, snapshot, verify
+from runbook_lib import (
+    batch_job,
+    evidence,
+    inventory_proof,
+    pins,
+    reports,
+    run_kind,
+    sampling,
+    snapshot,
+    throughput,
+    verify,
+)
 from runbook_lib.aws_facts import split_s3_object_arn
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
@@ -37,6 +49,8 @@ __all__ = [
     "progress_history",
     "report_overview",
     "retry_failures",
+    "run_record",
+    "sample_record",
     "snapshot_overview",
     "snapshot_recovery",
     "snapshot_vault",
@@ -65,7 +79,7 @@ def withdraw_verdict(ctx: RunContext, reason: str) -> str | None:
     """
     ctx.ledger.ensure_current()
     previous = ctx.ledger.state.verdict.verdict if ctx.ledger.state.verdict else None
-    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record(), reason)
+    evidence.withdraw_verdict(ctx.ledger.run_dir, previous, job_scope(ctx).as_record(), reason, run=run_record(ctx))
     _record_verdict(ctx, "INCOMPLETE", reason)
     return previous
 
@@ -93,15 +107,22 @@ def job_ids(ctx: RunContext) -> list[str]:
 
 
 def load_job_manifest(ctx: RunContext) -> pd.DataFrame:
-    """Return the manifests S3 generated for the recovery job's attempts: every version the job was asked to copy.
+    """Return the manifests of the recovery job's attempts: every version the job was asked to copy.
 
-    Column `job_id` names the attempt's job. An attempt that ended before S3 generated its
-    manifest contributes nothing; the current attempt must have one.
+    That is the manifest S3 generated from the scope, or for a sample drill the CSV manifest the
+    job was given (the run's sample). Column `job_id` names the attempt's job. An attempt that
+    ended before S3 generated its manifest contributes nothing; the current attempt must have one.
     """
     frames = []
     current = batch_job.current_job_id(ctx)
     for job_id in _recovery_job_ids(ctx):
         job = batch_job.describe_job(ctx, job_id)
+        given = job.get("Manifest")
+        if given is not None:
+            bucket, key = split_s3_object_arn(given["Location"]["ObjectArn"])
+            fields = given.get("Spec", {}).get("Fields") or ["Bucket", "Key"]
+            frames.append(reports.load_csv_manifest(ctx.vault("s3"), bucket, key, fields).assign(job_id=job_id))
+            continue
         location = job.get("GeneratedManifestDescriptor", {}).get("Location", {})
         if not location.get("ObjectArn"):
             if job_id != current:
@@ -183,6 +204,8 @@ def compare_buckets(
 ) -> verify.Comparison:
     """Return the per-version comparison of both buckets within the job's scope, with the jobs' findings.
 
+    For a sample drill, only the run's sample (read back from the run folder) is expected; versions
+    in scope but not drawn are "not sampled", and any of them in the recovery bucket is extra.
     With verification.method inventory the comparison runs in SQL on both buckets' inventory reports
     (`inventory_proof`), the same reports `vault` and `recovery` were read from.
     """
@@ -192,6 +215,7 @@ def compare_buckets(
         vault, recovery, scope=job_scope(ctx), manifest=manifest,
         report=None if report is None else _latest_per_version(report),
         findings=check_job_outputs(ctx, manifest, report),
+        sample=sampling.drawn_versions(ctx) if ctx.params.job.sample is not None else None,
     )
 
 
@@ -323,26 +347,67 @@ def _write_verdict(
         failed_first = failed[["key", "version_id", "error_code", "result_message"]].astype(str).to_dict("records")
     categories = comparison.counts_by_category()
     details = {name: comparison.category(name) for name, count in categories.items()
-               if count and name not in (verify.RECOVERED_IDENTICAL, verify.NOT_EXPECTED)}
+               if count and name not in verify.NOT_PROBLEMS}
     details["all_versions"] = comparison.details
     evidence.write_details(ctx.ledger.run_dir, details)
-    extra: dict[str, Any] = {"verification": comparison.evidence or {"method": "head"}}
+    extra: dict[str, Any] = {"run": run_record(ctx), "commitment": ctx.ledger.state.commitment,
+                             "verification": comparison.evidence or {"method": "head"}}
+    sample = sample_record(ctx)
+    if sample is not None:
+        extra["sample"] = sample
     if waiting is not None:
         extra["waiting"] = waiting
     path = evidence.write_summary(
         ctx.ledger.run_dir, verdict, dict(comparison.counts),
         categories=categories, findings=list(comparison.findings), scope=job_scope(ctx).as_record(),
         job=first_job, job_attempts=_attempt_summaries(ctx),
-        retry_rounds=[r.model_dump() for r in rounds], first_round_failed_tasks=failed_first, **extra,
+        retry_rounds=[r.model_dump() for r in rounds], first_round_failed_tasks=failed_first,
+        content_checks=dict(comparison.content_checks),
+        content_basis=_content_basis(comparison), **extra,
     )
     _record_verdict(ctx, verdict, "; ".join(comparison.findings) or None)
     return path
 
 
-def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
-    """Return the watcher's observations of the recovery job (status and task counters over time)."""
+def _content_basis(comparison: verify.Comparison) -> str:
+    """Return how content was compared, in words; by inventory, also what its reports could not show."""
+    note = comparison.evidence.get("content_note")
+    basis = verify.describe_content_checks(comparison.content_checks)
+    return f"{basis} {note}" if note else basis
+
+
+def run_record(ctx: RunContext) -> dict[str, Any]:
+    """Return what kind of run this is (drill or recovery, embedded or real account, sample or full)."""
+    recorded = ctx.ledger.state.kind
+    return recorded.model_dump() if recorded is not None else run_kind.run_kind(ctx.params).as_record()
+
+
+def sample_record(ctx: RunContext) -> dict[str, Any] | None:
+    """Return a sample drill's draw with the recovery job's speed extrapolated to the whole scope (None when full)."""
+    sample = sampling.sample_summary(ctx)
+    if sample is None:
+        return None
     current = ctx.ledger.state.current_recovery_job()
-    return [point.model_dump() for point in current.progress] if current else []
+    sample["throughput"] = throughput.extrapolate(current, int(sample["population"])) if current else None
+    return sample
+
+
+def progress_history(ctx: RunContext) -> list[dict[str, Any]]:
+    """Return the watcher's observations of the recovery job (status and task counters over time).
+
+    The moment the job was confirmed is one of them (status "Confirmed", no task done yet), so a
+    plot can start where replication could start, and not at the wait for an operator.
+    """
+    current = ctx.ledger.state.current_recovery_job()
+    if current is None:
+        return []
+    points = [point.model_dump() for point in current.progress]
+    if current.confirmed:
+        total = max((p["total"] for p in points), default=0)
+        points.append({"at": current.confirmed, "status": "Confirmed", "total": total, "succeeded": 0, "failed": 0,
+                       "active_seconds": 0})
+        points.sort(key=lambda p: datetime.fromisoformat(p["at"]))
+    return points
 
 
 def _attempt_summaries(ctx: RunContext) -> list[dict[str, Any]]:

@@ -12,6 +12,11 @@ Ownership: a resource belongs to the run when the ledger recorded its creation, 
 the tag RunbookRunId=<run_id>. Configurations the run changes on resources it does not own (the
 vault key policy, the vault bucket's replication and notification settings) are captured in the
 ledger before the first change, so cleanup can put them back.
+
+Planning: on a context that carries a Plan (`runbook_lib.planning`), each step reads and compares
+exactly as in a run, and where it would create or change something it records the call and the
+document in the plan instead (`if ctx.plan is not None: ctx.plan.intend(...) else: <the call>`).
+Its outcome is the one the run would report.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from runbook_lib import aws_facts, policies
 from runbook_lib.accounts import error_code, without_metadata
 from runbook_lib.context import RunContext
 from runbook_lib.errors import DriftError, ProvisionError
+from runbook_lib.planning import known_after
 
 if TYPE_CHECKING:
+    from mypy_boto3_events.type_defs import TargetTypeDef
     from mypy_boto3_s3.type_defs import NotificationConfigurationTypeDef
 
 __all__ = [
@@ -145,17 +152,10 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
     wanted = base
     key_id = _alias_target(kms, alias)
     if key_id is None:
-        created = kms.create_key(
-            Description=f"Recovery of {params.vault.bucket} into {params.recovery.bucket} (run {params.run_id})",
-            KeyUsage="ENCRYPT_DECRYPT",
-            KeySpec="SYMMETRIC_DEFAULT",
-            Policy=policies.to_json(wanted),
-            Tags=[{"TagKey": k, "TagValue": v} for k, v in sorted(ctx.tags.items())],
-        )["KeyMetadata"]
-        kms.create_alias(AliasName=alias, TargetKeyId=created["KeyId"])
-        ctx.ledger.record_created("kms_key", created["Arn"], alias=alias, account=params.recovery.account_id)
-        ctx.ledger.set_resource("recovery_key_arn", created["Arn"])
-        return Outcome("recovery KMS key", created["Arn"], "created", note=f"alias {alias}")
+        arn = _create_recovery_key(ctx, kms, wanted)
+        ctx.ledger.record_created("kms_key", arn, alias=alias, account=params.recovery.account_id)
+        ctx.ledger.set_resource("recovery_key_arn", arn)
+        return Outcome("recovery KMS key", arn, "created", note=f"alias {alias}")
     metadata = kms.describe_key(KeyId=key_id)["KeyMetadata"]
     arn = metadata["Arn"]
     ctx.ledger.set_resource("recovery_key_arn", arn)
@@ -185,9 +185,33 @@ def ensure_recovery_key(ctx: RunContext) -> Outcome:
         return Outcome("recovery KMS key", arn, "drift", problems,
                        note="the key is not usable; enable it or choose another alias")
     if policy_differs:
-        kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policies.to_json(wanted))
+        if ctx.plan is not None:
+            ctx.plan.intend("recovery", "kms", "PutKeyPolicy", arn, wanted, found=current)
+        else:
+            kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policies.to_json(wanted))
         return Outcome("recovery KMS key", arn, "updated", {"policy": _diff(current, wanted)})
     return Outcome("recovery KMS key", arn, "unchanged")
+
+
+def _create_recovery_key(ctx: RunContext, kms: Any, policy: dict[str, Any]) -> str:
+    """Return the ARN of the recovery key created with its alias (planning: the ARN it will have, id unknown)."""
+    params = ctx.params
+    alias = params.recovery.kms_key_alias
+    if ctx.plan is not None:
+        # KMS chooses the key id; the plan names the key by its alias until phase 01 creates it.
+        arn = aws_facts.kms_key_arn(params.recovery_region, params.recovery.account_id, known_after("01"))
+        ctx.plan.intend("recovery", "kms", "CreateKey", arn, policy, creates=True)
+        ctx.plan.intend("recovery", "kms", "CreateAlias", alias, {"AliasName": alias, "TargetKeyId": arn})
+        return arn
+    created = kms.create_key(
+        Description=f"Recovery of {params.vault.bucket} into {params.recovery.bucket} (run {params.run_id})",
+        KeyUsage="ENCRYPT_DECRYPT",
+        KeySpec="SYMMETRIC_DEFAULT",
+        Policy=policies.to_json(policy),
+        Tags=[{"TagKey": k, "TagValue": v} for k, v in sorted(ctx.tags.items())],
+    )["KeyMetadata"]
+    kms.create_alias(AliasName=alias, TargetKeyId=created["KeyId"])
+    return str(created["Arn"])
 
 
 def _merge_run_statements(base: dict[str, Any], statements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -232,12 +256,20 @@ def _bucket_exists(s3: Any, bucket: str) -> bool:
     return bucket in names
 
 
-def _create_bucket(ctx: RunContext, s3: Any, bucket: str, region: str, account: str, object_lock: bool) -> None:
+def _create_bucket(
+    ctx: RunContext, s3: Any, side: str, bucket: str, region: str, account: str, object_lock: bool,
+) -> None:
     arguments: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
     if region != "us-east-1":
         arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
     if object_lock:
         arguments["ObjectLockEnabledForBucket"] = True
+    if ctx.plan is not None:
+        ctx.plan.intend(side, "s3", "CreateBucket", bucket, {k: v for k, v in arguments.items() if k != "Bucket"},
+                        creates=True)
+        ctx.plan.intend(side, "s3", "PutBucketTagging", bucket, {"TagSet": _tags(ctx.tags)})
+        ctx.ledger.record_created("s3_bucket", bucket, account=account, region=region)
+        return
     try:
         s3.create_bucket(**arguments)
     except ClientError as error:
@@ -288,27 +320,49 @@ _BLOCK_ALL = {
 }
 
 
-def _apply_setting(s3: Any, bucket: str, name: str, wanted: Any) -> None:
+def _new_bucket_settings(wanted: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings a bucket has once `_create_bucket` made it: those given at creation, versioning off.
+
+    What else a new bucket starts with differs between AWS and the embedded backend (default
+    encryption, public access blocks), so a plan counts those settings as still to be put.
+    """
+    return {"ownership": "BucketOwnerEnforced", "public_access_block": None, "versioning": "Disabled",
+            "encryption": None, "object_lock": wanted.get("object_lock")}
+
+
+def _setting_request(name: str, wanted: Any) -> tuple[str, dict[str, Any]]:
+    """Return the S3 operation that puts one bucket setting, and its arguments besides Bucket."""
     if name == "ownership":
-        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": wanted}]})
-    elif name == "public_access_block":
-        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=wanted)
-    elif name == "versioning":
+        return "PutBucketOwnershipControls", {"OwnershipControls": {"Rules": [{"ObjectOwnership": wanted}]}}
+    if name == "public_access_block":
+        return "PutPublicAccessBlock", {"PublicAccessBlockConfiguration": wanted}
+    if name == "versioning":
         # Versioning, once on, can only be suspended: that is what "off" means from then on.
         status = "Enabled" if wanted == "Enabled" else "Suspended"
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
-    elif name == "encryption":
+        return "PutBucketVersioning", {"VersioningConfiguration": {"Status": status}}
+    if name == "encryption":
         default: dict[str, Any] = {"SSEAlgorithm": wanted["algorithm"]}
         if wanted["key"]:
             default["KMSMasterKeyID"] = wanted["key"]
-        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
-            {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": wanted["bucket_key"]}
-        ]})
-    elif name == "object_lock":
+        return "PutBucketEncryption", {"ServerSideEncryptionConfiguration": {"Rules": [
+            {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": wanted["bucket_key"]}]}}
+    raise ValueError(f"no bucket setting named {name!r}")
+
+
+def _apply_setting(ctx: RunContext, s3: Any, bucket: str, side: str, name: str, wanted: Any) -> None:
+    if name == "object_lock":
         raise ProvisionError(
             f"bucket {bucket} exists without Object Lock; replicas of locked versions need it. "
             "Object Lock can only be set at creation here: remove the bucket or choose another recovery.bucket"
         )
+    operation, arguments = _setting_request(name, wanted)
+    if ctx.plan is not None:
+        ctx.plan.intend(side, "s3", operation, bucket, arguments)
+        return
+    put = {"PutBucketOwnershipControls": s3.put_bucket_ownership_controls,
+           "PutPublicAccessBlock": s3.put_public_access_block, "PutBucketVersioning": s3.put_bucket_versioning,
+           "PutBucketEncryption": s3.put_bucket_encryption}[operation]
+    put(Bucket=bucket, **arguments)
 
 
 def _matches(name: str, found: Any, wanted: Any) -> bool:
@@ -319,11 +373,11 @@ def _matches(name: str, found: Any, wanted: Any) -> bool:
 
 
 def _ensure_bucket(
-    ctx: RunContext, s3: Any, label: str, bucket: str, region: str, account: str, wanted: dict[str, Any]
+    ctx: RunContext, s3: Any, side: str, label: str, bucket: str, region: str, account: str, wanted: dict[str, Any],
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     if not _bucket_exists(s3, bucket):
-        _create_bucket(ctx, s3, bucket, region, account, object_lock=wanted.get("object_lock") == "Enabled")
+        _create_bucket(ctx, s3, side, bucket, region, account, object_lock=wanted.get("object_lock") == "Enabled")
         outcomes.append(Outcome(label, bucket, "created", note=f"account {account}, {region}"))
         fresh = True
     else:
@@ -338,13 +392,14 @@ def _ensure_bucket(
         return [Outcome(label, bucket, status, differs or None,
                         note="exists and was not created by this run; choose another name" if differs else
                         "exists, not created by this run, and matches")]
-    found = _bucket_settings(s3, bucket)
+    # A bucket this plan would create cannot be read yet: it has what its creation gives it.
+    found = _new_bucket_settings(wanted) if fresh and ctx.plan is not None else _bucket_settings(s3, bucket)
     for name, value in wanted.items():
         if _matches(name, found.get(name), value):
             if not fresh:
                 outcomes.append(Outcome(f"{label} {name}", bucket, "unchanged"))
             continue
-        _apply_setting(s3, bucket, name, value)
+        _apply_setting(ctx, s3, bucket, side, name, value)
         status = "created" if fresh else "updated"
         outcomes.append(Outcome(f"{label} {name}", bucket, status, None if fresh else _diff(found.get(name), value)))
     return outcomes
@@ -361,7 +416,7 @@ def ensure_recovery_bucket(ctx: RunContext) -> list[Outcome]:
         "encryption": {"algorithm": "aws:kms", "key": key_arn, "bucket_key": True},
         "object_lock": "Enabled",
     }
-    return _ensure_bucket(ctx, ctx.recovery("s3"), "recovery bucket", params.recovery.bucket,
+    return _ensure_bucket(ctx, ctx.recovery("s3"), "recovery", "recovery bucket", params.recovery.bucket,
                           params.recovery_region, params.recovery.account_id, wanted)
 
 
@@ -375,7 +430,7 @@ def ensure_report_bucket(ctx: RunContext) -> list[Outcome]:
         "encryption": {"algorithm": "AES256", "key": None, "bucket_key": False},
         "object_lock": None,
     }
-    return _ensure_bucket(ctx, ctx.vault("s3"), "report bucket", params.report_bucket,
+    return _ensure_bucket(ctx, ctx.vault("s3"), "vault", "report bucket", params.report_bucket,
                           params.region, params.vault.account_id, wanted)
 
 
@@ -403,11 +458,14 @@ def ensure_batch_policy(ctx: RunContext) -> Outcome:
     except ClientError as error:
         if error_code(error) != "NoSuchEntity":
             raise
-        iam.create_policy(
-            PolicyName=params.batch_policy_name, PolicyDocument=policies.to_json(wanted),
-            Description="S3 Batch Replication of the vault into the recovery account",
-            Tags=_tags(ctx.tags),
-        )
+        if ctx.plan is not None:
+            ctx.plan.intend("vault", "iam", "CreatePolicy", arn, wanted, creates=True)
+        else:
+            iam.create_policy(
+                PolicyName=params.batch_policy_name, PolicyDocument=policies.to_json(wanted),
+                Description="S3 Batch Replication of the vault into the recovery account",
+                Tags=_tags(ctx.tags),
+            )
         ctx.ledger.record_created("iam_policy", arn, account=params.vault.account_id)
         return Outcome("IAM policy", arn, "created")
     version = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])["PolicyVersion"]
@@ -427,8 +485,14 @@ def ensure_batch_policy(ctx: RunContext) -> Outcome:
     versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
     if len(versions) >= 5:
         oldest = min((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
-        iam.delete_policy_version(PolicyArn=arn, VersionId=oldest["VersionId"])
-    iam.create_policy_version(PolicyArn=arn, PolicyDocument=policies.to_json(wanted), SetAsDefault=True)
+        if ctx.plan is not None:
+            ctx.plan.intend("vault", "iam", "DeletePolicyVersion", arn, {"VersionId": oldest["VersionId"]})
+        else:
+            iam.delete_policy_version(PolicyArn=arn, VersionId=oldest["VersionId"])
+    if ctx.plan is not None:
+        ctx.plan.intend("vault", "iam", "CreatePolicyVersion", arn, wanted, found=current)
+    else:
+        iam.create_policy_version(PolicyArn=arn, PolicyDocument=policies.to_json(wanted), SetAsDefault=True)
     return Outcome("IAM policy", arn, "updated", _diff(current, wanted))
 
 
@@ -436,19 +500,25 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
     """Return the outcome of the Batch Replication role: trust policy and the attached policy (seed step 3)."""
     iam = ctx.vault("iam")
     params = ctx.params
-    trust = policies.batch_role_trust_policy()
+    trust = _trust_policy_document(ctx)
     try:
         role = iam.get_role(RoleName=params.batch_role_name)["Role"]
     except ClientError as error:
         if error_code(error) != "NoSuchEntity":
             raise
-        role = iam.create_role(
-            RoleName=params.batch_role_name, AssumeRolePolicyDocument=policies.to_json(trust),
-            Description="Runs the S3 Batch Replication job that recovers the vault", Tags=_tags(ctx.tags),
-        )["Role"]
-        iam.attach_role_policy(RoleName=params.batch_role_name, PolicyArn=params.batch_policy_arn)
-        ctx.ledger.record_created("iam_role", role["Arn"], name=params.batch_role_name, account=params.vault.account_id)
-        return Outcome("IAM role", role["Arn"], "created", note=f"policy {params.batch_policy_name} attached")
+        if ctx.plan is not None:
+            created_arn = params.batch_role_arn
+            ctx.plan.intend("vault", "iam", "CreateRole", created_arn, trust, creates=True)
+            ctx.plan.intend("vault", "iam", "AttachRolePolicy", created_arn, {"PolicyArn": params.batch_policy_arn})
+        else:
+            created_arn = iam.create_role(
+                RoleName=params.batch_role_name, AssumeRolePolicyDocument=policies.to_json(trust),
+                Description="Runs the S3 Batch Replication job that recovers the vault", Tags=_tags(ctx.tags),
+            )["Role"]["Arn"]
+            iam.attach_role_policy(RoleName=params.batch_role_name, PolicyArn=params.batch_policy_arn)
+        ctx.ledger.record_created("iam_role", created_arn, name=params.batch_role_name,
+                                  account=params.vault.account_id)
+        return Outcome("IAM role", created_arn, "created", note=f"policy {params.batch_policy_name} attached")
     arn = role["Arn"]
     current_trust = role["AssumeRolePolicyDocument"]
     if isinstance(current_trust, str):
@@ -470,11 +540,24 @@ def ensure_batch_role(ctx: RunContext) -> Outcome:
     if not owned:
         return Outcome("IAM role", arn, "drift", differences,
                        note="a role of that name exists and was not created by this run; set batch_role_name")
+    if ctx.plan is not None:
+        if "trust_policy" in differences:
+            ctx.plan.intend("vault", "iam", "UpdateAssumeRolePolicy", arn, trust, found=current_trust)
+        if "attached_policies" in differences:
+            ctx.plan.intend("vault", "iam", "AttachRolePolicy", arn, {"PolicyArn": params.batch_policy_arn})
+        return Outcome("IAM role", arn, "updated", differences)
     if "trust_policy" in differences:
         iam.update_assume_role_policy(RoleName=params.batch_role_name, PolicyDocument=policies.to_json(trust))
     if "attached_policies" in differences:
         iam.attach_role_policy(RoleName=params.batch_role_name, PolicyArn=params.batch_policy_arn)
     return Outcome("IAM role", arn, "updated", differences)
+
+
+def _trust_policy_document(ctx: RunContext) -> dict[str, Any]:
+    """Return the role's trust policy for this run's vault account and bucket."""
+    params = ctx.params
+    return policies.batch_role_trust_policy(
+        vault_account_id=params.vault.account_id, vault_bucket=params.vault.bucket, region=params.region)
 
 
 # ---------------------------------------------------------------------------------- grants
@@ -541,7 +624,11 @@ def ensure_vault_key_grants(ctx: RunContext) -> Outcome:
     merged, change = _merge_grants(ctx, current, added, legacy)
     if not change:
         return Outcome("vault KMS key policy", key, "unchanged", note="the run's statement is present")
-    put_naming_new_principal(kms.put_key_policy, KeyId=key, PolicyName="default", Policy=policies.to_json(merged))
+    if ctx.plan is not None:
+        ctx.plan.intend("vault", "kms", "PutKeyPolicy", key, merged, found=current)
+    else:
+        put_naming_new_principal(kms.put_key_policy, KeyId=key, PolicyName="default",
+                                 Policy=policies.to_json(merged))
     ctx.ledger.record_created("kms_key_statements", key, sids=[s["Sid"] for s in added])
     return Outcome("vault KMS key policy", key, "updated", change,
                    note="other statements (other runs' included) kept unchanged; original captured in the ledger")
@@ -555,7 +642,10 @@ def ensure_recovery_key_grants(ctx: RunContext) -> Outcome:
     kms = ctx.recovery("kms")
     params = ctx.params
     key = ctx.ledger.resource("recovery_key_arn", "01_recovery_bucket (recovery KMS key)")
-    current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+    if ctx.plan is not None and ctx.plan.creates(key):
+        current = ctx.plan.document_of(key)  # phase 01 of this plan creates the key with this policy
+    else:
+        current = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     added = policies.recovery_key_statements(
         batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
         recovery_region=params.recovery_region, run_id=params.run_id,
@@ -565,7 +655,11 @@ def ensure_recovery_key_grants(ctx: RunContext) -> Outcome:
     merged, change = _merge_grants(ctx, current, added, legacy)
     if not change:
         return Outcome("recovery KMS key policy", key, "unchanged", note="the run's statement is present")
-    put_naming_new_principal(kms.put_key_policy, KeyId=key, PolicyName="default", Policy=policies.to_json(merged))
+    if ctx.plan is not None:
+        ctx.plan.intend("recovery", "kms", "PutKeyPolicy", key, merged, found=current)
+    else:
+        put_naming_new_principal(kms.put_key_policy, KeyId=key, PolicyName="default",
+                                 Policy=policies.to_json(merged))
     ctx.ledger.record_created("kms_key_statements", key, sids=[s["Sid"] for s in added], side="recovery",
                               account=params.recovery.account_id)
     return Outcome("recovery KMS key policy", key, "updated", change, note="other statements kept unchanged")
@@ -581,12 +675,7 @@ def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
     params = ctx.params
     bucket = params.recovery.bucket
     whole = _recovery_bucket_policy_document(ctx)
-    try:
-        current: Any = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-    except ClientError as error:
-        if error_code(error) != "NoSuchBucketPolicy":
-            raise
-        current = None
+    current = None if ctx.plan is not None and ctx.plan.creates(bucket) else _bucket_policy(s3, bucket)
     created_bucket = ctx.ledger.was_created("s3_bucket", bucket)
     legacy = list(policies.LEGACY_RECOVERY_BUCKET_SIDS) if created_bucket else []
     if current is None:
@@ -598,13 +687,26 @@ def ensure_recovery_bucket_policy(ctx: RunContext) -> Outcome:
     if not _bucket_owned(ctx, s3, bucket):
         return Outcome("recovery bucket policy", bucket, "drift", _diff(current, wanted),
                        note="the recovery bucket was not created by this run")
-    put_naming_new_principal(s3.put_bucket_policy, Bucket=bucket, Policy=policies.to_json(wanted))
+    if ctx.plan is not None:
+        ctx.plan.intend("recovery", "s3", "PutBucketPolicy", bucket, wanted, found=current)
+    else:
+        put_naming_new_principal(s3.put_bucket_policy, Bucket=bucket, Policy=policies.to_json(wanted))
     ctx.ledger.record_created("bucket_policy_statements", bucket, sids=[s["Sid"] for s in whole["Statement"]],
                               account=params.recovery.account_id)
     if current is None:
         return Outcome("recovery bucket policy", bucket, "created")
     return Outcome("recovery bucket policy", bucket, "updated", {**change, **_diff(current, wanted)},
                    note="statements of others kept unchanged")
+
+
+def _bucket_policy(s3: Any, bucket: str) -> Any:
+    """Return a bucket's policy as a document, or None when it has none."""
+    try:
+        return json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as error:
+        if error_code(error) != "NoSuchBucketPolicy":
+            raise
+        return None
 
 
 def _recovery_bucket_policy_document(ctx: RunContext) -> dict[str, Any]:
@@ -672,10 +774,14 @@ def ensure_replication_rule(ctx: RunContext) -> Outcome:
             note="the vault bucket already has a replication configuration (captured in the ledger); "
                  "it is not replaced silently: review it, remove it if it is safe, and re-run this phase",
         )
-    arguments: dict[str, Any] = {"Bucket": bucket, "ReplicationConfiguration": wanted}
-    if params.object_lock_token:
-        arguments["Token"] = params.object_lock_token.get_secret_value()
-    s3.put_bucket_replication(**arguments)
+    if ctx.plan is not None:
+        # The plan shows the configuration, never the Object Lock token sent with it.
+        ctx.plan.intend("vault", "s3", "PutBucketReplication", bucket, wanted, found=current)
+    else:
+        arguments: dict[str, Any] = {"Bucket": bucket, "ReplicationConfiguration": wanted}
+        if params.object_lock_token:
+            arguments["Token"] = params.object_lock_token.get_secret_value()
+        s3.put_bucket_replication(**arguments)
     ctx.ledger.record_created("replication_configuration", bucket, original_existed=original is not None)
     status = "created" if current is None else "updated"
     return Outcome("vault replication configuration", bucket, status,
@@ -692,8 +798,11 @@ def ensure_vault_eventbridge(ctx: RunContext) -> Outcome:
     if "EventBridgeConfiguration" in current:
         return Outcome("vault bucket EventBridge notifications", bucket, "unchanged")
     wanted = {**current, "EventBridgeConfiguration": {}}
-    s3.put_bucket_notification_configuration(
-        Bucket=bucket, NotificationConfiguration=cast("NotificationConfigurationTypeDef", wanted))
+    if ctx.plan is not None:
+        ctx.plan.intend("vault", "s3", "PutBucketNotificationConfiguration", bucket, wanted, found=current)
+    else:
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket, NotificationConfiguration=cast("NotificationConfigurationTypeDef", wanted))
     ctx.ledger.record_created("eventbridge_notifications", bucket)
     return Outcome("vault bucket EventBridge notifications", bucket, "updated",
                    _diff(sorted(current), sorted(wanted)), note="other notification targets kept")
@@ -709,16 +818,22 @@ def ensure_notification_topic(ctx: RunContext) -> Outcome:
     arn = aws_facts.sns_topic_arn(params.region, params.vault.account_id, params.notification_topic_name)
     existing = _topic_exists(sns, arn)
     if not existing:
-        arn = sns.create_topic(Name=params.notification_topic_name,
-                               Tags=_tags(ctx.tags))["TopicArn"]
+        if ctx.plan is not None:
+            ctx.plan.intend("vault", "sns", "CreateTopic", arn, {"Name": params.notification_topic_name},
+                            creates=True)
+        else:
+            arn = sns.create_topic(Name=params.notification_topic_name, Tags=_tags(ctx.tags))["TopicArn"]
         ctx.ledger.record_created("sns_topic", arn, account=params.vault.account_id)
-    subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn).get("Subscriptions", [])
+    subscriptions = [] if ctx.plan is not None and ctx.plan.creates(arn) else (
+        sns.list_subscriptions_by_topic(TopicArn=arn).get("Subscriptions", []))
     subscribed = any(s["Protocol"] == "email" and s["Endpoint"] == params.notification_email for s in subscriptions)
     if existing and not subscribed and not _topic_owned(ctx, sns, arn):
         return Outcome("SNS topic", arn, "drift", {"subscription": _diff(None, params.notification_email)},
                        note="a topic of that name exists and was not created by this run; set notification_topic_name")
     ctx.ledger.set_resource("topic_arn", arn)
-    if not subscribed:
+    if not subscribed and ctx.plan is not None:
+        ctx.plan.intend("vault", "sns", "Subscribe", arn, {"Protocol": "email", "Endpoint": params.notification_email})
+    elif not subscribed:
         sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=params.notification_email)
     if not existing:
         return Outcome("SNS topic", arn, "created",
@@ -753,7 +868,7 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
     topic_arn = ctx.ledger.resource("topic_arn", "05_notifications (SNS topic)")
     pattern = policies.job_status_event_pattern(vault_account_id=params.vault.account_id)
     try:
-        rule = events.describe_rule(Name=params.event_rule_name)
+        rule: Any = events.describe_rule(Name=params.event_rule_name)
     except ClientError as error:
         if error_code(error) != "ResourceNotFoundException":
             raise
@@ -771,6 +886,14 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
                            note="a rule of that name exists and was not created by this run; set event_rule_name")
     if rule is not None and status == "unchanged":
         rule_arn = rule["Arn"]
+    elif ctx.plan is not None:
+        rule_arn = rule["Arn"] if rule is not None else aws_facts.event_rule_arn(
+            params.region, params.vault.account_id, params.event_rule_name)
+        ctx.plan.intend("vault", "events", "PutRule", rule_arn, {"EventPattern": pattern, "State": "ENABLED"},
+                        found=None if rule is None else json.loads(rule.get("EventPattern") or "{}"),
+                        creates=rule is None)
+        if rule is None:
+            ctx.ledger.record_created("event_rule", rule_arn, name=params.event_rule_name)
     else:
         # EventBridge applies Tags only when PutRule creates the rule, and ignores them on an update.
         rule_arn = events.put_rule(
@@ -779,17 +902,27 @@ def ensure_job_status_rule(ctx: RunContext) -> Outcome:
         )["RuleArn"]
         if rule is None:
             ctx.ledger.record_created("event_rule", rule_arn, name=params.event_rule_name)
-    targets = events.list_targets_by_rule(Rule=params.event_rule_name).get("Targets", [])
+    targets = [] if ctx.plan is not None and ctx.plan.creates(rule_arn) else (
+        events.list_targets_by_rule(Rule=params.event_rule_name).get("Targets", []))
     if not any(t["Arn"] == topic_arn for t in targets):
-        events.put_targets(Rule=params.event_rule_name, Targets=[{"Id": "runbook-sns", "Arn": topic_arn}])
+        target: TargetTypeDef = {"Id": "runbook-sns", "Arn": topic_arn}
+        if ctx.plan is not None:
+            ctx.plan.intend("vault", "events", "PutTargets", rule_arn, {"Targets": [target]})
+        else:
+            events.put_targets(Rule=params.event_rule_name, Targets=[target])
         if status == "unchanged":
             status, differences = "updated", {"target_added": topic_arn}
     topic_policy = policies.sns_topic_policy(topic_arn=topic_arn, event_rule_arn=rule_arn,
                                              account_id=params.vault.account_id)
-    current_policy = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("Policy")
+    current_policy = None if ctx.plan is not None and ctx.plan.creates(topic_arn) else (
+        sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("Policy"))
     if current_policy is None or not _same_policy(current_policy, topic_policy):
-        sns.set_topic_attributes(
-            TopicArn=topic_arn, AttributeName="Policy", AttributeValue=policies.to_json(topic_policy))
+        if ctx.plan is not None:
+            ctx.plan.intend("vault", "sns", "SetTopicAttributes", topic_arn, topic_policy,
+                            found=None if current_policy is None else json.loads(current_policy))
+        else:
+            sns.set_topic_attributes(
+                TopicArn=topic_arn, AttributeName="Policy", AttributeValue=policies.to_json(topic_policy))
         if status == "unchanged":
             status, differences = "updated", {"topic_policy": "EventBridge allowed to publish"}
     ctx.ledger.set_resource("event_rule_arn", rule_arn)
@@ -806,7 +939,7 @@ def documents(ctx: RunContext) -> dict[str, Any]:
         "recovery_key_statements": policies.recovery_key_statements(
             batch_role_arn=params.batch_role_arn, recovery_bucket=params.recovery.bucket,
             recovery_region=params.recovery_region, run_id=params.run_id),
-        "batch_role_trust_policy": policies.batch_role_trust_policy(),
+        "batch_role_trust_policy": _trust_policy_document(ctx),
         "vault_key_policy_statements": policies.vault_key_policy_statements(
             batch_role_arn=params.batch_role_arn, vault_bucket=params.vault.bucket, region=params.region,
             run_id=params.run_id),

@@ -46,6 +46,7 @@ __all__ = [
     "completion_report_manifest_key",
     "failed_tasks",
     "load_completion_report",
+    "load_csv_manifest",
     "load_generated_manifest",
     "read_completion_report_csv",
     "read_manifest_csv",
@@ -152,6 +153,17 @@ def load_generated_manifest(s3: ObjectReader, bucket: str, manifest_key: str) ->
         for entry in _entries(index, "files", manifest_key)
     ]
     return _manifest_frame(shards, columns)
+
+
+def load_csv_manifest(s3: ObjectReader, bucket: str, key: str, fields: Sequence[str]) -> pd.DataFrame:
+    """Return the versions a job's own CSV manifest (S3BatchOperations_CSV_20180820) lists, its columns `fields`."""
+    data = _get_object_bytes(s3, bucket, key)
+    if data is None:
+        raise ReportError(f"the job's manifest s3://{bucket}/{key} does not exist; DescribeJob's Manifest names it, "
+                          "and it must stay where the job read it")
+    named = [name if name != "Ignore" else f"ignore_{index}" for index, name in enumerate(fields)]
+    frame = _manifest_frame([(f"s3://{bucket}/{key}", partial(_same, data))], named)
+    return frame.drop(columns=[name for name in frame.columns if name.startswith("ignore_")])
 
 
 _REPORT_HINT = (

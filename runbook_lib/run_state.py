@@ -13,6 +13,9 @@ created in two AWS accounts. Every field has one owner that writes it:
     phases                         guide.start_phase / finish_phase, drill.run_phases: one timing
                                    record per phase, from which summary.json and the evidence derive
     estimate                       preflight: what the recovery will move
+    commitment                     commitment: the locked copies the run commits the recovery account to
+    kind                           commitment: drill or recovery, embedded or real account, sample or full
+    sample                         sampling: a sample drill's draw, its manifest and where it was uploaded
     jobs                           batch_job / pins: every Batch Operations job by purpose
                                    ("recovery-1", "recovery-2" after a failed attempt, "retry-1", ...)
     retry_rounds                   proof: each follow-up job over versions not recovered
@@ -21,7 +24,8 @@ created in two AWS accounts. Every field has one owner that writes it:
     verdict                        proof: PASS, FAIL or INCOMPLETE, with when and why
 
 Run folders written before this schema existed (no `schema_version`) load through
-`migrate_unversioned`, which maps every key they could hold and refuses anything else.
+`migrate_unversioned`, which maps every key they could hold and refuses anything else. Version 2
+had no commitment, kind or sample: it loads as version 3 without them (`migrate_v2`).
 """
 
 from __future__ import annotations
@@ -43,17 +47,20 @@ __all__ = [
     "PhaseStatus",
     "ProgressPoint",
     "RetryRoundRecord",
+    "RunKindRecord",
     "RunResources",
     "RunState",
+    "SampleRecord",
     "Verdict",
     "VerdictRecord",
     "load_state",
     "migrate_unversioned",
+    "migrate_v2",
     "recovery_purpose",
     "retry_purpose",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PhaseStatus = Literal["running", "ok", "failed"]
 Verdict = Literal["PASS", "FAIL", "INCOMPLETE"]
 
@@ -144,10 +151,40 @@ class VerdictRecord(_Record):
     reason: str | None = None
 
 
+class RunKindRecord(_Record):
+    """What the run is: its purpose, backend and scale, as phase 00 settled them (see `run_kind`)."""
+
+    purpose: Literal["drill", "recovery"] | None
+    backend: Literal["aws", "embedded"]
+    account: Literal["real", "embedded"]
+    scale: Literal["full", "sample"]
+    description: str
+    settled: str | None = None
+
+
+class SampleRecord(_Record):
+    """A sample drill's draw: its size and seed, strata and coverage, and its manifest (see `sampling`)."""
+
+    seed: int
+    count: int | None = None
+    fraction: float | None = None
+    population: int
+    drawn: int
+    minimum: int
+    strata: list[dict[str, Any]] = Field(default_factory=list)
+    coverage: list[dict[str, Any]] = Field(default_factory=list)
+    manifest_file: str
+    versions_file: str
+    manifest_sha256: str
+    manifest_md5: str
+    drawn_at: str
+    uploaded: dict[str, str] | None = None
+
+
 class RunState(_Record):
     """Everything one run records; see the module docstring for who writes what."""
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     # Counts the writes: a writer whose copy is older than the file's was overtaken (see ledger.save).
     revision: int = 0
     run_id: str | None = None
@@ -160,6 +197,9 @@ class RunState(_Record):
     outcomes: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     phases: dict[str, PhaseRecord] = Field(default_factory=dict)
     estimate: dict[str, Any] | None = None
+    commitment: dict[str, Any] | None = None
+    kind: RunKindRecord | None = None
+    sample: SampleRecord | None = None
     jobs: dict[str, JobRecord] = Field(default_factory=dict)
     retry_rounds: list[RetryRoundRecord] = Field(default_factory=list)
     job_events: list[dict[str, Any]] = Field(default_factory=list)
@@ -199,10 +239,13 @@ def load_state(data: object, source: str) -> RunState:
     version = data.get("schema_version")
     if version is None:
         data = migrate_unversioned(data, source)
+    elif version == 2:
+        data = migrate_v2(data)
     elif version != SCHEMA_VERSION:
         raise RunStateError(
             f"{source} has run-state schema version {version!r}; this runbook reads version {SCHEMA_VERSION} "
-            "(and migrates folders written before versions existed). Use the runbook release that wrote it.",
+            "(and migrates version 2 and folders written before versions existed). Use the runbook release that "
+            "wrote it.",
             source)
     try:
         return RunState.model_validate(data)
@@ -210,6 +253,11 @@ def load_state(data: object, source: str) -> RunState:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
         raise RunStateError(f"{source} does not have the run state's shape ({problems}); restore it or use a new "
                             "run folder", source) from error
+
+
+def migrate_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Return a version 2 run state as version 3: the same fields; commitment, kind and sample start empty."""
+    return {**data, "schema_version": SCHEMA_VERSION}
 
 
 # Keys of the old `values` dictionary built at run time, and where each now lives.

@@ -15,6 +15,11 @@ to call it equal. A bucket without Object Lock cannot hold retention or holds: i
 A version whose HEAD fails keeps what the listing says, reads "unknown" wherever only HEAD could
 tell, and names the error in `head_error`.
 
+HEAD asks for the version's additional checksum (ChecksumMode=ENABLED): `checksum_algorithm` and
+`checksum` hold it (none when the version has none). For an SSE-KMS object that has one, AWS also
+wants kms:Decrypt on its key before it shows the checksum; a HEAD refused with checksums asked is
+asked again without, and only the checksum reads "unknown".
+
 Throttling is never a denial. botocore retries a throttled call first (the client's retry config);
 when SlowDown, 503 or another throttling answer outlasts that, the call is tried again after a
 growing pause, up to THROTTLE_ROUNDS times, and then the snapshot stops with a ThrottlingError that
@@ -55,7 +60,7 @@ UNKNOWN = "unknown"
 COLUMNS = [
     "key", "version_id", "is_latest", "is_delete_marker", "size", "etag", "last_modified",
     "storage_class", "replication_status", "encryption", "kms_key", "object_lock_mode",
-    "object_lock_retain_until_date", "object_lock_legal_hold_status",
+    "object_lock_retain_until_date", "object_lock_legal_hold_status", "checksum_algorithm", "checksum",
 ]
 # Extra column: the error code of a failed HEAD, missing when the HEAD succeeded.
 HEAD_ERROR = "head_error"
@@ -64,12 +69,17 @@ MAX_PAGE_SIZE = 1000
 
 _TEXT_COLUMNS = (
     "key", "version_id", "etag", "storage_class", "replication_status", "encryption", "kms_key",
-    "object_lock_mode", "object_lock_legal_hold_status", HEAD_ERROR,
+    "object_lock_mode", "object_lock_legal_hold_status", "checksum_algorithm", "checksum", HEAD_ERROR,
 )
 _RETENTION_FIELDS = ("object_lock_mode", "object_lock_retain_until_date")
 _HOLD_FIELDS = ("object_lock_legal_hold_status",)
 # What only a HEAD can tell; all of it reads "unknown" when the HEAD fails.
-_HEAD_FIELDS = ("replication_status", "encryption", "kms_key", *_RETENTION_FIELDS, *_HOLD_FIELDS)
+_CHECKSUM_FIELDS = ("checksum_algorithm", "checksum")
+_HEAD_FIELDS = ("replication_status", "encryption", "kms_key", *_RETENTION_FIELDS, *_HOLD_FIELDS, *_CHECKSUM_FIELDS)
+# HEAD's answer names an additional checksum ChecksumCRC32, ChecksumSHA256, ...; these two are not one.
+_NOT_A_CHECKSUM = frozenset({"ChecksumType", "ChecksumMode"})
+# A HEAD refused with these may have been refused for its checksum alone (kms:Decrypt).
+_REFUSED = frozenset({"403", "AccessDenied"})
 # Answers that prove the caller may read the field, and that this version simply has none.
 _NOTHING_TO_READ = frozenset(
     {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError", "InvalidRequest"})
@@ -182,7 +192,7 @@ def _listed(entry: dict[str, Any], *, is_delete_marker: bool) -> dict[str, Any]:
         "last_modified": _utc(entry.get("LastModified")),
     }
     if is_delete_marker:
-        row.update(size=0, etag=None, storage_class=None)
+        row.update(size=0, etag=None, storage_class=None, checksum_algorithm=None, checksum=None)
     else:
         row.update(
             size=int(entry.get("Size", 0)),
@@ -306,14 +316,24 @@ def _read_version(reader: _Reader, key: str, version_id: str) -> dict[str, Any]:
 
 def _head(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
     """Return what HEAD tells about one version, "unknown" everywhere when it fails for any reason but throttling."""
+    subject = f"s3://{bucket}/{key} (version {version_id})"
+    checksum: dict[str, Any] = {}
     try:
-        answer = _retry_throttled(s3.head_object, f"s3://{bucket}/{key} (version {version_id})",
-                                  Bucket=bucket, Key=key, VersionId=version_id)
+        try:
+            answer = _retry_throttled(s3.head_object, subject, Bucket=bucket, Key=key, VersionId=version_id,
+                                      ChecksumMode="ENABLED")
+        except ClientError as error:
+            if error_code(error) not in _REFUSED:
+                raise
+            # Maybe refused for the checksum alone: read the rest without it.
+            answer = _retry_throttled(s3.head_object, subject, Bucket=bucket, Key=key, VersionId=version_id)
+            checksum = dict.fromkeys(_CHECKSUM_FIELDS, UNKNOWN)
     except ClientError as error:
         return {**dict.fromkeys(_HEAD_FIELDS, UNKNOWN), HEAD_ERROR: error_code(error) or "HeadObjectFailed"}
     except BotoCoreError as error:
         return {**dict.fromkeys(_HEAD_FIELDS, UNKNOWN), HEAD_ERROR: type(error).__name__}
     return {
+        **(checksum or _checksum(answer)),
         "replication_status": answer.get("ReplicationStatus"),
         "encryption": answer.get("ServerSideEncryption"),
         "kms_key": answer.get("SSEKMSKeyId"),
@@ -321,6 +341,16 @@ def _head(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
         "object_lock_retain_until_date": _utc(answer.get("ObjectLockRetainUntilDate")),
         "object_lock_legal_hold_status": answer.get("ObjectLockLegalHoldStatus"),
     }
+
+
+def _checksum(answer: dict[str, Any]) -> dict[str, Any]:
+    """Return the additional checksum HEAD showed, as (algorithm, value); both None when the version has none."""
+    found = sorted((name, value) for name, value in answer.items()
+                   if name.startswith("Checksum") and name not in _NOT_A_CHECKSUM and value)
+    if not found:
+        return dict.fromkeys(_CHECKSUM_FIELDS)
+    name, value = found[0]
+    return {"checksum_algorithm": name.removeprefix("Checksum").upper(), "checksum": str(value)}
 
 
 def _collect(

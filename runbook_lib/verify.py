@@ -17,6 +17,7 @@ and most explanatory first):
     in_manifest_not_eligible  a manifest lists it, yet it is not expected
     not_in_report             a manifest lists it and it is expected, yet no completion report has its task
     recovered_identical       expected and identical in the recovery bucket
+    not_sampled               a sample drill: in scope but not drawn, and (correctly) absent from the recovery bucket
     not_expected              outside the job's scope and (correctly) absent from the recovery bucket
 
 Which versions are expected comes from the vault's own state and the job's scope (`scope.JobScope`:
@@ -31,6 +32,22 @@ manifest or report cannot excuse a version, and a version the operator left out 
 recovered. Job-level disagreements (counters, pinned checksums) come in as `findings`.
 Versions are matched on (key, version id): replicas keep the source's version id. Storage class
 and encryption are not compared: the replication rule changes both.
+
+Content is size and ETag. An object uploaded in parts has the ETag `<md5 of the parts' md5s>-<parts>`,
+which a replica copies from its source, so it is compared as it is: a different byte in any part,
+or another split into parts, gives another ETag (that replicas keep their source's parts is not
+stated by AWS; a replica that did not would fail, never pass unseen). Where both sides show an
+additional checksum of the same algorithm (snapshot columns `checksum_algorithm`, `checksum`, when
+present), it is compared too, and a different value is a content difference; a checksum on one
+side only, or unreadable, is counted as not compared and decides nothing (the ETag still does).
+`Comparison.content_checks` counts each, and `describe_content_checks` says it in words for the
+evidence.
+
+A sample drill passes `sample`, the versions the run drew: then only the drawn versions inside
+the scope are expected. A version in scope that was not drawn is `not_sampled`: never expected,
+never counted as recovered, never a failure by itself; the same version found in the recovery
+bucket is extra, and fails the verdict. A drawn version's replication status must be readable;
+one that was not drawn is not asked.
 
 Counts (`Comparison.counts`, keys as COUNT_KEYS) come from the checks, not from the categories, so a
 version with two problems counts in both: `recovered` is expected and identical, `failed_tasks` is
@@ -59,6 +76,7 @@ from runbook_lib.scope import IN_SCOPE, STATUS_UNREADABLE, JobScope
 
 __all__ = [
     "CATEGORIES",
+    "CONTENT_CHECKS",
     "CONTENT_DIFFERS",
     "COUNT_KEYS",
     "ELIGIBLE_NOT_IN_MANIFEST",
@@ -69,6 +87,8 @@ __all__ = [
     "MISSING_IN_RECOVERY",
     "NOT_EXPECTED",
     "NOT_IN_REPORT",
+    "NOT_PROBLEMS",
+    "NOT_SAMPLED",
     "RECOVERED_IDENTICAL",
     "REPLICATION_STATUS_FILTERS",
     "RETAIN_UNTIL_DIFFERS",
@@ -77,6 +97,7 @@ __all__ = [
     "UNKNOWN_UNREADABLE",
     "Comparison",
     "compare",
+    "describe_content_checks",
     "retry_candidates",
     "verdict_of",
 ]
@@ -93,6 +114,7 @@ ELIGIBLE_NOT_IN_MANIFEST = "eligible_not_in_manifest"
 IN_MANIFEST_NOT_ELIGIBLE = "in_manifest_not_eligible"
 NOT_IN_REPORT = "not_in_report"
 RECOVERED_IDENTICAL = "recovered_identical"
+NOT_SAMPLED = "not_sampled"
 NOT_EXPECTED = "not_expected"
 
 # Precedence order: a row's category is the first of these whose check holds.
@@ -109,8 +131,11 @@ CATEGORIES: tuple[str, ...] = (
     IN_MANIFEST_NOT_ELIGIBLE,
     NOT_IN_REPORT,
     RECOVERED_IDENTICAL,
+    NOT_SAMPLED,
     NOT_EXPECTED,
 )
+# The categories that are not a problem: nothing about them needs a look.
+NOT_PROBLEMS: tuple[str, ...] = (RECOVERED_IDENTICAL, NOT_SAMPLED, NOT_EXPECTED)
 
 COUNT_KEYS: tuple[str, ...] = (
     "source_versions",
@@ -127,6 +152,7 @@ COUNT_KEYS: tuple[str, ...] = (
     "manifest_not_eligible",
     "not_in_report",
     "findings",
+    "not_sampled",
 )
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
@@ -157,6 +183,8 @@ _SHOWN = (
     "object_lock_mode",
     "object_lock_retain_until_date",
     "object_lock_legal_hold_status",
+    "checksum_algorithm",
+    "checksum",
 )
 
 
@@ -168,6 +196,8 @@ class Comparison:
     counts: dict[str, int]
     details: pd.DataFrame = field(repr=False)
     findings: tuple[str, ...] = ()
+    # How content was compared: versions in both buckets, multipart ETags, checksums (not) compared.
+    content_checks: dict[str, int] = field(default_factory=dict)
     # How the buckets were read, for the evidence: method, engine, reports, HEAD re-check ({} for HEAD).
     evidence: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -187,7 +217,7 @@ class Comparison:
     def to_summary(self) -> dict[str, Any]:
         """Return the verdict, the counts and the per-category counts as plain JSON-ready values."""
         return {"verdict": self.verdict, "counts": dict(self.counts), "categories": self.counts_by_category(),
-                "findings": list(self.findings)}
+                "findings": list(self.findings), "content_checks": dict(self.content_checks)}
 
 
 def compare(
@@ -199,11 +229,13 @@ def compare(
     report: pd.DataFrame | None = None,
     expected_statuses: Iterable[str] | None = None,
     findings: Iterable[str] = (),
+    sample: pd.DataFrame | None = None,
 ) -> Comparison:
     """Return the per-version comparison of the vault and recovery snapshots, and its verdict.
 
     `scope` is the job's scope; `expected_statuses` alone stands for a scope of replication
     statuses only. `findings` are job-level disagreements found elsewhere (each fails the verdict).
+    `sample` (key, version_id) is a sample drill's draw: only those versions are expected.
     """
     scope = _scope(scope, expected_statuses)
     columnar.release_arrow_memory()
@@ -211,18 +243,20 @@ def compare(
         _check_columns(snapshot, side)
     reasons, reason_names = _scope_reasons(scope, vault)
     # Align first: hashing the keys is the memory-hungriest step, so it runs before anything else is held.
-    rows = _align(vault, recovery, manifest, report)
+    rows = _align(vault, recovery, manifest, report, sample)
     columnar.release_arrow_memory()
     sides = {"vault": _prepare(vault), "recovery": _prepare(recovery)}
     values = {side: columnar.take(frame, rows[f"{side}_row"].to_numpy()) for side, frame in sides.items()}
     del sides  # the aligned copies replace them; keep the peak low
     vault_rows = rows["vault_row"].to_numpy()
     aligned_reasons = np.where(vault_rows >= 0, reasons[np.maximum(vault_rows, 0)], -1)
-    checks = _checks(rows, values, scope, aligned_reasons, reason_names, manifest is not None, report is not None)
+    checks = _checks(rows, values, scope, aligned_reasons, reason_names, manifest is not None, report is not None,
+                     sample is not None)
     details = _details(rows, values, checks, report is not None, aligned_reasons, reason_names)
     listed = tuple(findings)
     counts = _counts(len(vault), checks, len(listed))
-    return Comparison(verdict_of(counts), counts, details, listed)
+    content_checks = {name: int(checks[name].sum()) for name in CONTENT_CHECKS}
+    return Comparison(verdict_of(counts), counts, details, listed, content_checks)
 
 
 def verdict_of(counts: dict[str, int]) -> str:
@@ -233,6 +267,29 @@ def verdict_of(counts: dict[str, int]) -> str:
         and all(counts[name] == 0 for name in _MUST_BE_ZERO)
     )
     return "PASS" if passed else "FAIL"
+
+
+# What `content_checks` counts, over the versions both buckets hold.
+CONTENT_CHECKS = ("content_compared", "multipart_etag", "checksum_compared", "checksum_not_compared")
+
+
+def describe_content_checks(content_checks: dict[str, int]) -> str:
+    """Return, in words for the evidence, how the content of the versions both buckets hold was compared."""
+    compared = content_checks.get("content_compared", 0)
+    multipart = content_checks.get("multipart_etag", 0)
+    checksums = content_checks.get("checksum_compared", 0)
+    skipped = content_checks.get("checksum_not_compared", 0)
+    text = (f"Content of the {compared:,} versions found in both buckets was compared by size and ETag. "
+            f"{multipart:,} of them were uploaded in parts: their ETag (the MD5 of the parts' MD5s, '-', the "
+            "number of parts) was compared as it is, as replication copies it from the source, so a change in "
+            "any part, or another split into parts, shows as a different ETag. (AWS does not state that a "
+            "replica keeps its source's parts; one that did not would fail here, never pass unseen.)")
+    if checksums:
+        text += f" {checksums:,} also had an additional checksum of the same algorithm on both sides, compared too."
+    if skipped:
+        text += (f" {skipped:,} had an additional checksum on one side only or one that could not be read; "
+                 "it was not compared, and the ETag decided.")
+    return text
 
 
 # Counts that must all be zero for a PASS: each is a version (or a job fact) that contradicts the proof.
@@ -311,9 +368,18 @@ def _prepare(snapshot: pd.DataFrame) -> pd.DataFrame:
             "retention_unknown": retain_unknown | np.asarray(mode == _UNKNOWN),
             "object_lock_legal_hold_status": hold,
             "hold_unknown": np.asarray(hold == _UNKNOWN),
+            "checksum_algorithm": _optional_text(snapshot, "checksum_algorithm"),
+            "checksum": _optional_text(snapshot, "checksum"),
         },
         copy=False,
     )
+
+
+def _optional_text(snapshot: pd.DataFrame, name: str) -> Any:
+    """Return a text column the snapshot may lack (snapshots of other origins): all missing when absent."""
+    if name not in snapshot.columns:
+        return pd.array([pd.NA] * len(snapshot), dtype="string")
+    return columnar.text(snapshot[name]).array
 
 
 def _category(column: pd.Series, fill: str | None = None) -> pd.Categorical:
@@ -353,22 +419,24 @@ def _retain_until(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def _align(
-    vault: pd.DataFrame, recovery: pd.DataFrame, manifest: pd.DataFrame | None, report: pd.DataFrame | None
+    vault: pd.DataFrame, recovery: pd.DataFrame, manifest: pd.DataFrame | None, report: pd.DataFrame | None,
+    sample: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Return one row per (key, version id) with the row number of each input holding it (-1 if none).
 
     Rows come in order of first appearance: the vault's order, then what only the recovery
-    bucket or the manifest holds. Report rows add outcomes but never rows of their own.
+    bucket or the manifest holds. Report and sample rows add facts but never rows of their own
+    (a drawn version the vault lacks is caught as the manifest's row the scope does not expect).
     """
-    inputs = {"vault": vault, "recovery": recovery, "manifest": manifest, "report": report}
+    inputs = {"vault": vault, "recovery": recovery, "manifest": manifest, "report": report, "sample": sample}
     present = {name: frame for name, frame in inputs.items() if frame is not None}
     try:
-        aligned = columnar.align(present, unique=("vault", "recovery"), lookup_only=("report",))
+        aligned = columnar.align(present, unique=("vault", "recovery"), lookup_only=("report", "sample"))
     except columnar.DuplicateKeyError as error:
         raise ReportError(
             f"the {error.frame} snapshot lists a key and version id twice; take the snapshot again"
         ) from None
-    for name in ("manifest", "report"):
+    for name in ("manifest", "report", "sample"):
         if f"{name}_row" not in aligned:
             aligned[f"{name}_row"] = -1
     if report is not None:
@@ -403,6 +471,7 @@ def _checks(
     reason_names: list[str],
     has_manifest: bool,
     has_report: bool,
+    has_sample: bool = False,
 ) -> dict[str, np.ndarray]:
     """Return every check as a boolean array aligned with `rows`."""
     vault, recovery = values["vault"], values["recovery"]
@@ -410,6 +479,7 @@ def _checks(
     in_recovery = rows["recovery_row"].to_numpy() >= 0
     both = in_vault & in_recovery
     none = np.zeros(len(rows), dtype=bool)
+    in_sample = rows["sample_row"].to_numpy() >= 0 if has_sample else ~none
     in_manifest = rows["manifest_row"].to_numpy() >= 0 if has_manifest else none
     in_report = rows["report_row"].to_numpy() >= 0 if has_report else none
     in_scope = in_vault & (reasons == 0)
@@ -419,19 +489,23 @@ def _checks(
     failed_replica_possible = "REPLICA" in scope.replication_statuses and "FAILED" not in scope.replication_statuses
     # A replica whose task failed reads FAILED now; a report of this run listing its task explains it.
     failed_replica = failed_status & failed_replica_possible & in_report
-    expected = in_scope | failed_replica
+    in_expected_scope = in_scope | failed_replica
+    expected = in_expected_scope & in_sample
     # Unknown whether it had to be recovered: its status could not be read, or it reads FAILED and
-    # no task of this run explains that.
-    status_unknown = in_vault & (
+    # no task of this run explains that. A sample drill asks it only of the versions it drew.
+    status_unknown_anywhere = in_vault & (
         (reasons == reason_names.index(STATUS_UNREADABLE) if STATUS_UNREADABLE in reason_names else none)
         | (failed_status & failed_replica_possible & ~in_report)
     )
+    status_unknown = status_unknown_anywhere & in_sample
     retention_unknown = both & (_flag(vault["retention_unknown"]) | _flag(recovery["retention_unknown"]))
     hold_unknown = both & (_flag(vault["hold_unknown"]) | _flag(recovery["hold_unknown"]))
+    checksum_compared, checksum_not_compared = _checksums_comparable(vault, recovery, both)
     content = both & (
         ~_same(vault["size"], recovery["size"])
         | ~_same_etag(vault["etag"], recovery["etag"])
         | (_flag(vault["is_delete_marker"]) != _flag(recovery["is_delete_marker"]))
+        | (checksum_compared & ~_same(vault["checksum"], recovery["checksum"]))
     )
     mode = both & ~retention_unknown & ~_same(vault["object_lock_mode"], recovery["object_lock_mode"])
     retain = both & ~retention_unknown & ~_same(
@@ -464,8 +538,37 @@ def _checks(
         IN_MANIFEST_NOT_ELIGIBLE: in_manifest & ~expected & ~status_unknown,
         NOT_IN_REPORT: expected & in_manifest & ~in_report if has_report else none,
         RECOVERED_IDENTICAL: expected & identical,
+        NOT_SAMPLED: (in_expected_scope | status_unknown_anywhere) & ~in_sample & ~in_recovery,
         NOT_EXPECTED: ~expected & ~in_recovery & ~status_unknown,
+        "content_compared": both & ~_flag(vault["is_delete_marker"]),
+        "multipart_etag": both & _multipart(vault["etag"]),
+        "checksum_compared": checksum_compared,
+        "checksum_not_compared": checksum_not_compared,
+        **({"in_sample": in_sample} if has_sample else {}),
     }
+
+
+def _multipart(etags: pd.Series) -> np.ndarray:
+    """Return where an ETag has the multipart form `<hex>-<parts>` (a single-part ETag never holds a '-')."""
+    return np.asarray(etags.str.contains("-", regex=False).fillna(False).to_numpy(bool), dtype=bool)
+
+
+def _checksums_comparable(
+    vault: pd.DataFrame, recovery: pd.DataFrame, both: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return where both sides show a readable checksum of one algorithm, and where one shows but cannot be compared."""
+    def readable(side: pd.DataFrame) -> np.ndarray:
+        algorithm, value = side["checksum_algorithm"], side["checksum"]
+        present = algorithm.notna() & value.notna() & (algorithm.str.upper() != _UNKNOWN)
+        return np.asarray(present.fillna(False).to_numpy(bool), dtype=bool)
+
+    def shown(side: pd.DataFrame) -> np.ndarray:
+        return np.asarray(side["checksum_algorithm"].notna().to_numpy(bool), dtype=bool)
+
+    compared = both & readable(vault) & readable(recovery) & _same(
+        vault["checksum_algorithm"], recovery["checksum_algorithm"])
+    not_compared = both & (shown(vault) | shown(recovery)) & ~compared
+    return compared, not_compared
 
 
 # Reasons starting with this put a version outside the scope for its replication status alone.
@@ -525,7 +628,7 @@ def _details(
         # Why a vault version is outside the job's scope ("" inside; missing when not in the vault).
         "scope": pd.Categorical.from_codes(reasons.astype(np.int16), categories=reason_names),
     }
-    columns.update({name: check for name, check in checks.items() if name not in (RECOVERED_IDENTICAL, NOT_EXPECTED)})
+    columns.update({name: check for name, check in checks.items() if name not in NOT_PROBLEMS})
     for side in ("vault", "recovery"):
         for name in _SHOWN:
             columns[f"{side}_{name}"] = values[side][name].array
@@ -556,4 +659,5 @@ def _counts(source_versions: int, checks: dict[str, np.ndarray], findings: int) 
         "manifest_not_eligible": total(IN_MANIFEST_NOT_ELIGIBLE),
         "not_in_report": total(NOT_IN_REPORT),
         "findings": findings,
+        "not_sampled": total(NOT_SAMPLED),
     }

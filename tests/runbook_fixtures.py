@@ -10,8 +10,9 @@ How the moto state is shared, and kept apart:
   across accounts, so seeding the vault twice in one process fails (the vault bucket, its key and
   the operator roles already exist). `drill` therefore resets moto (POST /moto-api/reset) before it
   seeds, and again when the module is done, so each test module starts from the same seeded vault
-  and leaves nothing behind for the next one. A module using these fixtures marks itself as one
-  `xdist_group`, so under pytest-xdist its tests run in one worker process, one after the other.
+  and leaves nothing behind for the next one. `make test` runs pytest-xdist with
+  `--dist loadfile`, so a module's tests run in one worker process, one after the other (the
+  modules' `xdist_group` marks say the same for `--dist loadgroup`).
 - Tests of one module share that backend, so each test gets its own resource names: `make_ctx`
   suffixes the run id and every name the run creates (recovery bucket, key alias, report bucket,
   role, policy, topic, rule) with a counter. Tests that change settings of the vault bucket or of
@@ -44,9 +45,10 @@ import botocore.session
 import pytest
 import yaml
 
-from runbook_lib import notifications, provision
+from runbook_lib import notifications, proof, provision
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
+from runbook_lib.embedded.request_ids import RequestLog, ServedRequest
 from runbook_lib.embedded.seed import GroundTruth, seed_vault
 from runbook_lib.embedded.server import (
     RECOVERY_ACCOUNT,
@@ -67,6 +69,7 @@ __all__ = [
     "CtxFactory",
     "Drill",
     "aws_env",
+    "backend_secrets",
     "clients_on_a_new_backend",
     "count_versions",
     "drill",
@@ -75,6 +78,7 @@ __all__ = [
     "unique_names",
     "watch_calls",
     "write_calls",
+    "write_requests",
 ]
 
 DRILL_PARAMS = Path(__file__).resolve().parents[1] / "parameters" / "drill.yaml"
@@ -248,8 +252,12 @@ class CtxFactory:
         self._base = yaml.safe_load(DRILL_PARAMS.read_text())
         self._written: dict[str, Path] = {}
 
-    def params_file(self, run: str = "run", **overrides: Any) -> Path:
-        """Return the parameter file of a run, written with the test's names and `overrides`."""
+    def params_file(self, run: str = "run", *, params: dict[str, Any] | None = None, **overrides: Any) -> Path:
+        """Return the parameter file of a run, written with the test's names and `overrides`.
+
+        `params` holds overrides whose names cannot be keyword arguments here, such as the `run` section.
+        """
+        overrides = {**(params or {}), **overrides}
         if run not in self._written or overrides:
             params = _merged(_merged(self._base, self.names), overrides)
             path = self.folder / f"{run}.yaml"
@@ -257,9 +265,30 @@ class CtxFactory:
             self._written[run] = path
         return self._written[run]
 
-    def __call__(self, run: str = "run", **overrides: Any) -> RunContext:
+    def __call__(self, run: str = "run", *, params: dict[str, Any] | None = None, **overrides: Any) -> RunContext:
         """Return `open_run(params, folder/run)`; the same run name re-opens the same run."""
-        return open_run(self.params_file(run, **overrides), self.folder / run, create=True)
+        return open_run(self.params_file(run, params=params, **overrides), self.folder / run, create=True)
+
+
+@pytest.fixture
+def served(aws_env: Drill) -> Iterator[RequestLog]:
+    """Record every request the module's backend answers during the test."""
+    log = RequestLog()
+    aws_env.backend.app.request_log = log
+    yield log
+    aws_env.backend.app.request_log = None
+
+
+def verify_in_process(ctx: RunContext, *, confirm_job: bool = True) -> dict[str, Any]:
+    """Run phase 07 in-process as its notebook does; return the verdict with its counts."""
+    proof.begin_verification(ctx)
+    manifest = proof.load_job_manifest(ctx)
+    report = proof.load_job_reports(ctx)
+    vault = proof.snapshot_vault(ctx, subscribers=[])
+    recovery = proof.snapshot_recovery(ctx, subscribers=[])
+    comparison = proof.compare_buckets(ctx, vault, recovery, manifest, report)
+    comparison, rounds = proof.retry_failures(ctx, comparison, vault, manifest, confirm_job)
+    return proof.conclude(ctx, comparison, rounds, report)
 
 
 @pytest.fixture
@@ -290,9 +319,50 @@ def watch_calls(ctx: RunContext) -> list[str]:
     return calls
 
 
+def backend_secrets(config_file: Path) -> set[str]:
+    """Return every secret a client of the backend has held: the config file's keys and each STS credential issued."""
+    from moto.sts.models import sts_backends
+
+    found: set[str] = set()
+    for line in config_file.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token") and value.strip():
+            found.add(value.strip())
+    for account in list(sts_backends.keys()):
+        for partition in list(sts_backends[account].keys()):
+            for role in sts_backends[account][partition].assumed_roles:
+                found |= {role.access_key_id, role.secret_access_key, role.session_token}
+    return found
+
+
 def write_calls(calls: list[str]) -> list[str]:
     """Return the operations among `calls` that change something."""
     return [name for name in calls if not name.startswith(READ_PREFIXES)]
+
+
+# What the runbook may send without changing anything besides reads: the SDK's AssumeRole for a
+# profile's role (it changes no resource) and Access Analyzer's policy checks, which keep nothing.
+NOT_WRITES = ("AssumeRole",)
+ACCESS_ANALYZER_CHECKS = ("/policy/validation", "/policy/check-no-new-access", "/policy/check-access-not-granted")
+
+
+def write_requests(served: list[ServedRequest]) -> list[str]:
+    """Return the requests the backend served that could change something: method, service, operation or path.
+
+    S3 and S3 Control name the operation by method and path, Access Analyzer by path; every other
+    service names it, and a request that names none counts as a write, so nothing slips through.
+    """
+    found = []
+    for request in served:
+        if request.service in ("s3", "s3control"):
+            changes = request.method not in ("GET", "HEAD")
+        elif request.service == "access-analyzer":
+            changes = request.path not in ACCESS_ANALYZER_CHECKS
+        else:
+            changes = not request.operation.startswith(READ_PREFIXES) and request.operation not in NOT_WRITES
+        if changes:
+            found.append(f"{request.method} {request.service} {request.operation or request.path}")
+    return found
 
 
 def count_versions(drill: Drill) -> dict[str, int]:

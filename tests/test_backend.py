@@ -260,3 +260,58 @@ def test_a_relative_config_file_is_written_and_announced_as_an_absolute_path(
         assert backend.config_file == tmp_path / "relative" / "aws-config"
         assert Path(backend.environ()["AWS_CONFIG_FILE"]).is_absolute()
         assert backend.config_file.exists()
+
+
+# ------------------------------------------------------------------------------ request ids
+
+
+def _headers(answer: dict[str, Any]) -> dict[str, str]:
+    return {name.lower(): value for name, value in answer["ResponseMetadata"]["HTTPHeaders"].items()}
+
+
+def test_s3_answers_carry_s3s_request_ids_and_errors_name_the_same_ones(backend: EmbeddedBackend) -> None:
+    s3 = plain_s3(backend)
+    bucket = f"request-ids-{uuid.uuid4().hex[:10]}"
+    answer = s3.create_bucket(Bucket=bucket)
+
+    headers = _headers(answer)
+    assert len(headers["x-amz-request-id"]) == 16 and headers["x-amz-request-id"].isupper()
+    assert len(headers["x-amz-id-2"]) == 64
+    assert "x-amzn-requestid" not in headers  # S3 does not send it, and botocore would prefer it
+    assert answer["ResponseMetadata"]["RequestId"] == headers["x-amz-request-id"]
+    assert answer["ResponseMetadata"]["HostId"] == headers["x-amz-id-2"]
+    with pytest.raises(ClientError) as missing:
+        s3.get_object(Bucket=bucket, Key="absent")
+    error = missing.value.response
+    # The error document repeats the headers' ids, as S3's do.
+    assert error["ResponseMetadata"]["RequestId"] == _headers(error)["x-amz-request-id"]
+    assert error["Error"]["Code"] == "NoSuchKey"
+
+
+def test_other_services_answer_with_a_uuid_request_id_in_header_and_document(backend: EmbeddedBackend) -> None:
+    sts = boto3.client("sts", endpoint_url=backend.endpoint, region_name="us-east-1",
+                       aws_access_key_id="backend-tests", aws_secret_access_key="backend-tests")
+
+    answer = sts.get_caller_identity()
+
+    request_id = _headers(answer)["x-amzn-requestid"]
+    assert str(uuid.UUID(request_id)) == request_id
+    assert answer["ResponseMetadata"]["RequestId"] == request_id
+
+
+def test_a_backend_that_records_requests_lists_each_with_the_ids_it_sent(tmp_path: Path) -> None:
+    with start_backend(config_file=tmp_path / "aws-config", record_requests=True) as running:
+        s3 = plain_s3(running)
+        answers = [s3.list_buckets(), s3.list_buckets()]
+        served = running.served_requests()
+
+    assert [r.request_id for r in served[-2:]] == [a["ResponseMetadata"]["RequestId"] for a in answers]
+    last = served[-1]
+    assert (last.method, last.path, last.service, last.region, last.status) == ("GET", "/", "s3", "us-east-1", 200)
+    assert last.extended_request_id == answers[-1]["ResponseMetadata"]["HostId"]
+    assert "Boto3" in last.user_agent or "botocore" in last.user_agent
+
+
+def test_a_backend_keeps_no_request_log_unless_asked(backend: EmbeddedBackend) -> None:
+    plain_s3(backend).list_buckets()
+    assert backend.served_requests() == []

@@ -239,6 +239,21 @@ INVALID_REQUESTS = [
         "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "abc"}}))),
      "Manifest.Spec.Fields ['Key', 'Bucket'] must list Bucket, Key and optionally VersionId"),
     ("account", _break(lambda r: r.update(AccountId="1111")), "AccountId '1111' does not match the pattern"),
+    # A user-supplied CSV manifest, as a sample drill's job is given one.
+    ("manifest-etag", _break(lambda r: (r.pop("ManifestGenerator"), r.update(Manifest={
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
+        "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv"}}))), "ETag is required"),
+    ("manifest-bucket-arn", _break(lambda r: (r.pop("ManifestGenerator"), r.update(Manifest={
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
+        "Location": {"ObjectArn": "arn:aws:s3:::b", "ETag": "abc"}}))), "is not an object ARN"),
+    ("manifest-field", _break(lambda r: (r.pop("ManifestGenerator"), r.update(Manifest={
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "Version"]},
+        "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "abc"}}))),
+     "is not one of Ignore, Bucket, Key, VersionId"),
+    ("manifest-spec-format", _break(lambda r: (r.pop("ManifestGenerator"), r.update(Manifest={
+        "Spec": {"Format": "CSV", "Fields": ["Bucket", "Key"]},
+        "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "abc"}}))),
+     "Manifest.Spec.Format 'CSV' is not one of S3BatchOperations_CSV_20180820, S3InventoryReport_CSV_20161130"),
 ]
 
 

@@ -1,14 +1,15 @@
-"""The AWS CLI (v1, installed next to the runbook) against the embedded backend's config file.
+"""The AWS CLI against the embedded backend's config file.
 
-A drill differs from a recovery only by AWS_CONFIG_FILE, so the CLI must reach both accounts and
-S3 Control through that file alone: the file's `[plugins]` section loads the host fix for
-`aws s3control`, which no CLI option can give.
+A drill differs from a recovery only by AWS_CONFIG_FILE, so any AWS CLI (the one installed next to
+the runbook, and one installed elsewhere that cannot import the runbook) must reach both accounts
+and S3 Control through that file alone, with no plugin and no option.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,17 @@ from runbook_lib.embedded.server import VAULT_ACCOUNT
 pytestmark = [pytest.mark.cli, pytest.mark.xdist_group("batch-cli")]
 
 AWS = Path(sys.executable).parent / "aws"
+
+
+def _system_aws() -> str | None:
+    """Return an `aws` found on PATH outside the runbook's environment, if there is one."""
+    outside = os.pathsep.join(part for part in os.environ.get("PATH", "").split(os.pathsep)
+                              if Path(part).resolve() != AWS.parent.resolve())
+    found = shutil.which("aws", path=outside)
+    return found if found and Path(found).resolve() != AWS.resolve() else None
+
+
+SYSTEM_AWS = _system_aws()
 BATCH_TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "batchoperations.s3.amazonaws.com"},
@@ -134,3 +146,27 @@ def test_the_cli_puts_a_replication_configuration_with_a_token(
 
     assert put is None
     assert read["ReplicationConfiguration"] == configuration
+
+
+@pytest.mark.parametrize("which", ["project", "system"])
+def test_every_installed_cli_reaches_every_service_through_the_file(
+    cli: dict[str, str], which: str, tmp_path: Path,
+) -> None:
+    if which == "system" and SYSTEM_AWS is None:
+        pytest.skip("no AWS CLI is installed outside the runbook's environment on this machine")
+    program = str(AWS) if which == "project" else str(SYSTEM_AWS)
+    # An AWS CLI installed elsewhere must not find the runbook's code: run it from an empty folder.
+    environment = {k: v for k, v in cli.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+    def aws(profile: str, *arguments: str) -> Any:
+        done = subprocess.run([program, *arguments, "--profile", profile, "--output", "json"],
+                              env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{program} {' '.join(arguments)}: {done.stderr}"
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    for profile, account in (("drill-vault", VAULT_ACCOUNT), ("drill-recovery", "222222222222")):
+        assert aws(profile, "sts", "get-caller-identity")["Account"] == account
+        assert "Jobs" in aws(profile, "s3control", "list-jobs", "--account-id", account)
+        assert "Buckets" in aws(profile, "s3api", "list-buckets")
+        assert "Roles" in aws(profile, "iam", "list-roles")
+        assert "Keys" in aws(profile, "kms", "list-keys")

@@ -282,6 +282,28 @@ def test_a_generator_that_matches_nothing_fails_the_job_without_a_report(world: 
     assert _report_keys(world, bucket) == []
 
 
+def test_a_role_trusting_batch_operations_only_with_a_source_account_fails_the_job(
+    world: World, s3control: Any
+) -> None:
+    # AWS documents no aws:SourceAccount for Batch Operations: a trust policy that requires it is
+    # refused here, not only on the day of a recovery.
+    bucket = world.source(["a.txt"])
+    name = f"lifecycle-guarded-{uuid.uuid4().hex[:8]}"
+    guarded = json.loads(json.dumps(BATCH_TRUST))
+    guarded["Statement"][0]["Condition"] = {"StringEquals": {"aws:SourceAccount": VAULT_ACCOUNT}}
+    role_arn = world.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(guarded))["Role"]["Arn"]
+    world.iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(ALLOW_S3))
+
+    job_id = s3control.create_job(**_request(world, bucket, RoleArn=role_arn))["JobId"]
+    final = _watch(s3control, job_id, _ended)[-1]
+
+    assert final["Status"] == "Failed"
+    (reason,) = final["FailureReasons"]
+    assert reason["FailureCode"] == "AccessDenied"
+    assert role_arn in reason["FailureReason"] and "aws:SourceAccount" in reason["FailureReason"]
+    assert final["ProgressSummary"]["TotalNumberOfTasks"] == 0
+
+
 def test_a_small_job_whose_tasks_all_fail_still_completes(world: World, s3control: Any) -> None:
     bucket = world.source([f"fail-{i}" for i in range(5)])
 
@@ -348,6 +370,9 @@ def _deny_manifest_reads(world: World) -> str:
         ("etag", "InvalidManifestContent", "The manifest's ETag"),
         ("denied", "AccessDenied", "Reading the manifest is forbidden: AccessDenied"),
         ("short-row", "InvalidManifestContent", "Invalid manifest content: row 2"),
+        # AWS reads no CSV manifest encrypted with SSE-KMS, and lists KMS among the causes of this error.
+        ("kms", "AccessDenied", "Reading the manifest is forbidden: AccessDenied"),
+        ("empty", "InvalidManifestContent", "Invalid manifest content"),
     ],
 )
 def test_an_unusable_manifest_fails_the_job(world: World, s3control: Any, case: str, code: str, reason: str) -> None:
@@ -356,8 +381,11 @@ def test_an_unusable_manifest_fails_the_job(world: World, s3control: Any, case: 
     rows = [f"{bucket},{v['Key']},{v['VersionId']}" for v in versions]
     if case == "short-row":
         rows[1] = f"{bucket},{versions[1]['Key']}"
+    if case == "empty":
+        rows = []
     key = f"manifests/{uuid.uuid4().hex}.csv"
-    etag = world.s3.put_object(Bucket=world.report, Key=key, Body="\n".join(rows).encode())["ETag"]
+    encryption = {"ServerSideEncryption": "aws:kms"} if case == "kms" else {}
+    etag = world.s3.put_object(Bucket=world.report, Key=key, Body="\n".join(rows).encode(), **encryption)["ETag"]
     location = {"ObjectArn": f"arn:aws:s3:::{world.report}/{key}", "ETag": etag}
     if case == "missing":
         location["ObjectArn"] += ".gone"

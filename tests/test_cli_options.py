@@ -1,4 +1,4 @@
-"""The `runbook` command's options: --objects N, and --seed N kept as its deprecated spelling."""
+"""The `runbook` command's options: --objects N, --seed N kept as its deprecated spelling, and --sample."""
 
 from __future__ import annotations
 
@@ -44,3 +44,19 @@ def test_random_seed_is_not_taken_for_the_deprecated_seed(capsys: pytest.Capture
     args = build_parser().parse_args(["backend", "--random-seed", "9"])
     assert (args.objects, args.random_seed) == (None, 9)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("given", "size"), [("50", {"count": 50}), ("0.1", {"fraction": 0.1}), ("1", {"count": 1})])
+def test_sample_takes_a_count_or_a_fraction(given: str, size: dict[str, float]) -> None:
+    args = build_parser().parse_args(["drill", "--sample", given])
+    assert (args.sample, args.sample_seed) == (size, 1)
+    assert build_parser().parse_args(["drill"]).sample is None
+    assert build_parser().parse_args(["drill", "--sample", "5", "--sample-seed", "9"]).sample_seed == 9
+
+
+@pytest.mark.parametrize("given", ["0", "-3", "1.5", "half"])
+def test_a_sample_that_is_neither_is_bad_input(given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["drill", "--sample", given])
+    assert stopped.value.code == 2
+    assert "--sample" in capsys.readouterr().err

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -11,11 +15,15 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
+from runbook_fixtures import backend_secrets, write_requests
 
 from runbook_lib import cli
+from runbook_lib.accounts import APP_ID
+from runbook_lib.call_log import read_calls
 from runbook_lib.drill import DRILL_PARAMS, phase_names, run_phases
-from runbook_lib.embedded.seed import RECOVER, seed_vault
-from runbook_lib.embedded.server import start_backend
+from runbook_lib.embedded import moto_state
+from runbook_lib.embedded.seed import PART_SIZE, RECOVER, GroundTruth, SeededVersion, seed_vault
+from runbook_lib.embedded.server import EmbeddedBackend, start_backend
 from runbook_lib.errors import PhaseError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("drill")]
@@ -60,6 +68,14 @@ def test_drill_passes_and_its_counts_equal_the_ground_truth(
     html = (out / "evidence.html").read_text()
     assert "Verdict: PASS" in html and "Phase 06" in html and "Phase 08" in html
     assert (out / "details" / "all_versions.csv").exists()
+    # Golden copies uploaded in parts were recovered with their multipart ETags and checksum, and the
+    # evidence says how content was compared.
+    assert sorted(v["parts"] for v in truth["versions"] if v["parts"]) == [2, 3]
+    assert summary["content_checks"]["multipart_etag"] == 2 and summary["content_checks"]["checksum_compared"] == 1
+    assert "uploaded in parts" in html and "compared as it is" in html
+    # Every phase's calls are in the run folder's call log, which the evidence links.
+    assert {call["phase"] for call in read_calls(out)} == set(phase_names())
+    assert 'href="calls.jsonl"' in html
 
 
 def test_drill_with_failed_tasks_passes_after_a_retry_round(tmp_path: Path) -> None:
@@ -83,20 +99,95 @@ def _client(service: str, profile: str) -> Any:
     return boto3.Session(profile_name=profile).client(service)
 
 
-def test_damage_after_a_drill_fails_reverification_with_exactly_those_versions(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    with start_backend(config_file=tmp_path / "aws-config") as backend:
+@dataclass(frozen=True)
+class VerifiedDrill:
+    """A drill verified by phases 00-07 on a backend that recorded every request it served."""
+
+    backend: EmbeddedBackend
+    truth: GroundTruth
+    run_dir: Path
+
+
+@pytest.fixture(scope="class")
+def verified_drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VerifiedDrill]:
+    folder = tmp_path_factory.mktemp("verified-drill")
+    with start_backend(config_file=folder / "aws-config", record_requests=True) as backend:
         backend.reset()
         truth = seed_vault(backend.endpoint, 120, 2)
+        run_dir = folder / "run"
         phases = [p for p in phase_names() if p < "08"]
         run_phases(DRILL_PARAMS, run_dir, phases, confirm_job=True, extra_env=backend.environ())
+        try:
+            yield VerifiedDrill(backend, truth, run_dir)
+        finally:
+            backend.reset()
+
+
+class TestAfterAVerifiedDrill:
+    """What a drill leaves for auditors, and what a later check finds when the recovery is damaged."""
+
+    def test_the_call_log_lists_every_request_of_every_phase_and_no_secret(self, verified_drill: VerifiedDrill) -> None:
+        calls = read_calls(verified_drill.run_dir)
+        served = [r for r in verified_drill.backend.served_requests() if f"app/{APP_ID}" in r.user_agent]
+
+        # Every request the runbook's kernels sent is in the run folder's log, with the id the backend gave it.
+        assert len(calls) == len(served) > 500
+        assert Counter(c["request_id"] for c in calls) == Counter(r.request_id for r in served)
+        assert {c["phase"] for c in calls} == {p for p in phase_names() if p < "08"}
+        assert {c["service"] for c in calls} >= {"sts", "s3", "kms", "iam", "s3control", "sns", "sqs", "events"}
+        assert sum(1 for c in calls if (c["service"], c["operation"]) == ("s3control", "CreateJob")) == 1
+        text = (verified_drill.run_dir / "calls.jsonl").read_text(encoding="utf-8")
+        secrets = backend_secrets(verified_drill.backend.config_file)
+        assert len(secrets) > 10 and [secret for secret in secrets if secret in text] == []
+        vault = moto_state.find_bucket(verified_drill.truth.vault_bucket)
+        bodies = [v.value[:48] for name in list(vault.keys)[:40] for v in moto_state.versions_of(vault, name)
+                  if not moto_state.is_delete_marker(v) and v.size >= 48]
+        assert bodies and not any(base64.b64encode(b).decode() in text or b.hex() in text for b in bodies)
+        assert '"Statement"' not in text and "Credential=" not in text
+
+    def test_the_drill_checked_its_policies_and_a_plan_after_it_lists_nothing_to_change(
+        self, verified_drill: VerifiedDrill, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        run_dir = verified_drill.run_dir
+        analyzer_calls = [c for c in read_calls(run_dir) if c["service"] == "accessanalyzer"]
+        assert {(c["phase"], c["operation"]) for c in analyzer_calls} >= {
+            ("00_preflight", "ValidatePolicy"), ("00_preflight", "CheckNoNewAccess"),
+            ("00_preflight", "CheckAccessNotGranted")}
+        assert all(c["error_code"] is None for c in analyzer_calls)
+        assert "IAM Access Analyzer on the policies" in (run_dir / "notebooks" / "00_preflight.ipynb").read_text()
+        for name, value in verified_drill.backend.environ().items():
+            monkeypatch.setenv(name, value)
+        served_before = len(verified_drill.backend.served_requests())
+
+        status = cli.main(["plan", "--params", str(DRILL_PARAMS), "--out", str(run_dir), "--to", "07"])
+
+        assert status == 0
+        document = json.loads((run_dir / "plan.json").read_text())
+        assert set(document["counts"]) == {"leave"}
+        assert [w for p in document["phases"] for w in p["writes"]] == []
+        job = next(s for p in document["phases"] if p["phase"].startswith("06") for s in p["steps"])
+        assert (job["action"], job["identifier"]) == ("leave", json.loads(
+            (run_dir / "ledger.json").read_text())["jobs"]["recovery-1"]["job_id"])
+        served = verified_drill.backend.served_requests()[served_before:]
+        planned = [r for r in served if f"app/{APP_ID}" in r.user_agent]
+        assert planned and write_requests(planned) == []
+
+    def test_damage_after_a_drill_fails_reverification_with_exactly_those_versions(
+        self, verified_drill: VerifiedDrill, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        backend, truth, run_dir = verified_drill.backend, verified_drill.truth, verified_drill.run_dir
+        for name, value in backend.environ().items():
+            monkeypatch.setenv(name, value)
         assert _summary(run_dir)["verdict"] == "PASS"
+        assert _summary(run_dir)["content_checks"]["multipart_etag"] == 2
 
         recovered = [v for v in truth.versions if v.expected_outcome == RECOVER]
-        removed = next(v for v in recovered if v.object_lock_mode is None and v.object_lock_legal_hold_status != "ON")
-        extended = next(v for v in recovered if v.object_lock_mode == "GOVERNANCE" and v is not removed)
+        in_parts = next(v for v in recovered if v.parts == 3)
+        whole = [v for v in recovered if not v.parts]
+        removed = next(v for v in whole if v.object_lock_mode is None and v.object_lock_legal_hold_status != "ON")
+        extended = next(v for v in whole if v.object_lock_mode == "GOVERNANCE" and v is not removed)
         released = next(
-            v for v in recovered if v.object_lock_legal_hold_status == "ON" and v not in (removed, extended))
+            v for v in whole if v.object_lock_legal_hold_status == "ON" and v not in (removed, extended))
         s3 = _client("s3", "drill-recovery")
         s3.delete_object(Bucket=RECOVERY_BUCKET, Key=removed.key, VersionId=removed.version_id)
         later = datetime.now(timezone.utc) + timedelta(days=4000)
@@ -104,32 +195,103 @@ def test_damage_after_a_drill_fails_reverification_with_exactly_those_versions(t
                                 Retention={"Mode": "GOVERNANCE", "RetainUntilDate": later})
         s3.put_object_legal_hold(Bucket=RECOVERY_BUCKET, Key=released.key, VersionId=released.version_id,
                                  LegalHold={"Status": "OFF"})
+        _replace_with_one_part_changed(s3, in_parts)
 
         with pytest.raises(PhaseError) as stopped:
             run_phases(DRILL_PARAMS, run_dir, ["07_verify"], confirm_job=True, extra_env=backend.environ())
         assert (stopped.value.phase, stopped.value.error_name) == ("07_verify", "NotVerifiedError")
         assert "NOT verified" in stopped.value.error_value
         assert stopped.value.notebook_path == str(run_dir.resolve() / "notebooks" / "07_verify.ipynb")
-        backend.reset()
 
-    summary = _summary(run_dir)
-    assert summary["verdict"] == "FAIL"
-    details = pd.read_csv(run_dir / "details" / "all_versions.csv", keep_default_na=False)
-    damaged = details[details["category"] != "recovered_identical"]
-    damaged = damaged[damaged["category"] != "not_expected"]
-    by_version = {(row.key, row.version_id): row for row in damaged.itertuples()}
-    assert set(by_version) == {(v.key, v.version_id) for v in (removed, extended, released)}
-    # The removed version was retried; Batch Replication refuses versions deleted at the destination.
-    gone = by_version[(removed.key, removed.version_id)]
-    assert bool(gone.missing_in_recovery)
-    assert gone.category in ("missing_in_recovery", "task_failed")
-    if gone.category == "task_failed":
-        assert gone.error_code == "DstObjectHardDeleted"
-    assert by_version[(extended.key, extended.version_id)].category == "retain_until_differs"
-    assert by_version[(released.key, released.version_id)].category == "legal_hold_differs"
-    assert summary["counts"]["retention_mismatches"] == 1
-    assert summary["counts"]["legal_hold_mismatches"] == 1
-    assert summary["counts"]["missing"] == 1
+        summary = _summary(run_dir)
+        assert summary["verdict"] == "FAIL"
+        details = pd.read_csv(run_dir / "details" / "all_versions.csv", keep_default_na=False)
+        damaged = details[details["category"] != "recovered_identical"]
+        damaged = damaged[damaged["category"] != "not_expected"]
+        by_version = {(row.key, row.version_id): row for row in damaged.itertuples()}
+        assert set(by_version) == {(v.key, v.version_id) for v in (removed, extended, released, in_parts)}
+        # The removed version was retried; Batch Replication refuses versions deleted at the destination.
+        gone = by_version[(removed.key, removed.version_id)]
+        assert bool(gone.missing_in_recovery)
+        assert gone.category in ("missing_in_recovery", "task_failed")
+        if gone.category == "task_failed":
+            assert gone.error_code == "DstObjectHardDeleted"
+        assert by_version[(extended.key, extended.version_id)].category == "retain_until_differs"
+        assert by_version[(released.key, released.version_id)].category == "legal_hold_differs"
+        # One changed byte in one part of a golden copy in parts: another multipart ETag, another checksum.
+        tampered = by_version[(in_parts.key, in_parts.version_id)]
+        assert tampered.category == "content_differs"
+        assert tampered.vault_etag != tampered.recovery_etag and tampered.recovery_etag.endswith("-3")
+        assert tampered.vault_checksum != tampered.recovery_checksum
+        assert summary["counts"]["retention_mismatches"] == 1
+        assert summary["counts"]["legal_hold_mismatches"] == 1
+        assert summary["counts"]["missing"] == 1
+        assert summary["counts"]["content_mismatches"] == 1
+        assert "uploaded in parts" in summary["content_basis"]
+
+
+def _replace_with_one_part_changed(s3: Any, version: SeededVersion) -> None:
+    """Put in the recovery bucket, under the replica's version id, a copy of it whose second part differs by one byte.
+
+    The copy is uploaded in the same parts through the API (so S3 computes its ETag and checksum), then
+    takes the replica's place in the backend, as storage tampered with below the API would show it.
+    """
+    bucket = moto_state.find_bucket(RECOVERY_BUCKET)
+    replica = next(v for v in moto_state.versions_of(bucket, version.key) if v.version_id == version.version_id)
+    content = bytearray(replica.value)
+    content[PART_SIZE + 1234] ^= 0xFF
+    sizes = [PART_SIZE, PART_SIZE, len(content) - 2 * PART_SIZE]
+    upload = s3.create_multipart_upload(Bucket=RECOVERY_BUCKET, Key=version.key, ChecksumAlgorithm="SHA256")
+    parts, start = [], 0
+    for number, size in enumerate(sizes, start=1):
+        answer = s3.upload_part(Bucket=RECOVERY_BUCKET, Key=version.key, UploadId=upload["UploadId"],
+                                PartNumber=number, Body=bytes(content[start:start + size]), ChecksumAlgorithm="SHA256")
+        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": answer["ChecksumSHA256"]})
+        start += size
+    copy_id = s3.complete_multipart_upload(Bucket=RECOVERY_BUCKET, Key=version.key, UploadId=upload["UploadId"],
+                                           MultipartUpload={"Parts": parts})["VersionId"]
+    versions = moto_state.versions_of(bucket, version.key)
+    copy = next(v for v in versions if v.version_id == copy_id)
+    copy._version_id, copy.last_modified = replica.version_id, replica.last_modified
+    copy.lock_mode, copy.lock_until = replica.lock_mode, replica.lock_until
+    copy.lock_legal_status = replica.lock_legal_status
+    copy.replication_status = replica.replication_status
+    bucket.keys.setlist(version.key, [copy if v is replica else v for v in versions if v is not copy])
+
+
+def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sample"
+
+    status = cli.main(["drill", "--objects", "150", "--sample", "50", "--out", str(out)])
+
+    assert status == 0
+    summary = _summary(out)
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert summary["verdict"] == "PASS"
+    counts = summary["counts"]
+    assert counts["expected"] == counts["recovered"] == 50
+    assert counts["not_sampled"] == truth["counts"]["expected"] - 50
+    # The recovery bucket holds exactly the drawn versions, each recovered identical.
+    details = pd.read_csv(out / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
+    in_recovery = details[details["in_recovery"] == "True"]
+    manifest = pd.read_csv(out / "sample" / "manifest.csv", header=None, names=["bucket", "key", "version_id"],
+                           dtype=str, keep_default_na=False)
+    assert len(manifest) == 50 == len(in_recovery)
+    assert set(in_recovery["version_id"]) == set(manifest["version_id"])
+    assert set(in_recovery["category"]) == {"recovered_identical"}
+    assert set(details.loc[details["in_sample"] == "False", "category"]) <= {"not_sampled", "not_expected"}
+    sample = summary["sample"]
+    assert sample["drawn"] == 50 and all(row["drawn"] > 0 for row in sample["strata"])
+    assert summary["run"]["scale"] == "sample" and summary["run"]["purpose"] == "drill"
+    assert sample["throughput"]["whole_scope"]["versions"] == truth["counts"]["expected"]
+    html = (out / "evidence.html").read_text()
+    assert "This was a sample drill" in html and "Extrapolated to the whole scope" in html
+    assert "job.sample set by runbook drill --sample" in (out / "parameters.yaml").read_text()
+    assert summary["run"]["backend"] == "embedded"
+    printed = capsys.readouterr().out
+    assert "sample: 50 of" in printed and "every one drawn" in printed and "extrapolated to the whole scope" in printed
 
 
 def test_drill_verified_from_inventory_on_athena_passes_with_the_same_counts(

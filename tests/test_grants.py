@@ -77,6 +77,8 @@ class Setup:
             run_id=RUN_ID,
         )
         return {
+            "trust": policies.batch_role_trust_policy(
+                vault_account_id=VAULT_ACCOUNT, vault_bucket=self.vault_bucket, region=REGION),
             "role": policies.batch_role_policy(
                 vault_bucket=self.vault_bucket, recovery_bucket=self.recovery_bucket,
                 report_bucket=self.report_bucket, vault_key_arn=self.vault_key_arn,
@@ -94,7 +96,7 @@ class Setup:
 def _apply(clients: Clients, setup: Setup, documents: Documents) -> dict[str, str]:
     """Apply the documents, write three vault versions, and return their version ids by label."""
     clients.vault_iam.create_role(RoleName=setup.role_name,
-                                  AssumeRolePolicyDocument=policies.to_json(policies.batch_role_trust_policy()))
+                                  AssumeRolePolicyDocument=policies.to_json(documents["trust"]))
     clients.vault_iam.put_role_policy(RoleName=setup.role_name, PolicyName="batch-replication",
                                       PolicyDocument=policies.to_json(documents["role"]))
     clients.vault_kms.put_key_policy(KeyId=setup.vault_key_arn, PolicyName="default",
@@ -208,8 +210,29 @@ def _vault_key_statement_for(**arguments: str) -> Callable[[Setup, Documents], N
     return change
 
 
+def _trust_for(**arguments: str) -> Callable[[Setup, Documents], None]:
+    """Replace the role's trust policy by the runbook's one built for another vault account or bucket."""
+    def change(setup: Setup, documents: Documents) -> None:
+        built = {"vault_account_id": VAULT_ACCOUNT, "vault_bucket": setup.vault_bucket, "region": REGION} | arguments
+        documents["trust"] = policies.batch_role_trust_policy(**built)
+
+    return change
+
+
+def _batch_operations_trust_conditioned_on_source_account(setup: Setup, documents: Documents) -> None:
+    """Guard the Batch Operations statement with aws:SourceAccount, a key AWS documents no value for."""
+    batch_operations = documents["trust"]["Statement"][0]
+    batch_operations["Condition"] = {"StringEquals": {"aws:SourceAccount": VAULT_ACCOUNT}}
+
+
 # (what is taken away, which version is replicated, the failure code AWS documents for it)
 MISSING_GRANTS = {
+    "trust policy: replication for another vault account (aws:SourceAccount)": (
+        _trust_for(vault_account_id="333333333333"), "plain", "AssumeRoleNotPermitted"),
+    "trust policy: replication for another vault bucket (aws:SourceArn)": (
+        _trust_for(vault_bucket="some-other-vault"), "plain", "AssumeRoleNotPermitted"),
+    "trust policy: Batch Operations asked for aws:SourceAccount, which it does not send": (
+        _batch_operations_trust_conditioned_on_source_account, "plain", "AssumeRoleNotPermitted"),
     "vault key: the role's kms:Decrypt": (_drop("vault_key", "kms:Decrypt", "RoleDecrypts"), "plain",
                                           "SrcGetObjectNotPermitted"),
     "vault key: Decrypt for another bucket's objects": (_vault_key_statement_for(vault_bucket="some-other-bucket"),

@@ -196,12 +196,16 @@ class TwoRuns:
     new_jobs: set[str]
 
 
-@pytest.fixture(scope="module")
-def two_runs(backend: EmbeddedBackend, tmp_path_factory: pytest.TempPathFactory) -> TwoRuns:
-    """Run phases 00-07 twice on one run folder against one seeded vault."""
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRuns]:
+    """Run phases 00-07 twice on one run folder against one seeded vault, on a backend of its own.
+
+    Session scope, and nothing live kept: a worker that runs other modules' tests between this
+    module's would otherwise tear a module fixture down and run both recoveries again.
+    """
     folder = tmp_path_factory.mktemp("two-runs")
     run_dir = folder / "run"
-    with pytest.MonkeyPatch.context() as patch:
+    with start_backend(config_file=folder / "aws-config") as backend, pytest.MonkeyPatch.context() as patch:
         vault = fresh_vault(backend, folder, patch)
         jobs_before = vault.job_ids()
         ledgers, verdicts, states = [], [], []
@@ -212,8 +216,10 @@ def two_runs(backend: EmbeddedBackend, tmp_path_factory: pytest.TempPathFactory)
             states.append(vault.state())
             # The next run's phase 07 must write its own verdict.
             (run_dir / "summary.json").unlink()
-        return TwoRuns((ledgers[0], ledgers[1]), (verdicts[0], verdicts[1]), (states[0], states[1]),
-                       vault.job_ids() - jobs_before)
+        result = TwoRuns((ledgers[0], ledgers[1]), (verdicts[0], verdicts[1]), (states[0], states[1]),
+                         vault.job_ids() - jobs_before)
+        _reset_moto(backend.endpoint)
+    yield result
 
 
 def outcome_rows(ledger: dict[str, Any]) -> list[dict[str, Any]]:

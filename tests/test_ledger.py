@@ -224,6 +224,22 @@ def test_a_migrated_folder_is_written_back_in_the_current_shape(tmp_path: Path) 
     assert open_ledger(tmp_path).state == ledger.state
 
 
+def test_a_version_2_run_folder_loads_as_version_3_without_a_commitment_kind_or_sample(tmp_path: Path) -> None:
+    # The release before sample drills wrote version 2: the same fields, none of the three new ones.
+    (tmp_path / LEDGER_FILE).write_text((DATA / "ledger-unversioned.json").read_text())
+    version_2 = open_ledger(tmp_path).state.model_dump(mode="json", exclude={"commitment", "kind", "sample"})
+    version_2["schema_version"] = 2
+    (tmp_path / LEDGER_FILE).write_text(json.dumps(version_2))
+
+    migrated = open_ledger(tmp_path)
+
+    assert migrated.state.schema_version == SCHEMA_VERSION == 3
+    assert (migrated.state.commitment, migrated.state.kind, migrated.state.sample) == (None, None, None)
+    assert migrated.state.current_recovery_job() is not None
+    migrated.save()
+    assert on_disk(tmp_path)["schema_version"] == 3
+
+
 @pytest.mark.parametrize(("document", "says"), [
     ({"run_id": "drill", "values": {"job_id": "j", "favourite_colour": "blue"}}, "favourite_colour"),
     ({"run_id": "drill", "surprise": 1}, "surprise"),

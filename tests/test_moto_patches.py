@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import uuid
@@ -505,3 +506,66 @@ def test_a_deny_in_the_callers_identity_policy_hides_the_field_for_that_caller_o
     assert "ObjectLockMode" not in auditor.head_object(Bucket=bucket, Key="secret/a.txt", VersionId=secret)
     assert "ObjectLockMode" in s3.head_object(Bucket=bucket, Key="secret/a.txt", VersionId=secret)
     assert "ObjectLockMode" in auditor.head_object(Bucket=bucket, Key="open/a.txt", VersionId=versions["open/a.txt"])
+
+
+# ------------------------------------------------------------ Object Lock of multipart uploads
+
+PART = 5 * 1024 * 1024  # S3's minimum size of every part but the last
+
+
+def _upload_in_parts(s3: Any, bucket: str, key: str, parts: list[bytes], **lock: Any) -> dict[str, Any]:
+    """Upload `parts` as one multipart object, with the lock arguments given to CreateMultipartUpload."""
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **lock)["UploadId"]
+    done = [{"PartNumber": number, "ETag": s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number,
+                                                          Body=body)["ETag"]}
+            for number, body in enumerate(parts, start=1)]
+    return dict(s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                             MultipartUpload={"Parts": done}))
+
+
+def test_a_multipart_upload_keeps_the_lock_it_was_created_with(s3: Any, lock_bucket: str) -> None:
+    until = datetime(2032, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
+    parts = [b"a" * PART, b"b" * PART, b"tail"]
+
+    completed = _upload_in_parts(s3, lock_bucket, "large/locked.bin", parts, ObjectLockMode="COMPLIANCE",
+                                 ObjectLockRetainUntilDate=until, ObjectLockLegalHoldStatus="ON")
+
+    version = completed["VersionId"]
+    head = s3.head_object(Bucket=lock_bucket, Key="large/locked.bin", VersionId=version)
+    assert (head["ObjectLockMode"], head["ObjectLockRetainUntilDate"], head["ObjectLockLegalHoldStatus"]) == (
+        "COMPLIANCE", until, "ON")
+    assert s3.get_object_retention(Bucket=lock_bucket, Key="large/locked.bin", VersionId=version)["Retention"] == {
+        "Mode": "COMPLIANCE", "RetainUntilDate": until}
+    digests = b"".join(hashlib.md5(part).digest() for part in parts)
+    assert head["ETag"] == f'"{hashlib.md5(digests).hexdigest()}-3"'
+    assert s3.head_object(Bucket=lock_bucket, Key="large/locked.bin", VersionId=version, PartNumber=1)[
+        "PartsCount"] == 3
+    with pytest.raises(ClientError):
+        s3.delete_object(Bucket=lock_bucket, Key="large/locked.bin", VersionId=version)
+
+
+def test_a_multipart_upload_without_a_lock_takes_the_buckets_default_retention(s3: Any) -> None:
+    bucket = unique("default-retention")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 3}}})
+    before = datetime.now(timezone.utc)
+
+    completed = _upload_in_parts(s3, bucket, "defaulted.bin", [b"c" * PART, b"d"])
+
+    head = s3.head_object(Bucket=bucket, Key="defaulted.bin", VersionId=completed["VersionId"])
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert before + timedelta(days=3) - timedelta(seconds=5) <= head["ObjectLockRetainUntilDate"]
+    assert head["ObjectLockRetainUntilDate"] <= datetime.now(timezone.utc) + timedelta(days=3)
+    assert "ObjectLockLegalHoldStatus" not in head
+
+
+def test_lock_headers_on_a_multipart_upload_to_a_bucket_without_object_lock_are_refused(s3: Any) -> None:
+    bucket = unique("no-lock")
+    s3.create_bucket(Bucket=bucket)
+
+    with pytest.raises(ClientError) as refused:
+        s3.create_multipart_upload(Bucket=bucket, Key="x", ObjectLockLegalHoldStatus="ON")
+
+    assert refused.value.response["Error"]["Code"] == "InvalidRequest"
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

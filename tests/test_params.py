@@ -22,14 +22,14 @@ TOKEN = "olt-SECRET-4f2a9c"
 DELETE = object()
 
 TOP_LEVEL_KEYS = (
-    "run_id, region, allow_cross_region, vault, recovery, report_bucket, batch_role_name, "
+    "run_id, run, region, allow_cross_region, vault, recovery, report_bucket, batch_role_name, "
     "batch_policy_name, object_lock_token, notification_email, notification_topic_name, "
     "event_rule_name, job, verification, tags"
 )
 JOB_KEYS = (
     "replication_statuses, created_after, created_before, key_prefix, key_suffix, key_substring, "
     "replica_storage_class, priority, "
-    "confirmation_required, report_prefix, manifest_prefix, poll_seconds, timeout_minutes"
+    "confirmation_required, report_prefix, manifest_prefix, poll_seconds, timeout_minutes, sample"
 )
 
 
@@ -436,7 +436,9 @@ def test_defaults_are_applied_to_everything_optional() -> None:
         "manifest_prefix": "batch-replication-manifests",
         "poll_seconds": 5,
         "timeout_minutes": 720,
+        "sample": None,
     }
+    assert (params.run.purpose, params.run.backend) == (None, "aws")
     assert params.verification.max_retry_rounds == 2
     assert params.verification.head_workers == 16
 

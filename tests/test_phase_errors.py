@@ -9,7 +9,14 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from runbook_lib import drill, errors
-from runbook_lib.errors import ConfirmationRequired, PhaseError, RunbookError, UsageError
+from runbook_lib.errors import (
+    ConfirmationRequired,
+    ParameterError,
+    PhaseError,
+    PurposeRequired,
+    RunbookError,
+    UsageError,
+)
 
 
 def test_phase_error_keeps_the_failing_cell_from_papermill(tmp_path: Path) -> None:
@@ -39,6 +46,22 @@ def test_a_phase_waiting_for_confirmation_is_told_apart_by_its_error_name() -> N
     assert waiting.awaits_confirmation
     assert drill._exit_code_for(waiting) == drill.EXIT_WAITING
     assert drill._exit_code_for(PhaseError("07_verify", "NotVerifiedError", "NOT verified")) == drill.EXIT_FAIL
+
+
+@pytest.mark.parametrize("name", [PurposeRequired.__name__, ParameterError.__name__])
+def test_a_phase_that_stopped_on_the_parameters_exits_as_bad_input(name: str) -> None:
+    # Phase 00 on a real account without run.purpose, or with a job.sample too small for the strata.
+    stopped = PhaseError("00_preflight", name, "run.purpose: got None; expected drill or recovery")
+    assert stopped.is_bad_input and not stopped.awaits_confirmation
+    assert drill._exit_code_for(stopped) == drill.EXIT_BAD_INPUT == 2
+    assert not PhaseError("03_grants", "ProvisionError", "x").is_bad_input
+
+
+def test_purpose_required_names_the_parameter_and_carries_the_figures() -> None:
+    error = PurposeRequired(["the whole scope: 3 versions", "  COMPLIANCE: 2 copies"], source="mine.yaml")
+    assert isinstance(error, ParameterError)
+    assert [problem.field for problem in error.problems] == ["run.purpose"]
+    assert "COMPLIANCE: 2 copies" in str(error) and "mine.yaml" in str(error) and "Set run.purpose" in str(error)
 
 
 @pytest.mark.parametrize(("from_phase", "to_phase"), [("99", None), (None, "nope"), ("05", "02")])

@@ -20,6 +20,7 @@ from moto.events.models import EventPattern
 from parliament import analyze_policy_string
 
 from runbook_lib import policies
+from runbook_lib.embedded import iam_eval
 from runbook_lib.errors import InvalidArguments, ProvisionError
 
 VAULT_ACCOUNT = "111111111111"
@@ -69,8 +70,8 @@ def role_policy(**overrides: str) -> dict[str, Any]:
     return policies.batch_role_policy(**arguments)
 
 
-def trust_policy() -> dict[str, Any]:
-    return policies.batch_role_trust_policy(vault_account_id=VAULT_ACCOUNT)
+def trust_policy(region: str = "us-east-1") -> dict[str, Any]:
+    return policies.batch_role_trust_policy(vault_account_id=VAULT_ACCOUNT, vault_bucket=VAULT_BUCKET, region=region)
 
 
 def vault_key_statements(run_id: str = RUN_ID) -> list[dict[str, Any]]:
@@ -115,7 +116,6 @@ POLICY_BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "role": role_policy,
     "role-cross-region": lambda: role_policy(recovery_region="eu-west-1"),
     "trust": trust_policy,
-    "trust-unguarded": policies.batch_role_trust_policy,
     "vault-key-statements": lambda: {"Version": "2012-10-17", "Statement": vault_key_statements()},
     "vault-key-merged": lambda: policies.merge_statements(VAULT_KEY_POLICY, vault_key_statements(), run_id=RUN_ID),
     "recovery-key": recovery_key_policy,
@@ -147,7 +147,6 @@ ALLOWED_FINDINGS: dict[str, dict[str, str]] = {
     "role": {"PERMISSIONS_MANAGEMENT_ACTIONS": OWNER_OVERRIDE},
     "role-cross-region": {"PERMISSIONS_MANAGEMENT_ACTIONS": OWNER_OVERRIDE},
     "trust": {"CREDENTIALS_EXPOSURE": ASSUME_ROLE},
-    "trust-unguarded": {"CREDENTIALS_EXPOSURE": ASSUME_ROLE},
     "vault-key-statements": {"RESOURCE_STAR": KEY_RESOURCE_STAR},
     "vault-key-merged": {
         "RESOURCE_STAR": KEY_RESOURCE_STAR,
@@ -452,7 +451,10 @@ def test_the_seeds_typos_are_rejected_at_the_door() -> None:
 @pytest.mark.parametrize(
     ("build", "field"),
     [
-        (lambda: policies.batch_role_trust_policy(vault_account_id="1111"), "vault_account_id"),
+        (lambda: policies.batch_role_trust_policy(vault_account_id="1111", vault_bucket=VAULT_BUCKET,
+                                                  region="us-east-1"), "vault_account_id"),
+        (lambda: policies.batch_role_trust_policy(vault_account_id=VAULT_ACCOUNT, vault_bucket="Vault_Bucket",
+                                                  region="us-east-1"), "vault_bucket"),
         (
             lambda: policies.vault_key_policy_statements(
                 batch_role_arn=f" {ROLE}", vault_bucket=VAULT_BUCKET, region="us-east-1", run_id=RUN_ID
@@ -491,20 +493,19 @@ def test_builders_name_the_argument_that_is_wrong(build: Callable[[], object], f
     assert [problem.field for problem in raised.value.problems] == [field]
 
 
-@pytest.mark.parametrize(
-    ("vault_account_id", "expected_condition"),
-    [
-        (None, None),
-        (VAULT_ACCOUNT, {"StringEquals": {"aws:SourceAccount": VAULT_ACCOUNT}}),
-    ],
-)
-def test_trust_policy_lets_batch_operations_and_replication_assume_the_role(
-    vault_account_id: str | None, expected_condition: dict[str, Any] | None
+@pytest.mark.parametrize(("region", "partition"), [("us-east-1", "aws"), ("cn-north-1", "aws-cn")])
+def test_trust_policy_guards_replication_by_source_and_leaves_batch_operations_unconditioned(
+    region: str, partition: str
 ) -> None:
-    (statement,) = policies.batch_role_trust_policy(vault_account_id=vault_account_id)["Statement"]
-    assert statement["Principal"] == {"Service": ["batchoperations.s3.amazonaws.com", "s3.amazonaws.com"]}
-    assert statement["Action"] == "sts:AssumeRole"
-    assert statement.get("Condition") == expected_condition
+    batch_operations, replication_statement = trust_policy(region)["Statement"]
+    assert batch_operations["Principal"] == {"Service": "batchoperations.s3.amazonaws.com"}
+    assert batch_operations["Action"] == "sts:AssumeRole"
+    # AWS documents no confused-deputy keys for Batch Operations: a condition would never match.
+    assert "Condition" not in batch_operations
+    assert replication_statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert replication_statement["Action"] == "sts:AssumeRole"
+    assert replication_statement["Condition"] == {"StringEquals": {
+        "aws:SourceAccount": VAULT_ACCOUNT, "aws:SourceArn": f"arn:{partition}:s3:::{VAULT_BUCKET}"}}
 
 
 def test_vault_key_statement_lets_only_the_role_decrypt_only_through_s3_for_the_vault_bucket() -> None:
@@ -859,3 +860,24 @@ def test_to_json_keeps_the_builders_order_and_indents_by_two() -> None:
     text = policies.to_json(bucket_policy())
     assert text.splitlines()[:3] == ['{', '  "Version": "2012-10-17",', '  "Id": "RunbookRecoveryBucketPolicy",']
     assert text.index('"Sid"') < text.index('"Effect"') < text.index('"Principal"') < text.index('"Action"')
+
+
+@pytest.mark.parametrize(("action", "bucket", "allowed"), [
+    ("s3:GetObject", REPORT_BUCKET, True),
+    ("s3:GetObjectVersion", REPORT_BUCKET, True),
+    ("s3:GetObject", VAULT_BUCKET, False),
+    ("s3:PutObject", RECOVERY_BUCKET, False),
+])
+def test_the_role_may_read_a_sample_manifest_in_the_report_bucket_and_no_other_object(
+    action: str, bucket: str, allowed: bool
+) -> None:
+    # A sample drill's job reads its CSV manifest from the report bucket, as a retry round's job does.
+    request = iam_eval.Request(
+        principal_arn=ROLE, principal_account=VAULT_ACCOUNT, action=action,
+        resource=f"arn:aws:s3:::{bucket}/batch-replication-manifests/samples/drill-0123456789abcdef.csv",
+        resource_account=VAULT_ACCOUNT,
+    )
+
+    decision = iam_eval.is_allowed(request, identity_policies=[role_policy()])
+
+    assert decision.allowed is allowed, decision.reason

@@ -306,7 +306,8 @@ def test_batch_role_trust_changed_out_of_band_is_put_back(aws_env: Drill, make_c
     assert set(outcome.difference) == {"trust_policy"}
     assert outcome.difference["trust_policy"]["found"] == OTHER_TRUST
     trust = iam.get_role(RoleName=ctx.params.batch_role_name)["Role"]["AssumeRolePolicyDocument"]
-    assert trust == policies.batch_role_trust_policy()
+    assert trust == policies.batch_role_trust_policy(
+        vault_account_id=ctx.params.vault.account_id, vault_bucket=ctx.params.vault.bucket, region=ctx.params.region)
 
 
 def test_batch_role_of_that_name_not_created_by_the_run_is_drift(aws_env: Drill, make_ctx: CtxFactory) -> None:

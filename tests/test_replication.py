@@ -321,16 +321,31 @@ def test_a_second_run_succeeds_without_writing_the_replica_again(world: World) -
     assert _stored(RECOVERY_ACCOUNT, world.recovery_bucket, REPORT_KEY, world.versions["report-v1"]) is replica
 
 
-def test_a_multipart_etag_is_copied_as_it_is(world: World) -> None:
-    source = _stored(VAULT_ACCOUNT, world.vault_bucket, "plain.txt", world.versions["plain"])
-    source._etag = "0f343b0931126a20f133d67c2b018a3b-3"
+def test_a_multipart_object_is_replicated_with_its_etag_parts_checksum_and_lock(world: World) -> None:
+    s3, key, part = world.accounts.vault_s3, "large/ledger.parquet", 5 * 1024 * 1024
+    upload = s3.create_multipart_upload(
+        Bucket=world.vault_bucket, Key=key, ChecksumAlgorithm="SHA256", ObjectLockMode="COMPLIANCE",
+        ObjectLockRetainUntilDate=RETAIN_UNTIL, ObjectLockLegalHoldStatus="ON")["UploadId"]
+    parts = [{"PartNumber": number, **{name: answer[name] for name in ("ETag", "ChecksumSHA256") if name in answer}}
+             for number, body in enumerate((b"x" * part, b"y" * part, b"last part"), start=1)
+             for answer in [s3.upload_part(Bucket=world.vault_bucket, Key=key, UploadId=upload, PartNumber=number,
+                                           Body=body, ChecksumAlgorithm="SHA256")]]
+    version = s3.complete_multipart_upload(Bucket=world.vault_bucket, Key=key, UploadId=upload,
+                                           MultipartUpload={"Parts": parts})["VersionId"]
+    world.versions["multipart"] = version
 
-    assert world.replicate("plain", key="plain.txt").succeeded
+    assert world.replicate("multipart", key=key).succeeded
 
-    replica = world.accounts.recovery_s3.head_object(
-        Bucket=world.recovery_bucket, Key="plain.txt", VersionId=world.versions["plain"]
-    )
-    assert replica["ETag"] == '"0f343b0931126a20f133d67c2b018a3b-3"'
+    def head(client: Any, bucket: str, **extra: Any) -> dict[str, Any]:
+        return dict(client.head_object(Bucket=bucket, Key=key, VersionId=version, ChecksumMode="ENABLED", **extra))
+
+    source, replica = head(s3, world.vault_bucket), head(world.accounts.recovery_s3, world.recovery_bucket)
+    assert replica["ETag"] == source["ETag"] and source["ETag"].endswith('-3"')
+    assert replica["ChecksumSHA256"] == source["ChecksumSHA256"]
+    assert (replica["ObjectLockMode"], replica["ObjectLockRetainUntilDate"], replica["ObjectLockLegalHoldStatus"]) == (
+        "COMPLIANCE", RETAIN_UNTIL, "ON")
+    assert head(world.accounts.recovery_s3, world.recovery_bucket, PartNumber=1)["PartsCount"] == 3
+    assert replica["ContentLength"] == source["ContentLength"] == 2 * part + len(b"last part")
 
 
 def test_the_highest_priority_matching_rule_decides_the_storage_class(world: World) -> None:

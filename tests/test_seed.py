@@ -70,6 +70,14 @@ def test_seeded_vault_holds_every_case(versions: int, random_seed: int, backend:
     assert any(v.size == 0 for v in objects)
     if versions >= 100:
         assert any(v.size >= 2_000_000 for v in objects)
+        # Golden copies uploaded in parts, each to be recovered, with retention and a legal hold.
+        in_parts = sorted((v for v in objects if v.parts), key=lambda v: v.parts or 0)
+        shown = [(v.parts, v.checksum_algorithm, v.object_lock_mode, v.object_lock_legal_hold_status) for v in in_parts]
+        assert shown == [(2, None, "GOVERNANCE", None), (3, "SHA256", "COMPLIANCE", "ON")]
+        assert all(v.etag and v.etag.strip('"').endswith(f"-{v.parts}") for v in in_parts)
+        assert all(v.expected_outcome == "recover" and future(v.object_lock_retain_until_date) for v in in_parts)
+    else:
+        assert not any(v.parts for v in objects)
     for mode in ("GOVERNANCE", "COMPLIANCE"):
         assert any(v.object_lock_mode == mode and future(v.object_lock_retain_until_date) for v in objects)
     assert all(future(v.object_lock_retain_until_date) for v in objects if v.object_lock_mode)
@@ -131,6 +139,30 @@ def test_the_api_shows_exactly_the_ground_truth(backend: EmbeddedBackend, monkey
             datetime.fromisoformat(until.replace("Z", "+00:00")) if until else None,
             version.object_lock_legal_hold_status, version.replication_status,
         ), version.key
+
+
+def test_objects_in_parts_show_their_parts_checksum_and_lock_through_the_api(
+    backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    truth = fresh_seed(backend, 100, 11)
+    for name, value in backend.environ().items():
+        monkeypatch.setenv(name, value)
+    s3 = make_client(session_for(VAULT_PROFILE), "s3")
+
+    in_parts = [v for v in truth.versions if v.parts]
+    assert len(in_parts) == len(seed_module.MULTIPART_OBJECTS)
+    for version in in_parts:
+        head = s3.head_object(Bucket=VAULT_BUCKET, Key=version.key, VersionId=version.version_id,
+                              PartNumber=1, ChecksumMode="ENABLED")
+        assert head["PartsCount"] == version.parts
+        assert head["ContentLength"] == seed_module.PART_SIZE  # part 1 of an object in parts
+        whole = s3.head_object(Bucket=VAULT_BUCKET, Key=version.key, VersionId=version.version_id,
+                               ChecksumMode="ENABLED")
+        assert (whole["ETag"], whole["ContentLength"]) == (version.etag, version.size)
+        assert ("ChecksumSHA256" in whole) == (version.checksum_algorithm == "SHA256")
+        assert whole["ReplicationStatus"] == "REPLICA" and whole["ServerSideEncryption"] == "aws:kms"
+        assert (whole["ObjectLockMode"], whole.get("ObjectLockLegalHoldStatus")) == (
+            version.object_lock_mode, version.object_lock_legal_hold_status)
 
 
 @pytest.mark.parametrize("versions", [0, 5, 19])

@@ -104,7 +104,8 @@ class RestrictedS3:
     """A real S3 client seen through a caller's missing permissions, or a throttling S3, as AWS shows them.
 
     Without s3:GetObjectRetention / s3:GetObjectLegalHold, AWS refuses those calls and HEAD
-    silently leaves the matching fields out. HEADs of the versions in `forbidden_heads` fail with 403.
+    silently leaves the matching fields out; without `checksums`, a HEAD asking for checksums is refused.
+    HEADs of the versions in `forbidden_heads` fail with 403.
     The first calls of an operation fail with the codes listed for it in `errors`, one per call
     (keys: "head", "retention", "legal_hold", "list"); `asked` records which versions each lock
     call was asked about, and `failed` which versions got an error code.
@@ -113,8 +114,10 @@ class RestrictedS3:
     def __init__(
         self, s3: Any, *, retention: bool = True, legal_hold: bool = True,
         forbidden_heads: frozenset[tuple[str, str]] = frozenset(), errors: dict[str, tuple[str, ...]] | None = None,
+        checksums: bool = True,
     ) -> None:
         self._s3 = s3
+        self._checksums = checksums
         self._retention = retention
         self._legal_hold = legal_hold
         self._forbidden_heads = forbidden_heads
@@ -162,6 +165,9 @@ class RestrictedS3:
         if (kwargs["Key"], kwargs["VersionId"]) in self._forbidden_heads:
             raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
         self._scripted_error("head", "HeadObject", kwargs)
+        if kwargs.get("ChecksumMode") and not self._checksums:
+            # Without kms:Decrypt, AWS refuses a HEAD that asks for the checksum of an SSE-KMS object.
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
         answer = dict(self._s3.head_object(**kwargs))
         hidden = (() if self._retention else RETENTION_FIELDS) + (() if self._legal_hold else HOLD_FIELDS)
         for name in hidden:
@@ -512,6 +518,32 @@ def test_a_failed_head_leaves_that_version_unknown_and_names_the_error(
     recovery = _recovered_copy(vault)
     comparison = verify.compare(frame, recovery, expected_statuses={"REPLICA"})
     assert comparison.verdict == "FAIL"
+
+
+# ------------------------------------------------------------------------------ objects in parts, checksums
+
+
+def test_objects_in_parts_show_their_multipart_etag_and_checksum(vault: pd.DataFrame, truth: GroundTruth) -> None:
+    rows = by_version(vault)
+    in_parts = [v for v in truth.versions if v.parts]
+    assert in_parts, "a vault of 150 versions holds objects uploaded in parts"
+    for version in in_parts:
+        row = rows[(version.key, version.version_id)]
+        assert row["etag"] == (version.etag or "").strip('"') and row["etag"].endswith(f"-{version.parts}")
+        assert _plain(row["checksum_algorithm"]) == version.checksum_algorithm
+        assert (_plain(row["checksum"]) is not None) == (version.checksum_algorithm is not None)
+    others = vault[~vault.set_index(["key", "version_id"]).index.isin([(v.key, v.version_id) for v in in_parts])]
+    assert others["checksum_algorithm"].isna().all() and others["checksum"].isna().all()
+
+
+def test_a_head_refused_for_its_checksum_reads_everything_else(s3: Any, vault: pd.DataFrame) -> None:
+    frame = snapshot_bucket(RestrictedS3(s3, checksums=False), VAULT_BUCKET)
+
+    objects = ~frame["is_delete_marker"]
+    assert (frame.loc[objects, ["checksum_algorithm", "checksum"]] == UNKNOWN).all().all()
+    assert frame[HEAD_ERROR].isna().all()
+    checksums = ["checksum_algorithm", "checksum"]
+    pd.testing.assert_frame_equal(comparable(frame).drop(columns=checksums), comparable(vault).drop(columns=checksums))
 
 
 # ------------------------------------------------------------------------------ throttling and errors

@@ -23,7 +23,7 @@ from urllib.parse import unquote_plus
 import pandas as pd
 import pytest
 import yaml
-from runbook_fixtures import PROVISION_ORDER
+from runbook_fixtures import PROVISION_ORDER, verify_in_process
 
 from runbook_lib import batch_job, cli, guide, pins, proof, reports
 from runbook_lib.accounts import make_client, session_for
@@ -120,18 +120,6 @@ def provision_and_replicate(ctx: RunContext, *, confirm: bool = True) -> dict[st
     return batch_job.follow_job(ctx, job_id)
 
 
-def verify(ctx: RunContext, *, confirm_job: bool = True) -> dict[str, Any]:
-    """Run phase 07 in-process as its notebook does; return the verdict with its counts."""
-    proof.begin_verification(ctx)
-    manifest = proof.load_job_manifest(ctx)
-    report = proof.load_job_reports(ctx)
-    vault = proof.snapshot_vault(ctx, subscribers=[])
-    recovery = proof.snapshot_recovery(ctx, subscribers=[])
-    comparison = proof.compare_buckets(ctx, vault, recovery, manifest, report)
-    comparison, rounds = proof.retry_failures(ctx, comparison, vault, manifest, confirm_job)
-    return proof.conclude(ctx, comparison, rounds, report)
-
-
 def summary(ctx: RunContext) -> dict[str, Any]:
     return dict(json.loads((ctx.ledger.run_dir / "summary.json").read_text()))
 
@@ -152,7 +140,7 @@ def test_a_run_with_failed_tasks_passes_after_its_retry_round_and_pins_what_it_r
     final = provision_and_replicate(ctx)
     assert final["ProgressSummary"]["NumberOfTasksFailed"] > 0, "the backend should have failed some tasks"
 
-    verdict = verify(ctx)
+    verdict = verify_in_process(ctx)
 
     assert verdict["verdict"] == "PASS" and verdict["findings"] == []
     assert world.recovered() >= world.in_scope()
@@ -200,7 +188,7 @@ def test_removing_failed_tasks_from_manifest_and_report_fails_and_names_the_vers
     bucket, key = final["GeneratedManifestDescriptor"]["Location"]["ObjectArn"].split(":::", 1)[1].split("/", 1)
     _drop_rows(world, bucket, key, "files", "key", "MD5checksum", doomed, 1, 2)
 
-    verdict = verify(ctx, confirm_job=False)
+    verdict = verify_in_process(ctx, confirm_job=False)
 
     assert verdict["verdict"] == "FAIL"
     findings = " ".join(verdict["findings"])
@@ -235,12 +223,12 @@ def _copy_by_another_job(world: World, ctx: RunContext, versions: list[tuple[str
 def test_a_non_replica_copied_into_the_recovery_bucket_is_extra_and_fails(world: World) -> None:
     ctx = world.ctx()
     provision_and_replicate(ctx)
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
     outsider = next((v.key, v.version_id) for v in world.truth.versions
                     if v.replication_status is None and not v.is_delete_marker and v.storage_class != "GLACIER")
 
     _copy_by_another_job(world, ctx, [outsider])
-    verdict = verify(ctx)
+    verdict = verify_in_process(ctx)
 
     assert outsider in world.recovered()
     assert verdict["verdict"] == "FAIL" and verdict["extra"] == 1
@@ -253,14 +241,14 @@ def test_a_non_replica_copied_into_the_recovery_bucket_is_extra_and_fails(world:
 def test_reverifying_damage_without_confirmation_withdraws_the_pass_and_waits(world: World) -> None:
     ctx = world.ctx()
     provision_and_replicate(ctx)
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
     (ctx.ledger.run_dir / "evidence.html").write_text("Verdict: PASS")
     victim = next(v for v in world.truth.versions if v.expected_outcome == RECOVER
                   and v.object_lock_mode is None and v.object_lock_legal_hold_status != "ON")
     world.client("s3", "recovery").delete_object(Bucket=RECOVERY, Key=victim.key, VersionId=victim.version_id)
 
     with pytest.raises(ConfirmationRequired, match="retry round"):
-        verify(ctx, confirm_job=False)
+        verify_in_process(ctx, confirm_job=False)
 
     written = summary(ctx)
     assert written["verdict"] == "INCOMPLETE"
@@ -274,7 +262,7 @@ def test_runbook_run_exits_3_and_its_evidence_says_incomplete_while_a_retry_wait
 ) -> None:
     ctx = world.ctx()
     provision_and_replicate(ctx)
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
     victim = next(v for v in world.truth.versions if v.expected_outcome == RECOVER
                   and v.object_lock_mode is None and v.object_lock_legal_hold_status != "ON")
     world.client("s3", "recovery").delete_object(Bucket=RECOVERY, Key=victim.key, VersionId=victim.version_id)
@@ -296,9 +284,9 @@ def test_a_resumed_verification_keeps_its_retry_round(world: World) -> None:
     ctx = world.ctx()
     provision_and_replicate(ctx)
     with pytest.raises(ConfirmationRequired):
-        verify(ctx, confirm_job=False)
+        verify_in_process(ctx, confirm_job=False)
 
-    verdict = verify(ctx, confirm_job=True)
+    verdict = verify_in_process(ctx, confirm_job=True)
 
     rounds = summary(ctx)["retry_rounds"]
     assert verdict["verdict"] == "PASS"
@@ -329,7 +317,7 @@ def test_a_cancelled_job_fails_the_phase_and_a_rerun_starts_a_new_attempt(world:
     attempts = ctx.ledger.state.recovery_jobs()
     assert [a.attempt for a in attempts] == [1, 2] and attempts[0].ended == "Cancelled"
     assert attempts[1].token == request["ClientRequestToken"] != attempts[0].token
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
 
 
 # ----------------------------------------------------------------------------- the job's scope
@@ -359,7 +347,7 @@ def test_a_narrowed_scope_is_what_the_job_copies_verification_expects_and_retrie
 
     final = provision_and_replicate(ctx)
     manifest = proof.load_job_manifest(ctx)
-    verdict = verify(ctx)
+    verdict = verify_in_process(ctx)
 
     assert set(zip(manifest["key"], manifest["version_id"], strict=True)) == wanted
     assert final["ProgressSummary"]["TotalNumberOfTasks"] == len(wanted)
@@ -378,11 +366,11 @@ def test_a_later_version_copied_by_other_means_fails_as_extra(world: World) -> N
     middle = _median_time(world)
     ctx = world.ctx(created_before=middle)
     provision_and_replicate(ctx)
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
     later = sorted(world.in_scope() - world.in_scope(created_before=middle))[:2]
 
     _copy_by_another_job(world, ctx, later)
-    verdict = verify(ctx)
+    verdict = verify_in_process(ctx)
 
     assert verdict["verdict"] == "FAIL" and verdict["extra"] == 2
     rows = details(ctx).set_index(["key", "version_id"])
@@ -408,7 +396,7 @@ def test_a_stale_kernel_cannot_put_back_a_pass_over_a_newer_fail(world: World) -
                   == "ON")
     world.client("s3", "recovery").put_object_legal_hold(Bucket=RECOVERY, Key=victim.key, VersionId=victim.version_id,
                                                          LegalHold={"Status": "OFF"})
-    assert verify(world.ctx())["verdict"] == "FAIL"  # a newer verification, in another kernel or process
+    assert verify_in_process(world.ctx())["verdict"] == "FAIL"  # a newer verification, in another kernel or process
 
     with pytest.raises(RunStateError, match="written by another process or notebook kernel"):
         proof.conclude(old_tab, comparison, rounds, report)
@@ -421,7 +409,7 @@ def test_a_phase_that_changes_the_recovery_withdraws_the_verdict_and_a_new_scope
 ) -> None:
     ctx = world.ctx()
     provision_and_replicate(ctx)
-    assert verify(ctx)["verdict"] == "PASS"
+    assert verify_in_process(ctx)["verdict"] == "PASS"
     monkeypatch.setattr(guide, "lock_for_phase", lambda _: False)  # this test holds no run lock
 
     again = guide.start_phase(str(world.params_file()), str(ctx.ledger.run_dir), "06_batch_replication")

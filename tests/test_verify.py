@@ -24,12 +24,14 @@ from runbook_lib.verify import (
     MISSING_IN_RECOVERY,
     NOT_EXPECTED,
     NOT_IN_REPORT,
+    NOT_SAMPLED,
     RECOVERED_IDENTICAL,
     RETAIN_UNTIL_DIFFERS,
     TASK_FAILED,
     UNKNOWN_UNREADABLE,
     Comparison,
     compare,
+    describe_content_checks,
     retry_candidates,
 )
 
@@ -216,7 +218,7 @@ def test_several_versions_per_key_are_matched_by_version_id() -> None:
     assert result.counts == {
         "source_versions": 5, "expected": 4, "recovered": 2, "missing": 1, "extra": 0, "content_mismatches": 0,
         "retention_mismatches": 0, "legal_hold_mismatches": 1, "failed_tasks": 0, "unknown": 0,
-        "not_in_manifest": 0, "manifest_not_eligible": 0, "not_in_report": 0, "findings": 0,
+        "not_in_manifest": 0, "manifest_not_eligible": 0, "not_in_report": 0, "findings": 0, "not_sampled": 0,
     }
 
 
@@ -667,3 +669,164 @@ def test_a_version_after_the_point_in_time_is_out_of_scope(copied: bool) -> None
 def test_compare_takes_exactly_one_way_to_name_the_scope() -> None:
     with pytest.raises(TypeError, match="exactly one"):
         compare(snapshot([ANCHOR]), snapshot([]), scope=JobScope(("REPLICA",)), expected_statuses=REPLICA)
+
+
+# --- objects in parts, additional checksums ----------------------------------------------------
+
+MULTIPART_ETAG = '"5f363e0e58a95f06cbe9bbc662c5dfb6-3"'
+ONE_PART_CHANGED = '"c9a3c82e8cf8d8f4e1a6e1a0a2d5b7e4-3"'  # the MD5 of the parts' MD5s, one part different
+
+
+def with_checksums(frame: pd.DataFrame, checksums: dict[str, tuple[str | None, str | None]]) -> pd.DataFrame:
+    """Return a snapshot with the checksum columns runbook_lib.snapshot adds, per key (others have none)."""
+    pairs = [checksums.get(key, (None, None)) for key in frame["key"]]
+    return frame.assign(
+        checksum_algorithm=pd.array([algorithm for algorithm, _ in pairs], dtype="string"),
+        checksum=pd.array([value for _, value in pairs], dtype="string"),
+    )
+
+
+def compare_in_parts(vault_etag: str, recovery_etag: str, vault_checksum: tuple[str | None, str | None],
+                     recovery_checksum: tuple[str | None, str | None]) -> Comparison:
+    vault_row = version("large/ledger.parquet", "m1", etag=vault_etag, size=10_747_904)
+    recovery_row = replicated({**vault_row, "etag": recovery_etag})
+    return compare(
+        with_checksums(snapshot([ANCHOR, vault_row]), {"large/ledger.parquet": vault_checksum}),
+        with_checksums(snapshot([replicated(ANCHOR), recovery_row]), {"large/ledger.parquet": recovery_checksum}),
+        expected_statuses=REPLICA,
+    )
+
+
+def _row(comparison: Comparison, key: str = "large/ledger.parquet") -> pd.Series:
+    return comparison.details.set_index("key").loc[key]
+
+
+def test_an_object_in_parts_whose_multipart_etag_and_checksum_match_is_recovered() -> None:
+    checksum = ("SHA256", "q3lnMmCRSTNKiYSkWgNGB5mkQWYTyV8ya0PYZ6VMX3E=-3")
+
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, checksum, checksum)
+
+    assert comparison.verdict == "PASS"
+    assert _row(comparison)["category"] == RECOVERED_IDENTICAL
+    assert comparison.content_checks == {
+        "content_compared": 2, "multipart_etag": 1, "checksum_compared": 1, "checksum_not_compared": 0}
+
+
+def test_a_copy_with_different_bytes_in_one_part_differs_in_content() -> None:
+    comparison = compare_in_parts(MULTIPART_ETAG, ONE_PART_CHANGED, (None, None), (None, None))
+
+    assert comparison.verdict == "FAIL"
+    row = _row(comparison)
+    assert (row["category"], row["vault_etag"], row["recovery_etag"]) == (
+        CONTENT_DIFFERS, MULTIPART_ETAG, ONE_PART_CHANGED)
+    assert comparison.counts["content_mismatches"] == 1
+
+
+def test_a_checksum_of_the_same_algorithm_that_differs_is_a_content_difference() -> None:
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, ("SHA256", "AAAA-3"), ("SHA256", "BBBB-3"))
+
+    assert comparison.verdict == "FAIL"
+    assert _row(comparison)["category"] == CONTENT_DIFFERS
+    assert comparison.content_checks["checksum_compared"] == 1
+
+
+@pytest.mark.parametrize("recovery_checksum", [(None, None), ("unknown", "unknown"), ("CRC32", "3R8e4A==")],
+                         ids=["missing", "unreadable", "other-algorithm"])
+def test_a_checksum_that_cannot_be_compared_decides_nothing_and_is_counted(
+    recovery_checksum: tuple[str | None, str | None]
+) -> None:
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, ("SHA256", "AAAA-3"), recovery_checksum)
+
+    assert comparison.verdict == "PASS"
+    assert _row(comparison)["category"] == RECOVERED_IDENTICAL
+    assert (comparison.content_checks["checksum_compared"], comparison.content_checks["checksum_not_compared"]) == (
+        0, 1)
+
+
+def test_the_evidence_says_how_content_was_compared() -> None:
+    checksum = ("SHA256", "AAAA-3")
+    comparison = compare_in_parts(MULTIPART_ETAG, MULTIPART_ETAG, checksum, checksum)
+
+    text = describe_content_checks(comparison.content_checks)
+
+    assert "2 versions found in both buckets" in text and "1 of them were uploaded in parts" in text
+    assert "compared as it is" in text and "1 also had an additional checksum" in text
+    assert comparison.to_summary()["content_checks"] == comparison.content_checks
+
+
+# --------------------------------------------------------------------------- a sample drill
+
+
+def sample_of(pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """Return a sample drill's draw as `sampling.drawn_versions` reads it back."""
+    return pd.DataFrame({"bucket": "vault", "key": [k for k, _ in pairs], "version_id": [v for _, v in pairs]})
+
+
+def compare_sample(vault_rows: list[dict[str, Any]], recovery_rows: list[dict[str, Any]],
+                   drawn: list[tuple[str, str]], listed: list[tuple[str, str]] | None = None) -> Comparison:
+    """Compare as a sample drill does: the anchor and `drawn` were drawn, the job's manifest lists `listed`."""
+    chosen = [("anchor.txt", "a1"), *drawn]
+    manifest = manifest_of(chosen if listed is None else [("anchor.txt", "a1"), *listed])
+    report = report_of([(k, v, "succeeded", None, "success") for k, v in chosen])
+    return compare(snapshot([ANCHOR, *vault_rows]), snapshot([replicated(ANCHOR), *recovery_rows]),
+                   scope=JobScope(("REPLICA",)), manifest=manifest, report=report, sample=sample_of(chosen))
+
+
+def test_a_sample_drill_expects_its_sample_and_calls_the_rest_not_sampled() -> None:
+    drawn, left = version("k", "drawn"), version("k", "left")
+
+    result = compare_sample([drawn, left], [replicated(drawn)], [("k", "drawn")])
+
+    assert result.verdict == "PASS"
+    assert category_of(result, "k", "drawn") == RECOVERED_IDENTICAL
+    assert category_of(result, "k", "left") == NOT_SAMPLED
+    assert (result.counts["expected"], result.counts["recovered"], result.counts["not_sampled"]) == (2, 2, 1)
+    assert result.counts["missing"] == 0
+    assert result.details.set_index("version_id").loc["left", "in_sample"] == False  # noqa: E712
+    assert retry_candidates(result).empty
+
+
+def test_a_version_in_scope_but_not_drawn_found_in_the_recovery_bucket_is_extra() -> None:
+    drawn, left = version("k", "drawn"), version("k", "left")
+
+    result = compare_sample([drawn, left], [replicated(drawn), replicated(left)], [("k", "drawn")])
+
+    assert category_of(result, "k", "left") == EXTRA_IN_RECOVERY
+    assert result.counts["extra"] == 1 and result.counts["not_sampled"] == 0
+    assert result.verdict == "FAIL"
+
+
+def test_a_drawn_version_missing_or_damaged_fails_a_sample_drill_and_is_retried() -> None:
+    lost, held = version("k", "lost"), version("k", "held", object_lock_legal_hold_status="ON")
+
+    result = compare_sample([lost, held], [{**replicated(held), "object_lock_legal_hold_status": "OFF"}],
+                            [("k", "lost"), ("k", "held")])
+
+    assert category_of(result, "k", "lost") == MISSING_IN_RECOVERY
+    assert category_of(result, "k", "held") == LEGAL_HOLD_DIFFERS
+    assert result.verdict == "FAIL"
+    assert retry_candidates(result)[["key", "version_id"]].values.tolist() == [["k", "lost"]]
+
+
+def test_the_manifest_must_list_exactly_the_sample() -> None:
+    drawn, left, other = version("k", "drawn"), version("k", "left"), version("k", "other")
+
+    result = compare_sample([drawn, left, other], [replicated(drawn), replicated(other)],
+                            [("k", "drawn"), ("k", "other")], listed=[("k", "drawn"), ("k", "left")])
+
+    # Listed though not drawn: the manifest widened the sample. Drawn though not listed: it narrowed it.
+    assert bool(result.details.set_index("version_id").loc["left", IN_MANIFEST_NOT_ELIGIBLE])
+    assert category_of(result, "k", "other") == ELIGIBLE_NOT_IN_MANIFEST
+    assert result.verdict == "FAIL"
+
+
+def test_an_undrawn_version_whose_status_cannot_be_read_does_not_fail_the_sample() -> None:
+    drawn, unreadable = version("k", "drawn"), version("k", "unreadable", replication_status="unknown")
+
+    result = compare_sample([drawn, unreadable], [replicated(drawn)], [("k", "drawn")])
+    drawn_unreadable = compare_sample([drawn, unreadable], [replicated(drawn)], [("k", "drawn"), ("k", "unreadable")])
+
+    assert category_of(result, "k", "unreadable") == NOT_SAMPLED
+    assert result.verdict == "PASS"
+    assert category_of(drawn_unreadable, "k", "unreadable") == UNKNOWN_UNREADABLE
+    assert drawn_unreadable.verdict == "FAIL"

@@ -35,6 +35,7 @@ __all__ = [
     "can_assume",
     "evaluate",
     "is_allowed",
+    "service_source_context",
 ]
 
 Effect = Literal["Allow", "Deny", "NotApplicable"]
@@ -106,6 +107,24 @@ def can_assume(
         service_principal=service_principal,
     )
     return evaluate(trust_policy, request) == "Allow"
+
+
+def service_source_context(
+    service_principal: str, *, source_account: str, source_bucket: str | None = None
+) -> dict[str, ContextValue]:
+    """Return the confused-deputy keys an S3 service sends when it assumes a role, as far as AWS documents them.
+
+    S3 replication (s3.amazonaws.com) sends aws:SourceAccount, the source bucket's owner, and
+    aws:SourceArn, the source bucket's ARN. AWS documents no such keys for Batch Operations
+    (batchoperations.s3.amazonaws.com), so none are sent for it: a trust policy relying on them
+    fails in a drill, where AWS might fail it on the day of a recovery (docs/aws-facts.md).
+    """
+    if service_principal != aws_facts.S3_SERVICE_PRINCIPAL or source_bucket is None:
+        return {}
+    return {
+        "aws:SourceAccount": source_account,
+        "aws:SourceArn": aws_facts.bucket_arn(source_bucket, aws_facts.COMMERCIAL_PARTITION),
+    }
 
 
 def is_allowed(

@@ -22,7 +22,10 @@ Choices we made where AWS's behaviour is not documented (UNCONFIRMED) or where w
 | topic | what the emulator does |
 |---|---|
 | manifest not readable / missing / wrong ETag / bad row | FailureCode `AccessDenied` / `NoSuchKey` (or `NoSuchBucket`) / `InvalidManifestContent` / `InvalidManifestContent` |
+| CSV manifest stored with SSE-KMS or SSE-C | FailureCode `AccessDenied`, "Reading the manifest is forbidden: AccessDenied" and why: AWS documents both as unsupported for CSV manifests and lists KMS encryption among the causes of that error (inventory manifests may use SSE-KMS) |
+| CSV manifest without a single row | FailureCode `InvalidManifestContent`, as an empty generated manifest fails |
 | role missing or not trusting batchoperations.s3.amazonaws.com | job fails in Preparing, FailureCode `AccessDenied` |
+| context keys of the job's AssumeRole | none: AWS documents no aws:SourceAccount / aws:SourceArn for Batch Operations, so a trust condition on them fails here |
 | generator role lacks s3:PutInventoryConfiguration | job fails in Preparing, FailureCode `AccessDenied` |
 | report not writable | FailureCode `ReportWriteFailed`, reason as AWS documents it plus why; the job ends Failed |
 | CreatedAfter / CreatedBefore | half-open interval: after inclusive, before exclusive, on the version's last-modified time |
@@ -144,7 +147,7 @@ def role_may(role_arn: str, action: str, bucket: str, key: str | None = None) ->
         return iam_eval.Decision(False, f"a policy could not be evaluated: {error}")
 
 
-def check_role_trust(role_arn: str, account: str, job_arn: str) -> None:
+def check_role_trust(role_arn: str, account: str) -> None:
     """Raise JobFailure unless S3 Batch Operations may assume the job role for this account's job."""
     role = moto_state.iam_role(role_arn)
     if role is None:
@@ -154,7 +157,7 @@ def check_role_trust(role_arn: str, account: str, job_arn: str) -> None:
             "or pass the ARN of an existing one.",
         )
     trust = moto_state.policy_document(role.assume_role_policy_document)
-    context = {"aws:SourceAccount": account, "aws:SourceArn": job_arn}
+    context = iam_eval.service_source_context(BATCH_OPERATIONS_SERVICE, source_account=account)
     try:
         trusted = trust is not None and iam_eval.can_assume(trust, BATCH_OPERATIONS_SERVICE, context=context)
     except BackendError:
@@ -163,7 +166,8 @@ def check_role_trust(role_arn: str, account: str, job_arn: str) -> None:
         raise JobFailure(
             "AccessDenied",
             f"Batch Operations cannot assume the role {role_arn}: its trust policy does not allow "
-            f"{BATCH_OPERATIONS_SERVICE} to call sts:AssumeRole for account {account}.",
+            f"{BATCH_OPERATIONS_SERVICE} to call sts:AssumeRole for account {account} (Batch Operations "
+            "sends no aws:SourceAccount or aws:SourceArn that a condition could match).",
         )
 
 
@@ -422,7 +426,24 @@ def read_manifest(manifest: Mapping[str, Any], role_arn: str) -> list[ManifestEn
         )
     if spec["Format"] == "S3InventoryReport_CSV_20161130":
         return _read_inventory_manifest(stored.value, bucket, key, role_arn)
-    return list(_parse_csv_rows(stored.value, list(spec.get("Fields") or ["Bucket", "Key"]), f"s3://{bucket}/{key}"))
+    _check_csv_encryption(stored, bucket, key)
+    entries = list(_parse_csv_rows(stored.value, list(spec.get("Fields") or ["Bucket", "Key"]), f"s3://{bucket}/{key}"))
+    if not entries:
+        raise JobFailure("InvalidManifestContent", f"Invalid manifest content: s3://{bucket}/{key} lists no objects.")
+    return entries
+
+
+def _check_csv_encryption(stored: Any, bucket: str, key: str) -> None:
+    """Fail the job when a CSV manifest is stored with SSE-KMS or SSE-C, which Batch Operations cannot read."""
+    algorithm = str(getattr(stored, "encryption", None) or "")
+    customer_key = (getattr(stored, "metadata", None) or {}).get("x-amz-server-side-encryption-customer-algorithm")
+    if algorithm.startswith("aws:kms") or customer_key:
+        kind = "SSE-C" if customer_key else "SSE-KMS"
+        raise JobFailure(
+            "AccessDenied",
+            f"Reading the manifest is forbidden: AccessDenied (s3://{bucket}/{key} is encrypted with {kind}; "
+            "a CSV manifest must be stored with SSE-S3 or without encryption).",
+        )
 
 
 def _parse_csv_rows(

@@ -24,6 +24,11 @@ moto upgrade changes that source, so the patch is reviewed instead of silently d
 | inventory configurations      | IncludedObjectVersions is dropped (Get/List always answer All), a single   |
 |                               | optional field is kept as a string, and DeleteBucketInventoryConfiguration  |
 |                               | falls through to DeleteBucket (an empty bucket is deleted)                  |
+| Object Lock of multipart      | CreateMultipartUpload drops the lock headers (mode, retain-until, legal     |
+| uploads                       | hold) and CompleteMultipartUpload ignores the bucket's default retention:   |
+|                               | we keep the headers on the upload and give the object its lock on           |
+|                               | completion, as PutObject does; lock headers on a bucket without Object      |
+|                               | Lock are refused (InvalidRequest), as on PutObject                          |
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import bisect
 import hashlib
 import inspect
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -41,6 +47,7 @@ import xmltodict
 from moto.core.responses import ActionResult
 from moto.core.utils import unix_time_millis
 from moto.events.models import Rule
+from moto.s3.exceptions import LockNotEnabled
 from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
 
@@ -70,6 +77,8 @@ PATCHED_SOURCES: dict[str, str] = {
     "moto.s3.responses.S3Response.get_bucket_inventory_configuration": "701b8945d728be86d1336289ae108d570b0f6791946058a9911b96b54c4c90cf",  # noqa: E501
     "moto.s3.responses.S3Response.list_bucket_inventory_configurations": "43c967ddf3a698453e70d1f4185691d77887516bf09881278b9386a8b14dafd8",  # noqa: E501
     "moto.s3.responses.S3Response._bucket_response_delete": "068da6315fbdfd6fe3f38d1ff9774d3aa1dbb3391721bfdab73ee22c0e3ff339",  # noqa: E501
+    "moto.s3.responses.S3Response._key_response_post": "2233819724e1ac943065b077aa8dc693807d463a1708dbedcd6dbc45152b47ec",  # noqa: E501
+    "moto.s3.models.S3Backend.complete_multipart_upload": "f16c9a08e5db3f4fddba3a9dcb82f0ed5889e482cff8106c47d7cc7c04309748",  # noqa: E501
 }
 
 _applied = False
@@ -510,6 +519,60 @@ def _wrap_bucket_response_delete(original: Callable[..., Any]) -> Callable[..., 
     return _bucket_response_delete
 
 
+# ------------------------------------------------------------- Object Lock of multipart uploads
+
+# The lock a CreateMultipartUpload asked for, kept on moto's upload until it completes.
+_REQUESTED_LOCK = "requested_object_lock"
+_UPLOAD_ID = re.compile(r"<UploadId>([^<]+)</UploadId>")
+
+
+def _requested_lock(self: S3Response) -> tuple[str | None, str | None, str | None]:
+    """Return the (mode, retain-until date, legal hold) headers of the request, as PutObject reads them."""
+    return (
+        self.headers.get("x-amz-object-lock-mode"),
+        self.headers.get("x-amz-object-lock-retain-until-date"),
+        self.headers.get("x-amz-object-lock-legal-hold"),
+    )
+
+
+def _wrap_key_response_post(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _key_response_post(
+        self: S3Response, request: Any, body: bytes, bucket_name: str, query: dict[str, Any], key_name: str
+    ) -> Any:
+        if not (body == b"" and "uploads" in query):
+            return original(self, request, body, bucket_name, query, key_name)
+        mode, until, hold = _requested_lock(self)
+        if (mode or until or hold) and not self.backend.get_bucket(bucket_name).object_lock_enabled:
+            raise LockNotEnabled
+        answer = original(self, request, body, bucket_name, query, key_name)
+        found = _UPLOAD_ID.search(answer[2] if isinstance(answer[2], str) else answer[2].decode())
+        upload = self.backend.get_bucket(bucket_name).multiparts.get(found.group(1)) if found else None
+        if upload is not None:
+            setattr(upload, _REQUESTED_LOCK, (mode, until, hold))
+        return answer
+
+    return _key_response_post
+
+
+def _wrap_complete_multipart_upload(original: Callable[..., Any]) -> Callable[..., Any]:
+    def complete_multipart_upload(
+        self: S3Backend, bucket_name: str, multipart_id: str, body: Iterator[tuple[int, str]]
+    ) -> Any:
+        bucket = self.get_bucket(bucket_name)
+        upload = bucket.multiparts.get(multipart_id)
+        mode, until, hold = getattr(upload, _REQUESTED_LOCK, (None, None, None))
+        key = original(self, bucket_name, multipart_id, body)
+        if key is None:
+            return key
+        if not (mode or until or hold) and bucket.object_lock_enabled and bucket.has_default_lock:
+            # The bucket's default retention counts from the moment the object is created.
+            mode, until = bucket.default_lock_mode, bucket.default_retention()
+        key.lock_mode, key.lock_until, key.lock_legal_status = mode, until, hold
+        return key
+
+    return complete_multipart_upload
+
+
 # ---------------------------------------------------------------------------------- apply
 
 
@@ -552,5 +615,11 @@ def apply_all() -> None:
         )
         S3Response._bucket_response_delete = _wrap_bucket_response_delete(  # type: ignore[method-assign]
             _originals["moto.s3.responses.S3Response._bucket_response_delete"]
+        )
+        S3Response._key_response_post = _wrap_key_response_post(  # type: ignore[method-assign]
+            _originals["moto.s3.responses.S3Response._key_response_post"]
+        )
+        S3Backend.complete_multipart_upload = _wrap_complete_multipart_upload(  # type: ignore[method-assign]
+            _originals["moto.s3.models.S3Backend.complete_multipart_upload"]
         )
         _applied = True

@@ -17,8 +17,9 @@ Order of the checks (the first failure is reported):
 3. the version: key (SrcKeyNotFound), version (SrcVersionNotFound), eligibility under the rules,
    archived storage class included (SrcObjectNotEligible);
 4. per destination, the replication role (the configuration's Role): exists and trusts
-   s3.amazonaws.com (AssumeRoleNotPermitted); reads the configuration, the version, its retention,
-   legal hold and tags; decrypts an SSE-KMS source (Src* codes below);
+   s3.amazonaws.com for the source bucket and its account (AssumeRoleNotPermitted); reads the
+   configuration, the version, its retention, legal hold and tags; decrypts an SSE-KMS source
+   (Src* codes below);
 5. the destination bucket: exists (DstBucketNotFound), versioned (DstBucketUnversioned), Object
    Lock when the source has it (DstBucketObjectLockConfigMissing); the replica key
    (DstKmsKeyNotFound, DstKmsKeyInvalidState) and the role's use of it, s3:ReplicateObject,
@@ -55,6 +56,10 @@ Choices no AWS source confirms (the reference marks them UNCONFIRMED or is silen
 
 | question                                   | what this module does                                 |
 |--------------------------------------------|-------------------------------------------------------|
+| keys sent when a role is assumed           | the replication role: aws:SourceAccount (the source   |
+|                                            | bucket's owner) and aws:SourceArn (its bucket ARN), as |
+|                                            | S3 documents for replication; the job role: none, as  |
+|                                            | nothing documents them for Batch Operations           |
 | HTTP status of a failed task               | 500 for every code (observed for SrcObjectNotFound    |
 |                                            | and SrcObjectNotEligible; nothing known for others)   |
 | ResultMessage of a failure                 | observed text where known ("Object versionID is       |
@@ -94,6 +99,10 @@ Choices no AWS source confirms (the reference marks them UNCONFIRMED or is silen
 |                                            | nothing in the runbook listens to them)               |
 | replica owner                              | moto keeps no object owner: a replica belongs to the  |
 |                                            | destination bucket's account, as with owner override  |
+| replica of a multipart object              | same ETag (`<md5 of the parts' md5s>-<parts>`), same  |
+|                                            | parts and part count, same additional checksum (type  |
+|                                            | and value): AWS describes replicas as copies with the |
+|                                            | same metadata and does not say more                   |
 """
 
 from __future__ import annotations
@@ -106,7 +115,7 @@ from typing import Any
 
 from runbook_lib import aws_facts
 from runbook_lib.embedded import moto_state
-from runbook_lib.embedded.iam_eval import Decision, Request, can_assume, is_allowed
+from runbook_lib.embedded.iam_eval import Decision, Request, can_assume, is_allowed, service_source_context
 from runbook_lib.embedded.moto_state import PARTITION, is_delete_marker
 from runbook_lib.embedded.replication_rules import KMS_ENCRYPTIONS, applicable_rules, normalised
 from runbook_lib.embedded.utc import as_utc, utc_now
@@ -276,16 +285,14 @@ def _assume(
             marks_failed=marks_failed,
         )
     trust = moto_state.policy_document(role.assume_role_policy_document)
-    # Both services act for the source account; replication also names the bucket it acts for
-    # (a job's own ARN, which Batch Operations would send, is not known to a single task).
-    source_context: dict[str, str | list[str]] = {"aws:SourceAccount": source_bucket.account_id}
-    if service == REPLICATION_PRINCIPAL:
-        source_context["aws:SourceArn"] = _bucket_arn(source_bucket.name)
+    source_context = service_source_context(
+        service, source_bucket=source_bucket.name, source_account=source_bucket.account_id)
     if trust is None or not can_assume(trust, service, context=source_context):
         raise _TaskFailed(
             "AssumeRoleNotPermitted",
             f"S3 cannot assume {label} {role_arn}: its trust policy does not let {service} "
-            "call sts:AssumeRole; add that service principal to the trust policy.",
+            f"call sts:AssumeRole with {_described(source_context)}; add that service principal to the "
+            "trust policy, with conditions that match what it sends.",
             marks_failed=marks_failed,
         )
     context: dict[str, str | list[str]] = {
@@ -294,6 +301,13 @@ def _assume(
         "aws:SecureTransport": "true",
     }
     return _Role(role.arn, account, tuple(moto_state.identity_policies(role)), context)
+
+
+def _described(context: Mapping[str, str | list[str]]) -> str:
+    """Return a request context in words, for a failure message."""
+    if not context:
+        return "no source keys"
+    return ", ".join(f"{name}={value}" for name, value in context.items())
 
 
 def _allowed(role: _Role, action: str, resource: str, bucket: Any) -> Decision:
@@ -515,7 +529,7 @@ def _already_replicated(version: Any, destination: Any) -> bool:
 def _write_object(
     destination: Any, source: Any, tags: Mapping[str, str], rule: Mapping[str, Any], encryption: _Encryption
 ) -> None:
-    """Write the replica of an object version: same id, bytes, ETag, metadata, lock state, time."""
+    """Write the replica of an object version: same id, bytes, ETag, parts, checksum, metadata, lock state, time."""
     from moto.s3.models import FakeKey
 
     mode, until = source.lock_mode, source.lock_until
@@ -542,6 +556,8 @@ def _write_object(
         checksum_value=source.checksum_value,
         checksum_type=source.checksum_type,
         checksum_parts=source.checksum_parts,
+        # The source's parts, so the replica keeps its part count (HEAD with PartNumber) as its ETag says.
+        multipart=source.multipart,
     )
     replica.last_modified = source.last_modified
     replica.checksum_algorithm = source.checksum_algorithm

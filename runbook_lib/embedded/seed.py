@@ -5,11 +5,15 @@ replicated into an Object Lock vault bucket in account 111111111111 (so the vaul
 replication status REPLICA), the vault's KMS key encrypts them with a Bucket Key, and the production
 account has since been compromised. The vault holds what real vaults hold: several versions per key,
 GOVERNANCE and COMPLIANCE retention with varied dates, legal holds with and without retention, delete
-markers, zero-byte and multi-megabyte objects, awkward key names, a few archived versions, and a few
-versions uploaded directly by an operator (not replicas) that a REPLICA filter must leave out.
+markers, zero-byte and multi-megabyte objects, large objects uploaded in parts (from 100 versions on:
+one of three parts with an additional SHA-256 checksum, COMPLIANCE retention and a legal hold, one of
+two parts with GOVERNANCE retention), awkward key names, a few archived versions, and a few versions
+uploaded directly by an operator (not replicas) that a REPLICA filter must leave out.
 
 Objects are written through moto's backend in the server's own process, because the API cannot set
-a version id or a replication status, and because it is two orders of magnitude faster. The few API
+a version id or a replication status, and because it is two orders of magnitude faster. Objects in
+parts go through the API (CreateMultipartUpload with the lock headers, UploadPart, Complete), as
+they reach a real vault; only their version id, time and replication status are set afterwards. The few API
 calls that set up the accounts retry throttled answers (a backend started with `--throttle` answers
 SlowDown to a fraction of S3 requests) with a short, bounded backoff, and when throttling outlasts
 every attempt the seeder raises a BackendError that says so, not a traceback.
@@ -42,6 +46,8 @@ from runbook_lib.errors import BackendError
 
 __all__ = [
     "AWKWARD_KEYS",
+    "MULTIPART_OBJECTS",
+    "PART_SIZE",
     "PRODUCTION_ACCOUNT",
     "REQUIRED_TRAITS",
     "VAULT_BUCKET",
@@ -67,6 +73,14 @@ REQUIRED_TRAITS: tuple[str, ...] = (
     "not_replica", "archived",
 )
 MULTI_MEGABYTE_FROM = 100  # versions from which a vault also holds a multi-megabyte object
+MULTIPART_FROM = 100  # versions from which a vault also holds objects uploaded in parts
+# S3's smallest part (every part but the last), and the vault's objects in parts: parts' sizes,
+# additional checksum, retention mode, legal hold. Few and small, so a drill stays fast.
+PART_SIZE = 5 * 1024 * 1024
+MULTIPART_OBJECTS: dict[str, tuple[tuple[int, ...], str | None, str, str | None]] = {
+    "multipart_compliance_hold": ((PART_SIZE, PART_SIZE, 256 * 1024), "SHA256", "COMPLIANCE", "ON"),
+    "multipart_governance": ((PART_SIZE, 1024 * 1024), None, "GOVERNANCE", None),
+}
 
 # Outcomes a version is expected to have after a recovery with the drill's REPLICA filter.
 RECOVER = "recover"
@@ -112,6 +126,9 @@ class SeededVersion:
     object_lock_retain_until_date: str | None
     object_lock_legal_hold_status: str | None
     expected_outcome: str
+    # Objects uploaded in parts: how many, and the additional checksum's algorithm (None otherwise).
+    parts: int | None = None
+    checksum_algorithm: str | None = None
 
 
 @dataclass
@@ -209,24 +226,30 @@ def _key_names(rng: random.Random, count: int) -> list[str]:
     return names
 
 
-def _setup_accounts(endpoint: str) -> None:
-    """Create the vault bucket, its KMS key and the operator roles through the API, as AWS would."""
+def _operator_client(endpoint: str, service: str, account: str) -> Any:
+    """Return a client acting in `account` through the operator role, as the vault's owners act."""
     import boto3
 
+    sts = boto3.client(
+        "sts", endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
+        aws_access_key_id="seeder", aws_secret_access_key="seeder",
+    )
+    creds = _call(
+        sts.assume_role, RoleArn=aws_facts.iam_role_arn(account, OPERATOR_ROLE_NAME, PARTITION),
+        RoleSessionName="seeder",
+    )["Credentials"]
+    return boto3.client(  # type: ignore[call-overload]  # the service name is chosen at run time
+        service, endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
+        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def _setup_accounts(endpoint: str) -> None:
+    """Create the vault bucket, its KMS key and the operator roles through the API, as AWS would."""
+
     def client(service: str, account: str) -> Any:
-        sts = boto3.client(
-            "sts", endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
-            aws_access_key_id="seeder", aws_secret_access_key="seeder",
-        )
-        creds = _call(
-            sts.assume_role, RoleArn=aws_facts.iam_role_arn(account, OPERATOR_ROLE_NAME, PARTITION),
-            RoleSessionName="seeder",
-        )["Credentials"]
-        return boto3.client(  # type: ignore[call-overload]  # the service name is chosen at run time
-            service, endpoint_url=endpoint, region_name=REGION, config=_SEEDER_CONFIG,
-            aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-        )
+        return _operator_client(endpoint, service, account)
 
     admin_policy = json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -308,6 +331,8 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
     if not marker_keys:
         marker_keys.add(rng.choice([i for i, count in enumerate(plan) if count >= 2]))
     traits = list(REQUIRED_TRAITS) + (["multi_megabyte"] if versions >= MULTI_MEGABYTE_FROM else [])
+    traits += list(MULTIPART_OBJECTS) if versions >= MULTIPART_FROM else []
+    uploader = _operator_client(endpoint, "s3", VAULT_ACCOUNT) if versions >= MULTIPART_FROM else None
     trait_of = dict(zip(rng.sample(range(versions - len(marker_keys)), len(traits)), traits, strict=True))
 
     written: list[tuple[str, Any, str]] = []  # (key, stored version, expected outcome)
@@ -327,7 +352,7 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
                 continue
             written.append(_put_version(
                 backend, bucket, rng, name, moment, now, large_budget, archived_budget,
-                trait_of.get(object_index),
+                trait_of.get(object_index), uploader,
             ))
             object_index += 1
             stored, outcome = written[-1][1], written[-1][2]
@@ -348,11 +373,12 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
 
 def _put_version(
     backend: Any, bucket: Any, rng: random.Random, name: str, moment: datetime, now: datetime,
-    large_budget: int, archived_budget: int, trait: str | None = None,
+    large_budget: int, archived_budget: int, trait: str | None = None, uploader: Any = None,
 ) -> tuple[str, Any, str]:
     """Write one object version with a realistic mix of lock, hold, size and provenance.
 
-    `trait` (one of REQUIRED_TRAITS or "multi_megabyte") forces that property on this version.
+    `trait` (one of REQUIRED_TRAITS, "multi_megabyte" or a MULTIPART_OBJECTS name) forces that
+    property on this version; an object in parts is uploaded through `uploader`, a vault S3 client.
     """
     roll = rng.random()
     if large_budget > 0 and roll < 0.02:
@@ -365,6 +391,9 @@ def _put_version(
         size = 0
     elif trait == "multi_megabyte":
         size = rng.randrange(2_000_000, 5_000_000)
+    part_sizes, checksum, multipart_mode, multipart_hold = MULTIPART_OBJECTS.get(trait or "", ((), None, None, None))
+    if part_sizes:
+        size = sum(part_sizes)
     body = rng.randbytes(size)
 
     mode_roll = rng.random()
@@ -384,22 +413,32 @@ def _put_version(
     hold = "ON" if rng.random() < 0.12 else ("OFF" if rng.random() < 0.05 else None)
     if trait in ("hold_with_retention", "hold_without_retention"):
         hold = "ON"
+    if part_sizes:
+        mode, hold = multipart_mode, multipart_hold
+        until = until or now + timedelta(days=rng.randrange(1, 3650), seconds=rng.randrange(86400))
 
     replica = trait == "archived" or (trait != "not_replica" and rng.random() >= 0.06)
     archived = replica and (trait == "archived" or (archived_budget > 0 and rng.random() < 0.02))
+    if part_sizes:
+        replica, archived = True, False  # golden copies the recovery must bring back
     # The tiering draw happens only for a version that is not archived, which keeps seeds reproducible.
     standard = aws_facts.DEFAULT_STORAGE_CLASS
     storage = "GLACIER" if archived else ("INTELLIGENT_TIERING" if rng.random() < 0.2 else standard)
     sse_s3 = rng.random() < 0.05
-    stored = backend.put_object(
-        VAULT_BUCKET, name, body, storage=storage,
-        encryption="AES256" if sse_s3 else "aws:kms",
-        kms_key_id=None if sse_s3 else VAULT_KEY_ARN,
-        bucket_key_enabled=None if sse_s3 else True,
-        lock_mode=mode, lock_legal_status=hold,
-        lock_until=until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None,
-        disable_notification=True,
-    )
+    if part_sizes:
+        # Uploaded like a large golden copy: the vault's default SSE-KMS, the lock given at creation.
+        storage = standard
+        stored = _upload_in_parts(backend, uploader, name, body, part_sizes, checksum, mode, until, hold)
+    else:
+        stored = backend.put_object(
+            VAULT_BUCKET, name, body, storage=storage,
+            encryption="AES256" if sse_s3 else "aws:kms",
+            kms_key_id=None if sse_s3 else VAULT_KEY_ARN,
+            bucket_key_enabled=None if sse_s3 else True,
+            lock_mode=mode, lock_legal_status=hold,
+            lock_until=until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None,
+            disable_notification=True,
+        )
     stored._version_id = _version_id(rng)
     stored.last_modified = moment.replace(tzinfo=None)
     if rng.random() < 0.3:
@@ -411,6 +450,35 @@ def _put_version(
         stored.replication_status = None
         outcome = SKIP_NOT_REPLICA
     return name, stored, outcome
+
+
+def _upload_in_parts(
+    backend: Any, s3: Any, name: str, body: bytes, part_sizes: tuple[int, ...], checksum: str | None,
+    mode: str | None, until: datetime | None, hold: str | None,
+) -> Any:
+    """Upload `body` in parts through the API, the lock given to CreateMultipartUpload; return the stored version."""
+    if s3 is None:
+        raise ValueError("an object in parts needs the vault's S3 client")
+    lock: dict[str, Any] = {}
+    if mode and until:
+        lock.update(ObjectLockMode=mode, ObjectLockRetainUntilDate=until)
+    if hold:
+        lock["ObjectLockLegalHoldStatus"] = hold
+    if checksum:
+        lock["ChecksumAlgorithm"] = checksum
+    upload = _call(s3.create_multipart_upload, Bucket=VAULT_BUCKET, Key=name, **lock)["UploadId"]
+    parts, start = [], 0
+    for number, part_size in enumerate(part_sizes, start=1):
+        extra = {"ChecksumAlgorithm": checksum} if checksum else {}
+        answer = _call(s3.upload_part, Bucket=VAULT_BUCKET, Key=name, UploadId=upload, PartNumber=number,
+                       Body=body[start:start + part_size], **extra)
+        parts.append({"PartNumber": number, "ETag": answer["ETag"],
+                      **({f"Checksum{checksum}": answer[f"Checksum{checksum}"]} if checksum else {})})
+        start += part_size
+    version = _call(s3.complete_multipart_upload, Bucket=VAULT_BUCKET, Key=name, UploadId=upload,
+                    MultipartUpload={"Parts": parts})["VersionId"]
+    bucket = backend.get_bucket(VAULT_BUCKET)
+    return next(v for v in moto_state.versions_of(bucket, name) if str(v.version_id) == str(version))
 
 
 def _describe(name: str, stored: Any, outcome: str, is_latest: bool) -> SeededVersion:
@@ -436,6 +504,8 @@ def _describe(name: str, stored: Any, outcome: str, is_latest: bool) -> SeededVe
         object_lock_retain_until_date=until,
         object_lock_legal_hold_status=stored.lock_legal_status,
         expected_outcome=outcome,
+        parts=len(stored.multipart.partlist) if stored.multipart else None,
+        checksum_algorithm=stored.checksum_algorithm,
     )
 
 

@@ -1,5 +1,8 @@
 """The embedded AWS: moto's server app behind our middleware, on 127.0.0.1, in a background thread.
 
+The middleware sends S3 Batch Operations job calls to `s3control` and IAM Access Analyzer's
+policy checks to `access_analyzer`, which moto does not serve, and everything else to moto.
+
 It is reached exactly like AWS: `start_backend()` writes an AWS config file whose profiles point
 their `endpoint_url` at it, and the vault and recovery profiles assume roles in two accounts.
 """
@@ -19,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib import aws_facts
+from runbook_lib.embedded.access_analyzer import urls as analyzer_urls
 from runbook_lib.embedded.athena import urls as athena_urls
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.moto_state import PARTITION
+from runbook_lib.embedded.request_ids import RequestLog, ServedRequest, with_request_ids
 from runbook_lib.embedded.s3control import urls
 from runbook_lib.errors import BackendError
 
@@ -58,24 +63,31 @@ _SLOW_DOWN = (
 
 
 class BackendApp:
-    """WSGI middleware: S3 Batch Operations job calls and Athena query calls to our emulators, the rest to moto."""
+    """WSGI middleware: Batch Operations jobs, Athena queries and Access Analyzer to our emulators, the rest to moto."""
 
     def __init__(
         self, moto_app: Callable[..., Any], faults: Faults, jobs_app: Callable[..., Any] | None,
-        athena_app: Callable[..., Any] | None = None,
+        athena_app: Callable[..., Any] | None = None, analyzer_app: Callable[..., Any] | None = None,
     ) -> None:
         self.moto_app = moto_app
         self.jobs_app = jobs_app
         self.athena_app = athena_app
+        self.analyzer_app = analyzer_app
         self.faults = faults
         self._random = random.Random(faults.seed)
         self._random_lock = threading.Lock()
+        # Every request answered, when someone asked for the record (start_backend(record_requests=True)).
+        self.request_log: RequestLog | None = None
 
     def _draw(self) -> float:
         with self._random_lock:
             return self._random.random()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Every answer, a throttled one included, carries the request ids AWS would send.
+        return with_request_ids(self._answer, environ, start_response, self.request_log)
+
+    def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
         path = environ.get("PATH_INFO", "")
@@ -88,6 +100,8 @@ class BackendApp:
         target = self.jobs_app if urls.is_jobs_path(path) and self.jobs_app is not None else self.moto_app
         if self.athena_app is not None and athena_urls.is_athena_query_call(environ):
             target = self.athena_app
+        if self.analyzer_app is not None and analyzer_urls.is_access_analyzer_request(environ):
+            target = self.analyzer_app
         answer: Iterable[bytes] = target(environ, start_response)
         return answer
 
@@ -123,6 +137,10 @@ class EmbeddedBackend:
     def endpoint(self) -> str:
         """Return the URL clients use as endpoint_url."""
         return f"http://{self.host}:{self.port}"
+
+    def served_requests(self) -> list[ServedRequest]:
+        """Return every request answered so far (started with record_requests=True; else none)."""
+        return self.app.request_log.served() if self.app.request_log is not None else []
 
     def environ(self) -> dict[str, str]:
         """Return the environment a client process needs to reach this backend."""
@@ -161,15 +179,26 @@ class EmbeddedBackend:
         self.stop()
 
 
+SERVICES_SECTION = "runbook-embedded"
+# botocore's S3 Control endpoint rules put the account id in front of every endpoint's authority,
+# a custom one included: `http://127.0.0.1:PORT` would become the unresolvable host
+# `111111111111.127.0.0.1`. Giving S3 Control an endpoint with a user-info part makes that label
+# land in the user-info instead (`111111111111.s3control@127.0.0.1:PORT`), which HTTP clients send
+# nowhere, so every AWS CLI and SDK that reads `[services]` sections reaches the backend unchanged.
+S3_CONTROL_USERINFO = "s3control"
+
+
 def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
     """Write an AWS config file whose profiles reach the backend at `endpoint` as two accounts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The AWS CLI caches assumed-role credentials on disk by role and session name; a restarted
     # backend does not know them and moto would treat their caller as its default account.
     session_name = f"vault-recovery-{secrets.token_hex(4)}"
+    scheme, _, authority = endpoint.partition("://")
     common = (
         f"region = {region}\n"
         f"endpoint_url = {endpoint}\n"
+        f"services = {SERVICES_SECTION}\n"
         "s3 =\n    addressing_style = path\n"
         "retry_mode = standard\n"
     )
@@ -190,9 +219,11 @@ def write_aws_config(path: Path, endpoint: str, region: str = REGION) -> Path:
         f"source_profile = {BASE_PROFILE}\n"
         f"role_session_name = {session_name}\n"
         f"{common}\n"
-        "# Lets AWS CLI v1 reach S3 Control here (see runbook_lib/embedded/awscli_plugin.py).\n"
-        "[plugins]\n"
-        "runbook_embedded = runbook_lib.embedded.awscli_plugin\n"
+        "# S3 Control's endpoint carries a user-info part: the account id the AWS SDKs put in front\n"
+        "# of its host lands there, and the request still reaches this backend.\n"
+        f"[services {SERVICES_SECTION}]\n"
+        "s3_control =\n"
+        f"    endpoint_url = {scheme}://{S3_CONTROL_USERINFO}@{authority}\n"
     )
     path.write_text(text)
     return path
@@ -216,11 +247,13 @@ def start_backend(
     faults: Faults | None = None,
     host: str = "127.0.0.1",
     inventory_every: float | None = None,
+    record_requests: bool = False,
 ) -> EmbeddedBackend:
     """Start the embedded backend in a background thread and return a handle to it.
 
     S3 Inventory reports are delivered for each enabled configuration when it is put or changed,
     and again every `inventory_every` seconds when that is given (AWS: daily or weekly).
+    With `record_requests`, it keeps a log of every request it answers (`served_requests`).
     """
     if host not in ("127.0.0.1", "localhost"):
         raise BackendError(f"the embedded backend listens on 127.0.0.1 only, not {host!r}")
@@ -239,12 +272,14 @@ def start_backend(
     from runbook_lib.embedded import patches
 
     patches.apply_all()
+    from runbook_lib.embedded.access_analyzer.responses import AccessAnalyzerApp
     from runbook_lib.embedded.athena.responses import AthenaApp
     from runbook_lib.embedded.s3control.responses import BatchOperationsApp
 
     faults = faults or Faults()
     app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults),
-                     AthenaApp())
+                     AthenaApp(), AccessAnalyzerApp())
+    app.request_log = RequestLog() if record_requests else None
     try:
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     except OSError as error:

@@ -6,8 +6,12 @@
 -- {vault_inventory} and {recovery_inventory} are S3 Inventory rows (Parquet or ORC columns:
 -- key, version_id, is_delete_marker, size, last_modified_date, e_tag, storage_class,
 -- replication_status, object_lock_mode, object_lock_retain_until_date,
--- object_lock_legal_hold_status); {manifest} has key, version_id; {report} has key, version_id,
--- task_status, http_status, error_code, result_message (one row per version: its latest task).
+-- object_lock_legal_hold_status, checksum_algorithm: NULL where the report lacks the field);
+-- {manifest} has key, version_id; {report} has key, version_id, task_status, http_status,
+-- error_code, result_message (one row per version: its latest task); {sample} has key, version_id
+-- of a sample drill's draw (read only when {has_sample}: then only drawn versions are expected).
+-- An inventory lists a version's checksum algorithm but never the checksum itself, so checksums
+-- are not compared here (checksum_compared is false, vault_checksum and recovery_checksum NULL).
 -- Every other {name} is a literal rendered by runbook_lib.inventory_sql.
 WITH
 vault_rows AS (
@@ -23,7 +27,8 @@ vault_rows AS (
         upper(coalesce(nullif(replication_status, ''), 'NONE')) AS vault_replication_status,
         upper(nullif(object_lock_mode, '')) AS vault_object_lock_mode,
         date_trunc('second', object_lock_retain_until_date) AS vault_object_lock_retain_until_date,
-        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS vault_object_lock_legal_hold_status
+        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS vault_object_lock_legal_hold_status,
+        upper(nullif(checksum_algorithm, '')) AS vault_checksum_algorithm
     FROM {vault_inventory}
 ),
 vault AS (
@@ -56,11 +61,15 @@ recovery AS (
         upper(coalesce(nullif(replication_status, ''), 'NONE')) AS recovery_replication_status,
         upper(nullif(object_lock_mode, '')) AS recovery_object_lock_mode,
         date_trunc('second', object_lock_retain_until_date) AS recovery_object_lock_retain_until_date,
-        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS recovery_object_lock_legal_hold_status
+        upper(coalesce(nullif(object_lock_legal_hold_status, ''), 'OFF')) AS recovery_object_lock_legal_hold_status,
+        upper(nullif(checksum_algorithm, '')) AS recovery_checksum_algorithm
     FROM {recovery_inventory}
 ),
 listed AS (
     SELECT DISTINCT key, version_id FROM {manifest}
+),
+drawn AS (
+    SELECT DISTINCT key, version_id FROM {sample} WHERE {has_sample}
 ),
 outcomes AS (
     SELECT key, version_id, task_status, http_status, error_code, result_message
@@ -76,9 +85,10 @@ sides AS (
         v.scope,
         v.vault_is_delete_marker, v.vault_size, v.vault_etag, v.vault_storage_class, v.vault_replication_status,
         v.vault_object_lock_mode, v.vault_object_lock_retain_until_date, v.vault_object_lock_legal_hold_status,
+        v.vault_checksum_algorithm,
         r.recovery_is_delete_marker, r.recovery_size, r.recovery_etag, r.recovery_storage_class,
         r.recovery_replication_status, r.recovery_object_lock_mode, r.recovery_object_lock_retain_until_date,
-        r.recovery_object_lock_legal_hold_status
+        r.recovery_object_lock_legal_hold_status, r.recovery_checksum_algorithm
     FROM vault v
     FULL OUTER JOIN recovery r ON r.key = v.key AND r.version_id = v.version_id
 ),
@@ -92,9 +102,10 @@ joined AS (
         m.key IS NOT NULL AS in_manifest,
         s.vault_is_delete_marker, s.vault_size, s.vault_etag, s.vault_storage_class, s.vault_replication_status,
         s.vault_object_lock_mode, s.vault_object_lock_retain_until_date, s.vault_object_lock_legal_hold_status,
+        s.vault_checksum_algorithm,
         s.recovery_is_delete_marker, s.recovery_size, s.recovery_etag, s.recovery_storage_class,
         s.recovery_replication_status, s.recovery_object_lock_mode, s.recovery_object_lock_retain_until_date,
-        s.recovery_object_lock_legal_hold_status
+        s.recovery_object_lock_legal_hold_status, s.recovery_checksum_algorithm
     FROM sides s
     FULL OUTER JOIN listed m ON m.key = s.key AND m.version_id = s.version_id
 ),
@@ -105,9 +116,11 @@ reported AS (
         o.task_status,
         o.http_status,
         o.error_code,
-        o.result_message
+        o.result_message,
+        NOT {has_sample} OR d.key IS NOT NULL AS in_sample
     FROM joined j
     LEFT JOIN outcomes o ON o.key = j.key AND o.version_id = j.version_id
+    LEFT JOIN drawn d ON d.key = j.key AND d.version_id = j.version_id
 ),
 states AS (
     SELECT
@@ -118,12 +131,19 @@ states AS (
         in_vault AND in_recovery AS both_sides
     FROM reported j
 ),
+scoped AS (
+    SELECT
+        s.*,
+        in_scope OR (failed_status AND {failed_replica_possible} AND in_report) AS in_expected_scope,
+        in_vault AND (coalesce(scope = {reason_unreadable}, false)
+            OR (failed_status AND {failed_replica_possible} AND NOT in_report)) AS status_unknown_anywhere
+    FROM states s
+),
 judged AS (
     SELECT
         s.*,
-        in_scope OR (failed_status AND {failed_replica_possible} AND in_report) AS expected,
-        in_vault AND (coalesce(scope = {reason_unreadable}, false)
-            OR (failed_status AND {failed_replica_possible} AND NOT in_report)) AS status_unknown,
+        in_expected_scope AND in_sample AS expected,
+        status_unknown_anywhere AND in_sample AS status_unknown,
         both_sides AND coalesce(vault_object_lock_mode = 'UNKNOWN' OR recovery_object_lock_mode = 'UNKNOWN', false)
             AS retention_unknown,
         both_sides AND coalesce(vault_object_lock_legal_hold_status = 'UNKNOWN'
@@ -131,7 +151,7 @@ judged AS (
         both_sides AND (vault_size IS DISTINCT FROM recovery_size
             OR trim(BOTH '"' FROM vault_etag) IS DISTINCT FROM trim(BOTH '"' FROM recovery_etag)
             OR vault_is_delete_marker <> recovery_is_delete_marker) AS content_differs
-    FROM states s
+    FROM scoped s
 ),
 checked AS (
     SELECT
@@ -164,7 +184,13 @@ flagged AS (
         in_manifest AND NOT expected AND NOT status_unknown AS in_manifest_not_eligible,
         expected AND in_manifest AND NOT in_report AS not_in_report,
         expected AND identical AS recovered_identical,
-        NOT expected AND NOT in_recovery AND NOT status_unknown AS not_expected
+        (in_expected_scope OR status_unknown_anywhere) AND NOT in_sample AND NOT in_recovery AS not_sampled,
+        NOT expected AND NOT in_recovery AND NOT status_unknown AS not_expected,
+        both_sides AND NOT vault_is_delete_marker AS content_compared,
+        both_sides AND coalesce(strpos(vault_etag, '-') > 0, false) AS multipart_etag,
+        false AS checksum_compared,
+        both_sides AND (vault_checksum_algorithm IS NOT NULL OR recovery_checksum_algorithm IS NOT NULL)
+            AS checksum_not_compared
     FROM identical i
 )
 SELECT
@@ -183,6 +209,7 @@ SELECT
         WHEN in_manifest_not_eligible THEN 'in_manifest_not_eligible'
         WHEN not_in_report THEN 'not_in_report'
         WHEN recovered_identical THEN 'recovered_identical'
+        WHEN not_sampled THEN 'not_sampled'
         ELSE 'not_expected'
     END AS category,
     scope,
@@ -204,7 +231,13 @@ SELECT
     in_manifest_not_eligible,
     not_in_report,
     recovered_identical,
+    not_sampled,
     not_expected,
+    content_compared,
+    multipart_etag,
+    checksum_compared,
+    checksum_not_compared,
+    in_sample,
     vault_is_delete_marker,
     vault_size,
     vault_etag,
@@ -213,6 +246,8 @@ SELECT
     vault_object_lock_mode,
     vault_object_lock_retain_until_date,
     vault_object_lock_legal_hold_status,
+    vault_checksum_algorithm,
+    CAST(NULL AS varchar) AS vault_checksum,
     recovery_is_delete_marker,
     recovery_size,
     recovery_etag,
@@ -221,6 +256,8 @@ SELECT
     recovery_object_lock_mode,
     recovery_object_lock_retain_until_date,
     recovery_object_lock_legal_hold_status,
+    recovery_checksum_algorithm,
+    CAST(NULL AS varchar) AS recovery_checksum,
     task_status,
     http_status,
     CASE WHEN task_status = 'failed' THEN error_code END AS error_code,

@@ -15,6 +15,7 @@ SELECT
     count_if(eligible_not_in_manifest) AS not_in_manifest,
     count_if(in_manifest_not_eligible) AS manifest_not_eligible,
     count_if(not_in_report) AS not_in_report,
+    count_if(not_sampled) AS not_sampled,
     (SELECT count(*) FROM (
         SELECT key, coalesce(nullif(version_id, ''), 'null') AS version_id FROM {vault_inventory}
         GROUP BY key, coalesce(nullif(version_id, ''), 'null') HAVING count(*) > 1) twice) AS vault_duplicates,

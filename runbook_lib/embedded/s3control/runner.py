@@ -211,7 +211,7 @@ class JobRunner:
     def _prepare(self) -> list[ManifestEntry]:
         """Return the job's tasks, read from its manifest or generated; save a generated one if asked."""
         job = self.job
-        manifest_gen.check_role_trust(job.role_arn, job.account, job.arn)
+        manifest_gen.check_role_trust(job.role_arn, job.account)
         generator = (job.request.get("ManifestGenerator") or {}).get("S3JobManifestGenerator")
         if generator is None:
             entries = manifest_gen.read_manifest(job.request["Manifest"], job.role_arn)
