@@ -64,6 +64,7 @@ def phase_timings(run_dir: str | Path) -> list[dict[str, Any]]:
 def withdraw_verdict(
     run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None,
     reason: str = "verification started and has not concluded", *, run: dict[str, Any] | None = None,
+    waiting: dict[str, Any] | None = None,
 ) -> Path:
     """Write summary.json saying INCOMPLETE, then remove the detail CSVs and evidence.html of any earlier verdict.
 
@@ -80,6 +81,8 @@ def withdraw_verdict(
         extra["scope"] = scope
     if run is not None:
         extra["run"] = run
+    if waiting is not None:
+        extra["waiting"] = waiting
     path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
     _clear_details(folder)
@@ -99,7 +102,8 @@ def settle_unfinished_verification(run_dir: str | Path, error: str) -> str | Non
 
     Whatever the summary said before (an earlier PASS included, when the phase stopped before it
     could withdraw it): a verification that stopped on an error did not prove the recovery. Only
-    one that waits for a confirmation stays INCOMPLETE, saying what waits.
+    one that waits (for a confirmation, or an inventory report not yet delivered) stays
+    INCOMPLETE, saying what waits.
     """
     path = Path(run_dir) / _SUMMARY
     if not path.exists():

@@ -52,6 +52,15 @@ _PARQUET_FIELD = re.compile(r"(?:required|optional|repeated)\s+\w+\s+(\w+)")
 class InventoryNotReady(RunbookError):
     """No inventory report new enough to judge the recovery exists yet; verification cannot conclude."""
 
+    def __init__(self, message: str, bucket: str = "") -> None:
+        super().__init__(message)
+        self.bucket = bucket
+
+
+def _not_delivered(bucket: str) -> str:
+    return (f"the inventory report for bucket {bucket} has not been delivered since the job ended; "
+            "re-run phase 07 after it is")
+
 
 @dataclass(frozen=True)
 class InventoryReport:
@@ -114,8 +123,9 @@ def latest_report(s3: Any, bucket: str, prefix: str | None, source_bucket: str, 
             continue  # S3 writes manifest.json last: this report is still being written
         return _checked(s3, bucket, base, manifest_key, body, source_bucket)
     raise InventoryNotReady(
-        f"no inventory report of s3://{source_bucket} (configuration {config_id}) is in s3://{bucket}/{base}/ yet; "
-        "S3 delivers the first one up to 48 hours after the configuration is created. Re-run verification then.")
+        f"{_not_delivered(source_bucket)}: no inventory report of s3://{source_bucket} (configuration {config_id}) "
+        f"is in s3://{bucket}/{base}/ yet; S3 delivers the first one up to 48 hours after the configuration is "
+        "created. Re-run verification then.", source_bucket)
 
 
 def _checked(s3: Any, bucket: str, base: str, manifest_key: str, body: bytes, source_bucket: str) -> InventoryReport:
@@ -154,9 +164,10 @@ def check_fresh(report: InventoryReport, not_before: datetime | None, what: str)
     """Raise InventoryNotReady when the report was started before `not_before` (the jobs' end)."""
     if not_before is not None and report.created < not_before:
         raise InventoryNotReady(
-            f"the newest inventory report of s3://{report.source_bucket} was started at "
+            f"{_not_delivered(report.source_bucket)}: the newest inventory report of s3://{report.source_bucket} "
+            "was started at "
             f"{report.created:%Y-%m-%dT%H:%M:%SZ}, before {what} ended at {not_before:%Y-%m-%dT%H:%M:%SZ}: it cannot "
-            "show what the job did. Wait for the next daily report and verify again.")
+            "show what the job did. Wait for the next daily report and verify again.", report.source_bucket)
 
 
 def verify_files(s3: Any, report: InventoryReport) -> None:

@@ -12,8 +12,9 @@ comparison so far and what waits, then stops.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ from runbook_lib import (
     batch_job,
     evidence,
     inventory_proof,
+    inventory_reports,
     pins,
     reports,
     run_kind,
@@ -35,6 +37,8 @@ from runbook_lib.errors import ConfirmationRequired, JobEndedError, ReportError
 from runbook_lib.ledger import now
 from runbook_lib.run_state import RetryRoundRecord, Verdict, VerdictRecord
 from runbook_lib.scope import JobScope, scope_from_params
+
+T = TypeVar("T")
 
 __all__ = [
     "RetryRound",
@@ -69,6 +73,26 @@ def job_scope(ctx: RunContext) -> JobScope:
 def begin_verification(ctx: RunContext) -> str | None:
     """Withdraw the run's previous verdict before verifying again, and return it (None when there was none)."""
     return withdraw_verdict(ctx, "verification started and has not concluded")
+
+
+def _waiting_for_inventory(ctx: RunContext, waiting: inventory_reports.InventoryNotReady) -> None:
+    """Leave the verdict INCOMPLETE, saying which inventory report phase 07 waits for, and how to go on."""
+    ctx.ledger.ensure_current()
+    reason = str(waiting).split(":", 1)[0]
+    evidence.withdraw_verdict(ctx.ledger.run_dir, None, job_scope(ctx).as_record(), reason, run=run_record(ctx),
+                              waiting={"what": f"the inventory report of bucket {waiting.bucket}",
+                                       "why": str(waiting),
+                                       "how": "re-run phase 07 once it is delivered (runbook run --from 07)"})
+    _record_verdict(ctx, "INCOMPLETE", reason)
+
+
+def _by_inventory(ctx: RunContext, read: Callable[[], T]) -> T:
+    """Return what an inventory step reads; when a report is not there yet, record the wait and re-raise."""
+    try:
+        return read()
+    except inventory_reports.InventoryNotReady as waiting:
+        _waiting_for_inventory(ctx, waiting)
+        raise
 
 
 def withdraw_verdict(ctx: RunContext, reason: str) -> str | None:
@@ -178,7 +202,7 @@ def check_job_outputs(ctx: RunContext, manifest: pd.DataFrame | None, report: pd
 def snapshot_vault(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
     """Return the state of every version in the vault bucket (from its inventory with verification.method inventory)."""
     if inventory_proof.method(ctx) == "inventory":
-        return inventory_proof.snapshot(ctx, "vault")
+        return _by_inventory(ctx, lambda: inventory_proof.snapshot(ctx, "vault"))
     return snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.vault.bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("vault")])
@@ -187,7 +211,7 @@ def snapshot_vault(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.
 def snapshot_recovery(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
     """Return the state of every version in the recovery bucket (from its inventory with method inventory)."""
     if inventory_proof.method(ctx) == "inventory":
-        return inventory_proof.snapshot(ctx, "recovery")
+        return _by_inventory(ctx, lambda: inventory_proof.snapshot(ctx, "recovery"))
     return snapshot.snapshot_bucket(ctx.recovery("s3"), ctx.params.recovery.bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("recovery")])
@@ -210,7 +234,8 @@ def compare_buckets(
     (`inventory_proof`), the same reports `vault` and `recovery` were read from.
     """
     if inventory_proof.method(ctx) == "inventory" and manifest is not None and report is not None:
-        return inventory_proof.verify_from_inventory(ctx, manifest, report, check_job_outputs(ctx, manifest, report))
+        findings = check_job_outputs(ctx, manifest, report)
+        return _by_inventory(ctx, lambda: inventory_proof.verify_from_inventory(ctx, manifest, report, findings))
     return verify.compare(
         vault, recovery, scope=job_scope(ctx), manifest=manifest,
         report=None if report is None else _latest_per_version(report),

@@ -1,10 +1,12 @@
 """Both methods, both engines, one verdict: HEAD + pandas, inventory + DuckDB, inventory + Athena on one damaged drill.
 
-The module runs one recovery (80 seeded versions, a quarter of first tasks failing, no retry),
-then damages the recovery bucket as an attacker or an accident would: a recovered version
-deleted, a retention extended, a legal hold set, an object put that the vault never held. Every
-method and engine must find the same versions in the same categories, with the same values,
-counts and verdict. Then the inventory's own failure modes: a report older than the job, a
+The module runs one recovery (100 seeded versions, two of them uploaded in parts, a quarter of
+first tasks failing, no retry), then damages the recovery bucket as an attacker or an accident
+would: a recovered version deleted, a retention extended, a legal hold set, an object put that
+the vault never held, one byte changed in one part of an object in parts. Every method and engine
+must find the same versions in the same categories, with the same values, counts and verdict,
+for the whole scope and for a sample drill's draw of it (versions not drawn are not_sampled, or
+extra where the recovery bucket holds them). Then the inventory's own failure modes: a report older than the job, a
 manifest or data file that does not match its checksum, no report at all.
 """
 
@@ -19,9 +21,9 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from runbook_fixtures import PROVISION_ORDER
+from runbook_fixtures import PROVISION_ORDER, replace_with_one_part_changed
 
-from runbook_lib import batch_job, inventory_proof, inventory_reports, proof, verify
+from runbook_lib import batch_job, drill, evidence, inventory_proof, inventory_reports, proof, sampling, verify
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
@@ -29,8 +31,9 @@ from runbook_lib.embedded import inventory
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.seed import seed_vault
 from runbook_lib.embedded.server import RECOVERY_PROFILE, REGION, EmbeddedBackend, start_backend
-from runbook_lib.errors import ReportError
+from runbook_lib.errors import PhaseError, ReportError
 from runbook_lib.inventory_reports import InventoryNotReady
+from runbook_lib.ledger import open_ledger
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("inventory-verify")]
 
@@ -58,7 +61,7 @@ def _canonical(details: pd.DataFrame) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[EmbeddedBackend]:
-    with start_backend(faults=Faults(task_failure_rate=0.25, seed=11)) as running:
+    with start_backend(faults=Faults(task_failure_rate=0.25, seed=12)) as running:
         yield running
         running.reset()
 
@@ -71,7 +74,7 @@ def damaged(backend: EmbeddedBackend, tmp_path_factory: pytest.TempPathFactory) 
         for name, value in backend.environ().items():
             patch.setenv(name, value)
         backend.reset()
-        seed_vault(backend.endpoint, 80, random_seed=5)
+        truth = seed_vault(backend.endpoint, 100, random_seed=5)
         params = yaml.safe_load(DRILL_PARAMS.read_text())
         params["job"]["poll_seconds"] = 0.05
         params["verification"]["head_sample"] = 20
@@ -84,7 +87,7 @@ def damaged(backend: EmbeddedBackend, tmp_path_factory: pytest.TempPathFactory) 
         batch_job.wait_for_status(ctx, job_id, {"Suspended", "Ready", "Active"})
         batch_job.confirm_job(ctx, job_id, "confirmed by the test")
         batch_job.follow_job(ctx, job_id)
-        damage = _damage(make_client(session_for(RECOVERY_PROFILE, REGION), "s3", region_name=REGION))
+        damage = _damage(make_client(session_for(RECOVERY_PROFILE, REGION), "s3", region_name=REGION), truth.versions)
         manifest = proof.load_job_manifest(ctx)
         report = proof.load_job_reports(ctx)
         findings = proof.check_job_outputs(ctx, manifest, report)
@@ -92,10 +95,13 @@ def damaged(backend: EmbeddedBackend, tmp_path_factory: pytest.TempPathFactory) 
                "backend": backend}
 
 
-def _damage(s3: Any) -> dict[str, tuple[str, str]]:
-    """Damage four recovered versions, each in one way, and return which."""
+def _damage(s3: Any, seeded: list[Any]) -> dict[str, tuple[str, str]]:
+    """Damage five recovered versions, each in one way, and return which."""
     versions = [v for page in s3.get_paginator("list_object_versions").paginate(Bucket=RECOVERY)
                 for v in page.get("Versions", [])]
+    recovered = {(v["Key"], v["VersionId"]) for v in versions}
+    in_parts = next(v for v in sorted(seeded, key=lambda v: -(v.parts or 0))
+                    if v.parts and (v.key, v.version_id) in recovered)
     heads = {(v["Key"], v["VersionId"]): s3.head_object(Bucket=RECOVERY, Key=v["Key"], VersionId=v["VersionId"])
              for v in versions}
     unlocked = [k for k, h in heads.items() if not h.get("ObjectLockMode")
@@ -103,15 +109,18 @@ def _damage(s3: Any) -> dict[str, tuple[str, str]]:
     governed = [k for k, h in heads.items() if h.get("ObjectLockMode") == "GOVERNANCE" and k not in unlocked]
     no_hold = [k for k, h in heads.items() if h.get("ObjectLockLegalHoldStatus") != "ON" and k not in unlocked[:1]
                and k not in governed[:1]]
-    deleted, extended, held = unlocked[0], governed[0], no_hold[0]
+    deleted, extended = unlocked[0], governed[0]
+    held = next(k for k in no_hold if k != (in_parts.key, in_parts.version_id))
     s3.delete_object(Bucket=RECOVERY, Key=deleted[0], VersionId=deleted[1])
     until = heads[extended]["ObjectLockRetainUntilDate"] + timedelta(days=30)
     s3.put_object_retention(Bucket=RECOVERY, Key=extended[0], VersionId=extended[1],
                             Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
     s3.put_object_legal_hold(Bucket=RECOVERY, Key=held[0], VersionId=held[1], LegalHold={"Status": "ON"})
     extra = s3.put_object(Bucket=RECOVERY, Key="planted/not-from-the-vault.txt", Body=b"planted")
+    replace_with_one_part_changed(s3, RECOVERY, in_parts)
     return {"deleted": deleted, "extended": extended, "held": held,
-            "extra": ("planted/not-from-the-vault.txt", extra["VersionId"])}
+            "extra": ("planted/not-from-the-vault.txt", extra["VersionId"]),
+            "content": (in_parts.key, in_parts.version_id)}
 
 
 @pytest.fixture(scope="module")
@@ -129,16 +138,41 @@ def compared(damaged: dict[str, Any]) -> dict[str, verify.Comparison]:
         assert not delivered.skipped, delivered.skipped
     pair = inventory_proof.locate_reports(ctx)
     args = (ctx, pair, damaged["manifest"], damaged["report"], damaged["findings"])
-    return {"head": head, "duckdb": inventory_proof.compare(*args, engine="duckdb"),
-            "athena": inventory_proof.compare(*args, engine="athena")}
+    compared = {"head": head, "duckdb": inventory_proof.compare(*args, engine="duckdb"),
+                "athena": inventory_proof.compare(*args, engine="athena")}
+    # A sample drill's verification of the same buckets: every third version in scope drawn, and the
+    # damaged ones, so versions not drawn are found both absent (not_sampled) and present (extra).
+    in_scope = head.details[head.details["expected"]]
+    picked = set(range(0, len(in_scope), 3))
+    sample = in_scope[[n in picked for n in range(len(in_scope))]
+                      | in_scope.set_index(["key", "version_id"]).index.isin(list(damaged["damage"].values()))]
+    sample = sample[["key", "version_id"]].reset_index(drop=True)
+    with pytest.MonkeyPatch.context() as patch:
+        job = ctx.params.job.model_copy(update={"sample": {"count": len(sample), "seed": 1}})
+        patch.setattr(ctx, "params", ctx.params.model_copy(update={"job": job}))
+        patch.setattr(sampling, "drawn_versions", lambda _ctx: sample)
+        compared["sample_head"] = proof.compare_buckets(ctx, proof.snapshot_vault(ctx, []),
+                                                        proof.snapshot_recovery(ctx, []),
+                                                        damaged["manifest"], damaged["report"])
+        compared["sample_duckdb"] = inventory_proof.compare(*args, engine="duckdb")
+        compared["sample_athena"] = inventory_proof.compare(*args, engine="athena")
+    return compared
 
 
 def test_every_method_and_engine_gives_the_same_details_counts_and_verdict(
     compared: dict[str, verify.Comparison],
 ) -> None:
-    head = compared["head"]
+    for prefix in ("", "sample_"):
+        _assert_same_comparisons(compared, prefix)
+    sampled = compared["sample_head"]
+    assert sampled.counts["not_sampled"] > 0 and sampled.counts["extra"] > compared["head"].counts["extra"]
+    assert sampled.counts["expected"] < compared["head"].counts["expected"]
+
+
+def _assert_same_comparisons(compared: dict[str, verify.Comparison], prefix: str) -> None:
+    head = compared[prefix + "head"]
     assert head.verdict == "FAIL"
-    for name in ("duckdb", "athena"):
+    for name in (prefix + "duckdb", prefix + "athena"):
         other = compared[name]
         assert other.verdict == head.verdict, name
         assert other.counts == head.counts, name
@@ -177,7 +211,10 @@ def test_the_damage_is_found_where_it_was_done(compared: dict[str, verify.Compar
         assert details.loc[damage["extended"], verify.RETAIN_UNTIL_DIFFERS], name
         assert details.loc[damage["held"], verify.LEGAL_HOLD_DIFFERS], name
         assert details.loc[damage["extra"], "category"] == verify.EXTRA_IN_RECOVERY, name
+        assert details.loc[damage["content"], "category"] == verify.CONTENT_DIFFERS, name
+        assert details.loc[damage["content"], "multipart_etag"], name
         assert comparison.counts["failed_tasks"] > 0, name
+        assert comparison.counts["content_mismatches"] == 1, name
 
 
 def test_head_recheck_confirms_the_inventory_or_adds_findings(compared: dict[str, verify.Comparison],
@@ -240,3 +277,68 @@ def test_a_report_that_does_not_match_its_checksums_is_refused(damaged: dict[str
     s3.put_object(Bucket=ctx.params.report_bucket, Key=pair.recovery.manifest_key, Body=json.dumps(body).encode())
     with pytest.raises(ReportError, match=r"manifest\.checksum"):
         inventory_proof.locate_reports(ctx)
+
+
+def _by_inventory(ctx: RunContext) -> RunContext:
+    """Return the run's context with verification.method inventory and no wait for reports."""
+    verification = ctx.params.verification.model_copy(update={"method": "inventory", "inventory_wait_minutes": 0})
+    return RunContext(ctx.params.model_copy(update={"verification": verification}), ctx.ledger, ctx.sessions)
+
+
+def _remove_reports(ctx: RunContext, bucket: str) -> None:
+    """Delete every report delivered for `bucket` by the run's configuration (as if S3 had not delivered yet)."""
+    s3 = ctx.vault("s3")
+    base = inventory_reports.report_base(ctx.params.verification.inventory_prefix, bucket,
+                                         f"{ctx.params.run_id}-verification")
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=ctx.params.report_bucket, Prefix=base + "/"):
+        for version in page.get("Versions", []):
+            s3.delete_object(Bucket=ctx.params.report_bucket, Key=version["Key"], VersionId=version["VersionId"])
+
+
+@pytest.mark.parametrize("report", ["missing", "older than the job"])
+def test_a_report_not_delivered_since_the_job_leaves_the_verdict_incomplete_waiting_never_pass(
+    damaged: dict[str, Any], report: str
+) -> None:
+    ctx = _by_inventory(damaged["ctx"])
+    config_id = f"{ctx.params.run_id}-verification"
+    _remove_reports(ctx, RECOVERY)
+    if report == "older than the job":
+        ended = inventory_proof.jobs_ended(ctx)
+        assert ended is not None
+        inventory.deliver(RECOVERY, config_id, now=ended - timedelta(hours=2))
+    try:
+        with pytest.raises(InventoryNotReady) as stopped:
+            proof.compare_buckets(ctx, pd.DataFrame(), pd.DataFrame(), damaged["manifest"], damaged["report"])
+        summary = json.loads((ctx.ledger.run_dir / "summary.json").read_text())
+        assert summary["verdict"] == "INCOMPLETE"
+        assert summary["reason"] == (f"the inventory report for bucket {RECOVERY} has not been delivered since the "
+                                     "job ended; re-run phase 07 after it is")
+        assert summary["waiting"]["what"] == f"the inventory report of bucket {RECOVERY}"
+        assert open_ledger(ctx.ledger.run_dir).state.verdict.verdict == "INCOMPLETE"  # type: ignore[union-attr]
+        # A phase 07 that stopped so keeps INCOMPLETE (not FAIL, never PASS); the command exits 1, not 3:
+        # exit 3 is a wait for a confirmation only.
+        error = PhaseError("07_verify", "InventoryNotReady", str(stopped.value))
+        assert evidence.settle_unfinished_verification(ctx.ledger.run_dir, str(error)) == "INCOMPLETE"
+        assert drill._exit_code_for(error) == 1
+    finally:
+        damaged["backend"].deliver_inventory(RECOVERY, config_id)
+
+
+def test_a_report_whose_checksum_does_not_match_fails_the_verification(damaged: dict[str, Any]) -> None:
+    ctx = _by_inventory(damaged["ctx"])
+    s3 = ctx.vault("s3")
+    pair = inventory_proof.locate_reports(ctx)
+    key = pair.vault.files[0][0]
+    original = s3.get_object(Bucket=ctx.params.report_bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=ctx.params.report_bucket, Key=key, Body=original + b"tampered")
+    try:
+        proof.begin_verification(ctx)
+        with pytest.raises(ReportError, match="MD5") as stopped:
+            proof.compare_buckets(ctx, pd.DataFrame(), pd.DataFrame(), damaged["manifest"], damaged["report"])
+        error = PhaseError("07_verify", "ReportError", str(stopped.value))
+        assert evidence.settle_unfinished_verification(ctx.ledger.run_dir, str(error)) == "FAIL"
+        summary = json.loads((ctx.ledger.run_dir / "summary.json").read_text())
+        assert summary["verdict"] == "FAIL" and "MD5" in summary["reason"]
+        assert drill._exit_code_for(error) == 1
+    finally:
+        s3.put_object(Bucket=ctx.params.report_bucket, Key=key, Body=original)
