@@ -49,6 +49,7 @@ __all__ = [
     "jobs_ended",
     "locate_reports",
     "method",
+    "plan_athena",
     "prepare",
     "snapshot",
     "snapshot_checksum",
@@ -82,6 +83,34 @@ def method(ctx: RunContext) -> str:
 def prepare(ctx: RunContext) -> list[Any]:
     """Make sure both buckets report an inventory into the report bucket; return the outcomes."""
     return [inventory_setup.ensure_inventory_destination(ctx), *inventory_setup.ensure_inventory_configurations(ctx)]
+
+
+def plan_athena(ctx: RunContext) -> list[Any]:
+    """Return what the Athena engine would create in phase 07, recorded in the plan (a planning context only).
+
+    The comparison makes them when it runs: the database, a table over each report's hive folder,
+    and the manifest, report and sample rows staged as Parquet, with a table over each.
+    """
+    from runbook_lib.provision import Outcome
+
+    assert ctx.plan is not None
+    settings = athena_settings(ctx)
+    names = [f"{settings.table_prefix}_{name}" for name in
+             ("vault_inventory", "recovery_inventory", "manifest", "report", "sample")]
+    ctx.plan.intend("vault", "athena", "StartQueryExecution", settings.database,
+                    {"QueryString": f"CREATE DATABASE IF NOT EXISTS `{settings.database}`",
+                     "WorkGroup": settings.workgroup, "OutputLocation": settings.output_location})
+    for name in ("manifest", "report", "sample"):
+        ctx.plan.intend("vault", "s3", "PutObject",
+                        f"s3://{settings.staging_bucket}/{settings.staging_prefix}/{name}/rows.parquet",
+                        {"ServerSideEncryption": "AES256"})
+    for table in names:
+        ctx.plan.intend("vault", "athena", "StartQueryExecution", f"{settings.database}.{table}",
+                        {"QueryString": f"CREATE EXTERNAL TABLE `{settings.database}`.`{table}` (...)",
+                         "WorkGroup": settings.workgroup})
+    return [Outcome("Athena database and tables", f"{settings.database}: {', '.join(names)}", "created",
+                    note=f"made when phase 07 compares, in work group {settings.workgroup}; "
+                         f"results in {settings.output_location}")]
 
 
 def jobs_ended(ctx: RunContext) -> datetime | None:

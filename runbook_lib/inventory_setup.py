@@ -7,6 +7,10 @@ version (IncludedObjectVersions All) daily as Parquet, with every field verifica
 S3 delivers a report only where the destination bucket's policy lets s3.amazonaws.com write it:
 `ensure_inventory_destination` adds the run's statement to the report bucket policy, keeping the
 statements of others.
+
+On a planning context (`RunContext.plan`) every step reads and compares as in a run, and records
+the write it would make (`Plan.intend`) instead of making it; a bucket the plan would create has
+no configuration yet, and a report bucket policy the plan would write is read from the plan.
 """
 
 from __future__ import annotations
@@ -101,14 +105,19 @@ def _ensure_one(ctx: RunContext, side: str) -> Outcome:
     bucket = ctx.params.vault.bucket if side == "vault" else ctx.params.recovery.bucket
     config_id = run_config_id(ctx)
     wanted = _wanted(ctx, config_id)
-    current = _current(s3, bucket, config_id)
+    fresh = ctx.plan is not None and ctx.plan.creates(bucket)
+    current = None if fresh else _current(s3, bucket, config_id)
     what = f"{side} bucket inventory"
     if current is not None and _same(current, wanted):
         return Outcome(what, f"{bucket}/{config_id}", "unchanged")
     if current is not None and not ctx.ledger.was_created(_INVENTORY_KIND, f"{bucket}/{config_id}"):
         return Outcome(what, f"{bucket}/{config_id}", "drift", {"current": current, "wanted": wanted},
                        note="a configuration of this id exists and was not made by this run")
-    s3.put_bucket_inventory_configuration(Bucket=bucket, Id=config_id, InventoryConfiguration=cast(Any, wanted))
+    if ctx.plan is not None:
+        ctx.plan.intend(side, "s3", "PutBucketInventoryConfiguration", f"{bucket}/{config_id}", wanted,
+                        found=current)
+    else:
+        s3.put_bucket_inventory_configuration(Bucket=bucket, Id=config_id, InventoryConfiguration=cast(Any, wanted))
     if current is None:
         ctx.ledger.record_created(_INVENTORY_KIND, f"{bucket}/{config_id}", side=side)
         return Outcome(what, f"{bucket}/{config_id}", "created",
@@ -132,12 +141,13 @@ def ensure_inventory_destination(ctx: RunContext) -> Outcome:
         source_accounts=[params.vault.account_id, params.recovery.account_id], run_id=params.run_id,
         partition=aws_facts.partition_of(params.region),
     )
-    try:
-        current: Any = json.loads(s3.get_bucket_policy(Bucket=params.report_bucket)["Policy"])
-    except ClientError as error:
-        if error_code(error) != "NoSuchBucketPolicy":
-            raise
-        current = None
+    current: Any = _planned_policy(ctx) if ctx.plan is not None else None
+    if current is None and not (ctx.plan is not None and ctx.plan.creates(params.report_bucket)):
+        try:
+            current = json.loads(s3.get_bucket_policy(Bucket=params.report_bucket)["Policy"])
+        except ClientError as error:
+            if error_code(error) != "NoSuchBucketPolicy":
+                raise
     base = current or {"Version": policies.POLICY_VERSION, "Statement": []}
     merged = policies.merge_statements(base, [statement], run_id=params.run_id)
     if merged == current:
@@ -146,10 +156,21 @@ def ensure_inventory_destination(ctx: RunContext) -> Outcome:
         raise ProvisionError(
             f"the report bucket {params.report_bucket} was not created by this run, so the run does not change its "
             f"policy; add this statement to it, or name an existing vault inventory: {policies.to_json(statement)}")
-    s3.put_bucket_policy(Bucket=params.report_bucket, Policy=policies.to_json(merged))
+    if ctx.plan is not None:
+        ctx.plan.intend("vault", "s3", "PutBucketPolicy", params.report_bucket, merged, found=current)
+    else:
+        s3.put_bucket_policy(Bucket=params.report_bucket, Policy=policies.to_json(merged))
     ctx.ledger.record_created("bucket_policy_statements", params.report_bucket, sids=[statement["Sid"]],
                               account=params.vault.account_id)
     return Outcome("report bucket policy", params.report_bucket, "created" if current is None else "updated")
+
+
+def _planned_policy(ctx: RunContext) -> Any:
+    """Return the report bucket policy an earlier step of this plan would write (None: none)."""
+    assert ctx.plan is not None
+    written = [w.document for w in ctx.plan.writes
+               if w.operation == "PutBucketPolicy" and w.identifier == ctx.params.report_bucket]
+    return written[-1] if written else None
 
 
 def inventory_locations(ctx: RunContext) -> tuple[InventoryLocation, InventoryLocation]:
