@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runbook_lib.preflight import Estimate
@@ -26,3 +28,20 @@ def test_small_vaults_are_verified_by_head_and_the_estimate_says_so() -> None:
     rows = Estimate(5_000, 10, 1, 1, 1, 4_000, 1, 0.0, 0.0, verification=costs.__dict__).as_rows()
     assert rows[-1] == {"quantity": "recommended verification.method", "value": "head"}
     assert any("S3 Inventory" in row["quantity"] for row in rows)
+
+
+def _usd(amount: float) -> str:
+    """Return an amount as the README writes it: dollars, no trailing zeros."""
+    return "$" + f"{amount:,.4f}".rstrip("0").rstrip(".")
+
+
+@pytest.mark.parametrize(("versions", "label"), [(10**6, "10^6"), (10**8, "10^8"), (10**9, "10^9")])
+def test_the_readme_s_cost_table_is_the_module_s(versions: int, label: str) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith(f"| {label} | $"))
+    head, inventory, athena = (cell.strip() for cell in row.split("|")[2:5])
+    costs = verification_costs(versions, versions, inventory_from=10**6)
+    assert head.startswith(f"{_usd(costs.head_usd)}; {costs.head_hours:,.0f} h") or head.startswith(
+        f"{_usd(costs.head_usd)}; {costs.head_hours:,.1f} h"), row
+    assert inventory.startswith(_usd(costs.inventory_usd)), row
+    assert athena.startswith(_usd(costs.athena_usd) + " "), row
