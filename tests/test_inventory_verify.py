@@ -27,7 +27,7 @@ from runbook_lib import batch_job, drill, evidence, inventory_proof, inventory_r
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
-from runbook_lib.embedded import inventory
+from runbook_lib.embedded import inventory, moto_state
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.seed import seed_vault
 from runbook_lib.embedded.server import RECOVERY_PROFILE, REGION, EmbeddedBackend, start_backend
@@ -233,6 +233,34 @@ def test_head_recheck_confirms_the_inventory_or_adds_findings(compared: dict[str
         assert any(key in finding and "object_lock_legal_hold_status" in finding for finding in changed.findings)
     finally:
         s3.put_object_legal_hold(Bucket=RECOVERY, Key=key, VersionId=version_id, LegalHold={"Status": "OFF"})
+
+
+def test_head_recheck_compares_checksums_the_inventory_cannot_show(compared: dict[str, verify.Comparison],
+                                                                   damaged: dict[str, Any]) -> None:
+    comparison = compared["duckdb"]
+    identical = comparison.category(verify.RECOVERED_IDENTICAL)
+    key, version_id = identical.iloc[0]["key"], identical.iloc[0]["version_id"]
+    ctx: RunContext = damaged["ctx"]
+    stored = {side: next(v for v in moto_state.versions_of(moto_state.find_bucket(bucket), key)
+                         if v.version_id == version_id)
+              for side, bucket in (("vault", ctx.params.vault.bucket), ("recovery", RECOVERY))}
+    kept = {side: (v.checksum_algorithm, v.checksum_value) for side, v in stored.items()}
+    # Both copies get a SHA-256 checksum below the API, different ones; size and ETag stay as they were:
+    # only a checksum shows the difference, and an inventory lists none.
+    for side, value in (("vault", "AAAAAAAA"), ("recovery", "BBBBBBBB")):
+        stored[side].checksum_algorithm, stored[side].checksum_value = "SHA256", value
+    try:
+        checked, record = inventory_proof.head_check(ctx, comparison, sample=10**6)
+    finally:
+        for side, (algorithm, value) in kept.items():
+            stored[side].checksum_algorithm, stored[side].checksum_value = algorithm, value
+    assert record["checksums_compared"] >= 1 and record["checksums_differing"] == 1
+    assert checked.verdict == "FAIL"
+    assert any(key in finding and "checksum differs" in finding for finding in checked.findings)
+    # What the re-check compared is counted as compared; the inventory alone compared none.
+    assert comparison.content_checks["checksum_compared"] == 0
+    assert checked.content_checks["checksum_compared"] == min(
+        record["checksums_compared"], comparison.content_checks["checksum_not_compared"])
 
 
 def test_a_report_older_than_the_job_cannot_be_used(damaged: dict[str, Any]) -> None:
