@@ -132,7 +132,13 @@ def combine(checks: Sequence[BucketCheck]) -> verify.Comparison:
     verdict = "PASS" if not failing else "FAIL"
     view = current_view.combine_views([(bucket, c.current_view) for bucket, c in comparisons
                                        if c.current_view is not None])
-    return verify.Comparison(verdict, counts, _bucket_first(details), findings, content, current_view=view)
+    evidence = {}
+    if any(c.evidence for _, c in comparisons):
+        first = next(c.evidence for _, c in comparisons if c.evidence)
+        evidence = {"method": first.get("method"), "engine": first.get("engine"),
+                    "buckets": {bucket: c.evidence for bucket, c in comparisons}}
+    return verify.Comparison(verdict, counts, _bucket_first(details), findings, content, current_view=view,
+                             evidence=evidence)
 
 
 def bucket_rows(checks: Sequence[BucketCheck]) -> list[dict[str, Any]]:

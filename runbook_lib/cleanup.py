@@ -264,6 +264,20 @@ def _policy(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
     return CleanupAction("IAM policy", record["id"], "removed", "the role that used it is removed")
 
 
+def _inventory_configuration(ctx: RunContext, record: dict[str, Any]) -> CleanupAction:
+    """Delete an inventory configuration the run made for verification (its delivered reports stay as evidence)."""
+    bucket, _, config_id = str(record["id"]).partition("/")
+    s3 = ctx.vault("s3") if record.get("side") == "vault" else ctx.recovery("s3")
+    try:
+        s3.delete_bucket_inventory_configuration(Bucket=bucket, Id=config_id)
+    except ClientError as error:
+        if not _gone(error) and error_code(error) not in ("NoSuchConfiguration", "NoSuchInventoryConfig"):
+            raise
+        return CleanupAction("inventory configuration", record["id"], "already gone", "not found")
+    return CleanupAction("inventory configuration", record["id"], "removed",
+                         "made for verification; no more daily reports (those delivered stay in the report bucket)")
+
+
 _KEPT = {
     "s3_bucket": "holds recovered data or evidence; buckets and their object versions are never removed",
     "batch_job": "AWS keeps finished jobs for 90 days; they cannot be deleted",
@@ -271,7 +285,7 @@ _KEPT = {
 
 # Removal order: what depends on something goes first.
 _ORDER = ("event_rule", "sqs_queue", "sns_topic", "eventbridge_notifications", "replication_configuration",
-          "kms_key_statements", "iam_role", "iam_policy")
+          "kms_key_statements", "iam_role", "iam_policy", "inventory_configuration")
 
 
 # What cleanup does with each kind of record, as the plan of phase 08 shows it beforehand:
@@ -292,6 +306,8 @@ _PLANNED: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "iam_role": ("IAM role", "remove", ("iam.DetachRolePolicy", "iam.DeleteRole"), "the replication job is finished"),
     "iam_policy": ("IAM policy", "remove", ("iam.DeletePolicyVersion", "iam.DeletePolicy"),
                    "the role that used it is removed"),
+    "inventory_configuration": ("inventory configuration", "remove", ("s3.DeleteBucketInventoryConfiguration",),
+                                "made for verification; the reports delivered stay in the report bucket"),
 }
 
 
@@ -317,7 +333,8 @@ def planned_cleanup(ctx: RunContext) -> list[PlannedCleanup]:
     for kind in _ORDER:
         resource, action, calls, why = _PLANNED[kind]
         for record in ctx.ledger.created(kind):
-            recovery_side = kind == "kms_key_statements" and record.get("side") == "recovery"
+            recovery_side = (kind in ("kms_key_statements", "inventory_configuration")
+                             and record.get("side") == "recovery")
             label = resource
             if kind == "kms_key_statements":
                 label = ("recovery " if recovery_side else "vault ") + resource
@@ -354,6 +371,7 @@ def clean_up(ctx: RunContext) -> list[CleanupAction]:
         "event_rule": _event_rule, "sqs_queue": _queue, "sns_topic": _topic,
         "eventbridge_notifications": _notifications, "replication_configuration": _replication,
         "kms_key_statements": _key_statements, "iam_role": _role, "iam_policy": _policy,
+        "inventory_configuration": _inventory_configuration,
     }
     actions: list[CleanupAction] = []
     handled_now: set[str] = set()

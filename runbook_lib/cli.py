@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed that makes the drill's vault repeatable (default 1)")
     drill.add_argument("--buckets", type=_bucket_count, default=1, metavar="N",
                        help="vault buckets to seed, each with --objects versions, and recover together (default 1)")
+    drill.add_argument("--verify", choices=("head", "inventory", "auto"), default=None,
+                       help="how phase 07 reads the buckets (default: the parameters' verification.method)")
+    drill.add_argument("--engine", choices=("duckdb", "athena"), default=None,
+                       help="where inventory verification's SQL runs (default: verification.engine)")
     drill.add_argument("--sample", type=sample_size, default=None, metavar="N",
                        help="a sample drill: recover N versions drawn from the scope (or a fraction such as 0.1)")
     drill.add_argument("--as-of", type=drill_as_of, default=None, metavar="TIME",
@@ -177,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how long restoring an archived version takes in the backend (default 1)")
     backend.add_argument("--truth-file", type=Path, default=None, metavar="PATH",
                          help="where to write the seeded vault's ground truth (JSON)")
+    backend.add_argument("--inventory-every", type=float, default=None, metavar="SECONDS",
+                         help="deliver every S3 Inventory report again this often (default: once per "
+                              "configuration, when it is put or changed)")
     _add_fault_options(backend)
 
     lab = commands.add_parser(
@@ -228,7 +235,7 @@ def _serve_backend(args: argparse.Namespace) -> int:
     )
 
     backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args),  # type: ignore[arg-type]
-                            restore_seconds=args.restore_seconds)
+                            restore_seconds=args.restore_seconds, inventory_every=args.inventory_every)
     print(f"embedded AWS listening on {backend.endpoint}")
     print(f"AWS config file: {backend.config_file}")
     print(f"  export AWS_CONFIG_FILE={backend.config_file}")

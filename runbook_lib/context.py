@@ -84,6 +84,8 @@ class RunContext:
     def vault(self, service: Literal["events"]) -> EventBridgeClient: ...
     @overload
     def vault(self, service: Literal["accessanalyzer"]) -> AccessAnalyzerClient: ...
+    @overload
+    def vault(self, service: Literal["athena"]) -> Any: ...  # inventory verification's Athena engine
     def vault(self, service: str) -> Any:
         """Return a client of the vault account (one per service, shared by the phase)."""
         return self._client("vault", service)

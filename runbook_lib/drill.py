@@ -289,12 +289,16 @@ def run_drill(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     as_of = getattr(args, "as_of", None)
     params_file = _drill_parameters(params_file, getattr(args, "sample", None), getattr(args, "sample_seed", 1), out,
-                                    buckets, as_of, restore_archived=bool(getattr(args, "restore_archived", False)))
+                                    buckets, as_of, restore_archived=bool(getattr(args, "restore_archived", False)),
+                                    method=getattr(args, "verify", None), engine=getattr(args, "engine", None))
     faults = Faults(task_failure_rate=args.fail_tasks, throttle_rate=args.throttle,
                     latency_ms=args.latency_ms, seed=args.fault_seed,
                     fail_buckets=tuple(getattr(args, "fail_bucket", None) or ()))
     started = time.monotonic()
-    with start_backend(faults=faults, config_file=out / "aws-config") as backend:
+    # S3 delivers inventories daily; a drill verified by inventory gets them every few minutes, so
+    # a retry round finds a report newer than its job (once per configuration otherwise).
+    every = max(60.0, args.objects / 1000) if getattr(args, "verify", None) in ("inventory", "auto") else None
+    with start_backend(faults=faults, config_file=out / "aws-config", inventory_every=every) as backend:
         backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
         truths = seed_vaults(backend.endpoint, buckets, args.objects, args.random_seed)
         write_ground_truth(out / GROUND_TRUTH, truths)
@@ -370,13 +374,14 @@ def _report_seeded_history(truths: list[Any], as_of: datetime | None) -> None:
 def _drill_parameters(
     params_file: Path, sample: dict[str, int | float] | None, seed: int, out: Path, buckets: int = 1,
     as_of: datetime | None = None,
-    *, restore_archived: bool = False,
+    *, restore_archived: bool = False, method: str | None = None, engine: str | None = None,
 ) -> Path:
     """Write the parameters the drill runs with into the run folder, check them, and return their path.
 
     A drill always runs on the embedded backend it starts, so its parameters say so
     (run.backend: embedded, which phase 00 checks against the profiles' endpoints); `--sample`
-    sets job.sample, `--as-of` recover_as_of, `--restore-archived` restore.archived.
+    sets job.sample, `--as-of` recover_as_of, `--restore-archived` restore.archived, `--verify`
+    verification.method and `--engine` verification.engine.
     """
     import yaml
 
@@ -409,6 +414,15 @@ def _drill_parameters(
             if isinstance(restore, dict):
                 restore["archived"] = True
                 changes.append("restore.archived: true (runbook drill --restore-archived)")
+        verification = data.setdefault("verification", {}) if (method or engine) else None
+        if isinstance(verification, dict) and method is not None:
+            verification["method"] = method
+            # The embedded backend delivers a new configuration's first report at once; wait for it.
+            verification.setdefault("inventory_wait_minutes", 30)
+            changes.append("verification.method set by runbook drill --verify")
+        if isinstance(verification, dict) and engine is not None:
+            verification["engine"] = engine
+            changes.append("verification.engine set by runbook drill --engine")
     written = out / DRILL_PARAMS_COPY
     header = f"# {params_file.name} as runbook drill ran it: " + "; ".join(changes) + "\n"
     written.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -66,6 +66,7 @@ def withdraw_verdict(
     run_dir: str | Path, previous: str | None, scope: dict[str, Any] | None = None,
     reason: str = "verification started and has not concluded", *, run: dict[str, Any] | None = None,
     as_of: str | None = None,
+    waiting: dict[str, Any] | None = None,
 ) -> Path:
     """Write summary.json saying INCOMPLETE, then remove the detail CSVs and evidence.html of any earlier verdict.
 
@@ -84,6 +85,8 @@ def withdraw_verdict(
         extra["run"] = run
     # Present in every summary, so scripts can rely on them: the point in time, and no current view yet.
     extra.update(as_of=as_of, current_view=None)
+    if waiting is not None:
+        extra["waiting"] = waiting
     path = write_summary(folder, "INCOMPLETE", {}, **extra)
     (folder / _HTML).unlink(missing_ok=True)
     reconciliation.remove_reconciliation(folder)
@@ -104,7 +107,8 @@ def settle_unfinished_verification(run_dir: str | Path, error: str) -> str | Non
 
     Whatever the summary said before (an earlier PASS included, when the phase stopped before it
     could withdraw it): a verification that stopped on an error did not prove the recovery. Only
-    one that waits for a confirmation stays INCOMPLETE, saying what waits.
+    one that waits (for a confirmation, or an inventory report not yet delivered) stays
+    INCOMPLETE, saying what waits.
     """
     path = Path(run_dir) / _SUMMARY
     if not path.exists():

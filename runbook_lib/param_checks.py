@@ -60,6 +60,16 @@ __all__ = [
     "whole_number",
 ]
 
+# Names used by inventory verification (appended here so the list above stays as it was).
+__all__ += [
+    "AthenaDatabase",
+    "AthenaWorkGroup",
+    "InventoryConfigId",
+    "S3Url",
+    "VerificationEngine",
+    "VerificationMethod",
+]
+
 _T = TypeVar("_T")
 
 ReplicationStatus = ReplicationStatusFilter
@@ -435,3 +445,20 @@ SampleSeed = Annotated[
 TagKey = Annotated[str, BeforeValidator(_tag_key)]
 TagValue = Annotated[str, BeforeValidator(_tag_value)]
 Tags = Annotated[dict[TagKey, TagValue], AfterValidator(_tag_count)]
+
+
+# ------------------------------------------------------------------ inventory verification
+
+_method = _matching(r"head|inventory|auto", "head, inventory or auto")
+_engine = _matching(r"duckdb|athena", "duckdb or athena")
+_s3_url = _matching(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", "an s3:// URL such as s3://bucket/prefix/")
+_athena_database = _matching(r"[a-z0-9_]{1,255}", "an Athena database name: lowercase letters, digits or '_'")
+_work_group = _matching(r"[a-zA-Z0-9._-]{1,128}", "an Athena work group name: letters, digits, '.', '_' or '-'")
+_config_id = _matching(r"[A-Za-z0-9._-]{1,64}", "an inventory configuration id: 1 to 64 letters, digits, . _ -")
+
+VerificationMethod = Annotated[str, BeforeValidator(_method)]
+VerificationEngine = Annotated[str, BeforeValidator(_engine)]
+S3Url = Annotated[str | None, BeforeValidator(_optional(_s3_url))]
+AthenaDatabase = Annotated[str, BeforeValidator(_athena_database)]
+AthenaWorkGroup = Annotated[str, BeforeValidator(_work_group)]
+InventoryConfigId = Annotated[str | None, BeforeValidator(_optional(_config_id))]

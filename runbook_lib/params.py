@@ -32,12 +32,15 @@ from runbook_lib.bucket_pairs import BucketPair, pair_problems, pairs_of
 from runbook_lib.errors import ParameterError, ParameterProblem
 from runbook_lib.param_checks import (
     AccountId,
+    AthenaDatabase,
+    AthenaWorkGroup,
     AwareDatetime,
     BucketName,
     CurrentViewSetting,
     EmailAddress,
     Flag,
     HistoryFile,
+    InventoryConfigId,
     KeyConstraint,
     KmsKeyAlias,
     KmsKeyArn,
@@ -58,6 +61,7 @@ from runbook_lib.param_checks import (
     RunBackend,
     RunId,
     RunPurpose,
+    S3Url,
     SampleCount,
     SampleFraction,
     SampleSeed,
@@ -65,6 +69,8 @@ from runbook_lib.param_checks import (
     StorageClassName,
     Tags,
     TopicName,
+    VerificationEngine,
+    VerificationMethod,
     whole_number,
 )
 from runbook_lib.param_problems import MISSING, known_values, problems_from
@@ -249,6 +255,33 @@ class VerificationSettings(_Section):
         default="fail_unexplained",
         description="whether keys an application would read differently fail the verdict: "
                     "report, fail_unexplained or fail_any",
+    )
+    # Inventory verification (runbook_lib.inventory_proof): S3 Inventory reports compared in SQL.
+    method: VerificationMethod = Field(
+        default="head", description="head (HEAD every version), inventory (S3 Inventory + SQL) or auto (by size)"
+    )
+    engine: VerificationEngine = Field(default="duckdb", description="where the inventory SQL runs: duckdb or athena")
+    auto_inventory_from: Annotated[int, whole_number(1, 10**12, "a whole number of versions")] = Field(
+        default=1_000_000, description="auto uses inventory from this many vault versions on"
+    )
+    inventory_prefix: Prefix = Field(
+        default="inventory", description="key prefix of the inventory reports in the report bucket"
+    )
+    vault_inventory_id: InventoryConfigId = Field(
+        default=None, description="an existing inventory configuration of the vault bucket to use"
+    )
+    head_sample: Annotated[int, whole_number(0, 100000, "a whole number from 0 to 100000")] = Field(
+        default=100, description="matching versions re-checked with HEAD after an inventory comparison"
+    )
+    athena_workgroup: AthenaWorkGroup = Field(default="primary", description="Athena work group of the queries")
+    athena_database: AthenaDatabase = Field(
+        default="vault_recovery_verification", description="Athena database for the comparison's tables"
+    )
+    inventory_wait_minutes: Annotated[int, whole_number(0, 2880, "a whole number of minutes from 0 to 2880")] = Field(
+        default=0, description="how long phase 07 waits for inventory reports newer than the jobs"
+    )
+    athena_output_location: S3Url = Field(
+        default=None, description="s3:// URL for Athena results (default: under the report prefix)"
     )
 
 

@@ -4,8 +4,10 @@ The plan is computed by the phases' own code: the `ensure_*` steps of phases 01-
 job's creation (06) and cleanup's record (08) run on a planning copy of the run context
 (`RunContext.planning_copy`, `runbook_lib.planning`). They read and compare as in a run, and
 record each write they would make, with the document it would write and the one it would
-replace, instead of making it. Phases 00 and 07 change nothing in any account; their entries say
-what they do.
+replace, instead of making it. Phase 00 changes nothing in any account; its entry says what it
+does. Phase 07 changes nothing when it verifies by HEAD; by inventory, its set-up (the inventory
+configurations, the report bucket's delivery statement, and on Athena the database and tables the
+comparison makes) is planned as the other phases' steps are.
 
 A plan of a fresh world lists the creations of every phase, later phases planned on what earlier
 ones would create (values AWS assigns at creation read `known-after-phase-NN`). After a run it
@@ -34,7 +36,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runbook_lib import analyzer, batch_job, cleanup, notifications, provision, restore_job
+from runbook_lib import analyzer, batch_job, cleanup, inventory_proof, notifications, provision, restore_job
 from runbook_lib import commitment as commitment_module
 from runbook_lib.accounts import error_code, open_sessions
 from runbook_lib.call_log import CallLog
@@ -116,6 +118,16 @@ def _restore_job(ctx: RunContext) -> list[Outcome]:
     return outcomes
 
 
+def _inventory_verification(ctx: RunContext) -> list[Outcome]:
+    """Return the outcomes of phase 07's set-up for verification by inventory (nothing when it reads by HEAD)."""
+    if inventory_proof.method(ctx) != "inventory":
+        return []
+    outcomes = inventory_proof.prepare(ctx)
+    if str(ctx.params.verification.engine) == "athena":
+        outcomes += inventory_proof.plan_athena(ctx)
+    return outcomes
+
+
 # The steps each phase notebook runs, in the notebooks' order (tests keep the two in step).
 # A step of one bucket pair runs for every pair of a run over many vault buckets (`provision.each_pair`).
 _each_pair = provision.each_pair
@@ -127,6 +139,7 @@ PHASE_STEPS: dict[str, tuple[Step, ...]] = {
     "04": (_each_pair(provision.ensure_replication_rule), _each_pair(provision.ensure_vault_eventbridge)),
     "05": (provision.ensure_notification_topic, notifications.ensure_audit_queue, provision.ensure_job_status_rule),
     "06": (_each_pair(_restore_job), _each_pair(_recovery_job)),
+    "07": (_each_pair(_inventory_verification),),
 }
 
 # What each phase does, in words, above its steps.
@@ -140,9 +153,10 @@ PHASE_SUMMARIES: dict[str, str] = {
     "06": ("vault account: with restore.archived, the restore job of archived versions in scope (a CSV manifest put "
            "in the report bucket, then CreateJob); the Batch Replication job; neither does anything before it is "
            "confirmed"),
-    "07": ("reads both buckets, the manifest and the reports; writes the verdict and evidence into the run folder "
-           "only. Versions whose task failed are retried by a follow-up job (a CSV manifest put in the report "
-           "bucket, then CreateJob), each behind the same confirmation"),
+    "07": ("reads both buckets (by HEAD, or from S3 Inventory reports it sets up), the manifest and the reports; "
+           "writes the verdict and evidence into the run folder. Versions whose task failed are retried by a "
+           "follow-up job (a CSV manifest put in the report bucket, then CreateJob), each behind the same "
+           "confirmation"),
     "08": "removes what the run created and no longer needs, restores what it changed, keeps buckets and keys",
 }
 

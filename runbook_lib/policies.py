@@ -67,6 +67,7 @@ __all__ = [
     "to_json",
     "vault_key_policy_statements",
 ]
+__all__ += ["inventory_destination_statement"]
 
 Document = dict[str, Any]
 
@@ -743,3 +744,24 @@ def sns_topic_policy(*, topic_arn: str, event_rule_arn: str, account_id: str) ->
 def to_json(document: Document | list[Document]) -> str:
     """Return a document as indented JSON in its own key order, for display and for put_* calls."""
     return json.dumps(document, indent=2)
+
+
+def inventory_destination_statement(
+    *, report_bucket: str, prefix: str, source_buckets: Sequence[str], source_accounts: Sequence[str], run_id: str,
+    partition: str = "aws",
+) -> Document:
+    """Return the report bucket's statement that lets S3 deliver the run's inventory reports under `prefix`.
+
+    S3 writes inventory reports as the service principal s3.amazonaws.com; the conditions keep
+    other accounts' and other buckets' inventories out (the confused-deputy guard AWS recommends).
+    """
+    return _statement(
+        run_sid("InventoryReports", run_id),
+        ["s3:PutObject"],
+        f"{bucket_arn(report_bucket, partition)}/{prefix}/*",
+        principal={"Service": "s3.amazonaws.com"},
+        condition={
+            "StringEquals": {"aws:SourceAccount": sorted(set(source_accounts))},
+            "ArnLike": {"aws:SourceArn": [bucket_arn(b, partition) for b in source_buckets]},
+        },
+    )

@@ -18,6 +18,7 @@ from runbook_lib.prices import (
     PRICE_PER_THOUSAND_PUTS,
 )
 from runbook_lib.scope import scope_from_params
+from runbook_lib.verification_costs import VerificationCosts, verification_costs
 
 __all__ = [
     "Check",
@@ -200,6 +201,8 @@ class Estimate:
     eligible_bytes: int
     cost_usd: float
     duration_minutes: float
+    # What verifying costs by HEAD and by S3 Inventory, and the method advised (verification_costs).
+    verification: dict[str, Any] | None = None
 
     def as_rows(self) -> list[dict[str, Any]]:
         """Return the estimate as a two-column table."""
@@ -213,6 +216,7 @@ class Estimate:
             {"quantity": "estimated eligible bytes", "value": f"{self.eligible_bytes:,}"},
             {"quantity": "estimated cost (USD, list prices)", "value": f"{self.cost_usd:,.2f}"},
             {"quantity": "estimated duration (minutes, planning assumption)", "value": f"{self.duration_minutes:,.1f}"},
+            *(VerificationCosts(**self.verification).as_rows() if self.verification else []),
         ]
 
 
@@ -228,8 +232,9 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
             + eligible_versions / 1e3 * PRICE_PER_THOUSAND_PUTS
             + 2 * eligible_versions / 1e4 * PRICE_PER_TEN_THOUSAND_KMS_REQUESTS)
     minutes = (ASSUMED_PREPARING_SECONDS + eligible_versions / ASSUMED_TASKS_PER_SECOND) / 60
+    verifying = verification_costs(versions + markers, eligible_versions, ctx.params.verification.auto_inventory_from)
     estimate = Estimate(versions, markers, total_bytes, sampled, eligible, eligible_versions,
-                        eligible_bytes, round(cost, 2), round(minutes, 1))
+                        eligible_bytes, round(cost, 2), round(minutes, 1), asdict(verifying))
     ctx.ledger.state.estimate = asdict(estimate)
     ctx.ledger.save()
     return estimate

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -24,6 +25,8 @@ from runbook_lib import (
     current_view,
     evidence,
     history,
+    inventory_proof,
+    inventory_reports,
     pins,
     reconciliation,
     reports,
@@ -40,6 +43,8 @@ from runbook_lib.errors import ConfirmationRequired, HistoryError, JobEndedError
 from runbook_lib.ledger import now
 from runbook_lib.run_state import RetryRoundRecord, Verdict, VerdictRecord
 from runbook_lib.scope import JobScope, scope_from_params
+
+T = TypeVar("T")
 
 __all__ = [
     "RetryRound",
@@ -78,6 +83,26 @@ def job_scope(ctx: RunContext) -> JobScope:
 def begin_verification(ctx: RunContext) -> str | None:
     """Withdraw the run's previous verdict before verifying again, and return it (None when there was none)."""
     return withdraw_verdict(ctx, "verification started and has not concluded")
+
+
+def _waiting_for_inventory(ctx: RunContext, waiting: inventory_reports.InventoryNotReady) -> None:
+    """Leave the verdict INCOMPLETE, saying which inventory report phase 07 waits for, and how to go on."""
+    ctx.ledger.ensure_current()
+    reason = str(waiting).split(":", 1)[0]
+    evidence.withdraw_verdict(ctx.ledger.run_dir, None, job_scope(ctx).as_record(), reason, run=run_record(ctx),
+                              waiting={"what": f"the inventory report of bucket {waiting.bucket}",
+                                       "why": str(waiting),
+                                       "how": "re-run phase 07 once it is delivered (runbook run --from 07)"})
+    _record_verdict(ctx, "INCOMPLETE", reason)
+
+
+def _by_inventory(ctx: RunContext, read: Callable[[], T]) -> T:
+    """Return what an inventory step reads; when a report is not there yet, record the wait and re-raise."""
+    try:
+        return read()
+    except inventory_reports.InventoryNotReady as waiting:
+        _waiting_for_inventory(ctx, waiting)
+        raise
 
 
 def withdraw_verdict(ctx: RunContext, reason: str) -> str | None:
@@ -186,14 +211,18 @@ def check_job_outputs(ctx: RunContext, manifest: pd.DataFrame | None, report: pd
 
 
 def snapshot_vault(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
-    """Return the state of every version in the vault bucket."""
+    """Return the state of every version in the vault bucket (from its inventory with verification.method inventory)."""
+    if inventory_proof.method(ctx) == "inventory":
+        return _by_inventory(ctx, lambda: inventory_proof.snapshot(ctx, "vault"))
     return snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.pair.vault_bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("vault")])
 
 
 def snapshot_recovery(ctx: RunContext, subscribers: list[Any] | None = None) -> pd.DataFrame:
-    """Return the state of every version in the recovery bucket."""
+    """Return the state of every version in the recovery bucket (from its inventory with method inventory)."""
+    if inventory_proof.method(ctx) == "inventory":
+        return _by_inventory(ctx, lambda: inventory_proof.snapshot(ctx, "recovery"))
     return snapshot.snapshot_bucket(ctx.recovery("s3"), ctx.params.pair.recovery_bucket,
                                     workers=ctx.params.verification.head_workers,
                                     subscribers=subscribers or [snapshot.progress_printer("recovery")])
@@ -212,13 +241,19 @@ def compare_buckets(
 
     For a sample drill, only the run's sample (read back from the run folder) is expected; versions
     in scope but not drawn are "not sampled", and any of them in the recovery bucket is extra.
+    With verification.method inventory the comparison runs in SQL on both buckets' inventory reports
+    (`inventory_proof`), the same reports `vault` and `recovery` were read from.
     """
-    comparison = verify.compare(
-        vault, recovery, scope=job_scope(ctx), manifest=manifest,
-        report=None if report is None else _latest_per_version(report),
-        findings=check_job_outputs(ctx, manifest, report),
-        sample=sampling.drawn_versions(ctx) if ctx.params.job.sample is not None else None,
-    )
+    if inventory_proof.method(ctx) == "inventory" and manifest is not None and report is not None:
+        findings = check_job_outputs(ctx, manifest, report)
+        comparison = _by_inventory(ctx, lambda: inventory_proof.verify_from_inventory(ctx, manifest, report, findings))
+    else:
+        comparison = verify.compare(
+            vault, recovery, scope=job_scope(ctx), manifest=manifest,
+            report=None if report is None else _latest_per_version(report),
+            findings=check_job_outputs(ctx, manifest, report),
+            sample=sampling.drawn_versions(ctx) if ctx.params.job.sample is not None else None,
+        )
     return with_current_view(comparison, vault, recovery, job_scope(ctx), ctx.params.verification.current_view,
                              sampled=ctx.params.job.sample is not None)
 
@@ -391,7 +426,8 @@ def _write_verdict(
                              "buckets": buckets or [],
                              "as_of": job_scope(ctx).as_record()["as_of"],
                              "current_view": view.as_record() if view is not None else None,
-                             "archived": restore_job.run_archived_summary(ctx, comparison.details)}
+                             "archived": restore_job.run_archived_summary(ctx, comparison.details),
+                             "verification": comparison.evidence or {"method": "head"}}
     sample = sample_record(ctx)
     if sample is not None:
         extra["sample"] = sample
@@ -403,7 +439,7 @@ def _write_verdict(
         job=first_job, job_attempts=_attempt_summaries(ctx),
         retry_rounds=[r.model_dump() for r in rounds], first_round_failed_tasks=failed_first,
         content_checks=dict(comparison.content_checks),
-        content_basis=verify.describe_content_checks(comparison.content_checks), **extra,
+        content_basis=_content_basis(comparison), **extra,
     )
 
     _record_verdict(ctx, verdict, "; ".join(comparison.findings) or None)
@@ -437,6 +473,11 @@ def _bytes(details: pd.DataFrame) -> dict[str, int]:
     expected = details["expected"].astype(bool)
     recovered = details["category"].astype(str).str.startswith("recovered")
     return {"expected": int(sizes[expected].sum()), "recovered": int(sizes[expected & recovered].sum())}
+def _content_basis(comparison: verify.Comparison) -> str:
+    """Return how content was compared, in words; by inventory, also what its reports could not show."""
+    note = comparison.evidence.get("content_note")
+    basis = verify.describe_content_checks(comparison.content_checks)
+    return f"{basis} {note}" if note else basis
 
 
 def run_record(ctx: RunContext) -> dict[str, Any]:

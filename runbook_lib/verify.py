@@ -87,6 +87,7 @@ __all__ = [
     "AFTER_AS_OF",
     "ARCHIVED_NOT_RECOVERED",
     "CATEGORIES",
+    "CONTENT_CHECKS",
     "CONTENT_DIFFERS",
     "COUNT_KEYS",
     "ELIGIBLE_NOT_IN_MANIFEST",
@@ -109,6 +110,7 @@ __all__ = [
     "compare",
     "describe_content_checks",
     "retry_candidates",
+    "verdict_of",
 ]
 
 TASK_FAILED = "task_failed"
@@ -215,6 +217,8 @@ class Comparison:
     content_checks: dict[str, int] = field(default_factory=dict)
     # What applications will read, key by key (runbook_lib.current_view), once the caller has compared it.
     current_view: CurrentView | None = field(default=None, repr=False)
+    # How the buckets were read, for the evidence: method, engine, reports, HEAD re-check ({} for HEAD).
+    evidence: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def category(self, name: str) -> pd.DataFrame:
         """Return the detail rows whose primary category is `name` (one of CATEGORIES)."""
@@ -270,17 +274,22 @@ def compare(
     details = _details(rows, values, checks, report is not None, aligned_reasons, reason_names)
     listed = tuple(findings)
     counts = _counts(len(vault), checks, len(listed))
+    content_checks = {name: int(checks[name].sum()) for name in CONTENT_CHECKS}
+    return Comparison(verdict_of(counts), counts, details, listed, content_checks)
+
+
+def verdict_of(counts: dict[str, int]) -> str:
+    """Return PASS or FAIL for comparison counts (COUNT_KEYS): the one verdict rule of every method."""
     passed = (
         counts["expected"] > 0
         and counts["recovered"] == counts["expected"]
         and all(counts[name] == 0 for name in _MUST_BE_ZERO)
     )
-    content_checks = {name: int(checks[name].sum()) for name in _CONTENT_CHECKS}
-    return Comparison("PASS" if passed else "FAIL", counts, details, listed, content_checks)
+    return "PASS" if passed else "FAIL"
 
 
 # What `content_checks` counts, over the versions both buckets hold.
-_CONTENT_CHECKS = ("content_compared", "multipart_etag", "checksum_compared", "checksum_not_compared")
+CONTENT_CHECKS = ("content_compared", "multipart_etag", "checksum_compared", "checksum_not_compared")
 
 
 def describe_content_checks(content_checks: dict[str, int]) -> str:

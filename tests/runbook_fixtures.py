@@ -376,3 +376,40 @@ def count_versions(drill: Drill) -> dict[str, int]:
                 total += len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
             counts[f"{account}/{bucket['Name']}"] = total
     return counts
+
+
+def replace_with_one_part_changed(s3: Any, bucket: str, version: Any) -> None:
+    """Put in `bucket`, under the replica's id, a copy of a seeded version in parts with one byte of part 2 changed.
+
+    The copy is uploaded in the same parts through the API (so S3 computes its ETag and any checksum), then
+    takes the replica's place in the backend, as storage tampered with below the API would show it.
+    """
+    from runbook_lib.embedded import moto_state
+    from runbook_lib.embedded.seed import PART_SIZE
+
+    found = moto_state.find_bucket(bucket)
+    replica = next(v for v in moto_state.versions_of(found, version.key) if v.version_id == version.version_id)
+    content = bytearray(replica.value)
+    content[PART_SIZE + 1234] ^= 0xFF
+    sizes = [PART_SIZE] * (version.parts - 1) + [len(content) - (version.parts - 1) * PART_SIZE]
+    algorithm = {"ChecksumAlgorithm": version.checksum_algorithm} if version.checksum_algorithm else {}
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=version.key, **algorithm)
+    parts, start = [], 0
+    for number, size in enumerate(sizes, start=1):
+        answer = s3.upload_part(Bucket=bucket, Key=version.key, UploadId=upload["UploadId"], PartNumber=number,
+                                Body=bytes(content[start:start + size]), **algorithm)
+        part = {"PartNumber": number, "ETag": answer["ETag"]}
+        if version.checksum_algorithm:
+            name = f"Checksum{version.checksum_algorithm}"
+            part[name] = answer[name]
+        parts.append(part)
+        start += size
+    copy_id = s3.complete_multipart_upload(Bucket=bucket, Key=version.key, UploadId=upload["UploadId"],
+                                           MultipartUpload={"Parts": parts})["VersionId"]
+    versions = moto_state.versions_of(found, version.key)
+    tampered = next(v for v in versions if v.version_id == copy_id)
+    tampered._version_id, tampered.last_modified = replica.version_id, replica.last_modified
+    tampered.lock_mode, tampered.lock_until = replica.lock_mode, replica.lock_until
+    tampered.lock_legal_status = replica.lock_legal_status
+    tampered.replication_status = replica.replication_status
+    found.keys.setlist(version.key, [tampered if v is replica else v for v in versions if v is not tampered])

@@ -15,14 +15,14 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
-from runbook_fixtures import backend_secrets, write_requests
+from runbook_fixtures import backend_secrets, replace_with_one_part_changed, write_requests
 
 from runbook_lib import cli, history
 from runbook_lib.accounts import APP_ID
 from runbook_lib.call_log import read_calls
 from runbook_lib.drill import DRILL_PARAMS, phase_names, run_phases
 from runbook_lib.embedded import moto_state
-from runbook_lib.embedded.seed import PART_SIZE, RECOVER, GroundTruth, SeededVersion, seed_vault
+from runbook_lib.embedded.seed import RECOVER, GroundTruth, seed_vault
 from runbook_lib.embedded.server import EmbeddedBackend, start_backend
 from runbook_lib.errors import PhaseError
 
@@ -204,7 +204,7 @@ class TestAfterAVerifiedDrill:
                                 Retention={"Mode": "GOVERNANCE", "RetainUntilDate": later})
         s3.put_object_legal_hold(Bucket=RECOVERY_BUCKET, Key=released.key, VersionId=released.version_id,
                                  LegalHold={"Status": "OFF"})
-        _replace_with_one_part_changed(s3, in_parts)
+        replace_with_one_part_changed(s3, RECOVERY_BUCKET, in_parts)
 
         with pytest.raises(PhaseError) as stopped:
             run_phases(DRILL_PARAMS, run_dir, ["07_verify"], confirm_job=True, extra_env=backend.environ())
@@ -243,35 +243,6 @@ class TestAfterAVerifiedDrill:
         assert summary["counts"]["missing"] == 1
         assert summary["counts"]["content_mismatches"] == 1
         assert "uploaded in parts" in summary["content_basis"]
-
-
-def _replace_with_one_part_changed(s3: Any, version: SeededVersion) -> None:
-    """Put in the recovery bucket, under the replica's version id, a copy of it whose second part differs by one byte.
-
-    The copy is uploaded in the same parts through the API (so S3 computes its ETag and checksum), then
-    takes the replica's place in the backend, as storage tampered with below the API would show it.
-    """
-    bucket = moto_state.find_bucket(RECOVERY_BUCKET)
-    replica = next(v for v in moto_state.versions_of(bucket, version.key) if v.version_id == version.version_id)
-    content = bytearray(replica.value)
-    content[PART_SIZE + 1234] ^= 0xFF
-    sizes = [PART_SIZE, PART_SIZE, len(content) - 2 * PART_SIZE]
-    upload = s3.create_multipart_upload(Bucket=RECOVERY_BUCKET, Key=version.key, ChecksumAlgorithm="SHA256")
-    parts, start = [], 0
-    for number, size in enumerate(sizes, start=1):
-        answer = s3.upload_part(Bucket=RECOVERY_BUCKET, Key=version.key, UploadId=upload["UploadId"],
-                                PartNumber=number, Body=bytes(content[start:start + size]), ChecksumAlgorithm="SHA256")
-        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": answer["ChecksumSHA256"]})
-        start += size
-    copy_id = s3.complete_multipart_upload(Bucket=RECOVERY_BUCKET, Key=version.key, UploadId=upload["UploadId"],
-                                           MultipartUpload={"Parts": parts})["VersionId"]
-    versions = moto_state.versions_of(bucket, version.key)
-    copy = next(v for v in versions if v.version_id == copy_id)
-    copy._version_id, copy.last_modified = replica.version_id, replica.last_modified
-    copy.lock_mode, copy.lock_until = replica.lock_mode, replica.lock_until
-    copy.lock_legal_status = replica.lock_legal_status
-    copy.replication_status = replica.replication_status
-    bucket.keys.setlist(version.key, [copy if v is replica else v for v in versions if v is not copy])
 
 
 def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
@@ -370,3 +341,30 @@ def test_a_drill_as_of_a_time_recovers_nothing_later_and_explains_every_key(
     assert "recover_as_of set by runbook drill --as-of" in (out / "parameters.yaml").read_text()
     printed = capsys.readouterr().out
     assert "seeded history: 2024-01-01 to 2025-12-31" in printed and f"recovering as of {AS_OF}" in printed
+def test_a_sample_drill_verified_from_inventory_on_athena_passes_with_the_head_method_s_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "inventory"
+
+    status = cli.main(["drill", "--objects", "100", "--sample", "30", "--verify", "inventory", "--engine", "athena",
+                       "--out", "runs/inventory"])
+
+    assert status == 0
+    truth = json.loads((out / "ground_truth.json").read_text())
+    summary = _summary(out)
+    assert summary["verdict"] == "PASS"
+    assert summary["counts"]["source_versions"] == truth["counts"]["source_versions"]
+    # What the HEAD method's sample drill finds: exactly the draw recovered, the rest of the scope not sampled.
+    assert summary["counts"]["recovered"] == summary["counts"]["expected"] == 30
+    assert summary["counts"]["not_sampled"] == truth["counts"]["expected"] - 30
+    assert summary["content_checks"]["content_compared"] == 30
+    assert "checksum algorithm but not the checksum" in summary["content_basis"]
+    verification = summary["verification"]
+    assert verification["method"] == "inventory" and verification["engine"] == "athena"
+    assert verification["head_check"]["disagreements"] == 0 and verification["head_check"]["sampled_identical"] > 0
+    assert verification["reports"]["vault"]["manifest"].endswith("/manifest.json")
+    # Cleanup removed the inventory configurations the run made; the reports stay as evidence.
+    ledger = json.loads((out / "ledger.json").read_text())
+    removed = [r for r in ledger["cleanup"] if r["resource"] == "inventory configuration"]
+    assert len(removed) == 2 and {r["action"] for r in removed} == {"removed"}

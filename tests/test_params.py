@@ -385,7 +385,9 @@ def test_unknown_key_at_top_level_lists_every_allowed_key() -> None:
         ("vault", "bukcet", "profile, account_id, bucket, kms_key_arn, buckets"),
         ("recovery", "kms_key_arn", "profile, account_id, region, bucket, bucket_name_pattern, kms_key_alias"),
         ("job", "poll_interval", JOB_KEYS),
-        ("verification", "retries", "max_retry_rounds, head_workers, current_view"),
+        ("verification", "retries", "max_retry_rounds, head_workers, current_view, method, engine, "
+         "auto_inventory_from, inventory_prefix, vault_inventory_id, head_sample, athena_workgroup, athena_database, "
+         "inventory_wait_minutes, athena_output_location"),
     ],
 )
 def test_unknown_nested_key_lists_the_keys_of_its_section(section: str, key: str, allowed: str) -> None:

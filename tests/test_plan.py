@@ -20,7 +20,7 @@ import pytest
 from botocore.stub import Stubber
 from runbook_fixtures import DRILL_PARAMS, PROVISION_ORDER, CtxFactory, Drill, write_requests
 
-from runbook_lib import analyzer, cli, commitment, guide, plan, policies
+from runbook_lib import analyzer, cli, commitment, guide, inventory_proof, plan, policies
 from runbook_lib.accounts import APP_ID, AccountSessions, Identity
 from runbook_lib.context import RunContext
 from runbook_lib.drill import NOTEBOOKS_DIR, phase_names
@@ -427,3 +427,62 @@ def test_a_plan_of_a_sample_drill_shows_the_manifest_it_would_give_the_job_and_w
     assert job["Manifest"]["Location"]["ETag"] == "known-after-phase-00"
     runbook = [r for r in served.served() if f"app/{APP_ID}" in r.user_agent]
     assert runbook and write_requests(runbook) == []
+
+
+# ------------------------------------------------------------------------------ verification by inventory
+
+
+def test_a_plan_verifying_by_inventory_on_athena_lists_its_set_up_and_writes_nothing(
+    aws_env: Drill, make_ctx: CtxFactory, served: RequestLog, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    params_file = make_ctx.params_file(verification={"method": "inventory", "engine": "athena"})
+    names = make_ctx.names
+    out = tmp_path / "inventory"
+
+    status = cli.main(["plan", "--params", str(params_file), "--out", str(out)])
+
+    assert status == 0, capsys.readouterr().err
+    document = json.loads((out / plan.PLAN_FILE).read_text())
+    assert steps_of(document, "07") == [("create", "report bucket policy"), ("create", "vault bucket inventory"),
+                                        ("create", "recovery bucket inventory"),
+                                        ("create", "Athena database and tables")]
+    writes = writes_of(document, "07")
+    configurations = [w for w in writes if w["operation"] == "PutBucketInventoryConfiguration"]
+    assert [(w["side"], w["identifier"].split("/")[0]) for w in configurations] == [
+        ("vault", load_params(params_file).vault.bucket), ("recovery", names["recovery"]["bucket"])]
+    assert {w["document"]["IncludedObjectVersions"] for w in configurations} == {"All"}
+    delivery = next(w for w in writes if w["operation"] == "PutBucketPolicy")
+    # The report bucket phase 02 would create gets the statement that lets S3 deliver the reports.
+    assert any(s["Principal"] == {"Service": "s3.amazonaws.com"} for s in delivery["document"]["Statement"])
+    assert [w["operation"] for w in writes if w["service"] == "athena"] == ["StartQueryExecution"] * 6
+    # Cleanup would remove the two configurations the run would make.
+    assert [step for step in steps_of(document, "08") if step[1] == "inventory configuration"] == [
+        ("remove", "inventory configuration")] * 2
+    runbook = [r for r in served.served() if f"app/{APP_ID}" in r.user_agent]
+    assert runbook and write_requests(runbook) == []
+
+
+def test_after_the_inventory_set_up_a_plan_leaves_it_and_an_administrator_s_change_shows(
+    aws_env: Drill, make_ctx: CtxFactory,
+) -> None:
+    ctx = make_ctx(verification={"method": "inventory"})
+    for ensure in PROVISION_ORDER:
+        ensure(ctx)
+    assert {o.status for o in inventory_proof.prepare(ctx)} <= {"created", "updated"}
+    planned = plan.plan_phases(ctx, ["07_verify"]).as_dict()
+    assert {step["action"] for step in planned["phases"][0]["steps"]} == {"leave"}
+    assert planned["phases"][0]["writes"] == []
+    # Someone disables the recovery bucket's configuration: the plan shows that change, and makes none.
+    s3 = aws_env.client("s3", "recovery")
+    config_id = f"{ctx.params.run_id}-verification"
+    found = s3.get_bucket_inventory_configuration(Bucket=ctx.params.recovery.bucket, Id=config_id)
+    s3.put_bucket_inventory_configuration(Bucket=ctx.params.recovery.bucket, Id=config_id,
+                                          InventoryConfiguration={**found["InventoryConfiguration"],
+                                                                  "IsEnabled": False})
+    planned = plan.plan_phases(ctx, ["07_verify"]).as_dict()
+    assert [(s["action"], s["resource"]) for s in planned["phases"][0]["steps"]] == [
+        ("leave", "report bucket policy"), ("leave", "vault bucket inventory"), ("change", "recovery bucket inventory")]
+    after = s3.get_bucket_inventory_configuration(Bucket=ctx.params.recovery.bucket, Id=config_id)
+    assert after["InventoryConfiguration"]["IsEnabled"] is False
+    # The vault bucket is shared by the module's tests: remove the run's configuration from it.
+    aws_env.client("s3", "vault").delete_bucket_inventory_configuration(Bucket=ctx.params.vault.bucket, Id=config_id)

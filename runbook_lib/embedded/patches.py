@@ -21,6 +21,9 @@ moto upgrade changes that source, so the patch is reviewed instead of silently d
 | GetBucketReplication          | rewrites rules on read (drops SourceSelectionCriteria, Filter, ...)        |
 | GetBucketNotificationConfig.  | drops EventBridgeConfiguration on read, so it never round-trips             |
 | EventBridge -> SNS target     | raises NotImplementedError, and stops delivery to later rules              |
+| inventory configurations      | IncludedObjectVersions is dropped (Get/List always answer All), a single   |
+|                               | optional field is kept as a string, and DeleteBucketInventoryConfiguration  |
+|                               | falls through to DeleteBucket (an empty bucket is deleted)                  |
 | Object Lock of multipart      | CreateMultipartUpload drops the lock headers (mode, retain-until, legal     |
 | uploads                       | hold) and CompleteMultipartUpload ignores the bucket's default retention:   |
 |                               | we keep the headers on the upload and give the object its lock on           |
@@ -45,6 +48,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import xmltodict
+from moto.core.responses import ActionResult
 from moto.core.utils import unix_time_millis
 from moto.events.models import Rule
 from moto.s3.exceptions import LockNotEnabled
@@ -73,6 +77,10 @@ PATCHED_SOURCES: dict[str, str] = {
     "moto.s3.responses.S3Response.get_object_legal_hold": "55b147e8c19f370206cf9a317b6c6b15753f1074e42c5c2c7ff46baaffe87aa5",  # noqa: E501
     "moto.s3.responses.S3Response.head_object": "6ca35f68a7d0aae787cfa4bafe879e2a6a3f51acdcd696a2f9eaea11282ff1db",
     "moto.s3.responses.S3Response.get_object": "dc26b46ecc3efe1cb5652f2ac283ba4ed40f4b98a5a4801ba6c309e20f25931c",
+    "moto.s3.models.S3Backend.put_bucket_inventory_configuration": "fe11ca9edaa48ec12a04010ac35726a77b9cfc508ebb4dfb244ae36caedca91b",  # noqa: E501
+    "moto.s3.responses.S3Response.get_bucket_inventory_configuration": "701b8945d728be86d1336289ae108d570b0f6791946058a9911b96b54c4c90cf",  # noqa: E501
+    "moto.s3.responses.S3Response.list_bucket_inventory_configurations": "43c967ddf3a698453e70d1f4185691d77887516bf09881278b9386a8b14dafd8",  # noqa: E501
+    "moto.s3.responses.S3Response._bucket_response_delete": "068da6315fbdfd6fe3f38d1ff9774d3aa1dbb3391721bfdab73ee22c0e3ff339",  # noqa: E501
     "moto.s3.responses.S3Response._key_response_post": "2233819724e1ac943065b077aa8dc693807d463a1708dbedcd6dbc45152b47ec",  # noqa: E501
     "moto.s3.models.S3Backend.complete_multipart_upload": "f16c9a08e5db3f4fddba3a9dcb82f0ed5889e482cff8106c47d7cc7c04309748",  # noqa: E501
     "moto.s3.models.S3Backend.restore_object": "c70a0707979b8c5d461583924af8f7ff74408e7e69aa9cb97febec23ededdae6",
@@ -448,6 +456,80 @@ def _wrap_send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
     return send_to_targets
 
 
+# ------------------------------------------------------------------- inventory configurations
+
+
+def _wrap_put_inventory(original: Callable[..., Any]) -> Callable[..., Any]:
+    def put_bucket_inventory_configuration(
+        self: S3Backend, bucket_name: str, inventory_configuration: dict[str, Any]
+    ) -> None:
+        original(self, bucket_name, inventory_configuration)
+        stored = self.get_bucket(bucket_name).inventory_configs[inventory_configuration["Id"]]
+        stored.included_object_versions = (  # type: ignore[attr-defined]
+            inventory_configuration.get("IncludedObjectVersions") or "All"
+        )
+        fields = inventory_configuration.get("OptionalFields") or {}
+        listed = fields.get("Field") if isinstance(fields, dict) else fields
+        stored.optional_fields = [listed] if isinstance(listed, str) else list(listed or [])
+
+    return put_bucket_inventory_configuration
+
+
+def _inventory_document(config: Any) -> dict[str, Any]:
+    """Return a stored configuration as S3 answers it, IncludedObjectVersions as it was put."""
+    document: dict[str, Any] = {
+        "Destination": config.destination,
+        "IsEnabled": str(config.is_enabled).lower() == "true",
+        "Id": config.id,
+        "IncludedObjectVersions": getattr(config, "included_object_versions", None) or "All",
+        "Schedule": config.schedule,
+    }
+    if config.filters:
+        document["Filter"] = config.filters
+    if config.optional_fields:
+        listed = config.optional_fields
+        listed = listed.get("Field", []) if isinstance(listed, dict) else listed
+        document["OptionalFields"] = [listed] if isinstance(listed, str) else list(listed)
+    return document
+
+
+def _get_bucket_inventory_configuration(self: S3Response) -> Any:
+    config = self.backend.get_bucket_inventory_configuration(
+        bucket_name=self.bucket_name, id=self.querystring["id"][0]
+    )
+    self.data["Action"] = "GetBucketInventoryConfiguration"
+    return self.serialized(ActionResult({"InventoryConfiguration": _inventory_document(config)}))
+
+
+def _list_bucket_inventory_configurations(self: S3Response) -> Any:
+    configs = self.backend.list_bucket_inventory_configurations(bucket_name=self.bucket_name)
+    result = {"InventoryConfigurationList": [_inventory_document(c) for c in configs], "IsTruncated": False}
+    self.data["Action"] = "ListBucketInventoryConfigurations"
+    return self.serialized(ActionResult(result))
+
+
+_NO_SUCH_CONFIGURATION = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchConfiguration</Code>'
+    "<Message>The specified configuration does not exist.</Message></Error>"
+)
+
+
+def _wrap_bucket_response_delete(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _bucket_response_delete(self: S3Response, bucket_name: str, querystring: dict[str, Any]) -> Any:
+        if "inventory" not in querystring:
+            return original(self, bucket_name, querystring)
+        self._set_action("BUCKET", "DELETE", querystring)
+        self._authenticate_and_authorize_s3_action(bucket_name=bucket_name)
+        config_id = (querystring.get("id") or [""])[0]
+        configs = self.backend.get_bucket(bucket_name).inventory_configs
+        if config_id not in configs:
+            return 404, {}, _NO_SUCH_CONFIGURATION
+        del configs[config_id]
+        return 204, {}, ""
+
+    return _bucket_response_delete
+
+
 # ------------------------------------------------------------- Object Lock of multipart uploads
 
 # The lock a CreateMultipartUpload asked for, kept on moto's upload until it completes.
@@ -559,6 +641,18 @@ def apply_all() -> None:
         S3Response.get_bucket_notification = _get_bucket_notification  # type: ignore[method-assign]
         Rule.send_to_targets = _wrap_send_to_targets(  # type: ignore[method-assign]
             _originals["moto.events.models.Rule.send_to_targets"]
+        )
+        S3Backend.put_bucket_inventory_configuration = _wrap_put_inventory(  # type: ignore[method-assign]
+            _originals["moto.s3.models.S3Backend.put_bucket_inventory_configuration"]
+        )
+        S3Response.get_bucket_inventory_configuration = (  # type: ignore[method-assign]
+            _get_bucket_inventory_configuration
+        )
+        S3Response.list_bucket_inventory_configurations = (  # type: ignore[method-assign]
+            _list_bucket_inventory_configurations
+        )
+        S3Response._bucket_response_delete = _wrap_bucket_response_delete(  # type: ignore[method-assign]
+            _originals["moto.s3.responses.S3Response._bucket_response_delete"]
         )
         S3Response._key_response_post = _wrap_key_response_post(  # type: ignore[method-assign]
             _originals["moto.s3.responses.S3Response._key_response_post"]

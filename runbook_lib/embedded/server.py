@@ -24,6 +24,7 @@ from typing import Any
 
 from runbook_lib import aws_facts
 from runbook_lib.embedded.access_analyzer import urls as analyzer_urls
+from runbook_lib.embedded.athena import urls as athena_urls
 from runbook_lib.embedded.faults import Faults
 from runbook_lib.embedded.moto_state import PARTITION
 from runbook_lib.embedded.request_ids import RequestLog, ServedRequest, with_request_ids
@@ -63,14 +64,15 @@ _SLOW_DOWN = (
 
 
 class BackendApp:
-    """WSGI middleware: S3 Batch Operations job calls and Access Analyzer to our emulators, the rest to moto."""
+    """WSGI middleware: Batch Operations jobs, Athena queries and Access Analyzer to our emulators, the rest to moto."""
 
     def __init__(
         self, moto_app: Callable[..., Any], faults: Faults, jobs_app: Callable[..., Any] | None,
-        analyzer_app: Callable[..., Any] | None = None,
+        athena_app: Callable[..., Any] | None = None, analyzer_app: Callable[..., Any] | None = None,
     ) -> None:
         self.moto_app = moto_app
         self.jobs_app = jobs_app
+        self.athena_app = athena_app
         self.analyzer_app = analyzer_app
         self.faults = faults
         self._random = random.Random(faults.seed)
@@ -97,6 +99,8 @@ class BackendApp:
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             self.reset_jobs()
         target = self.jobs_app if urls.is_jobs_path(path) and self.jobs_app is not None else self.moto_app
+        if self.athena_app is not None and athena_urls.is_athena_query_call(environ):
+            target = self.athena_app
         if self.analyzer_app is not None and analyzer_urls.is_access_analyzer_request(environ):
             target = self.analyzer_app
         answer: Iterable[bytes] = target(environ, start_response)
@@ -107,6 +111,9 @@ class BackendApp:
         store = getattr(self.jobs_app, "store", None)
         if store is not None:
             store.forget_all()
+        forget = getattr(self.athena_app, "forget_all", None)
+        if forget is not None:
+            forget()
 
     @staticmethod
     def _is_s3(environ: dict[str, Any]) -> bool:
@@ -126,6 +133,7 @@ class EmbeddedBackend:
     _thread: threading.Thread = field(repr=False)
     app: BackendApp = field(repr=False)
     _own_config_dir: Path | None = field(default=None, repr=False)
+    inventory: Any = field(default=None, repr=False)  # the InventoryScheduler delivering S3 Inventory reports
 
     @property
     def endpoint(self) -> str:
@@ -152,8 +160,16 @@ class EmbeddedBackend:
         with urllib.request.urlopen(request, timeout=30) as answer:
             answer.read()
 
+    def deliver_inventory(self, bucket: str, config_id: str) -> Any:
+        """Deliver one S3 Inventory report of `bucket` for that configuration now, as S3 does daily."""
+        from runbook_lib.embedded import inventory
+
+        return inventory.deliver(bucket, config_id)
+
     def stop(self) -> None:
         """Stop serving and release the port."""
+        if self.inventory is not None:
+            self.inventory.stop()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -234,11 +250,14 @@ def start_backend(
     config_file: Path | str | None = None,
     faults: Faults | None = None,
     host: str = "127.0.0.1",
+    inventory_every: float | None = None,
     record_requests: bool = False,
     restore_seconds: float | None = None,
 ) -> EmbeddedBackend:
     """Start the embedded backend in a background thread and return a handle to it.
 
+    S3 Inventory reports are delivered for each enabled configuration when it is put or changed,
+    and again every `inventory_every` seconds when that is given (AWS: daily or weekly).
     With `record_requests`, it keeps a log of every request it answers (`served_requests`).
     `restore_seconds` sets how long restoring an archived version takes (default 1 s, see `restore`).
     """
@@ -264,11 +283,12 @@ def start_backend(
 
         restore.configure(restore_seconds)
     from runbook_lib.embedded.access_analyzer.responses import AccessAnalyzerApp
+    from runbook_lib.embedded.athena.responses import AthenaApp
     from runbook_lib.embedded.s3control.responses import BatchOperationsApp
 
     faults = faults or Faults()
     app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults),
-                     AccessAnalyzerApp())
+                     AthenaApp(), AccessAnalyzerApp())
     app.request_log = RequestLog() if record_requests else None
     try:
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
@@ -280,8 +300,12 @@ def start_backend(
     # Absolute, because clients (kernels, the AWS CLI) may run in another working directory.
     config_path = (Path(config_file) if config_file else _default_config_path(actual_port)).resolve()
     write_aws_config(config_path, f"http://{host}:{actual_port}")
+    from runbook_lib.embedded.inventory import InventoryScheduler
+
+    scheduler = InventoryScheduler(every=inventory_every)
+    scheduler.start()
     own_dir = None if config_file else config_path.parent
-    backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app, own_dir)
+    backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app, own_dir, scheduler)
     log.info("embedded AWS listening on %s (config %s)", backend.endpoint, config_path)
     return backend
 
