@@ -160,7 +160,7 @@ def compare(
     chosen = engine or str(ctx.params.verification.engine)
     latest = report.drop_duplicates(subset=["key", "version_id"], keep="last").reset_index(drop=True)
     return inventory_compare.compare_inventories(
-        ctx.vault("s3"), pair.vault, pair.recovery, scope=scope_from_params(ctx.params.job), manifest=manifest,
+        ctx.vault("s3"), pair.vault, pair.recovery, scope=scope_from_params(ctx.params), manifest=manifest,
         report=latest, findings=findings, engine=chosen,
         athena=athena_settings(ctx) if chosen == "athena" else None,
         sample=sampling.drawn_versions(ctx) if ctx.params.job.sample is not None else None,

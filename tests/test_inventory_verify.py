@@ -138,8 +138,14 @@ def compared(damaged: dict[str, Any]) -> dict[str, verify.Comparison]:
         assert not delivered.skipped, delivered.skipped
     pair = inventory_proof.locate_reports(ctx)
     args = (ctx, pair, damaged["manifest"], damaged["report"], damaged["findings"])
-    compared = {"head": head, "duckdb": inventory_proof.compare(*args, engine="duckdb"),
-                "athena": inventory_proof.compare(*args, engine="athena")}
+    def viewed(comparison: verify.Comparison, sampled: bool = False) -> verify.Comparison:
+        """The comparison with what applications will read, from the inventory snapshots, as phase 07 adds it."""
+        return proof.with_current_view(comparison, inventory_proof.snapshot(ctx, "vault"),
+                                       inventory_proof.snapshot(ctx, "recovery"), proof.job_scope(ctx),
+                                       ctx.params.verification.current_view, sampled=sampled)
+
+    compared = {"head": head, "duckdb": viewed(inventory_proof.compare(*args, engine="duckdb")),
+                "athena": viewed(inventory_proof.compare(*args, engine="athena"))}
     # A sample drill's verification of the same buckets: every third version in scope drawn, and the
     # damaged ones, so versions not drawn are found both absent (not_sampled) and present (extra).
     in_scope = head.details[head.details["expected"]]
@@ -154,8 +160,8 @@ def compared(damaged: dict[str, Any]) -> dict[str, verify.Comparison]:
         compared["sample_head"] = proof.compare_buckets(ctx, proof.snapshot_vault(ctx, []),
                                                         proof.snapshot_recovery(ctx, []),
                                                         damaged["manifest"], damaged["report"])
-        compared["sample_duckdb"] = inventory_proof.compare(*args, engine="duckdb")
-        compared["sample_athena"] = inventory_proof.compare(*args, engine="athena")
+        compared["sample_duckdb"] = viewed(inventory_proof.compare(*args, engine="duckdb"), sampled=True)
+        compared["sample_athena"] = viewed(inventory_proof.compare(*args, engine="athena"), sampled=True)
     return compared
 
 
@@ -180,6 +186,8 @@ def _assert_same_comparisons(compared: dict[str, verify.Comparison], prefix: str
         assert other.counts_by_category() == head.counts_by_category(), name
         assert list(other.details.columns) == list(head.details.columns), name
         _assert_same_details(name, other, head)
+        assert other.current_view is not None and head.current_view is not None
+        assert other.current_view.as_record() == head.current_view.as_record(), name
 
 
 # An inventory lists the checksum algorithm, never the checksum: these columns follow their own rule.
