@@ -15,7 +15,8 @@
     │   └── DriftError              a resource exists but differs from what the run wants
     ├── JobError                    the Batch Replication job failed, was cancelled or is stuck
     │   ├── JobEndedError           the job ended Failed or Cancelled instead of Complete
-    │   └── ConfirmationRequired    the job waits for an explicit confirmation
+    │   ├── ConfirmationRequired    the job waits for an explicit confirmation
+    │   └── RestoreError            the restore of archived versions failed or has not finished in time
     ├── ReportError                 a manifest or completion report is missing or malformed
     ├── SnapshotError               a bucket's object versions could not be listed
     ├── ScopeError                  a version outside the job's scope was about to be copied
