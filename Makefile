@@ -20,7 +20,7 @@ drill: $(STAMP)
 	$(BIN)/runbook drill --objects $(OBJECTS) --out $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lab: $(STAMP)
 	$(BIN)/runbook lab

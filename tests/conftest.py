@@ -24,3 +24,14 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow tests (drills, notebooks, the browser) first, the quick ones after them.
+
+    `make test` hands each module to one of two workers (`--dist loadfile`) in collection order
+    (`--no-loadscope-reorder`: xdist would otherwise put modules of few tests, the browser's and
+    the drills', last, and one worker ran them alone at the end). Sorting is stable, so each group
+    keeps its modules' order and a module's tests stay together.
+    """
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)

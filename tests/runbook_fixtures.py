@@ -413,3 +413,17 @@ def replace_with_one_part_changed(s3: Any, bucket: str, version: Any) -> None:
     tampered.lock_legal_status = replica.lock_legal_status
     tampered.replication_status = replica.replication_status
     found.keys.setlist(version.key, [tampered if v is replica else v for v in versions if v is not tampered])
+
+
+@pytest.fixture
+def restored_environ() -> Iterator[None]:
+    """Put os.environ back as it was after a test that runs `runbook drill` in-process (it exports AWS_*)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def drill_summary(run_dir: Path) -> dict[str, Any]:
+    """Return a drill's summary.json."""
+    return json.loads((run_dir / "summary.json").read_text())

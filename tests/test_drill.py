@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
-from runbook_fixtures import backend_secrets, replace_with_one_part_changed, write_requests
+from runbook_fixtures import backend_secrets, drill_summary, replace_with_one_part_changed, write_requests
 
 from runbook_lib import cli, history
 from runbook_lib.accounts import APP_ID
@@ -26,21 +25,9 @@ from runbook_lib.embedded.seed import RECOVER, GroundTruth, seed_vault
 from runbook_lib.embedded.server import EmbeddedBackend, start_backend
 from runbook_lib.errors import PhaseError
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("drill")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("drill"), pytest.mark.usefixtures("restored_environ")]
 
 RECOVERY_BUCKET = "recovery-golden-copies"
-
-
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Any:
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def _summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 def test_drill_passes_and_its_counts_equal_the_ground_truth(
@@ -56,7 +43,7 @@ def test_drill_passes_and_its_counts_equal_the_ground_truth(
     # The terminal shows the phases and the verdict, not the kernels' start-up warnings.
     assert "WARNING" not in capfd.readouterr().err
     truth = json.loads((out / "ground_truth.json").read_text())
-    summary = _summary(out)
+    summary = drill_summary(out)
     assert summary["verdict"] == "PASS"
     assert summary["counts"]["source_versions"] == truth["counts"]["source_versions"]
     assert summary["counts"]["expected"] == truth["counts"]["expected"]
@@ -93,7 +80,7 @@ def test_drill_with_failed_tasks_passes_after_a_retry_round(tmp_path: Path) -> N
     status = cli.main(["drill", "--objects", "150", "--out", str(out), "--fail-tasks", "0.2", "--fault-seed", "5"])
 
     assert status == 0
-    summary = _summary(out)
+    summary = drill_summary(out)
     truth = json.loads((out / "ground_truth.json").read_text())
     failed_first = summary["first_round_failed_tasks"]
     assert failed_first, "the faults should have failed some tasks of the first job"
@@ -187,8 +174,8 @@ class TestAfterAVerifiedDrill:
         backend, truth, run_dir = verified_drill.backend, verified_drill.truth, verified_drill.run_dir
         for name, value in backend.environ().items():
             monkeypatch.setenv(name, value)
-        assert _summary(run_dir)["verdict"] == "PASS"
-        assert _summary(run_dir)["content_checks"]["multipart_etag"] == 2
+        assert drill_summary(run_dir)["verdict"] == "PASS"
+        assert drill_summary(run_dir)["content_checks"]["multipart_etag"] == 2
 
         recovered = [v for v in truth.versions if v.expected_outcome == RECOVER]
         in_parts = next(v for v in recovered if v.parts == 3)
@@ -212,7 +199,7 @@ class TestAfterAVerifiedDrill:
         assert "NOT verified" in stopped.value.error_value
         assert stopped.value.notebook_path == str(run_dir.resolve() / "notebooks" / "07_verify.ipynb")
 
-        summary = _summary(run_dir)
+        summary = drill_summary(run_dir)
         assert summary["verdict"] == "FAIL"
         # A second verification of the same run folder is a second record, marked as such in the trend.
         past = history.read_history(run_dir.parent / "history.jsonl")

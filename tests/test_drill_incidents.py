@@ -7,7 +7,6 @@ Kept apart from test_drill so that the test workers share the drills between the
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -15,25 +14,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from runbook_fixtures import drill_summary
 
 from runbook_lib import cli
 from runbook_lib.embedded.seed import RECOVER, SKIP_ARCHIVED
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restored_environ")]
 
 AS_OF = "2025-01-01T00:00:00Z"
-
-
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Any:
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def _summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
@@ -44,7 +32,7 @@ def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
     status = cli.main(["drill", "--objects", "150", "--sample", "50", "--out", str(out)])
 
     assert status == 0
-    summary = _summary(out)
+    summary = drill_summary(out)
     truth = json.loads((out / "ground_truth.json").read_text())
     assert summary["verdict"] == "PASS"
     counts = summary["counts"]
@@ -107,7 +95,7 @@ def test_three_vault_buckets_as_of_a_time_with_archived_copies_restored_equal_th
                        "--out", str(out)])
 
     assert status == 0
-    summary = _summary(out)
+    summary = drill_summary(out)
     truths = json.loads((out / "ground_truth.json").read_text())["buckets"]
     assert summary["verdict"] == "PASS" and summary["as_of"] == AS_OF and len(summary["buckets"]) == 3
     details = pd.read_csv(out / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
@@ -162,7 +150,7 @@ def test_a_sample_drill_verified_from_inventory_on_athena_passes_with_the_head_m
 
     assert status == 0
     truth = json.loads((out / "ground_truth.json").read_text())
-    summary = _summary(out)
+    summary = drill_summary(out)
     assert summary["verdict"] == "PASS"
     assert summary["counts"]["source_versions"] == truth["counts"]["source_versions"]
     # What the HEAD method's sample drill finds: exactly the draw recovered, the rest of the scope not sampled.
