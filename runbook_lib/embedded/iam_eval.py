@@ -312,14 +312,7 @@ def _matching_statements_uncached(
 ) -> list[_Match]:
     """Return every statement of the policy that applies to the request, reading it from scratch."""
     matches: list[_Match] = []
-    for index, statement in enumerate(_as_list(policy.get("Statement")), start=1):
-        if not isinstance(statement, Mapping):
-            raise BackendError(f"statement {index} of a policy is not a JSON object: {statement!r}")
-        sid = statement.get("Sid")
-        label = f'Sid "{sid}"' if sid else f"statement #{index}"
-        effect = statement.get("Effect")
-        if effect not in ("Allow", "Deny"):
-            raise BackendError(f"{label} has Effect {effect!r}; expected 'Allow' or 'Deny'")
+    for statement, label, effect in _checked_statements(policy):
         via = _principal_match(statement, request)
         if via is None:
             continue
@@ -331,6 +324,21 @@ def _matching_statements_uncached(
             continue
         matches.append(_Match(effect, label, via))
     return matches
+
+
+def _checked_statements(
+    policy: Mapping[str, object],
+) -> Iterator[tuple[Mapping[str, object], str, Literal["Allow", "Deny"]]]:
+    """Yield each statement of a policy with its label (Sid or position) and Effect; BackendError on a malformed one."""
+    for index, statement in enumerate(_as_list(policy.get("Statement")), start=1):
+        if not isinstance(statement, Mapping):
+            raise BackendError(f"statement {index} of a policy is not a JSON object: {statement!r}")
+        sid = statement.get("Sid")
+        label = f'Sid "{sid}"' if sid else f"statement #{index}"
+        effect = statement.get("Effect")
+        if effect not in ("Allow", "Deny"):
+            raise BackendError(f"{label} has Effect {effect!r}; expected 'Allow' or 'Deny'")
+        yield statement, label, "Allow" if effect == "Allow" else "Deny"
 
 
 def _principal_match(statement: Mapping[str, object], request: Request) -> _Via | None:
@@ -472,14 +480,7 @@ def _candidates(policy: Mapping[str, object], request: Request) -> tuple[_Candid
     Checks and errors are those of `_matching_statements_uncached`, up to the Resource.
     """
     candidates: list[_Candidate] = []
-    for index, statement in enumerate(_as_list(policy.get("Statement")), start=1):
-        if not isinstance(statement, Mapping):
-            raise BackendError(f"statement {index} of a policy is not a JSON object: {statement!r}")
-        sid = statement.get("Sid")
-        label = f'Sid "{sid}"' if sid else f"statement #{index}"
-        effect = statement.get("Effect")
-        if effect not in ("Allow", "Deny"):
-            raise BackendError(f"{label} has Effect {effect!r}; expected 'Allow' or 'Deny'")
+    for statement, label, effect in _checked_statements(policy):
         via = _principal_match(statement, request)
         if via is None or not _action_matches(statement, request.action, label):
             continue
