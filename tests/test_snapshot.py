@@ -619,7 +619,7 @@ def test_a_heavily_throttled_backend_gives_the_true_snapshot_or_a_throttling_err
             for name, value in throttled.environ().items():
                 patch.setenv(name, value)
             s3 = make_client(session_for(VAULT_PROFILE, REGION), "s3", region_name=REGION,
-                             config=Config(retries={"mode": "standard", "max_attempts": 1}))
+                             config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
         try:
             frame = snapshot_bucket(s3, VAULT_BUCKET, page_size=50)
         except ThrottlingError as error:

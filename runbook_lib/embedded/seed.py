@@ -208,8 +208,9 @@ class GroundTruth:
 SEED_ATTEMPTS = 30
 SEED_BACKOFF_SECONDS = 0.02
 SEED_BACKOFF_CAP_SECONDS = 0.25
-# botocore does not retry on its own: `_call` is the one retry policy, so its bound holds.
-_SEEDER_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
+# botocore does not retry on its own (one attempt in all; its `max_attempts` would count retries
+# after the first): `_call` is the one retry policy, so its bound holds.
+_SEEDER_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 _Answer = TypeVar("_Answer")
 # How the seeder waits between attempts (tests replace it to run without waiting).
