@@ -24,42 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restored_environ")]
 AS_OF = "2025-01-01T00:00:00Z"
 
 
-def test_a_sample_drill_recovers_exactly_its_sample_and_extrapolates_the_time(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "sample"
-
-    status = cli.main(["drill", "--objects", "150", "--sample", "50", "--out", str(out)])
-
-    assert status == 0
-    summary = drill_summary(out)
-    truth = json.loads((out / "ground_truth.json").read_text())
-    assert summary["verdict"] == "PASS"
-    counts = summary["counts"]
-    assert counts["expected"] == counts["recovered"] == 50
-    assert counts["not_sampled"] == truth["counts"]["expected"] - 50
-    # The recovery bucket holds exactly the drawn versions, each recovered identical.
-    details = pd.read_csv(out / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
-    in_recovery = details[details["in_recovery"] == "True"]
-    manifest = pd.read_csv(out / "sample" / "manifest.csv", header=None, names=["bucket", "key", "version_id"],
-                           dtype=str, keep_default_na=False)
-    assert len(manifest) == 50 == len(in_recovery)
-    assert set(in_recovery["version_id"]) == set(manifest["version_id"])
-    assert set(in_recovery["category"]) == {"recovered_identical"}
-    assert set(details.loc[details["in_sample"] == "False", "category"]) <= {
-        "not_sampled", "not_expected", "archived_not_recovered"}
-    sample = summary["sample"]
-    assert sample["drawn"] == 50 and all(row["drawn"] > 0 for row in sample["strata"])
-    assert summary["run"]["scale"] == "sample" and summary["run"]["purpose"] == "drill"
-    assert sample["throughput"]["whole_scope"]["versions"] == truth["counts"]["expected"]
-    html = (out / "evidence.html").read_text()
-    assert "This was a sample drill" in html and "Extrapolated to the whole scope" in html
-    assert "job.sample set by runbook drill --sample" in (out / "parameters.yaml").read_text()
-    assert summary["run"]["backend"] == "embedded"
-    printed = capsys.readouterr().out
-    assert "sample: 50 of" in printed and "every one drawn" in printed and "extrapolated to the whole scope" in printed
-
-
 def _created(truth: dict[str, Any]) -> dict[tuple[str, str], datetime]:
     return {(v["key"], v["version_id"]): datetime.fromisoformat(v["last_modified"]) for v in truth["versions"]}
 
@@ -139,9 +103,11 @@ def test_three_vault_buckets_as_of_a_time_with_archived_copies_restored_equal_th
     assert "seeded history: 2024-01-01 to 2025-12-31" in printed and f"recovering as of {AS_OF}" in printed
 
 
-def test_a_sample_drill_verified_from_inventory_on_athena_passes_with_the_head_method_s_counts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_sample_drill_verified_from_inventory_on_athena_recovers_exactly_its_sample_and_extrapolates_the_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # One drill for both: a sample drill (the draw, its evidence, the extrapolated time) whose verification
+    # reads S3 Inventory on Athena, so the sample's user-visible results are checked on that method too.
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs" / "inventory"
 
@@ -166,3 +132,23 @@ def test_a_sample_drill_verified_from_inventory_on_athena_passes_with_the_head_m
     ledger = json.loads((out / "ledger.json").read_text())
     removed = [r for r in ledger["cleanup"] if r["resource"] == "inventory configuration"]
     assert len(removed) == 2 and {r["action"] for r in removed} == {"removed"}
+    # The recovery bucket holds exactly the drawn versions, each recovered identical.
+    details = pd.read_csv(out / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
+    in_recovery = details[details["in_recovery"] == "True"]
+    manifest = pd.read_csv(out / "sample" / "manifest.csv", header=None, names=["bucket", "key", "version_id"],
+                           dtype=str, keep_default_na=False)
+    assert len(manifest) == 30 == len(in_recovery)
+    assert set(in_recovery["version_id"]) == set(manifest["version_id"])
+    assert set(in_recovery["category"]) == {"recovered_identical"}
+    assert set(details.loc[details["in_sample"] == "False", "category"]) <= {
+        "not_sampled", "not_expected", "archived_not_recovered"}
+    sample = summary["sample"]
+    assert sample["drawn"] == 30 and all(row["drawn"] > 0 for row in sample["strata"])
+    assert summary["run"]["scale"] == "sample" and summary["run"]["purpose"] == "drill"
+    assert sample["throughput"]["whole_scope"]["versions"] == truth["counts"]["expected"]
+    html = (out / "evidence.html").read_text()
+    assert "This was a sample drill" in html and "Extrapolated to the whole scope" in html
+    assert "job.sample set by runbook drill --sample" in (out / "parameters.yaml").read_text()
+    assert summary["run"]["backend"] == "embedded"
+    printed = capsys.readouterr().out
+    assert "sample: 30 of" in printed and "every one drawn" in printed and "extrapolated to the whole scope" in printed

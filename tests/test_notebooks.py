@@ -29,13 +29,12 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from runbook_lib.drill import DRILL_PARAMS, NOTEBOOKS_DIR, _drill_parameters, phase_names
-from runbook_lib.embedded.seed import seed_vault, seed_vaults
+from runbook_lib.embedded.seed import GroundTruth, seed_vaults
 from runbook_lib.embedded.server import EmbeddedBackend, start_backend
 from runbook_lib.guide import HEADLESS_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
 
-SEEDED_VERSIONS = 80
 PHASES = phase_names()
 # Phases whose notebooks take `confirm_job`; confirming is what a headless test must do to get past 06.
 CONFIRMING_PHASES = ("06", "07")
@@ -106,32 +105,42 @@ def run_nbval(notebooks: list[Path], workdir: Path, backend: EmbeddedBackend, re
 
 @dataclass(frozen=True)
 class Workspace:
-    """The parameterized copies, the run folder they share, and the backend they reach."""
+    """The parameterized copies, the run folder they share, the backend they reach, and what it was seeded with."""
 
     folder: Path
     run_dir: Path
     backend: EmbeddedBackend
+    truths: list[GroundTruth]
 
     def copy_of(self, phase: str) -> Path:
         """Return the path of a phase's parameterized copy."""
         return self.folder / f"{phase}.ipynb"
 
 
+BUCKETS = 3
+VERSIONS_PER_BUCKET = 20  # the fewest a seeded bucket holds: kernels, not versions, set the time
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    """Start a backend, seed a vault, and write every phase's parameterized copy next to a pytest.ini."""
+    """Start a backend, seed three vault buckets, and write every phase's copy, naming all three, next to a pytest.ini.
+
+    Three buckets rather than one: the phases run every step once per bucket pair, and the one-bucket
+    form is one such pair (the drills and the browser test run that form through the same notebooks).
+    """
     root = tmp_path_factory.mktemp("nbval")
     folder, run_dir = root / "notebooks", root / "run"
     folder.mkdir()
     # An ini file of its own makes the copies' folder the inner pytest's rootdir, whatever lies above it.
     (folder / "pytest.ini").write_text("[pytest]\n")
+    params_file = _drill_parameters(DRILL_PARAMS, None, 1, root, BUCKETS)
     for phase in PHASES:
-        nbformat.write(parameterized_copy(phase, run_dir), folder / f"{phase}.ipynb")
+        nbformat.write(parameterized_copy(phase, run_dir, params_file), folder / f"{phase}.ipynb")
     backend = start_backend(config_file=root / "aws-config")
     try:
         _reset_moto(backend.endpoint)
-        seed_vault(backend.endpoint, SEEDED_VERSIONS, random_seed=1)
-        yield Workspace(folder, run_dir, backend)
+        truths = seed_vaults(backend.endpoint, BUCKETS, VERSIONS_PER_BUCKET, random_seed=2)
+        yield Workspace(folder, run_dir, backend, truths)
     finally:
         try:
             _reset_moto(backend.endpoint)
@@ -196,67 +205,15 @@ def test_every_notebook_passes_nbval_in_phase_order(full_run: NbvalRun, workspac
     assert f"{sum(counts.values())} passed" in full_run.output
 
 
-def test_full_run_verified_the_recovery(full_run: NbvalRun, workspace: Workspace) -> None:
+def test_full_run_verified_the_recovery_and_each_bucket_equals_its_ground_truth(
+    full_run: NbvalRun, workspace: Workspace,
+) -> None:
     assert full_run.returncode == 0, full_run.output[-6000:]
     summary = json.loads((workspace.run_dir / "summary.json").read_text())
     assert summary["verdict"] == "PASS"
     assert summary["counts"]["missing"] == 0
     assert summary["counts"]["recovered"] == summary["counts"]["expected"] > 0
-
-
-def test_verification_passes_again_after_the_full_run(full_run: NbvalRun, workspace: Workspace) -> None:
-    assert full_run.returncode == 0, full_run.output[-6000:]
-    (workspace.run_dir / "summary.json").unlink(missing_ok=True)
-    again = run_nbval([workspace.copy_of("07_verify")], workspace.folder, workspace.backend, "reverify.xml")
-    assert again.returncode == 0, again.output[-6000:]
-    assert again.outcomes("07_verify.ipynb") == ["passed"] * code_cell_count(workspace.copy_of("07_verify"))
-    assert json.loads((workspace.run_dir / "summary.json").read_text())["verdict"] == "PASS"
-
-
-# --------------------------------------------------------------------------- three vault buckets
-
-BUCKETS = 3
-VERSIONS_PER_BUCKET = 20  # the fewest a seeded bucket holds: kernels, not versions, set the time
-
-
-@pytest.fixture(scope="module")
-def three_buckets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, list[Any]]]:
-    """Seed three vault buckets on a backend of their own; write every phase's copy with parameters naming all three.
-
-    Runs after the one-bucket tests of this module, which need their backend no more: moto's state
-    is process-global, so this fixture's reset ends theirs.
-    """
-    root = tmp_path_factory.mktemp("nbval-three")
-    folder, run_dir = root / "notebooks", root / "run"
-    folder.mkdir()
-    (folder / "pytest.ini").write_text("[pytest]\n")
-    params_file = _drill_parameters(DRILL_PARAMS, None, 1, root, BUCKETS)
-    for phase in PHASES:
-        nbformat.write(parameterized_copy(phase, run_dir, params_file), folder / f"{phase}.ipynb")
-    backend = start_backend(config_file=root / "aws-config")
-    try:
-        _reset_moto(backend.endpoint)
-        truths = seed_vaults(backend.endpoint, BUCKETS, VERSIONS_PER_BUCKET, random_seed=2)
-        yield Workspace(folder, run_dir, backend), truths
-    finally:
-        try:
-            _reset_moto(backend.endpoint)
-        finally:
-            backend.stop()
-
-
-def test_every_notebook_passes_nbval_with_three_buckets_and_each_equals_its_ground_truth(
-    three_buckets: tuple[Workspace, list[Any]],
-) -> None:
-    workspace, truths = three_buckets
-    copies = sorted(workspace.copy_of(phase) for phase in PHASES)
-    run = run_nbval(copies, workspace.folder, workspace.backend, "three-buckets.xml")
-
-    assert run.returncode == 0, run.output[-6000:]
-    for phase in PHASES:
-        assert run.outcomes(f"{phase}.ipynb") == ["passed"] * code_cell_count(workspace.copy_of(phase)), phase
-    summary = json.loads((workspace.run_dir / "summary.json").read_text())
-    assert summary["verdict"] == "PASS"
+    truths = workspace.truths
     buckets = [(row["vault_bucket"], row["verdict"], row["expected"], row["recovered"]) for row in summary["buckets"]]
     expected = [truth.counts()["expected"] for truth in truths]
     assert buckets == [(t.vault_bucket, "PASS", count, count) for t, count in zip(truths, expected, strict=True)]
@@ -268,3 +225,12 @@ def test_every_notebook_passes_nbval_with_three_buckets_and_each_equals_its_grou
         mine = recovered[recovered["vault_bucket"] == truth.vault_bucket]
         assert set(zip(mine["key"], mine["version_id"], strict=True)) == {
             (v.key, v.version_id) for v in truth.expected_versions()}
+
+
+def test_verification_passes_again_after_the_full_run(full_run: NbvalRun, workspace: Workspace) -> None:
+    assert full_run.returncode == 0, full_run.output[-6000:]
+    (workspace.run_dir / "summary.json").unlink(missing_ok=True)
+    again = run_nbval([workspace.copy_of("07_verify")], workspace.folder, workspace.backend, "reverify.xml")
+    assert again.returncode == 0, again.output[-6000:]
+    assert again.outcomes("07_verify.ipynb") == ["passed"] * code_cell_count(workspace.copy_of("07_verify"))
+    assert json.loads((workspace.run_dir / "summary.json").read_text())["verdict"] == "PASS"
