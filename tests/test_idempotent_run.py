@@ -43,6 +43,7 @@ THROUGH_VERIFY = select_phases(None, "07")
 THROUGH_JOB = select_phases(None, "06")
 PREFLIGHT = "00_preflight"
 JOB_PHASE = "06_batch_replication"
+VERIFY_PHASE = "07_verify"
 DRILL = yaml.safe_load(DRILL_PARAMS.read_text())
 
 
@@ -187,9 +188,26 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class TwoRuns:
-    """What phases 00-07 left behind after a first and a second run on the same run folder."""
+class Waited:
+    """What a first run left while its job awaited confirmation: the phase's error, the job and the recovery bucket."""
 
+    error: PhaseError
+    job_id: str
+    job_status: str
+    recovered_versions: int
+
+
+@dataclass(frozen=True)
+class TwoRuns:
+    """What phases 00-07 left behind after a first and a second run on the same run folder.
+
+    The first run stops in phase 06 at the confirmation gate (`waited`), then phase 06 runs again
+    confirmed and phase 07 verifies, as an operator who confirms later does.
+    """
+
+    waited: Waited
+    after_confirming: tuple[str, str, int]  # the job id, its status and the recovery bucket's versions after 06
+    expected_versions: int
     ledgers: tuple[dict[str, Any], dict[str, Any]]
     verdicts: tuple[str, str]
     states: tuple[dict[str, list[str]], dict[str, list[str]]]
@@ -200,24 +218,35 @@ class TwoRuns:
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRuns]:
     """Run phases 00-07 twice on one run folder against one seeded vault, on a backend of its own.
 
-    Session scope, and nothing live kept: a worker that runs other modules' tests between this
-    module's would otherwise tear a module fixture down and run both recoveries again.
+    The first run is not confirmed: it stops in phase 06, which then runs again confirmed. Session
+    scope, and nothing live kept: a worker that runs other modules' tests between this module's
+    would otherwise tear a module fixture down and run both recoveries again.
     """
     folder = tmp_path_factory.mktemp("two-runs")
     run_dir = folder / "run"
+    recovery_bucket = DRILL["recovery"]["bucket"]
     with start_backend(config_file=folder / "aws-config") as backend, pytest.MonkeyPatch.context() as patch:
         vault = fresh_vault(backend, folder, patch)
         jobs_before = vault.job_ids()
+        with pytest.raises(PhaseError) as stopped:
+            vault.run(DRILL_PARAMS, run_dir, THROUGH_JOB, confirm_job=False)
+        job_id = read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"]
+        waited = Waited(stopped.value, job_id, vault.job_status(job_id), vault.versions_in(recovery_bucket, "recovery"))
+        vault.run(DRILL_PARAMS, run_dir, [JOB_PHASE], confirm_job=True)
+        after_confirming = (read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"],
+                            vault.job_status(job_id), vault.versions_in(recovery_bucket, "recovery"))
+        vault.run(DRILL_PARAMS, run_dir, [VERIFY_PHASE])
         ledgers, verdicts, states = [], [], []
-        for _ in range(2):
-            vault.run(DRILL_PARAMS, run_dir, THROUGH_VERIFY)
+        for run in range(2):
+            if run:
+                vault.run(DRILL_PARAMS, run_dir, THROUGH_VERIFY)
             ledgers.append(read_json(run_dir / "ledger.json"))
             verdicts.append(read_json(run_dir / "summary.json")["verdict"])
             states.append(vault.state())
             # The next run's phase 07 must write its own verdict.
             (run_dir / "summary.json").unlink()
-        result = TwoRuns((ledgers[0], ledgers[1]), (verdicts[0], verdicts[1]), (states[0], states[1]),
-                         vault.job_ids() - jobs_before)
+        result = TwoRuns(waited, after_confirming, vault.truth.counts()["expected"], (ledgers[0], ledgers[1]),
+                         (verdicts[0], verdicts[1]), (states[0], states[1]), vault.job_ids() - jobs_before)
         _reset_moto(backend.endpoint)
     yield result
 
@@ -327,22 +356,13 @@ def test_runbook_run_exits_non_zero_when_a_profile_reaches_the_wrong_account(
     assert f"phase {PREFLIGHT} failed: AccountMismatchError" in error
 
 
-def test_an_unconfirmed_job_waits_without_replicating_until_confirmed(vault: Vault, tmp_path: Path) -> None:
-    # A run id of its own gives the job its own ClientRequestToken: the emulator keeps the jobs of
-    # earlier tests (moto's reset does not reach it), and CreateJob with a known token returns that job.
-    params_file = write_params(tmp_path, "unconfirmed", {"run_id": "drill-unconfirmed"})
-    run_dir = tmp_path / "run"
-    recovery_bucket = DRILL["recovery"]["bucket"]
-    with pytest.raises(PhaseError) as stopped:
-        vault.run(params_file, run_dir, THROUGH_JOB, confirm_job=False)
-    assert (stopped.value.phase, stopped.value.error_name) == (JOB_PHASE, "ConfirmationRequired")
-    assert stopped.value.awaits_confirmation
-    assert "confirm_job=True" in stopped.value.error_value and "--confirm-job" in stopped.value.error_value
-    job_id = read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"]
-    assert vault.job_status(job_id) == "Suspended"
-    assert vault.versions_in(recovery_bucket, "recovery") == 0
+def test_an_unconfirmed_job_waits_without_replicating_until_confirmed(two_runs: TwoRuns) -> None:
+    waited = two_runs.waited
+    assert (waited.error.phase, waited.error.error_name) == (JOB_PHASE, "ConfirmationRequired")
+    assert waited.error.awaits_confirmation
+    assert "confirm_job=True" in waited.error.error_value and "--confirm-job" in waited.error.error_value
+    assert waited.job_status == "Suspended"
+    assert waited.recovered_versions == 0
 
-    vault.run(params_file, run_dir, [JOB_PHASE], confirm_job=True)
-    assert read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"] == job_id
-    assert vault.job_status(job_id) == "Complete"
-    assert vault.versions_in(recovery_bucket, "recovery") == vault.truth.counts()["expected"]
+    # Phase 06 run again, confirmed: the same job, run to its end, every expected version recovered.
+    assert two_runs.after_confirming == (waited.job_id, "Complete", two_runs.expected_versions)
