@@ -86,7 +86,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.3) -> Any:
+def _wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
     """Return check()'s first true value, or fail naming what did not happen in time."""
     deadline = time.monotonic() + timeout
     while True:
@@ -179,7 +179,7 @@ def running_lab(workdir: Path, run_dir: Path, arguments: list[str], env: dict[st
                                    text=True)
     lab = Lab(process, port, token, run_dir, log)
     try:
-        _wait_for("the lab's server answers", lab.ready, timeout=120, every=0.5)
+        _wait_for("the lab's server answers", lab.ready, timeout=120, every=0.2)
         yield lab
     finally:
         lab.stop()
@@ -238,7 +238,7 @@ class LabPage:
             ActionChains(self.driver).send_keys(Keys.ESCAPE).perform()  # close it, and look again
             return None
 
-        _wait_for(f"menu {top} ▸ {item} enabled", enabled_item, timeout=30, every=0.5).click()
+        _wait_for(f"menu {top} ▸ {item} enabled", enabled_item, timeout=30, every=0.25).click()
 
     def focus_notebook(self) -> None:
         """Click the notebook's first cell, as an analyst does before using the Run menu."""
@@ -263,7 +263,7 @@ class LabPage:
             stable = stable + 1 if settled() else 0
             return stable >= 3
 
-        _wait_for("the notebook's cells to finish", stays_settled, timeout=timeout, every=0.4)
+        _wait_for("the notebook's cells to finish", stays_settled, timeout=timeout, every=0.2)
 
     def run_all(self) -> None:
         """Run ▸ Run All Cells, and wait until the notebook has settled.
