@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,20 +15,33 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
+from botocore.config import Config
 from runbook_fixtures import backend_secrets, drill_summary, replace_with_one_part_changed, write_requests
 
 from runbook_lib import cli, history
-from runbook_lib.accounts import APP_ID
+from runbook_lib.accounts import APP_ID, make_client
 from runbook_lib.call_log import read_calls
-from runbook_lib.drill import DRILL_PARAMS, phase_names, run_phases
+from runbook_lib.drill import DRILL_PARAMS, phase_names, run_phases, select_phases
 from runbook_lib.embedded import moto_state
 from runbook_lib.embedded.seed import RECOVER, GroundTruth, seed_vault
-from runbook_lib.embedded.server import EmbeddedBackend, start_backend
+from runbook_lib.embedded.server import (
+    RECOVERY_ACCOUNT,
+    RECOVERY_PROFILE,
+    REGION,
+    VAULT_ACCOUNT,
+    VAULT_PROFILE,
+    EmbeddedBackend,
+    start_backend,
+)
 from runbook_lib.errors import PhaseError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("drill"), pytest.mark.usefixtures("restored_environ")]
 
 RECOVERY_BUCKET = "recovery-golden-copies"
+THROUGH_JOB = select_phases(None, "06")
+THROUGH_VERIFY = select_phases(None, "07")
+JOB_PHASE = "06_batch_replication"
+VERIFY_PHASE = "07_verify"
 
 
 def test_drill_with_failed_tasks_passes_after_a_retry_round_and_its_counts_equal_the_ground_truth(
@@ -37,7 +51,7 @@ def test_drill_with_failed_tasks_passes_after_a_retry_round_and_its_counts_equal
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs" / "drill"
 
-    status = cli.main(["drill", "--objects", "150", "--out", "runs/drill", "--fail-tasks", "0.2", "--fault-seed", "5"])
+    status = cli.main(["drill", "--objects", "100", "--out", "runs/drill", "--fail-tasks", "0.2", "--fault-seed", "5"])
 
     assert status == 0
     # The backend failed a fifth of the first job's tasks; one retry round recovered every one of them.
@@ -84,32 +98,146 @@ def _client(service: str, profile: str) -> Any:
     return boto3.Session(profile_name=profile).client(service)
 
 
+def _test_client(service: str, side: str) -> Any:
+    """Return a client of the vault or recovery account without the runbook's app id: no call log expects its calls.
+
+    A plain session, not `session_for`, whose app id would also mark the AssumeRole calls of the profile's role.
+    """
+    session = boto3.Session(profile_name=VAULT_PROFILE if side == "vault" else RECOVERY_PROFILE, region_name=REGION)
+    return make_client(session, service, region_name=REGION, config=Config())
+
+
+def _job_ids() -> set[str]:
+    """Return the ids of every Batch Operations job in the vault account."""
+    return {job["JobId"] for job in _test_client("s3control", "vault").list_jobs(AccountId=VAULT_ACCOUNT)["Jobs"]}
+
+
+def _job_status(job_id: str) -> str:
+    return str(_test_client("s3control", "vault").describe_job(AccountId=VAULT_ACCOUNT, JobId=job_id)["Job"]["Status"])
+
+
+def _recovered_versions() -> int:
+    pages = _test_client("s3", "recovery").get_paginator("list_object_versions").paginate(Bucket=RECOVERY_BUCKET)
+    return sum(len(page.get("Versions", [])) for page in pages)
+
+
+def _state() -> dict[str, list[str]]:
+    """Return what a run could create in either account: buckets, roles, policies, keys, topics, rules."""
+    found: dict[str, list[str]] = {}
+    for side, account in (("vault", VAULT_ACCOUNT), ("recovery", RECOVERY_ACCOUNT)):
+        found[f"{account} buckets"] = sorted(b["Name"] for b in _test_client("s3", side).list_buckets()["Buckets"])
+        found[f"{account} roles"] = sorted(r["RoleName"] for r in _test_client("iam", side).list_roles()["Roles"])
+        found[f"{account} policies"] = sorted(
+            p["PolicyName"] for p in _test_client("iam", side).list_policies(Scope="Local")["Policies"])
+        found[f"{account} keys"] = sorted(k["KeyId"] for k in _test_client("kms", side).list_keys()["Keys"])
+        found[f"{account} topics"] = sorted(t["TopicArn"] for t in _test_client("sns", side).list_topics()["Topics"])
+        found[f"{account} rules"] = sorted(r["Name"] for r in _test_client("events", side).list_rules()["Rules"])
+    return found
+
+
+def _ledger(run_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((run_dir / "ledger.json").read_text()))
+
+
 @dataclass(frozen=True)
 class VerifiedDrill:
-    """A drill verified by phases 00-07 on a backend that recorded every request it served."""
+    """A drill verified by phases 00-07 on a backend that recorded every request it served, then run again.
+
+    The first run is not confirmed: it stops at phase 06's gate (`waited`, with the job's id and
+    status and the recovery bucket's versions then); phase 06 runs again confirmed (`after_confirming`)
+    and phase 07 verifies, as an operator who confirms later does. A second run of phases 00-07 on
+    the same run folder follows; `ledgers`, `verdicts` and `states` are each run's.
+    """
 
     backend: EmbeddedBackend
     truth: GroundTruth
     run_dir: Path
+    first_preflight: str  # the first run's executed phase 00 notebook (the second run's replaced it)
+    waited: PhaseError
+    waiting: tuple[str, str, int]
+    after_confirming: tuple[str, str, int]
+    ledgers: tuple[dict[str, Any], dict[str, Any]]
+    verdicts: tuple[str, str]
+    states: tuple[dict[str, list[str]], dict[str, list[str]]]
+    new_jobs: set[str]
 
 
 @pytest.fixture(scope="class")
 def verified_drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VerifiedDrill]:
     folder = tmp_path_factory.mktemp("verified-drill")
+    saved = dict(os.environ)  # run_phases exports the backend's variables
     with start_backend(config_file=folder / "aws-config", record_requests=True) as backend:
-        backend.reset()
-        truth = seed_vault(backend.endpoint, 120, 2)
-        run_dir = folder / "run"
-        phases = [p for p in phase_names() if p < "08"]
-        run_phases(DRILL_PARAMS, run_dir, phases, confirm_job=True, extra_env=backend.environ())
         try:
-            yield VerifiedDrill(backend, truth, run_dir)
+            backend.reset()
+            os.environ.update(backend.environ())
+            truth = seed_vault(backend.endpoint, 120, 2)
+            run_dir = folder / "run"
+            jobs_before = _job_ids()
+
+            def run(phases: list[str], confirm: bool) -> None:
+                run_phases(DRILL_PARAMS, run_dir, phases, confirm_job=confirm, extra_env=backend.environ())
+
+            with pytest.raises(PhaseError) as stopped:
+                run(THROUGH_JOB, False)
+            job_id = _ledger(run_dir)["jobs"]["recovery-1"]["job_id"]
+            waiting = (job_id, _job_status(job_id), _recovered_versions())
+            run([JOB_PHASE], True)
+            after_confirming = (_ledger(run_dir)["jobs"]["recovery-1"]["job_id"], _job_status(job_id),
+                                _recovered_versions())
+            run([VERIFY_PHASE], True)
+            ledgers, verdicts, states = [_ledger(run_dir)], [drill_summary(run_dir)["verdict"]], [_state()]
+            # The second run's phase 07 must write its own verdict.
+            (run_dir / "summary.json").unlink()
+            first_preflight = (run_dir / "notebooks" / "00_preflight.ipynb").read_text()
+            run(THROUGH_VERIFY, True)
+            ledgers.append(_ledger(run_dir))
+            verdicts.append(drill_summary(run_dir)["verdict"])
+            states.append(_state())
+            yield VerifiedDrill(backend, truth, run_dir, first_preflight, stopped.value, waiting, after_confirming,
+                                (ledgers[0], ledgers[1]), (verdicts[0], verdicts[1]), (states[0], states[1]),
+                                _job_ids() - jobs_before)
         finally:
+            os.environ.clear()
+            os.environ.update(saved)
             backend.reset()
 
 
+def _outcome_rows(ledger: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return every outcome the ledger records, of every phase."""
+    return [row for rows in ledger["outcomes"].values() for row in rows]
+
+
 class TestAfterAVerifiedDrill:
-    """What a drill leaves for auditors, and what a later check finds when the recovery is damaged."""
+    """A job that waits for its confirmation, a second run that changes nothing, what a drill leaves for
+    auditors, and what a later check finds when the recovery is damaged."""
+
+    def test_an_unconfirmed_job_waits_without_replicating_until_confirmed(self, verified_drill: VerifiedDrill) -> None:
+        waited = verified_drill.waited
+        assert (waited.phase, waited.error_name) == (JOB_PHASE, "ConfirmationRequired")
+        assert waited.awaits_confirmation
+        assert "confirm_job=True" in waited.error_value and "--confirm-job" in waited.error_value
+        job_id, status, recovered = verified_drill.waiting
+        assert (status, recovered) == ("Suspended", 0)
+        # Phase 06 run again, confirmed: the same job, run to its end, every expected version recovered.
+        assert verified_drill.after_confirming == (job_id, "Complete", verified_drill.truth.counts()["expected"])
+
+    def test_both_runs_verify_the_recovery(self, verified_drill: VerifiedDrill) -> None:
+        assert verified_drill.verdicts == ("PASS", "PASS")
+
+    def test_a_second_run_on_the_same_folder_creates_nothing(self, verified_drill: VerifiedDrill) -> None:
+        first, second = verified_drill.ledgers
+        assert "created" in {row["status"] for row in _outcome_rows(first)}
+        assert second["created"] == first["created"]
+        assert second["jobs"]["recovery-1"]["job_id"] == first["jobs"]["recovery-1"]["job_id"]
+        assert verified_drill.new_jobs == {first["jobs"]["recovery-1"]["job_id"]}
+        assert verified_drill.states[1] == verified_drill.states[0]
+
+    def test_a_second_run_reports_the_same_resources_unchanged(self, verified_drill: VerifiedDrill) -> None:
+        first, second = verified_drill.ledgers
+        changed = [row for row in _outcome_rows(second) if row["status"] != "unchanged"]
+        assert changed == []
+        assert {(row["resource"], row["identifier"]) for row in _outcome_rows(second)} >= {
+            (row["resource"], row["identifier"]) for row in _outcome_rows(first)}
 
     def test_the_call_log_lists_every_request_of_every_phase_and_no_secret(self, verified_drill: VerifiedDrill) -> None:
         calls = read_calls(verified_drill.run_dir)
@@ -139,7 +267,7 @@ class TestAfterAVerifiedDrill:
             ("00_preflight", "ValidatePolicy"), ("00_preflight", "CheckNoNewAccess"),
             ("00_preflight", "CheckAccessNotGranted")}
         assert all(c["error_code"] is None for c in analyzer_calls)
-        assert "IAM Access Analyzer on the policies" in (run_dir / "notebooks" / "00_preflight.ipynb").read_text()
+        assert "IAM Access Analyzer on the policies" in verified_drill.first_preflight
         for name, value in verified_drill.backend.environ().items():
             monkeypatch.setenv(name, value)
         served_before = len(verified_drill.backend.served_requests())
@@ -190,12 +318,15 @@ class TestAfterAVerifiedDrill:
 
         summary = drill_summary(run_dir)
         assert summary["verdict"] == "FAIL"
-        # A second verification of the same run folder is a second record, marked as such in the trend.
+        # Each later verification of the same run folder (the second run's, then this one) is a record of
+        # its own, marked as such in the trend.
         past = history.read_history(run_dir.parent / "history.jsonl")
         assert [(r["verdict"], r["run_folder"]) for r in past.records] == [
-            ("PASS", str(run_dir.resolve())), ("FAIL", str(run_dir.resolve()))]
-        assert past.records[1]["counts"] == summary["counts"]
-        assert "re-verification of the run of line 1" in history.trend_lines(past)[2]
+            ("PASS", str(run_dir.resolve())), ("PASS", str(run_dir.resolve())), ("FAIL", str(run_dir.resolve()))]
+        assert past.records[2]["counts"] == summary["counts"]
+        trend = history.trend_lines(past)
+        assert "re-verification" not in trend[1]
+        assert all("re-verification of the run of line 1" in line for line in trend[2:4])
         details = pd.read_csv(run_dir / "details" / "all_versions.csv", keep_default_na=False)
         damaged = details[details["category"] != "recovered_identical"]
         damaged = damaged[~damaged["category"].isin(["not_expected", "archived_not_recovered"])]

@@ -1,4 +1,4 @@
-"""Headless runs of the phases: a second run changes nothing, and bad input stops before any change.
+"""Headless runs of the phases: bad input stops before any change (test_drill runs a recovery twice).
 
 Every test resets the embedded backend's moto state and seeds the same vault of 80 versions, then
 runs phase notebooks with papermill through `runbook_lib.drill.run_phases` (or `runbook run`).
@@ -9,7 +9,6 @@ after a run instead of counting them all.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -40,10 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("idempotent_run")]
 
 SEEDED_VERSIONS = 80
 THROUGH_VERIFY = select_phases(None, "07")
-THROUGH_JOB = select_phases(None, "06")
 PREFLIGHT = "00_preflight"
-JOB_PHASE = "06_batch_replication"
-VERIFY_PHASE = "07_verify"
 DRILL = yaml.safe_load(DRILL_PARAMS.read_text())
 
 
@@ -110,15 +106,6 @@ class Vault:
         jobs = self.client("s3control").list_jobs(AccountId=VAULT_ACCOUNT).get("Jobs", [])
         return {job["JobId"] for job in jobs}
 
-    def job_status(self, job_id: str) -> str:
-        """Return a job's status as DescribeJob reports it."""
-        return str(self.client("s3control").describe_job(AccountId=VAULT_ACCOUNT, JobId=job_id)["Job"]["Status"])
-
-    def versions_in(self, bucket: str, side: str) -> int:
-        """Return how many object versions a bucket holds."""
-        pages = self.client("s3", side).get_paginator("list_object_versions").paginate(Bucket=bucket)
-        return sum(len(page.get("Versions", [])) for page in pages)
-
     def state(self) -> dict[str, list[str]]:
         """Return what a run could create in either account: buckets, roles, policies, keys, topics, rules."""
         found: dict[str, list[str]] = {}
@@ -179,102 +166,6 @@ def write_params(folder: Path, name: str, changes: dict[str, Any]) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Return a JSON file of the run folder."""
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-@dataclass(frozen=True)
-class Waited:
-    """What a first run left while its job awaited confirmation: the phase's error, the job and the recovery bucket."""
-
-    error: PhaseError
-    job_id: str
-    job_status: str
-    recovered_versions: int
-
-
-@dataclass(frozen=True)
-class TwoRuns:
-    """What phases 00-07 left behind after a first and a second run on the same run folder.
-
-    The first run stops in phase 06 at the confirmation gate (`waited`), then phase 06 runs again
-    confirmed and phase 07 verifies, as an operator who confirms later does.
-    """
-
-    waited: Waited
-    after_confirming: tuple[str, str, int]  # the job id, its status and the recovery bucket's versions after 06
-    expected_versions: int
-    ledgers: tuple[dict[str, Any], dict[str, Any]]
-    verdicts: tuple[str, str]
-    states: tuple[dict[str, list[str]], dict[str, list[str]]]
-    new_jobs: set[str]
-
-
-@pytest.fixture(scope="session")
-def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRuns]:
-    """Run phases 00-07 twice on one run folder against one seeded vault, on a backend of its own.
-
-    The first run is not confirmed: it stops in phase 06, which then runs again confirmed. Session
-    scope, and nothing live kept: a worker that runs other modules' tests between this module's
-    would otherwise tear a module fixture down and run both recoveries again.
-    """
-    folder = tmp_path_factory.mktemp("two-runs")
-    run_dir = folder / "run"
-    recovery_bucket = DRILL["recovery"]["bucket"]
-    with start_backend(config_file=folder / "aws-config") as backend, pytest.MonkeyPatch.context() as patch:
-        vault = fresh_vault(backend, folder, patch)
-        jobs_before = vault.job_ids()
-        with pytest.raises(PhaseError) as stopped:
-            vault.run(DRILL_PARAMS, run_dir, THROUGH_JOB, confirm_job=False)
-        job_id = read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"]
-        waited = Waited(stopped.value, job_id, vault.job_status(job_id), vault.versions_in(recovery_bucket, "recovery"))
-        vault.run(DRILL_PARAMS, run_dir, [JOB_PHASE], confirm_job=True)
-        after_confirming = (read_json(run_dir / "ledger.json")["jobs"]["recovery-1"]["job_id"],
-                            vault.job_status(job_id), vault.versions_in(recovery_bucket, "recovery"))
-        vault.run(DRILL_PARAMS, run_dir, [VERIFY_PHASE])
-        ledgers, verdicts, states = [], [], []
-        for run in range(2):
-            if run:
-                vault.run(DRILL_PARAMS, run_dir, THROUGH_VERIFY)
-            ledgers.append(read_json(run_dir / "ledger.json"))
-            verdicts.append(read_json(run_dir / "summary.json")["verdict"])
-            states.append(vault.state())
-            # The next run's phase 07 must write its own verdict.
-            (run_dir / "summary.json").unlink()
-        result = TwoRuns(waited, after_confirming, vault.truth.counts()["expected"], (ledgers[0], ledgers[1]),
-                         (verdicts[0], verdicts[1]), (states[0], states[1]), vault.job_ids() - jobs_before)
-        _reset_moto(backend.endpoint)
-    yield result
-
-
-def outcome_rows(ledger: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return every outcome the ledger records, of every phase."""
-    return [row for rows in ledger["outcomes"].values() for row in rows]
-
-
-def test_both_runs_verify_the_recovery(two_runs: TwoRuns) -> None:
-    assert two_runs.verdicts == ("PASS", "PASS")
-
-
-def test_a_second_run_on_the_same_folder_creates_nothing(two_runs: TwoRuns) -> None:
-    first, second = two_runs.ledgers
-    assert "created" in {row["status"] for row in outcome_rows(first)}
-    assert second["created"] == first["created"]
-    assert second["jobs"]["recovery-1"]["job_id"] == first["jobs"]["recovery-1"]["job_id"]
-    assert two_runs.new_jobs == {first["jobs"]["recovery-1"]["job_id"]}
-    assert two_runs.states[1] == two_runs.states[0]
-
-
-def test_a_second_run_reports_the_same_resources_unchanged(two_runs: TwoRuns) -> None:
-    first, second = two_runs.ledgers
-    changed = [row for row in outcome_rows(second) if row["status"] != "unchanged"]
-    assert changed == []
-    assert {(row["resource"], row["identifier"]) for row in outcome_rows(second)} >= {
-        (row["resource"], row["identifier"]) for row in outcome_rows(first)}
 
 
 def _missing_vault(vault: Vault) -> dict[str, Any]:
@@ -354,15 +245,3 @@ def test_runbook_run_exits_non_zero_when_a_profile_reaches_the_wrong_account(
     error = capsys.readouterr().err
     assert status == 1
     assert f"phase {PREFLIGHT} failed: AccountMismatchError" in error
-
-
-def test_an_unconfirmed_job_waits_without_replicating_until_confirmed(two_runs: TwoRuns) -> None:
-    waited = two_runs.waited
-    assert (waited.error.phase, waited.error.error_name) == (JOB_PHASE, "ConfirmationRequired")
-    assert waited.error.awaits_confirmation
-    assert "confirm_job=True" in waited.error.error_value and "--confirm-job" in waited.error.error_value
-    assert waited.job_status == "Suspended"
-    assert waited.recovered_versions == 0
-
-    # Phase 06 run again, confirmed: the same job, run to its end, every expected version recovered.
-    assert two_runs.after_confirming == (waited.job_id, "Complete", two_runs.expected_versions)
