@@ -41,7 +41,7 @@ def connect(spill: Path, memory_limit: str = MEMORY_LIMIT, threads: int = THREAD
     import duckdb
 
     con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit, "temp_directory": str(spill),
-                                 "preserve_insertion_order": False})
+                                 "preserve_insertion_order": False, "enable_progress_bar": False})
     con.execute("SET TimeZone='UTC'")
     return con
 
@@ -55,8 +55,8 @@ def _rows(con: Any, table: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _slices(con: Any, tables: dict[str, str], slices: int, work: Path) -> list[dict[str, str]]:
-    """Write each input once into `slices` folders by a hash of the key; return each slice's table expressions."""
+def _slices(con: Any, tables: dict[str, str], slices: int, work: Path) -> list[tuple[dict[str, str], list[Path]]]:
+    """Write each input once into `slices` folders by a hash of the key; return each slice's tables and folders."""
     written: dict[str, Path | None] = {}
     work.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
@@ -66,14 +66,15 @@ def _slices(con: Any, tables: dict[str, str], slices: int, work: Path) -> list[d
         written[name] = folder if folder.is_dir() else None  # an input without rows writes nothing
     bound = []
     for number in range(slices):
-        exprs = {}
+        exprs, parts = {}, []
         for name, table in tables.items():
             part = written[name] / f"{_SLICE_COLUMN}={number}" if written[name] is not None else None
             if part is not None and part.is_dir():
                 exprs[name] = f"read_parquet({_path(part / '*.parquet')}, hive_partitioning = false)"
+                parts.append(part)
             else:
                 exprs[name] = f"(SELECT * FROM {table} WHERE false)"
-        bound.append(exprs)
+        bound.append((exprs, parts))
     return bound
 
 
@@ -91,16 +92,17 @@ def compare_to_parquet(
     slices = max(1, math.ceil(rows / max(1, rows_per_slice)))
     work = work or folder.with_name(folder.name + "-slices")
     try:
-        bound = [tables] if slices == 1 else _slices(con, tables, slices, work)
+        bound = [(tables, [])] if slices == 1 else _slices(con, tables, slices, work)
         return _compare_slices(con, bound, scope, folder, has_sample), slices
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _compare_slices(con: Any, bound: list[dict[str, str]], scope: JobScope, folder: Path,
+def _compare_slices(con: Any, bound: list[tuple[dict[str, str], list[Path]]], scope: JobScope, folder: Path,
                     has_sample: bool) -> dict[str, int]:
+    """Compare slice after slice, removing each slice's inputs once compared (the disk holds one copy at most)."""
     totals: Counter[str] = Counter()
-    for number, exprs in enumerate(bound):
+    for number, (exprs, parts) in enumerate(bound):
         target = folder / f"part-{number:05d}.parquet"
         compare = inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, exprs, has_sample))
         con.execute(f"COPY ({compare}) TO {_path(target)} (FORMAT parquet)")
@@ -109,4 +111,6 @@ def _compare_slices(con: Any, bound: list[dict[str, str]], scope: JobScope, fold
         names = [column[0] for column in counted.description]
         row = counted.fetchone()
         totals.update({name: int(value or 0) for name, value in zip(names, row or (), strict=True)})
+        for part in parts:
+            shutil.rmtree(part, ignore_errors=True)
     return dict(totals)

@@ -193,7 +193,8 @@ def _connect(workdir: Path) -> Any:
     import duckdb
 
     con = duckdb.connect(database=":memory:", config={"threads": 2, "memory_limit": MEMORY_LIMIT,
-                                                       "temp_directory": str(workdir / "spill")})
+                                                       "temp_directory": str(workdir / "spill"),
+                                                       "enable_progress_bar": False})
     con.execute("SET TimeZone='UTC'")
     return con
 
