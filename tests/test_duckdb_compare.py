@@ -1,4 +1,4 @@
-"""The DuckDB comparison slice by slice: the same rows and counts as in one pass, the damage found, duplicates caught."""
+"""The DuckDB comparison by slices: the rows and counts of one pass, the damage found, duplicates caught."""
 
 from __future__ import annotations
 
