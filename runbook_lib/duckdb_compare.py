@@ -57,19 +57,16 @@ def _rows(con: Any, table: str) -> int:
 
 def _slices(con: Any, tables: dict[str, str], slices: int, work: Path) -> list[tuple[dict[str, str], list[Path]]]:
     """Write each input once into `slices` folders by a hash of the key; return each slice's tables and folders."""
-    written: dict[str, Path | None] = {}
     work.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        folder = work / name
-        con.execute(f"COPY (SELECT *, hash(key) % {slices} AS {_SLICE_COLUMN} FROM {table}) TO {_path(folder)} "
+        con.execute(f"COPY (SELECT *, hash(key) % {slices} AS {_SLICE_COLUMN} FROM {table}) TO {_path(work / name)} "
                     f"(FORMAT parquet, PARTITION_BY ({_SLICE_COLUMN}))")
-        written[name] = folder if folder.is_dir() else None  # an input without rows writes nothing
     bound = []
     for number in range(slices):
         exprs, parts = {}, []
         for name, table in tables.items():
-            part = written[name] / f"{_SLICE_COLUMN}={number}" if written[name] is not None else None
-            if part is not None and part.is_dir():
+            part = work / name / f"{_SLICE_COLUMN}={number}"
+            if part.is_dir():  # a slice without rows of this input has no folder
                 exprs[name] = f"read_parquet({_path(part / '*.parquet')}, hive_partitioning = false)"
                 parts.append(part)
             else:
