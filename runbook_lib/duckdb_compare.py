@@ -41,8 +41,9 @@ def connect(spill: Path, memory_limit: str = MEMORY_LIMIT, threads: int = THREAD
     import duckdb
 
     con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit, "temp_directory": str(spill),
-                                 "preserve_insertion_order": False, "enable_progress_bar": False})
+                                 "preserve_insertion_order": False})
     con.execute("SET TimeZone='UTC'")
+    con.execute("SET enable_progress_bar = false")  # nothing printed into a notebook's output
     return con
 
 
