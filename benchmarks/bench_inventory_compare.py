@@ -210,13 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", nargs="+", default=["duckdb", "pandas"], choices=["duckdb", "pandas"])
     parser.add_argument("--memory-limit", default=duckdb_compare.MEMORY_LIMIT,
                         help=f"DuckDB's memory limit (default {duckdb_compare.MEMORY_LIMIT}, as verification uses)")
-    parser.add_argument("--rows-per-slice", type=int, default=duckdb_compare.ROWS_PER_SLICE,
-                        help=f"input rows per slice (default {duckdb_compare.ROWS_PER_SLICE:,}, as verification uses)")
+    parser.add_argument("--rows-per-slice", type=int,
+                        help="input rows per slice (default: as many as the memory limit holds, "
+                             f"{duckdb_compare.ROWS_PER_SLICE:,} at {duckdb_compare.MEMORY_LIMIT}, as verification uses)")
     parser.add_argument("--data", type=Path,
                         help="keep the generated inventories in this folder and reuse them when it holds them")
     parser.add_argument("--child", choices=["duckdb", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    if args.rows_per_slice is None:
+        args.rows_per_slice = duckdb_compare.rows_per_slice(args.memory_limit)
     if args.child:
         return _child(args.child, args.folder, args.memory_limit, args.rows_per_slice)
     with tempfile.TemporaryDirectory(prefix="bench-inventory-") as name:

@@ -25,13 +25,14 @@ from typing import Any
 from runbook_lib import inventory_sql
 from runbook_lib.scope import JobScope
 
-__all__ = ["MEMORY_LIMIT", "ROWS_PER_SLICE", "THREADS", "compare_to_parquet", "connect"]
+__all__ = ["MEMORY_LIMIT", "ROWS_PER_SLICE", "THREADS", "compare_to_parquet", "connect", "rows_per_slice"]
 
 # DuckDB's own memory limit; the process (Python, pyarrow) needs some hundreds of MB besides.
 MEMORY_LIMIT = "1500MB"
 THREADS = 2
-# Input rows (all five inputs together) per slice: the comparison of this many rows stays within
-# MEMORY_LIMIT (about 300 bytes of join state per row, measured by benchmarks.bench_inventory_compare).
+# Input rows (all five inputs together) per slice for each byte of DuckDB's memory limit: 4 million
+# rows compare within 1.5 GB (benchmarks.bench_inventory_compare measures it).
+_ROWS_PER_BYTE = 4_000_000 / 1.5e9
 ROWS_PER_SLICE = 4_000_000
 _SLICE_COLUMN = "runbook_slice"
 
@@ -47,6 +48,16 @@ def connect(spill: Path, memory_limit: str = MEMORY_LIMIT, threads: int = THREAD
     return con
 
 
+def rows_per_slice(memory_limit: str) -> int:
+    """Return how many input rows one slice may hold under a DuckDB memory limit such as "1500MB" or "6GB"."""
+    units = {"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    text = memory_limit.strip().upper().replace(" ", "")
+    unit = next((u for u in sorted(units, key=len, reverse=True) if text.endswith(u)), None)
+    if unit is None or not text[:-len(unit)].replace(".", "", 1).isdigit():
+        raise ValueError(f"memory_limit must be a number and a unit such as 1500MB or 6GB, not {memory_limit!r}")
+    return max(1, int(float(text[:-len(unit)]) * units[unit] * _ROWS_PER_BYTE))
+
+
 def _path(path: Path) -> str:
     return inventory_sql.literal(str(path))
 
@@ -59,6 +70,8 @@ def _rows(con: Any, table: str) -> int:
 def _slices(con: Any, tables: dict[str, str], slices: int, work: Path) -> list[tuple[dict[str, str], list[Path]]]:
     """Write each input once into `slices` folders by a hash of the key; return each slice's tables and folders."""
     work.mkdir(parents=True, exist_ok=True)
+    # Flush each thread's rows to their slice files often: buffering more spills to disk instead.
+    con.execute("SET partitioned_write_flush_threshold = 65536")
     for name, table in tables.items():
         con.execute(f"COPY (SELECT *, hash(key) % {slices} AS {_SLICE_COLUMN} FROM {table}) TO {_path(work / name)} "
                     f"(FORMAT parquet, PARTITION_BY ({_SLICE_COLUMN}))")

@@ -89,3 +89,10 @@ def test_slices_give_the_rows_and_counts_of_one_pass_and_find_the_damage(tmp_pat
 def test_a_version_listed_twice_is_counted(tmp_path: Path, rows_per_slice: int) -> None:
     counts, _, _ = _compare(tmp_path, "twice", rows_per_slice, vault_twice=True)
     assert counts["duplicates"] == 1
+
+
+def test_a_slice_holds_what_the_memory_limit_holds() -> None:
+    assert duckdb_compare.rows_per_slice(duckdb_compare.MEMORY_LIMIT) == duckdb_compare.ROWS_PER_SLICE
+    assert duckdb_compare.rows_per_slice("6GB") == 4 * duckdb_compare.ROWS_PER_SLICE
+    with pytest.raises(ValueError, match="memory_limit must be a number and a unit"):
+        duckdb_compare.rows_per_slice("lots")
