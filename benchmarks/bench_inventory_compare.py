@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"DuckDB's memory limit (default {duckdb_compare.MEMORY_LIMIT}, as verification uses)")
     parser.add_argument("--rows-per-slice", type=int,
                         help="input rows per slice (default: as many as the memory limit holds, "
-                             f"{duckdb_compare.ROWS_PER_SLICE:,} at {duckdb_compare.MEMORY_LIMIT}, as verification uses)")
+                             f"{duckdb_compare.ROWS_PER_SLICE:,} at {duckdb_compare.MEMORY_LIMIT}, as phase 07 uses)")
     parser.add_argument("--data", type=Path,
                         help="keep the generated inventories in this folder and reuse them when it holds them")
     parser.add_argument("--child", choices=["duckdb", "pandas"], help=argparse.SUPPRESS)
