@@ -7,7 +7,8 @@ loaded and checked against the jobs' pins.
 
 - DuckDB copies each inventory data file out of S3 (its MD5 checked) into a work folder and reads
   them with `read_parquet` (ORC through pyarrow); manifest and report rows are registered from
-  their DataFrames. Memory stays bounded: DuckDB spills its joins to the work folder.
+  their DataFrames. `duckdb_compare` runs the comparison in bounded memory (slice by slice of the
+  key's hash when the inputs are large) and writes the detail rows as Parquet, read back here.
 - Athena reads the inventory files in place, through tables over each report's `hive/` folder
   (SymlinkTextInputFormat, the `dt` partition projected, so no crawler and no MSCK REPAIR), as
   aws-samples' Replication Validation Tool does. Manifest and report rows are written as Parquet
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from runbook_lib import inventory_reports, inventory_sql, verify
+from runbook_lib import duckdb_compare, inventory_reports, inventory_sql, verify
 from runbook_lib.errors import ReportError
 from runbook_lib.inventory_reports import InventoryReport
 from runbook_lib.scope import JobScope
@@ -52,7 +53,7 @@ _CHECKS = (
 _SHOWN = ("is_delete_marker", "size", "etag", "storage_class", "replication_status", "object_lock_mode",
           "object_lock_retain_until_date", "object_lock_legal_hold_status", "checksum_algorithm", "checksum")
 _OUTCOMES = ("task_status", "http_status", "error_code", "result_message")
-_COUNTS = (*[k for k in verify.COUNT_KEYS if k != "findings"], "vault_duplicates", "recovery_duplicates")
+_COUNTS = (*[k for k in verify.COUNT_KEYS if k != "findings"], "duplicates")
 # Inventory columns as Athena tables declare them (AWS's DDL for Parquet and ORC inventories).
 _INVENTORY_TYPES = {
     "key": "string", "version_id": "string", "is_delete_marker": "boolean", "size": "bigint",
@@ -98,8 +99,9 @@ def compare_inventories(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    # Several jobs' manifests (a retry's, say) can list a version again: the SQL wants it once.
     manifest_rows = pd.DataFrame({"key": manifest["key"].astype("string"),
-                                  "version_id": manifest["version_id"].astype("string")})
+                                  "version_id": manifest["version_id"].astype("string")}).drop_duplicates()
     report_rows = pd.DataFrame({
         "key": report["key"].astype("string"), "version_id": report["version_id"].astype("string"),
         "task_status": report["task_status"].astype("string"),
@@ -136,13 +138,10 @@ class Inputs:
 def _run_duckdb(
     s3: Any, vault: InventoryReport, recovery: InventoryReport, scope: JobScope, inputs: Inputs,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    import duckdb
-
     workdir = Path(tempfile.mkdtemp(prefix="verify-inventory-"))
     try:
-        con = duckdb.connect(config={"threads": 2, "memory_limit": "2GB", "temp_directory": str(workdir / "spill")})
+        con = duckdb_compare.connect(workdir / "spill")
         try:
-            con.execute("SET TimeZone='UTC'")
             for name, source in (("vault_inventory", vault), ("recovery_inventory", recovery)):
                 files = inventory_reports.download_files(s3, source, workdir / name)
                 _inventory_view(con, name, source, files)
@@ -151,17 +150,14 @@ def _run_duckdb(
             con.register("sample_rows", inputs.sample)
             tables = {"vault_inventory": "vault_inventory", "recovery_inventory": "recovery_inventory",
                       "manifest": "manifest_rows", "report": "report_rows", "sample": "sample_rows"}
-            compare = inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, tables, inputs.has_sample))
-            con.execute(f"CREATE TEMP TABLE compared AS {compare}")
-            details = con.sql("SELECT * FROM compared").to_arrow_table()
-            row = con.execute(inventory_sql.to_duckdb(inventory_sql.count_sql(scope, tables, "compared"))).fetchone()
+            counts, _ = duckdb_compare.compare_to_parquet(con, tables, scope, workdir / "details",
+                                                          has_sample=inputs.has_sample)
         finally:
             con.close()
+        details = pq.read_table(str(workdir / "details"))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    assert row is not None
-    return _as_table(details).to_pandas(types_mapper=_pandas_type), dict(zip(_COUNTS, (int(v) for v in row),
-                                                                             strict=True))
+    return _as_table(details).to_pandas(types_mapper=_pandas_type), counts
 
 
 def _inventory_view(con: Any, name: str, report: InventoryReport, files: list[Path]) -> None:
@@ -280,7 +276,7 @@ def _run_athena(
     }
     compare = inventory_sql.compare_sql(scope, tables, inputs.has_sample)
     details = _result_table(settings, _query(settings, compare), _DETAIL_TYPES)
-    counted = _result_table(settings, _query(settings, inventory_sql.count_sql(scope, tables, None, inputs.has_sample)),
+    counted = _result_table(settings, _query(settings, inventory_sql.count_sql(compare)),
                             dict.fromkeys(_COUNTS, pa.int64()))
     counts = {name: int(counted.column(name)[0].as_py()) for name in _COUNTS}
     return _as_table(details).to_pandas(types_mapper=_pandas_type), counts
@@ -332,9 +328,9 @@ def _pandas_type(kind: pa.DataType) -> Any:
 def _comparison(details: pd.DataFrame, counts: dict[str, int], findings: list[str],
                 has_sample: bool = False) -> verify.Comparison:
     """Return the verify.Comparison the SQL computed: details in verify's columns, counts, verdict."""
-    for side in ("vault", "recovery"):
-        if counts.pop(f"{side}_duplicates"):
-            raise ReportError(f"the {side} inventory lists a key and version id twice; use another report")
+    if counts.pop("duplicates"):
+        raise ReportError("an inventory report (or the completion report) lists a key and version id twice, so "
+                          "versions cannot be matched one to one: use another inventory report")
     frame: dict[str, Any] = {
         "key": details["key"].array,
         "version_id": details["version_id"].array,

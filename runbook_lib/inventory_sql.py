@@ -107,14 +107,13 @@ def compare_sql(scope: JobScope, tables: dict[str, str], has_sample: bool = Fals
     return _fill(_text("compare_versions.sql"), {**tables, **_scope_values(scope), "has_sample": literal(has_sample)})
 
 
-def count_sql(scope: JobScope, tables: dict[str, str], details: str | None = None, has_sample: bool = False) -> str:
-    """Return the summary counts over the comparison, in Athena's SQL.
+def count_sql(details: str) -> str:
+    """Return the summary counts in Athena's SQL over `details`, a query giving compare_sql's rows.
 
-    `details` names a table that already holds compare_sql's rows (the comparison then runs once);
-    without it the counts compute the comparison themselves.
+    The counts read nothing else, so they can sum a comparison already written (DuckDB, slice by
+    slice) or compute it in the same statement (Athena, `count_sql(compare_sql(...))`).
     """
-    source = compare_sql(scope, tables, has_sample) if details is None else f"SELECT * FROM {details}"
-    return _fill(_text("count_versions.sql"), {**tables, "details": source})
+    return _fill(_text("count_versions.sql"), {"details": details})
 
 
 def to_duckdb(text: str) -> str:

@@ -7,8 +7,10 @@
 -- key, version_id, is_delete_marker, size, last_modified_date, e_tag, storage_class,
 -- replication_status, object_lock_mode, object_lock_retain_until_date,
 -- object_lock_legal_hold_status, checksum_algorithm: NULL where the report lacks the field);
--- {manifest} has key, version_id; {report} has key, version_id, task_status, http_status,
--- error_code, result_message (one row per version: its latest task); {sample} has key, version_id
+-- {manifest} has key, version_id (each version once: the caller removes the repeats of several
+-- jobs' manifests); {report} has key, version_id, task_status, http_status, error_code,
+-- result_message (one row per version: its latest task). A version either lists twice gives two
+-- rows, which count_versions.sql counts as duplicates. {sample} has key, version_id
 -- of a sample drill's draw (read only when {has_sample}: then only drawn versions are expected).
 -- An inventory lists a version's checksum algorithm but never the checksum itself, so checksums
 -- are not compared here (checksum_compared is false, vault_checksum and recovery_checksum NULL).
@@ -66,7 +68,7 @@ recovery AS (
     FROM {recovery_inventory}
 ),
 listed AS (
-    SELECT DISTINCT key, version_id FROM {manifest}
+    SELECT key, version_id FROM {manifest}
 ),
 drawn AS (
     SELECT DISTINCT key, version_id FROM {sample} WHERE {has_sample}
@@ -149,8 +151,11 @@ judged AS (
         both_sides AND coalesce(vault_object_lock_legal_hold_status = 'UNKNOWN'
             OR recovery_object_lock_legal_hold_status = 'UNKNOWN', false) AS hold_unknown,
         both_sides AND (vault_size IS DISTINCT FROM recovery_size
-            OR trim(BOTH '"' FROM vault_etag) IS DISTINCT FROM trim(BOTH '"' FROM recovery_etag)
-            OR vault_is_delete_marker <> recovery_is_delete_marker) AS content_differs
+            OR vault_is_delete_marker <> recovery_is_delete_marker
+            -- quotes around an ETag are not part of it; stripped only where the two differ at all
+            OR CASE WHEN vault_etag IS NOT DISTINCT FROM recovery_etag THEN false
+                    ELSE trim(BOTH '"' FROM vault_etag) IS DISTINCT FROM trim(BOTH '"' FROM recovery_etag) END)
+            AS content_differs
     FROM scoped s
 ),
 checked AS (

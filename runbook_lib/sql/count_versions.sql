@@ -1,8 +1,11 @@
 -- The summary counts of runbook_lib.verify (COUNT_KEYS but findings) over the per-version
--- comparison {details}, plus the (key, version id) pairs an inventory lists more than once,
--- which make the comparison meaningless. Athena's SQL (Trino); DuckDB runs it translated.
+-- comparison {details}, plus the (key, version id) pairs with more than one row there: an
+-- inventory (or the report) listing a version twice, which makes the comparison meaningless.
+-- Every vault version has exactly one row when there is none, so the vault's versions are the
+-- rows found in the vault. The counts read {details} alone, so DuckDB sums them slice by slice.
+-- Athena's SQL (Trino); DuckDB runs it translated.
 SELECT
-    (SELECT count(*) FROM {vault_inventory}) AS source_versions,
+    count_if(in_vault) AS source_versions,
     count_if(expected) AS expected,
     count_if(recovered_identical) AS recovered,
     count_if(missing_in_recovery) AS missing,
@@ -19,9 +22,6 @@ SELECT
     count_if(after_as_of) AS after_as_of,
     count_if(archived_not_recovered) AS archived_not_recovered,
     (SELECT count(*) FROM (
-        SELECT key, coalesce(nullif(version_id, ''), 'null') AS version_id FROM {vault_inventory}
-        GROUP BY key, coalesce(nullif(version_id, ''), 'null') HAVING count(*) > 1) twice) AS vault_duplicates,
-    (SELECT count(*) FROM (
-        SELECT key, coalesce(nullif(version_id, ''), 'null') AS version_id FROM {recovery_inventory}
-        GROUP BY key, coalesce(nullif(version_id, ''), 'null') HAVING count(*) > 1) twice) AS recovery_duplicates
+        SELECT key, version_id FROM ({details}) listed
+        GROUP BY key, version_id HAVING count(*) > 1) twice) AS duplicates
 FROM ({details}) compared

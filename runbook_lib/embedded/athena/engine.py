@@ -195,6 +195,7 @@ def _connect(workdir: Path) -> Any:
     con = duckdb.connect(database=":memory:", config={"threads": 2, "memory_limit": MEMORY_LIMIT,
                                                        "temp_directory": str(workdir / "spill")})
     con.execute("SET TimeZone='UTC'")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
