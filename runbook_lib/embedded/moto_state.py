@@ -48,11 +48,24 @@ PARTITION = aws_facts.COMMERCIAL_PARTITION
 # --- S3 -----------------------------------------------------------------------------------------
 
 
+def _backend_of(backends: Any, account: str, region: str) -> Any:
+    """Return one account's backend of a service in a Region (or partition), as `backends[account][region]` does.
+
+    moto's BackendDict takes a lock and copies its keys on every lookup, to create a missing backend;
+    a job asks several times per task for backends that exist long since, so those are read directly.
+    """
+    per_account = dict.get(backends, account)
+    if per_account is None:
+        return backends[account][region]
+    backend = dict.get(per_account, region)
+    return per_account[region] if backend is None else backend
+
+
 def s3_backend(account: str) -> Any:
     """Return moto's S3 backend of an account."""
     from moto.s3.models import s3_backends
 
-    return s3_backends[account][PARTITION]
+    return _backend_of(s3_backends, account, PARTITION)
 
 
 def bucket_owner(name: str) -> str | None:
@@ -76,7 +89,7 @@ def find_bucket(name: str) -> Any:
     if entry is None:
         return None
     partition, account = entry
-    return s3_backends[account][partition].buckets.get(name)
+    return _backend_of(s3_backends, account, partition).buckets.get(name)
 
 
 def versions_of(bucket: Any, key: str) -> list[Any]:
@@ -124,7 +137,7 @@ def iam_role(role_arn: str) -> Any:
     account = aws_facts.account_of_arn(role_arn)
     if not account:
         return None
-    backend = iam_backends[account][PARTITION]
+    backend = _backend_of(iam_backends, account, PARTITION)
     # A copy of the values, as request threads may create roles meanwhile.
     return next((role for role in list(backend.roles.values()) if role.arn == role_arn), None)
 
@@ -198,7 +211,7 @@ def kms_backend(account: str, region: str) -> Any:
     """Return moto's KMS backend of an account in a Region."""
     from moto.kms.models import kms_backends
 
-    return kms_backends[account][region]
+    return _backend_of(kms_backends, account, region)
 
 
 def kms_key(reference: str, account: str, region: str) -> Any:
