@@ -554,8 +554,7 @@ def _write_object(
     destination: Any, source: Any, tags: Mapping[str, str], rule: Mapping[str, Any], encryption: _Encryption
 ) -> None:
     """Write the replica of an object version: same id, bytes, ETag, parts, checksum, metadata, lock state, time."""
-    from moto.s3.models import FakeKey
-
+    FakeKey = moto_state.moto_module("moto.s3.models").FakeKey
     mode, until = source.lock_mode, source.lock_until
     if not mode and not until:
         mode, until = _default_retention(destination)
@@ -588,7 +587,7 @@ def _write_object(
     replica.website_redirect_location = source.website_redirect_location
     replica.set_metadata(dict(source.metadata))
     # Our attribute, which patches.py sends as x-amz-replication-status.
-    replica.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # type: ignore[attr-defined]
+    replica.replication_status = aws_facts.REPLICATION_STATUS_REPLICA
     if tags:
         moto_state.tag_version(destination, replica, tags)
     _insert_in_time_order(destination, replica)
@@ -596,13 +595,12 @@ def _write_object(
 
 def _write_delete_marker(destination: Any, source: Any) -> None:
     """Write the replica of a delete marker with the source's version id and time."""
-    from moto.s3.models import FakeDeleteMarker
-
+    FakeDeleteMarker = moto_state.moto_module("moto.s3.models").FakeDeleteMarker
     existing = moto_state.versions_of(destination, source.name)
     marker = FakeDeleteMarker(key=existing[-1] if existing else source.key)
     marker._version_id = source.version_id
     marker.last_modified = source.last_modified
-    marker.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # type: ignore[attr-defined]  # as on keys
+    marker.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # as on keys
     _insert_in_time_order(destination, marker)
 
 
