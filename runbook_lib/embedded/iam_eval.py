@@ -241,7 +241,7 @@ def _same_account_key(
     identity_allow: _Match | None,
     direct_allow: _Match | None,
     key_policy: Mapping[str, object] | None,
-    context: Mapping[str, list[str]],
+    context: _LowercaseContext,
 ) -> Decision:
     """Return the verdict for a KMS key used from its own account."""
     if direct_allow is not None:
@@ -269,7 +269,7 @@ def _same_account_key(
 
 
 def _account_delegation(
-    request: Request, key_policy: Mapping[str, object] | None, context: Mapping[str, list[str]]
+    request: Request, key_policy: Mapping[str, object] | None, context: _LowercaseContext
 ) -> _Match | None:
     """Return the key-policy statement that lets the key's account grant the action, if any."""
     if not key_policy:
@@ -311,7 +311,7 @@ def _partition(arn: str) -> str:
 
 
 def _matching_statements(
-    policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
+    policy: Mapping[str, object], request: Request, context: _LowercaseContext
 ) -> list[_Match]:
     """Return every statement of the policy that applies to the request."""
     if caches_enabled():
@@ -465,7 +465,7 @@ class _Candidate:
     conditions: tuple[tuple[str, str, tuple[str, ...]], ...] | None  # None: read the raw block
     raw_condition: object
 
-    def applies(self, resource: str, context: Mapping[str, list[str]]) -> bool:
+    def applies(self, resource: str, context: _LowercaseContext) -> bool:
         """Return True when the statement's Resource and Condition cover this request."""
         if self.resource_given:
             hit = self.resource_pattern is not None and self.resource_pattern.fullmatch(resource) is not None
@@ -474,8 +474,7 @@ class _Candidate:
         if self.conditions is None:
             return _conditions_hold(self.raw_condition, context, self.match.label)
         for operator, key, expected in self.conditions:
-            values = context.get(key)
-            if not _condition_holds_for(operator, tuple(values) if values else (), expected, self.match.label):
+            if not _condition_holds_for(operator, context.values_of(key), expected, self.match.label):
                 return False
         return True
 
@@ -537,7 +536,7 @@ class _StatementCache:
         self._plans: dict[int, tuple[Mapping[str, object], dict[_Caller, tuple[_Candidate, ...]]]] = {}
 
     def matching(
-        self, policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
+        self, policy: Mapping[str, object], request: Request, context: _LowercaseContext
     ) -> list[_Match]:
         """Return every statement of the policy that applies to the request."""
         resource = request.resource
@@ -670,6 +669,13 @@ class _LowercaseContext(Mapping[str, list[str]]):
         """Return the values of a lowercased key, or `default` when the request has none."""
         lowered = self._lowered()
         return _strings(lowered[key]) if key in lowered else default
+
+    def values_of(self, key: str) -> tuple[str, ...]:
+        """Return the values of a lowercased key as a tuple, empty when the request has none."""
+        value = self._lowered().get(key)
+        if value is None:
+            return ()
+        return (value,) if type(value) is str else tuple(_strings(value))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._lowered())
