@@ -146,8 +146,13 @@ def iam_role(role_arn: str) -> Any:
     if not account:
         return None
     backend = _backend_of(iam_backends, account, PARTITION)
-    # A copy of the values, as request threads may create roles meanwhile.
-    return next((role for role in list(backend.roles.values()) if role.arn == role_arn), None)
+    # A copy of the values, as request threads may create roles meanwhile. moto builds a role's ARN
+    # each time it is read, so the name (the ARN's last part) is compared first.
+    name = role_arn.rpartition("/")[2]
+    for role in list(backend.roles.values()):
+        if role.name == name and role.arn == role_arn:
+            return role
+    return None
 
 
 def identity_policies(role: Any) -> list[dict[str, Any]]:

@@ -246,14 +246,15 @@ def _replicate_to(
 ) -> None:
     """Check everything one destination needs, then write the replica there (or find it there)."""
     role = _assume(role_arn, REPLICATION_PRINCIPAL, source_bucket, "the replication role", marks_failed=True)
-    _check_source_reads(role, source_bucket, version, tags)
+    marker = is_delete_marker(version)
+    _check_source_reads(role, source_bucket, version, tags, marker)
     destination = _destination_bucket(rule, source_bucket)
-    replica_encryption = _check_destination_kms(role, destination, version, rule)
-    _check_destination_writes(role, destination, version, tags, rule)
+    replica_encryption = _check_destination_kms(role, destination, version, rule, marker)
+    _check_destination_writes(role, destination, version, tags, rule, marker)
     with _write_lock:
         if _already_replicated(version, destination):
             return
-        if is_delete_marker(version):
+        if marker:
             _write_delete_marker(destination, version)
         else:
             _write_object(destination, version, tags, rule, replica_encryption)
@@ -386,7 +387,7 @@ def _require_each(role: _Role, resource: str, bucket: Any, checks: Sequence[tupl
 # --- source reads ---------------------------------------------------------------------------
 
 
-def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[str, str]) -> None:
+def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[str, str], marker: bool) -> None:
     """Fail unless the replication role may read the configuration, the version and its state."""
     object_arn = _object_arn(bucket.name, version.name)
     _require(
@@ -399,7 +400,7 @@ def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[st
         "SrcGetObjectNotPermitted",
         marks_failed=True,
     )
-    if is_delete_marker(version):
+    if marker:
         return
     _require_each(role, object_arn, bucket, [
         (bool(version.lock_mode or version.lock_until), "s3:GetObjectRetention", "SrcGetRetentionNotPermitted"),
@@ -466,10 +467,10 @@ class _Encryption:
 
 
 def _check_destination_kms(
-    role: _Role, destination: Any, version: Any, rule: Mapping[str, Any]
+    role: _Role, destination: Any, version: Any, rule: Mapping[str, Any], marker: bool
 ) -> _Encryption:
     """Return how the replica is encrypted, failing unless its key is usable by the role."""
-    if is_delete_marker(version):
+    if marker:
         return _Encryption(None)
     default_algorithm, default_key, default_bucket_key = _default_encryption(destination)
     if version.encryption in KMS_ENCRYPTIONS:
@@ -511,11 +512,11 @@ def _check_destination_kms(
 
 
 def _check_destination_writes(
-    role: _Role, destination: Any, version: Any, tags: Mapping[str, str], rule: Mapping[str, Any]
+    role: _Role, destination: Any, version: Any, tags: Mapping[str, str], rule: Mapping[str, Any], marker: bool
 ) -> None:
     """Fail unless the role may write the replica (and its tags, and the owner change) there."""
     object_arn = _object_arn(destination.name, version.name)
-    if is_delete_marker(version):
+    if marker:
         _require(
             _allowed(role, "s3:ReplicateDelete", object_arn, destination),
             "DstDelObjNotPermitted",

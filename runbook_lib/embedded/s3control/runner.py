@@ -90,9 +90,9 @@ def replication_task_functions() -> TaskFunctions:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskOutcome:
-    """How one task ended, as its completion report row will say."""
+    """How one task ended, as its completion report row will say (a job keeps one per task: slots, not frozen)."""
 
     entry: ManifestEntry
     succeeded: bool
