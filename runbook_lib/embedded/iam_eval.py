@@ -578,7 +578,7 @@ _VERDICTS_PER_PLAN = 64
 class _Plan:
     """The statements that may apply to one caller and action, and the verdict of each set seen to apply."""
 
-    def __init__(self, documents: tuple[object, ...], candidates: tuple[_Candidate, ...]) -> None:
+    def __init__(self, documents: tuple[object, object], candidates: tuple[_Candidate, ...]) -> None:
         self.documents = documents  # held, so the ids in the plan's key cannot be reused while it exists
         self.candidates = candidates
         self.verdicts: dict[tuple[bool, ...], bool] = {}
@@ -607,13 +607,15 @@ class _VerdictCache:
         resource_is_kms_key: bool,
     ) -> Decision:
         """Return the verdict on the request, the statements it meets tested against its resource and context."""
-        documents = (*identity_policies, resource_policy)
         partition = _partition(request.resource) if resource_is_kms_key else ""
-        key = (request.principal_arn, request.principal_account, request.service_principal, request.action,
-               request.resource_account, resource_is_kms_key, partition, *map(id, documents))
+        # A caller passes the same tuple of identity policies for every task (its assumed role's).
+        key = (request.principal_arn, request.action, id(identity_policies), id(resource_policy),
+               request.principal_account, request.service_principal, request.resource_account,
+               resource_is_kms_key, partition)
         plan = self._plans.get(key)
         if plan is None:
-            plan = _Plan(documents, _plan_candidates(request, identity_policies, resource_policy, resource_is_kms_key))
+            candidates = _plan_candidates(request, identity_policies, resource_policy, resource_is_kms_key)
+            plan = _Plan((identity_policies, resource_policy), candidates)
             if len(self._plans) >= _CACHE_LIMIT:
                 self._plans.clear()
             self._plans[key] = plan

@@ -616,9 +616,9 @@ def _insert_in_time_order(bucket: Any, version: Any) -> None:
 
 def _remember_destination(version: Any, destination: Any) -> None:
     """Record on the source version that it now exists in the destination bucket."""
-    buckets = set(getattr(version, _REPLICATED_TO, ()))
-    buckets.add(destination.name)
-    setattr(version, _REPLICATED_TO, frozenset(buckets))
+    buckets: frozenset[str] = getattr(version, _REPLICATED_TO, frozenset())
+    if destination.name not in buckets:
+        setattr(version, _REPLICATED_TO, buckets | {destination.name})
 
 
 def mark_source_failed(version: Any) -> None:
