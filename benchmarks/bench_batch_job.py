@@ -62,7 +62,12 @@ def _provision(ctx: RunContext) -> None:
         step(ctx)
 
 
-def _wait(s3control: Any, job_id: str, statuses: tuple[str, ...], poll: float = 0.05) -> dict[str, Any]:
+# How often the job is watched: DescribeJob runs in this process, under the same interpreter lock as
+# the job's tasks, so watching costs the job time; a drill's watcher asks once a second.
+POLL_SECONDS = 0.2
+
+
+def _wait(s3control: Any, job_id: str, statuses: tuple[str, ...], poll: float = POLL_SECONDS) -> dict[str, Any]:
     while True:
         job = s3control.describe_job(AccountId=VAULT_ACCOUNT, JobId=job_id)["Job"]
         if job["Status"] in statuses:
