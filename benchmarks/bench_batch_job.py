@@ -16,12 +16,20 @@ over those seconds. Two comparisons, side by side in the same run:
 `--million` runs 1,000,000 versions without the slow comparisons (the loop would take hours, the
 uncached job most of one); the goal there is at least 11,500 tasks per second, the rate at which
 AWS replicates 10^9 objects in a day.
+
+`--against TREE` compares the job with the code of another checkout of the project (an earlier
+commit, say) instead: the same job, seeded and provisioned alike, runs in a fresh process for
+this tree and for TREE, in turns (`--rounds`, default 1 each), each through that tree's own
+`run_job`; the ratio of their task rates says what the changes between them bought.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -54,7 +62,12 @@ def _provision(ctx: RunContext) -> None:
         step(ctx)
 
 
-def _wait(s3control: Any, job_id: str, statuses: tuple[str, ...], poll: float = 0.05) -> dict[str, Any]:
+# How often the job is watched: DescribeJob runs in this process, under the same interpreter lock as
+# the job's tasks, so watching costs the job time; a drill's watcher asks once a second.
+POLL_SECONDS = 0.2
+
+
+def _wait(s3control: Any, job_id: str, statuses: tuple[str, ...], poll: float = POLL_SECONDS) -> dict[str, Any]:
     while True:
         job = s3control.describe_job(AccountId=VAULT_ACCOUNT, JobId=job_id)["Job"]
         if job["Status"] in statuses:
@@ -160,6 +173,48 @@ def run_job(backend: EmbeddedBackend, versions: int, *, cache: bool) -> JobRun:
     return JobRun(ctx, len(truth.versions), seed_seconds, job_seconds, job)
 
 
+# Run in a child process whose working directory and import path are one tree: its own run_job.
+_CHILD = """
+import json, os
+from benchmarks import bench_batch_job as bench
+backend = bench.start_backend()
+os.environ.update(backend.environ())
+try:
+    run = bench.run_job(backend, {versions}, cache=True)
+finally:
+    backend.stop()
+print(json.dumps({{"tasks": run.tasks, "seconds": run.job_seconds, "cpu": float(run.job["_cpu_seconds"])}}))
+"""
+
+
+def run_in_tree(tree: Path, versions: int) -> dict[str, float]:
+    """Return the tasks, seconds and CPU seconds of the job run by the code of `tree`, in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", _CHILD.format(versions=versions)], cwd=tree, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tree)}, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the job in {tree} failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def compare_trees(versions: int, other: Path, rounds: int) -> int:
+    """Time the job with this tree's code and with another tree's, in turns; print both and their ratio."""
+    here = Path(__file__).resolve().parents[1]
+    totals = {here: [0.0, 0.0, 0.0], other: [0.0, 0.0, 0.0]}
+    for _ in range(rounds):
+        for tree in (here, other):
+            figures = run_in_tree(tree, versions)
+            print(f"{tree!s:40s} {figures['tasks']:8.0f} tasks  {figures['seconds']:8.2f} s  "
+                  f"{figures['tasks'] / figures['seconds']:8.0f} tasks/s  "
+                  f"({figures['tasks'] / figures['cpu']:,.0f} per CPU second)", flush=True)
+            for index, name in enumerate(("tasks", "seconds", "cpu")):
+                totals[tree][index] += figures[name]
+    (tasks, seconds, cpu), (other_tasks, other_seconds, other_cpu) = totals[here], totals[other]
+    print(f"this tree against {other}: {(tasks / seconds) / (other_tasks / other_seconds):.2f}x tasks/s, "
+          f"{(tasks / cpu) / (other_tasks / other_cpu):.2f}x per CPU second")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Seed, provision, time the job (cached and not) and the loop; print the figures; exit 1 when a goal is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -169,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the job without the task caches")
     parser.add_argument("--million", action="store_true",
                         help=f"{MILLION:,} versions, no loop, no baseline; goal {TASKS_PER_SECOND_GOAL:,} tasks/s")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another checkout of the project: compare the job with its code, nothing else")
+    parser.add_argument("--rounds", type=int, default=1, help="with --against: turns of each tree (default 1)")
     args = parser.parse_args(argv)
     versions = MILLION if args.million else args.versions
+    if args.against is not None:
+        return compare_trees(versions, args.against.resolve(), args.rounds)
     loop, baseline = not (args.no_loop or args.million), not (args.no_baseline or args.million)
 
     backend = start_backend()

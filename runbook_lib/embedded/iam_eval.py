@@ -14,9 +14,9 @@ fails. It follows AWS's documented evaluation logic, narrowed to what the recove
   the key policy to name it or its role as well as its own identity policy.
 
 A job asks the same questions for every version, so what a document says to one caller and action
-is kept, and so is the verdict on a request asked again word for word (see "the statement cache"
-below): both are keyed by the document objects, so give an edited policy as a new document, never
-change one in place.
+is kept, and so is the verdict for each set of statements found to apply (see "the statement
+cache" below): every request still has its own Resource and Condition tested. Both are keyed by
+the document objects, so give an edited policy as a new document, never change one in place.
 
 Not modelled: SCPs, RCPs, permission boundaries, policies passed to AssumeRole, ACLs, policy variables and
 the Date, IP address and Binary condition operators (a policy that uses them is refused).
@@ -48,9 +48,13 @@ Effect = Literal["Allow", "Deny", "NotApplicable"]
 ContextValue = str | list[str]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Request:
-    """One authorization question: may this principal do this action on this resource?"""
+    """One authorization question: may this principal do this action on this resource?
+
+    Not frozen, only because a frozen dataclass takes twice as long to build and a job builds
+    about ten a task; treat it as a value all the same.
+    """
 
     principal_arn: str
     principal_account: str
@@ -63,10 +67,19 @@ class Request:
 
 @dataclass(frozen=True)
 class Decision:
-    """The verdict for a request and a sentence saying why, fit to show a drill user."""
+    """The verdict for a request and a sentence saying why, fit to show a drill user.
+
+    The sentence may be given as a function that words it when first read: a job decides millions
+    of requests and shows the reasons of a few (its denials).
+    """
 
     allowed: bool
-    reason: str
+    wording: str | Callable[[], str] = field(repr=False)
+
+    @property
+    def reason(self) -> str:
+        """Return why the request is allowed or denied."""
+        return self.wording if isinstance(self.wording, str) else self.wording()
 
 
 # How a statement's Principal matched the request: the principal itself (its ARN, its
@@ -232,7 +245,7 @@ def _same_account_key(
     identity_allow: _Match | None,
     direct_allow: _Match | None,
     key_policy: Mapping[str, object] | None,
-    context: Mapping[str, list[str]],
+    context: _LowercaseContext,
 ) -> Decision:
     """Return the verdict for a KMS key used from its own account."""
     if direct_allow is not None:
@@ -260,23 +273,26 @@ def _same_account_key(
 
 
 def _account_delegation(
-    request: Request, key_policy: Mapping[str, object] | None, context: Mapping[str, list[str]]
+    request: Request, key_policy: Mapping[str, object] | None, context: _LowercaseContext
 ) -> _Match | None:
     """Return the key-policy statement that lets the key's account grant the action, if any."""
     if not key_policy:
         return None
-    root = aws_facts.account_root_arn(request.resource_account, _partition(request.resource))
-    as_account = Request(
-        principal_arn=root,
+    return next(
+        (m for m in _matching_statements(key_policy, _as_account(request), context) if m.effect == "Allow"),
+        None,
+    )
+
+
+def _as_account(request: Request) -> Request:
+    """Return the request as the resource's account itself (its root) would make it."""
+    return Request(
+        principal_arn=aws_facts.account_root_arn(request.resource_account, _partition(request.resource)),
         principal_account=request.resource_account,
         action=request.action,
         resource=request.resource,
         resource_account=request.resource_account,
         context=request.context,
-    )
-    return next(
-        (m for m in _matching_statements(key_policy, as_account, context) if m.effect == "Allow"),
-        None,
     )
 
 
@@ -299,7 +315,7 @@ def _partition(arn: str) -> str:
 
 
 def _matching_statements(
-    policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
+    policy: Mapping[str, object], request: Request, context: _LowercaseContext
 ) -> list[_Match]:
     """Return every statement of the policy that applies to the request."""
     if caches_enabled():
@@ -453,7 +469,7 @@ class _Candidate:
     conditions: tuple[tuple[str, str, tuple[str, ...]], ...] | None  # None: read the raw block
     raw_condition: object
 
-    def applies(self, resource: str, context: Mapping[str, list[str]]) -> bool:
+    def applies(self, resource: str, context: _LowercaseContext) -> bool:
         """Return True when the statement's Resource and Condition cover this request."""
         if self.resource_given:
             hit = self.resource_pattern is not None and self.resource_pattern.fullmatch(resource) is not None
@@ -462,8 +478,7 @@ class _Candidate:
         if self.conditions is None:
             return _conditions_hold(self.raw_condition, context, self.match.label)
         for operator, key, expected in self.conditions:
-            values = context.get(key)
-            if not _condition_holds_for(operator, tuple(values) if values else (), expected, self.match.label):
+            if not _condition_holds_for(operator, context.values_of(key), expected, self.match.label):
                 return False
         return True
 
@@ -525,9 +540,14 @@ class _StatementCache:
         self._plans: dict[int, tuple[Mapping[str, object], dict[_Caller, tuple[_Candidate, ...]]]] = {}
 
     def matching(
-        self, policy: Mapping[str, object], request: Request, context: Mapping[str, list[str]]
+        self, policy: Mapping[str, object], request: Request, context: _LowercaseContext
     ) -> list[_Match]:
         """Return every statement of the policy that applies to the request."""
+        resource = request.resource
+        return [c.match for c in self.candidates(policy, request) if c.applies(resource, context)]
+
+    def candidates(self, policy: Mapping[str, object], request: Request) -> tuple[_Candidate, ...]:
+        """Return the statements of the policy whose Effect, Principal and Action cover the caller and action."""
         entry = self._plans.get(id(policy))
         if entry is None or entry[0] is not policy:
             if len(self._plans) >= _CACHE_LIMIT:
@@ -543,23 +563,41 @@ class _StatementCache:
             if len(plans) >= _CACHE_LIMIT:
                 plans.clear()
             plans[caller] = candidates
-        resource = request.resource
-        return [c.match for c in candidates if c.applies(resource, context)]
+        return candidates
 
 
 _cache = _StatementCache()
 
 
-class _DecisionCache:
-    """Verdicts on requests asked before, word for word, of the very same documents.
+# What a verdict depends on, besides the statements that apply: who asks, which action, the resource's
+# account, whether it is a KMS key (and the partition its account root is named in), the documents.
+_PlanKey = tuple[object, ...]
+_VERDICTS_PER_PLAN = 64
 
-    Per task, the bucket-level request and the KMS requests (their encryption context names the
-    bucket when it uses a Bucket Key) are the same for every version: their verdict is kept. A
-    request naming an object is new each time and simply evaluated (through the statement cache).
+
+class _Plan:
+    """The statements that may apply to one caller and action, and the verdict of each set seen to apply."""
+
+    def __init__(self, documents: tuple[object, object], candidates: tuple[_Candidate, ...]) -> None:
+        self.documents = documents  # held, so the ids in the plan's key cannot be reused while it exists
+        self.candidates = candidates
+        self.verdicts: dict[tuple[bool, ...], bool] = {}
+
+
+class _VerdictCache:
+    """Verdicts by the statements that apply, for a job that asks the same questions of millions of objects.
+
+    `_decide`'s verdict depends only on which statements apply (their Effect, label and how their
+    Principal matched), whether caller and resource share an account, and whether the resource is
+    a KMS key. So for each caller, action and set of documents the statements whose Principal and
+    Action cover the request are found once (`_candidates`); each request then tests their Resource
+    and Condition against its own resource and context, as a fresh reading does, and a set of
+    applying statements met before gives the same verdict again. The first request of each set is
+    decided in full; a reused verdict words its reason (which names the request) only when read.
     """
 
     def __init__(self) -> None:
-        self._verdicts: dict[tuple[object, ...], tuple[tuple[object, ...], Decision]] = {}
+        self._plans: dict[_PlanKey, _Plan] = {}
 
     def decide(
         self,
@@ -568,37 +606,54 @@ class _DecisionCache:
         resource_policy: Mapping[str, object] | None,
         resource_is_kms_key: bool,
     ) -> Decision:
-        """Return the verdict on the request, reused when the same request met the same documents."""
-        documents = (*identity_policies, resource_policy)
-        asked = (request.principal_arn, request.principal_account, request.action, request.resource,
-                 request.resource_account, request.service_principal, resource_is_kms_key, *map(id, documents))
-        key: tuple[object, ...]
-        try:
-            key = (*asked, tuple(request.context.items()))
-            known = self._verdicts.get(key)
-        except TypeError:  # a list value: a context is usually text only
-            try:
-                key = (*asked, _frozen(request.context))
-                known = self._verdicts.get(key)
-            except TypeError:  # neither text nor a list of texts
-                return _decide(request, identity_policies, resource_policy, resource_is_kms_key)
-        # The entry holds the documents, so their ids cannot be reused while it exists; a tuple
-        # compares its items by identity first, so the very same documents compare at once.
-        if known is not None and known[0] == documents:
-            return known[1]
-        decision = _decide(request, identity_policies, resource_policy, resource_is_kms_key)
-        if len(self._verdicts) >= _CACHE_LIMIT:
-            self._verdicts.clear()
-        self._verdicts[key] = (documents, decision)
-        return decision
+        """Return the verdict on the request, the statements it meets tested against its resource and context."""
+        partition = _partition(request.resource) if resource_is_kms_key else ""
+        # A caller passes the same tuple of identity policies for every task (its assumed role's).
+        key = (request.principal_arn, request.action, id(identity_policies), id(resource_policy),
+               request.principal_account, request.service_principal, request.resource_account,
+               resource_is_kms_key, partition)
+        plan = self._plans.get(key)
+        if plan is None:
+            candidates = _plan_candidates(request, identity_policies, resource_policy, resource_is_kms_key)
+            plan = _Plan((identity_policies, resource_policy), candidates)
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[key] = plan
+        context = _LowercaseContext(request.context)
+        resource = request.resource
+        applying = tuple([candidate.applies(resource, context) for candidate in plan.candidates])
+        allowed = plan.verdicts.get(applying)
+        if allowed is None:
+            decision = _decide(request, identity_policies, resource_policy, resource_is_kms_key)
+            if len(plan.verdicts) >= _VERDICTS_PER_PLAN:
+                plan.verdicts.clear()
+            plan.verdicts[applying] = decision.allowed
+            return decision
+        return Decision(
+            allowed, lambda: _decide(request, identity_policies, resource_policy, resource_is_kms_key).reason
+        )
 
 
-def _frozen(context: Mapping[str, ContextValue]) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
-    """Return a request context as a hashable value."""
-    return tuple((key, value if isinstance(value, str) else tuple(value)) for key, value in context.items())
+def _plan_candidates(
+    request: Request,
+    identity_policies: tuple[Mapping[str, object], ...],
+    resource_policy: Mapping[str, object] | None,
+    resource_is_kms_key: bool,
+) -> tuple[_Candidate, ...]:
+    """Return every statement `_decide` may find applying to the caller and action, in a fixed order.
+
+    The identity policies' and the resource policy's for the caller; for a KMS key in the caller's
+    own account also the key policy's for the account itself, which `_account_delegation` reads.
+    """
+    found = [c for document in identity_policies for c in _cache.candidates(document, request)]
+    if resource_policy:
+        found += _cache.candidates(resource_policy, request)
+        if resource_is_kms_key and request.principal_account == request.resource_account:
+            found += _cache.candidates(resource_policy, _as_account(request))
+    return tuple(found)
 
 
-_decisions = _DecisionCache()
+_decisions = _VerdictCache()
 
 
 class _LowercaseContext(Mapping[str, list[str]]):
@@ -620,6 +675,13 @@ class _LowercaseContext(Mapping[str, list[str]]):
         """Return the values of a lowercased key, or `default` when the request has none."""
         lowered = self._lowered()
         return _strings(lowered[key]) if key in lowered else default
+
+    def values_of(self, key: str) -> tuple[str, ...]:
+        """Return the values of a lowercased key as a tuple, empty when the request has none."""
+        value = self._lowered().get(key)
+        if value is None:
+            return ()
+        return (value,) if type(value) is str else tuple(_strings(value))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._lowered())

@@ -85,7 +85,7 @@ REPORT_FORMAT = "Report_CSV_20180820"
 REPORT_SCHEMA = "Bucket, Key, VersionId, TaskStatus, ErrorCode, HTTPStatusCode, ResultMessage"
 MANIFEST_ROWS_PER_FILE = 1_000_000
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ManifestEntry:
     """One task of a job: the object version and its fields exactly as the manifest spells them.
 
@@ -105,7 +105,7 @@ class ManifestEntry:
         return self.version_id if self.version_id != "" else "\\N"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReportRow:
     """One completion report row: a task and how it ended."""
 

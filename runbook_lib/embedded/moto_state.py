@@ -10,9 +10,10 @@ cheap for the command line, and moto reads some settings from the environment wh
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -31,6 +32,7 @@ __all__ = [
     "is_delete_marker",
     "kms_backend",
     "kms_key",
+    "moto_module",
     "owned_bucket",
     "policy_document",
     "s3_backend",
@@ -45,20 +47,42 @@ __all__ = [
 PARTITION = aws_facts.COMMERCIAL_PARTITION
 
 
+
+
+@cache
+def moto_module(name: str) -> Any:
+    """Return a moto module, imported on first use and then kept: a job reads moto's state many times a task.
+
+    An import statement inside a function costs more than a microsecond each time it runs.
+    """
+    return importlib.import_module(name)
+
+
 # --- S3 -----------------------------------------------------------------------------------------
+
+
+def _backend_of(backends: Any, account: str, region: str) -> Any:
+    """Return one account's backend of a service in a Region (or partition), as `backends[account][region]` does.
+
+    moto's BackendDict takes a lock and copies its keys on every lookup, to create a missing backend;
+    a job asks several times per task for backends that exist long since, so those are read directly.
+    """
+    per_account = dict.get(backends, account)
+    if per_account is None:
+        return backends[account][region]
+    backend = dict.get(per_account, region)
+    return per_account[region] if backend is None else backend
 
 
 def s3_backend(account: str) -> Any:
     """Return moto's S3 backend of an account."""
-    from moto.s3.models import s3_backends
-
-    return s3_backends[account][PARTITION]
+    s3_backends = moto_module("moto.s3.models").s3_backends
+    return _backend_of(s3_backends, account, PARTITION)
 
 
 def bucket_owner(name: str) -> str | None:
     """Return the account that owns a bucket, or None when no account has it (names are global)."""
-    from moto.s3.models import s3_backends
-
+    s3_backends = moto_module("moto.s3.models").s3_backends
     entry = s3_backends.bucket_accounts.get(name)
     return None if entry is None else str(entry[1])
 
@@ -70,13 +94,12 @@ def owned_bucket(account: str, name: str) -> Any:
 
 def find_bucket(name: str) -> Any:
     """Return the bucket of that name in whichever account owns it, or None."""
-    from moto.s3.models import s3_backends
-
+    s3_backends = moto_module("moto.s3.models").s3_backends
     entry = s3_backends.bucket_accounts.get(name)
     if entry is None:
         return None
     partition, account = entry
-    return s3_backends[account][partition].buckets.get(name)
+    return _backend_of(s3_backends, account, partition).buckets.get(name)
 
 
 def versions_of(bucket: Any, key: str) -> list[Any]:
@@ -96,8 +119,7 @@ def find_version(bucket: Any, key: str, version_id: str) -> Any:
 
 def is_delete_marker(version: Any) -> bool:
     """Return True for a delete marker, False for an object version."""
-    from moto.s3.models import FakeDeleteMarker
-
+    FakeDeleteMarker = moto_module("moto.s3.models").FakeDeleteMarker
     return isinstance(version, FakeDeleteMarker)
 
 
@@ -119,14 +141,18 @@ def tag_version(bucket: Any, version: Any, tags: Mapping[str, str]) -> None:
 
 def iam_role(role_arn: str) -> Any:
     """Return the role an ARN names (its path included, as AWS's role ARNs have it), or None."""
-    from moto.iam.models import iam_backends
-
+    iam_backends = moto_module("moto.iam.models").iam_backends
     account = aws_facts.account_of_arn(role_arn)
     if not account:
         return None
-    backend = iam_backends[account][PARTITION]
-    # A copy of the values, as request threads may create roles meanwhile.
-    return next((role for role in list(backend.roles.values()) if role.arn == role_arn), None)
+    backend = _backend_of(iam_backends, account, PARTITION)
+    # A copy of the values, as request threads may create roles meanwhile. moto builds a role's ARN
+    # each time it is read, so the name (the ARN's last part) is compared first.
+    name = role_arn.rpartition("/")[2]
+    for role in list(backend.roles.values()):
+        if role.name == name and role.arn == role_arn:
+            return role
+    return None
 
 
 def identity_policies(role: Any) -> list[dict[str, Any]]:
@@ -151,6 +177,10 @@ def policy_document(stored: Any) -> dict[str, Any] | None:
     moto keeps policies as JSON text (bucket policies as bytes), sometimes URL-encoded as IAM sends
     them. The dict may be shared with other callers: read it, never modify it.
     """
+    if stored is None:
+        return None
+    if type(stored) is str:  # the usual form, tested first: every task reads several policies
+        return _parsed_policy(stored) if stored else None
     if isinstance(stored, Mapping):
         return dict(stored)
     if isinstance(stored, (bytes, bytearray)):
@@ -178,15 +208,13 @@ def _parsed_policy(text: str) -> dict[str, Any] | None:
 
 def access_key_account(access_key: str) -> str:
     """Return the account an access key belongs to (moto's default account for an unknown key)."""
-    from moto.iam.models import get_account_id_from
-
+    get_account_id_from = moto_module("moto.iam.models").get_account_id_from
     return str(get_account_id_from(access_key))
 
 
 def assumed_role_arn(account: str, access_key: str) -> str:
     """Return the role ARN behind an assumed-role access key of the account, or "" for any other key."""
-    from moto.sts.models import sts_backends
-
+    sts_backends = moto_module("moto.sts.models").sts_backends
     assumed = sts_backends[account][PARTITION].get_assumed_role_from_access_key(access_key)
     return str(assumed.role_arn) if assumed is not None else ""
 
@@ -196,9 +224,8 @@ def assumed_role_arn(account: str, access_key: str) -> str:
 
 def kms_backend(account: str, region: str) -> Any:
     """Return moto's KMS backend of an account in a Region."""
-    from moto.kms.models import kms_backends
-
-    return kms_backends[account][region]
+    kms_backends = moto_module("moto.kms.models").kms_backends
+    return _backend_of(kms_backends, account, region)
 
 
 def kms_key(reference: str, account: str, region: str) -> Any:
@@ -221,13 +248,11 @@ def kms_key(reference: str, account: str, region: str) -> Any:
 
 def events_backend(account: str, region: str) -> Any:
     """Return moto's EventBridge backend of an account in a Region."""
-    from moto.events.models import events_backends
-
+    events_backends = moto_module("moto.events.models").events_backends
     return events_backends[account][region]
 
 
 def sns_backend(account: str, region: str) -> Any:
     """Return moto's SNS backend of an account in a Region."""
-    from moto.sns.models import sns_backends
-
+    sns_backends = moto_module("moto.sns.models").sns_backends
     return sns_backends[account][region]

@@ -246,14 +246,15 @@ def _replicate_to(
 ) -> None:
     """Check everything one destination needs, then write the replica there (or find it there)."""
     role = _assume(role_arn, REPLICATION_PRINCIPAL, source_bucket, "the replication role", marks_failed=True)
-    _check_source_reads(role, source_bucket, version, tags)
+    marker = is_delete_marker(version)
+    _check_source_reads(role, source_bucket, version, tags, marker)
     destination = _destination_bucket(rule, source_bucket)
-    replica_encryption = _check_destination_kms(role, destination, version, rule)
-    _check_destination_writes(role, destination, version, tags, rule)
+    replica_encryption = _check_destination_kms(role, destination, version, rule, marker)
+    _check_destination_writes(role, destination, version, tags, rule, marker)
     with _write_lock:
         if _already_replicated(version, destination):
             return
-        if is_delete_marker(version):
+        if marker:
             _write_delete_marker(destination, version)
         else:
             _write_object(destination, version, tags, rule, replica_encryption)
@@ -386,7 +387,7 @@ def _require_each(role: _Role, resource: str, bucket: Any, checks: Sequence[tupl
 # --- source reads ---------------------------------------------------------------------------
 
 
-def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[str, str]) -> None:
+def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[str, str], marker: bool) -> None:
     """Fail unless the replication role may read the configuration, the version and its state."""
     object_arn = _object_arn(bucket.name, version.name)
     _require(
@@ -399,7 +400,7 @@ def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[st
         "SrcGetObjectNotPermitted",
         marks_failed=True,
     )
-    if is_delete_marker(version):
+    if marker:
         return
     _require_each(role, object_arn, bucket, [
         (bool(version.lock_mode or version.lock_until), "s3:GetObjectRetention", "SrcGetRetentionNotPermitted"),
@@ -466,10 +467,10 @@ class _Encryption:
 
 
 def _check_destination_kms(
-    role: _Role, destination: Any, version: Any, rule: Mapping[str, Any]
+    role: _Role, destination: Any, version: Any, rule: Mapping[str, Any], marker: bool
 ) -> _Encryption:
     """Return how the replica is encrypted, failing unless its key is usable by the role."""
-    if is_delete_marker(version):
+    if marker:
         return _Encryption(None)
     default_algorithm, default_key, default_bucket_key = _default_encryption(destination)
     if version.encryption in KMS_ENCRYPTIONS:
@@ -511,11 +512,11 @@ def _check_destination_kms(
 
 
 def _check_destination_writes(
-    role: _Role, destination: Any, version: Any, tags: Mapping[str, str], rule: Mapping[str, Any]
+    role: _Role, destination: Any, version: Any, tags: Mapping[str, str], rule: Mapping[str, Any], marker: bool
 ) -> None:
     """Fail unless the role may write the replica (and its tags, and the owner change) there."""
     object_arn = _object_arn(destination.name, version.name)
-    if is_delete_marker(version):
+    if marker:
         _require(
             _allowed(role, "s3:ReplicateDelete", object_arn, destination),
             "DstDelObjNotPermitted",
@@ -554,8 +555,7 @@ def _write_object(
     destination: Any, source: Any, tags: Mapping[str, str], rule: Mapping[str, Any], encryption: _Encryption
 ) -> None:
     """Write the replica of an object version: same id, bytes, ETag, parts, checksum, metadata, lock state, time."""
-    from moto.s3.models import FakeKey
-
+    FakeKey = moto_state.moto_module("moto.s3.models").FakeKey
     mode, until = source.lock_mode, source.lock_until
     if not mode and not until:
         mode, until = _default_retention(destination)
@@ -588,7 +588,7 @@ def _write_object(
     replica.website_redirect_location = source.website_redirect_location
     replica.set_metadata(dict(source.metadata))
     # Our attribute, which patches.py sends as x-amz-replication-status.
-    replica.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # type: ignore[attr-defined]
+    replica.replication_status = aws_facts.REPLICATION_STATUS_REPLICA
     if tags:
         moto_state.tag_version(destination, replica, tags)
     _insert_in_time_order(destination, replica)
@@ -596,13 +596,12 @@ def _write_object(
 
 def _write_delete_marker(destination: Any, source: Any) -> None:
     """Write the replica of a delete marker with the source's version id and time."""
-    from moto.s3.models import FakeDeleteMarker
-
+    FakeDeleteMarker = moto_state.moto_module("moto.s3.models").FakeDeleteMarker
     existing = moto_state.versions_of(destination, source.name)
     marker = FakeDeleteMarker(key=existing[-1] if existing else source.key)
     marker._version_id = source.version_id
     marker.last_modified = source.last_modified
-    marker.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # type: ignore[attr-defined]  # as on keys
+    marker.replication_status = aws_facts.REPLICATION_STATUS_REPLICA  # as on keys
     _insert_in_time_order(destination, marker)
 
 
@@ -617,9 +616,9 @@ def _insert_in_time_order(bucket: Any, version: Any) -> None:
 
 def _remember_destination(version: Any, destination: Any) -> None:
     """Record on the source version that it now exists in the destination bucket."""
-    buckets = set(getattr(version, _REPLICATED_TO, ()))
-    buckets.add(destination.name)
-    setattr(version, _REPLICATED_TO, frozenset(buckets))
+    buckets: frozenset[str] = getattr(version, _REPLICATED_TO, frozenset())
+    if destination.name not in buckets:
+        setattr(version, _REPLICATED_TO, buckets | {destination.name})
 
 
 def mark_source_failed(version: Any) -> None:

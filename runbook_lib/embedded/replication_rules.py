@@ -162,15 +162,32 @@ def applicable_rules(
     config: Mapping[str, Any], version: Any, tags: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """Return, per destination, the rule that replicates the version there (none when it is excluded)."""
+    marker = is_delete_marker(version)
+    chosen: dict[str, dict[str, Any]] = {}
+    for destination, rule in _rules_by_priority(config):
+        if destination not in chosen and _filter_matches(rule, version.name, tags, marker):
+            chosen[destination] = rule
+    return [rule for rule in chosen.values() if _rule_accepts(rule, version)]
+
+
+# The enabled rules of each configuration seen, in the order they are tried: a job tries them for
+# every version. Keyed by the configuration object, which the entry holds (see stored_configuration).
+_ordered: dict[int, tuple[Mapping[str, Any], list[tuple[str, dict[str, Any]]]]] = {}
+
+
+def _rules_by_priority(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Return the configuration's enabled rules, highest priority first, each with its destination bucket ARN."""
+    entry = _ordered.get(id(config)) if caches_enabled() else None
+    if entry is not None and entry[0] is config:
+        return entry[1]
     enabled = [rule for rule in config["Rule"] if rule["Status"] == "Enabled"]
     # Highest priority first; a stable sort keeps the stored order among equal priorities.
     enabled.sort(key=lambda rule: -rule["Priority"])
-    chosen: dict[str, dict[str, Any]] = {}
-    for rule in enabled:
-        destination = str(rule["Destination"].get("Bucket", ""))
-        if destination not in chosen and _filter_matches(rule, version.name, tags, is_delete_marker(version)):
-            chosen[destination] = rule
-    return [rule for rule in chosen.values() if _rule_accepts(rule, version)]
+    ordered = [(str(rule["Destination"].get("Bucket", "")), rule) for rule in enabled]
+    if len(_ordered) >= _NORMALISED_LIMIT:
+        _ordered.clear()
+    _ordered[id(config)] = (config, ordered)
+    return ordered
 
 
 def _filter_matches(rule: Mapping[str, Any], key: str, tags: Mapping[str, str], is_marker: bool) -> bool:

@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError
 
 from runbook_lib import aws_facts
 from runbook_lib.accounts import error_code, is_throttling, retry_throttled
-from runbook_lib.embedded import moto_state, seed_history
+from runbook_lib.embedded import heap, moto_state, seed_history
 from runbook_lib.embedded.moto_state import PARTITION
 from runbook_lib.embedded.server import OPERATOR_ACCOUNT, RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 from runbook_lib.embedded.utc import as_utc, utc_now
@@ -357,8 +357,9 @@ def seed_vaults(endpoint: str, buckets: int, versions: int = 300, random_seed: i
     for index in range(1, buckets):
         name = vault_bucket_name(index)
         _setup_vault_bucket(endpoint, name, vault_key_id(index), f"alias/{name}")
-        truths.append(_seed_bucket(endpoint, vault_bucket_name(index), vault_key_arn(index), versions,
-                                   random_seed + 1000 * index))
+        with heap.bulk_phase():
+            truths.append(_seed_bucket(endpoint, vault_bucket_name(index), vault_key_arn(index), versions,
+                                       random_seed + 1000 * index))
     return truths
 
 
@@ -372,7 +373,8 @@ def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> Grou
             "or reset it first (POST /moto-api/reset) if losing its state is intended"
         )
     _setup_accounts(endpoint)
-    return _seed_bucket(endpoint, VAULT_BUCKET, VAULT_KEY_ARN, versions, random_seed)
+    with heap.bulk_phase():
+        return _seed_bucket(endpoint, VAULT_BUCKET, VAULT_KEY_ARN, versions, random_seed)
 
 
 def _seed_bucket(endpoint: str, bucket_name: str, key_arn: str, versions: int, random_seed: int) -> GroundTruth:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib import aws_facts
+from runbook_lib.embedded import heap
 from runbook_lib.embedded.access_analyzer import urls as analyzer_urls
 from runbook_lib.embedded.athena import urls as athena_urls
 from runbook_lib.embedded.faults import Faults
@@ -104,6 +105,8 @@ class BackendApp:
         if self.analyzer_app is not None and analyzer_urls.is_access_analyzer_request(environ):
             target = self.analyzer_app
         answer: Iterable[bytes] = target(environ, start_response)
+        if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
+            heap.release()  # moto dropped every account's state: let the collector have it
         return answer
 
     def reset_jobs(self) -> None:

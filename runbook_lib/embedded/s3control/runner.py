@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib import aws_facts
-from runbook_lib.embedded import job_events, manifest_gen, moto_state, replication, replication_rules, restore
+from runbook_lib.embedded import heap, job_events, manifest_gen, moto_state, replication, replication_rules, restore
 from runbook_lib.embedded.manifest_gen import ManifestEntry, ReportRow
 from runbook_lib.embedded.s3control.exceptions import JobFailure
 from runbook_lib.embedded.s3control.validation import RESTORE_OPERATION
@@ -90,9 +90,9 @@ def replication_task_functions() -> TaskFunctions:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskOutcome:
-    """How one task ended, as its completion report row will say."""
+    """How one task ended, as its completion report row will say (a job keeps one per task: slots, not frozen)."""
 
     entry: ManifestEntry
     succeeded: bool
@@ -168,7 +168,8 @@ class JobRunner:
         if not self._advance("Preparing"):
             self._cancel()
             return
-        entries = self._prepare()
+        with heap.bulk_phase():
+            entries = self._prepare()
         self._dwell()
         if not self._reach_ready():
             self._cancel()
@@ -178,11 +179,12 @@ class JobRunner:
             self._cancel()
             return
         job_events.announce(job, job_events.JOB_STATUS_CHANGED, "Active")
-        if not self._run_tasks(entries) or not self._advance("Completing"):
-            self._cancel()
-            return
-        self._dwell(cancellable=False)
-        self._write_report()
+        with heap.bulk_phase():
+            if not self._run_tasks(entries) or not self._advance("Completing"):
+                self._cancel()
+                return
+            self._dwell(cancellable=False)
+            self._write_report()
         self._finish("Complete")
 
     def _reach_ready(self) -> bool:
