@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from runbook_lib import duckdb_compare
+from runbook_lib import duckdb_compare, inventory_compare
+from runbook_lib.errors import ReportError
 from runbook_lib.scope import JobScope
 
 VERSIONS = 1200
@@ -24,7 +25,7 @@ def _inventory(rows: list[dict[str, Any]]) -> pd.DataFrame:
         "checksum_algorithm"]).astype({"size": "Int64", "checksum_algorithm": "string"})
 
 
-def _drill_tables(con: Any, vault_twice: bool = False) -> dict[str, str]:
+def _drill_tables(con: Any, twice: str | None = None) -> dict[str, str]:
     """Register a vault of replicas (every 10th not a replica), its recovery with damage, manifest and report."""
     start = datetime(2025, 1, 1, tzinfo=timezone.utc).replace(tzinfo=None)
     vault = [{"key": f"data/{i % 400:04d}.bin", "version_id": f"v{i:06d}", "is_delete_marker": False,
@@ -42,10 +43,14 @@ def _drill_tables(con: Any, vault_twice: bool = False) -> dict[str, str]:
             row["object_lock_retain_until_date"] += timedelta(days=1)
         recovered.append(row)
     recovered.append({**vault[1], "version_id": "extra-version"})
-    if vault_twice:
+    if twice == "vault":
         vault.append(dict(vault[7]))
+    if twice == "recovery":
+        recovered.append(dict(recovered[7]))
     listed = pd.DataFrame({"key": [r["key"] for r in replicas], "version_id": [r["version_id"] for r in replicas]})
     report = listed.assign(task_status="succeeded", http_status=200, error_code=None, result_message="ok")
+    if twice == "report":
+        report = pd.concat([report, report.iloc[[7]]], ignore_index=True)
     frames = {"vault_inventory": _inventory(vault), "recovery_inventory": _inventory(recovered), "manifest": listed,
               "report": report, "sample": pd.DataFrame({"key": pd.Series([], dtype="string"),
                                                         "version_id": pd.Series([], dtype="string")})}
@@ -54,10 +59,10 @@ def _drill_tables(con: Any, vault_twice: bool = False) -> dict[str, str]:
     return {name: f"{name}_rows" for name in frames}
 
 
-def _compare(tmp_path: Path, name: str, rows_per_slice: int, vault_twice: bool = False) -> tuple[Any, ...]:
+def _compare(tmp_path: Path, name: str, rows_per_slice: int, twice: str | None = None) -> tuple[Any, ...]:
     con = duckdb_compare.connect(tmp_path / f"{name}-spill")
     try:
-        tables = _drill_tables(con, vault_twice)
+        tables = _drill_tables(con, twice)
         counts, slices = duckdb_compare.compare_to_parquet(
             con, tables, JobScope(replication_statuses=("REPLICA",)), tmp_path / name, rows_per_slice=rows_per_slice)
     finally:
@@ -85,10 +90,15 @@ def test_slices_give_the_rows_and_counts_of_one_pass_and_find_the_damage(tmp_pat
     assert whole_counts["duplicates"] == 0
 
 
+@pytest.mark.parametrize("twice", ["vault", "recovery", "report"])
 @pytest.mark.parametrize("rows_per_slice", [10**9, 500], ids=["one pass", "sliced"])
-def test_a_version_listed_twice_is_counted(tmp_path: Path, rows_per_slice: int) -> None:
-    counts, _, _ = _compare(tmp_path, "twice", rows_per_slice, vault_twice=True)
+def test_a_version_listed_twice_is_counted_and_stops_the_comparison(
+    tmp_path: Path, rows_per_slice: int, twice: str,
+) -> None:
+    counts, _, _ = _compare(tmp_path, "twice", rows_per_slice, twice=twice)
     assert counts["duplicates"] == 1
+    with pytest.raises(ReportError, match="lists a key and version id twice"):
+        inventory_compare._comparison(pd.DataFrame(), dict(counts), [])
 
 
 def test_a_slice_holds_what_the_memory_limit_holds() -> None:

@@ -188,6 +188,23 @@ def test_scheduler_delivers_a_new_configuration_once(aws_env: Drill) -> None:
     assert scheduler.tick(2.0) == []
 
 
+def test_scheduler_does_not_repeat_a_callers_delivery_but_retries_a_refused_destination(aws_env: Drill) -> None:
+    s3 = aws_env.client("s3")
+    _inventory_bucket(aws_env, "inventory-retried-dest")
+    scheduler = inventory.InventoryScheduler(every=100.0)
+    scheduler.tick(0.0)
+    _configure(aws_env, "inventory-retried-dest", "retried", "CSV")
+    inventory.deliver(aws_env.truth.vault_bucket, "retried")
+    ours = lambda deliveries: [(d.config_id, bool(d.skipped)) for d in deliveries if d.config_id == "retried"]  # noqa: E731
+    assert ours(scheduler.tick(1.0)) == []  # a second report in the same minute would overwrite the caller's
+    policy = s3.get_bucket_policy(Bucket="inventory-retried-dest")["Policy"]
+    s3.delete_bucket_policy(Bucket="inventory-retried-dest")
+    assert ours(scheduler.tick(101.0)) == []  # due, and refused: the destination lets S3 write nothing
+    s3.put_bucket_policy(Bucket="inventory-retried-dest", Policy=policy)
+    # A refused destination is tried again seconds later, not a day.
+    assert ours(scheduler.tick(107.0)) == [("retried", False)]
+
+
 @pytest.mark.cli
 def test_aws_cli_configures_and_reads_a_report(aws_env: Drill) -> None:
     if not AWS.exists():

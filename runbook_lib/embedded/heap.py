@@ -44,6 +44,7 @@ def bulk_phase() -> Iterator[None]:
         with _lock:
             _running -= 1
             if _running == 0:
+                gc.collect(0)  # what the phase left as cyclic garbage is young: free it before freezing
                 gc.freeze()
                 if _paused:
                     gc.enable()

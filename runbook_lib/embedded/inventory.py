@@ -479,14 +479,15 @@ class InventoryScheduler:
                 with _delivery_lock:
                     fingerprint = _fingerprint(config)
                     seen = self._seen.get((bucket_name, config.id))
+                    refused_before = seen is not None and seen[0] == _REFUSED + fingerprint
                     changed = seen is None or seen[0] != fingerprint
-                    if changed and _delivered.get((bucket_name, config.id)) == fingerprint:
+                    if changed and not refused_before and _delivered.get((bucket_name, config.id)) == fingerprint:
                         # A caller just delivered this very configuration: a second report in the same
                         # minute would overwrite its manifest under a reader's feet.
                         self._seen[(bucket_name, config.id)] = (fingerprint, clock)
                         continue
                     due = changed or (self.every is not None and seen is not None and clock - seen[1] >= self.every)
-                    if seen is not None and seen[0] == _REFUSED + fingerprint:
+                    if refused_before and seen is not None:
                         # A refused destination is tried again now and then, as S3 tries the next day.
                         due = clock - seen[1] >= _REFUSED_RETRY_SECONDS
                     if not due:
