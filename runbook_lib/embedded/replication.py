@@ -119,6 +119,7 @@ from runbook_lib.embedded.iam_eval import Decision, Request, can_assume, is_allo
 from runbook_lib.embedded.moto_state import PARTITION, is_delete_marker
 from runbook_lib.embedded.replication_rules import KMS_ENCRYPTIONS, applicable_rules, stored_configuration
 from runbook_lib.embedded.task_caches import caches_enabled
+from runbook_lib.embedded.task_result import TaskResult
 from runbook_lib.embedded.utc import as_utc, utc_now
 
 __all__ = [
@@ -142,14 +143,6 @@ _IS_REPLICA = "is_replica"
 _write_lock = threading.RLock()
 
 
-@dataclass(frozen=True)
-class TaskResult:
-    """The outcome of one Batch Replication task, as a completion report row states it."""
-
-    succeeded: bool
-    http_status: int
-    error_code: str
-    message: str
 
 
 _SUCCESS = TaskResult(True, 200, "", SUCCESS_MESSAGE)

@@ -36,13 +36,13 @@ from runbook_lib import aws_facts
 from runbook_lib.embedded import moto_state
 from runbook_lib.embedded.iam_eval import Request, is_allowed
 from runbook_lib.embedded.moto_state import PARTITION
+from runbook_lib.embedded.task_result import TaskResult
 from runbook_lib.embedded.utc import utc_now
 
 __all__ = [
     "RESTORE_ATTRIBUTE",
     "RestoreRefused",
     "RestoreState",
-    "TaskResult",
     "configure",
     "is_restored",
     "request_restore",
@@ -148,16 +148,6 @@ def is_restored(version: Any, at: datetime | None = None) -> bool:
     """Return whether an archived version has a readable restored copy now."""
     header = restore_header(version, at)
     return header is not None and 'ongoing-request="false"' in header
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """The outcome of one restore task, as a completion report row states it."""
-
-    succeeded: bool
-    http_status: int
-    error_code: str
-    message: str
 
 
 def restore_task(
