@@ -11,7 +11,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runbook_lib.errors import RunbookError
+from runbook_lib.errors import RunbookError, UsageError
 
 __all__ = ["build_parser", "drill_as_of", "main", "sample_size"]
 
@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--inventory-every", type=float, default=None, metavar="SECONDS",
                          help="deliver every S3 Inventory report again this often (default: once per "
                               "configuration, when it is put or changed)")
+    backend.add_argument("--vault-inventory", action="store_true",
+                         help="give the seeded vault its owners' daily S3 Inventory, first report delivered "
+                              "(phase 00 reads its figures there when verification is by inventory)")
     _add_fault_options(backend)
 
     lab = commands.add_parser(
@@ -227,13 +230,15 @@ def _faults(args: argparse.Namespace) -> object:
 
 def _serve_backend(args: argparse.Namespace) -> int:
     from runbook_lib.drill import write_ground_truth
-    from runbook_lib.embedded.seed import seed_vaults
+    from runbook_lib.embedded.seed import seed_owner_inventories, seed_vaults
     from runbook_lib.embedded.server import (
         RECOVERY_PROFILE,
         VAULT_PROFILE,
         start_backend,
     )
 
+    if args.vault_inventory and not args.objects:
+        raise UsageError("--vault-inventory gives a seeded vault its inventory: add --objects N")
     backend = start_backend(port=args.port, config_file=args.config_file, faults=_faults(args),  # type: ignore[arg-type]
                             restore_seconds=args.restore_seconds, inventory_every=args.inventory_every)
     print(f"embedded AWS listening on {backend.endpoint}")
@@ -243,6 +248,10 @@ def _serve_backend(args: argparse.Namespace) -> int:
     if args.objects:
         try:
             truths = seed_vaults(backend.endpoint, args.buckets, args.objects, args.random_seed)
+            if args.vault_inventory:
+                for delivery in seed_owner_inventories(backend.endpoint, truths):
+                    print(f"vault inventory of {delivery.source_bucket}: "
+                          f"s3://{delivery.destination_bucket}/{delivery.manifest_key}")
         except BaseException:
             backend.stop()  # the port must not stay taken by a backend whose vault is half-built
             raise

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runbook_lib import prices, run_kind, sampling, snapshot
+from runbook_lib import prices, run_kind, sampling, vault_inventory
 from runbook_lib.context import RunContext
 from runbook_lib.errors import PurposeRequired
 from runbook_lib.ledger import now
@@ -111,6 +111,8 @@ class Commitment:
     storage_class: str
     scope: CopiesCommitment
     sample: CopiesCommitment | None = None
+    # Where each vault bucket's versions were read: an inventory report, or by HEAD (VaultRead.as_record).
+    read_from: tuple[dict[str, Any], ...] = ()
 
     @property
     def copies(self) -> CopiesCommitment:
@@ -128,6 +130,8 @@ class Commitment:
     def lines(self) -> list[str]:
         """Return the commitment as lines of text, as a stop on a real account shows it."""
         lines = [f"as of {self.as_of}, replicas in {self.storage_class} ({prices.SOURCE}, {prices.AS_OF})"]
+        lines += [f"versions of {read['bucket']} read from the inventory report {read['manifest']} of "
+                  f"{read['created'][:16]}Z" for read in self.read_from if read.get("source") == "inventory"]
         for copies in (self.sample, self.scope):
             if copies is None:
                 continue
@@ -151,6 +155,7 @@ class Commitment:
                                   "prices": {"source": prices.SOURCE, "as_of": prices.AS_OF},
                                   "scope": _copies_record(self.scope)}
         record["sample"] = _copies_record(self.sample) if self.sample is not None else None
+        record["read_from"] = list(self.read_from)
         return record
 
 
@@ -251,46 +256,47 @@ def commitment_of(versions: pd.DataFrame, storage_class: str, as_of: datetime, l
     )
 
 
-def vault_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return the vault's snapshot (every version and delete marker) and its versions inside the job's scope.
+def vault_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame, tuple[dict[str, Any], ...]]:
+    """Return the vault's versions (delete markers too), those inside the job's scope, and where each bucket was read.
 
-    A run over many vault buckets gives every bucket's versions together, each bucket in its own scope.
+    Read from the vault's inventory when verification is by inventory and one is usable, else by
+    HEAD (`vault_inventory.read_vault`). A run over many vault buckets gives every bucket's
+    versions together, each bucket in its own scope.
     """
-    views = ctx.pair_contexts()
-    if len(views) == 1:
-        return _bucket_in_scope(views[0])
-    parts = [_bucket_in_scope(view) for view in views]
-    return (pd.concat([vault for vault, _ in parts], ignore_index=True),
-            pd.concat([in_scope for _, in_scope in parts], ignore_index=True))
+    parts = [_bucket_in_scope(view) for view in ctx.pair_contexts()]
+    if len(parts) == 1:
+        return parts[0][0], parts[0][1], (parts[0][2],)
+    return (pd.concat([vault for vault, _, _ in parts], ignore_index=True),
+            pd.concat([in_scope for _, in_scope, _ in parts], ignore_index=True),
+            tuple(read for _, _, read in parts))
 
 
-def _bucket_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return one vault bucket's snapshot and its versions inside its pair's scope."""
-    vault = snapshot.snapshot_bucket(ctx.vault("s3"), ctx.params.pair.vault_bucket,
-                                     workers=ctx.params.verification.head_workers,
-                                     subscribers=[snapshot.progress_printer("vault")])
+def _bucket_in_scope(ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Return one vault bucket's versions, those inside its pair's scope, and where they were read."""
+    read = vault_inventory.read_vault(ctx)
+    vault = read.versions
     reasons = scope_from_params(ctx.params).reasons(vault)
-    return vault, vault[(reasons == IN_SCOPE).to_numpy(bool)].reset_index(drop=True)
+    return vault, vault[(reasons == IN_SCOPE).to_numpy(bool)].reset_index(drop=True), read.as_record()
 
 
 def locked_copy_commitment(ctx: RunContext, as_of: datetime | None = None) -> Commitment:
     """Return, and record in the run state, what the run's copies commit the recovery account to.
 
-    Reads every version of the vault (one HEAD each, as verification does) and changes nothing in
-    any account. For a sample drill it draws the sample too (`sampling.draw_for_run`), keeping its
+    Reads every version of the vault (from its inventory, or one HEAD each: `vault_in_scope`) and
+    changes nothing in any account. For a sample drill it draws the sample too (`sampling.draw_for_run`), keeping its
     CSV manifest in the run folder. Refuses a run.backend: embedded that reaches another endpoint.
     """
     params = ctx.params
     run_kind.check_backend_claim(params, ctx.vault("s3"), ctx.recovery("s3"))
     moment = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
     storage_class = params.job.replica_storage_class
-    vault, in_scope = vault_in_scope(ctx)
+    vault, in_scope, read_from = vault_in_scope(ctx)
     scope = commitment_of(in_scope, storage_class, moment, "the whole scope")
     sample = None
     if params.job.sample is not None:
         drawn = sampling.draw_for_run(ctx, vault, in_scope)
         sample = commitment_of(drawn, storage_class, moment, f"the sample of {len(drawn):,}")
-    commitment = Commitment(moment.isoformat(timespec="seconds"), storage_class, scope, sample)
+    commitment = Commitment(moment.isoformat(timespec="seconds"), storage_class, scope, sample, read_from)
     ctx.ledger.state.commitment = commitment.as_record()
     ctx.ledger.save()
     return commitment
@@ -304,9 +310,9 @@ def planned_commitment(ctx: RunContext, as_of: datetime | None = None) -> Commit
     """
     moment = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
     storage_class = ctx.params.job.replica_storage_class
-    _, in_scope = vault_in_scope(ctx)
+    _, in_scope, read_from = vault_in_scope(ctx)
     scope = commitment_of(in_scope, storage_class, moment, "the whole scope")
-    return Commitment(moment.isoformat(timespec="seconds"), storage_class, scope)
+    return Commitment(moment.isoformat(timespec="seconds"), storage_class, scope, read_from=read_from)
 
 
 def require_purpose(ctx: RunContext, commitment: Commitment) -> None:

@@ -65,6 +65,8 @@ class RunContext:
     bucket: str | None = None
     run_params: RunbookParams | None = None
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    # What a phase read once and several of its steps use (phase 00's vault inventory), shared by views.
+    reads: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @overload
     def vault(self, service: Literal["s3"]) -> S3Client: ...
@@ -155,7 +157,7 @@ class RunContext:
             views.append(RunContext(
                 params=params.model_copy(update={"job": job}), ledger=self.ledger, sessions=self.sessions,
                 phase=self.phase, client_factory=self.client_factory, call_log=self.call_log, plan=self.plan,
-                bucket=pair.vault_bucket, run_params=whole, _clients=self._clients))
+                bucket=pair.vault_bucket, run_params=whole, _clients=self._clients, reads=self.reads))
         return views
 
     @property

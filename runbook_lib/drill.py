@@ -272,7 +272,7 @@ def _default_out() -> Path:
 def run_drill(args: argparse.Namespace) -> int:
     """`runbook drill`: embedded backend, seeded vault, every phase headlessly, summary; 0 only when verified."""
     from runbook_lib.embedded.faults import Faults
-    from runbook_lib.embedded.seed import seed_vaults
+    from runbook_lib.embedded.seed import seed_owner_inventories, seed_vaults
     from runbook_lib.embedded.server import start_backend
     from runbook_lib.params import load_params
 
@@ -301,6 +301,9 @@ def run_drill(args: argparse.Namespace) -> int:
     with start_backend(faults=faults, config_file=out / "aws-config", inventory_every=every) as backend:
         backend.reset()  # a drill owns its world: nothing left from an earlier drill in this process
         truths = seed_vaults(backend.endpoint, buckets, args.objects, args.random_seed)
+        if every is not None:
+            # A vault verified by inventory has its owners' daily inventory: phase 00 reads its figures there.
+            seed_owner_inventories(backend.endpoint, truths)
         write_ground_truth(out / GROUND_TRUTH, truths)
         counted = [truth.counts(restore_archived=bool(getattr(args, "restore_archived", False)))
                    for truth in truths]

@@ -29,6 +29,7 @@ from runbook_lib import (
     point_in_time,
     proof,
     restore_job,
+    vault_inventory,
 )
 from runbook_lib.bucket_jobs import BucketJob
 from runbook_lib.context import RunContext, open_run
@@ -251,7 +252,9 @@ def show_point_in_time(ctx: RunContext) -> None:
     for view in ctx.pair_contexts():
         scope = scope_from_params(view.params)
         bucket = view.params.pair.vault_bucket
-        selection = point_in_time.select_as_of(point_in_time.list_versions(view.vault("s3"), bucket), scope)
+        read = vault_inventory.from_inventory(view)
+        listed = read.versions if read is not None else point_in_time.list_versions(view.vault("s3"), bucket)
+        selection = point_in_time.select_as_of(listed, scope)
         assert selection is not None
         print(f"{bucket}, recovered as of {selection.as_of}: versions created at or after it are never copied, "
               "never expected.")

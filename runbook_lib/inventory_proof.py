@@ -314,39 +314,9 @@ def wait_for_reports(ctx: RunContext, poll_seconds: float = 2.0) -> InventoryPai
 
 def snapshot(ctx: RunContext, side: str) -> pd.DataFrame:
     """Return one bucket's versions as its fresh inventory lists them, in `snapshot`'s columns."""
-    import tempfile
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.orc as orc
-    import pyarrow.parquet as pq
-
     prepare(ctx)
     pair = wait_for_reports(ctx)
-    report = pair.vault if side == "vault" else pair.recovery
-    with tempfile.TemporaryDirectory(prefix="inventory-") as folder:
-        files = inventory_reports.download_files(ctx.vault("s3"), report, Path(folder))
-        reader = pq.read_table if report.file_format == "Parquet" else orc.read_table
-        table = pa.concat_tables([reader(str(path)) for path in files], promote_options="default")
-    rows = table.select(list(inventory_reports.REQUIRED_COLUMNS)).to_pandas()
-    markers = rows["is_delete_marker"].fillna(False).astype(bool)
-    frame = pd.DataFrame({
-        "key": rows["key"].astype("string"),
-        "version_id": rows["version_id"].astype("string").fillna("null").replace("", "null"),
-        "is_latest": pd.array([pd.NA] * len(rows), dtype="boolean"),
-        "is_delete_marker": markers.to_numpy(),
-        "size": pd.array(rows["size"].where(~markers, 0), dtype="Int64"),
-        "etag": rows["e_tag"].astype("string"),
-        "last_modified": pd.to_datetime(rows["last_modified_date"], utc=True),
-        "storage_class": rows["storage_class"].astype("string"),
-        "replication_status": rows["replication_status"].astype("string").replace("", pd.NA),
-        "encryption": pd.array([pd.NA] * len(rows), dtype="string"),
-        "kms_key": pd.array([pd.NA] * len(rows), dtype="string"),
-        "object_lock_mode": rows["object_lock_mode"].astype("string").str.upper(),
-        "object_lock_retain_until_date": pd.to_datetime(rows["object_lock_retain_until_date"], utc=True),
-        "object_lock_legal_hold_status": rows["object_lock_legal_hold_status"].astype("string").str.upper(),
-    })
-    return frame.sort_values(["key", "last_modified"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    return inventory_reports.read_versions(ctx.vault("s3"), pair.vault if side == "vault" else pair.recovery)
 
 
 def content_note(content_checks: dict[str, int], record: dict[str, Any]) -> str:

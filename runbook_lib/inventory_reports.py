@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from botocore.exceptions import ClientError
 
 from runbook_lib.errors import ReportError, RunbookError
@@ -36,6 +37,7 @@ __all__ = [
     "check_fresh",
     "download_files",
     "latest_report",
+    "read_versions",
     "report_base",
     "verify_files",
 ]
@@ -205,3 +207,43 @@ def download_files(s3: Any, report: InventoryReport, folder: Path) -> list[Path]
         path.write_bytes(_checked_body(s3, report.bucket, key, md5))
         copies.append(path)
     return copies
+
+
+def read_versions(s3: Any, report: InventoryReport) -> pd.DataFrame:
+    """Return every version and delete marker a checked report lists, in `snapshot`'s columns, newest first per key.
+
+    What an inventory cannot tell reads as missing: the KMS key, the checksum itself, and whether a
+    version is the latest where the report has no IsLatest.
+    """
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.orc as orc
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="inventory-") as folder:
+        files = download_files(s3, report, Path(folder))
+        reader = pq.read_table if report.file_format == "Parquet" else orc.read_table
+        table = pa.concat_tables([reader(str(path)) for path in files], promote_options="default")
+    wanted = [*REQUIRED_COLUMNS, *(name for name in ("is_latest",) if name in table.column_names)]
+    rows = table.select(wanted).to_pandas()
+    markers = rows["is_delete_marker"].fillna(False).astype(bool)
+    latest = (pd.array(rows["is_latest"], dtype="boolean") if "is_latest" in rows
+              else pd.array([pd.NA] * len(rows), dtype="boolean"))
+    frame = pd.DataFrame({
+        "key": rows["key"].astype("string"),
+        "version_id": rows["version_id"].astype("string").fillna("null").replace("", "null"),
+        "is_latest": latest,
+        "is_delete_marker": markers.to_numpy(),
+        "size": pd.array(rows["size"].where(~markers, 0), dtype="Int64"),
+        "etag": rows["e_tag"].astype("string"),
+        "last_modified": pd.to_datetime(rows["last_modified_date"], utc=True),
+        "storage_class": rows["storage_class"].astype("string"),
+        "replication_status": rows["replication_status"].astype("string").replace("", pd.NA),
+        "encryption": pd.array([pd.NA] * len(rows), dtype="string"),
+        "kms_key": pd.array([pd.NA] * len(rows), dtype="string"),
+        "object_lock_mode": rows["object_lock_mode"].astype("string").str.upper(),
+        "object_lock_retain_until_date": pd.to_datetime(rows["object_lock_retain_until_date"], utc=True),
+        "object_lock_legal_hold_status": rows["object_lock_legal_hold_status"].astype("string").str.upper(),
+    })
+    return frame.sort_values(["key", "last_modified"], ascending=[True, False], kind="stable").reset_index(drop=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import pandas as pd
 from botocore.exceptions import ClientError
 
+from runbook_lib import vault_inventory
 from runbook_lib.accounts import error_code
+from runbook_lib.aws_facts import REPLICATION_STATUS_FILTERS
 from runbook_lib.context import RunContext
 from runbook_lib.errors import PreflightError
 from runbook_lib.prices import (
@@ -17,7 +20,7 @@ from runbook_lib.prices import (
     PRICE_PER_TEN_THOUSAND_KMS_REQUESTS,
     PRICE_PER_THOUSAND_PUTS,
 )
-from runbook_lib.scope import scope_from_params
+from runbook_lib.scope import IN_SCOPE, JobScope, scope_from_params
 from runbook_lib.verification_costs import VerificationCosts, verification_costs
 
 __all__ = [
@@ -203,6 +206,8 @@ class Estimate:
     duration_minutes: float
     # What verifying costs by HEAD and by S3 Inventory, and the method advised (verification_costs).
     verification: dict[str, Any] | None = None
+    # Where the figures were read, per vault bucket: an inventory report, or by listing (VaultRead.as_record).
+    read_from: tuple[dict[str, Any], ...] = ()
 
     def as_rows(self) -> list[dict[str, Any]]:
         """Return the estimate as a two-column table."""
@@ -216,6 +221,7 @@ class Estimate:
             {"quantity": "estimated eligible bytes", "value": f"{self.eligible_bytes:,}"},
             {"quantity": "estimated cost (USD, list prices)", "value": f"{self.cost_usd:,.2f}"},
             {"quantity": "estimated duration (minutes, planning assumption)", "value": f"{self.duration_minutes:,.1f}"},
+            *({"quantity": f"{read['bucket']} read from", "value": _read_from(read)} for read in self.read_from),
             *(VerificationCosts(**self.verification).as_rows() if self.verification else []),
         ]
 
@@ -225,7 +231,9 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
 
     A run over many vault buckets sums its buckets' figures; each bucket's job is one more job to pay for.
     """
-    parts = [_bucket_figures(view, sample_size, seed) for view in ctx.pair_contexts()]
+    views = ctx.pair_contexts()
+    parts = [_bucket_figures(view, sample_size, seed) for view in views]
+    read_from = tuple(_where_read(view) for view in views)
     versions, markers, total_bytes, sampled, eligible, eligible_versions, eligible_bytes = (
         sum(part[i] for part in parts) for i in range(7))
     cost = (len(parts) * PRICE_PER_BATCH_JOB + eligible_versions / 1e6 * PRICE_PER_MILLION_BATCH_OBJECTS
@@ -234,14 +242,33 @@ def estimate_recovery(ctx: RunContext, sample_size: int = 200, seed: int = 0) ->
     minutes = (ASSUMED_PREPARING_SECONDS + eligible_versions / ASSUMED_TASKS_PER_SECOND) / 60
     verifying = verification_costs(versions + markers, eligible_versions, ctx.params.verification.auto_inventory_from)
     estimate = Estimate(versions, markers, total_bytes, sampled, eligible, eligible_versions,
-                        eligible_bytes, round(cost, 2), round(minutes, 1), asdict(verifying))
+                        eligible_bytes, round(cost, 2), round(minutes, 1), asdict(verifying), read_from)
     ctx.ledger.state.estimate = asdict(estimate)
     ctx.ledger.save()
     return estimate
 
 
+def _where_read(ctx: RunContext) -> dict[str, Any]:
+    """Return where the estimate read one vault bucket: its inventory report, or a listing and sampled HEADs."""
+    read = vault_inventory.from_inventory(ctx)
+    if read is not None:
+        return read.as_record()
+    return {"bucket": ctx.params.pair.vault_bucket, "source": "listing",
+            "note": "listed, with the replication status of a sample read by HEAD"}
+
+
+def _read_from(read: dict[str, Any]) -> str:
+    """Return one `read_from` record in words."""
+    if read["source"] == "inventory":
+        return f"inventory report {read['manifest']} of {read['created'][:16]}Z ({read['versions']:,} rows)"
+    return str(read.get("note", read["source"]))
+
+
 def _bucket_figures(ctx: RunContext, sample_size: int, seed: int) -> tuple[int, int, int, int, int, int, int]:
     """Return one vault bucket's versions, markers, bytes, sampled, sampled eligible, eligible versions and bytes."""
+    read = vault_inventory.from_inventory(ctx)
+    if read is not None:
+        return _inventory_figures(read.versions, scope_from_params(ctx.params))
     s3 = ctx.vault("s3")
     bucket = ctx.params.pair.vault_bucket
     scope = scope_from_params(ctx.params)
@@ -268,3 +295,18 @@ def _bucket_figures(ctx: RunContext, sample_size: int, seed: int) -> tuple[int, 
     eligible_versions = round(len(candidates) * share)
     eligible_bytes = round(sum(size for _, _, size in candidates) * share)
     return len(versions), markers, total_bytes, len(sample), eligible, eligible_versions, eligible_bytes
+
+
+def _inventory_figures(versions: pd.DataFrame, scope: JobScope) -> tuple[int, int, int, int, int, int, int]:
+    """Return `_bucket_figures` from an inventory's rows: it lists every version's replication status, so all are read.
+
+    "Sampled" is then every candidate (in the window and key constraints, not archived), and the
+    eligible figures are counted, not extrapolated.
+    """
+    markers = versions["is_delete_marker"].astype(bool).to_numpy()
+    sizes = versions["size"].astype("Int64").fillna(0).astype("int64").to_numpy()
+    any_status = replace(scope, replication_statuses=REPLICATION_STATUS_FILTERS)
+    candidates = (any_status.reasons(versions) == IN_SCOPE).to_numpy(bool)
+    eligible = (scope.reasons(versions) == IN_SCOPE).to_numpy(bool)
+    return (int((~markers).sum()), int(markers.sum()), int(sizes[~markers].sum()), int(candidates.sum()),
+            int(eligible.sum()), int(eligible.sum()), int(sizes[eligible].sum()))

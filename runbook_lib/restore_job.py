@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 from botocore.exceptions import ClientError
 
-from runbook_lib import aws_facts, batch_job, prices, reports
+from runbook_lib import aws_facts, batch_job, prices, reports, vault_inventory
 from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import JobEndedError, RestoreError
@@ -110,6 +110,21 @@ def archived_versions(ctx: RunContext, vault_bucket: str, scope: JobScope) -> pd
     frame["last_modified"] = pd.to_datetime(frame["last_modified"], utc=True)
     inside = wanted.reasons(frame) == IN_SCOPE
     return frame[inside.to_numpy(bool)].drop(columns=["is_delete_marker"]).reset_index(drop=True)
+
+
+def archived_in_scope(versions: pd.DataFrame, scope: JobScope) -> pd.DataFrame:
+    """Return the archived versions of a bucket's rows (an inventory's) that the scope selects once restored.
+
+    The columns `archived_versions` gives but `restore`, which only a HEAD tells (and the estimate
+    does not need).
+    """
+    wanted = replace(scope, include_archived=True)
+    archived = JobScope.archived(versions) & (wanted.reasons(versions) == IN_SCOPE).to_numpy(bool)
+    columns = ["key", "version_id", "storage_class", "size", "last_modified", "replication_status"]
+    chosen = versions.loc[archived, columns].reset_index(drop=True)
+    chosen["storage_class"] = chosen["storage_class"].astype("string").str.upper()
+    chosen["size"] = chosen["size"].astype("Int64").fillna(0).astype("int64")
+    return chosen
 
 
 # ------------------------------------------------------------------ the job
@@ -387,7 +402,9 @@ def estimate_restore(ctx: RunContext, vault_bucket: str, scope: JobScope) -> dic
     STANDARD's rate for `restore.expiration_days`. Shown whether the step is on or off, so the
     operator sees what leaving it off leaves out.
     """
-    versions = archived_versions(ctx, vault_bucket, scope)
+    read = vault_inventory.from_inventory(ctx)
+    versions = (archived_in_scope(read.versions, scope) if read is not None
+                else archived_versions(ctx, vault_bucket, scope))
     days = int(ctx.params.restore.expiration_days)
     chosen = ctx.params.restore.tier
     rows = []

@@ -28,7 +28,7 @@ import string
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,6 +57,7 @@ __all__ = [
     "GroundTruth",
     "SeededVersion",
     "content_digest",
+    "seed_owner_inventories",
     "seed_vault",
     "seed_vaults",
     "vault_bucket_name",
@@ -361,6 +362,14 @@ def seed_vaults(endpoint: str, buckets: int, versions: int = 300, random_seed: i
             truths.append(_seed_bucket(endpoint, vault_bucket_name(index), vault_key_arn(index), versions,
                                        random_seed + 1000 * index))
     return truths
+
+
+def seed_owner_inventories(endpoint: str, truths: Sequence[GroundTruth]) -> list[Any]:
+    """Give every seeded vault bucket its owners' daily inventory and deliver its first report (`owner_inventory`)."""
+    from runbook_lib.embedded import owner_inventory
+
+    return owner_inventory.seed_owner_inventory(_operator_client(endpoint, "s3", VAULT_ACCOUNT), VAULT_ACCOUNT,
+                                                [truth.vault_bucket for truth in truths], PARTITION)
 
 
 def seed_vault(endpoint: str, versions: int = 300, random_seed: int = 1) -> GroundTruth:
