@@ -128,10 +128,14 @@ def test_a_sample_drill_verified_from_inventory_on_athena_recovers_exactly_its_s
     assert verification["method"] == "inventory" and verification["engine"] == "athena"
     assert verification["head_check"]["disagreements"] == 0 and verification["head_check"]["sampled_identical"] > 0
     assert verification["reports"]["vault"]["manifest"].endswith("/manifest.json")
-    # Cleanup removed the inventory configurations the run made; the reports stay as evidence.
+    # Phase 00 drew the sample from the vault owners' inventory, not by HEAD; cleanup removed the two
+    # inventory configurations the run made and left the owners' alone; the reports stay as evidence.
     ledger = json.loads((out / "ledger.json").read_text())
+    assert [read["source"] for read in ledger["commitment"]["read_from"]] == ["inventory"]
+    assert "/vault-daily/" in ledger["commitment"]["read_from"][0]["manifest"]
     removed = [r for r in ledger["cleanup"] if r["resource"] == "inventory configuration"]
     assert len(removed) == 2 and {r["action"] for r in removed} == {"removed"}
+    assert all("vault-daily" not in str(r) for r in removed)
     # The recovery bucket holds exactly the drawn versions, each recovered identical.
     details = pd.read_csv(out / "details" / "all_versions.csv", keep_default_na=False, dtype=str)
     in_recovery = details[details["in_recovery"] == "True"]
