@@ -6,12 +6,12 @@ that is a HEAD (and sometimes a GetObjectLegalHold) per version: hours at 10^8 v
 $0.40 per million on AWS. When `verification.method` is `inventory` or `auto`, phase 00 reads them
 instead from the newest report of an inventory the vault bucket already has, and creates nothing:
 
-- the configuration `verification.vault_inventory_id` names, else this run's own (made by an
-  earlier attempt's phase 07), else any other of the bucket's configurations that can stand for
+- the configuration `verification.vault_inventory_id` names, else every configuration of the
+  bucket (this run's own, made by an earlier attempt's phase 07, among them) that can stand for
   the whole bucket: enabled, every version (IncludedObjectVersions All), no filter, Parquet or
   ORC, with every field the comparison reads;
-- among those, the newest report that passes `inventory_reports`' checks (manifest checksum,
-  source bucket, schema, every data file's size and MD5).
+- of those, the newest report that passes `inventory_reports`' checks (manifest checksum, source
+  bucket, schema, every data file's size and MD5).
 
 The figures are then as of the report's creation, which phase 00 prints and the run state keeps
 (`VaultRead.as_record`). Where no configuration qualifies, or none has delivered a report, or a
@@ -112,10 +112,10 @@ def find_report(ctx: RunContext) -> tuple[InventoryReport | None, str]:
     except ClientError as error:
         return None, f"its inventory configurations cannot be listed ({error_code(error)})"
     named = ctx.params.verification.vault_inventory_id
-    preferred = [named] if named else [inventory_setup.run_config_id(ctx)]
-    configurations.sort(key=lambda config: config.get("Id") not in preferred)
-    if named and not any(config.get("Id") == named for config in configurations):
-        return None, f"verification.vault_inventory_id names {named!r}, which the bucket does not have"
+    if named:
+        configurations = [config for config in configurations if config.get("Id") == named]
+        if not configurations:
+            return None, f"verification.vault_inventory_id names {named!r}, which the bucket does not have"
     reasons: list[str] = []
     reports: list[InventoryReport] = []
     for config in configurations:
@@ -137,8 +137,6 @@ def find_report(ctx: RunContext) -> tuple[InventoryReport | None, str]:
                 why = f"its reports cannot be read ({error_code(error)})"
         if why:
             reasons.append(f"configuration {config_id}: {why}")
-        if named and config_id == named:
-            break
     if reports:
         return max(reports, key=lambda report: report.created), ""
     if not configurations:
