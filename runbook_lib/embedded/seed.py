@@ -234,9 +234,12 @@ def _call(operation: Callable[..., _Answer], **arguments: Any) -> _Answer:
         ) from last
 
 
+_VERSION_ID_ALPHABET = string.ascii_letters + string.digits + "._"
+
+
 def _version_id(rng: random.Random) -> str:
-    alphabet = string.ascii_letters + string.digits + "._"
-    return "".join(rng.choice(alphabet) for _ in range(32))
+    """Return a version id like S3's: 32 characters of letters, digits, "." and "_"."""
+    return "".join(rng.choices(_VERSION_ID_ALPHABET, k=32))
 
 
 def _key_names(rng: random.Random, count: int) -> list[str]:
