@@ -36,7 +36,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -170,56 +170,73 @@ def file_schema(fields: Sequence[str], file_format: str) -> str:
 # --------------------------------------------------------------------------- rows
 
 
-def _value(name: str, bucket: str, version: Any, is_latest: bool) -> Any:
-    """Return one field of one version as a Python value (None for empty)."""
-    marker = is_delete_marker(version)
-    if name == "Bucket":
-        return bucket
-    if name == "Key":
-        return str(version.name)
-    if name == "VersionId":
-        version_id = str(version.version_id)
-        return None if version_id == "null" else version_id
-    if name == "IsLatest":
-        return is_latest
-    if name == "IsDeleteMarker":
-        return marker
-    if name == "LastModifiedDate":
-        return as_utc(version.last_modified)
-    if marker:
-        return None
-    return _object_value(name, version)
+def _storage_class(version: Any) -> str:
+    return str(version.storage_class or aws_facts.DEFAULT_STORAGE_CLASS)
 
 
-def _object_value(name: str, version: Any) -> Any:
-    """Return one field of an object version (not a delete marker)."""
-    if name == "Size":
-        return int(version.size)
-    if name == "ETag":
-        return str(version.etag).strip('"')
-    if name == "StorageClass":
-        return str(version.storage_class or aws_facts.DEFAULT_STORAGE_CLASS)
-    if name == "IsMultipartUploaded":
-        return bool(getattr(version, "multipart", None))
-    if name == "ReplicationStatus":
-        status = getattr(version, "replication_status", None)
-        return str(status) if status else None
-    if name == "EncryptionStatus":
-        if version.metadata.get("x-amz-server-side-encryption-customer-algorithm"):
-            return "SSE-C"
-        return _ENCRYPTION.get(str(version.encryption), "NOT-SSE") if version.encryption else "NOT-SSE"
-    if name == "BucketKeyStatus":
-        enabled = str(version.bucket_key_enabled).lower() == "true" if version.encryption == "aws:kms" else False
-        return "ENABLED" if enabled else "DISABLED"
-    if name == "ChecksumAlgorithm":
-        return getattr(version, "checksum_algorithm", None) or None
-    if name == "ObjectLockMode":
-        return _LOCK_MODES.get(str(version.lock_mode).upper()) if version.lock_mode else None
-    if name == "ObjectLockRetainUntilDate":
-        return _retain_until(version.lock_until)
-    if name == "ObjectLockLegalHoldStatus":
-        return _HOLDS.get(str(version.lock_legal_status or "OFF").upper(), "Off")
-    return None
+def _replication_status(version: Any) -> str | None:
+    status = getattr(version, "replication_status", None)
+    return str(status) if status else None
+
+
+def _encryption_status(version: Any) -> str:
+    if version.metadata.get("x-amz-server-side-encryption-customer-algorithm"):
+        return "SSE-C"
+    return _ENCRYPTION.get(str(version.encryption), "NOT-SSE") if version.encryption else "NOT-SSE"
+
+
+def _bucket_key_status(version: Any) -> str:
+    enabled = str(version.bucket_key_enabled).lower() == "true" if version.encryption == "aws:kms" else False
+    return "ENABLED" if enabled else "DISABLED"
+
+
+def _lock_mode(version: Any) -> str | None:
+    return _LOCK_MODES.get(str(version.lock_mode).upper()) if version.lock_mode else None
+
+
+# Each field of an object version (a delete marker has none of these), read from moto's stored key.
+_OBJECT_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "Size": lambda version: int(version.size),
+    "ETag": lambda version: str(version.etag).strip('"'),
+    "StorageClass": _storage_class,
+    "IsMultipartUploaded": lambda version: bool(getattr(version, "multipart", None)),
+    "ReplicationStatus": _replication_status,
+    "EncryptionStatus": _encryption_status,
+    "BucketKeyStatus": _bucket_key_status,
+    "ChecksumAlgorithm": lambda version: getattr(version, "checksum_algorithm", None) or None,
+    "ObjectLockMode": _lock_mode,
+    "ObjectLockRetainUntilDate": lambda version: _retain_until(version.lock_until),
+    "ObjectLockLegalHoldStatus": lambda version: _HOLDS.get(str(version.lock_legal_status or "OFF").upper(), "Off"),
+}
+
+
+def _version_id_value(version: Any) -> str | None:
+    version_id = str(version.version_id)
+    return None if version_id == "null" else version_id
+
+
+def _row_reader(fields: Sequence[str], bucket: str, marker: bool) -> Callable[[Any, bool], list[Any]]:
+    """Return what makes the row of a version (or, with `marker`, a delete marker): the fields chosen once."""
+    readers: list[Callable[[Any, bool], Any]] = []
+    for name in fields:
+        if name == "Bucket":
+            readers.append(lambda version, latest: bucket)
+        elif name == "Key":
+            readers.append(lambda version, latest: str(version.name))
+        elif name == "VersionId":
+            readers.append(lambda version, latest: _version_id_value(version))
+        elif name == "IsLatest":
+            readers.append(lambda version, latest: latest)
+        elif name == "IsDeleteMarker":
+            readers.append(lambda version, latest: marker)
+        elif name == "LastModifiedDate":
+            readers.append(lambda version, latest: as_utc(version.last_modified))
+        elif marker or name not in _OBJECT_FIELDS:
+            readers.append(lambda version, latest: None)
+        else:
+            field = _OBJECT_FIELDS[name]
+            readers.append(lambda version, latest, field=field: field(version))  # type: ignore[misc]
+    return lambda version, latest: [read(version, latest) for read in readers]
 
 
 def _retain_until(value: Any) -> datetime | None:
@@ -237,14 +254,17 @@ def _rows(config: Any, source_bucket: str, fields: Sequence[str]) -> Iterator[li
         return
     prefix = str(((config.filters or {}).get("Prefix")) or "")
     current_only = _included_versions(config) == "Current"
+    object_row = _row_reader(fields, source_bucket, marker=False)
+    marker_row = _row_reader(fields, source_bucket, marker=True)
     for name in sorted(list(stored.keys.keys())):
         if not name.startswith(prefix):
             continue
         versions = sorted(moto_state.versions_of(stored, name), key=lambda v: as_utc(v.last_modified), reverse=True)
         for index, version in enumerate(versions):
-            if current_only and (index or is_delete_marker(version)):
+            marker = is_delete_marker(version)
+            if current_only and (index or marker):
                 break
-            yield [_value(field_name, source_bucket, version, index == 0) for field_name in fields]
+            yield (marker_row if marker else object_row)(version, index == 0)
 
 
 # --------------------------------------------------------------------------- files
