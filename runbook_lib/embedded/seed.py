@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -193,7 +193,8 @@ class GroundTruth:
                 "as_of_latest": seed_history.AS_OF_LATEST.isoformat(),
             },
             "counts": self.counts(),
-            "versions": [asdict(v) for v in self.versions],
+            # vars() of a flat dataclass gives asdict's fields in order, without its deep copy.
+            "versions": [dict(vars(v)) for v in self.versions],
         }
         return json.dumps(document, indent=1, ensure_ascii=False)
 
