@@ -335,9 +335,12 @@ def _commitment_text(commitment: dict[str, Any] | None) -> str:
     holds = copies["legal_holds"]
     parts.append(f"legal hold ON {holds['versions']:,} copies ({holds['bytes']:,} bytes), no end date, "
                  f"USD {prices.usd(holds['usd_per_month'])} a month while held")
+    reads = [f"{read['bucket']} from its inventory report {read['manifest']} of {read['created'][:16]}Z"
+             for read in commitment.get("read_from") or [] if read.get("source") == "inventory"]
+    source = f" Read {'; '.join(reads)}." if reads else ""
     return (f"\n\nLocked copies this run commits the recovery account to ({copies['label']}, "
             f"{commitment['storage_class']}, as of {commitment['as_of']}, {commitment['prices']['source']} "
-            f"{commitment['prices']['as_of']}): " + "; ".join(parts) + ".")
+            f"{commitment['prices']['as_of']}): " + "; ".join(parts) + "." + source)
 
 
 def _auditor_cells(document: dict[str, Any]) -> list[Any]:

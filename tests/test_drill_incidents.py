@@ -133,6 +133,7 @@ def test_a_sample_drill_verified_from_inventory_on_athena_recovers_exactly_its_s
     ledger = json.loads((out / "ledger.json").read_text())
     assert [read["source"] for read in ledger["commitment"]["read_from"]] == ["inventory"]
     assert "/vault-daily/" in ledger["commitment"]["read_from"][0]["manifest"]
+    assert "from its inventory report s3://" in (out / "evidence.html").read_text()
     removed = [r for r in ledger["cleanup"] if r["resource"] == "inventory configuration"]
     assert len(removed) == 2 and {r["action"] for r in removed} == {"removed"}
     assert all("vault-daily" not in str(r) for r in removed)
