@@ -120,7 +120,25 @@ def _check_vault_bucket(ctx: RunContext) -> list[Check]:
             raise
         checks.append(Check("vault default encryption key", False, "no default encryption",
                             "expected SSE-KMS with vault.kms_key_arn"))
+    named = params.verification.vault_inventory_id
+    if named and vault_inventory.reads_inventory(ctx):
+        checks.append(_named_inventory_check(s3, bucket, named))
     return checks
+
+
+def _named_inventory_check(s3: Any, bucket: str, named: str) -> Check:
+    """Return whether the vault inventory verification.vault_inventory_id names exists and lists what phase 07 reads."""
+    found = {str(config.get("Id")): config for config in vault_inventory.configurations_of(s3, bucket)}
+    what = "vault inventory (verification.vault_inventory_id)"
+    others = ", ".join(sorted(found)) or "none"
+    if named not in found:
+        return Check(what, False, f"{bucket} has no inventory configuration {named!r} (it has: {others})",
+                     "name one of the vault bucket's inventory configurations, or leave it null so phase 07 "
+                     "makes the run's own")
+    why = vault_inventory.usable_configuration(found[named])
+    return Check(what, not why, f"{named}: {why}" if why else f"{named}: every version, every field verification reads",
+                 "name a configuration that lists every version of the whole bucket as Parquet or ORC with the "
+                 "Object Lock and replication fields, or leave it null so phase 07 makes the run's own")
 
 
 def _same_key(ctx: RunContext, key: str) -> bool:

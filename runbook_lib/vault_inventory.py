@@ -33,7 +33,15 @@ from runbook_lib.context import RunContext
 from runbook_lib.errors import ReportError
 from runbook_lib.inventory_reports import InventoryNotReady, InventoryReport
 
-__all__ = ["VaultRead", "find_report", "from_inventory", "read_vault", "reads_inventory", "usable_configuration"]
+__all__ = [
+    "VaultRead",
+    "configurations_of",
+    "find_report",
+    "from_inventory",
+    "read_vault",
+    "reads_inventory",
+    "usable_configuration",
+]
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ def usable_configuration(config: dict[str, Any]) -> str:
     return ""
 
 
-def _configurations(s3: Any, bucket: str) -> list[dict[str, Any]]:
+def configurations_of(s3: Any, bucket: str) -> list[dict[str, Any]]:
     """Return every inventory configuration of the bucket (ListBucketInventoryConfigurations, page by page)."""
     found: list[dict[str, Any]] = []
     token: str | None = None
@@ -108,7 +116,7 @@ def find_report(ctx: RunContext) -> tuple[InventoryReport | None, str]:
     s3 = ctx.vault("s3")
     bucket = ctx.params.pair.vault_bucket
     try:
-        configurations = _configurations(s3, bucket)
+        configurations = configurations_of(s3, bucket)
     except ClientError as error:
         return None, f"its inventory configurations cannot be listed ({error_code(error)})"
     named = ctx.params.verification.vault_inventory_id

@@ -15,6 +15,7 @@ from runbook_lib.context import RunContext
 from runbook_lib.embedded import inventory
 from runbook_lib.embedded.owner_inventory import OWNER_CONFIG_ID, OWNER_PREFIX, owner_inventory_bucket
 from runbook_lib.embedded.seed import VAULT_ACCOUNT, VAULT_BUCKET, seed_owner_inventories
+from runbook_lib.errors import PreflightError
 
 pytestmark = pytest.mark.xdist_group("runbook-vault-inventory")
 
@@ -142,3 +143,24 @@ def test_an_inventory_that_cannot_stand_for_the_whole_bucket_is_not_used(change:
               "OptionalFields": list(inventory_setup.INVENTORY_FIELDS)}
     assert vault_inventory.usable_configuration(usable) == ""
     assert why in vault_inventory.usable_configuration({**usable, **change})
+
+
+def test_phase_00_stops_on_a_named_vault_inventory_that_is_missing_or_partial_before_anything_is_made(
+    owned: Drill, make_ctx: CtxFactory
+) -> None:
+    s3 = owned.client("s3")
+    wanted = s3.get_bucket_inventory_configuration(Bucket=VAULT_BUCKET, Id=OWNER_CONFIG_ID)["InventoryConfiguration"]
+    s3.put_bucket_inventory_configuration(Bucket=VAULT_BUCKET, Id="current-only", InventoryConfiguration={
+        **wanted, "Id": "current-only", "IncludedObjectVersions": "Current"})
+
+    def check(named: str) -> preflight.Check:
+        ctx = make_ctx(f"named-{named}", verification={"method": "inventory", "vault_inventory_id": named})
+        return next(c for c in preflight.check_vault_bucket(ctx) if "vault_inventory_id" in c.name)
+
+    assert check(OWNER_CONFIG_ID).ok
+    missing, partial = check("nowhere"), check("current-only")
+    assert not missing.ok and "no inventory configuration 'nowhere'" in missing.found
+    assert OWNER_CONFIG_ID in missing.found and "leave it null" in missing.fix
+    assert not partial.ok and "current versions only" in partial.found
+    with pytest.raises(PreflightError, match="vault_inventory_id"):
+        preflight.raise_on_failures([missing])
