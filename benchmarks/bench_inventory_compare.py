@@ -8,7 +8,8 @@ Then each engine runs in a fresh child process, so its peak resident memory (ru_
 time are its own:
 
 - duckdb: `duckdb_compare.compare_to_parquet`, as phase 07's DuckDB engine runs it (same memory
-  limit, same rows per slice): DuckDB reads the Parquet files itself, slices the inputs by a hash
+  limit, same rows per slice, the same inventory columns and the manifest's key and version id
+  only, as phase 07 registers them): DuckDB reads the Parquet files itself, slices the inputs by a hash
   of the key when they are large, writes every version's detail row to Parquet and sums the counts;
 - pandas: the files read into the snapshot frames the HEAD method builds, then `verify.compare`
   (the detail frame stays in memory, as phase 07 holds it).
@@ -36,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runbook_lib import duckdb_compare
+from runbook_lib import duckdb_compare, inventory_reports
 
 __all__ = ["main", "write_inventories"]
 
@@ -107,13 +108,14 @@ def _scope() -> Any:
 def _run_duckdb(paths: dict[str, Path], workdir: Path, memory_limit: str, rows_per_slice: int) -> dict[str, Any]:
     started = time.perf_counter()
     con = duckdb_compare.connect(workdir / "spill", memory_limit)
+    # The columns phase 07's views read (inventory_compare._inventory_view), times as TIMESTAMP.
+    columns = ", ".join([f"CAST({c} AS TIMESTAMP) AS {c}" if c.endswith("_date") else c
+                         for c in inventory_reports.REQUIRED_COLUMNS] + ["CAST(NULL AS VARCHAR) AS checksum_algorithm"])
     for name in ("vault", "recovery"):
-        con.execute(f"CREATE VIEW {name}_inventory AS SELECT * REPLACE (CAST(last_modified_date AS TIMESTAMP) "
-                    "AS last_modified_date, CAST(object_lock_retain_until_date AS TIMESTAMP) AS "
-                    f"object_lock_retain_until_date), CAST(NULL AS VARCHAR) AS checksum_algorithm "
-                    f"FROM read_parquet('{paths[name]}')")
+        con.execute(f"CREATE VIEW {name}_inventory AS SELECT {columns} FROM read_parquet('{paths[name]}')")
     tables = {"vault_inventory": "vault_inventory", "recovery_inventory": "recovery_inventory",
-              "manifest": f"read_parquet('{paths['manifest']}')", "report": f"read_parquet('{paths['report']}')",
+              "manifest": f"(SELECT key, version_id FROM read_parquet('{paths['manifest']}'))",
+              "report": f"read_parquet('{paths['report']}')",
               "sample": "(SELECT CAST(NULL AS VARCHAR) AS key, CAST(NULL AS VARCHAR) AS version_id WHERE false)"}
     counts, slices = duckdb_compare.compare_to_parquet(con, tables, _scope(), workdir / "details",
                                                        rows_per_slice=rows_per_slice)

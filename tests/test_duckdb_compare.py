@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runbook_lib import duckdb_compare, inventory_compare
+from runbook_lib import duckdb_compare, inventory_compare, inventory_sql
 from runbook_lib.errors import ReportError
 from runbook_lib.scope import JobScope
 
@@ -88,6 +89,28 @@ def test_slices_give_the_rows_and_counts_of_one_pass_and_find_the_damage(tmp_pat
     assert whole_counts["extra"] == 1
     assert whole_counts["recovered"] == replicas - dropped - shifted
     assert whole_counts["duplicates"] == 0
+
+
+def test_the_detail_files_hold_what_duckdb_computes_and_what_its_own_writer_wrote(tmp_path: Path) -> None:
+    scope = JobScope(replication_statuses=("REPLICA",))
+    con = duckdb_compare.connect(tmp_path / "spill")
+    try:
+        tables = _drill_tables(con)
+        duckdb_compare.compare_to_parquet(con, tables, scope, tmp_path / "details", rows_per_slice=10**9)
+        query = inventory_sql.to_duckdb(inventory_sql.compare_sql(scope, tables))
+        computed = con.sql(query).to_arrow_table()
+        con.execute(f"COPY ({query}) TO '{tmp_path / 'duckdb.parquet'}' (FORMAT parquet)")
+    finally:
+        con.close()
+    order = [("key", "ascending"), ("version_id", "ascending")]
+    written = pq.read_table(str(tmp_path / "details")).sort_by(order)
+    by_duckdb = pq.read_table(str(tmp_path / "duckdb.parquet")).sort_by(order)
+    assert written.num_rows == VERSIONS + 1  # every vault version and the extra one
+    for other in (computed.sort_by(order), by_duckdb):  # DuckDB's writer marks some columns NOT NULL: no matter
+        assert [(f.name, f.type) for f in written.schema] == [(f.name, f.type) for f in other.schema]
+        assert all(written.column(name).equals(other.column(name)) for name in written.column_names)
+    assert written.column("vault_checksum").null_count == written.num_rows  # NULLs stay NULL
+    assert pa.types.is_timestamp(written.schema.field("vault_object_lock_retain_until_date").type)
 
 
 @pytest.mark.parametrize("twice", ["vault", "recovery", "report"])
