@@ -233,7 +233,8 @@ def test_head_recheck_confirms_the_inventory_or_adds_findings(compared: dict[str
     # A change after the report was taken is caught by the re-check, never passed.
     s3 = damaged["ctx"].recovery("s3")
     identical = compared["duckdb"].category(verify.RECOVERED_IDENTICAL)
-    key, version_id = identical.iloc[0]["key"], identical.iloc[0]["version_id"]
+    unheld = identical[identical["recovery_object_lock_legal_hold_status"].fillna("OFF").str.upper() != "ON"]
+    key, version_id = unheld.iloc[0]["key"], unheld.iloc[0]["version_id"]
     s3.put_object_legal_hold(Bucket=RECOVERY, Key=key, VersionId=version_id, LegalHold={"Status": "ON"})
     try:
         changed, record = inventory_proof.head_check(damaged["ctx"], compared["duckdb"], sample=10**6)
