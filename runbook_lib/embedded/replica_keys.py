@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import io
 import threading
-from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 from runbook_lib.embedded import moto_state
 
-__all__ = ["REVIEWED_CONSTRUCTOR", "ReplicaFactory", "ReplicaSettings"]
+__all__ = ["REVIEWED_CONSTRUCTOR", "ReplicaFactory"]
 
 # sha256 of inspect.getsource(moto.s3.models.FakeKey.__init__) as reviewed for this module (moto 5.2.1).
 REVIEWED_CONSTRUCTOR = ("moto.s3.models.FakeKey.__init__",
@@ -38,18 +37,6 @@ REVIEWED_CONSTRUCTOR = ("moto.s3.models.FakeKey.__init__",
 
 _RESTORE_MODEL = "s3::keyrestore"
 _DEFAULT_CONTENT_TYPE = "binary/octet-stream"
-
-
-@dataclass(frozen=True)
-class ReplicaSettings:
-    """What a replica takes from its rule and checks rather than from its source version."""
-
-    storage: str
-    encryption: str | None
-    kms_key_id: str | None
-    bucket_key_enabled: bool | None
-    lock_mode: str | None
-    lock_until: str | None
 
 
 class ReplicaFactory:
@@ -66,9 +53,16 @@ class ReplicaFactory:
         self._buffer_size = moto_state.moto_module("moto.settings").get_s3_default_key_buffer_size()
         self._acl = models.get_canned_acl("private")
 
-    def replica_key(self, source: Any, etag: str, settings: ReplicaSettings) -> Any:
-        """Return a new FakeKey holding the source's bytes, version id, time, checksums and metadata."""
-        value = source.value
+    def replica_key(
+        self, source: Any, *, etag: str, storage: str, encryption: str | None, kms_key_id: str | None,
+        bucket_key_enabled: bool | None, lock_mode: str | None, lock_until: str | None,
+    ) -> Any:
+        """Return a new FakeKey holding the source's bytes, version id, time, checksums and metadata.
+
+        The storage class, encryption and retention are the replica's own (its rule and destination
+        decide them); everything else is the source's.
+        """
+        value = _stored_bytes(source)
         replica = object.__new__(self._key_class)
         replica.__dict__.update({
             # ManagedState.__init__ (the restore status machine), as FakeKey's constructor calls it.
@@ -85,7 +79,7 @@ class ReplicaFactory:
             "acl": self._acl,
             "website_redirect_location": source.website_redirect_location,
             "checksum_algorithm": source.checksum_algorithm,
-            "_storage_class": settings.storage or "STANDARD",
+            "_storage_class": storage or "STANDARD",
             "_metadata": self._metadata_of(source),
             "_expiry": None,
             "_etag": etag,
@@ -98,12 +92,12 @@ class ReplicaFactory:
             "disposed": False,
             "contentsize": len(value),
             "lock": threading.Lock(),
-            "encryption": settings.encryption,
-            "kms_key_id": settings.kms_key_id,
-            "bucket_key_enabled": settings.bucket_key_enabled,
-            "lock_mode": settings.lock_mode,
+            "encryption": encryption,
+            "kms_key_id": kms_key_id,
+            "bucket_key_enabled": bucket_key_enabled,
+            "lock_mode": lock_mode,
             "lock_legal_status": source.lock_legal_status,
-            "lock_until": settings.lock_until,
+            "lock_until": lock_until,
             "checksum_value": source.checksum_value,
             "checksum_type": source.checksum_type,
             "checksum_parts": source.checksum_parts,
@@ -113,12 +107,27 @@ class ReplicaFactory:
     def _metadata_of(self, source: Any) -> Any:
         """Return the replica's metadata: the default Content-Type, then every entry of the source's."""
         stored = source.metadata
-        metadata = self._lowercase_dict()
         if type(stored) is self._lowercase_dict:
             # Its keys are lowercase already, which is all that `set_metadata` would change.
-            metadata.store = {"content-type": _DEFAULT_CONTENT_TYPE, **stored.store}
-            return metadata
+            copied = object.__new__(self._lowercase_dict)
+            copied.store = {"content-type": _DEFAULT_CONTENT_TYPE, **stored.store}
+            return copied
+        metadata = self._lowercase_dict()
         # A plain dict (moto's replace=True path): apply moto's own rules to a copy of it.
         metadata["Content-Type"] = _DEFAULT_CONTENT_TYPE
         self._key_class.set_metadata(SimpleNamespace(_metadata=metadata), dict(stored))
         return metadata
+
+
+def _stored_bytes(source: Any) -> bytes:
+    """Return the source's bytes, without a copy where moto keeps them in memory.
+
+    moto keeps a key's bytes in a spooled temporary file, in memory below its buffer size; the
+    in-memory buffer's `getvalue()` hands out its bytes object itself (trimmed to size), which a
+    later write to the source would copy first. Bytes spooled to disk are read as moto reads them.
+    """
+    buffer = getattr(source._value_buffer, "_file", None)
+    if type(buffer) is io.BytesIO:
+        with source.lock:
+            return buffer.getvalue()
+    return bytes(source.value)

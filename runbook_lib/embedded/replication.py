@@ -117,7 +117,7 @@ from runbook_lib import aws_facts
 from runbook_lib.embedded import moto_state, state_changes
 from runbook_lib.embedded.iam_eval import PreparedCheck, Request, can_assume, service_source_context
 from runbook_lib.embedded.moto_state import PARTITION, is_delete_marker
-from runbook_lib.embedded.replica_keys import ReplicaFactory, ReplicaSettings
+from runbook_lib.embedded.replica_keys import ReplicaFactory
 from runbook_lib.embedded.replication_rules import KMS_ENCRYPTIONS, applicable_rules, stored_configuration
 from runbook_lib.embedded.task_caches import caches_enabled
 from runbook_lib.embedded.task_result import TaskResult
@@ -216,8 +216,21 @@ def job_replicator() -> JobReplicator:
     return JobReplicator()
 
 
+# A task's plan is a list of steps, the same for every version of one shape (see `_shape`): a
+# permission check (_CHECK, check, whether it asks about the object, failure code, marks FAILED),
+# a failure found while planning (_FAIL, failure), a replica to write (_WRITE, destination, rule,
+# encryption, replica factory or None for a delete marker).
+_CHECK, _FAIL, _WRITE = 0, 1, 2
+_PLANS_PER_VIEW = 256
+_Step = tuple[Any, ...]
+
+
 class _View:
-    """What tasks over one source bucket with one job role read: read once, as the first task needing it found it."""
+    """What tasks over one source bucket with one job role read: read once, as the first task needing it found it.
+
+    Each kind of version (`_shape`) gets a plan: the checks its task makes, in the order the module's
+    docstring gives, then the write; a check asks its prepared question about each task's own key.
+    """
 
     def __init__(self, source_account: str, bucket_name: str, job_role_arn: str) -> None:
         self._generation = state_changes.generation()  # first: a change from now on is seen
@@ -227,6 +240,7 @@ class _View:
         self._bucket_name = bucket_name
         self._job_role_arn = job_role_arn
         self._known: dict[Hashable, Any] = {}
+        self._plans: dict[Hashable, list[_Step]] = {}
 
     def fresh(self) -> bool:
         """Return whether later tasks may still use what this view read."""
@@ -256,11 +270,10 @@ class _View:
         try:
             if version_id is None or version_id.strip() in INVALID_VERSION_IDS:
                 raise _TaskFailed("SrcObjectNotFound", "Object versionID is invalid", marks_failed=False)
-            source_bucket, config = self._once("source", self._source_side)
-            job_role = self._once(("role", self._job_role_arn), lambda: _assume(
-                self._job_role_arn, BATCH_OPERATIONS_PRINCIPAL, source_bucket, "the job role"))
-            self._require(job_role, "s3:InitiateReplication", source_bucket, key,
-                          "InitiateReplicationNotPermitted", marks_failed=False)
+            source_bucket, config, initiate = self._once("prologue", self._prologue)
+            if not initiate.allows(key):
+                raise _TaskFailed("InitiateReplicationNotPermitted", initiate.decision(key).reason,
+                                  marks_failed=False)
             source_version = _find_version(source_bucket, key, version_id)
             tags = moto_state.version_tags(source_bucket, source_version)
             rules = applicable_rules(config, source_version, tags)
@@ -268,8 +281,12 @@ class _View:
                 raise _TaskFailed(
                     "SrcObjectNotEligible", "Object is not eligible for replication", marks_failed=False
                 )
-            for rule in rules:
-                self._replicate_to(source_bucket, source_version, tags, config["Role"], rule)
+            marker = is_delete_marker(source_version)
+            shape = _shape(source_version, marker, tags, rules)
+            plan = self._plans.get(shape)
+            if plan is None:
+                plan = self._plan(shape, source_bucket, config["Role"], source_version, marker, tags, rules)
+            _follow(plan, source_version, key, tags, marker)
         except _TaskFailed as failure:
             if failure.marks_failed and source_version is not None:
                 _set_source_status(source_version, aws_facts.REPLICATION_STATUS_FAILED)
@@ -277,8 +294,11 @@ class _View:
         _set_source_status(source_version, aws_facts.REPLICATION_STATUS_COMPLETED)
         return _SUCCESS
 
-    def _source_side(self) -> tuple[Any, dict[str, Any]]:
-        """Return the source bucket and its configuration, or fail as AWS does before any access."""
+    def _prologue(self) -> tuple[Any, dict[str, Any], PreparedCheck]:
+        """Return the source bucket, its configuration and the job role's InitiateReplication question.
+
+        Or fail, in this order, as AWS does before any access: the bucket, its configuration, the job role.
+        """
         bucket = moto_state.owned_bucket(self._source_account, self._bucket_name)
         if bucket is None:
             raise _TaskFailed(
@@ -293,118 +313,133 @@ class _View:
                 f"Bucket {self._bucket_name} has no replication configuration; put one before replicating.",
                 marks_failed=False,
             )
-        return bucket, config
+        job_role = _assume(self._job_role_arn, BATCH_OPERATIONS_PRINCIPAL, bucket, "the job role")
+        return bucket, config, _s3_check(job_role, "s3:InitiateReplication", bucket, whole_bucket=False)
 
-    def _replicate_to(
-        self, source_bucket: Any, version: Any, tags: Mapping[str, str], role_arn: str, rule: Mapping[str, Any]
+    # --- plans
+
+    def _plan(
+        self, shape: Hashable, source_bucket: Any, role_arn: str, version: Any, marker: bool,
+        tags: Mapping[str, str], rules: Sequence[Mapping[str, Any]],
+    ) -> list[_Step]:
+        """Return (and keep) the steps of a task over a version of this shape: each rule's checks and write in turn."""
+        steps: list[_Step] = []
+        try:
+            for rule in rules:
+                self._plan_destination(steps, source_bucket, role_arn, version, marker, tags, rule)
+        except _TaskFailed as failure:
+            steps.append((_FAIL, failure))  # every task of this shape fails here, after the steps before
+        if len(self._plans) >= _PLANS_PER_VIEW:
+            self._plans.clear()
+        self._plans[shape] = steps
+        return steps
+
+    def _plan_destination(
+        self, steps: list[_Step], source_bucket: Any, role_arn: str, version: Any, marker: bool,
+        tags: Mapping[str, str], rule: Mapping[str, Any],
     ) -> None:
-        """Check everything one destination needs, then write the replica there (or find it there)."""
+        """Add the steps for one destination: the replication role, source reads, destination, its key, writes."""
         role = self._once(("role", role_arn, REPLICATION_PRINCIPAL), lambda: _assume(
             role_arn, REPLICATION_PRINCIPAL, source_bucket, "the replication role", marks_failed=True))
-        marker = is_delete_marker(version)
-        self._check_source_reads(role, source_bucket, version, tags, marker)
+        self._plan_source_reads(steps, role, source_bucket, version, marker, tags)
         destination = self._once(("destination", id(rule)), lambda: _destination_bucket(rule, source_bucket))
-        replica_encryption = self._check_destination_kms(role, destination, version, rule, marker)
-        self._check_destination_writes(role, destination, version, tags, rule, marker)
-        with _write_lock:
-            if _already_replicated(version, destination):
-                return
-            if marker:
-                _write_delete_marker(destination, version)
-            else:
-                factory = self._once(("replicas", destination.name), lambda: ReplicaFactory(destination))
-                _write_object(factory, destination, version, tags, rule, replica_encryption)
-            _remember_destination(version, destination)
+        encryption = _Encryption(None)
+        if not marker:
+            replica_key = self._once(
+                ("replica key", id(rule), version.encryption, bool(version.bucket_key_enabled)),
+                lambda: _replica_encryption(destination, version, rule),
+            )
+            steps.extend(self._key_step(role, action, replica_key.key, destination, replica_key.bucket_context,
+                                        "DstPutObjectNotPermitted") for action in replica_key.actions)
+            encryption = replica_key.encryption
+        self._plan_destination_writes(steps, role, destination, marker, tags, rule)
+        factory = None if marker else self._once(("replicas", destination.name), lambda: ReplicaFactory(destination))
+        steps.append((_WRITE, destination, rule, encryption, factory))
 
-    # --- authorization
-
-    def _require(
-        self, role: _Role, action: str, bucket: Any, key: str | None, code: str, *, marks_failed: bool
+    def _plan_source_reads(
+        self, steps: list[_Step], role: _Role, bucket: Any, version: Any, marker: bool, tags: Mapping[str, str]
     ) -> None:
-        """Fail with `code` unless the role may do the S3 action on the bucket (key None) or that object."""
-        check = self._once(("s3", id(role), action, bucket.name, key is None), lambda: _s3_check(
-            role, action, bucket, whole_bucket=key is None))
-        tail = key or ""
-        if not check.allows(tail):
-            raise _TaskFailed(code, check.decision(tail).reason, marks_failed=marks_failed)
-
-    def _require_key(
-        self, role: _Role, action: str, key: Any, bucket: Any, object_key: str, bucket_context: bool, code: str
-    ) -> None:
-        """Fail with `code` (marking the source FAILED) unless the role may use the KMS key for that object."""
-        check = self._once(("kms", id(role), action, key.arn, bucket.name, bucket_context), lambda: _key_check(
-            role, action, key, bucket, bucket_context))
-        tail = "" if bucket_context else object_key
-        if not check.allows(tail):
-            raise _TaskFailed(code, check.decision(tail).reason, marks_failed=True)
-
-    def _require_each(
-        self, role: _Role, bucket: Any, key: str, checks: Sequence[tuple[bool, str, str]]
-    ) -> None:
-        """Fail on the first (applies, action, failure code) check that applies and that the role may not do.
-
-        Each of these failures comes after S3 began replicating, so each marks the source FAILED.
-        """
-        for applies, action, code in checks:
-            if applies:
-                self._require(role, action, bucket, key, code, marks_failed=True)
-
-    # --- source reads
-
-    def _check_source_reads(
-        self, role: _Role, bucket: Any, version: Any, tags: Mapping[str, str], marker: bool
-    ) -> None:
-        """Fail unless the replication role may read the configuration, the version and its state."""
-        self._require(role, "s3:GetReplicationConfiguration", bucket, None,
-                      "SrcBucketReplicationConfigMissing", marks_failed=True)
-        self._require(role, "s3:GetObjectVersionForReplication", bucket, version.name,
-                      "SrcGetObjectNotPermitted", marks_failed=True)
+        """Add the checks that the replication role may read the configuration, the version and its state."""
+        steps.append(self._s3_step(role, "s3:GetReplicationConfiguration", bucket, False,
+                                   "SrcBucketReplicationConfigMissing"))
+        steps.append(self._s3_step(role, "s3:GetObjectVersionForReplication", bucket, True, "SrcGetObjectNotPermitted"))
         if marker:
             return
-        self._require_each(role, bucket, version.name, [
+        for applies, action, code in (
             (bool(version.lock_mode or version.lock_until), "s3:GetObjectRetention", "SrcGetRetentionNotPermitted"),
             (bool(version.lock_legal_status), "s3:GetObjectLegalHold", "SrcGetLegalHoldNotPermitted"),
             (bool(tags), "s3:GetObjectVersionTagging", "SrcGetTaggingNotPermitted"),
-        ])
+        ):
+            if applies:
+                steps.append(self._s3_step(role, action, bucket, True, code))
         if version.encryption in KMS_ENCRYPTIONS:
             reference = version.kms_key_id or "alias/aws/s3"
             key = self._once(("source key", reference), lambda: _source_key(reference, bucket))
-            self._require_key(role, "kms:Decrypt", key, bucket, version.name, bool(version.bucket_key_enabled),
-                              "SrcGetObjectNotPermitted")
+            steps.append(self._key_step(role, "kms:Decrypt", key, bucket, bool(version.bucket_key_enabled),
+                                        "SrcGetObjectNotPermitted"))
 
-    # --- destination
-
-    def _check_destination_kms(
-        self, role: _Role, destination: Any, version: Any, rule: Mapping[str, Any], marker: bool
-    ) -> _Encryption:
-        """Return how the replica is encrypted, failing unless its key is usable by the role."""
-        if marker:
-            return _Encryption(None)
-        plan = self._once(
-            ("replica key", id(rule), version.encryption, bool(version.bucket_key_enabled)),
-            lambda: _replica_encryption(destination, version, rule),
-        )
-        for action in plan.actions:
-            self._require_key(role, action, plan.key, destination, version.name, plan.bucket_context,
-                              "DstPutObjectNotPermitted")
-        return plan.encryption
-
-    def _check_destination_writes(
-        self, role: _Role, destination: Any, version: Any, tags: Mapping[str, str], rule: Mapping[str, Any],
-        marker: bool,
+    def _plan_destination_writes(
+        self, steps: list[_Step], role: _Role, destination: Any, marker: bool, tags: Mapping[str, str],
+        rule: Mapping[str, Any],
     ) -> None:
-        """Fail unless the role may write the replica (and its tags, and the owner change) there."""
+        """Add the checks that the role may write the replica (and its tags, and the owner change) there."""
         if marker:
-            self._require(role, "s3:ReplicateDelete", destination, version.name, "DstDelObjNotPermitted",
-                          marks_failed=True)
+            steps.append(self._s3_step(role, "s3:ReplicateDelete", destination, True, "DstDelObjNotPermitted"))
             return
         translation = rule["Destination"].get("AccessControlTranslation") or {}
-        self._require_each(role, destination, version.name, [
-            (True, "s3:ReplicateObject", "DstPutObjectNotPermitted"),
-            (translation.get("Owner") == "Destination", "s3:ObjectOwnerOverrideToBucketOwner",
-             "DstPutObjectNotPermitted"),
-            (bool(tags), "s3:ReplicateTags", "DstPutTaggingNotPermitted"),
-        ])
+        steps.append(self._s3_step(role, "s3:ReplicateObject", destination, True, "DstPutObjectNotPermitted"))
+        if translation.get("Owner") == "Destination":
+            steps.append(self._s3_step(role, "s3:ObjectOwnerOverrideToBucketOwner", destination, True,
+                                       "DstPutObjectNotPermitted"))
+        if tags:
+            steps.append(self._s3_step(role, "s3:ReplicateTags", destination, True, "DstPutTaggingNotPermitted"))
+
+    def _s3_step(self, role: _Role, action: str, bucket: Any, per_object: bool, code: str) -> _Step:
+        """Return the step checking that the role may do the S3 action on the bucket, or on the task's object.
+
+        Every failure after S3 began replicating marks the source FAILED.
+        """
+        check = self._once(("s3", id(role), action, bucket.name, per_object), lambda: _s3_check(
+            role, action, bucket, whole_bucket=not per_object))
+        return (_CHECK, check, per_object, code, True)
+
+    def _key_step(self, role: _Role, action: str, key: Any, bucket: Any, bucket_context: bool, code: str) -> _Step:
+        """Return the step checking that the role may use the KMS key for the task's object in the bucket."""
+        check = self._once(("kms", id(role), action, key.arn, bucket.name, bucket_context), lambda: _key_check(
+            role, action, key, bucket, bucket_context))
+        return (_CHECK, check, not bucket_context, code, True)
+
+
+def _shape(version: Any, marker: bool, tags: Mapping[str, str], rules: Sequence[Mapping[str, Any]]) -> Hashable:
+    """Return what a task's checks depend on besides the object's key: the rules and the version's kind."""
+    applying = tuple(id(rule) for rule in rules)
+    if marker:
+        return (True, applying)
+    return (False, applying, bool(version.lock_mode or version.lock_until), bool(version.lock_legal_status),
+            bool(tags), version.encryption, bool(version.bucket_key_enabled), version.kms_key_id)
+
+
+def _follow(plan: Sequence[_Step], version: Any, key: str, tags: Mapping[str, str], marker: bool) -> None:
+    """Take a plan's steps for one version: fail at the first check it does not pass, write each replica."""
+    for step in plan:
+        kind = step[0]
+        if kind == _CHECK:
+            _, check, per_object, code, marks_failed = step
+            tail = key if per_object else ""
+            if not check.allows(tail):
+                raise _TaskFailed(code, check.decision(tail).reason, marks_failed=marks_failed)
+        elif kind == _FAIL:
+            raise step[1].again()
+        else:
+            _, destination, rule, encryption, factory = step
+            with _write_lock:
+                if _already_replicated(version, destination):
+                    continue
+                if marker:
+                    _write_delete_marker(destination, version)
+                else:
+                    _write_object(factory, destination, version, tags, rule, encryption)
+                _remember_destination(version, destination)
 
 
 def _find_version(bucket: Any, key: str, version_id: str) -> Any:
@@ -671,7 +706,10 @@ def _write_object(
     mode, until = source.lock_mode, source.lock_until
     if not mode and not until:
         mode, until = _default_retention(destination)
-    settings = ReplicaSettings(
+    # The replica takes the source's parts too, so it keeps its part count (HEAD with PartNumber) as its ETag says.
+    replica = factory.replica_key(
+        source,
+        etag=_stored_etag(source),
         storage=str(
             rule["Destination"].get("StorageClass") or source.storage_class or aws_facts.DEFAULT_STORAGE_CLASS
         ),
@@ -681,8 +719,6 @@ def _write_object(
         lock_mode=mode,
         lock_until=until,
     )
-    # The source's parts travel with it, so the replica keeps its part count (HEAD with PartNumber) as its ETag says.
-    replica = factory.replica_key(source, _stored_etag(source), settings)
     # Our attribute, which patches.py sends as x-amz-replication-status.
     replica.replication_status = aws_facts.REPLICATION_STATUS_REPLICA
     if tags:
