@@ -8,6 +8,14 @@ version id, bytes, ETag, metadata, tags, Object Lock state and creation time. A 
 for a failure AWS would report: it returns a `TaskResult` carrying AWS's replication failure code.
 Authorization goes through `iam_eval`, so an explicit Deny anywhere wins.
 
+A job's tasks go through a `JobReplicator`. The tasks over one source bucket share one view of
+what they read (the bucket and its configuration, the roles with their trust and identity
+policies, bucket and key policies, KMS keys, destination buckets), and each kind of version gets
+a plan: the checks its task makes, in the order below, then its writes. Every check still asks
+about the task's own object (`iam_eval.PreparedCheck`). A view is read again as soon as a request
+that may change state has reached the backend (`state_changes`), after 1,024 tasks in any case,
+and for every task while the task caches are off; `replicate_task` reads everything afresh.
+
 Order of the checks (the first failure is reported):
 
 1. version id given (SrcObjectNotFound), source bucket (SrcBucketNotFound), its replication
