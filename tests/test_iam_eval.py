@@ -7,11 +7,14 @@ from collections.abc import Mapping
 import pytest
 
 from runbook_lib.embedded.iam_eval import (
+    Decision,
+    PreparedCheck,
     Request,
     can_assume,
     evaluate,
     is_allowed,
 )
+from runbook_lib.embedded.task_caches import use_caches
 from runbook_lib.errors import BackendError
 
 VAULT = "111111111111"
@@ -1009,3 +1012,117 @@ def test_seed_encrypt_with_the_recovery_key_needs_the_vault_account_in_its_polic
 
 def test_seed_trust_policy_lets_batch_operations_assume_the_role() -> None:
     assert can_assume(SEED_TRUST, BATCH_SERVICE)
+
+
+# --- one question asked of many objects ----------------------------------------------------------
+#
+# A job asks each question once per object; a PreparedCheck settles once what no key can change.
+# Each answer must be the one a fresh evaluation (every cache off) gives for that object's request.
+
+OBJECTS = f"arn:aws:s3:::{VAULT_BUCKET}/"
+KEYS = ["docs/report.pdf", "docs/", "x", "docsx", "other/file.txt", "a:b:c", "dö cs/ü.txt", "with\nnewline",
+        "*", "?", "docs/report.pdf.bak"]
+CONTEXT_KEY = "kms:EncryptionContext:aws:s3:arn"
+ROLE_CONTEXT = {"aws:PrincipalArn": ROLE, "aws:SecureTransport": "true"}
+
+
+def deny(action: object, **extra: object) -> Policy:
+    return policy({"Effect": "Deny", "Action": action, **extra})
+
+
+def _fresh(asked: Request, identity: list[Policy], resource_policy: Policy | None, kms: bool) -> Decision:
+    """Return the verdict with every cache off: each statement read from scratch for this one request."""
+    use_caches(False)
+    try:
+        return is_allowed(asked, identity_policies=identity, resource_policy=resource_policy, resource_is_kms_key=kms)
+    finally:
+        use_caches(True)
+
+
+def _assert_each_object_answered_as_fresh(check: PreparedCheck, identity: list[Policy],
+                                          resource_policy: Policy | None, kms: bool) -> None:
+    for key in KEYS * 2:  # the second pass answers from verdicts already found
+        asked = check.request_for(key)
+        expected = _fresh(asked, identity, resource_policy, kms)
+        assert check.allows(key) is expected.allowed, key
+        assert check.decision(key).reason == expected.reason
+
+
+@pytest.mark.parametrize(
+    ("identity", "bucket_policy"),
+    [
+        pytest.param([allow("s3:GetObject", f"{OBJECTS}*")], None, id="every object"),
+        pytest.param([allow("s3:GetObject", f"{OBJECTS}docs/*")], None, id="a prefix"),
+        pytest.param([allow("s3:GetObject", f"{OBJECTS}docs/report.pdf")], None, id="one object"),
+        pytest.param([allow("s3:GetObject", f"arn:aws:s3:::{VAULT_BUCKET}")], None, id="the bucket, not its objects"),
+        pytest.param([allow("s3:GetObject", f"{OBJECTS}?")], None, id="one-character wildcard"),
+        pytest.param([allow("s3:GetObject", "arn:aws:s3:::vault-*/docs/*")], None, id="wildcard in the bucket name"),
+        pytest.param([allow("s3:GetObject", "arn:aws:s3:::elsewhere/*")], None, id="another bucket"),
+        pytest.param([allow("s3:GetObject"), deny("s3:GetObject", NotResource=f"{OBJECTS}docs/*")], None,
+                     id="deny all but a prefix"),
+        pytest.param([], policy({"Effect": "Allow", "Principal": {"AWS": ROLE}, "Action": "s3:GetObject",
+                                 "Resource": f"{OBJECTS}*"}), id="bucket policy names the role"),
+        pytest.param([allow("s3:GetObject", f"{OBJECTS}*")],
+                     policy({"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{OBJECTS}x"}),
+                     id="bucket policy denies one object"),
+        pytest.param([allow("s3:GetObject", f"{OBJECTS}*", Condition={"Bool": {"aws:SecureTransport": "false"}})],
+                     None, id="condition on a key every request shares"),
+    ],
+)
+def test_a_prepared_s3_question_answers_each_object_as_a_fresh_evaluation(
+    identity: list[Policy], bucket_policy: Policy | None
+) -> None:
+    template = request("s3:GetObject", OBJECTS, context=ROLE_CONTEXT)
+    check = PreparedCheck(template, resource_is_prefix=True, identity_policies=identity, resource_policy=bucket_policy)
+
+    assert check.request_for("docs/a").resource == f"{OBJECTS}docs/a"
+    _assert_each_object_answered_as_fresh(check, identity, bucket_policy, kms=False)
+
+
+def _decrypt_if(condition: Mapping[str, object]) -> list[Policy]:
+    return [allow("kms:Decrypt", VAULT_KEY, Condition=condition)]
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        pytest.param(_decrypt_if({"StringLike": {CONTEXT_KEY: f"{OBJECTS}*"}}), id="objects of the bucket"),
+        pytest.param(_decrypt_if({"StringLike": {CONTEXT_KEY: f"{OBJECTS}docs/*"}}), id="a prefix"),
+        pytest.param(_decrypt_if({"StringLike": {CONTEXT_KEY: [f"arn:aws:s3:::{VAULT_BUCKET}", f"{OBJECTS}*"]}}),
+                     id="the bucket or its objects"),
+        pytest.param(_decrypt_if({"StringNotLike": {CONTEXT_KEY: f"{OBJECTS}docs/*"}}), id="not like a prefix"),
+        pytest.param(_decrypt_if({"StringEquals": {CONTEXT_KEY: f"{OBJECTS}x"}}), id="equals one object"),
+        pytest.param(_decrypt_if({"StringNotEquals": {CONTEXT_KEY: f"{OBJECTS}x"}}), id="not one object"),
+        pytest.param(_decrypt_if({"StringEquals": {CONTEXT_KEY: "arn:aws:s3:::elsewhere/x"}}), id="another bucket"),
+        pytest.param(_decrypt_if({"ArnLike": {CONTEXT_KEY: f"{OBJECTS}docs/*"}}), id="ARN like a prefix"),
+        pytest.param(_decrypt_if({"ArnLike": {CONTEXT_KEY: "arn:aws:s3:*:*:*"}}), id="ARN like any S3 ARN"),
+        pytest.param(_decrypt_if({"ArnNotLike": {CONTEXT_KEY: "arn:aws:sqs:*:*:*"}}), id="ARN not like SQS"),
+        pytest.param(_decrypt_if({"StringLikeIfExists": {CONTEXT_KEY: f"{OBJECTS}docs/*"}}), id="if exists"),
+        pytest.param(_decrypt_if({"ForAnyValue:StringLike": {CONTEXT_KEY: f"{OBJECTS}d*"}}), id="for any value"),
+        pytest.param(_decrypt_if({"ForAllValues:StringNotLike": {CONTEXT_KEY: f"{OBJECTS}o*"}}), id="for all values"),
+        pytest.param(_decrypt_if({"Null": {CONTEXT_KEY: "false"}}), id="null"),
+        pytest.param(_decrypt_if({"StringEqualsIgnoreCase": {CONTEXT_KEY: f"{OBJECTS}X"}}), id="ignoring case"),
+        pytest.param(_decrypt_if({"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"},
+                                  "StringLike": {CONTEXT_KEY: f"{OBJECTS}*"}}), id="service and objects"),
+        pytest.param(_decrypt_if({"StringEquals": {"kms:ViaService": "sqs.us-east-1.amazonaws.com"},
+                                  "StringLike": {CONTEXT_KEY: f"{OBJECTS}docs/*"}}), id="another service"),
+    ],
+)
+def test_a_prepared_key_question_answers_each_object_as_a_fresh_evaluation(identity: list[Policy]) -> None:
+    key = key_policy(f"arn:aws:iam::{VAULT}:root")
+    context = {**ROLE_CONTEXT, "kms:ViaService": f"s3.{REGION}.amazonaws.com", CONTEXT_KEY: OBJECTS}
+    check = PreparedCheck(request("kms:Decrypt", VAULT_KEY, context=context), resource_is_prefix=False,
+                          tail_keys=[CONTEXT_KEY], identity_policies=identity, resource_policy=key,
+                          resource_is_kms_key=True)
+
+    assert check.request_for("docs/a").context[CONTEXT_KEY] == f"{OBJECTS}docs/a"
+    _assert_each_object_answered_as_fresh(check, identity, key, kms=True)
+
+
+def test_a_prepared_question_refuses_an_operator_the_backend_cannot_evaluate_when_asked() -> None:
+    identity = [allow("s3:GetObject", f"{OBJECTS}*", Condition={"DateGreaterThan": {"aws:CurrentTime": "2020-01-01"}})]
+    check = PreparedCheck(request("s3:GetObject", OBJECTS), resource_is_prefix=True, identity_policies=identity)
+
+    with pytest.raises(BackendError, match="DateGreaterThan"):
+        check.allows("docs/report.pdf")
+

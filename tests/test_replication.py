@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from runbook_fixtures import AccountClients, clients_on_a_new_backend
 
-from runbook_lib.embedded.replication import TaskResult, mark_source_failed, replicate_task
+from runbook_lib.embedded.replication import TaskResult, job_replicator, mark_source_failed, replicate_task
 from runbook_lib.embedded.replication_rules import eligible_for_replication, replication_configuration
 from runbook_lib.embedded.server import RECOVERY_ACCOUNT, REGION, VAULT_ACCOUNT
 
@@ -646,6 +646,80 @@ def test_a_version_deleted_at_the_destination_is_not_replicated_again(world: Wor
     assert (result.succeeded, result.error_code) == (False, "DstObjectHardDeleted")
     assert world.recovery_version_ids("plain.txt") == []
     assert world.source_status("plain", key="plain.txt") == "COMPLETED"
+
+
+def test_a_replica_deleted_at_the_destination_leaves_the_source_and_its_bytes_alone(world: World) -> None:
+    assert world.replicate("plain", key="plain.txt").succeeded
+    world.accounts.recovery_s3.delete_object(
+        Bucket=world.recovery_bucket, Key="plain.txt", VersionId=world.versions["plain"], BypassGovernanceRetention=True
+    )
+
+    source = world.accounts.vault_s3.get_object(Bucket=world.vault_bucket, Key="plain.txt",
+                                                VersionId=world.versions["plain"])
+
+    assert source["Body"].read() == b"nothing special"
+
+
+# --- a job's tasks: what one task read serves the next only while nothing changed --------------
+
+# One change per kind of state a job's tasks share: the job role's and the replication role's
+# identity policy, a trust policy, a key's state, a bucket policy, a key policy, the destination
+# bucket, the replication configuration.
+CHANGES_SEEN_BY_THE_NEXT_TASK = [row for row in FAILURES if row[0] in {
+    "no s3:InitiateReplication", "no s3:ReplicateObject", "replication role not trusted by S3",
+    "vault key disabled", "no recovery bucket policy", "recovery key policy without the vault side",
+    "recovery bucket missing", "no replication configuration",
+}]
+
+
+def _twin_of_report_v1(world: World, key: str) -> str:
+    """Put a version like report-v1 (tags, hold, retention, the vault key) under another key; return its id."""
+    return str(world.accounts.vault_s3.put_object(
+        Bucket=world.vault_bucket, Key=key, Body=b"second quarter", Metadata={"source-system": "erp"},
+        Tagging="team=finance&class=gold", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=RETAIN_UNTIL,
+        ObjectLockLegalHoldStatus="ON",
+    )["VersionId"])
+
+
+@pytest.mark.parametrize(
+    ("change", "label", "code", "status_after"),
+    [pytest.param(*row[1:], id=row[0]) for row in CHANGES_SEEN_BY_THE_NEXT_TASK],
+)
+def test_a_change_made_while_a_job_runs_decides_its_very_next_task(
+    world: World, change: Callable[[World], None], label: str, code: str, status_after: str | None
+) -> None:
+    replicate = job_replicator()
+    twin = _twin_of_report_v1(world, "docs/twin.pdf")
+    assert replicate(VAULT_ACCOUNT, world.vault_bucket, "docs/twin.pdf", twin, world.role_arn).succeeded
+    change(world)
+
+    result = replicate(VAULT_ACCOUNT, world.vault_bucket, REPORT_KEY, world.versions[label], world.role_arn)
+
+    assert (result.succeeded, result.error_code, result.http_status) == (False, code, 500)
+    assert world.recovery_version_ids() == []
+    assert world.source_status(label) == status_after
+
+
+def test_a_job_replicates_as_single_tasks_do_and_a_fix_decides_its_next_task(world: World) -> None:
+    replicate = job_replicator()
+    versions = {key: _twin_of_report_v1(world, key) for key in ("docs/a.pdf", "docs/b.pdf", "docs/c.pdf")}
+    assert replicate(VAULT_ACCOUNT, world.vault_bucket, "docs/a.pdf", versions["docs/a.pdf"], world.role_arn).succeeded
+    _no_recovery_bucket_policy(world)
+    failed = replicate(VAULT_ACCOUNT, world.vault_bucket, "docs/b.pdf", versions["docs/b.pdf"], world.role_arn)
+    assert failed.error_code == "DstPutObjectNotPermitted"
+    world.accounts.recovery_s3.put_bucket_policy(Bucket=world.recovery_bucket, Policy=world.recovery_bucket_policy())
+
+    for key in ("docs/b.pdf", "docs/c.pdf"):
+        assert replicate(VAULT_ACCOUNT, world.vault_bucket, key, versions[key], world.role_arn).succeeded
+
+    for key, version_id in versions.items():
+        replica = world.accounts.recovery_s3.head_object(Bucket=world.recovery_bucket, Key=key, VersionId=version_id)
+        source = world.accounts.vault_s3.head_object(Bucket=world.vault_bucket, Key=key, VersionId=version_id)
+        for name in ("ETag", "ContentLength", "Metadata", "LastModified", "ObjectLockMode",
+                     "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus"):
+            assert replica[name] == source[name], (key, name)
+        assert (replica["ReplicationStatus"], source["ReplicationStatus"]) == ("REPLICA", "COMPLETED")
+        assert replica["SSEKMSKeyId"] == world.recovery_key_arn
 
 
 # --- eligibility ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from runbook_lib.errors import BackendError
 __all__ = [
     "Decision",
     "Effect",
+    "PreparedCheck",
     "Request",
     "can_assume",
     "evaluate",
@@ -468,6 +469,7 @@ class _Candidate:
     resource_given: bool  # False for trust policies: the role itself is the resource
     conditions: tuple[tuple[str, str, tuple[str, ...]], ...] | None  # None: read the raw block
     raw_condition: object
+    resource_globs: tuple[str, ...] = ()  # the Resource (or NotResource) patterns as written
 
     def applies(self, resource: str, context: _LowercaseContext) -> bool:
         """Return True when the statement's Resource and Condition cover this request."""
@@ -499,8 +501,10 @@ def _candidates(policy: Mapping[str, object], request: Request) -> tuple[_Candid
         via = _principal_match(statement, request)
         if via is None or not _action_matches(statement, request.action, label):
             continue
+        pattern, negated, given = _resource_test(statement)
         candidates.append(_Candidate(
-            _Match(effect, label, via), *_resource_test(statement), *_condition_test(statement.get("Condition")),
+            _Match(effect, label, via), pattern, negated, given, *_condition_test(statement.get("Condition")),
+            resource_globs=_resource_globs(statement),
         ))
     return tuple(candidates)
 
@@ -513,6 +517,14 @@ def _resource_test(statement: Mapping[str, object]) -> tuple[re.Pattern[str] | N
             combined = re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL) if patterns else None
             return combined, negated, True
     return None, False, False
+
+
+def _resource_globs(statement: Mapping[str, object]) -> tuple[str, ...]:
+    """Return the statement's Resource (or NotResource) patterns as written."""
+    for element in ("Resource", "NotResource"):
+        if element in statement:
+            return tuple(_strings(statement[element]))
+    return ()
 
 
 def _condition_test(condition: object) -> tuple[tuple[tuple[str, str, tuple[str, ...]], ...] | None, object]:
@@ -654,6 +666,197 @@ def _plan_candidates(
 
 
 _decisions = _VerdictCache()
+
+
+# --- questions asked of many objects ------------------------------------------------------------
+#
+# A Batch Replication job asks each question (this role, this action, these policies) once per
+# object, and the objects differ only in their keys: an object's ARN is its bucket's ARN, "/" and
+# the key, and so is the encryption context S3 sends to KMS for it. For most statements, whether
+# their Resource and Condition hold does not depend on the key at all: "arn:aws:s3:::vault/*" covers
+# every object of the vault bucket and no object of any other. `PreparedCheck` works that out once
+# per statement, so a job tests against each object only the statements for which the key can make
+# a difference. The verdict is the one `_decide` gives for the completed request: it depends only on
+# which statements apply (see `_VerdictCache`), and each set of applying statements is decided in
+# full the first time it is met.
+
+
+_Settled = bool | None  # True: holds for every key; False: for none; None: depends on the key
+
+
+class PreparedCheck:
+    """One authorization question asked of many objects whose requests differ only in the object's key.
+
+    The request's resource, and each context value named in `tail_keys`, is given as a prefix: the
+    request asked by `allows(tail)` has `tail` appended to each of them. The documents are read as
+    they are when the check is prepared; prepare it again to read them again.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        resource_is_prefix: bool,
+        tail_keys: Iterable[str] = (),
+        identity_policies: Sequence[Mapping[str, object]] = (),
+        resource_policy: Mapping[str, object] | None = None,
+        resource_is_kms_key: bool = False,
+    ) -> None:
+        self._request = request
+        self._resource_is_prefix = resource_is_prefix
+        self._tail_keys = tuple(tail_keys)
+        self._identity = tuple(identity_policies)
+        self._resource_policy = resource_policy
+        self._kms = resource_is_kms_key
+        self._cached = caches_enabled()
+        self._verdicts: dict[tuple[bool, ...], bool] = {}
+        self._verdict: bool | None = None  # the verdict for every key, once known
+        if not self._cached:
+            return
+        self._candidates = _plan_candidates(request, self._identity, resource_policy, resource_is_kms_key)
+        lowered_tails = {key.lower() for key in self._tail_keys}
+        settled = [
+            _settled(candidate, request.resource, resource_is_prefix, request.context, lowered_tails)
+            for candidate in self._candidates
+        ]
+        self._fixed = tuple(False if value is None else value for value in settled)
+        self._varying = tuple(index for index, value in enumerate(settled) if value is None)
+
+    def request_for(self, tail: str) -> Request:
+        """Return the request this check asks about the object whose key is `tail`."""
+        template = self._request
+        context = template.context
+        if self._tail_keys:
+            context = dict(context)
+            for key in self._tail_keys:
+                context[key] = f"{context[key]}{tail}"
+        resource = template.resource + tail if self._resource_is_prefix else template.resource
+        return Request(template.principal_arn, template.principal_account, template.action, resource,
+                       template.resource_account, context, template.service_principal)
+
+    def allows(self, tail: str) -> bool:
+        """Return whether AWS allows the request about the object whose key is `tail`."""
+        if self._verdict is not None:
+            return self._verdict
+        if not self._cached:
+            return self.decision(tail).allowed
+        applying = self._fixed
+        if self._varying:
+            request = self.request_for(tail)
+            context = _LowercaseContext(request.context)
+            resource = request.resource
+            found = list(applying)
+            for index in self._varying:
+                found[index] = self._candidates[index].applies(resource, context)
+            applying = tuple(found)
+        allowed = self._verdicts.get(applying)
+        if allowed is None:
+            allowed = self.decision(tail).allowed
+            if len(self._verdicts) >= _VERDICTS_PER_PLAN:
+                self._verdicts.clear()
+            self._verdicts[applying] = allowed
+            if not self._varying:
+                self._verdict = allowed
+        return allowed
+
+    def decision(self, tail: str) -> Decision:
+        """Return the verdict and its reason for the object whose key is `tail`, decided in full."""
+        return _decide(self.request_for(tail), self._identity, self._resource_policy, self._kms)
+
+
+def _settled(
+    candidate: _Candidate,
+    resource: str,
+    resource_is_prefix: bool,
+    context: Mapping[str, ContextValue],
+    tail_keys: set[str],
+) -> _Settled:
+    """Return whether the statement applies whatever the key (True), for no key (False), or None when it depends.
+
+    A statement with a Condition operator the backend cannot evaluate is left to each request,
+    which then raises as it always has.
+    """
+    if candidate.conditions is None or not all(_supported(op) for op, _, _ in candidate.conditions):
+        return None
+    results: list[_Settled] = []
+    if candidate.resource_given:
+        if resource_is_prefix:
+            hit = _any_settled(_glob_over_tail(pattern, resource) for pattern in candidate.resource_globs)
+        else:
+            hit = candidate.resource_pattern is not None and candidate.resource_pattern.fullmatch(resource) is not None
+        results.append(None if hit is None else hit != candidate.resource_negated)
+    lowered = {key.lower(): value for key, value in context.items()}
+    for operator, key, expected in candidate.conditions:
+        if key in tail_keys:
+            results.append(_condition_over_tail(operator, str(lowered[key]), expected, candidate.match.label))
+        else:
+            value = lowered.get(key)
+            values = () if value is None else tuple(_strings(value))
+            results.append(_condition_holds_for(operator, values, expected, candidate.match.label))
+    if False in results:
+        return False
+    return True if all(result is True for result in results) else None
+
+
+def _supported(operator: str) -> bool:
+    """Return whether `_condition_holds` evaluates the operator rather than refusing it."""
+    qualifier, _, name = operator.lower().rpartition(":")
+    return name == "null" or (name.removesuffix("ifexists") in _OPERATORS and qualifier in _QUALIFIERS)
+
+
+def _condition_over_tail(operator: str, prefix: str, expected: tuple[str, ...], label: str) -> _Settled:
+    """Return whether one condition holds for a context value `prefix` + any key: always, never, or None."""
+    _, _, name = operator.lower().rpartition(":")
+    if name == "null":
+        return _condition_holds_for(operator, (prefix,), expected, label)  # the key is there, whatever its value
+    # The value is there and single, so IfExists, ForAnyValue and ForAllValues all reduce to the
+    # operator itself, and a negated operator to the negation of its positive twin.
+    base = name.removesuffix("ifexists")
+    _, negated = _OPERATORS[base]
+    if base in ("stringlike", "stringnotlike"):
+        hit = _any_settled(_glob_over_tail(pattern, prefix) for pattern in expected)
+    elif base in ("stringequals", "stringnotequals"):
+        hit = _any_settled(None if pattern.startswith(prefix) else False for pattern in expected)
+    elif base in ("arnlike", "arnnotlike", "arnequals", "arnnotequals"):
+        hit = _any_settled(_arn_over_tail(pattern, prefix) for pattern in expected)
+    else:
+        return None
+    return None if hit is None else hit != negated
+
+
+def _glob_over_tail(pattern: str, prefix: str) -> _Settled:
+    """Return whether an IAM wildcard pattern matches `prefix` + any key: always, never, or None."""
+    wildcards = [index for index in (pattern.find("*"), pattern.find("?")) if index >= 0]
+    if not wildcards:
+        return None if pattern.startswith(prefix) else False
+    cut = min(wildcards)
+    literal = pattern[:cut]
+    common = min(len(literal), len(prefix))
+    if literal[:common] != prefix[:common]:
+        return False
+    if len(literal) <= len(prefix) and pattern[cut:] == "*":
+        return True
+    return None
+
+
+def _arn_over_tail(pattern: str, prefix: str) -> _Settled:
+    """Return `_arn_like(prefix + any key, pattern)`: always, never, or None (see `_glob_over_tail`)."""
+    value_parts, pattern_parts = prefix.split(":", 5), pattern.split(":", 5)
+    if len(value_parts) != 6:
+        return None  # the key may hold the missing colons
+    if len(pattern_parts) != 6:
+        return False
+    if not all(_glob(p).fullmatch(v) for v, p in zip(value_parts[:5], pattern_parts[:5], strict=True)):
+        return False
+    return _glob_over_tail(pattern_parts[5], value_parts[5])
+
+
+def _any_settled(results: Iterable[_Settled]) -> _Settled:
+    """Return the OR of settled answers: True when one always holds, False when none ever does, else None."""
+    answers = list(results)
+    if True in answers:
+        return True
+    return False if all(answer is False for answer in answers) else None
 
 
 class _LowercaseContext(Mapping[str, list[str]]):

@@ -8,6 +8,14 @@ version id, bytes, ETag, metadata, tags, Object Lock state and creation time. A 
 for a failure AWS would report: it returns a `TaskResult` carrying AWS's replication failure code.
 Authorization goes through `iam_eval`, so an explicit Deny anywhere wins.
 
+A job's tasks go through a `JobReplicator`. The tasks over one source bucket share one view of
+what they read (the bucket and its configuration, the roles with their trust and identity
+policies, bucket and key policies, KMS keys, destination buckets), and each kind of version gets
+a plan: the checks its task makes, in the order below, then its writes. Every check still asks
+about the task's own object (`iam_eval.PreparedCheck`). A view is read again as soon as a request
+that may change state has reached the backend (`state_changes`), after 1,024 tasks in any case,
+and for every task while the task caches are off; `replicate_task` reads everything afresh.
+
 Order of the checks (the first failure is reported):
 
 1. version id given (SrcObjectNotFound), source bucket (SrcBucketNotFound), its replication
@@ -108,22 +116,25 @@ Choices no AWS source confirms (the reference marks them UNCONFIRMED or is silen
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from runbook_lib import aws_facts
-from runbook_lib.embedded import moto_state
-from runbook_lib.embedded.iam_eval import Decision, Request, can_assume, is_allowed, service_source_context
+from runbook_lib.embedded import moto_state, state_changes
+from runbook_lib.embedded.iam_eval import PreparedCheck, Request, can_assume, service_source_context
 from runbook_lib.embedded.moto_state import PARTITION, is_delete_marker
+from runbook_lib.embedded.replica_keys import ReplicaFactory
 from runbook_lib.embedded.replication_rules import KMS_ENCRYPTIONS, applicable_rules, stored_configuration
 from runbook_lib.embedded.task_caches import caches_enabled
 from runbook_lib.embedded.task_result import TaskResult
 from runbook_lib.embedded.utc import as_utc, utc_now
 
 __all__ = [
+    "JobReplicator",
     "TaskResult",
+    "job_replicator",
     "mark_source_failed",
     "replicate_task",
 ]
@@ -133,6 +144,8 @@ BATCH_OPERATIONS_PRINCIPAL = aws_facts.BATCH_OPERATIONS_SERVICE_PRINCIPAL
 REPLICATION_PRINCIPAL = aws_facts.S3_SERVICE_PRINCIPAL
 # Manifests write an empty version field as \N; AWS reports both forms the same way.
 INVALID_VERSION_IDS = frozenset({"", "\\N"})
+# The encryption context key S3 sends to KMS, naming the object (or, with Bucket Keys, the bucket).
+_ENCRYPTION_CONTEXT_KEY = "kms:EncryptionContext:aws:s3:arn"
 _FAILED_TASK_HTTP_STATUS = 500
 # Attributes we keep on a source version: the destination buckets it was written to, and whether
 # it is a replica (its REPLICA status is replaced by FAILED while a try of it has failed).
@@ -142,10 +155,13 @@ _IS_REPLICA = "is_replica"
 # Replicas are inserted into moto's version lists, which request threads read and write too.
 _write_lock = threading.RLock()
 
-
-
+# A view is read again after this many tasks even when no request came in: a bound on how long
+# a change made inside the backend's process (never through the API) can go unseen.
+_VIEW_TASKS = 1024
+_VIEWS_PER_JOB = 64
 
 _SUCCESS = TaskResult(True, 200, "", SUCCESS_MESSAGE)
+_T = TypeVar("_T")
 
 
 class _TaskFailed(Exception):
@@ -156,6 +172,10 @@ class _TaskFailed(Exception):
         self.code = code
         self.message = message
         self.marks_failed = marks_failed
+
+    def again(self) -> _TaskFailed:
+        """Return the same failure for another task (an exception object is raised once)."""
+        return _TaskFailed(self.code, self.message, marks_failed=self.marks_failed)
 
 
 # --- the task ---------------------------------------------------------------------------------
@@ -168,63 +188,276 @@ def replicate_task(
 
     On success the replica is written to every destination whose rule applies (or is already
     there) and the source's replication status is updated; a failure writes nothing more and
-    marks the source FAILED where AWS would (see the module's table).
+    marks the source FAILED where AWS would (see the module's table). Everything is read afresh.
     """
-    source_version: Any = None
-    try:
-        source_bucket, config = _source_side(source_account, bucket_name, version_id)
-        job_role = _assume(job_role_arn, BATCH_OPERATIONS_PRINCIPAL, source_bucket, "the job role")
-        _require(
-            _allowed(job_role, "s3:InitiateReplication", _object_arn(bucket_name, key), source_bucket),
-            "InitiateReplicationNotPermitted",
-            marks_failed=False,
-        )
-        source_version = _find_version(source_bucket, key, version_id)
-        tags = moto_state.version_tags(source_bucket, source_version)
-        rules = applicable_rules(config, source_version, tags)
-        if not rules:
+    return _View(source_account, bucket_name, job_role_arn).replicate(key, version_id)
+
+
+class JobReplicator:
+    """Replicates the tasks of one job, reusing what earlier tasks read while nothing can have changed it.
+
+    Each task is decided as `replicate_task` decides it; what the tasks over one source bucket share
+    (the bucket and its configuration, the roles and their policies, bucket and key policies, KMS
+    keys, destination buckets) is read once per view. A view is read again once a request that may
+    change state has reached the backend (see `state_changes`), after `_VIEW_TASKS` tasks, and
+    always when the task caches are off.
+    """
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[str, str, str], _View] = {}
+
+    def __call__(
+        self, source_account: str, bucket_name: str, key: str, version_id: str, job_role_arn: str
+    ) -> TaskResult:
+        """Return the outcome of replicating one version, as `replicate_task` does."""
+        where = (source_account, bucket_name, job_role_arn)
+        view = self._views.get(where)
+        if view is None or not view.fresh():
+            if len(self._views) >= _VIEWS_PER_JOB:
+                self._views.clear()
+            view = self._views[where] = _View(source_account, bucket_name, job_role_arn)
+        return view.replicate(key, version_id)
+
+
+def job_replicator() -> JobReplicator:
+    """Return a replicator for the tasks of one job (see `JobReplicator`)."""
+    return JobReplicator()
+
+
+# A task's plan is a list of steps, the same for every version of one shape (see `_shape`): a
+# permission check (_CHECK, check, whether it asks about the object, failure code, marks FAILED),
+# a failure found while planning (_FAIL, failure), a replica to write (_WRITE, destination, rule,
+# encryption, replica factory or None for a delete marker).
+_CHECK, _FAIL, _WRITE = 0, 1, 2
+_PLANS_PER_VIEW = 256
+_Step = tuple[Any, ...]
+
+
+class _View:
+    """What tasks over one source bucket with one job role read: read once, as the first task needing it found it.
+
+    Each kind of version (`_shape`) gets a plan: the checks its task makes, in the order the module's
+    docstring gives, then the write; a check asks its prepared question about each task's own key.
+    """
+
+    def __init__(self, source_account: str, bucket_name: str, job_role_arn: str) -> None:
+        self._generation = state_changes.generation()  # first: a change from now on is seen
+        self._cached = caches_enabled()
+        self._tasks = 0
+        self._source_account = source_account
+        self._bucket_name = bucket_name
+        self._job_role_arn = job_role_arn
+        self._known: dict[Hashable, Any] = {}
+        self._plans: dict[Hashable, list[_Step]] = {}
+
+    def fresh(self) -> bool:
+        """Return whether later tasks may still use what this view read."""
+        return (self._cached and caches_enabled() and self._tasks < _VIEW_TASKS
+                and self._generation == state_changes.generation())
+
+    def _once(self, what: Hashable, read: Callable[[], _T]) -> _T:
+        """Return what `read` gave (or raise the failure it raised) the first time this view asked for `what`."""
+        try:
+            found = self._known[what]
+        except KeyError:
+            try:
+                found = read()
+            except _TaskFailed as failure:
+                found = failure
+            self._known[what] = found
+        if isinstance(found, _TaskFailed):
+            raise found.again()
+        return cast(_T, found)
+
+    # --- the task
+
+    def replicate(self, key: str, version_id: str) -> TaskResult:
+        """Return the outcome of replicating one version of this view's bucket (see `replicate_task`)."""
+        self._tasks += 1
+        source_version: Any = None
+        try:
+            if version_id is None or version_id.strip() in INVALID_VERSION_IDS:
+                raise _TaskFailed("SrcObjectNotFound", "Object versionID is invalid", marks_failed=False)
+            source_bucket, config, initiate = self._once("prologue", self._prologue)
+            if not initiate.allows(key):
+                raise _TaskFailed("InitiateReplicationNotPermitted", initiate.decision(key).reason,
+                                  marks_failed=False)
+            source_version = _find_version(source_bucket, key, version_id)
+            tags = moto_state.version_tags(source_bucket, source_version)
+            rules = applicable_rules(config, source_version, tags)
+            if not rules:
+                raise _TaskFailed(
+                    "SrcObjectNotEligible", "Object is not eligible for replication", marks_failed=False
+                )
+            marker = is_delete_marker(source_version)
+            shape = _shape(source_version, marker, tags, rules)
+            plan = self._plans.get(shape)
+            if plan is None:
+                plan = self._plan(shape, source_bucket, config["Role"], source_version, marker, tags, rules)
+            _follow(plan, source_version, key, tags, marker)
+        except _TaskFailed as failure:
+            if failure.marks_failed and source_version is not None:
+                _set_source_status(source_version, aws_facts.REPLICATION_STATUS_FAILED)
+            return TaskResult(False, _FAILED_TASK_HTTP_STATUS, failure.code, failure.message)
+        _set_source_status(source_version, aws_facts.REPLICATION_STATUS_COMPLETED)
+        return _SUCCESS
+
+    def _prologue(self) -> tuple[Any, dict[str, Any], PreparedCheck]:
+        """Return the source bucket, its configuration and the job role's InitiateReplication question.
+
+        Or fail, in this order, as AWS does before any access: the bucket, its configuration, the job role.
+        """
+        bucket = moto_state.owned_bucket(self._source_account, self._bucket_name)
+        if bucket is None:
             raise _TaskFailed(
-                "SrcObjectNotEligible", "Object is not eligible for replication", marks_failed=False
+                "SrcBucketNotFound",
+                f"Source bucket {self._bucket_name} does not exist in account {self._source_account}.",
+                marks_failed=False,
             )
-        for rule in rules:
-            _replicate_to(source_bucket, source_version, tags, config["Role"], rule)
-    except _TaskFailed as failure:
-        if failure.marks_failed and source_version is not None:
-            _set_source_status(source_version, aws_facts.REPLICATION_STATUS_FAILED)
-        return TaskResult(False, _FAILED_TASK_HTTP_STATUS, failure.code, failure.message)
-    _set_source_status(source_version, aws_facts.REPLICATION_STATUS_COMPLETED)
-    return _SUCCESS
+        config = stored_configuration(bucket)
+        if config is None:
+            raise _TaskFailed(
+                "SrcBucketReplicationConfigMissing",
+                f"Bucket {self._bucket_name} has no replication configuration; put one before replicating.",
+                marks_failed=False,
+            )
+        job_role = _assume(self._job_role_arn, BATCH_OPERATIONS_PRINCIPAL, bucket, "the job role")
+        return bucket, config, _s3_check(job_role, "s3:InitiateReplication", bucket, whole_bucket=False)
+
+    # --- plans
+
+    def _plan(
+        self, shape: Hashable, source_bucket: Any, role_arn: str, version: Any, marker: bool,
+        tags: Mapping[str, str], rules: Sequence[Mapping[str, Any]],
+    ) -> list[_Step]:
+        """Return (and keep) the steps of a task over a version of this shape: each rule's checks and write in turn."""
+        steps: list[_Step] = []
+        try:
+            for rule in rules:
+                self._plan_destination(steps, source_bucket, role_arn, version, marker, tags, rule)
+        except _TaskFailed as failure:
+            steps.append((_FAIL, failure))  # every task of this shape fails here, after the steps before
+        if len(self._plans) >= _PLANS_PER_VIEW:
+            self._plans.clear()
+        self._plans[shape] = steps
+        return steps
+
+    def _plan_destination(
+        self, steps: list[_Step], source_bucket: Any, role_arn: str, version: Any, marker: bool,
+        tags: Mapping[str, str], rule: Mapping[str, Any],
+    ) -> None:
+        """Add the steps for one destination: the replication role, source reads, destination, its key, writes."""
+        role = self._once(("role", role_arn, REPLICATION_PRINCIPAL), lambda: _assume(
+            role_arn, REPLICATION_PRINCIPAL, source_bucket, "the replication role", marks_failed=True))
+        self._plan_source_reads(steps, role, source_bucket, version, marker, tags)
+        destination = self._once(("destination", id(rule)), lambda: _destination_bucket(rule, source_bucket))
+        encryption = _Encryption(None)
+        if not marker:
+            replica_key = self._once(
+                ("replica key", id(rule), version.encryption, bool(version.bucket_key_enabled)),
+                lambda: _replica_encryption(destination, version, rule),
+            )
+            steps.extend(self._key_step(role, action, replica_key.key, destination, replica_key.bucket_context,
+                                        "DstPutObjectNotPermitted") for action in replica_key.actions)
+            encryption = replica_key.encryption
+        self._plan_destination_writes(steps, role, destination, marker, tags, rule)
+        factory = None if marker else self._once(("replicas", destination.name), lambda: ReplicaFactory(destination))
+        steps.append((_WRITE, destination, rule, encryption, factory))
+
+    def _plan_source_reads(
+        self, steps: list[_Step], role: _Role, bucket: Any, version: Any, marker: bool, tags: Mapping[str, str]
+    ) -> None:
+        """Add the checks that the replication role may read the configuration, the version and its state."""
+        steps.append(self._s3_step(role, "s3:GetReplicationConfiguration", bucket, False,
+                                   "SrcBucketReplicationConfigMissing"))
+        steps.append(self._s3_step(role, "s3:GetObjectVersionForReplication", bucket, True, "SrcGetObjectNotPermitted"))
+        if marker:
+            return
+        for applies, action, code in (
+            (bool(version.lock_mode or version.lock_until), "s3:GetObjectRetention", "SrcGetRetentionNotPermitted"),
+            (bool(version.lock_legal_status), "s3:GetObjectLegalHold", "SrcGetLegalHoldNotPermitted"),
+            (bool(tags), "s3:GetObjectVersionTagging", "SrcGetTaggingNotPermitted"),
+        ):
+            if applies:
+                steps.append(self._s3_step(role, action, bucket, True, code))
+        if version.encryption in KMS_ENCRYPTIONS:
+            reference = version.kms_key_id or "alias/aws/s3"
+            key = self._once(("source key", reference), lambda: _source_key(reference, bucket))
+            steps.append(self._key_step(role, "kms:Decrypt", key, bucket, bool(version.bucket_key_enabled),
+                                        "SrcGetObjectNotPermitted"))
+
+    def _plan_destination_writes(
+        self, steps: list[_Step], role: _Role, destination: Any, marker: bool, tags: Mapping[str, str],
+        rule: Mapping[str, Any],
+    ) -> None:
+        """Add the checks that the role may write the replica (and its tags, and the owner change) there."""
+        if marker:
+            steps.append(self._s3_step(role, "s3:ReplicateDelete", destination, True, "DstDelObjNotPermitted"))
+            return
+        translation = rule["Destination"].get("AccessControlTranslation") or {}
+        steps.append(self._s3_step(role, "s3:ReplicateObject", destination, True, "DstPutObjectNotPermitted"))
+        if translation.get("Owner") == "Destination":
+            steps.append(self._s3_step(role, "s3:ObjectOwnerOverrideToBucketOwner", destination, True,
+                                       "DstPutObjectNotPermitted"))
+        if tags:
+            steps.append(self._s3_step(role, "s3:ReplicateTags", destination, True, "DstPutTaggingNotPermitted"))
+
+    def _s3_step(self, role: _Role, action: str, bucket: Any, per_object: bool, code: str) -> _Step:
+        """Return the step checking that the role may do the S3 action on the bucket, or on the task's object.
+
+        Every failure after S3 began replicating marks the source FAILED.
+        """
+        check = self._once(("s3", id(role), action, bucket.name, per_object), lambda: _s3_check(
+            role, action, bucket, whole_bucket=not per_object))
+        return (_CHECK, check, per_object, code, True)
+
+    def _key_step(self, role: _Role, action: str, key: Any, bucket: Any, bucket_context: bool, code: str) -> _Step:
+        """Return the step checking that the role may use the KMS key for the task's object in the bucket."""
+        check = self._once(("kms", id(role), action, key.arn, bucket.name, bucket_context), lambda: _key_check(
+            role, action, key, bucket, bucket_context))
+        return (_CHECK, check, not bucket_context, code, True)
 
 
-def _source_side(source_account: str, bucket_name: str, version_id: str) -> tuple[Any, dict[str, Any]]:
-    """Return the source bucket and its configuration, or fail as AWS does before any access."""
-    if version_id is None or version_id.strip() in INVALID_VERSION_IDS:
-        raise _TaskFailed("SrcObjectNotFound", "Object versionID is invalid", marks_failed=False)
-    bucket = moto_state.owned_bucket(source_account, bucket_name)
-    if bucket is None:
-        raise _TaskFailed(
-            "SrcBucketNotFound",
-            f"Source bucket {bucket_name} does not exist in account {source_account}.",
-            marks_failed=False,
-        )
-    config = stored_configuration(bucket)
-    if config is None:
-        raise _TaskFailed(
-            "SrcBucketReplicationConfigMissing",
-            f"Bucket {bucket_name} has no replication configuration; put one before replicating.",
-            marks_failed=False,
-        )
-    return bucket, config
+def _shape(version: Any, marker: bool, tags: Mapping[str, str], rules: Sequence[Mapping[str, Any]]) -> Hashable:
+    """Return what a task's checks depend on besides the object's key: the rules and the version's kind."""
+    applying = tuple(id(rule) for rule in rules)
+    if marker:
+        return (True, applying)
+    return (False, applying, bool(version.lock_mode or version.lock_until), bool(version.lock_legal_status),
+            bool(tags), version.encryption, bool(version.bucket_key_enabled), version.kms_key_id)
+
+
+def _follow(plan: Sequence[_Step], version: Any, key: str, tags: Mapping[str, str], marker: bool) -> None:
+    """Take a plan's steps for one version: fail at the first check it does not pass, write each replica."""
+    for step in plan:
+        kind = step[0]
+        if kind == _CHECK:
+            _, check, per_object, code, marks_failed = step
+            tail = key if per_object else ""
+            if not check.allows(tail):
+                raise _TaskFailed(code, check.decision(tail).reason, marks_failed=marks_failed)
+        elif kind == _FAIL:
+            raise step[1].again()
+        else:
+            _, destination, rule, encryption, factory = step
+            with _write_lock:
+                if _already_replicated(version, destination):
+                    continue
+                if marker:
+                    _write_delete_marker(destination, version)
+                else:
+                    _write_object(factory, destination, version, tags, rule, encryption)
+                _remember_destination(version, destination)
 
 
 def _find_version(bucket: Any, key: str, version_id: str) -> Any:
     """Return the stored version (object or delete marker), or fail with AWS's not-found code."""
-    versions = moto_state.versions_of(bucket, key)
+    versions = bucket.keys.getlist(key, None)
     if not versions:
         raise _TaskFailed(
             "SrcKeyNotFound", f"Key {key!r} does not exist in bucket {bucket.name}.", marks_failed=False
         )
-    for version in versions:
+    for version in list(versions):  # a copy: request threads may add versions meanwhile
         if str(version.version_id) == version_id:
             return version
     raise _TaskFailed(
@@ -232,26 +465,6 @@ def _find_version(bucket: Any, key: str, version_id: str) -> Any:
         f"Version {version_id} of key {key!r} does not exist in bucket {bucket.name}.",
         marks_failed=False,
     )
-
-
-def _replicate_to(
-    source_bucket: Any, version: Any, tags: Mapping[str, str], role_arn: str, rule: Mapping[str, Any]
-) -> None:
-    """Check everything one destination needs, then write the replica there (or find it there)."""
-    role = _assume(role_arn, REPLICATION_PRINCIPAL, source_bucket, "the replication role", marks_failed=True)
-    marker = is_delete_marker(version)
-    _check_source_reads(role, source_bucket, version, tags, marker)
-    destination = _destination_bucket(rule, source_bucket)
-    replica_encryption = _check_destination_kms(role, destination, version, rule, marker)
-    _check_destination_writes(role, destination, version, tags, rule, marker)
-    with _write_lock:
-        if _already_replicated(version, destination):
-            return
-        if marker:
-            _write_delete_marker(destination, version)
-        else:
-            _write_object(destination, version, tags, rule, replica_encryption)
-        _remember_destination(version, destination)
 
 
 # --- roles and authorization ----------------------------------------------------------------
@@ -328,8 +541,9 @@ def _described(context: Mapping[str, str | list[str]]) -> str:
     return ", ".join(f"{name}={value}" for name, value in context.items())
 
 
-def _allowed(role: _Role, action: str, resource: str, bucket: Any) -> Decision:
-    """Return AWS's verdict on the role doing an S3 action on a bucket or one of its objects."""
+def _s3_check(role: _Role, action: str, bucket: Any, *, whole_bucket: bool) -> PreparedCheck:
+    """Return the question of the role doing an S3 action on the bucket, or on each object of it (by key)."""
+    resource = _bucket_arn(bucket.name) if whole_bucket else _object_arn(bucket.name, "")
     request = Request(
         principal_arn=role.arn,
         principal_account=role.account,
@@ -338,75 +552,40 @@ def _allowed(role: _Role, action: str, resource: str, bucket: Any) -> Decision:
         resource_account=bucket.account_id,
         context=role.context,
     )
-    return is_allowed(
-        request, identity_policies=role.policies, resource_policy=moto_state.policy_document(bucket.policy)
-    )
+    return PreparedCheck(request, resource_is_prefix=not whole_bucket, identity_policies=role.policies,
+                         resource_policy=moto_state.policy_document(bucket.policy))
 
 
-def _key_allowed(role: _Role, action: str, key: Any, context: Mapping[str, str]) -> Decision:
-    """Return AWS's verdict on the role using a KMS key, its key policy included."""
+def _key_check(role: _Role, action: str, key: Any, bucket: Any, bucket_context: bool) -> PreparedCheck:
+    """Return the question of the role using a KMS key for the bucket's objects (by key), its key policy included.
+
+    The encryption context names the object, or the bucket itself when `bucket_context` (Bucket Keys).
+    """
+    context = {**role.context, "kms:CallerAccount": role.account,
+               **_kms_context(bucket, "", bucket_context)}
     request = Request(
         principal_arn=role.arn,
         principal_account=role.account,
         action=action,
         resource=key.arn,
         resource_account=key.account_id,
-        context={**role.context, "kms:CallerAccount": role.account, **context},
+        context=context,
     )
-    return is_allowed(
+    return PreparedCheck(
         request,
+        resource_is_prefix=False,
+        tail_keys=() if bucket_context else (_ENCRYPTION_CONTEXT_KEY,),
         identity_policies=role.policies,
         resource_policy=moto_state.policy_document(key.policy),
         resource_is_kms_key=True,
     )
 
 
-def _require(decision: Decision, code: str, *, marks_failed: bool) -> None:
-    """Fail the task with `code` unless the decision allows."""
-    if not decision.allowed:
-        raise _TaskFailed(code, decision.reason, marks_failed=marks_failed)
-
-
-def _require_each(role: _Role, resource: str, bucket: Any, checks: Sequence[tuple[bool, str, str]]) -> None:
-    """Fail on the first (applies, action, failure code) check that applies and that the role may not do.
-
-    Each of these failures comes after S3 began replicating, so each marks the source FAILED.
-    """
-    for applies, action, code in checks:
-        if applies:
-            _require(_allowed(role, action, resource, bucket), code, marks_failed=True)
-
-
 # --- source reads ---------------------------------------------------------------------------
 
 
-def _check_source_reads(role: _Role, bucket: Any, version: Any, tags: Mapping[str, str], marker: bool) -> None:
-    """Fail unless the replication role may read the configuration, the version and its state."""
-    object_arn = _object_arn(bucket.name, version.name)
-    _require(
-        _allowed(role, "s3:GetReplicationConfiguration", _bucket_arn(bucket.name), bucket),
-        "SrcBucketReplicationConfigMissing",
-        marks_failed=True,
-    )
-    _require(
-        _allowed(role, "s3:GetObjectVersionForReplication", object_arn, bucket),
-        "SrcGetObjectNotPermitted",
-        marks_failed=True,
-    )
-    if marker:
-        return
-    _require_each(role, object_arn, bucket, [
-        (bool(version.lock_mode or version.lock_until), "s3:GetObjectRetention", "SrcGetRetentionNotPermitted"),
-        (bool(version.lock_legal_status), "s3:GetObjectLegalHold", "SrcGetLegalHoldNotPermitted"),
-        (bool(tags), "s3:GetObjectVersionTagging", "SrcGetTaggingNotPermitted"),
-    ])
-    if version.encryption in KMS_ENCRYPTIONS:
-        _check_source_key(role, bucket, version)
-
-
-def _check_source_key(role: _Role, bucket: Any, version: Any) -> None:
-    """Fail unless the source object's KMS key is usable and the role may decrypt with it."""
-    reference = version.kms_key_id or "alias/aws/s3"
+def _source_key(reference: str, bucket: Any) -> Any:
+    """Return the source object's KMS key, failing unless it exists and is enabled."""
     key = moto_state.kms_key(reference, bucket.account_id, bucket.region_name)
     if key is None or key.key_state != "Enabled":
         state = "does not exist" if key is None else f"is {key.key_state}"
@@ -416,8 +595,7 @@ def _check_source_key(role: _Role, bucket: Any, version: Any) -> None:
             "deletion and enable it) and run the task again.",
             marks_failed=True,
         )
-    context = _kms_context(bucket, version.name, bool(version.bucket_key_enabled))
-    _require(_key_allowed(role, "kms:Decrypt", key, context), "SrcGetObjectNotPermitted", marks_failed=True)
+    return key
 
 
 # --- destination ----------------------------------------------------------------------------
@@ -459,12 +637,21 @@ class _Encryption:
     bucket_key: bool | None = None
 
 
-def _check_destination_kms(
-    role: _Role, destination: Any, version: Any, rule: Mapping[str, Any], marker: bool
-) -> _Encryption:
-    """Return how the replica is encrypted, failing unless its key is usable by the role."""
-    if marker:
-        return _Encryption(None)
+@dataclass(frozen=True)
+class _ReplicaEncryption:
+    """How replicas of one kind of source version are encrypted, and what the role must be allowed for it."""
+
+    encryption: _Encryption
+    key: Any = None  # the replica KMS key, when there is one
+    actions: tuple[str, ...] = ()  # KMS actions on it
+    bucket_context: bool = False  # whether the encryption context is the bucket's ARN
+
+
+def _replica_encryption(destination: Any, version: Any, rule: Mapping[str, Any]) -> _ReplicaEncryption:
+    """Return how a replica of this kind of version is encrypted, failing unless its key is usable.
+
+    Depends on the version only through its encryption and Bucket Key setting.
+    """
     default_algorithm, default_key, default_bucket_key = _default_encryption(destination)
     if version.encryption in KMS_ENCRYPTIONS:
         reference = str(rule["Destination"].get("EncryptionConfiguration", {}).get("ReplicaKmsKeyID", ""))
@@ -479,8 +666,7 @@ def _check_destination_kms(
         reference, actions, algorithm = default_key or "alias/aws/s3", ["kms:GenerateDataKey"], default_algorithm
         bucket_key = bucket_context = bool(default_bucket_key)
     else:
-        algorithm = version.encryption or default_algorithm
-        return _Encryption(algorithm)
+        return _ReplicaEncryption(_Encryption(version.encryption or default_algorithm))
     key = moto_state.kms_key(reference, destination.account_id, destination.region_name) if reference else None
     if key is None or key.region != destination.region_name:
         raise _TaskFailed(
@@ -495,41 +681,17 @@ def _check_destination_kms(
             f"The replica KMS key {key.arn} is {key.key_state}; enable it and run the task again.",
             marks_failed=True,
         )
-    context = _kms_context(destination, version.name, bucket_context)
     if bucket_key:
         # A Bucket Key replica is written with the replica key's data key, which the role decrypts.
         actions.append("kms:Decrypt")
-    for action in actions:
-        _require(_key_allowed(role, action, key, context), "DstPutObjectNotPermitted", marks_failed=True)
-    return _Encryption(algorithm, key.arn, True if bucket_key else None)
-
-
-def _check_destination_writes(
-    role: _Role, destination: Any, version: Any, tags: Mapping[str, str], rule: Mapping[str, Any], marker: bool
-) -> None:
-    """Fail unless the role may write the replica (and its tags, and the owner change) there."""
-    object_arn = _object_arn(destination.name, version.name)
-    if marker:
-        _require(
-            _allowed(role, "s3:ReplicateDelete", object_arn, destination),
-            "DstDelObjNotPermitted",
-            marks_failed=True,
-        )
-        return
-    translation = rule["Destination"].get("AccessControlTranslation") or {}
-    _require_each(role, object_arn, destination, [
-        (True, "s3:ReplicateObject", "DstPutObjectNotPermitted"),
-        (translation.get("Owner") == "Destination", "s3:ObjectOwnerOverrideToBucketOwner", "DstPutObjectNotPermitted"),
-        (bool(tags), "s3:ReplicateTags", "DstPutTaggingNotPermitted"),
-    ])
+    return _ReplicaEncryption(_Encryption(algorithm, key.arn, True if bucket_key else None), key, tuple(actions),
+                              bucket_context)
 
 
 def _already_replicated(version: Any, destination: Any) -> bool:
     """Return True when the version is at the destination; fail when it was there and is gone."""
-    present = any(
-        str(v.version_id) == str(version.version_id) for v in moto_state.versions_of(destination, version.name)
-    )
-    if present:
+    present = destination.keys.getlist(version.name, None)
+    if present and any(str(v.version_id) == str(version.version_id) for v in list(present)):
         return True
     if destination.name in getattr(version, _REPLICATED_TO, ()):
         raise _TaskFailed(
@@ -545,41 +707,26 @@ def _already_replicated(version: Any, destination: Any) -> bool:
 
 
 def _write_object(
-    destination: Any, source: Any, tags: Mapping[str, str], rule: Mapping[str, Any], encryption: _Encryption
+    factory: ReplicaFactory, destination: Any, source: Any, tags: Mapping[str, str], rule: Mapping[str, Any],
+    encryption: _Encryption,
 ) -> None:
     """Write the replica of an object version: same id, bytes, ETag, parts, checksum, metadata, lock state, time."""
-    FakeKey = moto_state.moto_module("moto.s3.models").FakeKey
     mode, until = source.lock_mode, source.lock_until
     if not mode and not until:
         mode, until = _default_retention(destination)
-    replica = FakeKey(
-        name=source.name,
-        value=source.value,
-        account_id=destination.account_id,
-        region_name=destination.region_name,
+    # The replica takes the source's parts too, so it keeps its part count (HEAD with PartNumber) as its ETag says.
+    replica = factory.replica_key(
+        source,
+        etag=_stored_etag(source),
         storage=str(
             rule["Destination"].get("StorageClass") or source.storage_class or aws_facts.DEFAULT_STORAGE_CLASS
         ),
-        etag=_stored_etag(source),
-        is_versioned=True,
-        version_id=source.version_id,
-        bucket_name=destination.name,
         encryption=encryption.algorithm,
         kms_key_id=encryption.kms_key_id,
         bucket_key_enabled=encryption.bucket_key,
         lock_mode=mode,
-        lock_legal_status=source.lock_legal_status,
         lock_until=until,
-        checksum_value=source.checksum_value,
-        checksum_type=source.checksum_type,
-        checksum_parts=source.checksum_parts,
-        # The source's parts, so the replica keeps its part count (HEAD with PartNumber) as its ETag says.
-        multipart=source.multipart,
     )
-    replica.last_modified = source.last_modified
-    replica.checksum_algorithm = source.checksum_algorithm
-    replica.website_redirect_location = source.website_redirect_location
-    replica.set_metadata(dict(source.metadata))
     # Our attribute, which patches.py sends as x-amz-replication-status.
     replica.replication_status = aws_facts.REPLICATION_STATUS_REPLICA
     if tags:
@@ -600,6 +747,9 @@ def _write_delete_marker(destination: Any, source: Any) -> None:
 
 def _insert_in_time_order(bucket: Any, version: Any) -> None:
     """Insert a version where its time puts it: moto serves the list's last entry as the latest."""
+    if not bucket.keys.getlist(version.name, None):
+        bucket.keys.setlist(version.name, [version])  # the usual case: the key's first version there
+        return
     versions = moto_state.versions_of(bucket, version.name)
     moment = as_utc(version.last_modified)
     position = next((i for i, v in enumerate(versions) if as_utc(v.last_modified) > moment), len(versions))
@@ -643,7 +793,7 @@ def _kms_context(bucket: Any, key: str, bucket_key: bool) -> dict[str, str]:
     resource = _bucket_arn(bucket.name) if bucket_key else _object_arn(bucket.name, key)
     return {
         "kms:ViaService": aws_facts.kms_via_service("s3", bucket.region_name),
-        "kms:EncryptionContext:aws:s3:arn": resource,
+        _ENCRYPTION_CONTEXT_KEY: resource,
     }
 
 

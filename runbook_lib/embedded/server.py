@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib import aws_facts
-from runbook_lib.embedded import heap
+from runbook_lib.embedded import heap, state_changes
 from runbook_lib.embedded.access_analyzer import urls as analyzer_urls
 from runbook_lib.embedded.athena import urls as athena_urls
 from runbook_lib.embedded.faults import Faults
@@ -58,6 +58,8 @@ REGION = "us-east-1"
 log = logging.getLogger(__name__)
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message><RequestId>embedded</RequestId></Error>"
@@ -86,8 +88,17 @@ class BackendApp:
             return self._random.random()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        # Every answer, a throttled one included, carries the request ids AWS would send.
-        return with_request_ids(self._answer, environ, start_response, self.request_log)
+        # A request that may change state is counted before and after it is served, so a job that read
+        # state meanwhile reads it again (see state_changes).
+        changes = environ.get("REQUEST_METHOD") not in _READ_METHODS
+        if changes:
+            state_changes.note_change()
+        try:
+            # Every answer, a throttled one included, carries the request ids AWS would send.
+            return with_request_ids(self._answer, environ, start_response, self.request_log)
+        finally:
+            if changes:
+                state_changes.note_change()
 
     def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.faults.latency_ms:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # the store starts runners, so the runner may know it only by
     from runbook_lib.embedded.s3control.models import Job, JobStore
 
 __all__ = [
+    "PUBLISH_EVERY",
     "THRESHOLD_MIN_TASKS",
     "WAIT_SLICE",
     "JobRunner",
@@ -65,6 +66,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 THRESHOLD_MIN_TASKS = 1000
+# Tasks whose outcomes reach the job together when the store does not pace its tasks.
+PUBLISH_EVERY = 256
 _TRANSIENT_FAULT = ("InternalError", "Replication of this version was interrupted by an internal error; run the task again.")
 # How long a waiting runner sleeps before it looks again, in case a notification was missed.
 WAIT_SLICE = 0.5
@@ -74,19 +77,28 @@ def _mark_failed(version: Any) -> None:
     version.replication_status = aws_facts.REPLICATION_STATUS_FAILED
 
 
+Replicate = Callable[[str, str, str, str, str], Any]
+
+
 @dataclass(frozen=True)
 class TaskFunctions:
-    """What a job runs per version: replicate one task, test eligibility, mark a source FAILED."""
+    """What a job runs per version: replicate one task, test eligibility, mark a source FAILED.
 
-    replicate: Callable[[str, str, str, str, str], Any]
+    `for_job`, when given, returns the replicate function for one job's tasks, which may keep what
+    its tasks read between them (see `replication.JobReplicator`); `replicate` serves otherwise.
+    """
+
+    replicate: Replicate
     eligible: Callable[[str, str, Any], bool]
     mark_failed: Callable[[Any], None] = _mark_failed
+    for_job: Callable[[], Replicate] | None = None
 
 
 def replication_task_functions() -> TaskFunctions:
     """Return the backend's replication emulation as the task functions of a job."""
     return TaskFunctions(
-        replication.replicate_task, replication_rules.eligible_for_replication, replication.mark_source_failed
+        replication.replicate_task, replication_rules.eligible_for_replication, replication.mark_source_failed,
+        replication.job_replicator,
     )
 
 
@@ -244,25 +256,36 @@ class JobRunner:
     # ------------------------------------------------------------------ Active
 
     def _run_tasks(self, entries: Sequence[ManifestEntry]) -> bool:
-        """Run every task; return False when a cancellation stopped it, raise at the failure threshold."""
+        """Run every task; return False when a cancellation stopped it, raise at the failure threshold.
+
+        Outcomes reach the job (its counters, what DescribeJob shows) in groups of `PUBLISH_EVERY`
+        tasks, or one by one when the store paces its tasks, so the job's lock is not taken per task;
+        the threshold and a cancellation are still looked at after every task.
+        """
         job, store = self.job, self.store
         functions = store.task_functions
+        replicate = functions.for_job() if functions.for_job is not None else functions.replicate
         draws = random.Random(store.faults.seed * 1_000_003 + job.ordinal)
         interval = 1.0 / store.tasks_per_second if store.tasks_per_second else 0.0
+        publish_every = 1 if interval else PUBLISH_EVERY
         due = time.monotonic()
+        pending: list[TaskOutcome] = []
+        with self._changed:
+            succeeded, failed = job.succeeded, job.failed
         try:
             for entry in entries:
                 if job.cancel_requested:
                     return False
                 faulted = draws.random() < store.faults.task_failure_rate
-                outcome = self._run_task(entry, faulted, functions)
-                with self._changed:
-                    job.outcomes.append(outcome)
-                    if outcome.succeeded:
-                        job.succeeded += 1
-                    else:
-                        job.failed += 1
-                    done, failed = job.succeeded + job.failed, job.failed
+                outcome = self._run_task(entry, faulted, functions, replicate)
+                pending.append(outcome)
+                if outcome.succeeded:
+                    succeeded += 1
+                else:
+                    failed += 1
+                if len(pending) >= publish_every:
+                    self._publish(pending)
+                done = succeeded + failed
                 if done >= THRESHOLD_MIN_TASKS and failed * 2 > done:
                     raise JobFailure(
                         "TaskFailureThresholdExceeded",
@@ -275,11 +298,26 @@ class JobRunner:
                     if pause > 0:
                         time.sleep(pause)
         finally:
+            self._publish(pending)
             with self._changed:
                 self._changed.notify_all()
         return True
 
-    def _run_task(self, entry: ManifestEntry, faulted: bool, functions: TaskFunctions) -> TaskOutcome:
+    def _publish(self, pending: list[TaskOutcome]) -> None:
+        """Add the pending outcomes to the job and its counters, and empty the list."""
+        if not pending:
+            return
+        job = self.job
+        passed = sum(1 for outcome in pending if outcome.succeeded)
+        with self._changed:
+            job.outcomes.extend(pending)
+            job.succeeded += passed
+            job.failed += len(pending) - passed
+        pending.clear()
+
+    def _run_task(
+        self, entry: ManifestEntry, faulted: bool, functions: TaskFunctions, replicate: Replicate
+    ) -> TaskOutcome:
         """Return the outcome of one task: replicate (or restore) the version, or fail it as S3 would."""
         job = self.job
         if entry.version_id is None:
@@ -295,7 +333,7 @@ class JobRunner:
             return self._transient_fault(entry, functions)
         account = moto_state.bucket_owner(entry.bucket) or job.account
         try:
-            result = functions.replicate(account, entry.bucket, entry.key, entry.version_id, job.role_arn)
+            result = replicate(account, entry.bucket, entry.key, entry.version_id, job.role_arn)
         except Exception as error:  # the replication emulation must not take the whole job down
             log.exception("task %s of job %s raised", attempt, job.job_id)
             return TaskOutcome(entry, False, 500, "InternalError", f"The embedded backend failed on this task: {error}")
