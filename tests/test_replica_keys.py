@@ -112,3 +112,18 @@ def test_replica_and_source_bytes_stay_readable_whichever_key_goes_or_changes() 
     assert second.value == body
     source.dispose()
     assert second.value == body
+
+
+def test_damaging_a_replica_leaves_its_source_and_other_replicas_whole() -> None:
+    # Verification tests damage a replica to prove the verdict sees it: the source must keep its bytes.
+    body = b"golden copy" * 1000
+    source = _source(body)
+    damaged, other = _built(source), _built(source)
+
+    damaged.value = b"not the golden copy"  # as moto's setter rewrites a stored version in place
+    other._value_buffer.seek(5)
+    other._value_buffer.write(b"XX")  # a write into the shared buffer itself
+
+    assert (source.value, damaged.value) == (body, b"not the golden copy")
+    assert other.value == body[:5] + b"XX" + body[7:]
+    assert _built(source).value == body
