@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import logging
+import operator
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -194,49 +195,34 @@ def _lock_mode(version: Any) -> str | None:
     return _LOCK_MODES.get(str(version.lock_mode).upper()) if version.lock_mode else None
 
 
-# Each field of an object version (a delete marker has none of these), read from moto's stored key.
-_OBJECT_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "Size": lambda version: int(version.size),
-    "ETag": lambda version: str(version.etag).strip('"'),
-    "StorageClass": _storage_class,
-    "IsMultipartUploaded": lambda version: bool(getattr(version, "multipart", None)),
-    "ReplicationStatus": _replication_status,
-    "EncryptionStatus": _encryption_status,
-    "BucketKeyStatus": _bucket_key_status,
-    "ChecksumAlgorithm": lambda version: getattr(version, "checksum_algorithm", None) or None,
-    "ObjectLockMode": _lock_mode,
-    "ObjectLockRetainUntilDate": lambda version: _retain_until(version.lock_until),
-    "ObjectLockLegalHoldStatus": lambda version: _HOLDS.get(str(version.lock_legal_status or "OFF").upper(), "Off"),
-}
-
-
-def _version_id_value(version: Any) -> str | None:
+def _object_values(version: Any, latest: bool, bucket: str) -> tuple[Any, ...]:
+    """Return every field of FIELD_ORDER of an object version, in that order (None for the ones not kept)."""
     version_id = str(version.version_id)
-    return None if version_id == "null" else version_id
+    return (
+        bucket, str(version.name), None if version_id == "null" else version_id, latest, False,
+        int(version.size), as_utc(version.last_modified), str(version.etag).strip('"'), _storage_class(version),
+        bool(getattr(version, "multipart", None)), _replication_status(version), _encryption_status(version),
+        _retain_until(version.lock_until), _lock_mode(version),
+        _HOLDS.get(str(version.lock_legal_status or "OFF").upper(), "Off"), None, _bucket_key_status(version),
+        getattr(version, "checksum_algorithm", None) or None, None, None, None,
+    )
 
 
-def _row_reader(fields: Sequence[str], bucket: str, marker: bool) -> Callable[[Any, bool], list[Any]]:
-    """Return what makes the row of a version (or, with `marker`, a delete marker): the fields chosen once."""
-    readers: list[Callable[[Any, bool], Any]] = []
-    for name in fields:
-        if name == "Bucket":
-            readers.append(lambda version, latest: bucket)
-        elif name == "Key":
-            readers.append(lambda version, latest: str(version.name))
-        elif name == "VersionId":
-            readers.append(lambda version, latest: _version_id_value(version))
-        elif name == "IsLatest":
-            readers.append(lambda version, latest: latest)
-        elif name == "IsDeleteMarker":
-            readers.append(lambda version, latest: marker)
-        elif name == "LastModifiedDate":
-            readers.append(lambda version, latest: as_utc(version.last_modified))
-        elif marker or name not in _OBJECT_FIELDS:
-            readers.append(lambda version, latest: None)
-        else:
-            field = _OBJECT_FIELDS[name]
-            readers.append(lambda version, latest, field=field: field(version))  # type: ignore[misc]
-    return lambda version, latest: [read(version, latest) for read in readers]
+def _marker_values(version: Any, latest: bool, bucket: str) -> tuple[Any, ...]:
+    """Return every field of FIELD_ORDER of a delete marker: its key, id, place and time; nothing else."""
+    version_id = str(version.version_id)
+    return (bucket, str(version.name), None if version_id == "null" else version_id, latest, True, None,
+            as_utc(version.last_modified), *([None] * (len(FIELD_ORDER) - 7)))
+
+
+def _row_reader(fields: Sequence[str], bucket: str, marker: bool) -> Callable[[Any, bool], Sequence[Any]]:
+    """Return what makes the row of a version (or, with `marker`, a delete marker): the configured fields, in order."""
+    values = _marker_values if marker else _object_values
+    indexes = [FIELD_ORDER.index(name) for name in fields]
+    if len(indexes) == 1:
+        return lambda version, latest: (values(version, latest, bucket)[indexes[0]],)
+    pick = operator.itemgetter(*indexes)
+    return lambda version, latest: pick(values(version, latest, bucket))
 
 
 def _retain_until(value: Any) -> datetime | None:
@@ -247,7 +233,7 @@ def _retain_until(value: Any) -> datetime | None:
     return as_utc(datetime.fromisoformat(str(value).strip().replace("Z", "+00:00")))
 
 
-def _rows(config: Any, source_bucket: str, fields: Sequence[str]) -> Iterator[list[Any]]:
+def _rows(config: Any, source_bucket: str, fields: Sequence[str]) -> Iterator[Sequence[Any]]:
     """Yield one row per version the configuration lists: by key, newest version first."""
     stored = moto_state.find_bucket(source_bucket)
     if stored is None:
@@ -282,7 +268,7 @@ def _csv_text(value: Any, name: str) -> str:
     return str(value)
 
 
-def _csv_file(rows: Sequence[list[Any]], fields: Sequence[str]) -> bytes:
+def _csv_file(rows: Sequence[Sequence[Any]], fields: Sequence[str]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
     for row in rows:
@@ -290,7 +276,7 @@ def _csv_file(rows: Sequence[list[Any]], fields: Sequence[str]) -> bytes:
     return gzip.compress(buffer.getvalue().encode(), mtime=0)
 
 
-def _arrow_table(rows: Sequence[list[Any]], fields: Sequence[str]) -> pa.Table:
+def _arrow_table(rows: Sequence[Sequence[Any]], fields: Sequence[str]) -> pa.Table:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
     arrays = []
     for name, values in zip(fields, columns, strict=True):
@@ -306,7 +292,7 @@ def _arrow_table(rows: Sequence[list[Any]], fields: Sequence[str]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=[column_name(n) for n in fields])
 
 
-def _columnar_file(rows: Sequence[list[Any]], fields: Sequence[str], file_format: str) -> bytes:
+def _columnar_file(rows: Sequence[Sequence[Any]], fields: Sequence[str], file_format: str) -> bytes:
     table = _arrow_table(rows, fields)
     sink = pa.BufferOutputStream()
     if file_format == "Parquet":
@@ -320,7 +306,7 @@ def _columnar_file(rows: Sequence[list[Any]], fields: Sequence[str], file_format
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _file_body(rows: Sequence[list[Any]], fields: Sequence[str], file_format: str) -> bytes:
+def _file_body(rows: Sequence[Sequence[Any]], fields: Sequence[str], file_format: str) -> bytes:
     if file_format == "CSV":
         return _csv_file(rows, fields)
     return _columnar_file(rows, fields, file_format)
@@ -411,7 +397,7 @@ def _deliver(source_bucket: str, config_id: str, now: datetime | None) -> Delive
     encryption = destination.get("Encryption")
     files: list[dict[str, Any]] = []
     rows = 0
-    batch: list[list[Any]] = []
+    batch: list[Sequence[Any]] = []
 
     def flush() -> None:
         body = _file_body(batch, fields, file_format)
