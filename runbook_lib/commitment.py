@@ -130,8 +130,8 @@ class Commitment:
     def lines(self) -> list[str]:
         """Return the commitment as lines of text, as a stop on a real account shows it."""
         lines = [f"as of {self.as_of}, replicas in {self.storage_class} ({prices.SOURCE}, {prices.AS_OF})"]
-        lines += [f"versions of {read['bucket']} read from the inventory report {read['manifest']} of "
-                  f"{read['created'][:16]}Z" for read in self.read_from if read.get("source") == "inventory"]
+        lines += [f"versions of {read['bucket']} read from the {vault_inventory.report_words(read)}"
+                  for read in self.read_from if read.get("source") == "inventory"]
         for copies in (self.sample, self.scope):
             if copies is None:
                 continue
@@ -283,8 +283,9 @@ def locked_copy_commitment(ctx: RunContext, as_of: datetime | None = None) -> Co
     """Return, and record in the run state, what the run's copies commit the recovery account to.
 
     Reads every version of the vault (from its inventory, or one HEAD each: `vault_in_scope`) and
-    changes nothing in any account. For a sample drill it draws the sample too (`sampling.draw_for_run`), keeping its
-    CSV manifest in the run folder. Refuses a run.backend: embedded that reaches another endpoint.
+    changes nothing in any account. For a sample drill it draws the sample too
+    (`sampling.draw_for_run`), keeping its CSV manifest in the run folder. Refuses a run.backend:
+    embedded that reaches another endpoint.
     """
     params = ctx.params
     run_kind.check_backend_claim(params, ctx.vault("s3"), ctx.recovery("s3"))

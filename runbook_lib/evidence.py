@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log, current_view, history, plan, prices, reconciliation
+from runbook_lib import call_log, current_view, history, plan, prices, reconciliation, vault_inventory
 from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 from runbook_lib.run_lock import lock_for_phase, release_phase_lock
@@ -335,7 +335,7 @@ def _commitment_text(commitment: dict[str, Any] | None) -> str:
     holds = copies["legal_holds"]
     parts.append(f"legal hold ON {holds['versions']:,} copies ({holds['bytes']:,} bytes), no end date, "
                  f"USD {prices.usd(holds['usd_per_month'])} a month while held")
-    reads = [f"{read['bucket']} from its inventory report {read['manifest']} of {read['created'][:16]}Z"
+    reads = [f"{read['bucket']} from its {vault_inventory.report_words(read)}"
              for read in commitment.get("read_from") or [] if read.get("source") == "inventory"]
     source = f" Read {'; '.join(reads)}." if reads else ""
     return (f"\n\nLocked copies this run commits the recovery account to ({copies['label']}, "

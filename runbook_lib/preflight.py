@@ -278,7 +278,7 @@ def _where_read(ctx: RunContext) -> dict[str, Any]:
 def _read_from(read: dict[str, Any]) -> str:
     """Return one `read_from` record in words."""
     if read["source"] == "inventory":
-        return f"inventory report {read['manifest']} of {read['created'][:16]}Z ({read['versions']:,} rows)"
+        return f"{vault_inventory.report_words(read)} ({read['versions']:,} rows)"
     return str(read.get("note", read["source"]))
 
 

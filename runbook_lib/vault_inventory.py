@@ -40,6 +40,7 @@ __all__ = [
     "from_inventory",
     "read_vault",
     "reads_inventory",
+    "report_words",
     "usable_configuration",
 ]
 
@@ -74,6 +75,11 @@ class VaultRead:
         elif self.note:
             record["note"] = self.note
         return record
+
+
+def report_words(record: dict[str, Any]) -> str:
+    """Return the report an inventory read record (`VaultRead.as_record`) names, as every page words it."""
+    return f"inventory report {record['manifest']} of {record['created'][:16]}Z"
 
 
 def reads_inventory(ctx: RunContext) -> bool:
