@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import call_log, current_view, history, plan, prices, reconciliation, vault_inventory
+from runbook_lib import call_log, csv_writer, current_view, history, plan, prices, reconciliation, vault_inventory
 from runbook_lib.errors import RunLockedError, RunStateError
 from runbook_lib.ledger import LEDGER_FILE, open_ledger
 from runbook_lib.run_lock import lock_for_phase, release_phase_lock
@@ -177,7 +177,7 @@ def write_details(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -> list[
     written = []
     for name, table in tables.items():
         path = folder / f"{name}.csv"
-        table.to_csv(path, index=False)
+        csv_writer.write_csv(table, path)
         written.append(path)
     return written
 

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from botocore.exceptions import ClientError
 
-from runbook_lib import aws_facts, reports
+from runbook_lib import aws_facts, csv_writer, reports
 from runbook_lib.accounts import error_code
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ParameterError, ParameterProblem, ReportError, ScopeError
@@ -301,7 +301,7 @@ def draw_for_run(ctx: RunContext, vault: pd.DataFrame, in_scope: pd.DataFrame) -
     folder = ctx.ledger.run_dir
     (folder / MANIFEST_FILE).parent.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).write_bytes(body)
-    drawn.versions.to_csv(folder / VERSIONS_FILE, index=False)
+    csv_writer.write_csv(drawn.versions, folder / VERSIONS_FILE)
     same = earlier is not None and earlier.manifest_sha256 == sha256
     ctx.ledger.state.sample = SampleRecord(
         seed=settings.seed, count=settings.count, fraction=settings.fraction, population=drawn.population,

@@ -69,7 +69,7 @@ def world(drill: Drill) -> Iterator[World]:
     iam.put_role_policy(RoleName=f"api-batch-{suffix}", PolicyName="s3", PolicyDocument=json.dumps(ALLOW_S3))
     store = drill.backend.app.jobs_app.store
     store.min_state_seconds = 0.02
-    store.task_functions = TaskFunctions(_succeed, lambda account, bucket, version: True)
+    store.task_functions = TaskFunctions(_succeed, lambda account, bucket: lambda version: True)
     yield World(source, report, role["Role"]["Arn"])
     store.task_functions = None
     store.min_state_seconds = 0.3

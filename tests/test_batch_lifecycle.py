@@ -53,7 +53,7 @@ def _replicate_mostly_failing(account: str, bucket: str, key: str, version_id: s
     return TaskResult(True, 200, "", "success")
 
 
-FAKE = TaskFunctions(_replicate, lambda account, bucket, version: True)
+FAKE = TaskFunctions(_replicate, lambda account, bucket: lambda version: True)
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,7 @@ def test_a_small_job_whose_tasks_all_fail_still_completes(world: World, s3contro
 def test_more_than_half_failed_after_a_thousand_tasks_fails_the_job(
     world: World, s3control: Any, store: JobStore
 ) -> None:
-    store.task_functions = TaskFunctions(_replicate_mostly_failing, lambda account, bucket, version: True)
+    store.task_functions = TaskFunctions(_replicate_mostly_failing, lambda account, bucket: lambda version: True)
     bucket = world.source([f"k{i:05d}" for i in range(1100)])
 
     job_id = s3control.create_job(**_request(world, bucket))["JobId"]
@@ -427,7 +427,7 @@ def test_ready_jobs_start_in_priority_order(world: World) -> None:
 
 
 def test_injected_faults_fail_first_attempts_only_so_a_retry_succeeds(world: World) -> None:
-    succeed = TaskFunctions(_replicate, lambda account, bucket, version: True)
+    succeed = TaskFunctions(_replicate, lambda account, bucket: lambda version: True)
     store = JobStore(Faults(task_failure_rate=0.9, seed=11), min_state_seconds=0.0, task_functions=succeed)
     bucket = world.source([f"k{i:05d}" for i in range(1050)])
 

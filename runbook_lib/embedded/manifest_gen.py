@@ -201,38 +201,41 @@ def check_source_bucket(generator: Mapping[str, Any], role_arn: str) -> str:
 
 
 def generate_manifest(
-    generator: Mapping[str, Any], eligible: Callable[[str, str, Any], bool]
+    generator: Mapping[str, Any], eligibility: Callable[[str, str], Callable[[Any], bool]]
 ) -> list[ManifestEntry]:
-    """Return one task per version of the source bucket that passes the generator's filter."""
+    """Return one task per version of the source bucket that passes the generator's filter.
+
+    `eligibility(owner, bucket)` returns the test of EligibleForReplication for that bucket's
+    versions (replication_rules.eligibility): asked once, its answer tried on every version.
+    """
     bucket = aws_facts.bucket_name_of_arn(str(generator["SourceBucket"]))
     owner = bucket_owner(bucket) or ""
     stored = moto_state.find_bucket(bucket)
     if stored is None:
         return []
     criteria = generator.get("Filter") or {}
+    checks = _checks_of(criteria)
+    eligible = eligibility(owner, bucket) if criteria.get("EligibleForReplication") else None
     entries: list[ManifestEntry] = []
     for name in sorted(list(stored.keys.keys())):
+        manifest_key = encode_key(name)
         for version in moto_state.versions_of(stored, name):
-            if not matches_filter(version, criteria):
+            if not all(check(version, criteria) for check in checks):
                 continue
-            if criteria.get("EligibleForReplication") and not eligible(owner, bucket, version):
+            if eligible is not None and not eligible(version):
                 continue
-            version_id = str(version.version_id)
-            entries.append(ManifestEntry(bucket, name, version_id, encode_key(name)))
+            entries.append(ManifestEntry(bucket, name, str(version.version_id), manifest_key))
     return entries
+
+
+def _checks_of(criteria: Mapping[str, Any]) -> list[Callable[[Any, Mapping[str, Any]], bool]]:
+    """Return the checks a generator Filter asks for (those of its criteria that are set)."""
+    return [check for names, check in _CHECKS if any(criteria.get(name) is not None for name in names)]
 
 
 def matches_filter(version: Any, criteria: Mapping[str, Any]) -> bool:
     """Return True when a stored version passes every criterion of a generator Filter but eligibility."""
-    checks: tuple[Callable[[Any, Mapping[str, Any]], bool], ...] = (
-        _created_within,
-        _replication_status_matches,
-        _key_name_matches,
-        _size_within,
-        _storage_class_matches,
-        _encryption_matches,
-    )
-    return all(check(version, criteria) for check in checks)
+    return all(check(version, criteria) for check in _checks_of(criteria))
 
 
 def _created_within(version: Any, criteria: Mapping[str, Any]) -> bool:
@@ -320,6 +323,17 @@ def _encryption_is(version: Any, choice: Mapping[str, Any]) -> bool:
 
 
 # --------------------------------------------------------------------------- writing objects
+
+
+# Each check of a generator Filter and the criteria it reads; a check runs only when one of them is set.
+_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any, Mapping[str, Any]], bool]], ...] = (
+    (("CreatedAfter", "CreatedBefore"), _created_within),
+    (("ObjectReplicationStatuses",), _replication_status_matches),
+    (("KeyNameConstraint",), _key_name_matches),
+    (("ObjectSizeGreaterThanBytes", "ObjectSizeLessThanBytes"), _size_within),
+    (("MatchAnyStorageClass",), _storage_class_matches),
+    (("MatchAnyObjectEncryption",), _encryption_matches),
+)
 
 
 def _put(

@@ -17,7 +17,7 @@ Choices no AWS source confirms:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from runbook_lib import aws_facts
@@ -28,6 +28,7 @@ from runbook_lib.embedded.task_caches import caches_enabled
 __all__ = [
     "KMS_ENCRYPTIONS",
     "applicable_rules",
+    "eligibility",
     "eligible_for_replication",
     "normalised",
     "replication_configuration",
@@ -149,13 +150,34 @@ def eligible_for_replication(source_account: str, bucket_name: str, version: Any
     that rule accepts it (SSE-KMS objects need SseKmsEncryptedObjects Enabled, delete markers need
     DeleteMarkerReplication Enabled, archived storage classes only while a restored copy is readable).
     """
+    return eligibility(source_account, bucket_name)(version)
+
+
+def eligibility(source_account: str, bucket_name: str) -> Callable[[Any], bool]:
+    """Return eligible_for_replication for one bucket's versions, its rules looked up once (a manifest asks per version).
+
+    The versions' tags are read only when a rule's filter names a tag.
+    """
     bucket = moto_state.owned_bucket(source_account, bucket_name)
-    if bucket is None:
-        return False
-    config = stored_configuration(bucket)
+    config = stored_configuration(bucket) if bucket is not None else None
     if config is None:
+        return lambda version: False
+    ordered = _rules_by_priority(config)
+    # Tags are read unless every rule selects by prefix alone (or selects everything).
+    tagged = not all(set(rule.get("Filter") or {}) <= {"Prefix"} for _, rule in ordered)
+
+    def eligible(version: Any) -> bool:
+        # applicable_rules, stopping at the first destination whose rule takes the version
+        tags = moto_state.version_tags(bucket, version) if tagged else {}
+        marker, name, tried = is_delete_marker(version), version.name, set()
+        for destination, rule in ordered:
+            if destination not in tried and _filter_matches(rule, name, tags, marker):
+                tried.add(destination)
+                if _rule_accepts(rule, version):
+                    return True
         return False
-    return bool(applicable_rules(config, version, moto_state.version_tags(bucket, version)))
+
+    return eligible
 
 
 def applicable_rules(

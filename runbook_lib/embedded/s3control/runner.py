@@ -89,7 +89,7 @@ class TaskFunctions:
     """
 
     replicate: Replicate
-    eligible: Callable[[str, str, Any], bool]
+    eligibility: Callable[[str, str], Callable[[Any], bool]]
     mark_failed: Callable[[Any], None] = _mark_failed
     for_job: Callable[[], Replicate] | None = None
 
@@ -97,7 +97,7 @@ class TaskFunctions:
 def replication_task_functions() -> TaskFunctions:
     """Return the backend's replication emulation as the task functions of a job."""
     return TaskFunctions(
-        replication.replicate_task, replication_rules.eligible_for_replication, replication.mark_source_failed,
+        replication.replicate_task, replication_rules.eligibility, replication.mark_source_failed,
         replication.job_replicator,
     )
 
@@ -242,7 +242,7 @@ class JobRunner:
     def _generate(self, generator: dict[str, Any]) -> list[ManifestEntry]:
         job = self.job
         source = manifest_gen.check_source_bucket(generator, job.role_arn)
-        entries = manifest_gen.generate_manifest(generator, self.store.task_functions.eligible)
+        entries = manifest_gen.generate_manifest(generator, self.store.task_functions.eligibility)
         if not entries:
             raise JobFailure("InvalidManifestContent", "Manifest generation found no keys matching the filter criteria.")
         if generator.get("EnableManifestOutput"):

@@ -1,0 +1,87 @@
+"""The Arrow CSV writer of detail tables writes the same bytes as DataFrame.to_csv, for every kind of column."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runbook_lib import csv_writer
+
+AWKWARD = ["plain", "with,comma", 'with "quotes"', "line\nfeed", "carriage\rreturn", " leading space",
+           "trailing space ", "tab\there", "é unicode ✓", "", "semi;colon", "'single'", '"', ",", "#hash"]
+
+
+def _frame(rows: int, seed: int = 7) -> pd.DataFrame:
+    rng = random.Random(seed)
+    text = pd.array([rng.choice(AWKWARD + [None]) for _ in range(rows)], dtype="string")
+    times = pd.to_datetime([rng.choice([0, 1_700_000_000, 4_102_444_799, None]) for _ in range(rows)],
+                           unit="s", utc=True).as_unit("ms")
+    return pd.DataFrame({
+        "key": text,
+        "version_id": pd.array([f"v{rng.getrandbits(64):x}" for _ in range(rows)], dtype="string"),
+        "flag": np.array([rng.random() < 0.5 for _ in range(rows)], dtype=bool),
+        "maybe_flag": pd.Series([rng.choice([True, False, None]) for _ in range(rows)], dtype=object),
+        "size": pd.array([rng.choice([0, 1, -5, 2**40, None]) for _ in range(rows)], dtype="Int64"),
+        "status": pd.array([rng.choice([200, 403, None]) for _ in range(rows)], dtype="Int32"),
+        "count": np.arange(rows, dtype=np.int64),
+        "retain_until": times,
+        "note": pd.Series([rng.choice(AWKWARD + [None]) for _ in range(rows)], dtype=object),
+        'odd,"name"': pd.array(["x"] * rows, dtype="string"),
+    })
+
+
+def _both(frame: pd.DataFrame, tmp_path: Path) -> tuple[bytes, bytes]:
+    expected, written = tmp_path / "pandas.csv", tmp_path / "arrow.csv"
+    frame.to_csv(expected, index=False)
+    csv_writer.write_csv(frame, written)
+    return expected.read_bytes(), written.read_bytes()
+
+
+def test_every_supported_kind_is_written_as_pandas_writes_it(tmp_path: Path) -> None:
+    frame = _frame(3_000)
+    assert csv_writer._formattable(frame) is not None  # the fast path is the one under test
+    expected, written = _both(frame, tmp_path)
+    assert written == expected
+    assert b'"with,comma"' in written and b'"with ""quotes"""' in written and b"+00:00" in written
+
+
+def test_chunks_join_into_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csv_writer, "CHUNK_ROWS", 7)
+    expected, written = _both(_frame(100, seed=3), tmp_path)
+    assert written == expected
+
+
+def test_empty_and_all_missing_columns(tmp_path: Path) -> None:
+    frame = _frame(10).iloc[:0]
+    assert _both(frame, tmp_path)[1] == _both(frame, tmp_path)[0]
+    missing = pd.DataFrame({"key": pd.array(["a", "b"], dtype="string"),
+                            "nothing": pd.Series([None, None], dtype=object)})
+    expected, written = _both(missing, tmp_path)
+    assert written == expected == b"key,nothing\na,\nb,\n"
+
+
+@pytest.mark.parametrize("column", [
+    pd.Series([1.5, None, 3.0]),  # floats: pandas' own number formatting
+    pd.Series(pd.to_datetime(["2026-01-01 00:00:00.250", None, "2026-01-02 00:00:00.000"], utc=True)),  # fraction of a second
+    pd.Series(pd.to_datetime(["2026-01-01", "2026-01-02", None])),  # naive times
+    pd.Series(pd.to_datetime(["2026-01-01", None, None]).tz_localize("Europe/Paris")),
+    pd.Series([pd.Timestamp("0999-01-01", tz="UTC"), None, None]).astype("datetime64[s, UTC]"),
+    pd.Series([1, "a", None], dtype=object),  # mixed objects
+    pd.Series(["a", "b", "a"], dtype="category"),
+])
+def test_other_kinds_are_left_to_pandas(column: pd.Series, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"key": pd.array(["a", "b,c", None], dtype="string"), "value": column})
+    assert csv_writer._formattable(frame) is None
+    expected, written = _both(frame, tmp_path)
+    assert written == expected
+
+
+def test_a_single_column_is_left_to_pandas(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"key": pd.array(["a", "", None], dtype="string")})  # pandas quotes a lone empty field
+    assert csv_writer._formattable(frame) is None
+    expected, written = _both(frame, tmp_path)
+    assert written == expected
