@@ -4,14 +4,16 @@ A verification of 10^6 versions writes a detail table of 10^6 rows and some 60 c
 `DataFrame.to_csv` formats that cell by cell in Python (about 40 s of CPU on this project's
 reference machine); formatting each column at once with Arrow's compute functions and joining the
 columns into lines takes a small fraction of that. The output is the same bytes: the same text for
-booleans ("True"/"False"), integers, whole-second UTC times ("2027-03-28 17:27:23+00:00") and
+booleans ("True"/"False"), integers, UTC times ("2027-03-28 17:27:23+00:00") and
 missing values (an empty field), and the same quoting (a field is quoted only when it holds a
 comma, a double quote or a line feed, and a carriage return where the running Python's csv module
 quotes it, with double quotes doubled).
 
-A table with a column of any other kind (floats, naive or non-UTC times, times with fractions of a
-second, mixed objects) or with a single column is written by `DataFrame.to_csv` itself: this
-writer only takes the shapes it reproduces exactly, and `tests/test_csv_writer.py` holds it to that.
+Text may be held as strings, objects or categories. Times in UTC are written with as many digits
+of a second (none, 3, 6 or 9) as the column's finest value needs, as pandas does. A table with a
+column of any other kind (floats, naive or non-UTC times, mixed objects, categories of anything
+but text) or with a single column is written by `DataFrame.to_csv` itself: this writer only takes
+the shapes it reproduces exactly, and `tests/test_csv_writer.py` holds it to that.
 """
 
 from __future__ import annotations
@@ -90,21 +92,21 @@ def _formattable(frame: pd.DataFrame) -> list[pa.Array] | None:
 
 
 def _arrow_column(series: pd.Series) -> pa.Array | None:
-    """Return a column as an Arrow array of a supported type (bool, integer, text, whole-second UTC time), else None."""
+    """Return a column as an Arrow array of a supported type (bool, integer, text, UTC time), else None."""
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         if str(dtype.tz) != "UTC":
             return None
         array = pa.array(series, from_pandas=True)
-        try:  # a value with a fraction of a second is printed with one by pandas
-            seconds = pc.cast(array, pa.timestamp("s", tz="UTC"))
-        except pa.ArrowInvalid:
-            return None
-        low, high = pc.min_max(seconds.cast(pa.int64())).values()
-        if low.is_valid and not (_FIRST_SECOND <= low.as_py() and high.as_py() <= _LAST_SECOND):
+        low, high = pc.min_max(pc.cast(array, pa.timestamp("s", tz="UTC"), safe=False).cast(pa.int64())).values()
+        if low.is_valid and not (low.as_py() >= _FIRST_SECOND and high.as_py() <= _LAST_SECOND):
             return None  # years of other than four digits are left to pandas
-        return seconds
-    if dtype == object:
+        return array
+    if isinstance(dtype, pd.CategoricalDtype):
+        if not pd.api.types.is_string_dtype(dtype.categories.dtype) or not _all_of(pd.Series(dtype.categories), str):
+            return None  # categories of other kinds are printed by pandas' own rules
+        return pa.array(series, from_pandas=True).dictionary_decode().cast(pa.large_string())
+    if pd.api.types.is_object_dtype(dtype):
         values = series.dropna()
         if len(values) and not (_all_of(values, bool) or _all_of(values, str)):
             return None
@@ -138,17 +140,34 @@ def _as_text(array: pa.Array) -> pa.Array:
     elif pa.types.is_integer(kind):
         text = pc.cast(array, pa.large_string())
     elif pa.types.is_timestamp(kind):
-        # numpy prints times in half the CPU of Arrow's strftime: "2027-03-28T17:27:23", then made pandas' text
-        seconds = pc.fill_null(array.cast(pa.int64()), 0).to_numpy().astype("datetime64[s]")
-        iso = pa.array(np.datetime_as_string(seconds, unit="s"), pa.large_string())
-        text = pc.binary_join_element_wise(pc.utf8_replace_slice(iso, 10, 11, " "), _UTC, _EMPTY)
-        text = pc.if_else(pc.is_valid(array), text, pa.scalar(None, pa.large_string()))
+        text = _time_text(array)
     else:
+        needs_quotes = pc.match_substring_regex(array, _NEEDS_QUOTES)
+        if not pc.any(needs_quotes).as_py():
+            return pc.fill_null(array, _EMPTY)
         quoted = pc.binary_join_element_wise(
             pa.scalar('"', pa.large_string()), pc.replace_substring(array, '"', '""'),
             pa.scalar('"', pa.large_string()), _EMPTY)
-        text = pc.if_else(pc.fill_null(pc.match_substring_regex(array, _NEEDS_QUOTES), False), quoted, array)
+        text = pc.if_else(pc.fill_null(needs_quotes, False), quoted, array)
     return pc.fill_null(text, _EMPTY)
+
+
+def _time_text(array: pa.Array) -> pa.Array:
+    """Return UTC times as pandas writes a column of them: "2027-03-28 17:27:23+00:00", with a fraction of a
+    second of 3, 6 or 9 digits on every value when any value of the column needs one."""
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[array.type.unit]
+    ticks = pc.fill_null(array.cast(pa.int64()), 0).to_numpy()
+    seconds, fraction = np.divmod(ticks, per_second)
+    # numpy prints times in half the CPU of Arrow's strftime: "2027-03-28T17:27:23", then made pandas' text
+    iso = pa.array(np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s"), pa.large_string())
+    parts = [pc.utf8_replace_slice(iso, 10, 11, " ")]
+    digits = next((d for d in (0, 3, 6, 9) if d >= 9 or not np.any(fraction % max(1, per_second // 10**d))), 9)
+    if digits and per_second > 1:
+        scaled = fraction * 10**digits // per_second
+        padded = pc.utf8_lpad(pa.array(scaled).cast(pa.large_string()), width=digits, padding="0")
+        parts += [pa.scalar(".", pa.large_string()), padded]
+    text = pc.binary_join_element_wise(*parts, _UTC, _EMPTY)
+    return pc.if_else(pc.is_valid(array), text, pa.scalar(None, pa.large_string()))
 
 
 def _joined_bytes(lines: pa.Array) -> memoryview:

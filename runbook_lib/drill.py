@@ -15,6 +15,7 @@ from typing import Any
 
 from runbook_lib.errors import PhaseError, UsageError
 from runbook_lib.ledger import LEDGER_FILE, now, open_ledger, require_ledger
+from runbook_lib.phase_kernels import KernelsAhead
 from runbook_lib.run_lock import hold_run_lock
 from runbook_lib.run_state import VerdictRecord
 
@@ -173,29 +174,32 @@ def _run_phases_holding_lock(
     os.environ.update(extra_env or {})
     os.environ["RUNBOOK_HEADLESS"] = "1"
     results: list[PhaseResult] = []
-    for phase in phases:
-        source = NOTEBOOKS_DIR / f"{phase}.ipynb"
-        target = executed / f"{phase}.ipynb"
-        parameters: dict[str, Any] = {"params_file": str(params_file.resolve()), "run_dir": str(run_dir)}
-        if phase.startswith("06") or phase.startswith("07"):
-            parameters["confirm_job"] = confirm_job
-        log.info("phase %s: running", phase)
-        started = time.monotonic()
-        try:
-            papermill.execute_notebook(
-                str(source), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
-                kernel_name="python3", progress_bar=False, log_output=False, report_mode=False,
-                extra_arguments=_kernel_arguments(),
-            )
-        except Exception as error:  # papermill raises its own execution error or kernel errors
+    with KernelsAhead(_kernel_arguments(), NOTEBOOKS_DIR) as kernels:
+        for number, phase in enumerate(phases):
+            source = NOTEBOOKS_DIR / f"{phase}.ipynb"
+            target = executed / f"{phase}.ipynb"
+            parameters: dict[str, Any] = {"params_file": str(params_file.resolve()), "run_dir": str(run_dir)}
+            if phase.startswith("06") or phase.startswith("07"):
+                parameters["confirm_job"] = confirm_job
+            log.info("phase %s: running", phase)
+            started = time.monotonic()
+            kernel = kernels.take(another_follows=number + 1 < len(phases))
+            try:
+                papermill.execute_notebook(
+                    str(source), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
+                    kernel_name="python3", progress_bar=False, log_output=False, report_mode=False, km=kernel,
+                )
+            except Exception as error:  # papermill raises its own execution error or kernel errors
+                seconds = round(time.monotonic() - started, 2)
+                failure = _phase_error(phase, error, target)
+                results.append(PhaseResult(phase, "failed", seconds, str(target), str(failure)))
+                _record_failed_phase(run_dir, phase, failure)
+                raise failure from None
+            finally:
+                kernels.release(kernel)
             seconds = round(time.monotonic() - started, 2)
-            failure = _phase_error(phase, error, target)
-            results.append(PhaseResult(phase, "failed", seconds, str(target), str(failure)))
-            _record_failed_phase(run_dir, phase, failure)
-            raise failure from None
-        seconds = round(time.monotonic() - started, 2)
-        results.append(PhaseResult(phase, "ok", seconds, str(target)))
-        log.info("phase %s: ok in %.1f s", phase, seconds)
+            results.append(PhaseResult(phase, "ok", seconds, str(target)))
+            log.info("phase %s: ok in %.1f s", phase, seconds)
     return results
 
 

@@ -299,17 +299,24 @@ def snapshot_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def wait_for_reports(ctx: RunContext, poll_seconds: float = 2.0) -> InventoryPair:
-    """Return both buckets' fresh reports, waiting up to `verification.inventory_wait_minutes` for them."""
+    """Return both buckets' fresh reports, waiting up to `verification.inventory_wait_minutes` for them.
+
+    Looks again after a quarter of a second, then twice as long each time up to `poll_seconds`:
+    a report being written now is found soon after it lands, a late one costs a listing every
+    `poll_seconds`.
+    """
     import time
 
     deadline = time.monotonic() + 60 * ctx.params.verification.inventory_wait_minutes
+    pause = min(0.25, poll_seconds)
     while True:
         try:
             return locate_reports(ctx)
         except inventory_reports.InventoryNotReady:
             if time.monotonic() >= deadline:
                 raise
-        time.sleep(poll_seconds)
+        time.sleep(pause)
+        pause = min(poll_seconds, pause * 2)
 
 
 def snapshot(ctx: RunContext, side: str) -> pd.DataFrame:

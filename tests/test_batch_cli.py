@@ -57,7 +57,8 @@ def cli(drill: Drill) -> Iterator[dict[str, str]]:
                        AWS_EC2_METADATA_DISABLED="true")
     store = drill.backend.app.jobs_app.store
     store.min_state_seconds = 0.02
-    store.task_functions = TaskFunctions(lambda *task: TaskResult(True, 200, "", "success"), lambda *asked: lambda version: True)
+    store.task_functions = TaskFunctions(lambda *task: TaskResult(True, 200, "", "success"),
+                                         lambda *asked: lambda version: True)
     yield environment
     store.task_functions = None
     store.min_state_seconds = 0.3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ AWKWARD = ["plain", "with,comma", 'with "quotes"', "line\nfeed", "carriage\rretu
 
 def _frame(rows: int, seed: int = 7) -> pd.DataFrame:
     rng = random.Random(seed)
-    text = pd.array([rng.choice(AWKWARD + [None]) for _ in range(rows)], dtype="string")
+    text = pd.array([rng.choice([*AWKWARD, None]) for _ in range(rows)], dtype="string")
     times = pd.to_datetime([rng.choice([0, 1_700_000_000, 4_102_444_799, None]) for _ in range(rows)],
                            unit="s", utc=True).as_unit("ms")
     return pd.DataFrame({
@@ -29,7 +30,13 @@ def _frame(rows: int, seed: int = 7) -> pd.DataFrame:
         "status": pd.array([rng.choice([200, 403, None]) for _ in range(rows)], dtype="Int32"),
         "count": np.arange(rows, dtype=np.int64),
         "retain_until": times,
-        "note": pd.Series([rng.choice(AWKWARD + [None]) for _ in range(rows)], dtype=object),
+        "modified_ms": times + pd.to_timedelta([rng.choice([0, 250, 999]) for _ in range(rows)], unit="ms"),
+        "modified_ns": (times.as_unit("ns") + pd.to_timedelta([rng.choice([0, 1_500, 7]) for _ in range(rows)],
+                                                             unit="us")),
+        "whole_ns": times.as_unit("ns"),
+        "note": pd.Series([rng.choice([*AWKWARD, None]) for _ in range(rows)], dtype=object),
+        "category": pd.Series([rng.choice(["recovered_identical", "with,comma", ""]) for _ in range(rows)],
+                              dtype="category"),
         'odd,"name"': pd.array(["x"] * rows, dtype="string"),
     })
 
@@ -47,11 +54,28 @@ def test_every_supported_kind_is_written_as_pandas_writes_it(tmp_path: Path) -> 
     expected, written = _both(frame, tmp_path)
     assert written == expected
     assert b'"with,comma"' in written and b'"with ""quotes"""' in written and b"+00:00" in written
+    assert b".250+00:00" in written and b".001500+00:00" in written  # a column's finest value sets its digits
 
 
 def test_chunks_join_into_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(csv_writer, "CHUNK_ROWS", 7)
     expected, written = _both(_frame(100, seed=3), tmp_path)
+    assert written == expected
+
+
+@pytest.mark.parametrize(("values", "unit"), [
+    (["2026-01-01 00:00:00", "2026-01-02 10:00:00"], "ns"),
+    (["2026-01-01 00:00:00.5", "2026-01-02 10:00:00"], "ns"),
+    (["2026-01-01 00:00:00.000001", None], "us"),
+    (["1969-12-31 23:59:59.999", "1960-01-01 00:00:00"], "ms"),
+    (["2026-01-01 00:00:00.123456789", None], "ns"),
+])
+def test_times_have_as_many_digits_of_a_second_as_pandas_gives_them(values: list[Any], unit: str,
+                                                                      tmp_path: Path) -> None:
+    times = pd.Series(pd.to_datetime(values, utc=True, format="ISO8601")).dt.as_unit(unit)
+    frame = pd.DataFrame({"when": times, "n": range(len(values))})
+    assert csv_writer._formattable(frame) is not None
+    expected, written = _both(frame, tmp_path)
     assert written == expected
 
 
@@ -66,12 +90,11 @@ def test_empty_and_all_missing_columns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("column", [
     pd.Series([1.5, None, 3.0]),  # floats: pandas' own number formatting
-    pd.Series(pd.to_datetime(["2026-01-01 00:00:00.250", None, "2026-01-02 00:00:00.000"], utc=True)),  # fraction of a second
     pd.Series(pd.to_datetime(["2026-01-01", "2026-01-02", None])),  # naive times
     pd.Series(pd.to_datetime(["2026-01-01", None, None]).tz_localize("Europe/Paris")),
     pd.Series([pd.Timestamp("0999-01-01", tz="UTC"), None, None]).astype("datetime64[s, UTC]"),
     pd.Series([1, "a", None], dtype=object),  # mixed objects
-    pd.Series(["a", "b", "a"], dtype="category"),
+    pd.Series([1, 2, 1], dtype="category"),  # categories that are not text
 ])
 def test_other_kinds_are_left_to_pandas(column: pd.Series, tmp_path: Path) -> None:
     frame = pd.DataFrame({"key": pd.array(["a", "b,c", None], dtype="string"), "value": column})

@@ -23,7 +23,17 @@ import pytest
 import yaml
 from runbook_fixtures import PROVISION_ORDER, replace_with_one_part_changed
 
-from runbook_lib import batch_job, drill, evidence, inventory_proof, inventory_reports, proof, sampling, verify
+from runbook_lib import (
+    batch_job,
+    csv_writer,
+    drill,
+    evidence,
+    inventory_proof,
+    inventory_reports,
+    proof,
+    sampling,
+    verify,
+)
 from runbook_lib.accounts import make_client, session_for
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.drill import DRILL_PARAMS
@@ -208,6 +218,21 @@ def _assert_same_details(name: str, other: verify.Comparison, head: verify.Compa
         assert other.content_checks[check] == head.content_checks[check], (name, check)
     assert other.content_checks["checksum_not_compared"] == (
         head.content_checks["checksum_compared"] + head.content_checks["checksum_not_compared"]), name
+
+
+def test_every_methods_detail_tables_are_written_column_by_column_as_pandas_writes_them(
+    compared: dict[str, verify.Comparison], tmp_path: Path,
+) -> None:
+    for name, comparison in compared.items():
+        tables = {"all_versions": comparison.details, **{category: comparison.category(category)
+                                                         for category in comparison.counts_by_category()}}
+        assert comparison.current_view is not None
+        tables["current_view"] = comparison.current_view.rows
+        for table, frame in tables.items():
+            assert csv_writer._formattable(frame) is not None, (name, table)
+            csv_writer.write_csv(frame, tmp_path / "fast.csv")
+            frame.to_csv(tmp_path / "pandas.csv", index=False)
+            assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes(), (name, table)
 
 
 def test_the_damage_is_found_where_it_was_done(compared: dict[str, verify.Comparison],

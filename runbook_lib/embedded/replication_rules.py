@@ -154,7 +154,7 @@ def eligible_for_replication(source_account: str, bucket_name: str, version: Any
 
 
 def eligibility(source_account: str, bucket_name: str) -> Callable[[Any], bool]:
-    """Return eligible_for_replication for one bucket's versions, its rules looked up once (a manifest asks per version).
+    """Return eligible_for_replication for one bucket's versions, its rules looked up once (asked per version).
 
     The versions' tags are read only when a rule's filter names a tag.
     """

@@ -1,0 +1,108 @@
+"""Phase kernels started one phase ahead, so a headless run does not wait for each kernel to start.
+
+Each phase runs in a fresh kernel, as it would in JupyterLab. Starting a kernel and importing
+`runbook_lib` (pandas, pyarrow, boto3) takes about two seconds, paid once per phase: a drill of
+nine phases spent some 15 s only on that. `KernelsAhead` starts the next phase's kernel while the
+current phase runs and has it import the runbook's modules (silently: nothing is recorded in the
+notebook, and its execution counts still start at 1). The notebook itself still runs every cell,
+its imports included, in a kernel no other phase has used.
+
+nbclient does not stop the channels of the client it makes for a kernel it was handed; their
+sockets close when the garbage collector takes the client (Python warns of that only when asked
+to show ResourceWarning).
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from jupyter_core.utils import run_sync
+
+__all__ = ["KernelsAhead"]
+
+# What the next kernel imports while it waits: the module every phase notebook starts with.
+_WARM_UP = "import runbook_lib.guide"
+# How long a phase waits for its kernel's warm-up before handing it to papermill anyway (papermill
+# then waits for the kernel itself, as it does for one it starts).
+_READY_SECONDS = 60.0
+
+
+class KernelsAhead:
+    """Hands out started kernels for the phases of a run, starting each next one ahead of time.
+
+    Use as a context manager: kernels handed out are shut down by `release`, and a kernel started
+    for a phase that never came is shut down on exit. The kernels are the asynchronous kind
+    nbclient makes for itself; their calls run on the thread's event loop, as papermill's do.
+    """
+
+    def __init__(self, extra_arguments: list[str], cwd: Path) -> None:
+        self._arguments = [*extra_arguments, "--HistoryManager.hist_file=:memory:"]
+        self._cwd = cwd
+        self._next: Any = None  # the kernel started for the phase to come
+        self._clients: dict[int, tuple[Any, str]] = {}  # each warming kernel's client and warm-up message id
+
+    def __enter__(self) -> KernelsAhead:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._next is not None:
+            self.release(self._next)
+            self._next = None
+
+    def take(self, another_follows: bool) -> Any:
+        """Return a started kernel manager for this phase; start the next phase's kernel when one follows."""
+        return run_sync(self._take)(another_follows)
+
+    def release(self, manager: Any) -> None:
+        """Shut down a kernel handed out (its phase is over) and close the client that warmed it up."""
+        run_sync(self._release)(manager)
+
+    async def _take(self, another_follows: bool) -> Any:
+        manager = await self._start() if self._next is None else self._next
+        self._next = await self._start() if another_follows else None
+        await self._warmed(manager)
+        return manager
+
+    async def _release(self, manager: Any) -> None:
+        try:
+            if manager.has_kernel:
+                await manager.shutdown_kernel()
+        finally:
+            warming = self._clients.pop(id(manager), None)
+            if warming is not None:
+                warming[0].stop_channels()
+
+    async def _warmed(self, manager: Any) -> None:
+        """Wait until the kernel has answered its warm-up (at once when it started a phase ago), then let go of it.
+
+        nbclient then finds an idle kernel, and no answer of the warm-up is in flight when the
+        kernel is shut down.
+        """
+        client, sent = self._clients.pop(id(manager))
+        try:
+            deadline = time.monotonic() + _READY_SECONDS
+            while time.monotonic() < deadline:
+                try:
+                    answer = await client.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if answer.get("parent_header", {}).get("msg_id") == sent:
+                    return
+        finally:
+            client.stop_channels()
+
+    async def _start(self) -> Any:
+        """Start a kernel and send it the warm-up import; return without waiting for either."""
+        from jupyter_client.manager import AsyncKernelManager
+
+        manager = AsyncKernelManager(kernel_name="python3")
+        await manager.start_kernel(extra_arguments=self._arguments, cwd=str(self._cwd))
+        client = manager.client()
+        client.start_channels()
+        self._clients[id(manager)] = (client, client.execute(_WARM_UP, silent=True, store_history=False))
+        return manager
