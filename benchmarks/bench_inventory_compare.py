@@ -12,7 +12,9 @@ time are its own:
   only, as phase 07 registers them): DuckDB reads the Parquet files itself, slices the inputs by a hash
   of the key when they are large, writes every version's detail row to Parquet and sums the counts;
 - pandas: the files read into the snapshot frames the HEAD method builds, then `verify.compare`
-  (the detail frame stays in memory, as phase 07 holds it).
+  (the detail frame stays in memory, as phase 07 holds it);
+- duckdb-joins (only when named): DuckDB's comparison, sliced alike, counted without writing any
+  detail row: how much of DuckDB's time the joins alone take.
 
 Both must give the same counts. Goals at 10^7 versions: DuckDB at most 0.2x pandas' time, and at
 most 2 GB peak memory; at 10^8, DuckDB alone (`--engines duckdb`, pandas cannot hold it) under 15
@@ -42,6 +44,7 @@ from runbook_lib import duckdb_compare, inventory_reports
 __all__ = ["main", "write_inventories"]
 
 GOAL_RATIO = 0.2
+ENGINES = ("duckdb", "pandas", "duckdb-joins")
 GOAL_DUCKDB_BYTES = 2e9
 
 
@@ -105,7 +108,26 @@ def _scope() -> Any:
     return JobScope(replication_statuses=("REPLICA",))
 
 
-def _run_duckdb(paths: dict[str, Path], workdir: Path, memory_limit: str, rows_per_slice: int) -> dict[str, Any]:
+def _count_only(con: Any, tables: dict[str, str], work: Path, rows_per_slice: int) -> tuple[dict[str, int], int]:
+    """Return the counts of the same comparison, sliced the same way, without writing any detail row."""
+    from runbook_lib import inventory_sql
+
+    rows = sum(duckdb_compare._rows(con, tables[name]) for name in inventory_sql.TABLES)
+    slices = max(1, -(-rows // max(1, rows_per_slice)))
+    bound = [(tables, [])] if slices == 1 else duckdb_compare._slices(con, tables, slices, work)
+    totals: dict[str, int] = {}
+    for exprs, _ in bound:
+        query = inventory_sql.to_duckdb(inventory_sql.count_sql(
+            f"({inventory_sql.compare_sql(_scope(), exprs)})"))
+        counted = con.execute(query)
+        names = [column[0] for column in counted.description]
+        for name, value in zip(names, counted.fetchall()[0], strict=True):
+            totals[name] = totals.get(name, 0) + int(value or 0)
+    return totals, slices
+
+
+def _run_duckdb(paths: dict[str, Path], workdir: Path, memory_limit: str, rows_per_slice: int,
+                joins_only: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     con = duckdb_compare.connect(workdir / "spill", memory_limit)
     # The columns phase 07's views read (inventory_compare._inventory_view), times as TIMESTAMP.
@@ -117,8 +139,11 @@ def _run_duckdb(paths: dict[str, Path], workdir: Path, memory_limit: str, rows_p
               "manifest": f"(SELECT key, version_id FROM read_parquet('{paths['manifest']}'))",
               "report": f"read_parquet('{paths['report']}')",
               "sample": "(SELECT CAST(NULL AS VARCHAR) AS key, CAST(NULL AS VARCHAR) AS version_id WHERE false)"}
-    counts, slices = duckdb_compare.compare_to_parquet(con, tables, _scope(), workdir / "details",
-                                                       rows_per_slice=rows_per_slice)
+    if joins_only:
+        counts, slices = _count_only(con, tables, workdir / "slices", rows_per_slice)
+    else:
+        counts, slices = duckdb_compare.compare_to_parquet(con, tables, _scope(), workdir / "details",
+                                                           rows_per_slice=rows_per_slice)
     con.close()
     counts.pop("duplicates")
     return {"seconds": time.perf_counter() - started, "counts": counts, "slices": slices}
@@ -158,10 +183,11 @@ def _run_pandas(paths: dict[str, Path]) -> dict[str, Any]:
 
 
 def _child(engine: str, folder: Path, memory_limit: str, rows_per_slice: int) -> int:
+    joins_only = engine == "duckdb-joins"
     paths = {name: folder / f"{name}.parquet" for name in ("vault", "recovery", "manifest", "report")}
     work = Path(tempfile.mkdtemp(prefix=f"bench-{engine}-", dir=folder))
     try:
-        result = (_run_duckdb(paths, work, memory_limit, rows_per_slice) if engine == "duckdb"
+        result = (_run_duckdb(paths, work, memory_limit, rows_per_slice, joins_only) if engine.startswith("duckdb")
                   else _run_pandas(paths))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -187,7 +213,7 @@ def _report(results: dict[str, dict[str, Any] | None]) -> int:
     for engine, result in results.items():
         if result is not None:
             sliced = f", {result['slices']} slice(s)" if "slices" in result else ""
-            print(f"{engine:>7}: {result['seconds']:8.1f} s wall, {result['cpu_seconds']:8.1f} s CPU, "
+            print(f"{engine:>12}: {result['seconds']:8.1f} s wall, {result['cpu_seconds']:8.1f} s CPU, "
                   f"peak {result['peak_bytes'] / 1e9:5.2f} GB{sliced}")
     duck, pandas = results.get("duckdb"), results.get("pandas")
     if duck is not None and pandas is not None:
@@ -198,18 +224,27 @@ def _report(results: dict[str, dict[str, Any] | None]) -> int:
         print(f"same counts ({duck['counts']['expected']:,} expected, {duck['counts']['recovered']:,} recovered); "
               f"duckdb/pandas wall time {ratio:.2f}x, CPU time {duck['cpu_seconds'] / pandas['cpu_seconds']:.2f}x "
               f"(goal <= {GOAL_RATIO}x at 10^7)")
+    joins = results.get("duckdb-joins")
+    if joins is not None and pandas is not None:
+        if joins["counts"] != pandas["counts"]:
+            print(f"counts differ: duckdb-joins {joins['counts']} pandas {pandas['counts']}")
+            return 1
+        print(f"the joins alone (no detail row written): {joins['seconds'] / pandas['seconds']:.2f}x pandas' "
+              f"wall time, {joins['cpu_seconds'] / pandas['cpu_seconds']:.2f}x its CPU time")
     if duck is not None:
         met = duck["peak_bytes"] <= GOAL_DUCKDB_BYTES
         print(f"duckdb peak {duck['peak_bytes'] / 1e9:.2f} GB ({'within' if met else 'over'} the 2 GB goal at 10^7; "
               "8 GB and 15 minutes at 10^8)")
-    return 0 if duck is not None else 1
+    return 0 if duck is not None or joins is not None else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the inventories, run each engine in its own process, print times, memory and their ratio."""
     parser = argparse.ArgumentParser(prog="bench_inventory_compare")
     parser.add_argument("--versions", type=int, default=1_000_000)
-    parser.add_argument("--engines", nargs="+", default=["duckdb", "pandas"], choices=["duckdb", "pandas"])
+    parser.add_argument("--engines", nargs="+", default=["duckdb", "pandas"], choices=list(ENGINES),
+                        help="duckdb-joins: the same comparison counted without writing any detail row (how much "
+                             "of DuckDB's time the joins take)")
     parser.add_argument("--memory-limit", default=duckdb_compare.MEMORY_LIMIT,
                         help=f"DuckDB's memory limit (default {duckdb_compare.MEMORY_LIMIT}, as verification uses)")
     parser.add_argument("--rows-per-slice", type=int,
@@ -217,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{duckdb_compare.ROWS_PER_SLICE:,} at {duckdb_compare.MEMORY_LIMIT}, as phase 07 uses)")
     parser.add_argument("--data", type=Path,
                         help="keep the generated inventories in this folder and reuse them when it holds them")
-    parser.add_argument("--child", choices=["duckdb", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list(ENGINES), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     if args.rows_per_slice is None:

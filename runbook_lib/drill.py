@@ -340,8 +340,8 @@ def write_ground_truth(path: Path, truths: list[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(truths) == 1:
         return Path(truths[0].write(path))
-    documents = [json.loads(truth.to_json()) for truth in truths]
-    path.write_text(json.dumps({"buckets": documents}, indent=1, ensure_ascii=False), encoding="utf-8")
+    # Each bucket's document as GroundTruth writes it, one version per line.
+    path.write_text('{"buckets": [\n' + ",\n".join(truth.to_json() for truth in truths) + "\n]}\n", encoding="utf-8")
     return path
 
 

@@ -7,9 +7,8 @@ current phase runs and has it import the runbook's modules (silently: nothing is
 notebook, and its execution counts still start at 1). The notebook itself still runs every cell,
 its imports included, in a kernel no other phase has used.
 
-nbclient does not stop the channels of the client it makes for a kernel it was handed; their
-sockets close when the garbage collector takes the client (Python warns of that only when asked
-to show ResourceWarning).
+nbclient does not stop the channels of the client it makes for a kernel it was handed, so each
+kernel keeps the clients made for it and `release` stops them with the kernel.
 """
 
 from __future__ import annotations
@@ -20,15 +19,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
-__all__ = ["KernelsAhead"]
+__all__ = ["KernelsAhead", "PhaseKernel"]
 
 # What the next kernel imports while it waits: the module every phase notebook starts with.
 _WARM_UP = "import runbook_lib.guide"
 # How long a phase waits for its kernel's warm-up before handing it to papermill anyway (papermill
 # then waits for the kernel itself, as it does for one it starts).
 _READY_SECONDS = 60.0
+
+
+class PhaseKernel(AsyncKernelManager):
+    """A kernel manager that keeps every client it makes, so that they are closed with the kernel."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.clients_made: list[Any] = []
+
+    def client(self, **kwargs: Any) -> Any:
+        """Return a new client of this kernel (nbclient asks for one), kept to be closed later."""
+        made = super().client(**kwargs)
+        self.clients_made.append(made)
+        return made
 
 
 class KernelsAhead:
@@ -68,14 +82,15 @@ class KernelsAhead:
         await self._warmed(manager)
         return manager
 
-    async def _release(self, manager: Any) -> None:
+    async def _release(self, manager: PhaseKernel) -> None:
+        self._clients.pop(id(manager), None)
         try:
             if manager.has_kernel:
                 await manager.shutdown_kernel()
         finally:
-            warming = self._clients.pop(id(manager), None)
-            if warming is not None:
-                warming[0].stop_channels()
+            for client in manager.clients_made:
+                if client.channels_running:
+                    client.stop_channels()
 
     async def _warmed(self, manager: Any) -> None:
         """Wait until the kernel has answered its warm-up (at once when it started a phase ago), then let go of it.
@@ -96,11 +111,9 @@ class KernelsAhead:
         finally:
             client.stop_channels()
 
-    async def _start(self) -> Any:
+    async def _start(self) -> PhaseKernel:
         """Start a kernel and send it the warm-up import; return without waiting for either."""
-        from jupyter_client.manager import AsyncKernelManager
-
-        manager = AsyncKernelManager(kernel_name="python3")
+        manager = PhaseKernel(kernel_name="python3")
         await manager.start_kernel(extra_arguments=self._arguments, cwd=str(self._cwd))
         client = manager.client()
         client.start_channels()

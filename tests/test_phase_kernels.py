@@ -47,6 +47,9 @@ def test_each_phase_runs_in_a_fresh_kernel_started_ahead_with_the_runbook_import
     assert not any(reused for _, _, reused, _ in runs)  # nothing of an earlier phase is left in the namespace
     assert [count for *_, count in runs] == [1, 1, 1]  # the warm-up is not in the notebook's history
     assert not any(_alive(kernel) for kernel in handed)
+    # The warm-up's client and papermill's are both closed with their kernel, none left to the collector.
+    assert all(len(kernel.clients_made) == 2 for kernel in handed)
+    assert not any(client.channels_running for kernel in handed for client in kernel.clients_made)
 
 
 def test_a_kernel_started_for_a_phase_that_never_comes_is_shut_down(tmp_path: Path) -> None:
