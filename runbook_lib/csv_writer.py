@@ -10,7 +10,9 @@ comma, a double quote or a line feed, and a carriage return where the running Py
 quotes it, with double quotes doubled).
 
 Text may be held as strings, objects or categories. Times in UTC are written with as many digits
-of a second (none, 3, 6 or 9) as the column's finest value needs, as pandas does. A table with a
+of a second (none, 3, 6 or 9) as the finest value needs among the rows pandas formats together:
+`to_csv` formats a table in blocks of 100,000 cells (100,000 // columns rows), so a time's digits
+depend on the other times of its block, not of the whole column. A table with a
 column of any other kind (floats, naive or non-UTC times, mixed objects, categories of anything
 but text) or with a single column is written by `DataFrame.to_csv` itself: this writer only takes
 the shapes it reproduces exactly, and `tests/test_csv_writer.py` holds it to that.
@@ -31,7 +33,8 @@ __all__ = ["CHUNK_ROWS", "write_csv"]
 
 # Rows formatted at once: bounds the memory of the text built for one chunk.
 CHUNK_ROWS = 131_072
-
+# Cells pandas' to_csv formats at once (pandas.io.formats.csvs); a time's digits of a second follow its block.
+PANDAS_BLOCK_CELLS = 100_000
 
 
 def _quoted_characters() -> str:
@@ -63,8 +66,13 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
         return
     with open(path, "wb") as out:
         out.write((",".join(_quote_text(str(name)) for name in frame.columns) + "\n").encode("utf-8"))
+        block_rows = max(1, PANDAS_BLOCK_CELLS // len(columns))
+        levels = [_fraction_levels(column, block_rows) if pa.types.is_timestamp(column.type) else None
+                  for column in columns]
         for start in range(0, len(frame), CHUNK_ROWS):
-            texts = [_as_text(column.slice(start, CHUNK_ROWS)) for column in columns]
+            texts = [_as_text(column.slice(start, CHUNK_ROWS),
+                              None if level is None else level[start:start + CHUNK_ROWS])
+                     for column, level in zip(columns, levels, strict=True)]
             lines = pc.binary_join_element_wise(*texts, _COMMA)  # the last argument is the separator
             out.write(_joined_bytes(pc.binary_join_element_wise(lines, _EMPTY, _NEWLINE)))
 
@@ -132,15 +140,18 @@ def _all_of(values: pd.Series, kind: type) -> bool:
     return bool(values.map(type).eq(kind).all())
 
 
-def _as_text(array: pa.Array) -> pa.Array:
-    """Return one column's cells as the text pandas writes for them, missing values as empty text."""
+def _as_text(array: pa.Array, levels: np.ndarray | None = None) -> pa.Array:
+    """Return one column's cells as the text pandas writes for them, missing values as empty text.
+
+    `levels` gives a time column's digits of a second per row (see `_fraction_levels`).
+    """
     kind = array.type
     if pa.types.is_boolean(kind):
         text = pc.if_else(array, pa.scalar("True", pa.large_string()), pa.scalar("False", pa.large_string()))
     elif pa.types.is_integer(kind):
         text = pc.cast(array, pa.large_string())
     elif pa.types.is_timestamp(kind):
-        text = _time_text(array)
+        text = _time_text(array, levels if levels is not None else _fraction_levels(array, max(1, len(array))))
     else:
         needs_quotes = pc.match_substring_regex(array, _NEEDS_QUOTES)
         if not pc.any(needs_quotes).as_py():
@@ -152,21 +163,50 @@ def _as_text(array: pa.Array) -> pa.Array:
     return pc.fill_null(text, _EMPTY)
 
 
-def _time_text(array: pa.Array) -> pa.Array:
-    """Return UTC times as pandas writes a column of them: "2027-03-28 17:27:23+00:00", with a fraction of a
-    second of 3, 6 or 9 digits on every value when any value of the column needs one."""
-    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[array.type.unit]
+def _fraction_levels(array: pa.Array, block_rows: int) -> np.ndarray:
+    """Return per row how many digits of a second pandas writes a UTC time with (0, 1, 2, 3 for none, 3, 6, 9).
+
+    Pandas gives every time of a block of `block_rows` rows the digits its finest value needs.
+    """
+    per_second = _PER_SECOND[array.type.unit]
+    fraction = np.mod(pc.fill_null(array.cast(pa.int64()), 0).to_numpy(), per_second)
+    needed = np.zeros(len(fraction), dtype=np.int8)
+    for level, digits in enumerate((3, 6, 9), start=1):
+        if 10**digits > per_second:
+            break
+        needed[fraction % (per_second // 10 ** (digits - 3)) != 0] = level  # finer than the level before
+    if not len(needed):
+        return needed
+    starts = np.arange(0, len(needed), block_rows)
+    return np.repeat(np.maximum.reduceat(needed, starts), np.diff(np.append(starts, len(needed))))
+
+
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+def _time_text(array: pa.Array, levels: np.ndarray) -> pa.Array:
+    """Return UTC times as pandas writes them: "2027-03-28 17:27:23+00:00", with a fraction of a second of
+    3, 6 or 9 digits where `levels` (one per row, from `_fraction_levels`) says 1, 2 or 3."""
+    per_second = _PER_SECOND[array.type.unit]
     ticks = pc.fill_null(array.cast(pa.int64()), 0).to_numpy()
     seconds, fraction = np.divmod(ticks, per_second)
     # numpy prints times in half the CPU of Arrow's strftime: "2027-03-28T17:27:23", then made pandas' text
     iso = pa.array(np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s"), pa.large_string())
-    parts = [pc.utf8_replace_slice(iso, 10, 11, " ")]
-    digits = next((d for d in (0, 3, 6, 9) if d >= 9 or not np.any(fraction % max(1, per_second // 10**d))), 9)
-    if digits and per_second > 1:
+    whole = pc.utf8_replace_slice(iso, 10, 11, " ")
+    present = [int(level) for level in np.unique(levels)] or [0]
+    texts: dict[int, pa.Array] = {}
+    for level in present:
+        if level == 0:
+            texts[level] = pc.binary_join_element_wise(whole, _UTC, _EMPTY)
+            continue
+        digits = 3 * level
         scaled = fraction * 10**digits // per_second
         padded = pc.utf8_lpad(pa.array(scaled).cast(pa.large_string()), width=digits, padding="0")
-        parts += [pa.scalar(".", pa.large_string()), padded]
-    text = pc.binary_join_element_wise(*parts, _UTC, _EMPTY)
+        texts[level] = pc.binary_join_element_wise(whole, pa.scalar(".", pa.large_string()), padded, _UTC, _EMPTY)
+    if len(present) == 1:
+        text = texts[present[0]]
+    else:  # rows of blocks with different digits: each row takes the text of its level
+        text = pc.choose(pa.array(levels), *[texts.get(level, texts[present[0]]) for level in range(4)])
     return pc.if_else(pc.is_valid(array), text, pa.scalar(None, pa.large_string()))
 
 

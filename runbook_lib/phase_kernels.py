@@ -85,7 +85,12 @@ class KernelsAhead:
     async def _release(self, manager: PhaseKernel) -> None:
         self._clients.pop(id(manager), None)
         try:
-            if manager.has_kernel:
+            if manager.context.closed:
+                # nbclient could not reach the kernel (it died, or did not answer in time) and has already
+                # stopped it and closed its sockets: a shutdown request cannot be sent; only make sure.
+                if await manager.is_alive():
+                    await manager.shutdown_kernel(now=True)
+            elif manager.has_kernel:
                 await manager.shutdown_kernel()
         finally:
             for client in manager.clients_made:
@@ -103,9 +108,11 @@ class KernelsAhead:
             deadline = time.monotonic() + _READY_SECONDS
             while time.monotonic() < deadline:
                 try:
-                    answer = await client.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+                    answer = await client.get_shell_msg(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
                 except queue.Empty:
-                    break
+                    if not await manager.is_alive():
+                        return  # it died warming up: papermill finds it dead and says so
+                    continue
                 if answer.get("parent_header", {}).get("msg_id") == sent:
                     return
         finally:

@@ -108,3 +108,20 @@ def test_a_single_column_is_left_to_pandas(tmp_path: Path) -> None:
     assert csv_writer._formattable(frame) is None
     expected, written = _both(frame, tmp_path)
     assert written == expected
+
+
+def test_time_digits_follow_the_rows_pandas_formats_together(tmp_path: Path) -> None:
+    # to_csv formats 100,000 cells at a time: with 500 columns a block is 200 rows, and a time written
+    # with a fraction in one block does not give the fraction to the times of another block.
+    rows, columns = 450, 500
+    times = pd.Series(pd.to_datetime(np.arange(rows), unit="s", utc=True)).dt.as_unit("ms")
+    times[250] += pd.Timedelta(milliseconds=250)  # only the second block needs digits of a second
+    numbers = pd.DataFrame(np.zeros((rows, columns - 1), dtype=np.int64), columns=[f"n{i}" for i in range(columns - 1)])
+    frame = pd.concat([pd.DataFrame({"when": times}), numbers], axis=1)
+    assert csv_writer._formattable(frame) is not None
+    expected, written = _both(frame, tmp_path)
+    lines = written.split(b"\n")
+    assert lines[1].startswith(b"1970-01-01 00:00:00+00:00,")
+    assert lines[201].startswith(b"1970-01-01 00:03:20.000+00:00,")
+    assert lines[401].startswith(b"1970-01-01 00:06:40+00:00,")
+    assert written == expected

@@ -10,6 +10,7 @@ import papermill
 import pytest
 from jupyter_core.utils import run_sync
 
+from runbook_lib import phase_kernels
 from runbook_lib.phase_kernels import KernelsAhead
 
 PROBE = "import os, sys\nprint(os.getpid(), 'runbook_lib.guide' in sys.modules, 'marker' in globals())\nmarker = 1"
@@ -60,3 +61,18 @@ def test_a_kernel_started_for_a_phase_that_never_comes_is_shut_down(tmp_path: Pa
         raise RuntimeError("the phase failed")
 
     assert waiting is not None and not _alive(waiting) and not _alive(first)
+
+
+def test_a_kernel_that_dies_before_its_phase_fails_the_phase_not_its_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # nbclient stops a kernel it cannot reach and closes its sockets; releasing it afterwards must
+    # not raise over the phase's own error (the run would report a socket error, not the phase).
+    monkeypatch.setattr(phase_kernels, "_WARM_UP", "import os; os._exit(3)")
+    with KernelsAhead([], tmp_path) as kernels:
+        kernel = kernels.take(another_follows=False)
+        with pytest.raises(RuntimeError, match="Kernel died"):
+            _run(kernels, kernel, tmp_path, "phase")
+
+    assert not _alive(kernel)
+    assert not any(client.channels_running for client in kernel.clients_made)
