@@ -181,7 +181,10 @@ def _replication_status(version: Any) -> str | None:
 
 
 def _encryption_status(version: Any) -> str:
-    if version.metadata.get("x-amz-server-side-encryption-customer-algorithm"):
+    # moto's LowercaseDict keeps its (lowercase) entries in `store`: a plain lookup, where its
+    # Mapping.get raises and catches a KeyError per version without SSE-C.
+    metadata = version.metadata
+    if getattr(metadata, "store", metadata).get("x-amz-server-side-encryption-customer-algorithm"):
         return "SSE-C"
     return _ENCRYPTION.get(str(version.encryption), "NOT-SSE") if version.encryption else "NOT-SSE"
 
@@ -195,12 +198,15 @@ def _lock_mode(version: Any) -> str | None:
     return _LOCK_MODES.get(str(version.lock_mode).upper()) if version.lock_mode else None
 
 
-def _object_values(version: Any, latest: bool, bucket: str) -> tuple[Any, ...]:
-    """Return every field of FIELD_ORDER of an object version, in that order (None for the ones not kept)."""
+def _object_values(version: Any, latest: bool, bucket: str, modified: datetime) -> tuple[Any, ...]:
+    """Return every field of FIELD_ORDER of an object version, in that order (None for the ones not kept).
+
+    `modified` is the version's LastModified in UTC, which the caller has read already.
+    """
     version_id = str(version.version_id)
     return (
         bucket, str(version.name), None if version_id == "null" else version_id, latest, False,
-        int(version.size), as_utc(version.last_modified), str(version.etag).strip('"'), _storage_class(version),
+        int(version.size), modified, str(version.etag).strip('"'), _storage_class(version),
         bool(getattr(version, "multipart", None)), _replication_status(version), _encryption_status(version),
         _retain_until(version.lock_until), _lock_mode(version),
         _HOLDS.get(str(version.lock_legal_status or "OFF").upper(), "Off"), None, _bucket_key_status(version),
@@ -208,21 +214,22 @@ def _object_values(version: Any, latest: bool, bucket: str) -> tuple[Any, ...]:
     )
 
 
-def _marker_values(version: Any, latest: bool, bucket: str) -> tuple[Any, ...]:
+def _marker_values(version: Any, latest: bool, bucket: str, modified: datetime) -> tuple[Any, ...]:
     """Return every field of FIELD_ORDER of a delete marker: its key, id, place and time; nothing else."""
     version_id = str(version.version_id)
     return (bucket, str(version.name), None if version_id == "null" else version_id, latest, True, None,
-            as_utc(version.last_modified), *([None] * (len(FIELD_ORDER) - 7)))
+            modified, *([None] * (len(FIELD_ORDER) - 7)))
 
 
-def _row_reader(fields: Sequence[str], bucket: str, marker: bool) -> Callable[[Any, bool], Sequence[Any]]:
+def _row_reader(fields: Sequence[str], bucket: str,
+                marker: bool) -> Callable[[Any, bool, datetime], Sequence[Any]]:
     """Return what makes the row of a version (or, with `marker`, a delete marker): the configured fields, in order."""
     values = _marker_values if marker else _object_values
     indexes = [FIELD_ORDER.index(name) for name in fields]
     if len(indexes) == 1:
-        return lambda version, latest: (values(version, latest, bucket)[indexes[0]],)
+        return lambda version, latest, modified: (values(version, latest, bucket, modified)[indexes[0]],)
     pick = operator.itemgetter(*indexes)
-    return lambda version, latest: pick(values(version, latest, bucket))
+    return lambda version, latest, modified: pick(values(version, latest, bucket, modified))
 
 
 def _retain_until(value: Any) -> datetime | None:
@@ -231,6 +238,9 @@ def _retain_until(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return as_utc(value)
     return as_utc(datetime.fromisoformat(str(value).strip().replace("Z", "+00:00")))
+
+
+_FIRST = operator.itemgetter(0)
 
 
 def _rows(config: Any, source_bucket: str, fields: Sequence[str]) -> Iterator[Sequence[Any]]:
@@ -245,12 +255,14 @@ def _rows(config: Any, source_bucket: str, fields: Sequence[str]) -> Iterator[Se
     for name in sorted(list(stored.keys.keys())):
         if not name.startswith(prefix):
             continue
-        versions = sorted(moto_state.versions_of(stored, name), key=lambda v: as_utc(v.last_modified), reverse=True)
-        for index, version in enumerate(versions):
+        # Each version's time read once, for the order and for its row; sorted on the time alone, as before.
+        stamped = sorted(((as_utc(v.last_modified), v) for v in moto_state.versions_of(stored, name)),
+                         key=_FIRST, reverse=True)
+        for index, (modified, version) in enumerate(stamped):
             marker = is_delete_marker(version)
             if current_only and (index or marker):
                 break
-            yield (marker_row if marker else object_row)(version, index == 0)
+            yield (marker_row if marker else object_row)(version, index == 0, modified)
 
 
 # --------------------------------------------------------------------------- files
