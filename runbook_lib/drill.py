@@ -341,7 +341,12 @@ def write_ground_truth(path: Path, truths: list[Any]) -> Path:
     if len(truths) == 1:
         return Path(truths[0].write(path))
     # Each bucket's document as GroundTruth writes it, one version per line.
-    path.write_text('{"buckets": [\n' + ",\n".join(truth.to_json() for truth in truths) + "\n]}\n", encoding="utf-8")
+    with path.open("w", encoding="utf-8") as out:
+        out.write('{"buckets": [\n')
+        for index, truth in enumerate(truths):
+            out.write(",\n" if index else "")
+            truth.write_json(out)
+        out.write("\n]}\n")
     return path
 
 

@@ -22,6 +22,7 @@ every attempt the seeder raises a BackendError that says so, not a traceback.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 import string
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -177,7 +178,13 @@ class GroundTruth:
         return [v for v in self.versions if v.expected_outcome == SKIP_ARCHIVED]
 
     def to_json(self) -> str:
-        """Return the ground truth as JSON (counts first, then every version)."""
+        """Return the ground truth as JSON (counts first, then every version, one a line)."""
+        text = io.StringIO()
+        self.write_json(text)
+        return text.getvalue()
+
+    def write_json(self, out: TextIO) -> None:
+        """Write the ground truth as JSON to an open text file, version by version, never whole in memory."""
         document = {
             "vault_account": self.vault_account,
             "recovery_account": self.recovery_account,
@@ -197,14 +204,16 @@ class GroundTruth:
         # One version per line. json's C encoder writes only compact JSON (an indent makes it use its
         # pure-Python one, some five times slower: a minute at 10^6 versions); vars() of a flat
         # dataclass gives asdict's fields in order, without its deep copy.
-        versions = ",\n".join("  " + json.dumps(vars(v), ensure_ascii=False) for v in self.versions)
-        head = json.dumps(document, indent=1, ensure_ascii=False)
-        return head[:-2] + ',\n "versions": [\n' + versions + "\n ]\n}"
+        out.write(json.dumps(document, indent=1, ensure_ascii=False)[:-2] + ',\n "versions": [\n')
+        for index, version in enumerate(self.versions):
+            out.write((",\n  " if index else "  ") + json.dumps(vars(version), ensure_ascii=False))
+        out.write("\n ]\n}")
 
     def write(self, path: Path) -> Path:
         """Write the ground truth as JSON to `path` and return it."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json(), encoding="utf-8")
+        with path.open("w", encoding="utf-8") as out:
+            self.write_json(out)
         return path
 
 
