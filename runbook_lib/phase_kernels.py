@@ -37,6 +37,7 @@ class PhaseKernel(AsyncKernelManager):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.clients_made: list[Any] = []
+        self.warm_up_id: str | None = None  # the warm-up request's message id, until its answer came
 
     def client(self, **kwargs: Any) -> Any:
         """Return a new client of this kernel (nbclient asks for one), kept to be closed later."""
@@ -56,8 +57,7 @@ class KernelsAhead:
     def __init__(self, extra_arguments: list[str], cwd: Path) -> None:
         self._arguments = [*extra_arguments, "--HistoryManager.hist_file=:memory:"]
         self._cwd = cwd
-        self._next: Any = None  # the kernel started for the phase to come
-        self._clients: dict[int, tuple[Any, str]] = {}  # each warming kernel's client and warm-up message id
+        self._next: PhaseKernel | None = None  # the kernel started for the phase to come
 
     def __enter__(self) -> KernelsAhead:
         return self
@@ -68,22 +68,21 @@ class KernelsAhead:
             self.release(self._next)
             self._next = None
 
-    def take(self, another_follows: bool) -> Any:
+    def take(self, another_follows: bool) -> PhaseKernel:
         """Return a started kernel manager for this phase; start the next phase's kernel when one follows."""
         return run_sync(self._take)(another_follows)
 
-    def release(self, manager: Any) -> None:
-        """Shut down a kernel handed out (its phase is over) and close the client that warmed it up."""
+    def release(self, manager: PhaseKernel) -> None:
+        """Shut down a kernel handed out (its phase is over) and close every client made for it."""
         run_sync(self._release)(manager)
 
-    async def _take(self, another_follows: bool) -> Any:
+    async def _take(self, another_follows: bool) -> PhaseKernel:
         manager = await self._start() if self._next is None else self._next
         self._next = await self._start() if another_follows else None
         await self._warmed(manager)
         return manager
 
     async def _release(self, manager: PhaseKernel) -> None:
-        self._clients.pop(id(manager), None)
         try:
             if manager.context.closed:
                 # nbclient could not reach the kernel (it died, or did not answer in time) and has already
@@ -97,13 +96,13 @@ class KernelsAhead:
                 if client.channels_running:
                     client.stop_channels()
 
-    async def _warmed(self, manager: Any) -> None:
+    async def _warmed(self, manager: PhaseKernel) -> None:
         """Wait until the kernel has answered its warm-up (at once when it started a phase ago), then let go of it.
 
         nbclient then finds an idle kernel, and no answer of the warm-up is in flight when the
         kernel is shut down.
         """
-        client, sent = self._clients.pop(id(manager))
+        client, sent = manager.clients_made[0], manager.warm_up_id
         try:
             deadline = time.monotonic() + _READY_SECONDS
             while time.monotonic() < deadline:
@@ -116,13 +115,14 @@ class KernelsAhead:
                 if answer.get("parent_header", {}).get("msg_id") == sent:
                     return
         finally:
+            manager.warm_up_id = None
             client.stop_channels()
 
     async def _start(self) -> PhaseKernel:
         """Start a kernel and send it the warm-up import; return without waiting for either."""
         manager = PhaseKernel(kernel_name="python3")
         await manager.start_kernel(extra_arguments=self._arguments, cwd=str(self._cwd))
-        client = manager.client()
+        client = manager.client()  # the first of clients_made: the warm-up's
         client.start_channels()
-        self._clients[id(manager)] = (client, client.execute(_WARM_UP, silent=True, store_history=False))
+        manager.warm_up_id = client.execute(_WARM_UP, silent=True, store_history=False)
         return manager
