@@ -301,8 +301,8 @@ def start_backend(
     from runbook_lib.embedded.s3control.responses import BatchOperationsApp
 
     faults = faults or Faults()
-    app = BackendApp(DomainDispatcherApplication(create_backend_app), faults, BatchOperationsApp(faults),
-                     AthenaApp(), AccessAnalyzerApp())
+    app = BackendApp(_dispatcher(DomainDispatcherApplication)(create_backend_app), faults,
+                     BatchOperationsApp(faults), AthenaApp(), AccessAnalyzerApp())
     app.request_log = RequestLog() if record_requests else None
     try:
         server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
@@ -322,6 +322,27 @@ def start_backend(
     backend = EmbeddedBackend(host, actual_port, config_path, faults, server, thread, app, own_dir, scheduler)
     log.info("embedded AWS listening on %s (config %s)", backend.endpoint, config_path)
     return backend
+
+
+def _dispatcher(base: type[Any]) -> type[Any]:
+    """Return moto's host dispatcher with each host's service remembered once found.
+
+    moto finds a request's service by listing its own package folder on disk, under a lock every
+    request waits for; at a few hundred requests a second that listing was most of the server's time.
+    Which service a host name belongs to never changes while the server runs, so it is looked up once.
+    """
+
+    class RememberingDispatcher(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._services: dict[str | None, Any] = {}
+
+        def get_backend_for_host(self, host: str | None) -> Any:
+            if host not in self._services:
+                self._services[host] = super().get_backend_for_host(host)
+            return self._services[host]
+
+    return RememberingDispatcher
 
 
 def _default_config_path(port: int) -> Path:
