@@ -332,7 +332,7 @@ def _dispatcher(base: type[Any]) -> type[Any]:
     Which service a host name belongs to never changes while the server runs, so it is looked up once.
     """
 
-    class RememberingDispatcher(base):  # type: ignore[misc, valid-type]
+    class RememberingDispatcher(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._services: dict[str | None, Any] = {}
