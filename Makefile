@@ -27,7 +27,7 @@ lab: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/python -m ruff check runbook_lib tests benchmarks
-	$(BIN)/python -m mypy runbook_lib
+	$(BIN)/python -m mypy runbook_lib benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

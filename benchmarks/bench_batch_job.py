@@ -104,6 +104,7 @@ def _job_versions(ctx: RunContext, job: dict[str, Any]) -> list[tuple[str, str]]
 def time_loop(ctx: RunContext, versions: list[tuple[str, str]], threads: int) -> float:
     """Return the seconds a client-side loop takes to copy the versions with their lock state."""
     source_bucket = ctx.params.vault.bucket
+    assert source_bucket, "the drill parameters name the vault bucket"
     target = f"bench-loop-{uuid.uuid4().hex[:8]}"
     vault_s3, recovery_s3 = ctx.vault("s3"), ctx.recovery("s3")
     recovery_s3.create_bucket(Bucket=target, ObjectLockEnabledForBucket=True)

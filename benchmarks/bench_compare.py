@@ -90,7 +90,7 @@ def _write_inputs(folder: Path) -> None:
     statuses = np.where(failed, "failed", "succeeded")
     report["task_status"] = pd.Categorical(statuses, categories=["succeeded", "failed"])
     report["http_status"] = pd.array(np.where(failed, 500, 200), dtype="Int16")
-    report["error_code"] = pd.array(np.where(failed, "DstPutObjectNotPermitted", None), dtype=_STRING)
+    report["error_code"] = pd.array(np.where(failed, "DstPutObjectNotPermitted", pd.NA), dtype=_STRING)
     report["result_message"] = pd.array(np.where(failed, "Access denied", "success"), dtype=_STRING)
     for name, frame in (("vault", vault), ("recovery", recovery), ("manifest", manifest), ("report", report)):
         frame.reset_index(drop=True).to_parquet(folder / f"{name}.parquet")

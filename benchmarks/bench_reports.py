@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -112,7 +113,7 @@ def main() -> int:
                                           f"{PREFIX}/job-{JOB_ID}/manifest.json")
 
         frame = ours()
-        assert len(frame) == ROWS and frame["key"].str.contains(" ").any()  # type: ignore[attr-defined]
+        assert isinstance(frame, pd.DataFrame) and len(frame) == ROWS and frame["key"].str.contains(" ").any()
         raw()  # warm the page cache and imports
         ours_from_store()
         raw_s, ours_s, store_s = _best_of([raw, ours, ours_from_store])
