@@ -242,6 +242,28 @@ def test_listing_keeps_no_copies_of_versions(
     assert after == before
 
 
+def test_a_listing_sees_names_removed_and_added_between_two_listings(s3: Any) -> None:
+    """One name gone and another come leave as many names as before: the listing must still see both changes."""
+    bucket = unique("names")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    written = {f"k-{index:02d}": s3.put_object(Bucket=bucket, Key=f"k-{index:02d}", Body=b"x")["VersionId"]
+               for index in range(10)}
+
+    def names() -> list[str]:
+        pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, PaginationConfig={"PageSize": 3})
+        return [version["Key"] for page in pages for version in page.get("Versions", [])]
+
+    assert names() == sorted(written)
+    # The only version of k-03 deleted (its name goes), then a new name that sorts before it.
+    s3.delete_object(Bucket=bucket, Key="k-03", VersionId=written.pop("k-03"))
+    written["k-00a"] = s3.put_object(Bucket=bucket, Key="k-00a", Body=b"y")["VersionId"]
+    assert names() == sorted(written)
+    # A name added alone: the count of names grows.
+    s3.put_object(Bucket=bucket, Key="k-99", Body=b"z")
+    assert names() == sorted([*written, "k-99"])
+
+
 # ---------------------------------------------------------- retention, replication status
 
 

@@ -9,6 +9,8 @@ moto upgrade changes that source, so the patch is reviewed instead of silently d
 | instance tracking             | every FakeKey / FakeDeleteMarker, deep copies included, is appended to a    |
 |                               | class-level registry that is never pruned (about 1.5 GB per 20k listing)    |
 | list_object_versions          | deep-copies every version of the bucket on every page (quadratic in time)   |
+| key store removals            | none: we note each removal of a key name (`_VersionedKeyStore.pop`), so a   |
+|                               | listing sorts a bucket's names once, not once per page                      |
 | ListObjectVersions answer     | rendered by the generic serializer, most of a second per page of 1,000; we  |
 |                               | write the same XML directly                                                 |
 | GetObjectRetention            | not implemented: `GET ?retention` falls through to GetObject                |
@@ -42,6 +44,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import inspect
+import itertools
 import json
 import re
 import threading
@@ -58,6 +61,7 @@ from moto.events.models import Rule
 from moto.s3.exceptions import LockNotEnabled
 from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
+from moto.s3.utils import _VersionedKeyStore
 
 from runbook_lib import aws_facts
 from runbook_lib.embedded import iam_eval, moto_state, restore
@@ -72,6 +76,7 @@ __all__ = ["PATCHED_SOURCES", "apply_all", "moto_source_fingerprint", "normalise
 PATCHED_SOURCES: dict[str, str] = {
     "moto.core.common_models.BaseModel.__new__": "08cf0ef20e88029a2eb91949492ce3281001a34b98143db186239962ad379eec",
     "moto.s3.models.S3Backend.list_object_versions": "268a5f62e83a572464f0dd13c2048e20e8b1ef39ea09aae8be0248b286dc71b4",
+    "moto.s3.utils._VersionedKeyStore.pop": "92736e3c4102461ee6c07a013b9ca36008abc77e2625edee46ac4838bdaddefd",
     "moto.s3.responses.S3Response.list_object_versions": "a5ad4dafbad9f008ffcb35f4c53552d29afb9b3441309e81ef39fa1221eed318",  # noqa: E501
     "moto.s3.responses.S3Response._key_response_get": "ee432d6a706f4276ede0c405542da415557775b7b4420aa585d6562f6a4f52f3",  # noqa: E501
     "moto.s3.models.FakeKey.response_dict": "57d0ac8aa00fe7bef968e0515f6488564880b1b7f79b901e2b0c823c13a32554",
@@ -150,10 +155,47 @@ class _VersionView:
         return isinstance(self._version, FakeDeleteMarker)
 
 
+# Where a bucket's key store keeps its sorted names, and the token of its last removal of a name.
+_SORTED_NAMES = "_runbook_sorted_names"
+_REMOVAL = "_runbook_removal"
+_removal_tokens = itertools.count(1)
+
+
+def _sorted_names(store: Any) -> list[str]:
+    """Return a key store's names in listing order (not to be changed), sorted again only when they changed.
+
+    Sorting every name for each page of 1,000 made listing a bucket quadratic: a vault of 10^6
+    versions spent most of a second per page on it. A name is added only by a write (the count of
+    names grows) and removed only through `pop` (which leaves a new removal token), so equal counts
+    and an unchanged token mean the same names.
+    """
+    stamp = (len(store), store.__dict__.get(_REMOVAL, 0))
+    cached = store.__dict__.get(_SORTED_NAMES)
+    if cached is not None and cached[0] == stamp:
+        names: list[str] = cached[1]
+        return names
+    names = sorted(store.keys())
+    # The count of these names, and the removal token read before they were taken: a name added or
+    # removed since makes the next look sort again.
+    store.__dict__[_SORTED_NAMES] = ((len(names), stamp[1]), names)
+    return names
+
+
+def _noting_removal(original: Callable[..., Any]) -> Callable[..., Any]:
+    def pop(self: Any, key: str) -> Any:
+        try:
+            return original(self, key)
+        finally:
+            self.__dict__[_REMOVAL] = next(_removal_tokens)
+
+    return pop
+
+
 def _versions_from(bucket: Any, first_name: str) -> Iterator[_VersionView]:
     """Yield versions in moto's listing order (name, newest first), starting at `first_name`."""
-    names = sorted(bucket.keys.keys())
-    for name in names[bisect.bisect_left(names, first_name) :]:
+    names = _sorted_names(bucket.keys)
+    for position in range(bisect.bisect_left(names, first_name), len(names)):  # no copy of the rest
+        name = names[position]
         versions = sorted(
             bucket.keys.getlist(name, []), key=lambda v: -unix_time_millis(v.last_modified)
         )
@@ -688,6 +730,9 @@ def apply_all() -> None:
         FakeKey.__new__ = _untracked_new  # type: ignore[method-assign]
         FakeDeleteMarker.__new__ = _untracked_new  # type: ignore[method-assign]
         S3Backend.list_object_versions = _list_object_versions  # type: ignore[method-assign]
+        _VersionedKeyStore.pop = _noting_removal(  # type: ignore[method-assign]
+            _originals["moto.s3.utils._VersionedKeyStore.pop"]
+        )
         S3Response.list_object_versions = _list_object_versions_response  # type: ignore[method-assign]
         S3Response._key_response_get = _wrap_key_response_get(  # type: ignore[method-assign]
             _originals["moto.s3.responses.S3Response._key_response_get"]
