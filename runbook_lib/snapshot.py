@@ -1,8 +1,9 @@
 """The state of every object version of a bucket, as a DataFrame with Inventory-like columns.
 
 Versions are listed page by page; each object version is HEADed through one shared client (boto3
-clients are thread-safe) by a pool of threads while the next page is listed. Delete markers need
-no HEAD: the listing says everything there is to know about them.
+clients are thread-safe) by a pool of threads while the next page is listed. The listing stays at
+most QUEUED_PER_WORKER versions per worker ahead of the reads. Delete markers need no HEAD: the
+listing says everything there is to know about them.
 
 "unknown", never "none": HEAD carries the lock fields only when the caller may read them
 (s3:GetObjectRetention, s3:GetObjectLegalHold) and silently leaves them out otherwise, and a bucket
@@ -49,6 +50,7 @@ __all__ = [
     "COLUMNS",
     "HEAD_ERROR",
     "PROGRESS_SECONDS",
+    "QUEUED_PER_WORKER",
     "THROTTLE_ROUNDS",
     "UNKNOWN",
     "SnapshotProgress",
@@ -65,6 +67,10 @@ COLUMNS = [
 # Extra column: the error code of a failed HEAD, missing when the HEAD succeeded.
 HEAD_ERROR = "head_error"
 PROGRESS_SECONDS = 0.25
+# Versions listed but not yet read, per worker, before the listing waits for the reads. Without a
+# bound, the listing ran far ahead of the HEADs: on a 10^6-version vault it competed with them for
+# the interpreter and left hundreds of thousands of queued reads (a future each) in memory.
+QUEUED_PER_WORKER = 64
 MAX_PAGE_SIZE = 1000
 
 _TEXT_COLUMNS = (
@@ -125,6 +131,8 @@ def snapshot_bucket(
     try:
         for page in _pages(s3, bucket, prefix, page_size):
             for version in page.get("Versions", []):
+                while pending >= workers * QUEUED_PER_WORKER:
+                    pending -= progress.add_done(_collect(rows, finished, block=True))
                 row = _listed(version, is_delete_marker=False)
                 _submit(pool, finished, len(rows), _Reader(s3, bucket, lock_enabled), row)
                 rows.append(row)

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -323,6 +324,47 @@ def test_subscribers_see_growing_counts_and_a_final_call(s3: Any, page_size: int
     listing = [listed for _, listed, listing_done in calls if not listing_done]
     assert listing == [min(page * page_size, len(frame)) for page in range(1, pages + 1)]
     assert {listed for _, listed, listing_done in calls if listing_done} == {len(frame)}
+
+
+class PacedS3:
+    """A real S3 client whose reads take a little longer, recording how far the listing ran ahead of them."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+        self._lock = threading.Lock()
+        self.listed = 0
+        self.heads = 0
+        self.ahead: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def list_object_versions(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self.ahead.append(self.listed - self.heads)
+        page = self._s3.list_object_versions(**kwargs)
+        with self._lock:
+            self.listed += len(page.get("Versions", []))
+        return page
+
+    def head_object(self, **kwargs: Any) -> Any:
+        time.sleep(0.005)
+        answer = self._s3.head_object(**kwargs)
+        with self._lock:
+            self.heads += 1
+        return answer
+
+
+def test_the_listing_waits_for_the_reads_instead_of_queueing_the_whole_bucket(
+    s3: Any, vault: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_module, "QUEUED_PER_WORKER", 3)
+    paced = PacedS3(s3)
+    frame = snapshot_bucket(paced, VAULT_BUCKET, workers=2, page_size=10)
+    pd.testing.assert_frame_equal(comparable(frame), comparable(vault))
+    # When a page is asked for, at most 2 x 3 listed versions wait for their HEAD, those in flight included.
+    assert max(paced.ahead) <= 2 * 3
+    assert paced.heads == int((~vault["is_delete_marker"]).sum())
 
 
 def test_progress_printer_prints_a_last_line_once(s3: Any) -> None:
