@@ -131,8 +131,10 @@ def snapshot_bucket(
     try:
         for page in _pages(s3, bucket, prefix, page_size):
             for version in page.get("Versions", []):
-                while pending >= workers * QUEUED_PER_WORKER:
-                    pending -= progress.add_done(_collect(rows, finished, block=True))
+                if pending >= workers * QUEUED_PER_WORKER:
+                    # Wait until half the queue is read, not for one read at a time: fewer wake-ups.
+                    while pending > workers * QUEUED_PER_WORKER // 2:
+                        pending -= progress.add_done(_collect(rows, finished, block=True))
                 row = _listed(version, is_delete_marker=False)
                 _submit(pool, finished, len(rows), _Reader(s3, bucket, lock_enabled), row)
                 rows.append(row)
