@@ -140,10 +140,10 @@ def _all_of(values: pd.Series, kind: type) -> bool:
     return bool(values.map(type).eq(kind).all())
 
 
-def _as_text(array: pa.Array, levels: np.ndarray | None = None) -> pa.Array:
+def _as_text(array: pa.Array, levels: np.ndarray | None) -> pa.Array:
     """Return one column's cells as the text pandas writes for them, missing values as empty text.
 
-    `levels` gives a time column's digits of a second per row (see `_fraction_levels`).
+    `levels` gives a time column's digits of a second per row (see `_fraction_levels`), None for others.
     """
     kind = array.type
     if pa.types.is_boolean(kind):
@@ -151,7 +151,8 @@ def _as_text(array: pa.Array, levels: np.ndarray | None = None) -> pa.Array:
     elif pa.types.is_integer(kind):
         text = pc.cast(array, pa.large_string())
     elif pa.types.is_timestamp(kind):
-        text = _time_text(array, levels if levels is not None else _fraction_levels(array, max(1, len(array))))
+        assert levels is not None, "a time column is written with its digits of a second"
+        text = _time_text(array, levels)
     else:
         needs_quotes = pc.match_substring_regex(array, _NEEDS_QUOTES)
         if not pc.any(needs_quotes).as_py():
@@ -161,6 +162,9 @@ def _as_text(array: pa.Array, levels: np.ndarray | None = None) -> pa.Array:
             pa.scalar('"', pa.large_string()), _EMPTY)
         text = pc.if_else(pc.fill_null(needs_quotes, False), quoted, array)
     return pc.fill_null(text, _EMPTY)
+
+
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
 def _fraction_levels(array: pa.Array, block_rows: int) -> np.ndarray:
@@ -179,9 +183,6 @@ def _fraction_levels(array: pa.Array, block_rows: int) -> np.ndarray:
         return needed
     starts = np.arange(0, len(needed), block_rows)
     return np.repeat(np.maximum.reduceat(needed, starts), np.diff(np.append(starts, len(needed))))
-
-
-_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
 def _time_text(array: pa.Array, levels: np.ndarray) -> pa.Array:
