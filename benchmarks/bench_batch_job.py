@@ -26,10 +26,7 @@ this tree and for TREE, in turns (`--rounds`, default 1 each), each through that
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -38,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import trees
 from runbook_lib import batch_job, provision
 from runbook_lib.context import RunContext, open_run
 from runbook_lib.embedded import task_caches
@@ -190,12 +188,7 @@ print(json.dumps({{"tasks": run.tasks, "seconds": run.job_seconds, "cpu": float(
 
 def run_in_tree(tree: Path, versions: int) -> dict[str, float]:
     """Return the tasks, seconds and CPU seconds of the job run by the code of `tree`, in a fresh process."""
-    done = subprocess.run([sys.executable, "-c", _CHILD.format(versions=versions)], cwd=tree, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(tree)}, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the job in {tree} failed:\n{done.stderr[-2000:]}")
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
+    return trees.run_in_tree(tree, _CHILD.format(versions=versions), "the job")
 
 
 def compare_trees(versions: int, other: Path, rounds: int) -> int:

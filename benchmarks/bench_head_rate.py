@@ -16,11 +16,10 @@ client code; the ratio of their rates says what the changes between them bought.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks import trees
 
 __all__ = ["main"]
 
@@ -46,11 +45,7 @@ print(json.dumps({{"versions": len(frame), "seconds": seconds, "client_cpu": cpu
 
 def measure(tree: Path, versions: int) -> dict[str, float]:
     """Return versions, seconds and the client's CPU seconds of one snapshot read with `tree`'s code."""
-    done = subprocess.run([sys.executable, "-c", _CHILD.format(versions=versions, workers=WORKERS)], cwd=tree,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the snapshot with {tree} failed:\n{done.stderr[-2000:]}")
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = trees.run_in_tree(tree, _CHILD.format(versions=versions, workers=WORKERS), "the snapshot")
     if figures["failed"]:
         raise SystemExit(f"{figures['failed']:.0f} HEADs failed with {tree}")
     return figures
